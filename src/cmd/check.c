@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* amesh check: validates amesh.conf and the registry it names, and shows what this node would run. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cmd/cmd.h"
+#include "config/conf.h"
+#include "config/registry.h"
+#include "core/diag.h"
+#include "core/util.h"
+
+/* "present", or what is missing of CERT_DIR/NS/SA.{crt,key}. */
+static const char *
+identity_state(const char *cert_dir, const char *ns, const char *sa, bool *ok)
+{
+	char *crt = xasprintf("%s/%s/%s.crt", cert_dir, ns, sa);
+	char *key = xasprintf("%s/%s/%s.key", cert_dir, ns, sa);
+	bool has_crt = access(crt, R_OK) == 0, has_key = access(key, R_OK) == 0;
+
+	free(crt);
+	free(key);
+	*ok = has_crt && has_key;
+	if (*ok)
+		return "present";
+	if (has_crt)
+		return "missing key";
+	if (has_key)
+		return "missing certificate";
+	return "missing";
+}
+
+/* One identity a role on this host needs; duplicates (same ns/sa) are printed once. */
+struct ident {
+	const char *ns, *sa, *who;
+};
+
+static void
+add_ident(struct ident *v, size_t *n, const char *ns, const char *sa, const char *who)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(v[i].ns, ns) == 0 && strcmp(v[i].sa, sa) == 0)
+			return;
+	v[*n].ns = ns;
+	v[*n].sa = sa;
+	v[*n].who = who;
+	(*n)++;
+}
+
+static int
+exec_check(const struct cmd_globals *g, int argc, char **argv)
+{
+	struct amesh_conf *c = NULL;
+	struct registry *r = NULL;
+	const struct reg_node *node;
+	struct ident *ids = NULL;
+	size_t nids = 0, nlocal = 0, missing = 0;
+	struct diag d;
+	char a[64];
+	int rc = EXIT_FAIL;
+
+	if (argc > 1) {
+		fprintf(stderr, "amesh check: unexpected argument '%s'\nTry 'amesh check --help'.\n",
+		    argv[1]);
+		return EXIT_USAGE;
+	}
+	diag_init(&d);
+	if (conf_load(g->conf_path, &c, &d) != 0) {
+		diag_print(&d, stderr);
+		fprintf(stderr, "amesh check: %s: invalid\n", g->conf_path);
+		goto out;
+	}
+	printf("config    %s: ok\n", c->path);
+	if (registry_load_dir(c->mesh.registry, &r, &d) != 0) {
+		diag_print(&d, stderr);
+		fprintf(stderr, "amesh check: registry %s: invalid\n", c->mesh.registry);
+		goto out;
+	}
+	printf("registry  %s: ok (%zu files)\n", c->mesh.registry, r->n_files);
+	printf("          %zu nodes, %zu workloads, %zu services, %zu waypoints, %zu policies, "
+	    "%zu routes\n", r->n[REG_NODE], r->n[REG_WORKLOAD], r->n[REG_SERVICE],
+	    r->n[REG_WAYPOINT], r->n[REG_POLICY], r->n[REG_ROUTE]);
+
+	node = registry_find(r, REG_NODE, c->mesh.node);
+	if (node == NULL) {
+		diag_add(&d, c->path, conf_line(c, "mesh", "node"), "[mesh] node \"%s\" is not "
+		    "defined in the registry %s", c->mesh.node, c->mesh.registry);
+		diag_print(&d, stderr);
+		goto out;
+	}
+	ids = xcalloc(r->n[REG_WORKLOAD] + 2, sizeof(*ids));
+	printf("node      %s (%s)\n", node->h.name, ip_str(&node->address, a, sizeof(a)));
+	for (size_t i = 0; i < r->n[REG_WORKLOAD]; i++) {
+		const struct reg_workload *w = REG_WORKLOADS(r)[i];
+		char addrs[256] = "";
+
+		if (w->node_p != node)
+			continue;
+		nlocal++;
+		for (size_t j = 0; j < w->addresses.n; j++)
+			snprintf(addrs + strlen(addrs), sizeof(addrs) - strlen(addrs), "%s%s",
+			    j ? "," : "", ip_str(&w->addresses.v[j], a, sizeof(a)));
+		printf("workload  %s/%s sa=%s addresses=%s protocol=%s%s%s\n", w->namespace,
+		    w->h.name, w->service_account, addrs,
+		    w->protocol == REG_PROTO_HBONE ? "hbone" : "tcp",
+		    w->waypoint ? " waypoint=" : "", w->waypoint ? w->waypoint : "");
+		if (w->protocol == REG_PROTO_HBONE)
+			add_ident(ids, &nids, w->namespace, w->service_account, "workload");
+	}
+	if (nlocal == 0)
+		printf("workload  (none on this node)\n");
+	if (conf_has_section(c, "waypoint")) {
+		const struct reg_waypoint *wp = registry_find(r, REG_WAYPOINT, c->waypoint.name);
+
+		if (wp == NULL) {
+			diag_add(&d, c->path, conf_line(c, "waypoint", "name"), "[waypoint] name "
+			    "\"%s\" is not defined in the registry", c->waypoint.name);
+			diag_print(&d, stderr);
+			goto out;
+		}
+		printf("waypoint  %s/%s sa=%s address=%s\n", wp->namespace, wp->h.name,
+		    wp->service_account, ip_str(&wp->address, a, sizeof(a)));
+		add_ident(ids, &nids, wp->namespace, wp->service_account, "waypoint");
+	}
+	if (conf_has_section(c, "sidecar")) {
+		const struct reg_workload *w = registry_find(r, REG_WORKLOAD, c->sidecar.workload);
+
+		if (w == NULL) {
+			diag_add(&d, c->path, conf_line(c, "sidecar", "workload"), "[sidecar] workload "
+			    "\"%s\" is not defined in the registry", c->sidecar.workload);
+			diag_print(&d, stderr);
+			goto out;
+		}
+		printf("sidecar   %s/%s\n", w->namespace, w->h.name);
+		add_ident(ids, &nids, w->namespace, w->service_account, "sidecar");
+	}
+	printf("identity  trust domain %s, certificates in %s\n", c->mesh.trust_domain,
+	    c->identity.cert_dir);
+	for (size_t i = 0; i < nids; i++) {
+		bool ok;
+		const char *st = identity_state(c->identity.cert_dir, ids[i].ns, ids[i].sa, &ok);
+
+		printf("identity  spiffe://%s/ns/%s/sa/%s (%s): %s\n", c->mesh.trust_domain,
+		    ids[i].ns, ids[i].sa, ids[i].who, st);
+		missing += !ok;
+	}
+	printf("bundle    %s: %s\n", c->mesh.trust_bundle,
+	    access(c->mesh.trust_bundle, R_OK) == 0 ? "present" : "missing");
+	/* Missing certificates are expected before `amesh ca issue`; they warn, they do not fail. */
+	if (missing > 0)
+		printf("warning   %zu identit%s missing: issue with 'amesh ca issue' (amesh-ca(8))\n",
+		    missing, missing == 1 ? "y" : "ies");
+	printf("ok\n");
+	rc = EXIT_OK;
+out:
+	free(ids);
+	registry_unref(r);
+	conf_free(c);
+	diag_clear(&d);
+	return rc;
+}
+
+const struct cmd_entry cmd_check_entry = {
+	"check", "[-c FILE]", "validate amesh.conf and the registry, and show this node's part",
+	NULL, exec_check,
+};

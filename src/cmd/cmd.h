@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The command table: each subcommand is one entry; main.c dispatches and prints help from it. */
+#ifndef AMESH_CMD_CMD_H
+#define AMESH_CMD_CMD_H
+
+/* Exit codes shared by every command. */
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+/* Global options, accepted before or after the command name. */
+struct cmd_globals {
+	const char *conf_path; /* -c FILE */
+	int verbosity;         /* +1 per -v, -1 per -q */
+	int log_format;        /* --log-format; -1 when not given */
+};
+
+struct cmd_entry {
+	const char *name;
+	const char *usage; /* arguments after the name */
+	const char *desc;  /* one line for amesh --help */
+	const char *help;  /* option lines for amesh COMMAND --help; NULL: none */
+	/* argv[0] is the command name; global options have been removed. Returns an exit code. */
+	int (*exec)(const struct cmd_globals *g, int argc, char **argv);
+};
+
+extern const struct cmd_entry cmd_ztunnel_entry;
+extern const struct cmd_entry cmd_waypoint_entry;
+extern const struct cmd_entry cmd_sidecar_entry;
+extern const struct cmd_entry cmd_cni_entry;
+extern const struct cmd_entry cmd_ca_entry;
+extern const struct cmd_entry cmd_check_entry;
+
+/* The CNI plugin protocol path (argv[0] "amesh-cni" or CNI_COMMAND set). Returns an exit code. */
+int cmd_cni_plugin(void);
+
+/* For roles not built yet: says so on stderr and returns EXIT_USAGE. */
+int cmd_not_built(const char *name);
+
+#endif

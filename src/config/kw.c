@@ -1,0 +1,555 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Typed storage for keyword tables: parse a value by its row, free it by its row. */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/kw.h"
+#include "core/util.h"
+
+#define FIELD(base, kw, type) ((type *)(void *)((char *)(base) + (kw)->off))
+
+static int
+fail(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int
+fail(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+bool
+kw_is_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 63)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!(islower((unsigned char)c) || isdigit((unsigned char)c) || c == '-'))
+			return false;
+	}
+	return s[0] != '-' && s[n - 1] != '-';
+}
+
+bool
+kw_is_hostname(const char *s)
+{
+	char label[64];
+	size_t n = strlen(s);
+	const char *p = s;
+
+	if (n == 0 || n > 253)
+		return false;
+	while (*p != '\0') {
+		size_t l = strcspn(p, ".");
+
+		if (l == 0 || l > 63)
+			return false;
+		memcpy(label, p, l);
+		label[l] = '\0';
+		if (!kw_is_name(label))
+			return false;
+		p += l;
+		if (*p == '.' && *++p == '\0')
+			return false;
+	}
+	return true;
+}
+
+const char *
+kw_pattern_check(const char *p)
+{
+	size_t n = strlen(p);
+	const char *star = strchr(p, '*');
+
+	if (n == 0)
+		return "empty pattern";
+	for (const char *c = p; *c != '\0'; c++)
+		if (isspace((unsigned char)*c) || !isprint((unsigned char)*c))
+			return "pattern contains a blank or control character";
+	if (star == NULL || n == 1)
+		return NULL;
+	if (strchr(star + 1, '*') != NULL)
+		return "pattern may hold one '*', at its start or end";
+	if (star != p && star != p + n - 1)
+		return "'*' may only stand at the start or the end of a pattern";
+	return NULL;
+}
+
+bool
+kw_pattern_match(const char *p, const char *s)
+{
+	size_t pn = strlen(p), sn = strlen(s);
+
+	if (strcmp(p, "*") == 0)
+		return true;
+	if (pn > 0 && p[pn - 1] == '*')
+		return sn >= pn - 1 && strncmp(p, s, pn - 1) == 0;
+	if (p[0] == '*')
+		return sn >= pn - 1 && strcmp(s + sn - (pn - 1), p + 1) == 0;
+	return strcmp(p, s) == 0;
+}
+
+/* Splits a comma-separated list into trimmed items; empty items are errors. Caller frees *items. */
+static int
+split_list(const char *value, char ***items, size_t *n, char *why, size_t whylen)
+{
+	char *copy = xstrdup(value), *p = copy;
+	char **v = NULL;
+	size_t cnt = 0;
+
+	*items = NULL;
+	*n = 0;
+	for (;;) {
+		char *comma = strchr(p, ',');
+		char *item;
+
+		if (comma != NULL)
+			*comma = '\0';
+		item = strtrim(p);
+		if (*item == '\0') {
+			for (size_t i = 0; i < cnt; i++)
+				free(v[i]);
+			free(v);
+			free(copy);
+			return fail(why, whylen, "empty item in list");
+		}
+		if (cnt >= KW_LIST_MAX) {
+			for (size_t i = 0; i < cnt; i++)
+				free(v[i]);
+			free(v);
+			free(copy);
+			return fail(why, whylen, "list longer than %d items", KW_LIST_MAX);
+		}
+		v = xrealloc(v, cnt + 1, sizeof(*v));
+		v[cnt++] = xstrdup(item);
+		if (comma == NULL)
+			break;
+		p = comma + 1;
+	}
+	free(copy);
+	*items = v;
+	*n = cnt;
+	return 0;
+}
+
+static void
+free_items(char **items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(items[i]);
+	free(items);
+}
+
+/* Label keys follow Kubernetes: optional "prefix/" then name of [A-Za-z0-9._-]; values likewise. */
+static bool
+label_part_ok(const char *s, size_t max, bool allow_slash)
+{
+	size_t n = strlen(s);
+
+	if (n > max)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!(isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' ||
+		    (allow_slash && c == '/')))
+			return false;
+	}
+	return n == 0 || (isalnum((unsigned char)s[0]) && isalnum((unsigned char)s[n - 1]));
+}
+
+/* HTTP header field name token (RFC 9110), stored lower-case as HTTP/2 requires. */
+static bool
+header_name_ok(char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (char *c = s; *c != '\0'; c++) {
+		if (!(isalnum((unsigned char)*c) || strchr("!#$%&'*+-.^_`|~", *c) != NULL))
+			return false;
+		*c = (char)tolower((unsigned char)*c);
+	}
+	return true;
+}
+
+static int
+set_list(const struct kw *kw, void *base, const char *value, char *why, size_t whylen)
+{
+	char **items;
+	size_t n;
+	const char *reason;
+
+	if (split_list(value, &items, &n, why, whylen) != 0)
+		return -1;
+	kw_free(kw, base);
+	switch (kw->type) {
+	case KW_IP_LIST: {
+		struct ip_list *l = FIELD(base, kw, struct ip_list);
+
+		l->v = xcalloc(n, sizeof(*l->v));
+		for (size_t i = 0; i < n; i++) {
+			if (parse_ip(items[i], &l->v[i], &reason) != 0) {
+				fail(why, whylen, "'%s': %s", items[i], reason);
+				goto bad;
+			}
+			for (size_t j = 0; j < i; j++)
+				if (ip_equal(&l->v[i], &l->v[j])) {
+					fail(why, whylen, "'%s' listed twice", items[i]);
+					goto bad;
+				}
+			l->n = i + 1;
+		}
+		break;
+	}
+	case KW_PREFIX_LIST: {
+		struct prefix_list *l = FIELD(base, kw, struct prefix_list);
+
+		l->v = xcalloc(n, sizeof(*l->v));
+		for (size_t i = 0; i < n; i++) {
+			if (parse_prefix(items[i], &l->v[i], &reason) != 0) {
+				fail(why, whylen, "'%s': %s", items[i], reason);
+				goto bad;
+			}
+			l->n = i + 1;
+		}
+		break;
+	}
+	case KW_PORT_LIST: {
+		struct port_list *l = FIELD(base, kw, struct port_list);
+
+		l->v = xcalloc(n, sizeof(*l->v));
+		for (size_t i = 0; i < n; i++) {
+			if (parse_port(items[i], &l->v[i], &reason) != 0) {
+				fail(why, whylen, "'%s': %s", items[i], reason);
+				goto bad;
+			}
+			l->n = i + 1;
+		}
+		break;
+	}
+	case KW_PORTMAP_LIST: {
+		struct portmap_list *l = FIELD(base, kw, struct portmap_list);
+
+		l->v = xcalloc(n, sizeof(*l->v));
+		for (size_t i = 0; i < n; i++) {
+			char *colon = strchr(items[i], ':');
+
+			if (colon != NULL)
+				*colon = '\0';
+			if (parse_port(items[i], &l->v[i].port, &reason) != 0 ||
+			    (colon != NULL && parse_port(colon + 1, &l->v[i].target, &reason) != 0)) {
+				if (colon != NULL)
+					*colon = ':';
+				fail(why, whylen, "'%s': %s (expected PORT or PORT:TARGET_PORT)",
+				    items[i], reason);
+				goto bad;
+			}
+			if (colon == NULL)
+				l->v[i].target = l->v[i].port;
+			for (size_t j = 0; j < i; j++)
+				if (l->v[j].port == l->v[i].port) {
+					fail(why, whylen, "port %u listed twice", l->v[i].port);
+					goto bad;
+				}
+			l->n = i + 1;
+		}
+		break;
+	}
+	case KW_LABELS:
+	case KW_HEADER_LIST: {
+		struct label_list *l = FIELD(base, kw, struct label_list);
+		const char sep = kw->type == KW_LABELS ? '=' : ':';
+
+		l->v = xcalloc(n, sizeof(*l->v));
+		for (size_t i = 0; i < n; i++) {
+			char *s = strchr(items[i], sep);
+			char *k, *v;
+
+			if (s == NULL) {
+				fail(why, whylen, kw->type == KW_LABELS ?
+				    "'%s': expected KEY=VALUE" : "'%s': expected NAME: VALUE", items[i]);
+				goto bad;
+			}
+			*s = '\0';
+			k = strtrim(items[i]);
+			v = strtrim(s + 1);
+			if (kw->type == KW_LABELS) {
+				const char *slash = strchr(k, '/');
+
+				bool prefix_ok = true;
+
+				if (slash != NULL) {
+					char *prefix = xstrndup(k, (size_t)(slash - k));
+
+					prefix_ok = kw_is_hostname(prefix);
+					free(prefix);
+				}
+				if (*k == '\0' || !prefix_ok ||
+				    !label_part_ok(slash ? slash + 1 : k, 63, false) ||
+				    (slash ? slash[1] == '\0' : false)) {
+					fail(why, whylen, "bad label key '%s'", k);
+					goto bad;
+				}
+				if (!label_part_ok(v, 63, false)) {
+					fail(why, whylen, "bad label value '%s' for '%s'", v, k);
+					goto bad;
+				}
+			} else {
+				if (!header_name_ok(k)) {
+					fail(why, whylen, "bad header name '%s'", k);
+					goto bad;
+				}
+				if (*v == '\0') {
+					fail(why, whylen, "header '%s' has no value", k);
+					goto bad;
+				}
+			}
+			for (size_t j = 0; j < i; j++)
+				if (strcmp(l->v[j].key, k) == 0) {
+					fail(why, whylen, "'%s' given twice", k);
+					goto bad;
+				}
+			l->v[i].key = xstrdup(k);
+			l->v[i].value = xstrdup(v);
+			l->n = i + 1;
+		}
+		break;
+	}
+	case KW_STR_LIST:
+	case KW_PATTERN_LIST:
+	case KW_ENUM_LIST: {
+		struct str_list *l = FIELD(base, kw, struct str_list);
+
+		for (size_t i = 0; i < n; i++) {
+			if (kw->type == KW_PATTERN_LIST && (reason = kw_pattern_check(items[i])) != NULL) {
+				fail(why, whylen, "'%s': %s", items[i], reason);
+				goto bad;
+			}
+			if (kw->type == KW_ENUM_LIST) {
+				size_t e;
+
+				for (e = 0; kw->enums[e] != NULL; e++)
+					if (strcmp(kw->enums[e], items[i]) == 0)
+						break;
+				if (kw->enums[e] == NULL) {
+					fail(why, whylen, "unknown value '%s'", items[i]);
+					goto bad;
+				}
+			}
+		}
+		l->v = items;
+		l->n = n;
+		return 0;
+	}
+	case KW_WEIGHTED_LIST: {
+		struct weighted_list *l = FIELD(base, kw, struct weighted_list);
+
+		l->v = xcalloc(n, sizeof(*l->v));
+		for (size_t i = 0; i < n; i++) {
+			char *sp = strpbrk(items[i], " \t");
+			uint64_t w = 1;
+
+			if (sp != NULL) {
+				*sp = '\0';
+				if (parse_uint(strtrim(sp + 1), 0, kw->max, &w, &reason) != 0) {
+					fail(why, whylen, "'%s': weight must be 0-%llu", items[i],
+					    (unsigned long long)kw->max);
+					goto bad;
+				}
+			}
+			if (!kw_is_hostname(items[i])) {
+				fail(why, whylen, "'%s' is not a valid name", items[i]);
+				goto bad;
+			}
+			for (size_t j = 0; j < i; j++)
+				if (strcmp(l->v[j].name, items[i]) == 0) {
+					fail(why, whylen, "'%s' listed twice", items[i]);
+					goto bad;
+				}
+			l->v[i].name = xstrdup(items[i]);
+			l->v[i].weight = (uint32_t)w;
+			l->n = i + 1;
+		}
+		break;
+	}
+	default:
+		break;
+	}
+	free_items(items, n);
+	return 0;
+bad:
+	free_items(items, n);
+	kw_free(kw, base);
+	return -1;
+}
+
+int
+kw_set(const struct kw *kw, void *base, const char *value, const char *basedir,
+    char *why, size_t whylen)
+{
+	const char *reason = NULL;
+
+	if (*value == '\0')
+		return fail(why, whylen, "empty value");
+	switch (kw->type) {
+	case KW_STRING:
+	case KW_NAME:
+	case KW_HOSTNAME:
+	case KW_PATH: {
+		char **p = FIELD(base, kw, char *);
+
+		if (kw->type == KW_NAME && !kw_is_name(value))
+			return fail(why, whylen, "'%s' is not a valid name (lower-case letters, "
+			    "digits and '-', at most 63)", value);
+		if (kw->type == KW_HOSTNAME && !kw_is_hostname(value))
+			return fail(why, whylen, "'%s' is not a valid DNS name", value);
+		free(*p);
+		*p = kw->type == KW_PATH ? path_join(basedir, value) : xstrdup(value);
+		return 0;
+	}
+	case KW_PORT:
+		if (parse_port(value, FIELD(base, kw, uint16_t), &reason) != 0)
+			break;
+		return 0;
+	case KW_SOCKADDR:
+		if (parse_sockaddr(value, FIELD(base, kw, struct sockaddr_storage), &reason) != 0)
+			break;
+		return 0;
+	case KW_DURATION:
+		if (parse_duration(value, FIELD(base, kw, uint64_t), &reason) != 0)
+			break;
+		return 0;
+	case KW_SIZE:
+		if (parse_size(value, FIELD(base, kw, uint64_t), &reason) != 0)
+			break;
+		return 0;
+	case KW_UINT: {
+		uint64_t v;
+
+		if (parse_uint(value, kw->min, kw->max, &v, &reason) != 0)
+			return fail(why, whylen, "'%s': expected an integer %llu-%llu", value,
+			    (unsigned long long)kw->min, (unsigned long long)kw->max);
+		*FIELD(base, kw, uint64_t) = v;
+		return 0;
+	}
+	case KW_BOOL:
+		if (parse_bool(value, FIELD(base, kw, bool), &reason) != 0)
+			break;
+		return 0;
+	case KW_ENUM: {
+		char allowed[256] = "";
+
+		for (int i = 0; kw->enums[i] != NULL; i++) {
+			if (strcmp(kw->enums[i], value) == 0) {
+				*FIELD(base, kw, int) = i;
+				return 0;
+			}
+			snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed),
+			    "%s%s", i ? ", " : "", kw->enums[i]);
+		}
+		return fail(why, whylen, "'%s': expected one of %s", value, allowed);
+	}
+	case KW_IP:
+		if (parse_ip(value, FIELD(base, kw, struct ip_addr), &reason) != 0)
+			break;
+		return 0;
+	default:
+		return set_list(kw, base, value, why, whylen);
+	}
+	return fail(why, whylen, "'%s': %s", value, reason);
+}
+
+void
+kw_free(const struct kw *kw, void *base)
+{
+	switch (kw->type) {
+	case KW_STRING:
+	case KW_NAME:
+	case KW_HOSTNAME:
+	case KW_PATH: {
+		char **p = FIELD(base, kw, char *);
+
+		free(*p);
+		*p = NULL;
+		break;
+	}
+	case KW_IP_LIST:
+	case KW_PREFIX_LIST:
+	case KW_PORT_LIST:
+	case KW_PORTMAP_LIST: {
+		/* All four lists start with a pointer and a count. */
+		struct ip_list *l = FIELD(base, kw, struct ip_list);
+
+		free(l->v);
+		l->v = NULL;
+		l->n = 0;
+		break;
+	}
+	case KW_LABELS:
+	case KW_HEADER_LIST: {
+		struct label_list *l = FIELD(base, kw, struct label_list);
+
+		for (size_t i = 0; i < l->n; i++) {
+			free(l->v[i].key);
+			free(l->v[i].value);
+		}
+		free(l->v);
+		l->v = NULL;
+		l->n = 0;
+		break;
+	}
+	case KW_STR_LIST:
+	case KW_PATTERN_LIST:
+	case KW_ENUM_LIST: {
+		struct str_list *l = FIELD(base, kw, struct str_list);
+
+		free_items(l->v, l->n);
+		l->v = NULL;
+		l->n = 0;
+		break;
+	}
+	case KW_WEIGHTED_LIST: {
+		struct weighted_list *l = FIELD(base, kw, struct weighted_list);
+
+		for (size_t i = 0; i < l->n; i++)
+			free(l->v[i].name);
+		free(l->v);
+		l->v = NULL;
+		l->n = 0;
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+const char *
+kw_type_name(enum kw_type t)
+{
+	static const char *const names[] = {
+		[KW_STRING] = "string", [KW_NAME] = "name", [KW_HOSTNAME] = "DNS name",
+		[KW_PATH] = "path", [KW_PORT] = "port", [KW_SOCKADDR] = "address:port",
+		[KW_DURATION] = "duration", [KW_SIZE] = "size", [KW_UINT] = "integer",
+		[KW_BOOL] = "boolean", [KW_ENUM] = "keyword", [KW_IP] = "IP address",
+		[KW_IP_LIST] = "IP address list", [KW_PREFIX_LIST] = "prefix list",
+		[KW_PORT_LIST] = "port list", [KW_PORTMAP_LIST] = "port[:target] list",
+		[KW_LABELS] = "label list", [KW_STR_LIST] = "list", [KW_PATTERN_LIST] = "pattern list",
+		[KW_HEADER_LIST] = "header list", [KW_WEIGHTED_LIST] = "weighted list",
+		[KW_ENUM_LIST] = "keyword list",
+	};
+
+	return names[t];
+}

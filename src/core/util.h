@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Allocation helpers for startup and config code (abort on failure) and small string utilities. */
+#ifndef AMESH_CORE_UTIL_H
+#define AMESH_CORE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* These abort the process when memory runs out: config and startup only, never the data path. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *p, size_t nmemb, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Strips leading and trailing blanks in place; returns s. */
+char *strtrim(char *s);
+bool str_has_suffix(const char *s, const char *suffix);
+
+/* Joins dir and a relative path ("dir/rel"); an absolute path is copied as is. */
+char *path_join(const char *dir, const char *rel);
+/* Directory part of path ("." when it has none); caller frees. */
+char *path_dirname(const char *path);
+
+#endif

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Every unit test, registered once: TEST_ENTRY(name) for a function test_name in a test-*.c file. */
+#define TEST_LIST(X)                        \
+	X(parse_port)                       \
+	X(parse_duration)                   \
+	X(parse_size)                       \
+	X(parse_bool)                       \
+	X(parse_ip_prefix)                  \
+	X(parse_sockaddr)                   \
+	X(pattern_match)                    \
+	X(log_text_json_journal)            \
+	X(htab_basic)                       \
+	X(conf_defaults)                    \
+	X(conf_sample_file)                 \
+	X(conf_relative_paths)              \
+	X(conf_bad_inputs)                  \
+	X(conf_all_errors_reported)         \
+	X(conf_long_line_not_truncated)     \
+	X(registry_example)                 \
+	X(registry_lookups)                 \
+	X(registry_endpoints_and_policies)  \
+	X(registry_bad_inputs)              \
+	X(registry_cross_file)              \
+	X(registry_reload_keeps_old)        \
+	X(registry_many_entries)
