@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: Apache-2.0
+# TAP helpers for the shell tests: source it, call plan N, then ok/fail per case.
+# Sets SRCDIR, BUILDDIR and AMESH from the environment make check provides, or from the tree.
+
+: "${SRCDIR:=$(cd "$(dirname "$0")/../.." && pwd)}"
+: "${BUILDDIR:=$SRCDIR}"
+: "${AMESH:=$BUILDDIR/amesh}"
+export SRCDIR BUILDDIR AMESH
+
+tap_n=0
+tap_failed=0
+
+plan() { echo "1..$1"; }
+
+ok() {
+	tap_n=$((tap_n + 1))
+	echo "ok $tap_n - $1"
+}
+
+fail() {
+	tap_n=$((tap_n + 1))
+	tap_failed=$((tap_failed + 1))
+	echo "not ok $tap_n - $1"
+	shift
+	for line in "$@"; do
+		printf '%s\n' "$line" | sed 's/^/# /'
+	done
+}
+
+# run CMD...: runs a command, keeping its stdout in $OUT, stderr in $ERR and status in $RC.
+run() {
+	OUT=$("$@" 2>"$TMP/stderr") && RC=0 || RC=$?
+	ERR=$(cat "$TMP/stderr")
+}
+
+# check NAME COND: passes when the shell condition holds; on failure shows the last run.
+check() {
+	name=$1
+	shift
+	if eval "$@"; then
+		ok "$name"
+	else
+		fail "$name" "condition: $*" "exit: $RC" "stdout: $OUT" "stderr: $ERR"
+	fi
+}
+
+tap_done() {
+	[ "$tap_failed" -eq 0 ]
+}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/amesh-test.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT

@@ -116,8 +116,13 @@ static void
 on_section(void *user, const char *text, int line)
 {
 	struct conf_ctx *x = user;
-	int i = section_index(text);
+	int i;
 
+	if (text == NULL) {
+		x->section = -1;
+		return;
+	}
+	i = section_index(text);
 	x->section = i;
 	if (i < 0) {
 		diag_add(x->d, x->file, line, "unknown section [%s] (expected one of: mesh, identity, "

@@ -46,6 +46,7 @@ check_line(struct ini_state *st, char *text)
 		rb = strchr(s, ']');
 		if (rb == NULL) {
 			diag_add(st->d, st->file, st->line, "section header without closing ']'");
+			st->cb->section(st->user, NULL, st->line);
 			return false;
 		}
 		for (const char *p = rb + 1; *p != '\0'; p++) {
@@ -53,6 +54,7 @@ check_line(struct ini_state *st, char *text)
 				break;
 			if (*p != ' ' && *p != '\t') {
 				diag_add(st->d, st->file, st->line, "unexpected text after section header");
+				st->cb->section(st->user, NULL, st->line);
 				return false;
 			}
 		}
@@ -60,6 +62,7 @@ check_line(struct ini_state *st, char *text)
 		s = strtrim(s + 1);
 		if (strlen(s) >= sizeof(st->section)) {
 			diag_add(st->d, st->file, st->line, "section name too long");
+			st->cb->section(st->user, NULL, st->line);
 			return false;
 		}
 		memcpy(st->section, s, strlen(s) + 1);

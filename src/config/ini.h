@@ -11,7 +11,10 @@
 #define INI_FILE_MAX (32u * 1024 * 1024)
 
 struct ini_callbacks {
-	/* A "[...]" header; text is what stands between the brackets, trimmed. Return 0 to go on. */
+	/*
+	 * A "[...]" header; text is what stands between the brackets, trimmed. text is NULL for a
+	 * malformed header (already reported): the keys that follow belong to no valid section.
+	 */
 	void (*section)(void *user, const char *text, int line);
 	/* A "key = value" line inside the current section ("" before any header). */
 	void (*key)(void *user, const char *section, const char *key, const char *value, int line);

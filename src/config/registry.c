@@ -191,6 +191,7 @@ struct builder {
 	size_t cap[REG_NKINDS];
 	const char *file;  /* current file (interned) */
 	int kind;          /* current section's kind; -1 none/ignored */
+	bool in_section;   /* a header, valid or not, has been seen in this file */
 	struct reg_head *cur;
 	size_t total;
 	size_t diag_before; /* messages already in d when the load started */
@@ -200,7 +201,14 @@ struct builder {
 static int
 kline(const struct reg_head *h, int idx)
 {
-	return h->keyline[idx] > 0 ? h->keyline[idx] : h->line;
+	return h->keyline[idx] != 0 ? abs(h->keyline[idx]) : h->line;
+}
+
+/* True if key idx was set to a valid value (a negative keyline marks an invalid one). */
+static bool
+has(const struct reg_head *h, int idx)
+{
+	return h->keyline[idx] > 0;
 }
 
 static void
@@ -321,6 +329,9 @@ on_section(void *user, const char *text, int line)
 
 	b->cur = NULL;
 	b->kind = -1;
+	b->in_section = true;
+	if (text == NULL)
+		return;
 	k = parse_header(b, text, line, &name);
 	if (k < 0)
 		return;
@@ -375,7 +386,7 @@ on_key(void *user, const char *section, const char *key, const char *value, int 
 	char why[512];
 	int k = b->kind;
 
-	if (section[0] == '\0') {
+	if (!b->in_section) {
 		diag_add(b->d, b->file, line, "key '%s' outside of any section", key);
 		return;
 	}
@@ -388,12 +399,14 @@ on_key(void *user, const char *section, const char *key, const char *value, int 
 			continue;
 		if (b->cur->keyline[i] != 0) {
 			diag_add(b->d, b->file, line, "%s \"%s\": duplicate key '%s' (first set at "
-			    "line %d)", kind_names[k], b->cur->name, key, b->cur->keyline[i]);
+			    "line %d)", kind_names[k], b->cur->name, key, abs(b->cur->keyline[i]));
 			return;
 		}
 		if (kw_set(kw, b->cur, value, NULL, why, sizeof(why)) != 0) {
 			diag_add(b->d, b->file, line, "%s \"%s\": %s: %s", kind_names[k],
 			    b->cur->name, key, why);
+			/* Given but invalid: not "missing", and not valid for the checks (see has()). */
+			b->cur->keyline[i] = -line;
 			return;
 		}
 		b->cur->keyline[i] = line;
@@ -414,6 +427,7 @@ builder_add(struct builder *b, const char *file, const char *data, size_t len)
 	b->file = r->files[r->n_files++];
 	b->cur = NULL;
 	b->kind = -1;
+	b->in_section = false;
 	ini_parse_buffer(b->file, data, len, &cb, b, b->d);
 }
 
@@ -509,8 +523,8 @@ index_addresses(struct builder *b)
 				n = ((struct reg_workload *)h)->addresses.n;
 				idx = WL_ADDRESSES;
 			}
-			if (h->keyline[idx] == 0)
-				continue; /* missing, already reported */
+			if (!has(h, idx))
+				continue; /* missing or invalid, already reported */
 			for (size_t j = 0; j < n; j++) {
 				struct reg_addr_owner *o = &owners[nowners], *prev;
 				const struct reg_head *ph;
@@ -780,9 +794,17 @@ check_routes(struct builder *b)
 		    strcmp(rt->service_p->namespace, rt->namespace) != 0)
 			ERR(&rt->h, RT_SERVICE, "route \"%s\": service \"%s\" is in namespace %s, "
 			    "the route in %s", nm, rt->service, rt->service_p->namespace, rt->namespace);
-		if (paths > 1)
-			ERR(&rt->h, RT_PATH_REGEX, "route \"%s\": match.path_exact, match.path_prefix "
-			    "and match.path_regex exclude each other", nm);
+		if (paths > 1) {
+			/* Point at the later of the conflicting keys. */
+			int l = abs(rt->h.keyline[RT_PATH_EXACT]);
+
+			if (abs(rt->h.keyline[RT_PATH_PREFIX]) > l)
+				l = abs(rt->h.keyline[RT_PATH_PREFIX]);
+			if (abs(rt->h.keyline[RT_PATH_REGEX]) > l)
+				l = abs(rt->h.keyline[RT_PATH_REGEX]);
+			diag_add(b->d, rt->h.file, l, "route \"%s\": match.path_exact, "
+			    "match.path_prefix and match.path_regex exclude each other", nm);
+		}
 		if (rt->path_exact && rt->path_exact[0] != '/')
 			ERR(&rt->h, RT_PATH_EXACT, "route \"%s\": match.path_exact must start with '/'", nm);
 		if (rt->path_prefix && rt->path_prefix[0] != '/')
@@ -809,7 +831,7 @@ check_routes(struct builder *b)
 		if (rt->redirect_path && rt->redirect_path[0] != '/')
 			ERR(&rt->h, RT_RD_PATH, "route \"%s\": redirect.path must start with '/'", nm);
 		{
-			bool redirect = rt->h.keyline[RT_RD_SCHEME] || rt->redirect_host ||
+			bool redirect = has(&rt->h, RT_RD_SCHEME) || rt->redirect_host ||
 			    rt->redirect_port || rt->redirect_path || rt->redirect_status;
 
 			rt->redirect = redirect;
@@ -844,18 +866,18 @@ check_routes(struct builder *b)
 		if (rt->per_try_timeout && rt->timeout && rt->per_try_timeout > rt->timeout)
 			ERR(&rt->h, RT_PER_TRY, "route \"%s\": per_try_timeout is longer than timeout",
 			    nm);
-		if (rt->h.keyline[RT_RETRY_ON] && rt->retries == 0)
+		if (has(&rt->h, RT_RETRY_ON) && rt->retries == 0 && rt->h.keyline[RT_RETRIES] >= 0)
 			ERR(&rt->h, RT_RETRY_ON, "route \"%s\": retry_on without retries", nm);
-		if (rt->h.keyline[RT_DELAY_PCT] && rt->h.keyline[RT_DELAY] == 0)
+		if (has(&rt->h, RT_DELAY_PCT) && rt->h.keyline[RT_DELAY] == 0)
 			ERR(&rt->h, RT_DELAY_PCT, "route \"%s\": fault.delay_percent without "
 			    "fault.delay", nm);
-		if (rt->h.keyline[RT_ABORT_PCT] && rt->h.keyline[RT_ABORT] == 0)
+		if (has(&rt->h, RT_ABORT_PCT) && rt->h.keyline[RT_ABORT] == 0)
 			ERR(&rt->h, RT_ABORT_PCT, "route \"%s\": fault.abort_percent without "
 			    "fault.abort", nm);
 		/* A fault given without its percentage applies to every request. */
-		if (rt->h.keyline[RT_DELAY] && rt->h.keyline[RT_DELAY_PCT] == 0)
+		if (has(&rt->h, RT_DELAY) && rt->h.keyline[RT_DELAY_PCT] == 0)
 			rt->fault_delay_percent = 100;
-		if (rt->h.keyline[RT_ABORT] && rt->h.keyline[RT_ABORT_PCT] == 0)
+		if (has(&rt->h, RT_ABORT) && rt->h.keyline[RT_ABORT_PCT] == 0)
 			rt->fault_abort_percent = 100;
 		if (rt->mirror != NULL) {
 			rt->mirror_p = find(r, REG_SERVICE, rt->mirror);
@@ -864,7 +886,7 @@ check_routes(struct builder *b)
 				    "defined", nm, rt->mirror);
 			if (rt->h.keyline[RT_MIRROR_PCT] == 0)
 				rt->mirror_percent = 100;
-		} else if (rt->h.keyline[RT_MIRROR_PCT]) {
+		} else if (has(&rt->h, RT_MIRROR_PCT) && rt->h.keyline[RT_MIRROR] == 0) {
 			ERR(&rt->h, RT_MIRROR_PCT, "route \"%s\": mirror_percent without mirror", nm);
 		}
 	}

@@ -1,0 +1,118 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# Drives the built amesh binary the way a user does: help, version, check, bad configs, CNI mode.
+. "$(dirname "$0")/../lib.sh"
+
+CONF=$SRCDIR/etc/amesh.conf
+plan 26
+
+run "$AMESH" --help
+check "--help exits 0" '[ "$RC" -eq 0 ]'
+check "--help lists the six commands" \
+	'for c in ztunnel waypoint sidecar cni ca check; do echo "$OUT" | grep -q "^  $c " || exit 1; done'
+
+run "$AMESH" --version
+check "--version prints the version" '[ "$RC" -eq 0 ] && echo "$OUT" | grep -Eq "^amesh [0-9]+\.[0-9]+\.[0-9]+$"'
+
+run "$AMESH" check --help
+check "check --help shows the command's usage" \
+	'[ "$RC" -eq 0 ] && echo "$OUT" | grep -q "^usage: amesh check" && echo "$OUT" | grep -q "amesh-check(8)"'
+
+run "$AMESH" check -c "$CONF"
+check "check accepts the sample config" '[ "$RC" -eq 0 ] && echo "$OUT" | tail -n 1 | grep -qx ok'
+check "check shows counts per kind" \
+	'echo "$OUT" | grep -q "2 nodes, 4 workloads, 2 services, 1 waypoints, 2 policies, 1 routes"'
+check "check shows this node's workloads" \
+	'echo "$OUT" | grep -q "^workload  default/reviews-v1 sa=reviews addresses=10.1.1.3,fd00:1::3 protocol=hbone" &&
+	 ! echo "$OUT" | grep -q "reviews-v2"'
+check "check lists the expected identities" \
+	'echo "$OUT" | grep -q "^identity  spiffe://cluster.local/ns/default/sa/productpage (workload): missing"'
+first=$OUT
+
+run "$AMESH" -c "$CONF" check
+check "-c before the command means the same" '[ "$RC" -eq 0 ] && [ "$OUT" = "$first" ]'
+run "$AMESH" --config="$CONF" -q check -vv
+check "--config= and -v/-q anywhere" '[ "$RC" -eq 0 ] && [ "$OUT" = "$first" ]'
+
+# Identities present in cert_dir are reported as such.
+mkdir -p "$TMP/certs/default"
+: >"$TMP/certs/default/productpage.crt"
+: >"$TMP/certs/default/productpage.key"
+: >"$TMP/certs/default/reviews.crt"
+sed "s|^;cert_dir = .*|cert_dir = $TMP/certs|" "$CONF" >"$TMP/withcerts.conf"
+sed -i "s|^registry = registry.d|registry = $SRCDIR/etc/registry.d|" "$TMP/withcerts.conf"
+run "$AMESH" check -c "$TMP/withcerts.conf"
+check "check sees present and half-present identities" \
+	'[ "$RC" -eq 0 ] && echo "$OUT" | grep -q "sa/productpage (workload): present" &&
+	 echo "$OUT" | grep -q "sa/reviews (workload): missing key"'
+
+run "$AMESH" frobnicate
+check "unknown command exits 2" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "unknown command .frobnicate."'
+run "$AMESH" --frob check
+check "unknown option exits 2" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "unknown option .--frob."'
+run "$AMESH" check --log-format=xml
+check "bad --log-format exits 2" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "expected text or json"'
+run "$AMESH"
+check "no command prints usage and exits 2" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "^usage: amesh"'
+
+notbuilt=0
+for role in ztunnel waypoint sidecar cni ca; do
+	run "$AMESH" -c "$CONF" "$role"
+	if [ "$RC" -ne 2 ] || ! echo "$ERR" | grep -q "^amesh $role: not built yet"; then
+		notbuilt=1
+		break
+	fi
+done
+check "roles not built yet say so and exit 2" '[ "$notbuilt" -eq 0 ]'
+
+ln -s "$AMESH" "$TMP/amesh-cni"
+run env -u CNI_COMMAND "$TMP/amesh-cni"
+check "called as amesh-cni it answers in the CNI protocol" \
+	'[ "$RC" -eq 2 ] && echo "$OUT" | grep -q "\"code\":100" && echo "$OUT" | grep -q "\"cniVersion\""'
+run env CNI_COMMAND=VERSION "$AMESH" check
+check "CNI_COMMAND in the environment takes the CNI path" '[ "$RC" -eq 2 ] && echo "$OUT" | grep -q "\"code\":100"'
+
+run "$AMESH" check -c "$TMP/missing.conf"
+check "missing config file is named" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "^$TMP/missing.conf: cannot open: No such file or directory"'
+
+# bad_conf NAME TEXT EXPECTED: amesh check on a config with TEXT fails with EXPECTED on stderr.
+bad_conf() {
+	want="$TMP/bad.conf:$3"
+	printf "$2" >"$TMP/bad.conf"
+	run "$AMESH" check -c "$TMP/bad.conf"
+	check "$1" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want"'
+}
+bad_conf "config: unknown key" '[mesh]\nnode = node-a\nnodes = x\n' \
+	"3: unknown key 'nodes' in [mesh]"
+bad_conf "config: bad port" '[ztunnel]\nhbone_port = 150080\n' \
+	"2: [ztunnel] hbone_port: '150080': port out of range 1-65535"
+bad_conf "config: bad duration" '[ztunnel]\n\ndrain_timeout = 5 sec\n' \
+	"3: [ztunnel] drain_timeout: '5 sec': unknown duration unit (use ms, s, m, h or d)"
+long=$(printf '%0250d' 0)
+bad_conf "config: over-long line" "[mesh]\\n; $long\\n" \
+	"2: line too long (252 bytes; at most 198)"
+
+# bad_reg NAME TEXT EXPECTED: the registry file TEXT (after the sample one) fails with EXPECTED.
+bad_reg() {
+	rm -rf "$TMP/reg.d"
+	mkdir -p "$TMP/reg.d"
+	cp "$SRCDIR/etc/registry.d/example.conf" "$TMP/reg.d/10-example.conf"
+	printf "$2" >"$TMP/reg.d/20-bad.conf"
+	printf '[mesh]\nnode = node-a\nregistry = reg.d\n' >"$TMP/reg.conf"
+	want="$TMP/reg.d/20-bad.conf:$3"
+	run "$AMESH" check -c "$TMP/reg.conf"
+	check "$1" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want"'
+}
+bad_reg "registry: duplicate workload address" \
+	'[workload "x"]\nnamespace = default\nnode = node-a\naddresses = 10.1.1.3\n' \
+	"4: workload \"x\": address 10.1.1.3 is already used by workload \"reviews-v1\" ($TMP/reg.d/10-example.conf:17)"
+bad_reg "registry: route to a missing service" \
+	'\n[route "r"]\nnamespace = default\nservice = ratings\nbackends = reviews\n' \
+	"4: route \"r\": service \"ratings\" is not defined"
+
+printf '[mesh]\nnode = node-z\nregistry = %s/etc/registry.d\n' "$SRCDIR" >"$TMP/node.conf"
+run "$AMESH" check -c "$TMP/node.conf"
+check "check: node missing from the registry" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$TMP/node.conf:2: [mesh] node \"node-z\" is not defined in the registry $SRCDIR/etc/registry.d"'
+
+tap_done

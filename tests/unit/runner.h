@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TEST(name) void test_##name(void)
+#define TEST(name) void test_##name(void); void test_##name(void)
 
 #define ASSERT(cond)                                                                   \
 	do {                                                                           \
