@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Benchmark: generates a large registry.d, times registry_load_dir() and the address and VIP lookups. */
+/* Benchmark: generates a large registry.d, times registry_load_dir() and the O(1) lookups. */
 #include "config.h"
 
 #include <arpa/inet.h>
