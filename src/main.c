@@ -19,8 +19,8 @@ static const struct cmd_entry *const commands[] = {
 
 static const char global_help[] =
     "  -c, --config FILE     configuration file (default " AMESH_DEFAULT_CONF ")\n"
-    "  -v, --verbose         more log output (repeat for debug)\n"
-    "  -q, --quiet           less log output (repeat for errors only)\n"
+    "  -v, --verbose         one log level more than [log] level (repeat for more)\n"
+    "  -q, --quiet           one log level less than [log] level (repeat for less)\n"
     "      --log-format FMT  text or json (overrides [log] format)\n"
     "  -h, --help            show help and exit\n"
     "      --version         show the version and exit\n";
@@ -43,7 +43,7 @@ command_usage(const struct cmd_entry *c, FILE *fp)
 	fprintf(fp, "usage: amesh %s %s\n\n%s\n", c->name, c->usage, c->desc);
 	if (c->help != NULL)
 		fprintf(fp, "\nOptions:\n%s", c->help);
-	fprintf(fp, "\nGlobal options:\n%s\nSee amesh-%s(8).\n", global_help, c->name);
+	fprintf(fp, "\nGlobal options:\n%s\nSee %s.\n", global_help, c->man ? c->man : "amesh(8)");
 }
 
 static const struct cmd_entry *

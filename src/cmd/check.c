@@ -74,15 +74,16 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		fprintf(stderr, "amesh check: %s: invalid\n", g->conf_path);
 		goto out;
 	}
+	cmd_log_setup(g, c);
 	printf("config    %s: ok\n", c->path);
 	if (registry_load_dir(c->mesh.registry, &r, &d) != 0) {
 		diag_print(&d, stderr);
 		fprintf(stderr, "amesh check: registry %s: invalid\n", c->mesh.registry);
 		goto out;
 	}
-	printf("registry  %s: ok (%zu files)\n", c->mesh.registry, r->n_files);
-	printf("          %zu nodes, %zu workloads, %zu services, %zu waypoints, %zu policies, "
-	    "%zu routes\n", r->n[REG_NODE], r->n[REG_WORKLOAD], r->n[REG_SERVICE],
+	printf("registry  %s: ok (files: %zu)\n", c->mesh.registry, r->n_files);
+	printf("          nodes: %zu, workloads: %zu, services: %zu, waypoints: %zu, "
+	    "policies: %zu, routes: %zu\n", r->n[REG_NODE], r->n[REG_WORKLOAD], r->n[REG_SERVICE],
 	    r->n[REG_WAYPOINT], r->n[REG_POLICY], r->n[REG_ROUTE]);
 
 	node = registry_find(r, REG_NODE, c->mesh.node);
@@ -96,17 +97,15 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	printf("node      %s (%s)\n", node->h.name, ip_str(&node->address, a, sizeof(a)));
 	for (size_t i = 0; i < r->n[REG_WORKLOAD]; i++) {
 		const struct reg_workload *w = REG_WORKLOADS(r)[i];
-		char addrs[256] = "";
 
 		if (w->node_p != node)
 			continue;
 		nlocal++;
+		printf("workload  %s/%s sa=%s addresses=", w->namespace, w->h.name,
+		    w->service_account);
 		for (size_t j = 0; j < w->addresses.n; j++)
-			snprintf(addrs + strlen(addrs), sizeof(addrs) - strlen(addrs), "%s%s",
-			    j ? "," : "", ip_str(&w->addresses.v[j], a, sizeof(a)));
-		printf("workload  %s/%s sa=%s addresses=%s protocol=%s%s%s\n", w->namespace,
-		    w->h.name, w->service_account, addrs,
-		    w->protocol == REG_PROTO_HBONE ? "hbone" : "tcp",
+			printf("%s%s", j ? "," : "", ip_str(&w->addresses.v[j], a, sizeof(a)));
+		printf(" protocol=%s%s%s\n", w->protocol == REG_PROTO_HBONE ? "hbone" : "tcp",
 		    w->waypoint ? " waypoint=" : "", w->waypoint ? w->waypoint : "");
 		if (w->protocol == REG_PROTO_HBONE)
 			add_ident(ids, &nids, w->namespace, w->service_account, "workload");
@@ -136,7 +135,8 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 			goto out;
 		}
 		printf("sidecar   %s/%s\n", w->namespace, w->h.name);
-		add_ident(ids, &nids, w->namespace, w->service_account, "sidecar");
+		if (w->protocol == REG_PROTO_HBONE)
+			add_ident(ids, &nids, w->namespace, w->service_account, "sidecar");
 	}
 	printf("identity  trust domain %s, certificates in %s\n", c->mesh.trust_domain,
 	    c->identity.cert_dir);
@@ -166,5 +166,5 @@ out:
 
 const struct cmd_entry cmd_check_entry = {
 	"check", "[-c FILE]", "validate amesh.conf and the registry, and show this node's part",
-	NULL, exec_check,
+	NULL, exec_check, "amesh-check(8)",
 };

@@ -20,6 +20,7 @@ struct cmd_entry {
 	const char *help;  /* option lines for amesh COMMAND --help; NULL: none */
 	/* argv[0] is the command name; global options have been removed. Returns an exit code. */
 	int (*exec)(const struct cmd_globals *g, int argc, char **argv);
+	const char *man; /* its man page ("amesh-check(8)"); NULL: amesh(8) covers it */
 };
 
 extern const struct cmd_entry cmd_ztunnel_entry;
@@ -31,6 +32,10 @@ extern const struct cmd_entry cmd_check_entry;
 
 /* The CNI plugin protocol path (argv[0] "amesh-cni" or CNI_COMMAND set). Returns an exit code. */
 int cmd_cni_plugin(void);
+
+struct amesh_conf;
+/* Applies [log] from the config, with -v/-q and --log-format on top. */
+void cmd_log_setup(const struct cmd_globals *g, const struct amesh_conf *c);
 
 /* For roles not built yet: says so on stderr and returns EXIT_USAGE. */
 int cmd_not_built(const char *name);

@@ -59,19 +59,19 @@ cmd_cni_plugin(void)
 }
 
 const struct cmd_entry cmd_ztunnel_entry = {
-	"ztunnel", "", "run the node L4 proxy (HBONE, mTLS, L4 policy)", NULL, exec_ztunnel,
+	"ztunnel", "", "run the node L4 proxy (HBONE, mTLS, L4 policy)", NULL, exec_ztunnel, NULL,
 };
 const struct cmd_entry cmd_waypoint_entry = {
-	"waypoint", "", "run the L7 proxy for services that need one", NULL, exec_waypoint,
+	"waypoint", "", "run the L7 proxy for services that need one", NULL, exec_waypoint, NULL,
 };
 const struct cmd_entry cmd_sidecar_entry = {
-	"sidecar", "", "run a per-workload proxy inside one network namespace", NULL, exec_sidecar,
+	"sidecar", "", "run a per-workload proxy inside one network namespace", NULL, exec_sidecar, NULL,
 };
 const struct cmd_entry cmd_cni_entry = {
 	"cni", "add|del|list|check [ARGS]", "install interception and enroll workloads", NULL,
-	exec_cni,
+	exec_cni, NULL,
 };
 const struct cmd_entry cmd_ca_entry = {
 	"ca", "init|issue|show [ARGS]", "create a mesh CA and issue workload identities", NULL,
-	exec_ca,
+	exec_ca, NULL,
 };

@@ -2,6 +2,7 @@
 /* amesh.conf loader: the keyword table below is the whole schema; amesh.conf(5) documents it. */
 #include "config.h"
 
+#include <ctype.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -37,9 +38,9 @@ static const char *const on_unknown[] = { "fail", "skip", NULL };
 	{ sec, "readiness_address", KW_SOCKADDR, OFF(base.readiness_address), "0.0.0.0:15021", 0, \
 	    0, NULL, false },                                                                  \
 	{ sec, "drain_timeout", KW_DURATION, OFF(base.drain_timeout), "5s", 0, 0, NULL, false },   \
-	{ sec, "connect_timeout", KW_DURATION, OFF(base.connect_timeout), "10s", 0, 0, NULL,       \
+	{ sec, "connect_timeout", KW_DURATION, OFF(base.connect_timeout), "10s", 1, 0, NULL,       \
 	    false },                                                                           \
-	{ sec, "handshake_timeout", KW_DURATION, OFF(base.handshake_timeout), "10s", 0, 0, NULL,   \
+	{ sec, "handshake_timeout", KW_DURATION, OFF(base.handshake_timeout), "10s", 1, 0, NULL,   \
 	    false },                                                                           \
 	{ sec, "idle_timeout", KW_DURATION, OFF(base.idle_timeout), "1h", 0, 0, NULL, false },     \
 	{ sec, "buffer_size", KW_SIZE, OFF(base.buffer_size), "64k", 0, 0, NULL, false },          \
@@ -69,8 +70,8 @@ static const struct kw keywords[] = {
 	{ "waypoint", "metrics_address", KW_SOCKADDR, OFF(waypoint.metrics_address), "0.0.0.0:15020", 0, 0, NULL, false },
 	{ "waypoint", "readiness_address", KW_SOCKADDR, OFF(waypoint.readiness_address), "0.0.0.0:15021", 0, 0, NULL, false },
 	{ "waypoint", "drain_timeout", KW_DURATION, OFF(waypoint.drain_timeout), "5s", 0, 0, NULL, false },
-	{ "waypoint", "connect_timeout", KW_DURATION, OFF(waypoint.connect_timeout), "10s", 0, 0, NULL, false },
-	{ "waypoint", "handshake_timeout", KW_DURATION, OFF(waypoint.handshake_timeout), "10s", 0, 0, NULL, false },
+	{ "waypoint", "connect_timeout", KW_DURATION, OFF(waypoint.connect_timeout), "10s", 1, 0, NULL, false },
+	{ "waypoint", "handshake_timeout", KW_DURATION, OFF(waypoint.handshake_timeout), "10s", 1, 0, NULL, false },
 	{ "waypoint", "idle_timeout", KW_DURATION, OFF(waypoint.idle_timeout), "1h", 0, 0, NULL, false },
 	{ "waypoint", "buffer_size", KW_SIZE, OFF(waypoint.buffer_size), "64k", 0, 0, NULL, false },
 	{ "waypoint", "max_connections", KW_UINT, OFF(waypoint.max_connections), "65536", 1, 1048576, NULL, false },
@@ -151,6 +152,8 @@ on_key(void *user, const char *section, const char *key, const char *value, int 
 	}
 	if (x->section < 0)
 		return; /* reported once at the header */
+	/* Our own idea of the section: inih keeps blanks that "[ mesh ]" has inside its brackets. */
+	section = sections[x->section];
 	for (size_t i = 0; i < NKW; i++) {
 		const struct kw *kw = &keywords[i];
 
@@ -194,8 +197,11 @@ finish(struct conf_ctx *x)
 	if (c->mesh.node == NULL) {
 		char host[HOST_NAME_MAX + 1] = "";
 
-		/* Like Consul's node_name: the host name unless set. */
-		if (gethostname(host, sizeof(host)) == 0 && kw_is_hostname(host))
+		/* Like Consul's node_name: the host name (lower-cased, as registry names are) unless set. */
+		if (gethostname(host, sizeof(host)) == 0)
+			for (char *p = host; *p != '\0'; p++)
+				*p = (char)tolower((unsigned char)*p);
+		if (host[0] != '\0' && kw_is_hostname(host))
 			c->mesh.node = xstrdup(host);
 		else
 			diag_add(x->d, x->file, 0, "[mesh] node is not set and the host name '%s' "

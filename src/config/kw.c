@@ -186,28 +186,36 @@ header_name_ok(char *s)
 }
 
 static int
-set_list(const struct kw *kw, void *base, const char *value, char *why, size_t whylen)
+set_list(const struct kw *kw, void *base, const char *value, bool append, char *why,
+    size_t whylen)
 {
 	char **items;
-	size_t n;
+	size_t n, at;
 	const char *reason;
 
 	if (split_list(value, &items, &n, why, whylen) != 0)
 		return -1;
-	kw_free(kw, base);
+	if (!append)
+		kw_free(kw, base);
+	/* Every list struct starts with a pointer and a count; at is where new items go. */
+	at = FIELD(base, kw, struct str_list)->n;
+	if (at + n > KW_LIST_MAX) {
+		free_items(items, n);
+		return fail(why, whylen, "list longer than %d items", KW_LIST_MAX);
+	}
 	switch (kw->type) {
 	case KW_IP_LIST: {
 		struct ip_list *l = FIELD(base, kw, struct ip_list);
 
-		l->v = xcalloc(n, sizeof(*l->v));
-		for (size_t i = 0; i < n; i++) {
-			if (parse_ip(items[i], &l->v[i], &reason) != 0) {
-				fail(why, whylen, "'%s': %s", items[i], reason);
+		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
+		for (size_t i = at; i < at + n; i++) {
+			if (parse_ip(items[i - at], &l->v[i], &reason) != 0) {
+				fail(why, whylen, "'%s': %s", items[i - at], reason);
 				goto bad;
 			}
 			for (size_t j = 0; j < i; j++)
 				if (ip_equal(&l->v[i], &l->v[j])) {
-					fail(why, whylen, "'%s' listed twice", items[i]);
+					fail(why, whylen, "'%s' listed twice", items[i - at]);
 					goto bad;
 				}
 			l->n = i + 1;
@@ -217,10 +225,10 @@ set_list(const struct kw *kw, void *base, const char *value, char *why, size_t w
 	case KW_PREFIX_LIST: {
 		struct prefix_list *l = FIELD(base, kw, struct prefix_list);
 
-		l->v = xcalloc(n, sizeof(*l->v));
-		for (size_t i = 0; i < n; i++) {
-			if (parse_prefix(items[i], &l->v[i], &reason) != 0) {
-				fail(why, whylen, "'%s': %s", items[i], reason);
+		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
+		for (size_t i = at; i < at + n; i++) {
+			if (parse_prefix(items[i - at], &l->v[i], &reason) != 0) {
+				fail(why, whylen, "'%s': %s", items[i - at], reason);
 				goto bad;
 			}
 			l->n = i + 1;
@@ -230,10 +238,10 @@ set_list(const struct kw *kw, void *base, const char *value, char *why, size_t w
 	case KW_PORT_LIST: {
 		struct port_list *l = FIELD(base, kw, struct port_list);
 
-		l->v = xcalloc(n, sizeof(*l->v));
-		for (size_t i = 0; i < n; i++) {
-			if (parse_port(items[i], &l->v[i], &reason) != 0) {
-				fail(why, whylen, "'%s': %s", items[i], reason);
+		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
+		for (size_t i = at; i < at + n; i++) {
+			if (parse_port(items[i - at], &l->v[i], &reason) != 0) {
+				fail(why, whylen, "'%s': %s", items[i - at], reason);
 				goto bad;
 			}
 			l->n = i + 1;
@@ -243,18 +251,18 @@ set_list(const struct kw *kw, void *base, const char *value, char *why, size_t w
 	case KW_PORTMAP_LIST: {
 		struct portmap_list *l = FIELD(base, kw, struct portmap_list);
 
-		l->v = xcalloc(n, sizeof(*l->v));
-		for (size_t i = 0; i < n; i++) {
-			char *colon = strchr(items[i], ':');
+		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
+		for (size_t i = at; i < at + n; i++) {
+			char *item = items[i - at], *colon = strchr(item, ':');
 
 			if (colon != NULL)
 				*colon = '\0';
-			if (parse_port(items[i], &l->v[i].port, &reason) != 0 ||
+			if (parse_port(item, &l->v[i].port, &reason) != 0 ||
 			    (colon != NULL && parse_port(colon + 1, &l->v[i].target, &reason) != 0)) {
 				if (colon != NULL)
 					*colon = ':';
-				fail(why, whylen, "'%s': %s (expected PORT or PORT:TARGET_PORT)",
-				    items[i], reason);
+				fail(why, whylen, "'%s': %s (expected PORT or PORT:TARGET_PORT)", item,
+				    reason);
 				goto bad;
 			}
 			if (colon == NULL)
@@ -273,18 +281,19 @@ set_list(const struct kw *kw, void *base, const char *value, char *why, size_t w
 		struct label_list *l = FIELD(base, kw, struct label_list);
 		const char sep = kw->type == KW_LABELS ? '=' : ':';
 
-		l->v = xcalloc(n, sizeof(*l->v));
-		for (size_t i = 0; i < n; i++) {
-			char *s = strchr(items[i], sep);
+		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
+		for (size_t i = at; i < at + n; i++) {
+			char *s = strchr(items[i - at], sep);
 			char *k, *v;
 
 			if (s == NULL) {
 				fail(why, whylen, kw->type == KW_LABELS ?
-				    "'%s': expected KEY=VALUE" : "'%s': expected NAME: VALUE", items[i]);
+				    "'%s': expected KEY=VALUE" : "'%s': expected NAME: VALUE",
+				    items[i - at]);
 				goto bad;
 			}
 			*s = '\0';
-			k = strtrim(items[i]);
+			k = strtrim(items[i - at]);
 			v = strtrim(s + 1);
 			if (kw->type == KW_LABELS) {
 				const char *slash = strchr(k, '/');
@@ -330,12 +339,17 @@ set_list(const struct kw *kw, void *base, const char *value, char *why, size_t w
 	}
 	case KW_STR_LIST:
 	case KW_PATTERN_LIST:
-	case KW_ENUM_LIST: {
+	case KW_ENUM_LIST:
+	case KW_HEADER_NAME_LIST: {
 		struct str_list *l = FIELD(base, kw, struct str_list);
 
 		for (size_t i = 0; i < n; i++) {
 			if (kw->type == KW_PATTERN_LIST && (reason = kw_pattern_check(items[i])) != NULL) {
 				fail(why, whylen, "'%s': %s", items[i], reason);
+				goto bad;
+			}
+			if (kw->type == KW_HEADER_NAME_LIST && !header_name_ok(items[i])) {
+				fail(why, whylen, "bad header name '%s'", items[i]);
 				goto bad;
 			}
 			if (kw->type == KW_ENUM_LIST) {
@@ -350,36 +364,38 @@ set_list(const struct kw *kw, void *base, const char *value, char *why, size_t w
 				}
 			}
 		}
-		l->v = items;
-		l->n = n;
+		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
+		memcpy(l->v + at, items, n * sizeof(*items));
+		l->n = at + n;
+		free(items);
 		return 0;
 	}
 	case KW_WEIGHTED_LIST: {
 		struct weighted_list *l = FIELD(base, kw, struct weighted_list);
 
-		l->v = xcalloc(n, sizeof(*l->v));
-		for (size_t i = 0; i < n; i++) {
-			char *sp = strpbrk(items[i], " \t");
+		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
+		for (size_t i = at; i < at + n; i++) {
+			char *item = items[i - at], *sp = strpbrk(item, " \t");
 			uint64_t w = 1;
 
 			if (sp != NULL) {
 				*sp = '\0';
 				if (parse_uint(strtrim(sp + 1), 0, kw->max, &w, &reason) != 0) {
-					fail(why, whylen, "'%s': weight must be 0-%llu", items[i],
+					fail(why, whylen, "'%s': weight must be 0-%llu", item,
 					    (unsigned long long)kw->max);
 					goto bad;
 				}
 			}
-			if (!kw_is_hostname(items[i])) {
-				fail(why, whylen, "'%s' is not a valid name", items[i]);
+			if (!kw_is_hostname(item)) {
+				fail(why, whylen, "'%s' is not a valid name", item);
 				goto bad;
 			}
 			for (size_t j = 0; j < i; j++)
-				if (strcmp(l->v[j].name, items[i]) == 0) {
-					fail(why, whylen, "'%s' listed twice", items[i]);
+				if (strcmp(l->v[j].name, item) == 0) {
+					fail(why, whylen, "'%s' listed twice", item);
 					goto bad;
 				}
-			l->v[i].name = xstrdup(items[i]);
+			l->v[i].name = xstrdup(item);
 			l->v[i].weight = (uint32_t)w;
 			l->n = i + 1;
 		}
@@ -431,6 +447,12 @@ kw_set(const struct kw *kw, void *base, const char *value, const char *basedir,
 	case KW_DURATION:
 		if (parse_duration(value, FIELD(base, kw, uint64_t), &reason) != 0)
 			break;
+		if (*FIELD(base, kw, uint64_t) < kw->min) {
+			char d[32];
+
+			return fail(why, whylen, "'%s': must be at least %s", value,
+			    duration_str(kw->min, d, sizeof(d)));
+		}
 		return 0;
 	case KW_SIZE:
 		if (parse_size(value, FIELD(base, kw, uint64_t), &reason) != 0)
@@ -467,7 +489,7 @@ kw_set(const struct kw *kw, void *base, const char *value, const char *basedir,
 			break;
 		return 0;
 	default:
-		return set_list(kw, base, value, why, whylen);
+		return set_list(kw, base, value, false, why, whylen);
 	}
 	return fail(why, whylen, "'%s': %s", value, reason);
 }
@@ -513,7 +535,8 @@ kw_free(const struct kw *kw, void *base)
 	}
 	case KW_STR_LIST:
 	case KW_PATTERN_LIST:
-	case KW_ENUM_LIST: {
+	case KW_ENUM_LIST:
+	case KW_HEADER_NAME_LIST: {
 		struct str_list *l = FIELD(base, kw, struct str_list);
 
 		free_items(l->v, l->n);
@@ -536,6 +559,22 @@ kw_free(const struct kw *kw, void *base)
 	}
 }
 
+bool
+kw_is_list(enum kw_type t)
+{
+	return t >= KW_IP_LIST;
+}
+
+int
+kw_append(const struct kw *kw, void *base, const char *value, char *why, size_t whylen)
+{
+	if (!kw_is_list(kw->type))
+		return fail(why, whylen, "not a list");
+	if (*value == '\0')
+		return fail(why, whylen, "empty value");
+	return set_list(kw, base, value, true, why, whylen);
+}
+
 const char *
 kw_type_name(enum kw_type t)
 {
@@ -548,7 +587,7 @@ kw_type_name(enum kw_type t)
 		[KW_PORT_LIST] = "port list", [KW_PORTMAP_LIST] = "port[:target] list",
 		[KW_LABELS] = "label list", [KW_STR_LIST] = "list", [KW_PATTERN_LIST] = "pattern list",
 		[KW_HEADER_LIST] = "header list", [KW_WEIGHTED_LIST] = "weighted list",
-		[KW_ENUM_LIST] = "keyword list",
+		[KW_ENUM_LIST] = "keyword list", [KW_HEADER_NAME_LIST] = "header name list",
 	};
 
 	return names[t];

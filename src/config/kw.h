@@ -32,6 +32,7 @@ enum kw_type {
 	KW_HEADER_LIST,  /* struct label_list: "name: value, name: value" */
 	KW_WEIGHTED_LIST, /* struct weighted_list: "name [weight], ..." */
 	KW_ENUM_LIST, /* struct str_list whose items are from enums */
+	KW_HEADER_NAME_LIST, /* struct str_list of HTTP header names, lower-cased */
 };
 
 struct ip_list { struct ip_addr *v; size_t n; };
@@ -51,7 +52,8 @@ struct kw {
 	enum kw_type type;
 	size_t off;                 /* offset of the field in the section's struct */
 	const char *dflt;           /* default, in config syntax; NULL for none */
-	uint64_t min, max;          /* KW_UINT bounds; KW_WEIGHTED_LIST weight bound in max */
+	uint64_t min, max;          /* KW_UINT bounds; KW_DURATION minimum (ms) in min;
+	                               KW_WEIGHTED_LIST weight bound in max */
 	const char *const *enums;   /* KW_ENUM, KW_ENUM_LIST: NULL-terminated values */
 	bool required;
 };
@@ -65,6 +67,14 @@ struct kw {
  */
 int kw_set(const struct kw *kw, void *base, const char *value, const char *basedir,
     char *why, size_t whylen);
+/*
+ * For list types: parses value and appends its items to the list already at base + kw->off, so a
+ * long list can be written over several lines (Debian's inih limits a line to 198 bytes).
+ * Duplicates across lines are caught as within one line. Same returns as kw_set.
+ */
+int kw_append(const struct kw *kw, void *base, const char *value, char *why, size_t whylen);
+/* True for the list types (the ones kw_append takes). */
+bool kw_is_list(enum kw_type t);
 /* Frees what kw_set allocated for one field and zeroes it. */
 void kw_free(const struct kw *kw, void *base);
 /* Human name of a type, for messages and docs ("duration", "port"). */

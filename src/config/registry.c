@@ -141,10 +141,10 @@ static const struct kw route_kw[] = {
 	RU(RT_MIRROR_PCT, "mirror_percent", mirror_percent, 0, 100),
 	RK(RT_REQ_SET, "request_headers.set", KW_HEADER_LIST, request_set),
 	RK(RT_REQ_ADD, "request_headers.add", KW_HEADER_LIST, request_add),
-	RK(RT_REQ_REMOVE, "request_headers.remove", KW_STR_LIST, request_remove),
+	RK(RT_REQ_REMOVE, "request_headers.remove", KW_HEADER_NAME_LIST, request_remove),
 	RK(RT_RESP_SET, "response_headers.set", KW_HEADER_LIST, response_set),
 	RK(RT_RESP_ADD, "response_headers.add", KW_HEADER_LIST, response_add),
-	RK(RT_RESP_REMOVE, "response_headers.remove", KW_STR_LIST, response_remove),
+	RK(RT_RESP_REMOVE, "response_headers.remove", KW_HEADER_NAME_LIST, response_remove),
 	RK(RT_REWRITE, "rewrite.path_prefix", KW_STRING, rewrite_path_prefix),
 	[RT_RD_SCHEME] = KE("route", "redirect.scheme", struct reg_route, redirect_scheme, NULL, schemes),
 	RK(RT_RD_HOST, "redirect.host", KW_HOSTNAME, redirect_host),
@@ -397,19 +397,24 @@ on_key(void *user, const char *section, const char *key, const char *value, int 
 
 		if (strcmp(kw->key, key) != 0)
 			continue;
-		if (b->cur->keyline[i] != 0) {
+		if (b->cur->keyline[i] != 0 && !kw_is_list(kw->type)) {
 			diag_add(b->d, b->file, line, "%s \"%s\": duplicate key '%s' (first set at "
 			    "line %d)", kind_names[k], b->cur->name, key, abs(b->cur->keyline[i]));
 			return;
 		}
-		if (kw_set(kw, b->cur, value, NULL, why, sizeof(why)) != 0) {
+		if (b->cur->keyline[i] < 0)
+			return; /* an earlier line of this list was bad and has been reported */
+		/* A list key may repeat: its lines add up (lines are at most 198 bytes). */
+		if ((b->cur->keyline[i] > 0 ? kw_append(kw, b->cur, value, why, sizeof(why)) :
+		    kw_set(kw, b->cur, value, NULL, why, sizeof(why))) != 0) {
 			diag_add(b->d, b->file, line, "%s \"%s\": %s: %s", kind_names[k],
 			    b->cur->name, key, why);
 			/* Given but invalid: not "missing", and not valid for the checks (see has()). */
 			b->cur->keyline[i] = -line;
 			return;
 		}
-		b->cur->keyline[i] = line;
+		if (b->cur->keyline[i] == 0)
+			b->cur->keyline[i] = line;
 		return;
 	}
 	diag_add(b->d, b->file, line, "%s \"%s\": unknown key '%s'", kind_names[k], b->cur->name,
@@ -705,7 +710,7 @@ check_services(struct builder *b)
 	}
 }
 
-static bool
+static void
 pattern_list_ok(struct builder *b, const struct reg_policy *p, int idx, const struct str_list *l,
     const char *what)
 {
@@ -716,24 +721,23 @@ pattern_list_ok(struct builder *b, const struct reg_policy *p, int idx, const st
 			if (strncmp(s, "spiffe://", 9) == 0) {
 				ERR(&p->h, idx, "policy \"%s\": %s are written without 'spiffe://' "
 				    "(TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT): '%s'", p->h.name, what, s);
-				return false;
+				return;
 			}
 		} else if (idx == PO_PATHS || idx == PO_NOT_PATHS) {
 			if (s[0] != '/' && s[0] != '*') {
 				ERR(&p->h, idx, "policy \"%s\": %s must start with '/' or '*': '%s'",
 				    p->h.name, what, s);
-				return false;
+				return;
 			}
 		} else if (idx == PO_METHODS || idx == PO_NOT_METHODS) {
 			for (const char *c = s; *c != '\0'; c++)
 				if (!((*c >= 'A' && *c <= 'Z') || *c == '*')) {
 					ERR(&p->h, idx, "policy \"%s\": %s are upper-case HTTP methods: "
 					    "'%s'", p->h.name, what, s);
-					return false;
+					return;
 				}
 		}
 	}
-	return true;
 }
 
 static void
@@ -754,8 +758,7 @@ check_policies(struct builder *b)
 		struct ns_policies *np;
 
 		for (size_t j = 0; j < ARRAY_SIZE(pl); j++)
-			if (!pattern_list_ok(b, p, pl[j].idx, pl[j].l, pl[j].what))
-				break;
+			pattern_list_ok(b, p, pl[j].idx, pl[j].l, pl[j].what);
 		p->has_l7 = p->methods.n || p->not_methods.n || p->paths.n || p->not_paths.n ||
 		    p->hosts.n || p->not_hosts.n || p->when_headers.n;
 		if (p->namespace == NULL)
@@ -861,6 +864,11 @@ check_routes(struct builder *b)
 			if (be->service == NULL && be->workload == NULL)
 				ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is neither a "
 				    "service nor a workload", nm, bn);
+			else if (rt->namespace != NULL && strcmp(be->service ? be->service->namespace :
+			    be->workload->namespace, rt->namespace) != 0)
+				ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is in namespace "
+				    "%s, the route in %s", nm, bn, be->service ? be->service->namespace :
+				    be->workload->namespace, rt->namespace);
 		}
 		(void)total; /* all weights 0 is valid: the waypoint answers 500, as Istio does */
 		if (rt->per_try_timeout && rt->timeout && rt->per_try_timeout > rt->timeout)
@@ -884,6 +892,11 @@ check_routes(struct builder *b)
 			if (rt->mirror_p == NULL)
 				ERR(&rt->h, RT_MIRROR, "route \"%s\": mirror service \"%s\" is not "
 				    "defined", nm, rt->mirror);
+			else if (rt->namespace != NULL &&
+			    strcmp(rt->mirror_p->namespace, rt->namespace) != 0)
+				ERR(&rt->h, RT_MIRROR, "route \"%s\": mirror service \"%s\" is in "
+				    "namespace %s, the route in %s", nm, rt->mirror,
+				    rt->mirror_p->namespace, rt->namespace);
 			if (rt->h.keyline[RT_MIRROR_PCT] == 0)
 				rt->mirror_percent = 100;
 		} else if (has(&rt->h, RT_MIRROR_PCT) && rt->h.keyline[RT_MIRROR] == 0) {

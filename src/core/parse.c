@@ -82,6 +82,10 @@ parse_duration(const char *s, uint64_t *out_ms, const char **why)
 		*why = "expected a duration such as 500ms, 10s, 5m, 2h or 1d";
 		return -1;
 	}
+	if (*end == '.') {
+		*why = "durations are whole numbers (write 1500ms, not 1.5s)";
+		return -1;
+	}
 	if (*end == '\0') {
 		*why = "duration needs a unit (ms, s, m, h or d)";
 		return -1;
@@ -147,7 +151,7 @@ parse_bool(const char *s, bool *out, const char **why)
 			return 0;
 		}
 	}
-	*why = "expected on/off, yes/no or true/false";
+	*why = "expected on/off, yes/no, true/false or 1/0";
 	return -1;
 }
 

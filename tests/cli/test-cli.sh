@@ -21,7 +21,7 @@ check "check --help shows the command's usage" \
 run "$AMESH" check -c "$CONF"
 check "check accepts the sample config" '[ "$RC" -eq 0 ] && echo "$OUT" | tail -n 1 | grep -qx ok'
 check "check shows counts per kind" \
-	'echo "$OUT" | grep -q "2 nodes, 4 workloads, 2 services, 1 waypoints, 2 policies, 1 routes"'
+	'echo "$OUT" | grep -q "nodes: 2, workloads: 4, services: 2, waypoints: 1, policies: 2, routes: 1"'
 check "check shows this node's workloads" \
 	'echo "$OUT" | grep -q "^workload  default/reviews-v1 sa=reviews addresses=10.1.1.3,fd00:1::3 protocol=hbone" &&
 	 ! echo "$OUT" | grep -q "reviews-v2"'

@@ -49,15 +49,14 @@ test_tmpdir(void)
 	return tmpdir;
 }
 
-char *
+const char *
 test_write(const char *dir, const char *name, const char *data)
 {
-	char *path;
+	static char path[512];
 	FILE *fp;
 
 	mkdir(dir, 0755);
-	if (asprintf(&path, "%s/%s", dir, name) < 0)
-		exit(1);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fp = fopen(path, "w");
 	if (fp == NULL || fputs(data, fp) < 0 || fclose(fp) != 0) {
 		perror(path);

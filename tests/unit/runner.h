@@ -41,7 +41,7 @@
 
 /* Makes a fresh temporary directory; returns a static path reused by the calling test only. */
 const char *test_tmpdir(void);
-/* Writes data to dir/name (creating dir/), returns the malloc'd path. */
-char *test_write(const char *dir, const char *name, const char *data);
+/* Writes data to dir/name (creating dir/); returns the path, valid until the next call. */
+const char *test_write(const char *dir, const char *name, const char *data);
 
 #endif

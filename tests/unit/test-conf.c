@@ -118,8 +118,8 @@ TEST(conf_relative_paths)
 
 	diag_init(&d);
 	ASSERT(asprintf(&sub, "%s/sub", dir) > 0);
-	path = test_write(sub, "a.conf", "[mesh]\nnode = n\nregistry = reg.d\n"
-	    "trust_bundle = /abs/ca.crt\n[identity]\ncert_dir = ../certs\n");
+	path = strdup(test_write(sub, "a.conf", "[mesh]\nnode = n\nregistry = reg.d\n"
+	    "trust_bundle = /abs/ca.crt\n[identity]\ncert_dir = ../certs\n"));
 	ASSERT(conf_load(path, &c, &d) == 0);
 	ASSERT(asprintf(&want, "%s/reg.d", sub) > 0);
 	ASSERT_STREQ(c->mesh.registry, want);
@@ -186,7 +186,7 @@ static const struct {
 	{ "[log]\nformat = xml",
 	    "t.conf:2: [log] format: 'xml': expected one of text, json" },
 	{ "[log]\naccess_log = maybe",
-	    "t.conf:2: [log] access_log: 'maybe': expected on/off, yes/no or true/false" },
+	    "t.conf:2: [log] access_log: 'maybe': expected on/off, yes/no, true/false or 1/0" },
 	{ "[ztunnel]\npool_max_streams = 0",
 	    "t.conf:2: [ztunnel] pool_max_streams: '0': expected an integer 1-1000" },
 	{ "[ztunnel]\npool_max_streams = 5000",
@@ -240,6 +240,12 @@ static const struct {
 	    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx registry = /evil",
 	    "t.conf:3: line too long (247 bytes; at most 198)" },
 	{ "[mesh]\nnode = a\x00" "b\n", "t.conf:2: line contains a NUL byte" },
+	{ "[ztunnel]\ndrain_timeout = 1.5s",
+	    "t.conf:2: [ztunnel] drain_timeout: '1.5s': durations are whole numbers (write 1500ms, not 1.5s)" },
+	{ "[ztunnel]\nconnect_timeout = 0s",
+	    "t.conf:2: [ztunnel] connect_timeout: '0s': must be at least 1ms" },
+	{ "[ mesh ]\nnode = a\nnodes = b",
+	    "t.conf:3: unknown key 'nodes' in [mesh]" },
 };
 
 TEST(conf_bad_inputs)

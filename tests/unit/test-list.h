@@ -22,4 +22,6 @@
 	X(registry_bad_inputs)              \
 	X(registry_cross_file)              \
 	X(registry_reload_keeps_old)        \
+	X(registry_list_keys_repeat)        \
+	X(registry_all_policy_errors)       \
 	X(registry_many_entries)

@@ -253,7 +253,7 @@ static const struct {
 	    "reg.conf:20: route \"r\": fault.abort_percent without fault.abort" },
 	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc\nredirect.path = /x",
 	    "reg.conf:19: route \"r\": backends and redirect exclude each other" },
-	{ "[route \"r\"]\nnamespace = other\nservice = svc\nbackends = svc",
+	{ "[route \"r\"]\nnamespace = other\nservice = svc\nredirect.path = /x",
 	    "reg.conf:18: route \"r\": service \"svc\" is in namespace default, the route in other" },
 	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc\nrewrite.path_prefix = /v2",
 	    "reg.conf:20: route \"r\": rewrite.path_prefix needs match.path_prefix" },
@@ -305,8 +305,15 @@ static const struct {
 	    "reg.conf:20: service \"s2\": 10.96.0.1 port 80 is already used by service \"svc\" (reg.conf:8)" },
 	{ "[workload \"b\"]\nnamespace = default\nnode = node-a\naddresses = 10.1.1.3\n  mtls_mode = off",
 	    "reg.conf:20: workload \"b\": mtls_mode: 'off': expected one of strict, permissive" },
-	{ "[workload \"b\"]\nnamespace = default\nnode = node-a\naddresses = fd00::5\naddresses = fd00::6",
-	    "reg.conf:20: workload \"b\": duplicate key 'addresses' (first set at line 19)" },
+	{ "[service \"o\"]\nnamespace = other\nports = 80\nselector = app=a\n"
+	    "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc 1, o 1",
+	    "reg.conf:23: route \"r\": backend \"o\" is in namespace other, the route in default" },
+	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc\n"
+	    "request_headers.remove = x-a, bad header",
+	    "reg.conf:20: route \"r\": request_headers.remove: bad header name 'bad header'" },
+	{ "[workload \"b\"]\nnamespace = default\nnode = node-a\naddresses = 10.1.1.3\n"
+	    "addresses = fd00::3, 10.1.1.3",
+	    "reg.conf:20: workload \"b\": addresses: '10.1.1.3' listed twice" },
 };
 
 TEST(registry_bad_inputs)
@@ -410,6 +417,42 @@ TEST(registry_reload_keeps_old)
 	registry_unref(r1);
 	registry_unref(r2);
 	registry_holder_destroy(&h);
+}
+
+TEST(registry_list_keys_repeat)
+{
+	struct registry *r = parse_ok(
+	    "[node \"n\"]\naddress = 192.168.0.1\n"
+	    "[workload \"a\"]\nnamespace = ns\nnode = n\naddresses = 10.0.0.1\n"
+	    "addresses = fd00::1, 10.0.0.2\nlabels = app=a\nlabels = v=1\n"
+	    "[policy \"p\"]\nnamespace = ns\nfrom.principals = td/ns/a/sa/x\n"
+	    "from.principals = td/ns/b/sa/*\n");
+	const struct reg_workload *w = registry_find(r, REG_WORKLOAD, "a");
+	const struct reg_policy *p = registry_find(r, REG_POLICY, "p");
+	struct ip_addr x = ip("10.0.0.2");
+
+	ASSERT_EQ(w->addresses.n, 3);
+	ASSERT(registry_workload_by_addr(r, &x) == w);
+	ASSERT_EQ(w->labels.n, 2);
+	ASSERT_EQ(p->principals.n, 2);
+	ASSERT_STREQ(p->principals.v[1], "td/ns/b/sa/*");
+	registry_unref(r);
+}
+
+TEST(registry_all_policy_errors)
+{
+	const char *text = "[policy \"p\"]\nnamespace = ns\n"
+	    "from.principals = spiffe://td/ns/a/sa/b\nto.methods = get\nto.paths = x\n";
+	struct registry *r;
+	struct diag d;
+
+	diag_init(&d);
+	ASSERT(registry_parse_buffer("reg.conf", text, strlen(text), &r, &d) != 0);
+	ASSERT_EQ(diag_count(&d), 3);
+	ASSERT(strncmp(d.msg[0], "reg.conf:3: ", 12) == 0);
+	ASSERT_STREQ(d.msg[1], "reg.conf:5: policy \"p\": paths must start with '/' or '*': 'x'");
+	ASSERT_STREQ(d.msg[2], "reg.conf:4: policy \"p\": methods are upper-case HTTP methods: 'get'");
+	diag_clear(&d);
 }
 
 TEST(registry_many_entries)
