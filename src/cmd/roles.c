@@ -41,12 +41,6 @@ exec_cni(const struct cmd_globals *g, int argc, char **argv)
 	return cmd_not_built("cni");
 }
 
-static int
-exec_ca(const struct cmd_globals *g, int argc, char **argv)
-{
-	return cmd_not_built("ca");
-}
-
 /* The CNI protocol wants a JSON error on stdout; 100 is the first plugin-specific code. */
 int
 cmd_cni_plugin(void)
@@ -70,8 +64,4 @@ const struct cmd_entry cmd_sidecar_entry = {
 const struct cmd_entry cmd_cni_entry = {
 	"cni", "add|del|list|check [ARGS]", "install interception and enroll workloads", NULL,
 	exec_cni, NULL,
-};
-const struct cmd_entry cmd_ca_entry = {
-	"ca", "init|issue|show [ARGS]", "create a mesh CA and issue workload identities", NULL,
-	exec_ca, NULL,
 };

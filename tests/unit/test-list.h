@@ -24,4 +24,15 @@
 	X(registry_reload_keeps_old)        \
 	X(registry_list_keys_repeat)        \
 	X(registry_all_policy_errors)       \
-	X(registry_many_entries)
+	X(registry_many_entries)            \
+	X(cert_spiffe_id_issued)            \
+	X(cert_spiffe_id_san_shapes)        \
+	X(spiffe_split_cases)               \
+	X(cert_check_identity_refusals)     \
+	X(cert_load_errors)                 \
+	X(ca_save_load)                     \
+	X(ca_write_file_atomic)             \
+	X(identity_load_good_only)          \
+	X(identity_reload_rotation)         \
+	X(identity_watch)                   \
+	X(identity_watch_free_while_watching)

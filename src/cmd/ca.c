@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* amesh ca: create a mesh CA, issue workload identities from it, and show certificates. */
+#include "config.h"
+
+#include <getopt.h>
+#include <mbedtls/ecp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd/cmd.h"
+#include "core/err.h"
+#include "tls/ca.h"
+#include "tls/cert.h"
+
+#define DEFAULT_TRUST_DOMAIN "cluster.local"
+#define DEFAULT_CA_DAYS 3650
+#define DEFAULT_ISSUE_DAYS 30
+
+static const char usage_init[] = "amesh ca init --dir DIR [--trust-domain TD] [--days N]";
+static const char usage_issue[] = "amesh ca issue --dir DIR --namespace NS "
+    "--service-account SA --out CERT_DIR [--days N]";
+static const char usage_show[] = "amesh ca show FILE";
+
+enum { OPT_DIR = 256, OPT_TRUST_DOMAIN, OPT_DAYS, OPT_NAMESPACE, OPT_SA, OPT_OUT };
+
+struct ca_opts {
+	const char *dir, *trust_domain, *ns, *sa, *out, *days;
+	int nargs;
+	char **args;
+};
+
+static int
+usage_error(const char *sub, const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Prints "amesh ca SUB: message", the subcommand's usage line, and returns EXIT_USAGE. */
+static int
+usage_error(const char *sub, const char *usage, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "amesh ca%s%s: ", sub ? " " : "", sub ? sub : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nusage: %s\nTry 'amesh ca --help'.\n", usage);
+	return EXIT_USAGE;
+}
+
+/*
+ * getopt_long over argv[1..]: argv[1] is the subcommand, which getopt takes as its program name.
+ * Returns 0 or EXIT_USAGE (after the message).
+ */
+static int
+parse_opts(int argc, char **argv, const struct option *longopts, const char *usage,
+    struct ca_opts *o)
+{
+	const char *sub = argv[1];
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc - 1, argv + 1, ":", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_DIR: o->dir = optarg; break;
+		case OPT_TRUST_DOMAIN: o->trust_domain = optarg; break;
+		case OPT_DAYS: o->days = optarg; break;
+		case OPT_NAMESPACE: o->ns = optarg; break;
+		case OPT_SA: o->sa = optarg; break;
+		case OPT_OUT: o->out = optarg; break;
+		case ':':
+			return usage_error(sub, usage, "option '%s' needs a value", argv[optind]);
+		default:
+			if (optopt != 0)
+				return usage_error(sub, usage, "unknown option '-%c'", optopt);
+			return usage_error(sub, usage, "unknown option '%s'", argv[optind]);
+		}
+	}
+	o->nargs = argc - 1 - optind;
+	o->args = argv + 1 + optind;
+	return 0;
+}
+
+/* Parses a day count 1..CA_DAYS_MAX, or dflt when s is NULL. Returns 0 or -1. */
+static int
+parse_days(const char *s, unsigned dflt, unsigned *out)
+{
+	unsigned long v;
+	char *end;
+
+	*out = dflt;
+	if (s == NULL)
+		return 0;
+	if (*s < '0' || *s > '9')
+		return -1;
+	v = strtoul(s, &end, 10);
+	if (*end != '\0' || v == 0 || v > CA_DAYS_MAX)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+static const char *
+iso_time(time_t t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "@%lld", (long long)t);
+	return buf;
+}
+
+static int
+ca_init(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "dir", required_argument, NULL, OPT_DIR },
+		{ "trust-domain", required_argument, NULL, OPT_TRUST_DOMAIN },
+		{ "days", required_argument, NULL, OPT_DAYS },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ca_opts o;
+	struct ca *ca = NULL;
+	unsigned days;
+	char why[512], t[32];
+	int rc;
+
+	if ((rc = parse_opts(argc, argv, longopts, usage_init, &o)) != 0)
+		return rc;
+	if (o.nargs > 0)
+		return usage_error("init", usage_init, "unexpected argument '%s'", o.args[0]);
+	if (o.dir == NULL)
+		return usage_error("init", usage_init, "--dir is required");
+	if (o.trust_domain == NULL)
+		o.trust_domain = DEFAULT_TRUST_DOMAIN;
+	if (!ca_valid_trust_domain(o.trust_domain))
+		return usage_error("init", usage_init, "--trust-domain '%s': use lower-case letters, "
+		    "digits, '.', '-' and '_', at most %d", o.trust_domain, CA_TRUST_DOMAIN_MAX);
+	if (parse_days(o.days, DEFAULT_CA_DAYS, &days) != 0)
+		return usage_error("init", usage_init, "--days '%s': expected 1-%d", o.days,
+		    CA_DAYS_MAX);
+	rc = EXIT_FAIL;
+	if (ca_create(o.trust_domain, days, time(NULL), &ca, why, sizeof(why)) != 0) {
+		fprintf(stderr, "amesh ca init: %s\n", why);
+		goto out;
+	}
+	if (ca_save(ca, o.dir, why, sizeof(why)) != 0) {
+		fprintf(stderr, "amesh ca init: %s%s\n", why,
+		    strstr(why, "already exists") ? " (refusing to overwrite a CA)" : "");
+		goto out;
+	}
+	printf("created %s/%s: CA of trust domain %s, valid until %s\n", o.dir, CA_CRT_FILE,
+	    o.trust_domain, iso_time(cert_not_after(&ca->crt), t, sizeof(t)));
+	printf("created %s/%s (mode 0600): keep it secret\n", o.dir, CA_KEY_FILE);
+	rc = EXIT_OK;
+out:
+	ca_free(ca);
+	return rc;
+}
+
+static int
+ca_issue_cmd(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "dir", required_argument, NULL, OPT_DIR },
+		{ "namespace", required_argument, NULL, OPT_NAMESPACE },
+		{ "service-account", required_argument, NULL, OPT_SA },
+		{ "out", required_argument, NULL, OPT_OUT },
+		{ "days", required_argument, NULL, OPT_DAYS },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ca_opts o;
+	struct ca *ca = NULL;
+	struct ca_issued *is = NULL;
+	unsigned days;
+	char why[768], t[32], *crt = NULL;
+	time_t now = time(NULL);
+	bool replacing;
+	int rc;
+
+	if ((rc = parse_opts(argc, argv, longopts, usage_issue, &o)) != 0)
+		return rc;
+	if (o.nargs > 0)
+		return usage_error("issue", usage_issue, "unexpected argument '%s'", o.args[0]);
+	if (o.dir == NULL || o.ns == NULL || o.sa == NULL || o.out == NULL)
+		return usage_error("issue", usage_issue, "%s is required", o.dir == NULL ? "--dir" :
+		    o.ns == NULL ? "--namespace" : o.sa == NULL ? "--service-account" : "--out");
+	if (!ca_valid_name(o.ns) || !ca_valid_name(o.sa))
+		return usage_error("issue", usage_issue, "%s '%s': use letters, digits, '.', '-' "
+		    "and '_', at most %d", ca_valid_name(o.ns) ? "--service-account" :
+		    "--namespace", ca_valid_name(o.ns) ? o.sa : o.ns, CA_NAME_MAX);
+	if (parse_days(o.days, DEFAULT_ISSUE_DAYS, &days) != 0)
+		return usage_error("issue", usage_issue, "--days '%s': expected 1-%d", o.days,
+		    CA_DAYS_MAX);
+	rc = EXIT_FAIL;
+	if (ca_load(o.dir, &ca, why, sizeof(why)) != 0) {
+		fprintf(stderr, "amesh ca issue: %s\n", why);
+		goto out;
+	}
+	if (ca_issue(ca, o.ns, o.sa, days, now, &is, why, sizeof(why)) != 0) {
+		fprintf(stderr, "amesh ca issue: %s/%s: %s\n", o.ns, o.sa, why);
+		goto out;
+	}
+	if (asprintf(&crt, "%s/%s/%s.crt", o.out, o.ns, o.sa) < 0) {
+		crt = NULL;
+		fprintf(stderr, "amesh ca issue: out of memory\n");
+		goto out;
+	}
+	replacing = access(crt, F_OK) == 0;
+	if (ca_issued_write(is, o.out, why, sizeof(why)) != 0) {
+		fprintf(stderr, "amesh ca issue: %s\n", why);
+		goto out;
+	}
+	if (is->not_after < now + (time_t)days * 86400)
+		fprintf(stderr, "amesh ca issue: warning: validity cut to the CA's own notAfter\n");
+	printf("%s %s, valid until %s\n", replacing ? "rotated" : "issued", is->spiffe_id,
+	    iso_time(is->not_after, t, sizeof(t)));
+	printf("wrote %s (with the CA certificate)\n", crt);
+	printf("wrote %s/%s/%s.key (mode 0600)\n", o.out, o.ns, o.sa);
+	rc = EXIT_OK;
+out:
+	free(crt);
+	ca_issued_free(is);
+	ca_free(ca);
+	return rc;
+}
+
+/* "ECDSA P-256", "RSA 2048", ... */
+static void
+key_desc(const mbedtls_pk_context *pk, char *buf, size_t len)
+{
+	if (mbedtls_pk_can_do(pk, MBEDTLS_PK_ECKEY)) {
+		const mbedtls_ecp_keypair *ec = mbedtls_pk_ec(*pk);
+		const mbedtls_ecp_curve_info *ci = mbedtls_ecp_curve_info_from_grp_id(ec->grp.id);
+
+		switch (ec->grp.id) {
+		case MBEDTLS_ECP_DP_SECP256R1: snprintf(buf, len, "ECDSA P-256"); break;
+		case MBEDTLS_ECP_DP_SECP384R1: snprintf(buf, len, "ECDSA P-384"); break;
+		case MBEDTLS_ECP_DP_SECP521R1: snprintf(buf, len, "ECDSA P-521"); break;
+		default: snprintf(buf, len, "EC %s", ci ? ci->name : "unknown curve"); break;
+		}
+		return;
+	}
+	snprintf(buf, len, "%s %zu", mbedtls_pk_get_name(pk), mbedtls_pk_get_bitlen(pk));
+}
+
+static int
+ca_show(int argc, char **argv)
+{
+	static const struct option longopts[] = { { NULL, 0, NULL, 0 } };
+	struct ca_opts o;
+	mbedtls_x509_crt chain;
+	const mbedtls_x509_crt *c;
+	char why[512], buf[1024], id[SPIFFE_ID_MAX], t[32];
+	int rc, n = 0, i = 0, r;
+
+	if ((rc = parse_opts(argc, argv, longopts, usage_show, &o)) != 0)
+		return rc;
+	if (o.nargs != 1)
+		return usage_error("show", usage_show, o.nargs == 0 ? "a FILE is required" :
+		    "one FILE only");
+	rc = EXIT_FAIL;
+	if (cert_load_chain(o.args[0], &chain, why, sizeof(why)) != 0) {
+		fprintf(stderr, "amesh ca show: %s: %s\n", o.args[0], why);
+		goto out;
+	}
+	for (c = &chain; c != NULL && c->raw.p != NULL; c = c->next)
+		n++;
+	for (c = &chain; c != NULL && c->raw.p != NULL; c = c->next) {
+		if (n > 1)
+			printf("%scertificate %d of %d\n", i > 0 ? "\n" : "", i + 1, n);
+		i++;
+		if (mbedtls_x509_dn_gets(buf, sizeof(buf), &c->subject) < 0)
+			snprintf(buf, sizeof(buf), "(cannot print)");
+		printf("subject     %s\n", buf);
+		r = cert_spiffe_id(c, id, sizeof(id));
+		printf("spiffe id   %s\n", r == 0 ? id : r == AMESH_ERR_NOTFOUND ? "(none)" :
+		    "(invalid: malformed or more than one URI SAN)");
+		if (mbedtls_x509_dn_gets(buf, sizeof(buf), &c->issuer) < 0)
+			snprintf(buf, sizeof(buf), "(cannot print)");
+		printf("issuer      %s\n", buf);
+		if (mbedtls_x509_serial_gets(buf, sizeof(buf), &c->serial) < 0)
+			snprintf(buf, sizeof(buf), "(cannot print)");
+		printf("serial      %s\n", buf);
+		printf("not before  %s\n", iso_time(cert_not_before(c), t, sizeof(t)));
+		printf("not after   %s\n", iso_time(cert_not_after(c), t, sizeof(t)));
+		key_desc(&c->pk, buf, sizeof(buf));
+		printf("key         %s\n", buf);
+		printf("ca          %s\n", c->ca_istrue ? "yes" : "no");
+	}
+	rc = EXIT_OK;
+out:
+	mbedtls_x509_crt_free(&chain);
+	return rc;
+}
+
+static int
+exec_ca(const struct cmd_globals *g, int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : NULL;
+
+	(void)g;
+	if (sub == NULL)
+		return usage_error(NULL, "amesh ca init|issue|show [ARGS]", "a subcommand is required");
+	if (strcmp(sub, "init") == 0)
+		return ca_init(argc, argv);
+	if (strcmp(sub, "issue") == 0)
+		return ca_issue_cmd(argc, argv);
+	if (strcmp(sub, "show") == 0)
+		return ca_show(argc, argv);
+	return usage_error(NULL, "amesh ca init|issue|show [ARGS]", "unknown subcommand '%s'", sub);
+}
+
+const struct cmd_entry cmd_ca_entry = {
+	"ca", "init|issue|show [ARGS]", "create a mesh CA and issue workload identities",
+	"  init --dir DIR [--trust-domain TD] [--days N]\n"
+	"        create a CA: DIR/ca.crt and DIR/ca.key (mode 0600). TD defaults to\n"
+	"        " DEFAULT_TRUST_DOMAIN ", N to 3650 days. Never overwrites an existing CA.\n"
+	"  issue --dir DIR --namespace NS --service-account SA --out CERT_DIR [--days N]\n"
+	"        issue spiffe://TD/ns/NS/sa/SA: CERT_DIR/NS/SA.crt (the certificate, then\n"
+	"        the CA's) and CERT_DIR/NS/SA.key (mode 0600). N defaults to 30 days.\n"
+	"        An existing identity is replaced atomically (rotation).\n"
+	"  show FILE\n"
+	"        print each certificate in FILE: subject, SPIFFE ID, issuer, serial,\n"
+	"        validity (UTC), key type and whether it is a CA.\n",
+	exec_ca, "amesh-ca(8)",
+};
