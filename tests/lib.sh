@@ -48,5 +48,43 @@ tap_done() {
 	[ "$tap_failed" -eq 0 ]
 }
 
+# start NAME CMD...: runs CMD in the background (output in $TMP/NAME.out), waits up to 10 s for
+# its "listening PORT" line and sets $PORT; the process is killed when the test exits.
+PIDS=""
+start() {
+	name=$1
+	shift
+	: >"$TMP/$name.out"
+	"$@" >>"$TMP/$name.out" 2>"$TMP/$name.err" &
+	pid=$!
+	PIDS="$PIDS $pid"
+	eval "PID_$name=$pid"
+	i=0
+	while [ $i -lt 100 ]; do
+		PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$TMP/$name.out" | head -n 1)
+		[ -n "$PORT" ] && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "# $name did not start: $(cat "$TMP/$name.err")"
+	return 1
+}
+
+cleanup() {
+	for p in $PIDS; do
+		kill "$p" 2>/dev/null
+	done
+	for p in $PIDS; do
+		wait "$p" 2>/dev/null
+	done
+	if [ -n "${KEEP_TMP:-}" ]; then
+		echo "# kept $TMP"
+	else
+		rm -rf "$TMP"
+	fi
+}
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/amesh-test.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+trap cleanup EXIT
+trap 'exit 1' INT TERM

@@ -1,0 +1,839 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The HTTP/2 side of HBONE: nghttp2 does the framing and no I/O. TLS reads feed
+ * nghttp2_session_mem_recv; h2_conn_flush drains nghttp2_session_mem_send into the TLS connection
+ * only while its queue is below the high-water mark, and stops TLS reads while it is above, so a
+ * peer that does not read cannot make us buffer without bound. Stream windows are returned only
+ * when the owner says it delivered the bytes (hbone_stream_consumed): end-to-end backpressure.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/parse.h"
+#include "hbone/h2.h"
+#include "tls/identity.h"
+
+/* DATA payload per frame, so that frame header + payload fill exactly one TLS record. */
+#define DATA_FRAME_PAYLOAD (16384 - 9)
+
+static void teardown(struct h2_conn *c);
+
+void
+h2_open_free(struct h2_open *o)
+{
+	if (o == NULL)
+		return;
+	identity_unref(o->src);
+	free(o->dst_id);
+	free(o->authority);
+	free(o->forwarded);
+	free(o->baggage);
+	free(o->traceparent);
+	free(o);
+}
+
+void
+h2_stream_free(struct hbone_stream *s)
+{
+	if (s == NULL)
+		return;
+	free(s->sbuf);
+	free(s->hdr_method);
+	free(s->hdr_authority);
+	free(s->hdr_forwarded);
+	free(s->hdr_baggage);
+	free(s->hdr_traceparent);
+	h2_open_free(s->open);
+	free(s);
+}
+
+void
+h2_conn_attach(struct h2_conn *c, struct hbone_stream *s)
+{
+	s->conn = c;
+	s->prev = NULL;
+	s->next = c->streams;
+	if (c->streams != NULL)
+		c->streams->prev = s;
+	c->streams = s;
+	c->nstreams++;
+}
+
+static void
+detach(struct hbone_stream *s)
+{
+	struct h2_conn *c = s->conn;
+
+	if (c == NULL)
+		return;
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		c->streams = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	c->nstreams--;
+	if (s->id > 0 && !c->closed)
+		nghttp2_session_set_stream_user_data(c->session, s->id, NULL);
+	s->conn = NULL;
+}
+
+void
+h2_stream_detach(struct hbone_stream *s)
+{
+	detach(s);
+}
+
+/* Ends a stream for its owner: on_close, then the connection owner hears of it, then free. */
+static void
+finish_stream(struct h2_conn *c, struct hbone_stream *s, bool reset, uint32_t err)
+{
+	detach(s);
+	if (s->cb != NULL && s->cb->on_close != NULL)
+		s->cb->on_close(s, reset, err);
+	h2_stream_free(s);
+	if (c->ops->on_stream_gone != NULL)
+		c->ops->on_stream_gone(c);
+}
+
+/* Data provider: hands the owner's buffered bytes to nghttp2, or defers until there are some. */
+static ssize_t
+data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+    uint32_t *flags, nghttp2_data_source *source, void *user)
+{
+	struct hbone_stream *s = source->ptr;
+	size_t n;
+
+	if (s == NULL)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (s->slen == 0) {
+		if (s->shutdown_wanted) {
+			*flags |= NGHTTP2_DATA_FLAG_EOF;
+			return 0;
+		}
+		s->deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	n = s->slen < length ? s->slen : length;
+	memcpy(buf, s->sbuf + s->shead, n);
+	s->shead += n;
+	s->slen -= n;
+	s->data_sent = true;
+	if (s->slen == 0) {
+		/* An idle stream holds no buffer: memory follows traffic, not stream count. */
+		free(s->sbuf);
+		s->sbuf = NULL;
+		s->shead = 0;
+	}
+	return (ssize_t)n;
+}
+
+static ssize_t
+read_length_cb(nghttp2_session *session, uint8_t frame_type, int32_t stream_id,
+    int32_t session_window, int32_t stream_window, uint32_t remote_max_frame, void *user)
+{
+	ssize_t n = DATA_FRAME_PAYLOAD;
+
+	if (n > session_window)
+		n = session_window;
+	if (n > stream_window)
+		n = stream_window;
+	if ((uint32_t)n > remote_max_frame)
+		n = (ssize_t)remote_max_frame;
+	return n > 0 ? n : 1;
+}
+
+static char *
+dup_value(const uint8_t *v, size_t len)
+{
+	char *s = malloc(len + 1);
+
+	if (s != NULL) {
+		memcpy(s, v, len);
+		s[len] = '\0';
+	}
+	return s;
+}
+
+static int
+on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+	struct h2_conn *c = user;
+	struct hbone_stream *s;
+
+	if (!c->is_server || frame->hd.type != NGHTTP2_HEADERS ||
+	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		/* Allocation failure on the data path: refuse this stream, keep the rest. */
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+		    NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	s->id = frame->hd.stream_id;
+	h2_conn_attach(c, s);
+	nghttp2_session_set_stream_user_data(session, s->id, s);
+	return 0;
+}
+
+static int
+on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+    size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
+{
+	struct h2_conn *c = user;
+	struct hbone_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	char **slot = NULL;
+
+	if (s == NULL || frame->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	if (!c->is_server) {
+		if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+			int st = 0;
+
+			for (size_t i = 0; i < valuelen && i < 3; i++)
+				st = st * 10 + (value[i] - '0');
+			s->status = st;
+		}
+		return 0;
+	}
+	s->hdr_bytes += namelen + valuelen;
+	if (++s->hdr_count > HBONE_MAX_HEADERS || s->hdr_bytes > HBONE_MAX_HEADER_BYTES) {
+		s->hdr_bad = true;
+		return 0;
+	}
+	if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+		slot = &s->hdr_method;
+	else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
+		slot = &s->hdr_authority;
+	else if (namelen == 9 && memcmp(name, "forwarded", 9) == 0)
+		slot = &s->hdr_forwarded;
+	else if (namelen == 7 && memcmp(name, "baggage", 7) == 0)
+		slot = &s->hdr_baggage;
+	else if (namelen == 11 && memcmp(name, "traceparent", 11) == 0)
+		slot = &s->hdr_traceparent;
+	if (slot != NULL && *slot == NULL && (*slot = dup_value(value, valuelen)) == NULL)
+		s->hdr_bad = true;
+	return 0;
+}
+
+/* Splits "host:port" / "[v6]:port"; the host must be an IP literal or a DNS name. */
+static bool
+parse_authority(const char *a, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *colon, *why;
+	size_t hl;
+	struct ip_addr ip;
+
+	if (a == NULL || *a == '\0')
+		return false;
+	if (a[0] == '[') {
+		const char *rb = strchr(a, ']');
+
+		if (rb == NULL || rb[1] != ':')
+			return false;
+		hl = (size_t)(rb - a - 1);
+		if (hl == 0 || hl >= hostlen)
+			return false;
+		memcpy(host, a + 1, hl);
+		host[hl] = '\0';
+		if (parse_ip(host, &ip, &why) != 0 || ip.family != AF_INET6)
+			return false;
+		colon = rb + 1;
+	} else {
+		colon = strrchr(a, ':');
+		if (colon == NULL)
+			return false;
+		hl = (size_t)(colon - a);
+		if (hl == 0 || hl >= hostlen || memchr(a, ':', hl) != NULL)
+			return false;
+		memcpy(host, a, hl);
+		host[hl] = '\0';
+		for (size_t i = 0; i < hl; i++)
+			if (!(isalnum((unsigned char)host[i]) || host[i] == '.' || host[i] == '-'))
+				return false;
+	}
+	return parse_port(colon + 1, port, &why) == 0;
+}
+
+static void
+handle_request(struct h2_conn *c, struct hbone_stream *s)
+{
+	struct hbone_request *r = &s->req;
+	int status = 0;
+
+	if (s->hdr_bad) {
+		status = 400;
+		log_info("hbone %s: stream %d refused: headers too large", tls_conn_peer_addr(c->tls),
+		    s->id);
+	} else if (s->hdr_method == NULL || strcmp(s->hdr_method, "CONNECT") != 0) {
+		status = 400;
+		log_info("hbone %s (%s): stream %d refused: method %s is not CONNECT",
+		    tls_conn_peer_addr(c->tls), tls_conn_peer_id(c->tls), s->id,
+		    s->hdr_method ? s->hdr_method : "(none)");
+	} else if (!parse_authority(s->hdr_authority, r->host, sizeof(r->host), &r->port)) {
+		status = 400;
+		log_info("hbone %s (%s): stream %d refused: bad authority '%s'",
+		    tls_conn_peer_addr(c->tls), tls_conn_peer_id(c->tls), s->id,
+		    s->hdr_authority ? s->hdr_authority : "");
+	}
+	if (status != 0) {
+		hbone_stream_respond(s, status);
+		return;
+	}
+	r->authority = s->hdr_authority;
+	r->peer_id = tls_conn_peer_id(c->tls);
+	r->peer_addr = tls_conn_peer_addr(c->tls);
+	r->forwarded = s->hdr_forwarded;
+	r->baggage = s->hdr_baggage;
+	r->traceparent = s->hdr_traceparent;
+	c->ops->on_request(c, s);
+}
+
+static int
+on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
+{
+	struct h2_conn *c = user;
+	struct hbone_stream *s = NULL;
+
+	c->last_activity = uv_now(c->loop);
+	if (frame->hd.stream_id != 0)
+		s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	switch (frame->hd.type) {
+	case NGHTTP2_HEADERS:
+		if (s == NULL)
+			break;
+		if (c->is_server && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+			if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+				s->eof_seen = true;
+			handle_request(c, s);
+			return 0;
+		}
+		if (!c->is_server && s->status >= 200 && !s->responded) {
+			s->responded = true;
+			if (s->cb != NULL && s->cb->on_response != NULL)
+				s->cb->on_response(s, s->status);
+			/* on_response may have reset it. */
+			s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+		}
+		break;
+	case NGHTTP2_GOAWAY:
+		c->goaway_recv = true;
+		if (c->ops->on_goaway != NULL)
+			c->ops->on_goaway(c);
+		return 0;
+	default:
+		break;
+	}
+	if (s != NULL && (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !s->eof_seen) {
+		s->eof_seen = true;
+		if (s->cb != NULL && s->cb->on_eof != NULL && s->responded)
+			s->cb->on_eof(s);
+	}
+	return 0;
+}
+
+static int
+on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+    size_t len, void *user)
+{
+	struct hbone_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+
+	if (s == NULL || s->cb == NULL || s->cb->on_data == NULL || !s->responded ||
+	    (!((struct h2_conn *)user)->is_server && s->status != 200)) {
+		/* Nobody to deliver to (not yet accepted, refused or being torn down): drop it, and
+		 * return the window so the connection does not stall. */
+		nghttp2_session_consume(session, stream_id, len);
+		return 0;
+	}
+	s->unconsumed += len;
+	s->cb->on_data(s, data, len);
+	return 0;
+}
+
+static int
+on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t err, void *user)
+{
+	struct h2_conn *c = user;
+	struct hbone_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+
+	if (s == NULL)
+		return 0;
+	/* Bytes the owner never returned still hold the connection window; give them back. */
+	if (s->unconsumed > 0) {
+		nghttp2_session_consume_connection(session, s->unconsumed);
+		s->unconsumed = 0;
+	}
+	if (!c->is_server && err == NGHTTP2_REFUSED_STREAM && !s->data_sent && !s->responded &&
+	    c->ops->on_refused != NULL) {
+		detach(s);
+		s->id = 0;
+		s->deferred = false;
+		if (c->ops->on_refused(c, s))
+			return 0;
+		h2_conn_attach(c, s); /* not retried: end it here */
+		s->id = stream_id;
+		nghttp2_session_set_stream_user_data(session, stream_id, s);
+	}
+	if (!c->is_server && !s->responded && s->cb != NULL && s->cb->on_response != NULL) {
+		s->responded = true;
+		s->cb->on_response(s, err == NGHTTP2_REFUSED_STREAM ? UV_EAGAIN : UV_ECONNRESET);
+	}
+	finish_stream(c, s, err != NGHTTP2_NO_ERROR, err);
+	return 0;
+}
+
+static nghttp2_session_callbacks *
+callbacks(void)
+{
+	static nghttp2_session_callbacks *cbs;
+
+	/* Built once; the loop thread is the only user. */
+	if (cbs == NULL) {
+		if (nghttp2_session_callbacks_new(&cbs) != 0)
+			fatalx("out of memory");
+		nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+		nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+		nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+		nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+		nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+		nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, read_length_cb);
+	}
+	return cbs;
+}
+
+struct h2_conn *
+h2_conn_new(uv_loop_t *loop, bool server, uint32_t max_streams,
+    const struct h2_conn_ops *ops, void *owner)
+{
+	struct h2_conn *c = calloc(1, sizeof(*c));
+	nghttp2_option *opt = NULL;
+	int r;
+
+	if (c == NULL)
+		return NULL;
+	if (nghttp2_option_new(&opt) != 0) {
+		free(c);
+		return NULL;
+	}
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	nghttp2_option_set_max_send_header_block_length(opt, HBONE_MAX_HEADER_BYTES * 2);
+	if (!server)
+		nghttp2_option_set_peer_max_concurrent_streams(opt, max_streams);
+	r = server ? nghttp2_session_server_new2(&c->session, callbacks(), c, opt) :
+	    nghttp2_session_client_new2(&c->session, callbacks(), c, opt);
+	nghttp2_option_del(opt);
+	if (r != 0) {
+		free(c);
+		return NULL;
+	}
+	c->loop = loop;
+	c->is_server = server;
+	c->max_streams = max_streams;
+	c->ops = ops;
+	c->owner = owner;
+	return c;
+}
+
+void
+h2_conn_free_unstarted(struct h2_conn *c)
+{
+	nghttp2_session_del(c->session);
+	free(c);
+}
+
+static void
+send_settings(struct h2_conn *c, uint32_t max_streams)
+{
+	nghttp2_settings_entry iv[3];
+	size_t n = 0;
+
+	iv[n].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
+	iv[n++].value = HBONE_STREAM_WINDOW;
+	if (c->is_server) {
+		iv[n].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
+		iv[n++].value = max_streams;
+	} else {
+		iv[n].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH;
+		iv[n++].value = 0;
+	}
+	nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, n);
+	nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, HBONE_CONN_WINDOW);
+}
+
+/* Calls on_writable for streams whose writer was turned away and now has room. */
+static void
+notify_writers(struct h2_conn *c)
+{
+	struct hbone_stream *s, *next;
+
+	for (s = c->streams; s != NULL; s = next) {
+		next = s->next;
+		if (s->writer_blocked && s->slen < HBONE_STREAM_SEND_BUF) {
+			s->writer_blocked = false;
+			if (s->cb != NULL && s->cb->on_writable != NULL)
+				s->cb->on_writable(s);
+		}
+	}
+}
+
+void
+h2_conn_flush(struct h2_conn *c)
+{
+	if (c->closed || !c->ready)
+		return;
+	if (c->in_flush) {
+		c->flush_again = true;
+		return;
+	}
+	c->in_flush = true;
+	do {
+		c->flush_again = false;
+		while (tls_conn_writable(c->tls)) {
+			const uint8_t *data;
+			ssize_t n = nghttp2_session_mem_send(c->session, &data);
+
+			if (n < 0) {
+				log_warn("hbone %s: %s", tls_conn_peer_addr(c->tls),
+				    nghttp2_strerror((int)n));
+				c->in_flush = false;
+				h2_conn_abort(c);
+				return;
+			}
+			if (n == 0)
+				break;
+			if (tls_conn_write(c->tls, data, (size_t)n) != 0)
+				break;
+		}
+		if (!c->closed)
+			notify_writers(c);
+	} while (c->flush_again && !c->closed);
+	c->in_flush = false;
+	if (c->closed)
+		return;
+	/* While the peer is not taking our output, do not read input that makes more of it. */
+	if (tls_conn_writable(c->tls))
+		tls_conn_read_start(c->tls);
+	else
+		tls_conn_read_stop(c->tls);
+	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
+	    !c->closing) {
+		c->closing = true;
+		tls_conn_close(c->tls);
+	}
+}
+
+/* --- TLS callbacks --- */
+
+static void
+tls_on_handshake(struct tls_conn *t, int status)
+{
+	struct h2_conn *c = tls_conn_user(t);
+
+	if (status != 0) {
+		if (c->ops->on_ready != NULL)
+			c->ops->on_ready(c, status);
+		return;
+	}
+	c->ready = true;
+	c->last_activity = uv_now(c->loop);
+	send_settings(c, c->max_streams);
+	if (c->ops->on_ready != NULL)
+		c->ops->on_ready(c, 0);
+	h2_conn_flush(c);
+}
+
+static void
+tls_on_read(struct tls_conn *t, const uint8_t *data, size_t len)
+{
+	struct h2_conn *c = tls_conn_user(t);
+	ssize_t n;
+
+	if (c->closed)
+		return;
+	if (len == 0) {
+		/* The peer closed TLS: whatever streams remain are cut. */
+		h2_conn_abort(c);
+		return;
+	}
+	n = nghttp2_session_mem_recv(c->session, data, len);
+	if (n < 0) {
+		log_info("hbone %s: protocol error: %s", tls_conn_peer_addr(t),
+		    nghttp2_strerror((int)n));
+		h2_conn_abort(c);
+		return;
+	}
+	h2_conn_flush(c);
+}
+
+static void
+tls_on_drain(struct tls_conn *t)
+{
+	h2_conn_flush(tls_conn_user(t));
+}
+
+static void
+tls_on_close(struct tls_conn *t)
+{
+	teardown(tls_conn_user(t));
+}
+
+const struct tls_conn_cb h2_tls_cb = {
+	tls_on_handshake, tls_on_read, tls_on_drain, tls_on_close,
+};
+
+static void
+teardown(struct h2_conn *c)
+{
+	c->closed = true;
+	while (c->streams != NULL) {
+		struct hbone_stream *s = c->streams;
+
+		if (!c->is_server && !s->responded && s->cb != NULL && s->cb->on_response != NULL) {
+			s->responded = true;
+			s->cb->on_response(s, c->ready ? UV_ECONNRESET : UV_ECONNREFUSED);
+		}
+		if (s->conn == c)
+			finish_stream(c, s, true, NGHTTP2_CONNECT_ERROR);
+	}
+	if (c->ops->on_closed != NULL)
+		c->ops->on_closed(c);
+	nghttp2_session_del(c->session);
+	free(c);
+}
+
+int
+h2_conn_submit(struct h2_conn *c, struct hbone_stream *s)
+{
+	const struct h2_open *o = s->open;
+	nghttp2_nv nv[6];
+	size_t n = 0;
+	nghttp2_data_provider prd;
+	int32_t id;
+
+#define NV(N_, V_)                                                                        \
+	do {                                                                              \
+		nv[n].name = (uint8_t *)(N_);                                             \
+		nv[n].namelen = strlen(N_);                                               \
+		nv[n].value = (uint8_t *)(V_);                                            \
+		nv[n].valuelen = strlen(V_);                                              \
+		nv[n].flags = NGHTTP2_NV_FLAG_NONE;                                       \
+		n++;                                                                      \
+	} while (0)
+	NV(":method", "CONNECT");
+	NV(":authority", o->authority);
+	if (o->forwarded != NULL)
+		NV("forwarded", o->forwarded);
+	if (o->baggage != NULL)
+		NV("baggage", o->baggage);
+	if (o->traceparent != NULL)
+		NV("traceparent", o->traceparent);
+#undef NV
+	prd.source.ptr = s;
+	prd.read_callback = data_read_cb;
+	id = nghttp2_submit_request(c->session, NULL, nv, n, &prd, s);
+	if (id < 0)
+		return AMESH_ERR_INVALID;
+	s->id = id;
+	return 0;
+}
+
+void
+h2_conn_goaway(struct h2_conn *c)
+{
+	if (c->closed || c->goaway_sent)
+		return;
+	c->goaway_sent = true;
+	if (!c->ready) {
+		h2_conn_abort(c);
+		return;
+	}
+	nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+	    nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR, NULL, 0);
+	h2_conn_flush(c);
+}
+
+void
+h2_conn_abort(struct h2_conn *c)
+{
+	if (c->closed || c->closing)
+		return;
+	c->closing = true;
+	tls_conn_abort(c->tls);
+}
+
+int
+h2_conn_ping(struct h2_conn *c)
+{
+	int r;
+
+	if (c->closed || !c->ready)
+		return AMESH_ERR_INVALID;
+	r = nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL);
+	h2_conn_flush(c);
+	return r == 0 ? 0 : AMESH_ERR_INVALID;
+}
+
+uint32_t
+h2_conn_remote_max_streams(const struct h2_conn *c)
+{
+	return nghttp2_session_get_remote_settings(c->session,
+	    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+}
+
+/* --- stream API (hbone.h) --- */
+
+size_t
+hbone_stream_write(struct hbone_stream *s, const uint8_t *data, size_t len)
+{
+	size_t room, take;
+
+	if (s->shutdown_wanted || s->closing)
+		return 0;
+	room = HBONE_STREAM_SEND_BUF - s->slen;
+	take = len < room ? len : room;
+	if (take < len)
+		s->writer_blocked = true;
+	if (take == 0)
+		return 0;
+	if (s->sbuf == NULL) {
+		s->sbuf = malloc(HBONE_STREAM_SEND_BUF);
+		if (s->sbuf == NULL) {
+			hbone_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+			return 0;
+		}
+		s->shead = 0;
+	}
+	if (s->shead + s->slen + take > HBONE_STREAM_SEND_BUF) {
+		memmove(s->sbuf, s->sbuf + s->shead, s->slen);
+		s->shead = 0;
+	}
+	memcpy(s->sbuf + s->shead + s->slen, data, take);
+	s->slen += take;
+	if (s->deferred && s->conn != NULL && s->id > 0) {
+		s->deferred = false;
+		nghttp2_session_resume_data(s->conn->session, s->id);
+	}
+	if (s->conn != NULL)
+		h2_conn_flush(s->conn);
+	return take;
+}
+
+bool
+hbone_stream_writable(const struct hbone_stream *s)
+{
+	return s->slen < HBONE_STREAM_SEND_BUF && !s->shutdown_wanted;
+}
+
+void
+hbone_stream_shutdown(struct hbone_stream *s)
+{
+	if (s->shutdown_wanted)
+		return;
+	s->shutdown_wanted = true;
+	if (s->deferred && s->conn != NULL && s->id > 0) {
+		s->deferred = false;
+		nghttp2_session_resume_data(s->conn->session, s->id);
+	}
+	if (s->conn != NULL)
+		h2_conn_flush(s->conn);
+}
+
+void
+hbone_stream_reset(struct hbone_stream *s, uint32_t h2_error)
+{
+	struct h2_conn *c = s->conn;
+
+	if (s->closing)
+		return;
+	s->closing = true;
+	if (c == NULL || c->closed)
+		return;
+	if (s->id <= 0) {
+		/* Not on the wire yet (its connection is still coming up): end it here. */
+		finish_stream(c, s, true, h2_error);
+		return;
+	}
+	nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, h2_error);
+	h2_conn_flush(c);
+}
+
+void
+hbone_stream_consumed(struct hbone_stream *s, size_t n)
+{
+	struct h2_conn *c = s->conn;
+
+	if (n > s->unconsumed)
+		n = s->unconsumed;
+	s->unconsumed -= n;
+	if (c == NULL || c->closed || s->id <= 0 || n == 0)
+		return;
+	nghttp2_session_consume(c->session, s->id, n);
+	h2_conn_flush(c);
+}
+
+int
+hbone_stream_respond(struct hbone_stream *s, int status)
+{
+	struct h2_conn *c = s->conn;
+	char code[4];
+	nghttp2_nv nv;
+	nghttp2_data_provider prd;
+	int r;
+
+	if (c == NULL || c->closed || !c->is_server || s->responded)
+		return AMESH_ERR_INVALID;
+	if (status < 100 || status > 599)
+		status = 500;
+	snprintf(code, sizeof(code), "%d", status);
+	nv.name = (uint8_t *)":status";
+	nv.namelen = 7;
+	nv.value = (uint8_t *)code;
+	nv.valuelen = 3;
+	nv.flags = NGHTTP2_NV_FLAG_NONE;
+	prd.source.ptr = s;
+	prd.read_callback = data_read_cb;
+	s->responded = true;
+	s->status = status;
+	r = nghttp2_submit_response(c->session, s->id, &nv, 1, status == 200 ? &prd : NULL);
+	if (r != 0)
+		return AMESH_ERR_INVALID;
+	/* The client may have half-closed together with its CONNECT. */
+	if (status == 200 && s->eof_seen && s->cb != NULL && s->cb->on_eof != NULL)
+		s->cb->on_eof(s);
+	h2_conn_flush(c);
+	return 0;
+}
+
+void
+hbone_stream_set_cb(struct hbone_stream *s, const struct hbone_stream_cb *cb, void *user)
+{
+	s->cb = cb;
+	s->user = user;
+}
+
+void *
+hbone_stream_user(const struct hbone_stream *s)
+{
+	return s->user;
+}
+
+const struct hbone_request *
+hbone_stream_request(const struct hbone_stream *s)
+{
+	return &s->req;
+}
+
+const char *
+hbone_stream_peer_id(const struct hbone_stream *s)
+{
+	return s->conn != NULL ? tls_conn_peer_id(s->conn->tls) : "";
+}

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * HBONE: HTTP/2 CONNECT tunnels over mutual TLS (DESIGN.md section 3), on nghttp2 and libuv.
+ *
+ * A stream is one tunnel. Bytes flow through it with end-to-end flow control: data handed to the
+ * owner (on_data) counts against the HTTP/2 window until the owner calls hbone_stream_consumed(),
+ * so a reader that stops reading stops the writer at the far end; data the owner writes is
+ * buffered up to HBONE_STREAM_SEND_BUF per stream and hbone_stream_write() takes no more than fits.
+ * END_STREAM maps to a TCP half-close and RST_STREAM to a reset, both ways.
+ *
+ * Server: hbone_server_listen() accepts TLS connections from the trust domain, validates each
+ * CONNECT and hands it to on_request with the peer identity and headers; the owner answers with
+ * hbone_stream_respond() (200 opens the tunnel; 400, 401, 503 refuse it).
+ *
+ * Client: a pool keyed by (source identity, destination identity, destination address) that puts up
+ * to max_streams streams on a connection, opens another when full, pings idle connections, releases
+ * them after idle_timeout, follows GOAWAY, and retries a refused stream on a new connection.
+ */
+#ifndef AMESH_HBONE_HBONE_H
+#define AMESH_HBONE_HBONE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+struct identity;
+struct identity_store;
+struct hbone_stream;
+struct hbone_server;
+struct hbone_pool;
+
+/* Bytes a stream buffers from its owner before hbone_stream_write() accepts less than offered. */
+#define HBONE_STREAM_SEND_BUF (64u * 1024)
+/* HTTP/2 windows we advertise: per stream, and for the whole connection. */
+#define HBONE_STREAM_WINDOW (256u * 1024)
+#define HBONE_CONN_WINDOW (4u * 1024 * 1024)
+/* Request header block limit (sum of name and value lengths), and header count limit. */
+#define HBONE_MAX_HEADER_BYTES (16u * 1024)
+#define HBONE_MAX_HEADERS 64
+
+struct hbone_stream_cb {
+	/* Tunnel bytes from the peer. They count against the window until hbone_stream_consumed(). */
+	void (*on_data)(struct hbone_stream *s, const uint8_t *data, size_t len);
+	/* The peer ended its side (END_STREAM): no more on_data. */
+	void (*on_eof)(struct hbone_stream *s);
+	/* Room again after hbone_stream_write() took less than offered. */
+	void (*on_writable)(struct hbone_stream *s);
+	/* Client: the response. 200: the tunnel is up. Other codes or a negative error: it failed and
+	 * on_close follows. */
+	void (*on_response)(struct hbone_stream *s, int status);
+	/* The stream is gone (both sides ended, reset, or connection lost); last callback. reset is
+	 * true when it ended by RST_STREAM or a lost connection rather than two clean END_STREAMs. */
+	void (*on_close)(struct hbone_stream *s, bool reset, uint32_t h2_error);
+};
+
+/* What the server saw in a CONNECT, valid while the stream lives. */
+struct hbone_request {
+	const char *authority; /* as sent: "10.1.2.3:9080" or "reviews.default.svc...:9080" */
+	char host[256];        /* authority split: host without brackets */
+	uint16_t port;
+	const char *peer_id;   /* the client's verified SPIFFE ID */
+	const char *peer_addr; /* the client's "ADDR:PORT" */
+	const char *forwarded, *baggage, *traceparent; /* NULL when absent */
+};
+
+/* Writes up to len bytes; returns how many it took (0 when the send buffer is full). */
+size_t hbone_stream_write(struct hbone_stream *s, const uint8_t *data, size_t len);
+/* True if the send buffer has room. */
+bool hbone_stream_writable(const struct hbone_stream *s);
+/* Sends END_STREAM once the buffered bytes are out (the owner's FIN). */
+void hbone_stream_shutdown(struct hbone_stream *s);
+/* Resets the stream (RST_STREAM with h2_error); on_close follows. */
+void hbone_stream_reset(struct hbone_stream *s, uint32_t h2_error);
+/* The owner delivered n bytes from on_data: opens the window for n more. */
+void hbone_stream_consumed(struct hbone_stream *s, size_t n);
+/* Server: answers the CONNECT. 200 opens the tunnel; any other code ends the stream. */
+int hbone_stream_respond(struct hbone_stream *s, int status);
+void hbone_stream_set_cb(struct hbone_stream *s, const struct hbone_stream_cb *cb, void *user);
+void *hbone_stream_user(const struct hbone_stream *s);
+const struct hbone_request *hbone_stream_request(const struct hbone_stream *s);
+/* The peer's verified SPIFFE ID. */
+const char *hbone_stream_peer_id(const struct hbone_stream *s);
+
+/* --- server --- */
+
+struct hbone_server_cfg {
+	const struct sockaddr *addr;     /* where to listen */
+	int fd;                          /* or an already bound listening socket (addr NULL) */
+	struct identity *id;             /* the certificate it presents */
+	const char *trust_domain;        /* clients must be in it */
+	uint64_t handshake_timeout_ms;
+	size_t max_connections;          /* further connections are closed at once (counted) */
+	uint32_t max_streams;            /* SETTINGS_MAX_CONCURRENT_STREAMS we advertise */
+	/* A validated CONNECT: the owner sets callbacks and answers with hbone_stream_respond(). */
+	void (*on_request)(struct hbone_server *srv, struct hbone_stream *s,
+	    const struct hbone_request *req);
+	void *user;
+};
+
+int hbone_server_listen(uv_loop_t *loop, const struct hbone_server_cfg *cfg,
+    struct hbone_server **out);
+/* Changes the certificate used for new connections (rotation); live ones keep theirs. */
+void hbone_server_set_identity(struct hbone_server *srv, struct identity *id);
+/* Stops accepting, sends GOAWAY on every connection, and closes each when its streams are done or
+ * after timeout_ms. done (optional) runs when everything is closed; then the server is freed. */
+void hbone_server_drain(struct hbone_server *srv, uint64_t timeout_ms,
+    void (*done)(void *arg), void *arg);
+void *hbone_server_user(const struct hbone_server *srv);
+/* The bound port (useful when listening on port 0). */
+int hbone_server_port(const struct hbone_server *srv);
+
+struct hbone_server_stats {
+	uint64_t connections_accepted, connections_refused, handshakes_failed;
+	uint64_t streams_opened, streams_refused;
+	size_t connections_open, streams_open;
+};
+void hbone_server_stats(const struct hbone_server *srv, struct hbone_server_stats *st);
+
+/* --- client pool --- */
+
+struct hbone_pool_cfg {
+	uint32_t max_streams;        /* per connection (also capped by the peer's setting) */
+	uint64_t idle_timeout_ms;    /* release a connection this long after its last stream */
+	uint64_t connect_timeout_ms; /* TCP connect + TLS handshake */
+	uint64_t ping_interval_ms;   /* PING an idle-looking connection this often */
+	uint64_t ping_timeout_ms;    /* drop it when no PING ACK comes for this long */
+	uint32_t mark;               /* SO_MARK on the pool's sockets (0: none) */
+	size_t max_connections;      /* total; opening more fails with UV_EAGAIN */
+};
+
+struct hbone_open {
+	struct identity *src;        /* who we are (a reference is taken) */
+	const char *dst_id;          /* the SPIFFE ID the server must present */
+	const struct sockaddr *dst;  /* DST_IP:15008 or the waypoint's address */
+	const char *authority;       /* the :authority of the CONNECT */
+	const char *forwarded, *baggage, *traceparent; /* optional extra headers */
+};
+
+int hbone_pool_new(uv_loop_t *loop, const struct hbone_pool_cfg *cfg, struct hbone_pool **out);
+/*
+ * Opens a tunnel: picks or makes a connection for the key and sends the CONNECT. Callbacks start
+ * with on_response. Returns 0 and the stream, or a negative code (no callback then).
+ */
+int hbone_pool_open(struct hbone_pool *p, const struct hbone_open *o,
+    const struct hbone_stream_cb *cb, void *user, struct hbone_stream **out);
+/* GOAWAY to every connection; each closes when its streams end or after timeout_ms; then free. */
+void hbone_pool_drain(struct hbone_pool *p, uint64_t timeout_ms, void (*done)(void *arg),
+    void *arg);
+
+struct hbone_pool_stats {
+	size_t connections, streams;
+	uint64_t connections_opened, connect_failures, streams_opened, streams_retried;
+};
+void hbone_pool_stats(const struct hbone_pool *p, struct hbone_pool_stats *st);
+
+#endif

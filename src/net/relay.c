@@ -1,0 +1,465 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The two-way pump of relay.h. Each direction moves bytes from a reader to a writer and pauses the
+ * reader while the writer holds buffer_size bytes it has not written. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "hbone/hbone.h"
+#include "net/relay.h"
+
+#define DEFAULT_BUFFER (64u * 1024)
+
+/* A TCP write in flight with its own copy of the bytes. */
+struct wreq {
+	uv_write_t req;
+	struct relay *r;
+	int dir;    /* the direction it belongs to: 0 A->B, 1 B->A */
+	size_t len;
+	bool from_stream; /* bytes came from an HBONE stream: return the window when written */
+	uint8_t data[];
+};
+
+struct relay {
+	uv_loop_t *loop;
+	struct relay_cfg cfg;
+	uv_tcp_t tcp[2];   /* A, and B when B is TCP */
+	bool b_is_stream;
+	struct hbone_stream *s;
+	uv_timer_t idle;
+	int open_handles;
+	bool started, done_called, aborting;
+
+	/* per direction d: reader side d, writer side 1-d */
+	struct {
+		bool reading;     /* uv_read_start active on tcp[d] */
+		bool eof;         /* the reader side ended (FIN or END_STREAM) */
+		bool shut;        /* we passed the end on to the writer */
+		size_t queued;    /* bytes written to tcp[1-d] (or held for the stream) not yet done */
+		uint8_t *pending; /* bytes the stream did not take yet (A->stream only) */
+		size_t plen, pcap;
+		uint64_t bytes;
+		bool read_buf_busy;
+		uint8_t *rbuf;
+	} d[2];
+	uv_shutdown_t shut_req[2];
+	struct relay_stats st;
+	bool stream_closed;
+	bool in_push, push_again;
+};
+
+static void maybe_done(struct relay *r);
+static void update_reads(struct relay *r);
+
+static void
+on_closed(uv_handle_t *h)
+{
+	struct relay *r = h->data;
+
+	if (--r->open_handles > 0)
+		return;
+	if (!r->done_called && r->cfg.on_done != NULL) {
+		r->done_called = true;
+		r->cfg.on_done(r, &r->st, r->cfg.user);
+	}
+	for (int i = 0; i < 2; i++) {
+		free(r->d[i].pending);
+		free(r->d[i].rbuf);
+	}
+	free(r);
+}
+
+static void
+close_all(struct relay *r, bool reset)
+{
+	if (r->aborting)
+		return;
+	r->aborting = true;
+	if (reset)
+		r->st.reset = true;
+	uv_timer_stop(&r->idle);
+	uv_close((uv_handle_t *)&r->idle, on_closed);
+	for (int i = 0; i < (r->b_is_stream ? 1 : 2); i++) {
+		if (uv_is_closing((uv_handle_t *)&r->tcp[i]))
+			continue;
+		if (!reset || uv_tcp_close_reset(&r->tcp[i], on_closed) != 0)
+			uv_close((uv_handle_t *)&r->tcp[i], on_closed);
+	}
+	if (r->b_is_stream && r->s != NULL && !r->stream_closed) {
+		struct hbone_stream *s = r->s;
+
+		/* The stream answers with on_close, which drops our last reference to it. */
+		hbone_stream_reset(s, reset ? 0xa /* CONNECT_ERROR */ : 0x8 /* CANCEL */);
+	}
+}
+
+static void
+touch(struct relay *r)
+{
+	if (r->cfg.idle_timeout_ms > 0 && !r->aborting)
+		uv_timer_again(&r->idle);
+}
+
+static void
+on_idle(uv_timer_t *t)
+{
+	struct relay *r = t->data;
+
+	r->st.idle_timeout = true;
+	log_debug("relay: idle for %llu ms: closing", (unsigned long long)r->cfg.idle_timeout_ms);
+	close_all(r, true);
+}
+
+/* Both directions ended cleanly and everything was written: close without reset. */
+static void
+maybe_done(struct relay *r)
+{
+	if (r->aborting)
+		return;
+	for (int i = 0; i < 2; i++)
+		if (!r->d[i].shut || r->d[i].queued > 0 || r->d[i].plen > 0)
+			return;
+	if (r->b_is_stream && !r->stream_closed)
+		return; /* the stream's on_close finishes it */
+	close_all(r, false);
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct relay *r = req->data;
+
+	if (status < 0 && status != UV_ECANCELED && !r->aborting)
+		log_debug("relay: shutdown: %s", uv_strerror(status));
+	maybe_done(r);
+}
+
+/* Passes the end of direction d on to its writer once what it read has been written. */
+static void
+pass_eof(struct relay *r, int d)
+{
+	int w = 1 - d;
+
+	if (!r->d[d].eof || r->d[d].shut || r->d[d].queued > 0 || r->d[d].plen > 0 || r->aborting)
+		return;
+	r->d[d].shut = true;
+	if (w == 1 && r->b_is_stream) {
+		hbone_stream_shutdown(r->s);
+	} else {
+		r->shut_req[d].data = r;
+		if (uv_shutdown(&r->shut_req[d], (uv_stream_t *)&r->tcp[w], on_shutdown) != 0)
+			close_all(r, true);
+		return;
+	}
+	maybe_done(r);
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+	struct wreq *w = (struct wreq *)req;
+	struct relay *r = w->r;
+	int d = w->dir;
+
+	r->d[d].queued -= w->len;
+	if (w->from_stream && r->s != NULL && !r->stream_closed && status == 0)
+		hbone_stream_consumed(r->s, w->len);
+	free(w);
+	if (r->aborting)
+		return;
+	if (status < 0) {
+		close_all(r, true);
+		return;
+	}
+	pass_eof(r, d);
+	update_reads(r);
+}
+
+/* Writes bytes of direction d to its TCP writer; returns false if the relay is failing. */
+static bool
+tcp_write(struct relay *r, int d, const uint8_t *data, size_t len, bool from_stream)
+{
+	struct wreq *w;
+	uv_buf_t buf;
+
+	w = malloc(sizeof(*w) + len);
+	if (w == NULL) {
+		/* Data-path allocation failure: this connection ends, others go on. */
+		close_all(r, true);
+		return false;
+	}
+	w->r = r;
+	w->dir = d;
+	w->len = len;
+	w->from_stream = from_stream;
+	memcpy(w->data, data, len);
+	buf = uv_buf_init((char *)w->data, (unsigned int)len);
+	if (uv_write(&w->req, (uv_stream_t *)&r->tcp[1 - d], &buf, 1, on_write) != 0) {
+		free(w);
+		close_all(r, true);
+		return false;
+	}
+	r->d[d].queued += len;
+	r->d[d].bytes += len;
+	if (d == 0)
+		r->st.a_to_b += len;
+	else
+		r->st.b_to_a += len;
+	return true;
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct relay *r = h->data;
+	int d = (uv_tcp_t *)h == &r->tcp[0] ? 0 : 1;
+
+	if (r->d[d].rbuf == NULL)
+		r->d[d].rbuf = malloc(r->cfg.buffer_size);
+	if (r->d[d].rbuf == NULL) {
+		*buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+		return;
+	}
+	*buf = uv_buf_init((char *)r->d[d].rbuf, (unsigned int)r->cfg.buffer_size);
+}
+
+/*
+ * Offers A's pending bytes to the stream; keeps what it does not take. The stream may call
+ * on_writable from inside hbone_stream_write (its flush made room at once): that re-entry only
+ * asks for another round here.
+ */
+static void
+push_to_stream(struct relay *r)
+{
+	if (r->in_push) {
+		r->push_again = true;
+		return;
+	}
+	r->in_push = true;
+	do {
+		size_t took;
+
+		r->push_again = false;
+		if (r->d[0].plen == 0 || r->stream_closed || r->s == NULL)
+			break;
+		took = hbone_stream_write(r->s, r->d[0].pending, r->d[0].plen);
+		r->st.a_to_b += took;
+		r->d[0].bytes += took;
+		memmove(r->d[0].pending, r->d[0].pending + took, r->d[0].plen - took);
+		r->d[0].plen -= took;
+		if (r->d[0].plen == 0) {
+			free(r->d[0].pending);
+			r->d[0].pending = NULL;
+			r->d[0].pcap = 0;
+		}
+	} while (r->push_again);
+	r->in_push = false;
+}
+
+static void
+on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	struct relay *r = st->data;
+	int d = (uv_tcp_t *)st == &r->tcp[0] ? 0 : 1;
+
+	if (r->aborting)
+		return;
+	if (n == UV_EOF) {
+		r->d[d].eof = true;
+		uv_read_stop(st);
+		r->d[d].reading = false;
+		pass_eof(r, d);
+		return;
+	}
+	if (n < 0) {
+		/* ECONNRESET and friends: the reset travels on. */
+		close_all(r, true);
+		return;
+	}
+	if (n == 0)
+		return;
+	touch(r);
+	if (d == 0 && r->b_is_stream) {
+		if (r->d[0].pending == NULL) {
+			r->d[0].pending = malloc(r->cfg.buffer_size);
+			r->d[0].pcap = r->cfg.buffer_size;
+			if (r->d[0].pending == NULL) {
+				close_all(r, true);
+				return;
+			}
+		}
+		/* update_reads() never lets pending exceed one buffer. */
+		memcpy(r->d[0].pending + r->d[0].plen, buf->base, (size_t)n);
+		r->d[0].plen += (size_t)n;
+		push_to_stream(r);
+	} else if (!tcp_write(r, d, (const uint8_t *)buf->base, (size_t)n, false)) {
+		return;
+	}
+	update_reads(r);
+}
+
+static void
+update_reads(struct relay *r)
+{
+	for (int d = 0; d < (r->b_is_stream ? 1 : 2); d++) {
+		bool want;
+
+		if (r->aborting || !r->started)
+			return;
+		if (d == 0 && r->b_is_stream)
+			want = !r->d[0].eof && r->d[0].plen == 0 && !r->stream_closed;
+		else
+			want = !r->d[d].eof && r->d[d].queued < r->cfg.buffer_size;
+		if (want == r->d[d].reading)
+			continue;
+		if (want) {
+			if (uv_read_start((uv_stream_t *)&r->tcp[d], on_alloc, on_read) == 0)
+				r->d[d].reading = true;
+		} else {
+			uv_read_stop((uv_stream_t *)&r->tcp[d]);
+			r->d[d].reading = false;
+		}
+	}
+	/* Idle directions give their read buffer back. */
+	for (int d = 0; d < 2; d++)
+		if (!r->d[d].reading && r->d[d].rbuf != NULL) {
+			free(r->d[d].rbuf);
+			r->d[d].rbuf = NULL;
+		}
+}
+
+/* --- HBONE stream side --- */
+
+static void
+s_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
+{
+	struct relay *r = hbone_stream_user(s);
+
+	if (r->aborting)
+		return;
+	touch(r);
+	/* The HTTP/2 window bounds what can be queued here; it reopens as writes complete. */
+	tcp_write(r, 1, data, len, true);
+}
+
+static void
+s_on_eof(struct hbone_stream *s)
+{
+	struct relay *r = hbone_stream_user(s);
+
+	r->d[1].eof = true;
+	pass_eof(r, 1);
+}
+
+static void
+s_on_writable(struct hbone_stream *s)
+{
+	struct relay *r = hbone_stream_user(s);
+
+	if (r->aborting)
+		return;
+	push_to_stream(r);
+	pass_eof(r, 0);
+	update_reads(r);
+}
+
+static void
+s_on_close(struct hbone_stream *s, bool reset, uint32_t err)
+{
+	struct relay *r = hbone_stream_user(s);
+
+	r->stream_closed = true;
+	r->s = NULL;
+	if (reset || !r->d[1].eof) {
+		close_all(r, true);
+		return;
+	}
+	maybe_done(r);
+}
+
+static const struct hbone_stream_cb stream_cb = {
+	.on_data = s_on_data,
+	.on_eof = s_on_eof,
+	.on_writable = s_on_writable,
+	.on_close = s_on_close,
+};
+
+struct relay *
+relay_new(uv_loop_t *loop, const struct relay_cfg *cfg)
+{
+	struct relay *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return NULL;
+	r->loop = loop;
+	r->cfg = *cfg;
+	if (r->cfg.buffer_size == 0)
+		r->cfg.buffer_size = DEFAULT_BUFFER;
+	uv_tcp_init(loop, &r->tcp[0]);
+	uv_tcp_init(loop, &r->tcp[1]);
+	uv_timer_init(loop, &r->idle);
+	r->tcp[0].data = r->tcp[1].data = r->idle.data = r;
+	r->open_handles = 3;
+	return r;
+}
+
+uv_tcp_t *
+relay_tcp_a(struct relay *r)
+{
+	return &r->tcp[0];
+}
+
+uv_tcp_t *
+relay_tcp_b(struct relay *r)
+{
+	return &r->tcp[1];
+}
+
+static void
+start(struct relay *r)
+{
+	r->started = true;
+	uv_tcp_nodelay(&r->tcp[0], 1);
+	if (!r->b_is_stream)
+		uv_tcp_nodelay(&r->tcp[1], 1);
+	if (r->cfg.idle_timeout_ms > 0)
+		uv_timer_start(&r->idle, on_idle, r->cfg.idle_timeout_ms, r->cfg.idle_timeout_ms);
+	update_reads(r);
+}
+
+void
+relay_start_hbone(struct relay *r, struct hbone_stream *s)
+{
+	r->b_is_stream = true;
+	r->s = s;
+	/* tcp[1] is unused: close it now so only A and the timer remain. */
+	uv_close((uv_handle_t *)&r->tcp[1], on_closed);
+	hbone_stream_set_cb(s, &stream_cb, r);
+	start(r);
+}
+
+void
+relay_start_tcp(struct relay *r)
+{
+	start(r);
+}
+
+void
+relay_abort(struct relay *r)
+{
+	close_all(r, true);
+}
+
+void *
+relay_user(const struct relay *r)
+{
+	return r->cfg.user;
+}
+
+size_t
+relay_buffered(const struct relay *r)
+{
+	return r->d[0].queued + r->d[1].queued + r->d[0].plen;
+}

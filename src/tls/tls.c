@@ -1,0 +1,692 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * TLS over a libuv TCP handle. mbedTLS never touches the socket: its BIO callbacks read ciphertext
+ * from a bounded input buffer that uv_read fills, and append ciphertext to an output chunk that is
+ * handed to uv_write. Peer identity is checked inside the handshake (a per-connection verify
+ * callback), so a wrong peer gets a bad_certificate alert, not a silent close after the fact.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <mbedtls/error.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/parse.h"
+#include "tls/identity.h"
+#include "tls/tls.h"
+
+/* Ciphertext read from the socket but not yet pulled by mbedTLS: two full records fit. */
+#define TLS_IN_CAP (2u * (16384 + 2048))
+/* Plaintext handed to the owner per call. */
+#define TLS_PLAIN_CHUNK 16384
+
+enum tls_state { TLS_CONNECTING, TLS_HANDSHAKE, TLS_OPEN, TLS_CLOSING, TLS_CLOSED };
+
+/* One uv_write: the request and the ciphertext it carries. */
+struct tls_wreq {
+	uv_write_t req;
+	struct tls_conn *c;
+	size_t len, cap;
+	uint8_t data[];
+};
+
+struct tls_conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_connect_t connect_req;
+	uv_shutdown_t shutdown_req;
+	mbedtls_ssl_context ssl;
+	bool ssl_ready;
+	enum tls_state state;
+	bool is_server;
+	struct identity *id;
+	const struct tls_conn_cb *cb;
+	void *user;
+	char *trust_domain;
+	char **expect;
+
+	uint8_t in[TLS_IN_CAP];
+	size_t in_len, in_off;
+	struct tls_wreq *out;  /* ciphertext being gathered for the next uv_write */
+	size_t queued;         /* bytes handed to uv_write and not yet written */
+	bool above_high_water;
+
+	bool reading;       /* uv_read_start is active */
+	bool owner_paused;  /* the owner asked us to stop reading */
+	bool in_process;    /* guards process() against re-entry from callbacks */
+	bool eof;           /* the socket said EOF */
+	bool notified_eof;  /* on_read(len 0) was delivered */
+	int open_handles;
+	char verify_why[160];
+	char peer_id[SPIFFE_ID_MAX];
+	char peer_addr[INET6_ADDRSTRLEN + 8];
+};
+
+static void process(struct tls_conn *c);
+/* For connections that fail before the owner gets them: no callbacks at all. */
+static const struct tls_conn_cb quiet_cb;
+static void fail_conn(struct tls_conn *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static const char *
+mbed_err(int r, char *buf, size_t len)
+{
+	mbedtls_strerror(r, buf, len);
+	return buf;
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+	struct tls_conn *c = h->data;
+
+	if (--c->open_handles > 0)
+		return;
+	if (c->cb->on_close != NULL)
+		c->cb->on_close(c);
+	if (c->ssl_ready)
+		mbedtls_ssl_free(&c->ssl);
+	free(c->out);
+	identity_unref(c->id);
+	free(c->trust_domain);
+	if (c->expect != NULL) {
+		for (char **e = c->expect; *e != NULL; e++)
+			free(*e);
+		free(c->expect);
+	}
+	free(c);
+}
+
+static void
+close_handles(struct tls_conn *c, bool reset)
+{
+	if (c->state == TLS_CLOSED)
+		return;
+	c->state = TLS_CLOSED;
+	uv_timer_stop(&c->timer);
+	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+	if (reset && uv_tcp_close_reset(&c->tcp, on_handle_closed) == 0)
+		return;
+	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+	struct tls_wreq *w = (struct tls_wreq *)req;
+	struct tls_conn *c = w->c;
+
+	c->queued -= w->len;
+	free(w);
+	if (status < 0 && c->state != TLS_CLOSED) {
+		fail_conn(c, status, "write failed: %s", uv_strerror(status));
+		return;
+	}
+	if (c->above_high_water && c->queued < TLS_WRITE_HIGH_WATER / 2 &&
+	    c->state != TLS_CLOSED) {
+		c->above_high_water = false;
+		if (c->cb->on_drain != NULL)
+			c->cb->on_drain(c);
+	}
+}
+
+/* Hands the gathered ciphertext to uv_write. */
+static int
+flush(struct tls_conn *c)
+{
+	struct tls_wreq *w = c->out;
+	uv_buf_t buf;
+	int r;
+
+	if (w == NULL || w->len == 0 || c->state == TLS_CLOSED)
+		return 0;
+	c->out = NULL;
+	w->c = c;
+	buf = uv_buf_init((char *)w->data, (unsigned int)w->len);
+	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+	if (r < 0) {
+		free(w);
+		return r;
+	}
+	c->queued += w->len;
+	if (c->queued >= TLS_WRITE_HIGH_WATER)
+		c->above_high_water = true;
+	return 0;
+}
+
+/* mbedTLS BIO: append ciphertext to the chunk being gathered. Never blocks. */
+static int
+bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+	struct tls_conn *c = ctx;
+	struct tls_wreq *w = c->out;
+
+	if (w == NULL || w->cap - w->len < len) {
+		size_t cap = 64 * 1024;
+
+		if (w != NULL && flush(c) != 0)
+			return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+		if (cap < len)
+			cap = len;
+		w = malloc(sizeof(*w) + cap);
+		if (w == NULL)
+			return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+		w->len = 0;
+		w->cap = cap;
+		c->out = w;
+	}
+	memcpy(w->data + w->len, buf, len);
+	w->len += len;
+	return (int)len;
+}
+
+/* mbedTLS BIO: take ciphertext from the input buffer. */
+static int
+bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+	struct tls_conn *c = ctx;
+	size_t avail = c->in_len - c->in_off;
+
+	if (avail == 0)
+		return c->eof ? 0 : MBEDTLS_ERR_SSL_WANT_READ;
+	if (len > avail)
+		len = avail;
+	memcpy(buf, c->in + c->in_off, len);
+	c->in_off += len;
+	if (c->in_off == c->in_len)
+		c->in_off = c->in_len = 0;
+	return (int)len;
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct tls_conn *c = h->data;
+
+	if (c->in_off > 0) {
+		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+		c->in_len -= c->in_off;
+		c->in_off = 0;
+	}
+	*buf = uv_buf_init((char *)c->in + c->in_len, (unsigned int)(TLS_IN_CAP - c->in_len));
+}
+
+static void on_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+/* Reads while the owner wants data and the input buffer has room: that bounds memory per connection. */
+static void
+update_reading(struct tls_conn *c)
+{
+	bool want = c->state != TLS_CLOSED && c->state != TLS_CONNECTING && !c->eof &&
+	    c->in_len < TLS_IN_CAP && !(c->owner_paused && c->state == TLS_OPEN);
+
+	if (want == c->reading)
+		return;
+	if (want) {
+		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read_cb) == 0)
+			c->reading = true;
+	} else {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+}
+
+static void
+on_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct tls_conn *c = s->data;
+
+	if (n == UV_EOF) {
+		c->eof = true;
+	} else if (n < 0) {
+		fail_conn(c, (int)n, "read failed: %s", uv_strerror((int)n));
+		return;
+	} else {
+		c->in_len += (size_t)n;
+	}
+	process(c);
+}
+
+static void
+fail_conn(struct tls_conn *c, int status, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	enum tls_state was = c->state;
+
+	if (c->state == TLS_CLOSED)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (was == TLS_CONNECTING || was == TLS_HANDSHAKE)
+		log_warn("tls %s: handshake failed: %s", c->peer_addr, msg);
+	else
+		log_debug("tls %s: %s", c->peer_addr, msg);
+	/* Flush what we have (an alert), then reset: a failed peer gets no graceful close. */
+	flush(c);
+	close_handles(c, was == TLS_OPEN);
+	if (was == TLS_CONNECTING || was == TLS_HANDSHAKE)
+		c->cb->on_handshake(c, status < 0 ? status : AMESH_ERR_INVALID);
+}
+
+/* Per-connection verify callback: the chain is checked by mbedTLS; we check the leaf's SPIFFE ID. */
+static int
+verify_peer(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+	struct tls_conn *c = ctx;
+	char id[SPIFFE_ID_MAX], td[SPIFFE_ID_MAX];
+	int r;
+
+	if (depth != 0)
+		return 0;
+	r = cert_spiffe_id(crt, id, sizeof(id));
+	if (r != 0) {
+		snprintf(c->verify_why, sizeof(c->verify_why), "peer certificate has no valid "
+		    "SPIFFE ID (%s)", amesh_strerror(r));
+		*flags |= MBEDTLS_X509_BADCERT_OTHER;
+		return 0;
+	}
+	if (c->is_server) {
+		if (spiffe_split(id, td, NULL, NULL) != 0 || strcmp(td, c->trust_domain) != 0) {
+			snprintf(c->verify_why, sizeof(c->verify_why), "peer %.80s is not in trust "
+			    "domain %.40s", id, c->trust_domain);
+			*flags |= MBEDTLS_X509_BADCERT_OTHER;
+			return 0;
+		}
+	} else {
+		char **e;
+
+		for (e = c->expect; e != NULL && *e != NULL; e++)
+			if (strcmp(*e, id) == 0)
+				break;
+		if (e == NULL || *e == NULL) {
+			snprintf(c->verify_why, sizeof(c->verify_why), "peer is %.80s, expected "
+			    "%.60s", id, c->expect && c->expect[0] ? c->expect[0] : "(none)");
+			*flags |= MBEDTLS_X509_BADCERT_OTHER;
+			return 0;
+		}
+	}
+	memcpy(c->peer_id, id, strlen(id) + 1);
+	return 0;
+}
+
+static void
+handshake_step(struct tls_conn *c)
+{
+	const char *alpn;
+	char buf[160];
+	int r = mbedtls_ssl_handshake(&c->ssl);
+
+	if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+		if (c->eof)
+			fail_conn(c, UV_EOF, "peer closed the connection");
+		return;
+	}
+	if (r != 0) {
+		uint32_t vf = mbedtls_ssl_get_verify_result(&c->ssl);
+
+		if (c->verify_why[0] != '\0')
+			fail_conn(c, AMESH_ERR_INVALID, "%s", c->verify_why);
+		else if (r == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && vf != 0 && vf != (uint32_t)-1) {
+			char info[256];
+
+			mbedtls_x509_crt_verify_info(info, sizeof(info), "", vf);
+			info[strcspn(info, "\n")] = '\0';
+			fail_conn(c, AMESH_ERR_INVALID, "peer certificate rejected: %s", info);
+		} else {
+			fail_conn(c, AMESH_ERR_INVALID, "%s", mbed_err(r, buf, sizeof(buf)));
+		}
+		return;
+	}
+	alpn = mbedtls_ssl_get_alpn_protocol(&c->ssl);
+	if (alpn == NULL || strcmp(alpn, "h2") != 0) {
+		mbedtls_ssl_send_alert_message(&c->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+		    MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL);
+		fail_conn(c, AMESH_ERR_INVALID, "peer did not negotiate ALPN h2");
+		return;
+	}
+	if (c->peer_id[0] == '\0') {
+		fail_conn(c, AMESH_ERR_INVALID, "peer presented no certificate");
+		return;
+	}
+	c->state = TLS_OPEN;
+	uv_timer_stop(&c->timer);
+	log_debug("tls %s: up with %s, %s", c->peer_addr, c->peer_id,
+	    mbedtls_ssl_get_ciphersuite(&c->ssl));
+	c->cb->on_handshake(c, 0);
+}
+
+/* Drives the state machine with whatever ciphertext is buffered. */
+static void
+process(struct tls_conn *c)
+{
+	uint8_t plain[TLS_PLAIN_CHUNK];
+	char buf[160];
+
+	if (c->in_process)
+		return;
+	c->in_process = true;
+	if (c->state == TLS_HANDSHAKE)
+		handshake_step(c);
+	while (c->state == TLS_OPEN && !c->owner_paused) {
+		int r = mbedtls_ssl_read(&c->ssl, plain, sizeof(plain));
+
+		if (r > 0) {
+			c->cb->on_read(c, plain, (size_t)r);
+			continue;
+		}
+		if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+			if (!c->eof)
+				break;
+			r = 0; /* EOF without close_notify: treat as a close */
+		}
+		if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+			if (!c->notified_eof) {
+				c->notified_eof = true;
+				c->eof = true;
+				c->cb->on_read(c, NULL, 0);
+			}
+			break;
+		}
+		fail_conn(c, AMESH_ERR_INVALID, "%s", mbed_err(r, buf, sizeof(buf)));
+		break;
+	}
+	if (c->state != TLS_CLOSED) {
+		if (flush(c) != 0)
+			fail_conn(c, UV_EIO, "cannot write");
+		else
+			update_reading(c);
+	}
+	c->in_process = false;
+}
+
+static void
+on_timeout(uv_timer_t *t)
+{
+	struct tls_conn *c = t->data;
+
+	fail_conn(c, UV_ETIMEDOUT, "timed out");
+}
+
+static int
+conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_cb *cb,
+    void *user, bool server, struct tls_conn **out)
+{
+	struct tls_conn *c;
+	int r;
+
+	*out = NULL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return AMESH_ERR_NOMEM;
+	c->cb = cb;
+	c->user = user;
+	c->is_server = server;
+	c->id = identity_ref(o->id);
+	snprintf(c->peer_addr, sizeof(c->peer_addr), "-");
+	if (server && o->trust_domain != NULL)
+		c->trust_domain = strdup(o->trust_domain);
+	if (!server && o->expect != NULL) {
+		size_t n = 0;
+
+		while (o->expect[n] != NULL)
+			n++;
+		c->expect = calloc(n + 1, sizeof(char *));
+		for (size_t i = 0; c->expect != NULL && i < n; i++)
+			if ((c->expect[i] = strdup(o->expect[i])) == NULL)
+				goto nomem;
+		if (c->expect == NULL)
+			goto nomem;
+	}
+	if ((server && c->trust_domain == NULL) || (!server && c->expect == NULL))
+		goto nomem;
+	mbedtls_ssl_init(&c->ssl);
+	c->ssl_ready = true;
+	r = mbedtls_ssl_setup(&c->ssl, server ? &c->id->server : &c->id->client);
+	if (r != 0)
+		goto nomem;
+	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+	mbedtls_ssl_set_verify(&c->ssl, verify_peer, c);
+	uv_tcp_init(loop, &c->tcp);
+	uv_timer_init(loop, &c->timer);
+	c->tcp.data = c;
+	c->timer.data = c;
+	c->open_handles = 2;
+	uv_timer_start(&c->timer, on_timeout, o->handshake_timeout_ms ? o->handshake_timeout_ms :
+	    10000, 0);
+	*out = c;
+	return 0;
+nomem:
+	if (c->ssl_ready)
+		mbedtls_ssl_free(&c->ssl);
+	identity_unref(c->id);
+	free(c->trust_domain);
+	if (c->expect != NULL) {
+		for (char **e = c->expect; *e != NULL; e++)
+			free(*e);
+		free(c->expect);
+	}
+	free(c);
+	return AMESH_ERR_NOMEM;
+}
+
+static void
+set_peer_addr(struct tls_conn *c)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+		sockaddr_str(&ss, c->peer_addr, sizeof(c->peer_addr));
+}
+
+int
+tls_conn_accept(uv_stream_t *server, const struct tls_conn_opts *o,
+    const struct tls_conn_cb *cb, void *user, struct tls_conn **out)
+{
+	struct tls_conn *c;
+	int r = conn_new(server->loop, o, cb, user, true, &c);
+
+	*out = NULL;
+	if (r != 0)
+		return r;
+	r = uv_accept(server, (uv_stream_t *)&c->tcp);
+	if (r != 0) {
+		c->cb = &quiet_cb;
+		close_handles(c, false);
+		return r;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	set_peer_addr(c);
+	c->state = TLS_HANDSHAKE;
+	*out = c;
+	update_reading(c);
+	return 0;
+}
+
+static void
+on_connect(uv_connect_t *req, int status)
+{
+	struct tls_conn *c = req->data;
+
+	if (c->state == TLS_CLOSED)
+		return;
+	if (status < 0) {
+		fail_conn(c, status, "connect failed: %s", uv_strerror(status));
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	c->state = TLS_HANDSHAKE;
+	process(c);
+}
+
+int
+tls_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct tls_conn_opts *o,
+    const struct tls_conn_cb *cb, void *user, struct tls_conn **out)
+{
+	struct tls_conn *c;
+	struct sockaddr_storage ss;
+	int r = conn_new(loop, o, cb, user, false, &c);
+
+	*out = NULL;
+	if (r != 0)
+		return r;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	    sizeof(struct sockaddr_in));
+	sockaddr_str(&ss, c->peer_addr, sizeof(c->peer_addr));
+	if (o->mark != 0) {
+		/* Our own socket carries SO_MARK so the interception rules let it pass. */
+		int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		unsigned int mark = o->mark;
+
+		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0 ||
+		    (r = uv_tcp_open(&c->tcp, fd)) != 0) {
+			r = r ? r : -errno;
+			if (fd >= 0)
+				close(fd);
+			c->cb = &quiet_cb;
+			close_handles(c, false);
+			return r;
+		}
+	}
+	c->connect_req.data = c;
+	r = uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_connect);
+	if (r != 0) {
+		c->cb = &quiet_cb;
+		close_handles(c, false);
+		return r;
+	}
+	c->state = TLS_CONNECTING;
+	*out = c;
+	return 0;
+}
+
+int
+tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	char buf[160];
+
+	if (c->state != TLS_OPEN)
+		return AMESH_ERR_INVALID;
+	while (len > 0) {
+		int r = mbedtls_ssl_write(&c->ssl, data, len);
+
+		if (r < 0) {
+			fail_conn(c, AMESH_ERR_INVALID, "%s", mbed_err(r, buf, sizeof(buf)));
+			return AMESH_ERR_INVALID;
+		}
+		data += r;
+		len -= (size_t)r;
+	}
+	if (!c->in_process && flush(c) != 0) {
+		fail_conn(c, UV_EIO, "cannot write");
+		return AMESH_ERR_INVALID;
+	}
+	return 0;
+}
+
+bool
+tls_conn_writable(const struct tls_conn *c)
+{
+	return c->queued + (c->out ? c->out->len : 0) < TLS_WRITE_HIGH_WATER;
+}
+
+size_t
+tls_conn_queued(const struct tls_conn *c)
+{
+	return c->queued + (c->out ? c->out->len : 0);
+}
+
+void
+tls_conn_read_stop(struct tls_conn *c)
+{
+	c->owner_paused = true;
+	if (!c->in_process)
+		update_reading(c);
+}
+
+void
+tls_conn_read_start(struct tls_conn *c)
+{
+	if (!c->owner_paused)
+		return;
+	c->owner_paused = false;
+	/* Plaintext may already sit in mbedTLS or our buffer: deliver it before reading more. */
+	process(c);
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct tls_conn *c = req->data;
+
+	close_handles(c, false);
+}
+
+void
+tls_conn_close(struct tls_conn *c)
+{
+	if (c->state == TLS_CLOSED || c->state == TLS_CLOSING)
+		return;
+	if (c->state != TLS_OPEN) {
+		close_handles(c, false);
+		return;
+	}
+	c->state = TLS_CLOSING;
+	mbedtls_ssl_close_notify(&c->ssl);
+	flush(c);
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+	c->shutdown_req.data = c;
+	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+		close_handles(c, false);
+}
+
+void
+tls_conn_abort(struct tls_conn *c)
+{
+	close_handles(c, true);
+}
+
+void *
+tls_conn_user(const struct tls_conn *c)
+{
+	return c->user;
+}
+
+void
+tls_conn_set_user(struct tls_conn *c, void *user)
+{
+	c->user = user;
+}
+
+const char *
+tls_conn_peer_id(const struct tls_conn *c)
+{
+	return c->peer_id;
+}
+
+const char *
+tls_conn_peer_addr(const struct tls_conn *c)
+{
+	return c->peer_addr;
+}
+
+const char *
+tls_conn_suite(const struct tls_conn *c)
+{
+	return c->state == TLS_OPEN ? mbedtls_ssl_get_ciphersuite(&c->ssl) : "";
+}

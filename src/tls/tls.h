@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * mbedTLS over libuv: a non-blocking TLS 1.2 connection on a uv_tcp_t. Ciphertext moves through
+ * memory BIOs; plaintext is handed to the owner as it is decrypted. Both ends present certificates;
+ * the server accepts only its trust domain, the client only the SPIFFE IDs it was told to expect.
+ */
+#ifndef AMESH_TLS_TLS_H
+#define AMESH_TLS_TLS_H
+
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "tls/cert.h"
+
+struct identity;
+
+/*
+ * Sets up conf for one side (MBEDTLS_SSL_IS_SERVER or _CLIENT) of an HBONE connection: TLS 1.2 only,
+ * the suites of DESIGN.md (CHACHA20-POLY1305 first: the fastest here), X25519 then P-256 for ECDHE,
+ * ALPN "h2", peer certificate required and verified against bundle, no tickets or renegotiation.
+ * chain, key and bundle must outlive conf. Returns 0 or a negative mbedTLS code.
+ */
+int tls_conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
+    mbedtls_pk_context *key, mbedtls_x509_crt *bundle);
+
+/* Ciphertext queued for the socket above this stops the owner's writes (tls_conn_writable). */
+#define TLS_WRITE_HIGH_WATER (256u * 1024)
+
+struct tls_conn;
+
+struct tls_conn_cb {
+	/* Handshake done: status 0 (peer verified, tls_conn_peer_id set) or a negative code. */
+	void (*on_handshake)(struct tls_conn *c, int status);
+	/* Plaintext arrived. len 0: the peer closed (close_notify or EOF). */
+	void (*on_read)(struct tls_conn *c, const uint8_t *data, size_t len);
+	/* Queued ciphertext dropped below the high-water mark again. Optional. */
+	void (*on_drain)(struct tls_conn *c);
+	/* The socket is closed and the connection about to be freed; last callback. */
+	void (*on_close)(struct tls_conn *c);
+};
+
+struct tls_conn_opts {
+	struct identity *id;      /* our certificate (a reference is taken) */
+	const char *trust_domain; /* server: required peer trust domain */
+	const char *const *expect; /* client: acceptable peer SPIFFE IDs, NULL-terminated */
+	uint64_t handshake_timeout_ms;
+	uint32_t mark;            /* SO_MARK for outgoing connections (0: none) */
+};
+
+/* Accepts a pending connection from server and starts the server handshake. */
+int tls_conn_accept(uv_stream_t *server, const struct tls_conn_opts *o,
+    const struct tls_conn_cb *cb, void *user, struct tls_conn **out);
+/* Connects to addr and starts the client handshake (connect + handshake share the timeout). */
+int tls_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct tls_conn_opts *o,
+    const struct tls_conn_cb *cb, void *user, struct tls_conn **out);
+
+/* Encrypts and queues len bytes. Returns 0, or a negative code if the connection is failing. */
+int tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len);
+/* True while queued ciphertext is below TLS_WRITE_HIGH_WATER. */
+bool tls_conn_writable(const struct tls_conn *c);
+/* Bytes of ciphertext queued to the socket. */
+size_t tls_conn_queued(const struct tls_conn *c);
+/* Stop or resume reading from the socket (backpressure from the owner). */
+void tls_conn_read_stop(struct tls_conn *c);
+void tls_conn_read_start(struct tls_conn *c);
+/* Sends close_notify after what is queued, then closes. on_close follows. */
+void tls_conn_close(struct tls_conn *c);
+/* Closes at once (RST) without close_notify. on_close follows. */
+void tls_conn_abort(struct tls_conn *c);
+
+void *tls_conn_user(const struct tls_conn *c);
+void tls_conn_set_user(struct tls_conn *c, void *user);
+/* The verified peer SPIFFE ID (after a good handshake), else "". */
+const char *tls_conn_peer_id(const struct tls_conn *c);
+/* "ADDR:PORT" of the peer, for messages. */
+const char *tls_conn_peer_addr(const struct tls_conn *c);
+/* The negotiated suite name, or "". */
+const char *tls_conn_suite(const struct tls_conn *c);
+
+#endif
