@@ -113,6 +113,20 @@ reader(char *str, int num, void *stream)
 		st->errors++;
 		return str;
 	}
+	/*
+	 * inih trims with isspace(), check_line() only blanks and tabs: with a \v, \f or \r in front,
+	 * "\f[log]=x" is a key line to us and a header to inih, so it would pass unreported.
+	 */
+	for (size_t i = 0; i < content; i++) {
+		unsigned char ch = (unsigned char)start[i];
+
+		if (ch < 0x20 && ch != '\t') {
+			diag_add(st->d, st->file, st->line, "line contains a control character (0x%02x)",
+			    ch);
+			st->errors++;
+			return str;
+		}
+	}
 	/* inih's buffer holds num bytes: the line, '\n' and '\0'. */
 	if (content > (size_t)num - 2) {
 		diag_add(st->d, st->file, st->line, "line too long (%zu bytes; at most %d)",

@@ -778,6 +778,126 @@ check_policies(struct builder *b)
 	}
 }
 
+/*
+ * glibc's regcomp() copies a subexpression once for each repetition an interval allows, so nested
+ * intervals multiply: "((a{1,255}){1,255}){1,255}", 26 bytes, asks it for 16 million copies and
+ * takes gigabytes and seconds before it fails; "a++++...+" doubles at each '+'. Estimates that
+ * expansion (each atom weighs the product of the repetitions around it; it errs high) and refuses a
+ * pattern above the budget before regcomp() sees it. Envoy caps RE2 programs the same way.
+ */
+#define REGEX_BUDGET 1000
+#define REGEX_DEPTH 32
+
+static bool
+regex_size_ok(const char *re)
+{
+	/* tot[d]: size of the group open at depth d so far; last[d]: size of its last atom. */
+	uint64_t tot[REGEX_DEPTH + 1] = { 0 }, last[REGEX_DEPTH + 1] = { 0 };
+	int d = 0;
+
+	for (const char *p = re; *p != '\0'; p++) {
+		uint64_t atom = 1;
+
+		switch (*p) {
+		case '(':
+			if (d == REGEX_DEPTH)
+				return false;
+			d++;
+			tot[d] = last[d] = 0;
+			continue;
+		case ')':
+			if (d == 0)
+				break; /* unbalanced: regcomp() says so */
+			atom = tot[d] ? tot[d] : 1;
+			d--;
+			break;
+		case '|':
+			last[d] = 0;
+			continue;
+		case '*':
+		case '?':
+			continue;
+		case '+': /* "x+" is "xx*": one more copy, and "x++" copies that again */
+			tot[d] += last[d];
+			last[d] *= 2;
+			if (tot[d] > REGEX_BUDGET)
+				return false;
+			continue;
+		case '{': {
+			char *end;
+			unsigned long lo = strtoul(p + 1, &end, 10), hi = lo;
+
+			if (end == p + 1)
+				break; /* not an interval: a literal or an error for regcomp() */
+			if (*end == ',') {
+				const char *q = end + 1;
+
+				hi = strtoul(q, &end, 10);
+				if (end == q)
+					hi = lo + 1; /* "{m,}" is m copies and a star */
+			}
+			if (*end != '}')
+				break;
+			if (hi > REGEX_BUDGET)
+				return false;
+			/* The atom is counted once already. */
+			tot[d] += last[d] * (hi > 0 ? hi - 1 : 0);
+			last[d] *= hi > 0 ? hi : 1;
+			if (tot[d] > REGEX_BUDGET)
+				return false;
+			p = end;
+			continue;
+		}
+		case '[': {
+			/* A bracket expression is one atom: skip to its ']' ("[]a]", "[^]a]", "[[:x:]]"). */
+			const char *q = p + 1;
+
+			if (*q == '^')
+				q++;
+			if (*q == ']')
+				q++;
+			while (*q != '\0' && *q != ']') {
+				if (*q == '[' && (q[1] == ':' || q[1] == '.' || q[1] == '=')) {
+					const char *close = strchr(q + 2, q[1]);
+
+					if (close == NULL || close[1] != ']')
+						break;
+					q = close + 2;
+					continue;
+				}
+				q++;
+			}
+			if (*q == '\0')
+				return true; /* unterminated: regcomp() says so */
+			p = q;
+			break;
+		}
+		case '\\':
+			if (p[1] != '\0')
+				p++;
+			break;
+		default:
+			break;
+		}
+		tot[d] += atom;
+		last[d] = atom;
+		if (tot[d] > REGEX_BUDGET)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * True if two entries are in different namespaces. namespace is required, but an entry that lacks
+ * it is still in the registry (reported as missing), so either side may be NULL: that is no
+ * mismatch to report.
+ */
+static bool
+ns_differ(const char *a, const char *b)
+{
+	return a != NULL && b != NULL && strcmp(a, b) != 0;
+}
+
 static void
 check_routes(struct builder *b)
 {
@@ -793,8 +913,7 @@ check_routes(struct builder *b)
 		if (rt->service != NULL && rt->service_p == NULL)
 			ERR(&rt->h, RT_SERVICE, "route \"%s\": service \"%s\" is not defined", nm,
 			    rt->service);
-		else if (rt->service_p != NULL && rt->namespace != NULL &&
-		    strcmp(rt->service_p->namespace, rt->namespace) != 0)
+		else if (rt->service_p != NULL && ns_differ(rt->service_p->namespace, rt->namespace))
 			ERR(&rt->h, RT_SERVICE, "route \"%s\": service \"%s\" is in namespace %s, "
 			    "the route in %s", nm, rt->service, rt->service_p->namespace, rt->namespace);
 		if (paths > 1) {
@@ -813,7 +932,10 @@ check_routes(struct builder *b)
 		if (rt->path_prefix && rt->path_prefix[0] != '/')
 			ERR(&rt->h, RT_PATH_PREFIX, "route \"%s\": match.path_prefix must start with '/'",
 			    nm);
-		if (rt->path_regex) {
+		if (rt->path_regex && !regex_size_ok(rt->path_regex)) {
+			ERR(&rt->h, RT_PATH_REGEX, "route \"%s\": match.path_regex is too complex "
+			    "(nested or large repetitions)", nm);
+		} else if (rt->path_regex) {
 			int rc = regcomp(&rt->path_re, rt->path_regex, REG_EXTENDED | REG_NOSUB);
 
 			if (rc != 0) {
@@ -864,8 +986,8 @@ check_routes(struct builder *b)
 			if (be->service == NULL && be->workload == NULL)
 				ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is neither a "
 				    "service nor a workload", nm, bn);
-			else if (rt->namespace != NULL && strcmp(be->service ? be->service->namespace :
-			    be->workload->namespace, rt->namespace) != 0)
+			else if (ns_differ(be->service ? be->service->namespace :
+			    be->workload->namespace, rt->namespace))
 				ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is in namespace "
 				    "%s, the route in %s", nm, bn, be->service ? be->service->namespace :
 				    be->workload->namespace, rt->namespace);
@@ -892,8 +1014,7 @@ check_routes(struct builder *b)
 			if (rt->mirror_p == NULL)
 				ERR(&rt->h, RT_MIRROR, "route \"%s\": mirror service \"%s\" is not "
 				    "defined", nm, rt->mirror);
-			else if (rt->namespace != NULL &&
-			    strcmp(rt->mirror_p->namespace, rt->namespace) != 0)
+			else if (ns_differ(rt->mirror_p->namespace, rt->namespace))
 				ERR(&rt->h, RT_MIRROR, "route \"%s\": mirror service \"%s\" is in "
 				    "namespace %s, the route in %s", nm, rt->mirror,
 				    rt->mirror_p->namespace, rt->namespace);

@@ -12,6 +12,15 @@
 : "${CORPUS_TIMEOUT:=60}"
 : "${UBSAN_OPTIONS:=print_stacktrace=1}"
 export UBSAN_OPTIONS
+# Memory one input may use (MiB): an input that blows up (say a regex that regcomp() expands into
+# millions of nodes) must fail here, not take the machine. ASan builds get a hard RSS limit; other
+# builds a virtual memory limit (not for ASan, which reserves terabytes of address space).
+: "${CORPUS_MEM_MB:=1024}"
+case ${ASAN_OPTIONS-} in
+*hard_rss_limit_mb*) ;;
+*) ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}hard_rss_limit_mb=$CORPUS_MEM_MB" ;;
+esac
+export ASAN_OPTIONS
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/amesh-corpus.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT INT TERM
@@ -46,13 +55,21 @@ check_corpus() {
 		return
 	fi
 
+	if grep -q __asan_init "$bin"; then
+		vlimit=unlimited
+	else
+		vlimit=$((CORPUS_MEM_MB * 2 * 1024))
+	fi
+
 	inputs=0
 	bad=0
 	for f in "$dir"/*; do
 		[ -f "$f" ] || continue
 		inputs=$((inputs + 1))
 		# One process per input, so one bad input cannot hide the next and each is named.
-		if with_timeout "$bin" "$f" >"$TMP/out" 2>&1; then
+		# ulimit -v is not POSIX but dash, bash and busybox sh have it; elsewhere no limit.
+		# shellcheck disable=SC3045
+		if (ulimit -v "$vlimit" 2>/dev/null; with_timeout "$bin" "$f") >"$TMP/out" 2>&1; then
 			continue
 		else
 			rc=$?
@@ -65,8 +82,8 @@ check_corpus() {
 				echo "${f#"$SRCDIR"/}: exit $rc"
 			fi
 			# The sanitizer's verdict and the top of its stack, else the end of the output.
-			if grep -Eq 'ERROR: |runtime error:|SUMMARY: |fatal|deadly signal' "$TMP/out"; then
-				grep -E 'ERROR: |runtime error:|SUMMARY: |fatal|deadly signal|^    #[0-4] ' \
+			if grep -Eq 'ERROR: |runtime error:|SUMMARY: |fatal|deadly signal|rss limit' "$TMP/out"; then
+				grep -E 'ERROR: |runtime error:|SUMMARY: |fatal|deadly signal|rss limit|^    #[0-4] ' \
 				    "$TMP/out" | head -n 12 | sed 's/^/  /'
 			else
 				tail -n 5 "$TMP/out" | sed 's/^/  /'
