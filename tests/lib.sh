@@ -71,6 +71,17 @@ start() {
 	return 1
 }
 
+# spawn NAME CMD...: like start, for a process that prints no "listening" line.
+spawn() {
+	name=$1
+	shift
+	: >"$TMP/$name.out"
+	"$@" >>"$TMP/$name.out" 2>"$TMP/$name.err" &
+	pid=$!
+	PIDS="$PIDS $pid"
+	eval "PID_$name=$pid"
+}
+
 cleanup() {
 	for p in $PIDS; do
 		kill "$p" 2>/dev/null

@@ -187,3 +187,141 @@ log_fatal(bool with_errno, const char *func, const char *fmt, ...)
 	emit(LOG_LVL_ERROR, func, msg);
 	exit(1);
 }
+
+/* A record's line under construction; a piece that does not fit leaves the line as it was. */
+struct rec {
+	char line[16384];
+	size_t off;
+	bool full;
+};
+
+#define REC_VALUE_MAX 512
+/* Room kept for what closes the line: truncated=true, '}', '\n'. */
+#define REC_RESERVE 32
+
+static bool
+rec_put(struct rec *r, const char *s, size_t n)
+{
+	if (r->full || r->off + n + REC_RESERVE > sizeof(r->line)) {
+		r->full = true;
+		return false;
+	}
+	memcpy(r->line + r->off, s, n);
+	r->off += n;
+	return true;
+}
+
+/* Appends s escaped for a JSON string or a quoted text value (both use \" \\ \n \t \uXXXX). */
+static void
+rec_escaped(struct rec *r, const char *s)
+{
+	size_t n = strnlen(s, REC_VALUE_MAX);
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[8];
+
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			rec_put(r, esc, 2);
+		} else if (c == '\n') {
+			rec_put(r, "\\n", 2);
+		} else if (c == '\t') {
+			rec_put(r, "\\t", 2);
+		} else if (c < 0x20 || c == 0x7f) {
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			rec_put(r, esc, 6);
+		} else {
+			rec_put(r, (const char *)&c, 1);
+		}
+	}
+}
+
+static bool
+needs_quotes(const char *s)
+{
+	if (*s == '\0')
+		return true;
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s <= ' ' || *s == '"' || *s == '=' || *s == '\\' || *s == 0x7f)
+			return true;
+	return false;
+}
+
+void
+log_record(enum log_level level, const char *scope, const char *msg,
+    const struct log_field *fields, size_t n)
+{
+	struct rec r;
+	char ts[64] = "", num[32];
+	bool json = cur_format == LOG_FMT_JSON;
+
+	r.off = 0;
+	r.full = false;
+	if (!journal) {
+		struct timespec now;
+		struct tm tm;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		gmtime_r(&now.tv_sec, &tm);
+		snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+	}
+	if (journal)
+		r.off = (size_t)snprintf(r.line, sizeof(r.line), "<%d>", level_prio[level]);
+	if (json) {
+		if (!journal)
+			r.off += (size_t)snprintf(r.line + r.off, sizeof(r.line) - r.off,
+			    "{\"time\":\"%s\",", ts);
+		else
+			rec_put(&r, "{", 1);
+		r.off += (size_t)snprintf(r.line + r.off, sizeof(r.line) - r.off,
+		    "\"level\":\"%s\",\"scope\":\"", level_names[level]);
+		rec_escaped(&r, scope);
+		rec_put(&r, "\",\"msg\":\"", 9);
+		rec_escaped(&r, msg);
+		rec_put(&r, "\"", 1);
+	} else {
+		if (!journal)
+			r.off += (size_t)snprintf(r.line + r.off, sizeof(r.line) - r.off, "%s ", ts);
+		r.off += (size_t)snprintf(r.line + r.off, sizeof(r.line) - r.off, "%s: ",
+		    level_names[level]);
+		rec_escaped(&r, scope);
+		rec_put(&r, ": ", 2);
+		rec_escaped(&r, msg);
+	}
+	for (size_t i = 0; i < n && !r.full; i++) {
+		size_t mark = r.off;
+		const char *v = fields[i].str;
+
+		if (v == NULL)
+			snprintf(num, sizeof(num), "%llu", fields[i].num);
+		rec_put(&r, json ? ",\"" : " ", json ? 2 : 1);
+		rec_escaped(&r, fields[i].key);
+		rec_put(&r, json ? "\":" : "=", json ? 2 : 1);
+		if (v == NULL) {
+			rec_put(&r, num, strlen(num));
+		} else if (json || needs_quotes(v)) {
+			rec_put(&r, "\"", 1);
+			rec_escaped(&r, v);
+			rec_put(&r, "\"", 1);
+		} else {
+			rec_escaped(&r, v);
+		}
+		if (r.full)
+			r.off = mark; /* the field did not fit: leave it out whole */
+	}
+	if (r.full) {
+		const char *t = json ? ",\"truncated\":true" : " truncated=true";
+
+		memcpy(r.line + r.off, t, strlen(t));
+		r.off += strlen(t);
+	}
+	if (json)
+		r.line[r.off++] = '}';
+	r.line[r.off++] = '\n';
+	/* One write keeps concurrent lines whole; a failed log write has nowhere to be reported. */
+	if (write(STDERR_FILENO, r.line, r.off) < 0)
+		return;
+}

@@ -4,6 +4,7 @@
 #define AMESH_CORE_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 enum log_format { LOG_FMT_TEXT = 0, LOG_FMT_JSON };
@@ -39,5 +40,23 @@ void log_fatal(bool with_errno, const char *func, const char *fmt, ...)
 	} while (0)
 #define fatal(...) log_fatal(true, __func__, __VA_ARGS__)
 #define fatalx(...) log_fatal(false, __func__, __VA_ARGS__)
+
+/* One field of a structured record: a string, or the number num when str is NULL. */
+struct log_field {
+	const char *key;
+	const char *str;
+	unsigned long long num;
+};
+
+/*
+ * Writes one structured record, whatever the level (a record has its own switch, such as
+ * [log] access_log), at the priority of level. Text: "TIME LEVEL: SCOPE: MSG key=value ...", a
+ * value quoted (with \" \\ \n escapes) when it is empty or holds a blank, '"', '=', a backslash or
+ * a control character. JSON: {"time":..,"level":..,"scope":..,"msg":..,"key":value,...}, numbers bare.
+ * Values are cut at 512 bytes; fields that do not fit the line are left out and a last field
+ * truncated=true says so.
+ */
+void log_record(enum log_level level, const char *scope, const char *msg,
+    const struct log_field *fields, size_t n);
 
 #endif

@@ -128,6 +128,10 @@ struct hbone_pool_cfg {
 	uint64_t ping_timeout_ms;    /* drop it when no PING ACK comes for this long */
 	uint32_t mark;               /* SO_MARK on the pool's sockets (0: none) */
 	size_t max_connections;      /* total; opening more fails with UV_EAGAIN */
+	/* Makes the socket for a new connection (e.g. inside a workload's network namespace, so
+	 * HBONE leaves with the workload's address). Returns an fd or -errno. NULL: a plain socket. */
+	int (*socket_fn)(void *arg, int family);
+	void *socket_arg;
 };
 
 struct hbone_open {

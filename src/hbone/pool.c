@@ -94,9 +94,13 @@ pc_on_ready(struct h2_conn *c, int status)
 		pc->pool->st.connect_failures++;
 		return;
 	}
+again:
 	for (s = c->streams; s != NULL; s = s->next)
-		if (s->id == 0 && !s->closing && h2_conn_submit(c, s) != 0)
+		if (s->id == 0 && !s->closing && h2_conn_submit(c, s) != 0) {
+			/* The reset frees s (and its on_close may end others): start over. */
 			hbone_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+			goto again;
+		}
 }
 
 static void
@@ -126,7 +130,10 @@ pc_on_timer(uv_timer_t *t)
 
 	if (c == NULL || !c->ready || c->closed)
 		return;
-	if (pc->ping_outstanding && c->last_activity > pc->ping_sent_at)
+	/* >=: uv_now has millisecond steps and a loopback ACK often comes back within the same one.
+	 * A PING is sent only when nothing came for ping_interval_ms, so no frame received before
+	 * it can carry its timestamp. */
+	if (pc->ping_outstanding && c->last_activity >= pc->ping_sent_at)
 		pc->ping_outstanding = false;
 	if (pc->ping_outstanding && now - pc->ping_sent_at >= cfg->ping_timeout_ms) {
 		log_warn("hbone %s: no answer to PING for %llu ms: dropping the connection",
@@ -177,6 +184,21 @@ pconn_new(struct hbone_pool *p, const struct h2_open *o, const char *key)
 		free(pc->key);
 		free(pc);
 		return NULL;
+	}
+	if (p->cfg.socket_fn != NULL) {
+		to.use_fd = true;
+		to.fd = p->cfg.socket_fn(p->cfg.socket_arg, o->dst.ss_family);
+		if (to.fd < 0) {
+			char a[80];
+
+			log_warn("hbone %s: cannot make a socket: %s",
+			    sockaddr_str(&o->dst, a, sizeof(a)), uv_strerror(to.fd));
+			h2_conn_free_unstarted(pc->c);
+			free(pc->key);
+			free(pc);
+			p->st.connect_failures++;
+			return NULL;
+		}
 	}
 	r = tls_conn_connect(p->loop, (const struct sockaddr *)&o->dst, &to, &h2_tls_cb, pc->c,
 	    &pc->c->tls);

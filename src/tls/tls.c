@@ -545,12 +545,14 @@ tls_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct tls_
 	memcpy(&ss, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
 	    sizeof(struct sockaddr_in));
 	sockaddr_str(&ss, c->peer_addr, sizeof(c->peer_addr));
-	if (o->mark != 0) {
+	if (o->mark != 0 || o->use_fd) {
 		/* Our own socket carries SO_MARK so the interception rules let it pass. */
-		int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		int fd = o->use_fd ? o->fd :
+		    socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		unsigned int mark = o->mark;
 
-		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0 ||
+		if (fd < 0 || (mark != 0 &&
+		    setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) ||
 		    (r = uv_tcp_open(&c->tcp, fd)) != 0) {
 			r = r ? r : -errno;
 			if (fd >= 0)

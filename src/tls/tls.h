@@ -51,6 +51,8 @@ struct tls_conn_opts {
 	const char *const *expect; /* client: acceptable peer SPIFFE IDs, NULL-terminated */
 	uint64_t handshake_timeout_ms;
 	uint32_t mark;            /* SO_MARK for outgoing connections (0: none) */
+	bool use_fd;              /* client: connect with fd (e.g. a socket made in another network */
+	int fd;                   /* namespace), which is taken over; else tls_conn_connect makes one */
 };
 
 /* Accepts a pending connection from server and starts the server handshake. */

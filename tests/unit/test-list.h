@@ -25,6 +25,19 @@
 	X(registry_list_keys_repeat)        \
 	X(registry_all_policy_errors)       \
 	X(registry_many_entries)            \
+	X(authz_l4_table)                   \
+	X(authz_l4_example_registry)        \
+	X(authz_l7_cases)                   \
+	X(metrics_render_exact)             \
+	X(metrics_empty_store)              \
+	X(metrics_label_escaping)           \
+	X(metrics_series_cap)               \
+	X(metrics_histogram_buckets)        \
+	X(metrics_process_registration)     \
+	X(http_server_requests)             \
+	X(http_server_close_busy)           \
+	X(accesslog_text_json)              \
+	X(log_record_truncates_whole_fields) \
 	X(cert_spiffe_id_issued)            \
 	X(cert_spiffe_id_san_shapes)        \
 	X(spiffe_split_cases)               \
@@ -35,4 +48,13 @@
 	X(identity_load_good_only)          \
 	X(identity_reload_rotation)         \
 	X(identity_watch)                   \
-	X(identity_watch_free_while_watching)
+	X(identity_watch_free_while_watching) \
+	X(hbone_tunnel_echo)                  \
+	X(hbone_reset_mapping)                \
+	X(hbone_idle_release)                 \
+	X(hbone_ping_keepalive)               \
+	X(hbone_goaway_drain)                 \
+	X(hbone_refused_stream_retried)       \
+	X(hbone_pool_per_key)                 \
+	X(hbone_identity_mismatch)            \
+	X(hbone_handshake_timeout)

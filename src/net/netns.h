@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Sockets inside other network namespaces. A socket belongs to the namespace it was created in,
+ * for its whole life; so only socket(2) has to run inside the namespace. That runs on one helper
+ * thread which enters the namespace and comes back, so the loop thread never changes namespace.
+ */
+#ifndef AMESH_NET_NETNS_H
+#define AMESH_NET_NETNS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Opens a namespace file (/run/netns/NAME, /proc/PID/ns/net). Returns an fd or -errno. */
+int netns_open(const char *path);
+/* True if fd is a network namespace. */
+bool netns_is_netns(int fd);
+/* A non-blocking, close-on-exec socket created inside the namespace nsfd. Returns it or -errno. */
+int netns_socket(int nsfd, int family, int type);
+
+struct netns_sock_opts {
+	uint32_t mark;      /* SO_MARK (0: none) */
+	bool transparent;   /* IP_TRANSPARENT / IPV6_TRANSPARENT: bind to a foreign address */
+	bool reuseaddr;
+	bool v6only;        /* IPV6_V6ONLY: a separate IPv4 socket serves IPv4 (so SO_ORIGINAL_DST
+	                       is asked of the right family) */
+	const struct sockaddr *bind; /* NULL: no bind */
+};
+/* A TCP socket in nsfd with opts applied (bound if asked). Returns it or -errno. */
+int netns_tcp_socket(int nsfd, int family, const struct netns_sock_opts *o);
+/* A listening TCP socket in nsfd on addr (IPv6 ones are IPv6-only). Returns it or -errno. */
+int netns_listen(int nsfd, const struct sockaddr *addr, int backlog);
+
+/* The destination a redirected connection had before nat REDIRECT (SO_ORIGINAL_DST). */
+int sock_original_dst(int fd, struct sockaddr_storage *out);
+
+#endif

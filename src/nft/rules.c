@@ -1,0 +1,1232 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The interception rules of rules.h: one libnftnl batch and a few rtnetlink requests per namespace. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/table.h>
+#include <linux/fib_rules.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_nat.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/conf.h"
+#include "core/log.h"
+#include "nft/rules.h"
+
+/* Dumps come in messages of up to 32 KiB; the kernel sizes them after our receive buffer. */
+#define NL_BUF 65536
+/* Upper bound on messages in one batch: 4 chains, at most 13 rules, the table three times. */
+#define BATCH_MAX 32
+/* One request: a header and a few attributes. */
+#define MSG_BUF 8192
+
+struct nl {
+	struct mnl_socket *nf, *rt;
+	uint32_t seq;
+	const char *what;
+	char *err;
+	size_t errlen;
+};
+
+static void
+set_err(struct nl *nl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Writes "netns WHAT: message" into the caller's buffer, keeping the first error only. */
+static void
+set_err(struct nl *nl, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (nl->err == NULL || nl->errlen == 0 || nl->err[0] != '\0')
+		return;
+	n = snprintf(nl->err, nl->errlen, "netns %s: ", nl->what);
+	if (n < 0 || (size_t)n >= nl->errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(nl->err + n, nl->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+void
+nft_rules_params_from_conf(struct nft_rules_params *p, const struct conf_proxy *px)
+{
+	p->outbound_port = px->outbound_port;
+	p->inbound_plaintext_port = px->inbound_plaintext_port;
+	p->hbone_port = px->hbone_port;
+	p->dns_port = px->dns_port;
+	p->dns_capture = px->dns_capture;
+}
+
+/* --- entering the namespace --------------------------------------------------------------- */
+
+static void
+nl_close(struct nl *nl)
+{
+	if (nl->nf != NULL)
+		mnl_socket_close(nl->nf);
+	if (nl->rt != NULL)
+		mnl_socket_close(nl->rt);
+	nl->nf = nl->rt = NULL;
+}
+
+static struct mnl_socket *
+nl_socket(int bus, int *e)
+{
+	struct mnl_socket *s = mnl_socket_open2(bus, SOCK_CLOEXEC);
+
+	if (s == NULL) {
+		*e = errno;
+		return NULL;
+	}
+	if (mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) != 0) {
+		*e = errno;
+		mnl_socket_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+/*
+ * Creates the netfilter and route netlink sockets inside netns_fd's namespace. The thread is in
+ * the workload's namespace only between the two setns() calls; the sockets stay bound to it.
+ */
+static int
+nl_open(struct nl *nl, int netns_fd)
+{
+	int self = -1, e = 0;
+
+	nl->seq = (uint32_t)time(NULL);
+	if (netns_fd >= 0) {
+		self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+		if (self < 0) {
+			e = errno;
+			set_err(nl, "cannot open this thread's network namespace: %s", strerror(e));
+			return -e;
+		}
+		if (setns(netns_fd, CLONE_NEWNET) != 0) {
+			e = errno;
+			close(self);
+			set_err(nl, "cannot enter the namespace: %s", e == EINVAL ?
+			    "not a network namespace" : strerror(e));
+			return -e;
+		}
+	}
+	nl->nf = nl_socket(NETLINK_NETFILTER, &e);
+	if (nl->nf != NULL)
+		nl->rt = nl_socket(NETLINK_ROUTE, &e);
+	if (self >= 0) {
+		/* Going on in the wrong namespace would put every later socket there: stop. */
+		if (setns(self, CLONE_NEWNET) != 0)
+			fatal("netns %s: cannot return to the original network namespace", nl->what);
+		close(self);
+	}
+	if (nl->nf == NULL || nl->rt == NULL) {
+		nl_close(nl);
+		set_err(nl, "netlink socket: %s", strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+/* --- rtnetlink ---------------------------------------------------------------------------- */
+
+/* Sends one request and runs cb on each answer until the ack or the end of the dump. */
+static int
+rt_talk(struct nl *nl, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
+{
+	uint32_t portid = mnl_socket_get_portid(nl->rt);
+	char *buf;
+	ssize_t n;
+	int r;
+
+	nlh->nlmsg_seq = ++nl->seq;
+	if (mnl_socket_sendto(nl->rt, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	buf = malloc(NL_BUF);
+	if (buf == NULL)
+		return -ENOMEM;
+	do {
+		n = mnl_socket_recvfrom(nl->rt, buf, NL_BUF);
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		r = mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, portid, cb, data);
+		if (r < 0)
+			r = errno > 0 ? -errno : -EPROTO;
+	} while (r > 0);
+	free(buf);
+	return r < 0 ? r : 0;
+}
+
+struct link_info {
+	int index;
+	unsigned flags;
+};
+
+static int
+link_cb(const struct nlmsghdr *nlh, void *data)
+{
+	const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
+	struct link_info *li = data;
+
+	if (nlh->nlmsg_type == RTM_NEWLINK) {
+		li->index = ifi->ifi_index;
+		li->flags = ifi->ifi_flags;
+	}
+	return MNL_CB_OK;
+}
+
+static int
+lo_info(struct nl *nl, struct link_info *li)
+{
+	char buf[MSG_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct ifinfomsg *ifi;
+	int r;
+
+	nlh->nlmsg_type = RTM_GETLINK;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
+	ifi->ifi_family = AF_UNSPEC;
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, "lo");
+	li->index = 0;
+	r = rt_talk(nl, nlh, link_cb, li);
+	if (r == 0 && li->index == 0)
+		r = -ENODEV;
+	if (r != 0)
+		set_err(nl, "loopback interface: %s", strerror(-r));
+	return r;
+}
+
+static int
+lo_up(struct nl *nl, const struct link_info *li)
+{
+	char buf[MSG_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct ifinfomsg *ifi;
+	int r;
+
+	if (li->flags & IFF_UP)
+		return 0;
+	nlh->nlmsg_type = RTM_NEWLINK;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
+	ifi->ifi_family = AF_UNSPEC;
+	ifi->ifi_index = li->index;
+	ifi->ifi_flags = IFF_UP;
+	ifi->ifi_change = IFF_UP;
+	r = rt_talk(nl, nlh, NULL, NULL);
+	if (r != 0)
+		set_err(nl, "cannot bring the loopback interface up: %s", strerror(-r));
+	return r;
+}
+
+static const char *
+fam_name(int family)
+{
+	return family == AF_INET ? "IPv4" : "IPv6";
+}
+
+/* "fwmark 0x111 lookup 100": added with NLM_F_EXCL so an identical rule makes EEXIST. */
+static struct nlmsghdr *
+fwrule_msg(char *buf, int family, uint16_t type, uint16_t flags, bool with_prio)
+{
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct fib_rule_hdr *frh;
+
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+	frh = mnl_nlmsg_put_extra_header(nlh, sizeof(*frh));
+	frh->family = (uint8_t)family;
+	frh->action = FR_ACT_TO_TBL;
+	frh->table = AMESH_ROUTE_TABLE;
+	mnl_attr_put_u32(nlh, FRA_FWMARK, AMESH_CONNMARK);
+	mnl_attr_put_u32(nlh, FRA_TABLE, AMESH_ROUTE_TABLE);
+	if (with_prio)
+		mnl_attr_put_u32(nlh, FRA_PRIORITY, AMESH_RULE_PRIORITY);
+	return nlh;
+}
+
+/* "local 0.0.0.0/0 dev lo table 100" (or ::/0). */
+static struct nlmsghdr *
+local_route_msg(char *buf, int family, uint16_t type, uint16_t flags, int lo)
+{
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct rtmsg *rtm;
+
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = (uint8_t)family;
+	rtm->rtm_dst_len = 0;
+	rtm->rtm_table = AMESH_ROUTE_TABLE;
+	rtm->rtm_protocol = RTPROT_BOOT;
+	rtm->rtm_scope = RT_SCOPE_HOST;
+	rtm->rtm_type = RTN_LOCAL;
+	mnl_attr_put_u32(nlh, RTA_TABLE, AMESH_ROUTE_TABLE);
+	mnl_attr_put_u32(nlh, RTA_OIF, (uint32_t)lo);
+	return nlh;
+}
+
+/* A namespace without IPv6 (module absent) answers this; its IPv6 half is skipped. */
+static bool
+no_ipv6(int family, int r)
+{
+	return family == AF_INET6 && r == -EAFNOSUPPORT;
+}
+
+static int
+routing_add(struct nl *nl, int lo)
+{
+	static const int fams[2] = { AF_INET, AF_INET6 };
+	char buf[MSG_BUF];
+	int r;
+
+	for (int i = 0; i < 2; i++) {
+		r = rt_talk(nl, fwrule_msg(buf, fams[i], RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL,
+		    true), NULL, NULL);
+		if (no_ipv6(fams[i], r))
+			continue;
+		if (r != 0 && r != -EEXIST) {
+			set_err(nl, "%s rule fwmark 0x%x lookup %u: %s", fam_name(fams[i]),
+			    AMESH_CONNMARK, AMESH_ROUTE_TABLE, strerror(-r));
+			return r;
+		}
+		r = rt_talk(nl, local_route_msg(buf, fams[i], RTM_NEWROUTE,
+		    NLM_F_CREATE | NLM_F_EXCL, lo), NULL, NULL);
+		if (no_ipv6(fams[i], r))
+			continue;
+		if (r != 0 && r != -EEXIST) {
+			set_err(nl, "%s route local %s dev lo table %u: %s", fam_name(fams[i]),
+			    fams[i] == AF_INET ? "0.0.0.0/0" : "::/0", AMESH_ROUTE_TABLE,
+			    strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* Deletes every copy (any priority) until the kernel finds none. */
+static int
+routing_del(struct nl *nl, int lo)
+{
+	static const int fams[2] = { AF_INET, AF_INET6 };
+	char buf[MSG_BUF];
+	int r = 0, first = 0;
+
+	for (int i = 0; i < 2; i++) {
+		for (int k = 0; k < 16; k++) {
+			r = rt_talk(nl, fwrule_msg(buf, fams[i], RTM_DELRULE, 0, false), NULL, NULL);
+			if (r != 0)
+				break;
+		}
+		if (r != 0 && r != -ENOENT && !no_ipv6(fams[i], r)) {
+			set_err(nl, "cannot delete %s rule fwmark 0x%x lookup %u: %s",
+			    fam_name(fams[i]), AMESH_CONNMARK, AMESH_ROUTE_TABLE, strerror(-r));
+			first = first ? first : r;
+		}
+		for (int k = 0; k < 16; k++) {
+			r = rt_talk(nl, local_route_msg(buf, fams[i], RTM_DELROUTE, 0, lo), NULL,
+			    NULL);
+			if (r != 0)
+				break;
+		}
+		if (r != 0 && r != -ESRCH && r != -ENOENT && !no_ipv6(fams[i], r)) {
+			set_err(nl, "cannot delete %s route local %s dev lo table %u: %s",
+			    fam_name(fams[i]), fams[i] == AF_INET ? "0.0.0.0/0" : "::/0",
+			    AMESH_ROUTE_TABLE, strerror(-r));
+			first = first ? first : r;
+		}
+	}
+	return first;
+}
+
+struct routing_seen {
+	int lo;
+	bool rule[2], route[2];
+	int idx; /* 0 IPv4, 1 IPv6: the family being dumped */
+};
+
+static int
+rule_dump_cb(const struct nlmsghdr *nlh, void *data)
+{
+	const struct fib_rule_hdr *frh = mnl_nlmsg_get_payload(nlh);
+	struct routing_seen *s = data;
+	const struct nlattr *a;
+	uint32_t table = frh->table, mark = 0;
+	bool has_mark = false;
+
+	if (nlh->nlmsg_type != RTM_NEWRULE || frh->action != FR_ACT_TO_TBL)
+		return MNL_CB_OK;
+	mnl_attr_for_each(a, nlh, sizeof(*frh)) {
+		if (mnl_attr_get_type(a) == FRA_TABLE && mnl_attr_get_payload_len(a) == 4)
+			table = mnl_attr_get_u32(a);
+		else if (mnl_attr_get_type(a) == FRA_FWMARK && mnl_attr_get_payload_len(a) == 4) {
+			mark = mnl_attr_get_u32(a);
+			has_mark = true;
+		}
+	}
+	if (has_mark && mark == AMESH_CONNMARK && table == AMESH_ROUTE_TABLE)
+		s->rule[s->idx] = true;
+	return MNL_CB_OK;
+}
+
+static int
+route_dump_cb(const struct nlmsghdr *nlh, void *data)
+{
+	const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
+	struct routing_seen *s = data;
+	const struct nlattr *a;
+	uint32_t table = rtm->rtm_table, oif = 0;
+
+	if (nlh->nlmsg_type != RTM_NEWROUTE || rtm->rtm_type != RTN_LOCAL || rtm->rtm_dst_len != 0)
+		return MNL_CB_OK;
+	mnl_attr_for_each(a, nlh, sizeof(*rtm)) {
+		if (mnl_attr_get_type(a) == RTA_TABLE && mnl_attr_get_payload_len(a) == 4)
+			table = mnl_attr_get_u32(a);
+		else if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_get_payload_len(a) == 4)
+			oif = mnl_attr_get_u32(a);
+	}
+	if (table == AMESH_ROUTE_TABLE && (int)oif == s->lo)
+		s->route[s->idx] = true;
+	return MNL_CB_OK;
+}
+
+static int
+dump(struct nl *nl, uint16_t type, int family, size_t hdrlen, mnl_cb_t cb, void *data)
+{
+	char buf[MSG_BUF];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct rtgenmsg *g;
+
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	/* struct rtmsg and struct fib_rule_hdr both start with the family byte. */
+	g = mnl_nlmsg_put_extra_header(nlh, hdrlen);
+	g->rtgen_family = (unsigned char)family;
+	return rt_talk(nl, nlh, cb, data);
+}
+
+/* --- nftables ----------------------------------------------------------------------------- */
+
+enum fam { FAM_V4, FAM_V6 };
+
+static struct nftnl_expr *
+expr_new(struct nftnl_rule *r, const char *name)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc(name);
+
+	if (e == NULL)
+		fatalx("out of memory");
+	nftnl_rule_add_expr(r, e);
+	return e;
+}
+
+static void
+x_meta_load(struct nftnl_rule *r, uint32_t key)
+{
+	struct nftnl_expr *e = expr_new(r, "meta");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+}
+
+static void
+x_cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t len)
+{
+	struct nftnl_expr *e = expr_new(r, "cmp");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
+	nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+}
+
+static void
+x_cmp_u8(struct nftnl_rule *r, uint32_t op, uint8_t v)
+{
+	x_cmp(r, op, &v, sizeof(v));
+}
+
+static void
+x_cmp_u32(struct nftnl_rule *r, uint32_t op, uint32_t v)
+{
+	x_cmp(r, op, &v, sizeof(v));
+}
+
+static void
+x_payload(struct nftnl_rule *r, uint32_t base, uint32_t off, uint32_t len)
+{
+	struct nftnl_expr *e = expr_new(r, "payload");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, off);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+}
+
+/* meta nfproto ipv4|ipv6 */
+static void
+m_family(struct nftnl_rule *r, enum fam f)
+{
+	x_meta_load(r, NFT_META_NFPROTO);
+	x_cmp_u8(r, NFT_CMP_EQ, f == FAM_V4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
+}
+
+/* meta l4proto tcp|udp */
+static void
+m_l4proto(struct nftnl_rule *r, uint8_t proto)
+{
+	x_meta_load(r, NFT_META_L4PROTO);
+	x_cmp_u8(r, NFT_CMP_EQ, proto);
+}
+
+/* ip daddr != 127.0.0.1, ip6 daddr != ::1 (after m_family) */
+static void
+m_not_loopback(struct nftnl_rule *r, enum fam f)
+{
+	if (f == FAM_V4) {
+		struct in_addr a = { htonl(INADDR_LOOPBACK) };
+
+		x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+		x_cmp(r, NFT_CMP_NEQ, &a, sizeof(a));
+	} else {
+		x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 24, 16);
+		x_cmp(r, NFT_CMP_NEQ, &in6addr_loopback, sizeof(in6addr_loopback));
+	}
+}
+
+/* th dport OP port (after m_l4proto) */
+static void
+m_dport(struct nftnl_rule *r, uint32_t op, uint16_t port)
+{
+	uint16_t be = htons(port);
+
+	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+	x_cmp(r, op, &be, sizeof(be));
+}
+
+static void
+m_mark(struct nftnl_rule *r, uint32_t op, uint32_t mark)
+{
+	x_meta_load(r, NFT_META_MARK);
+	x_cmp_u32(r, op, mark);
+}
+
+static void
+m_ctmark(struct nftnl_rule *r, uint32_t mark)
+{
+	struct nftnl_expr *e = expr_new(r, "ct");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_MARK);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+	x_cmp_u32(r, NFT_CMP_EQ, mark);
+}
+
+static void
+m_oifname(struct nftnl_rule *r, const char *name)
+{
+	char pad[IFNAMSIZ] = { 0 };
+
+	memcpy(pad, name, strlen(name));
+	x_meta_load(r, NFT_META_OIFNAME);
+	x_cmp(r, NFT_CMP_EQ, pad, sizeof(pad));
+}
+
+static void
+v_accept(struct nftnl_rule *r)
+{
+	struct nftnl_expr *e = expr_new(r, "immediate");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, NF_ACCEPT);
+}
+
+/* redirect to :port (to the primary address of the incoming interface, loopback for output) */
+static void
+v_redirect(struct nftnl_rule *r, uint16_t port)
+{
+	uint16_t be = htons(port);
+	struct nftnl_expr *e = expr_new(r, "immediate");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+	nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, &be, sizeof(be));
+	e = expr_new(r, "redir");
+	nftnl_expr_set_u32(e, NFTNL_EXPR_REDIR_REG_PROTO_MIN, NFT_REG_1);
+	/* The kernel reports max = min when only min is given; say it, so check compares equal. */
+	nftnl_expr_set_u32(e, NFTNL_EXPR_REDIR_REG_PROTO_MAX, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_REDIR_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED);
+}
+
+/* ct mark set 0x111 */
+static void
+v_set_ctmark(struct nftnl_rule *r, uint32_t mark)
+{
+	struct nftnl_expr *e = expr_new(r, "immediate");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+	nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, &mark, sizeof(mark));
+	e = expr_new(r, "ct");
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_MARK);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_SREG, NFT_REG_1);
+}
+
+/* meta mark set ct mark */
+static void
+v_restore_mark(struct nftnl_rule *r)
+{
+	struct nftnl_expr *e = expr_new(r, "ct");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_MARK);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+	e = expr_new(r, "meta");
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, NFT_META_MARK);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
+}
+
+struct chain_spec {
+	const char *name, *type;
+	uint32_t hook;
+	int32_t prio;
+};
+
+/* Base chains; nat at dstnat (-100) like Istio, the mark chains at mangle (-150). */
+static const struct chain_spec chains[] = {
+	{ "prerouting", "nat", NF_INET_PRE_ROUTING, -100 },
+	{ "output", "nat", NF_INET_LOCAL_OUT, -100 },
+	{ "mangle_prerouting", "filter", NF_INET_PRE_ROUTING, -150 },
+	/* A route chain: a mark set here re-routes the packet, through table 100. */
+	{ "mangle_output", "route", NF_INET_LOCAL_OUT, -150 },
+};
+#define NCHAINS (sizeof(chains) / sizeof(chains[0]))
+
+struct ruleset {
+	struct nftnl_rule *r[BATCH_MAX];
+	size_t n;
+};
+
+static struct nftnl_rule *
+rule_new(struct ruleset *rs, const char *chain)
+{
+	struct nftnl_rule *r = nftnl_rule_alloc();
+
+	if (r == NULL || rs->n == BATCH_MAX)
+		fatalx("out of memory building rules");
+	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
+	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, AMESH_NFT_TABLE);
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+	rs->r[rs->n++] = r;
+	return r;
+}
+
+static void
+ruleset_free(struct ruleset *rs)
+{
+	for (size_t i = 0; i < rs->n; i++)
+		nftnl_rule_free(rs->r[i]);
+	rs->n = 0;
+}
+
+/* DESIGN.md section 2, in chain order: the one description that install and check share. */
+static void
+ruleset_build(struct ruleset *rs, const struct nft_rules_params *p)
+{
+	struct nftnl_rule *r;
+
+	rs->n = 0;
+	/* Inbound TCP except HBONE, to loopback, or from the proxy itself -> inbound_plaintext_port. */
+	for (int f = FAM_V4; f <= FAM_V6; f++) {
+		r = rule_new(rs, "prerouting");
+		m_family(r, (enum fam)f);
+		m_l4proto(r, IPPROTO_TCP);
+		m_not_loopback(r, (enum fam)f);
+		m_dport(r, NFT_CMP_NEQ, p->hbone_port);
+		m_mark(r, NFT_CMP_NEQ, AMESH_MARK);
+		v_redirect(r, p->inbound_plaintext_port);
+	}
+	/* The proxy's own sockets and connections it delivered pass. */
+	r = rule_new(rs, "output");
+	m_mark(r, NFT_CMP_EQ, AMESH_MARK);
+	v_accept(r);
+	r = rule_new(rs, "output");
+	m_ctmark(r, AMESH_CONNMARK);
+	v_accept(r);
+	/* DNS before the loopback exemption, so a local stub resolver (127.0.0.53) is captured too. */
+	if (p->dns_capture) {
+		static const uint8_t protos[2] = { IPPROTO_UDP, IPPROTO_TCP };
+
+		for (int i = 0; i < 2; i++) {
+			r = rule_new(rs, "output");
+			m_l4proto(r, protos[i]);
+			m_dport(r, NFT_CMP_EQ, 53);
+			v_redirect(r, p->dns_port);
+		}
+	}
+	/* The application talking to its own address goes through lo and stays uncaptured (as in
+	 * Istio): netfilter does NAT once per connection, so prerouting does not see it either. */
+	for (int f = FAM_V4; f <= FAM_V6; f++) {
+		r = rule_new(rs, "output");
+		m_oifname(r, "lo");
+		m_family(r, (enum fam)f);
+		m_not_loopback(r, (enum fam)f);
+		v_accept(r);
+	}
+	/* Everything else in TCP -> outbound_port. */
+	for (int f = FAM_V4; f <= FAM_V6; f++) {
+		r = rule_new(rs, "output");
+		m_family(r, (enum fam)f);
+		m_l4proto(r, IPPROTO_TCP);
+		m_not_loopback(r, (enum fam)f);
+		v_redirect(r, p->outbound_port);
+	}
+	/* Connections the proxy delivered (its sockets carry 0x539) get ct mark 0x111 ... */
+	r = rule_new(rs, "mangle_prerouting");
+	m_mark(r, NFT_CMP_EQ, AMESH_MARK);
+	v_set_ctmark(r, AMESH_CONNMARK);
+	/* ... and the workload's replies on them take mark 0x111, hence table 100, back to it. */
+	r = rule_new(rs, "mangle_output");
+	m_ctmark(r, AMESH_CONNMARK);
+	v_restore_mark(r);
+}
+
+static struct nftnl_table *
+table_new(void)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+
+	if (t == NULL)
+		fatalx("out of memory");
+	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, AMESH_NFT_TABLE);
+	return t;
+}
+
+static struct nftnl_chain *
+chain_new(const struct chain_spec *cs)
+{
+	struct nftnl_chain *c = nftnl_chain_alloc();
+
+	if (c == NULL)
+		fatalx("out of memory");
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, AMESH_NFT_TABLE);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, cs->name);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, cs->type);
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, cs->hook);
+	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, cs->prio);
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+	return c;
+}
+
+struct batch {
+	struct mnl_nlmsg_batch *b;
+	char *buf;
+	uint32_t first_seq, seq;
+	char label[BATCH_MAX + 4][40]; /* what each message did, by seq - first_seq */
+	size_t nacks;                 /* messages that ask for an ack */
+};
+
+static struct nlmsghdr *
+batch_msg(struct batch *bt, uint16_t type, uint16_t flags, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static struct nlmsghdr *
+batch_msg(struct batch *bt, uint16_t type, uint16_t flags, const char *fmt, ...)
+{
+	size_t i = bt->seq - bt->first_seq;
+	struct nlmsghdr *nlh;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(bt->label[i], sizeof(bt->label[i]), fmt, ap);
+	va_end(ap);
+	nlh = nftnl_nlmsg_build_hdr(mnl_nlmsg_batch_current(bt->b), type, NFPROTO_INET,
+	    flags | NLM_F_ACK, bt->seq++);
+	bt->nacks++;
+	return nlh;
+}
+
+/*
+ * One transaction: "add table; delete table" makes the delete succeed whether or not the table
+ * was there; with install, the table, its chains and rules follow. The kernel applies all of it
+ * or none.
+ */
+static void
+batch_build(struct batch *bt, const struct nft_rules_params *p)
+{
+	struct nftnl_table *t = table_new();
+	struct nlmsghdr *nlh;
+
+	nftnl_batch_begin(mnl_nlmsg_batch_current(bt->b), bt->seq++);
+	mnl_nlmsg_batch_next(bt->b);
+	nlh = batch_msg(bt, NFT_MSG_NEWTABLE, NLM_F_CREATE, "table inet %s", AMESH_NFT_TABLE);
+	nftnl_table_nlmsg_build_payload(nlh, t);
+	mnl_nlmsg_batch_next(bt->b);
+	nlh = batch_msg(bt, NFT_MSG_DELTABLE, 0, "delete table inet %s", AMESH_NFT_TABLE);
+	nftnl_table_nlmsg_build_payload(nlh, t);
+	mnl_nlmsg_batch_next(bt->b);
+	if (p != NULL) {
+		struct ruleset rs;
+		size_t k[NCHAINS] = { 0 };
+
+		nlh = batch_msg(bt, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, "table inet %s",
+		    AMESH_NFT_TABLE);
+		nftnl_table_nlmsg_build_payload(nlh, t);
+		mnl_nlmsg_batch_next(bt->b);
+		for (size_t i = 0; i < NCHAINS; i++) {
+			struct nftnl_chain *c = chain_new(&chains[i]);
+
+			nlh = batch_msg(bt, NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, "chain %s",
+			    chains[i].name);
+			nftnl_chain_nlmsg_build_payload(nlh, c);
+			mnl_nlmsg_batch_next(bt->b);
+			nftnl_chain_free(c);
+		}
+		ruleset_build(&rs, p);
+		for (size_t i = 0; i < rs.n; i++) {
+			const char *cn = nftnl_rule_get_str(rs.r[i], NFTNL_RULE_CHAIN);
+			size_t ci = 0;
+
+			while (ci < NCHAINS - 1 && strcmp(chains[ci].name, cn) != 0)
+				ci++;
+			nlh = batch_msg(bt, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND,
+			    "rule %zu of chain %s", ++k[ci], cn);
+			nftnl_rule_nlmsg_build_payload(nlh, rs.r[i]);
+			mnl_nlmsg_batch_next(bt->b);
+		}
+		ruleset_free(&rs);
+	}
+	nftnl_batch_end(mnl_nlmsg_batch_current(bt->b), bt->seq++);
+	mnl_nlmsg_batch_next(bt->b);
+	nftnl_table_free(t);
+}
+
+/*
+ * Sends the batch and collects one ack per message. The kernel processes a netfilter batch inside
+ * sendmsg(), so the answers are queued by the time it returns; the poll is a safety net.
+ */
+static int
+batch_run(struct nl *nl, const struct nft_rules_params *p)
+{
+	struct batch *bt = calloc(1, sizeof(*bt));
+	size_t acks = 0;
+	int r = 0, fd;
+
+	if (bt == NULL || (bt->buf = malloc(NL_BUF)) == NULL) {
+		free(bt);
+		set_err(nl, "nftables: out of memory");
+		return -ENOMEM;
+	}
+	bt->b = mnl_nlmsg_batch_start(bt->buf, NL_BUF);
+	bt->first_seq = bt->seq = ++nl->seq;
+	batch_build(bt, p);
+	nl->seq = bt->seq;
+	fd = mnl_socket_get_fd(nl->nf);
+	if (mnl_socket_sendto(nl->nf, mnl_nlmsg_batch_head(bt->b), mnl_nlmsg_batch_size(bt->b)) < 0) {
+		r = -errno;
+		set_err(nl, "nftables: cannot send the batch: %s", strerror(-r));
+		goto out;
+	}
+	while (acks < bt->nacks && r == 0) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		const struct nlmsghdr *nlh;
+		ssize_t got;
+		int pr, n;
+
+		do
+			pr = poll(&pfd, 1, 5000);
+		while (pr < 0 && errno == EINTR);
+		if (pr <= 0) {
+			r = pr == 0 ? -ETIMEDOUT : -errno;
+			set_err(nl, "nftables: no answer to the batch: %s", strerror(-r));
+			break;
+		}
+		got = recv(fd, bt->buf, NL_BUF, 0);
+		if (got < 0) {
+			r = -errno;
+			set_err(nl, "nftables: %s", strerror(-r));
+			break;
+		}
+		n = (int)got;
+		for (nlh = (const struct nlmsghdr *)bt->buf; mnl_nlmsg_ok(nlh, n);
+		     nlh = mnl_nlmsg_next(nlh, &n)) {
+			const struct nlmsgerr *e;
+			size_t i = nlh->nlmsg_seq - bt->first_seq;
+
+			if (nlh->nlmsg_type != NLMSG_ERROR)
+				continue;
+			e = mnl_nlmsg_get_payload(nlh);
+			acks++;
+			if (e->error != 0 && r == 0) {
+				r = e->error;
+				set_err(nl, "nftables: %s: %s", i < BATCH_MAX + 4 ? bt->label[i] :
+				    "batch", strerror(-r));
+			}
+		}
+	}
+out:
+	mnl_nlmsg_batch_stop(bt->b);
+	free(bt->buf);
+	free(bt);
+	return r;
+}
+
+/* --- check -------------------------------------------------------------------------------- */
+
+/* A rule's expressions as text, the form `nft --debug=netlink` shows; table and handle left out. */
+static char *
+rule_text(const struct nftnl_rule *r)
+{
+	struct nftnl_expr_iter *it = nftnl_expr_iter_create(r);
+	struct nftnl_expr *e;
+	size_t len = 0, cap = 1024;
+	char *s = malloc(cap);
+
+	if (it == NULL || s == NULL)
+		fatalx("out of memory");
+	s[0] = '\0';
+	while ((e = nftnl_expr_iter_next(it)) != NULL) {
+		char one[512];
+		int n = nftnl_expr_snprintf(one, sizeof(one), e, NFTNL_OUTPUT_DEFAULT, 0);
+		size_t need;
+
+		if (n < 0)
+			n = 0;
+		need = len + (size_t)n + 32;
+		if (need > cap) {
+			cap = need * 2;
+			if ((s = realloc(s, cap)) == NULL)
+				fatalx("out of memory");
+		}
+		len += (size_t)snprintf(s + len, cap - len, "[ %s %s]",
+		    nftnl_expr_get_str(e, NFTNL_EXPR_NAME), one);
+	}
+	nftnl_expr_iter_destroy(it);
+	return s;
+}
+
+struct got_chain {
+	struct nftnl_chain *c;
+	char *rules[BATCH_MAX];
+	size_t n;
+};
+
+struct dump_state {
+	struct got_chain ch[16];
+	size_t n;
+	size_t other; /* chains past the array */
+	int table;    /* 1 when the table was seen */
+};
+
+static int
+nft_dump_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct dump_state *ds = data;
+	uint16_t type = NFNL_MSG_TYPE(nlh->nlmsg_type);
+
+	if (type == NFT_MSG_NEWTABLE) {
+		struct nftnl_table *t = nftnl_table_alloc();
+
+		if (t != NULL && nftnl_table_nlmsg_parse(nlh, t) == 0 &&
+		    strcmp(nftnl_table_get_str(t, NFTNL_TABLE_NAME), AMESH_NFT_TABLE) == 0)
+			ds->table = 1;
+		nftnl_table_free(t);
+	} else if (type == NFT_MSG_NEWCHAIN) {
+		struct nftnl_chain *c = nftnl_chain_alloc();
+
+		if (c == NULL || nftnl_chain_nlmsg_parse(nlh, c) != 0 ||
+		    strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE), AMESH_NFT_TABLE) != 0) {
+			nftnl_chain_free(c);
+			return MNL_CB_OK;
+		}
+		if (ds->n == sizeof(ds->ch) / sizeof(ds->ch[0])) {
+			ds->other++;
+			nftnl_chain_free(c);
+			return MNL_CB_OK;
+		}
+		ds->ch[ds->n++].c = c;
+	} else if (type == NFT_MSG_NEWRULE) {
+		struct nftnl_rule *r = nftnl_rule_alloc();
+
+		if (r != NULL && nftnl_rule_nlmsg_parse(nlh, r) == 0 &&
+		    strcmp(nftnl_rule_get_str(r, NFTNL_RULE_TABLE), AMESH_NFT_TABLE) == 0) {
+			const char *cn = nftnl_rule_get_str(r, NFTNL_RULE_CHAIN);
+
+			for (size_t i = 0; i < ds->n; i++) {
+				struct got_chain *g = &ds->ch[i];
+
+				if (strcmp(nftnl_chain_get_str(g->c, NFTNL_CHAIN_NAME), cn) != 0)
+					continue;
+				if (g->n < BATCH_MAX)
+					g->rules[g->n] = rule_text(r);
+				g->n++; /* counted even past the array: "more rules than expected" */
+				break;
+			}
+		}
+		nftnl_rule_free(r);
+	}
+	return MNL_CB_OK;
+}
+
+/* A get or dump on the netfilter socket; the answers go through nft_dump_cb. */
+static int
+nft_get(struct nl *nl, uint16_t type, uint16_t flags, struct dump_state *ds)
+{
+	char buf[MSG_BUF];
+	struct nlmsghdr *nlh;
+	uint32_t portid = mnl_socket_get_portid(nl->nf);
+	char *rbuf;
+	ssize_t n;
+	int r;
+
+	nlh = nftnl_nlmsg_build_hdr(buf, type, NFPROTO_INET, flags, ++nl->seq);
+	if (type == NFT_MSG_GETTABLE) {
+		struct nftnl_table *t = table_new();
+
+		nftnl_table_nlmsg_build_payload(nlh, t);
+		nftnl_table_free(t);
+	} else if (type == NFT_MSG_GETRULE) {
+		struct nftnl_rule *rl = nftnl_rule_alloc();
+
+		if (rl == NULL)
+			fatalx("out of memory");
+		nftnl_rule_set_str(rl, NFTNL_RULE_TABLE, AMESH_NFT_TABLE);
+		nftnl_rule_nlmsg_build_payload(nlh, rl);
+		nftnl_rule_free(rl);
+	}
+	if (mnl_socket_sendto(nl->nf, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	if ((rbuf = malloc(NL_BUF)) == NULL)
+		return -ENOMEM;
+	do {
+		n = mnl_socket_recvfrom(nl->nf, rbuf, NL_BUF);
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		r = mnl_cb_run(rbuf, (size_t)n, nl->seq, portid, nft_dump_cb, ds);
+		if (r < 0)
+			r = errno > 0 ? -errno : -EPROTO;
+	} while (r > 0);
+	free(rbuf);
+	return r < 0 ? r : 0;
+}
+
+static void
+dump_free(struct dump_state *ds)
+{
+	for (size_t i = 0; i < ds->n; i++) {
+		for (size_t k = 0; k < ds->ch[i].n && k < BATCH_MAX; k++)
+			free(ds->ch[i].rules[k]);
+		nftnl_chain_free(ds->ch[i].c);
+	}
+	ds->n = 0;
+}
+
+static void
+check_chains(struct dump_state *ds, const struct nft_rules_params *p, const char *what,
+    struct diag *problems)
+{
+	struct ruleset rs;
+
+	ruleset_build(&rs, p);
+	for (size_t i = 0; i < NCHAINS; i++) {
+		const struct chain_spec *cs = &chains[i];
+		struct got_chain *g = NULL;
+		size_t want = 0, k = 0;
+
+		for (size_t j = 0; j < ds->n; j++)
+			if (strcmp(nftnl_chain_get_str(ds->ch[j].c, NFTNL_CHAIN_NAME), cs->name) == 0)
+				g = &ds->ch[j];
+		if (g == NULL) {
+			diag_add(problems, what, 0, "table inet %s: chain %s is missing",
+			    AMESH_NFT_TABLE, cs->name);
+			continue;
+		}
+		if (!nftnl_chain_is_set(g->c, NFTNL_CHAIN_HOOKNUM) ||
+		    nftnl_chain_get_u32(g->c, NFTNL_CHAIN_HOOKNUM) != cs->hook ||
+		    nftnl_chain_get_s32(g->c, NFTNL_CHAIN_PRIO) != cs->prio ||
+		    strcmp(nftnl_chain_get_str(g->c, NFTNL_CHAIN_TYPE), cs->type) != 0 ||
+		    nftnl_chain_get_u32(g->c, NFTNL_CHAIN_POLICY) != NF_ACCEPT)
+			diag_add(problems, what, 0, "table inet %s: chain %s is not a %s chain at "
+			    "priority %d with policy accept", AMESH_NFT_TABLE, cs->name, cs->type,
+			    cs->prio);
+		for (size_t j = 0; j < rs.n; j++) {
+			char *t;
+
+			if (strcmp(nftnl_rule_get_str(rs.r[j], NFTNL_RULE_CHAIN), cs->name) != 0)
+				continue;
+			want++;
+			if (k >= g->n || k >= BATCH_MAX) {
+				k++;
+				continue;
+			}
+			t = rule_text(rs.r[j]);
+			if (strcmp(t, g->rules[k]) != 0) {
+				log_debug("netns %s: chain %s rule %zu: have %s, want %s", what,
+				    cs->name, k + 1, g->rules[k], t);
+				diag_add(problems, what, 0, "table inet %s: chain %s: rule %zu differs "
+				    "from what amesh installs", AMESH_NFT_TABLE, cs->name, k + 1);
+			}
+			free(t);
+			k++;
+		}
+		if (g->n != want)
+			diag_add(problems, what, 0, "table inet %s: chain %s has %zu rules, expected "
+			    "%zu", AMESH_NFT_TABLE, cs->name, g->n, want);
+	}
+	for (size_t j = 0; j < ds->n; j++) {
+		const char *name = nftnl_chain_get_str(ds->ch[j].c, NFTNL_CHAIN_NAME);
+		bool known = false;
+
+		for (size_t i = 0; i < NCHAINS; i++)
+			known = known || strcmp(chains[i].name, name) == 0;
+		if (!known)
+			diag_add(problems, what, 0, "table inet %s: unexpected chain %s",
+			    AMESH_NFT_TABLE, name);
+	}
+	if (ds->other > 0)
+		diag_add(problems, what, 0, "table inet %s: %zu more unexpected chains",
+		    AMESH_NFT_TABLE, ds->other);
+	ruleset_free(&rs);
+}
+
+/* --- the three operations ----------------------------------------------------------------- */
+
+int
+nft_rules_install(int netns_fd, const char *what, const struct nft_rules_params *p, char *err,
+    size_t errlen)
+{
+	struct nl nl = { .what = what, .err = err, .errlen = errlen };
+	struct link_info lo;
+	int r;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if ((r = nl_open(&nl, netns_fd)) != 0)
+		return r;
+	if ((r = lo_info(&nl, &lo)) != 0 || (r = lo_up(&nl, &lo)) != 0)
+		goto out;
+	if ((r = batch_run(&nl, p)) != 0)
+		goto out;
+	if ((r = routing_add(&nl, lo.index)) != 0) {
+		/* All or nothing: take the table and any routing already added away again. */
+		batch_run(&nl, NULL);
+		routing_del(&nl, lo.index);
+		goto out;
+	}
+	log_debug("netns %s: table inet %s and policy routing installed", what, AMESH_NFT_TABLE);
+out:
+	nl_close(&nl);
+	return r;
+}
+
+int
+nft_rules_remove(int netns_fd, const char *what, char *err, size_t errlen)
+{
+	struct nl nl = { .what = what, .err = err, .errlen = errlen };
+	struct link_info lo;
+	int r, r2;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if ((r = nl_open(&nl, netns_fd)) != 0)
+		return r;
+	r = batch_run(&nl, NULL);
+	if ((r2 = lo_info(&nl, &lo)) == 0)
+		r2 = routing_del(&nl, lo.index);
+	r = r != 0 ? r : r2;
+	if (r == 0)
+		log_debug("netns %s: table inet %s and policy routing removed", what,
+		    AMESH_NFT_TABLE);
+	nl_close(&nl);
+	return r;
+}
+
+int
+nft_rules_check(int netns_fd, const char *what, const struct nft_rules_params *p,
+    struct diag *problems, char *err, size_t errlen)
+{
+	struct nl nl = { .what = what, .err = err, .errlen = errlen };
+	struct dump_state ds = { .n = 0 };
+	struct routing_seen rs = { .lo = 0 };
+	struct link_info lo;
+	int r;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if ((r = nl_open(&nl, netns_fd)) != 0)
+		return r;
+	if ((r = lo_info(&nl, &lo)) != 0)
+		goto out;
+	if (!(lo.flags & IFF_UP))
+		diag_add(problems, what, 0, "the loopback interface is down");
+	r = nft_get(&nl, NFT_MSG_GETTABLE, NLM_F_ACK, &ds);
+	if (r == -ENOENT) {
+		diag_add(problems, what, 0, "table inet %s is missing", AMESH_NFT_TABLE);
+	} else if (r != 0) {
+		set_err(&nl, "nftables: cannot read table inet %s: %s", AMESH_NFT_TABLE,
+		    strerror(-r));
+		goto out;
+	} else {
+		if ((r = nft_get(&nl, NFT_MSG_GETCHAIN, NLM_F_DUMP, &ds)) != 0 ||
+		    (r = nft_get(&nl, NFT_MSG_GETRULE, NLM_F_DUMP, &ds)) != 0) {
+			set_err(&nl, "nftables: cannot list table inet %s: %s", AMESH_NFT_TABLE,
+			    strerror(-r));
+			goto out;
+		}
+		check_chains(&ds, p, what, problems);
+	}
+	rs.lo = lo.index;
+	for (rs.idx = 0; rs.idx < 2; rs.idx++) {
+		int fam = rs.idx == 0 ? AF_INET : AF_INET6;
+
+		r = dump(&nl, RTM_GETRULE, fam, sizeof(struct fib_rule_hdr), rule_dump_cb, &rs);
+		if (r == 0)
+			r = dump(&nl, RTM_GETROUTE, fam, sizeof(struct rtmsg), route_dump_cb, &rs);
+		if (no_ipv6(fam, r)) {
+			r = 0;
+			rs.rule[1] = rs.route[1] = true;
+			continue;
+		}
+		if (r != 0) {
+			set_err(&nl, "cannot read the %s routing: %s", fam_name(fam), strerror(-r));
+			goto out;
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		if (!rs.rule[i])
+			diag_add(problems, what, 0, "%s rule fwmark 0x%x lookup %u is missing",
+			    fam_name(i == 0 ? AF_INET : AF_INET6), AMESH_CONNMARK, AMESH_ROUTE_TABLE);
+		if (!rs.route[i])
+			diag_add(problems, what, 0, "%s route local %s dev lo table %u is missing",
+			    fam_name(i == 0 ? AF_INET : AF_INET6), i == 0 ? "0.0.0.0/0" : "::/0",
+			    AMESH_ROUTE_TABLE);
+	}
+	r = 0;
+out:
+	dump_free(&ds);
+	nl_close(&nl);
+	return r;
+}

@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Enrollment for amesh ztunnel: the hand-off socket that amesh cni talks to (net/handoff.h), and
+ * the record of each enrolled workload in state_dir, so a restarted ztunnel re-opens the same
+ * namespaces without the workloads being enrolled again.
+ *
+ * Bounds: at most ENROLL_MAX_CLIENTS hand-off connections at once (more are closed), one request
+ * in flight per connection, messages of at most HANDOFF_MAX bytes.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "config/kw.h"
+#include "core/util.h"
+#include "net/handoff.h"
+#include "net/netns.h"
+#include "proxy/enroll.h"
+
+#define ENROLL_MAX_CLIENTS 64
+
+struct eclient {
+	struct enroll *e;
+	int fd;
+	uv_poll_t poll;
+	struct eclient *next;
+};
+
+struct enroll {
+	struct proxy *px;
+	char *path, *state_dir;
+	int fd;
+	uv_poll_t poll;
+	struct eclient *clients;
+	size_t nclients;
+	bool closing;
+	int open_handles;
+	void (*done)(void *);
+	void *done_arg;
+};
+
+static bool
+name_ok(const char *name)
+{
+	/* A record file is named after the workload: no path tricks. */
+	return kw_is_hostname(name);
+}
+
+static int
+record_write(const struct enroll *e, const char *name, const char *netns)
+{
+	char *path = xasprintf("%s/%s", e->state_dir, name);
+	char *tmp = xasprintf("%s/.%s.tmp", e->state_dir, name);
+	FILE *fp;
+	int r = 0;
+
+	fp = fopen(tmp, "w");
+	if (fp == NULL || fprintf(fp, "%s\n", netns) < 0 || fflush(fp) != 0 ||
+	    fsync(fileno(fp)) != 0)
+		r = -errno;
+	if (fp != NULL && fclose(fp) != 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) != 0)
+		r = -errno;
+	if (r != 0)
+		unlink(tmp);
+	free(path);
+	free(tmp);
+	return r;
+}
+
+static void
+record_remove(const struct enroll *e, const char *name)
+{
+	char *path = xasprintf("%s/%s", e->state_dir, name);
+
+	if (unlink(path) != 0 && errno != ENOENT)
+		log_warn("enroll: cannot remove %s: %s", path, strerror(errno));
+	free(path);
+}
+
+static void
+handle(struct eclient *c, struct handoff_msg *m)
+{
+	struct enroll *e = c->e;
+	char why[512];
+	int r;
+
+	switch (m->op) {
+	case HANDOFF_ADD:
+		if (!name_ok(m->workload)) {
+			close(m->fd);
+			handoff_ack(c->fd, 0, "bad workload name");
+			return;
+		}
+		if (!netns_is_netns(m->fd)) {
+			close(m->fd);
+			handoff_ack(c->fd, 0, "the descriptor is not a network namespace");
+			return;
+		}
+		r = proxy_enroll(e->px, m->workload, m->fd, m->netns, why, sizeof(why));
+		if (r != 0) {
+			log_warn("enroll: workload %s: %s", m->workload, why);
+			handoff_ack(c->fd, 0, why);
+			return;
+		}
+		r = record_write(e, m->workload, m->netns);
+		if (r != 0) {
+			/* Without its record a restart would lose the workload: refuse the enrollment. */
+			snprintf(why, sizeof(why), "cannot write %s/%s: %s", e->state_dir,
+			    m->workload, strerror(-r));
+			proxy_unenroll(e->px, m->workload);
+			handoff_ack(c->fd, 0, why);
+			return;
+		}
+		handoff_ack(c->fd, 1, NULL);
+		return;
+	case HANDOFF_DEL:
+		proxy_unenroll(e->px, m->workload);
+		if (name_ok(m->workload))
+			record_remove(e, m->workload);
+		handoff_ack(c->fd, 1, NULL); /* idempotent: not enrolled is fine */
+		return;
+	case HANDOFF_LIST: {
+		char *list = NULL;
+		size_t len = 0;
+		FILE *fp = open_memstream(&list, &len);
+
+		if (fp == NULL) {
+			handoff_ack(c->fd, 0, "out of memory");
+			return;
+		}
+		for (struct pworkload *w = e->px->workloads; w != NULL; w = w->next)
+			fprintf(fp, "%s %s\n", w->name, w->netns_path);
+		fclose(fp);
+		handoff_ack(c->fd, 1, list);
+		free(list);
+		return;
+	}
+	}
+}
+
+static void client_close(struct eclient *c);
+
+static void
+on_client(uv_poll_t *p, int status, int events)
+{
+	struct eclient *c = p->data;
+	struct handoff_msg m;
+	char why[256];
+	int r;
+
+	if (status < 0) {
+		client_close(c);
+		return;
+	}
+	r = handoff_recv(c->fd, &m, why, sizeof(why));
+	if (r == 1 || (r < 0 && r != -EINVAL && r != -EAGAIN)) {
+		client_close(c);
+		return;
+	}
+	if (r == -EAGAIN)
+		return;
+	if (r == -EINVAL) {
+		log_warn("enroll: bad request: %s", why);
+		handoff_ack(c->fd, 0, why);
+		return;
+	}
+	handle(c, &m);
+}
+
+static void
+client_closed(uv_handle_t *h)
+{
+	struct eclient *c = h->data;
+	struct enroll *e = c->e;
+
+	close(c->fd);
+	free(c);
+	if (--e->open_handles == 0 && e->done != NULL)
+		e->done(e->done_arg);
+}
+
+static void
+client_close(struct eclient *c)
+{
+	struct enroll *e = c->e;
+	struct eclient **pp;
+
+	for (pp = &e->clients; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	e->nclients--;
+	uv_poll_stop(&c->poll);
+	uv_close((uv_handle_t *)&c->poll, client_closed);
+}
+
+static void
+on_accept(uv_poll_t *p, int status, int events)
+{
+	struct enroll *e = p->data;
+	struct eclient *c;
+	int fd;
+
+	if (status < 0)
+		return;
+	fd = accept4(e->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return;
+	if (e->nclients >= ENROLL_MAX_CLIENTS || e->closing || (c = calloc(1, sizeof(*c))) == NULL) {
+		log_warn("enroll: too many hand-off connections; closing one");
+		close(fd);
+		return;
+	}
+	c->e = e;
+	c->fd = fd;
+	c->next = e->clients;
+	e->clients = c;
+	e->nclients++;
+	uv_poll_init(e->px->loop, &c->poll, fd);
+	c->poll.data = c;
+	e->open_handles++;
+	uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, on_client);
+}
+
+static int
+mkdir_p(const char *dir, mode_t mode)
+{
+	char *p = xstrdup(dir);
+	int r = 0;
+
+	for (char *s = p + 1; *s != '\0'; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) != 0 && errno != EEXIST)
+			r = -errno;
+		*s = '/';
+	}
+	if (r == 0 && mkdir(p, mode) != 0 && errno != EEXIST)
+		r = -errno;
+	free(p);
+	return r;
+}
+
+int
+enroll_start(struct proxy *px, const char *socket_path, const char *state_dir,
+    struct enroll **out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct enroll *e;
+	char *dir;
+	int r;
+
+	*out = NULL;
+	if (strlen(socket_path) >= sizeof(sa.sun_path)) {
+		log_error("enroll: socket path %s is too long", socket_path);
+		return -ENAMETOOLONG;
+	}
+	dir = path_dirname(socket_path);
+	r = mkdir_p(dir, 0755);
+	free(dir);
+	if (r == 0)
+		r = mkdir_p(state_dir, 0700);
+	if (r != 0) {
+		log_error("enroll: cannot create %s: %s", state_dir, strerror(-r));
+		return r;
+	}
+	e = xcalloc(1, sizeof(*e));
+	e->px = px;
+	e->path = xstrdup(socket_path);
+	e->state_dir = xstrdup(state_dir);
+	e->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+	/* A socket left by a previous run is stale: nobody else may own this path. */
+	unlink(socket_path);
+	if (e->fd < 0 || bind(e->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    chmod(socket_path, 0600) != 0 || listen(e->fd, 64) != 0) {
+		r = -errno;
+		log_error("enroll: cannot listen on %s: %s", socket_path, strerror(errno));
+		if (e->fd >= 0)
+			close(e->fd);
+		free(e->path);
+		free(e->state_dir);
+		free(e);
+		return r;
+	}
+	uv_poll_init(px->loop, &e->poll, e->fd);
+	e->poll.data = e;
+	e->open_handles = 1;
+	uv_poll_start(&e->poll, UV_READABLE, on_accept);
+	*out = e;
+	return 0;
+}
+
+size_t
+enroll_restore(struct enroll *e)
+{
+	DIR *d = opendir(e->state_dir);
+	struct dirent *de;
+	size_t n = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		char *path, netns[4096] = "", why[512];
+		FILE *fp;
+		int fd;
+
+		if (de->d_name[0] == '.' || !name_ok(de->d_name))
+			continue;
+		path = xasprintf("%s/%s", e->state_dir, de->d_name);
+		fp = fopen(path, "r");
+		if (fp != NULL) {
+			if (fgets(netns, sizeof(netns), fp) == NULL)
+				netns[0] = '\0';
+			fclose(fp);
+		}
+		netns[strcspn(netns, "\n")] = '\0';
+		free(path);
+		fd = netns[0] ? netns_open(netns) : -ENOENT;
+		if (fd < 0) {
+			/* The namespace is gone: so is the workload. */
+			log_info("enroll: workload %s: namespace %s is gone (%s); forgetting it",
+			    de->d_name, netns, strerror(-fd));
+			record_remove(e, de->d_name);
+			continue;
+		}
+		if (proxy_enroll(e->px, de->d_name, fd, netns, why, sizeof(why)) != 0) {
+			log_warn("enroll: workload %s: not restored: %s", de->d_name, why);
+			continue;
+		}
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static void
+listener_closed(uv_handle_t *h)
+{
+	struct enroll *e = h->data;
+
+	close(e->fd);
+	unlink(e->path);
+	if (--e->open_handles == 0 && e->done != NULL)
+		e->done(e->done_arg);
+}
+
+void
+enroll_stop(struct enroll *e, void (*done)(void *arg), void *arg)
+{
+	e->closing = true;
+	e->done = done;
+	e->done_arg = arg;
+	uv_poll_stop(&e->poll);
+	uv_close((uv_handle_t *)&e->poll, listener_closed);
+	while (e->clients != NULL)
+		client_close(e->clients);
+}
+
+void
+enroll_free(struct enroll *e)
+{
+	if (e == NULL)
+		return;
+	free(e->path);
+	free(e->state_dir);
+	free(e);
+}

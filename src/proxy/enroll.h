@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* amesh ztunnel's enrollment: the hand-off socket for amesh cni and the state_dir records. */
+#ifndef AMESH_PROXY_ENROLL_H
+#define AMESH_PROXY_ENROLL_H
+
+#include <stddef.h>
+
+#include "proxy/proxy.h"
+
+struct enroll;
+
+/*
+ * Listens on socket_path (SOCK_SEQPACKET, mode 0600; a stale socket file is replaced) and keeps
+ * one record per enrolled workload in state_dir (created 0700). Returns 0 or -errno.
+ */
+int enroll_start(struct proxy *px, const char *socket_path, const char *state_dir,
+    struct enroll **out);
+/* Re-enrolls the workloads recorded in state_dir (after a restart); drops records whose
+ * namespace is gone. Returns how many came back. */
+size_t enroll_restore(struct enroll *e);
+/* Stops listening (the socket file is removed; records stay for the next start). */
+void enroll_stop(struct enroll *e, void (*done)(void *arg), void *arg);
+/* Frees after enroll_stop's done. Accepts NULL. */
+void enroll_free(struct enroll *e);
+
+#endif

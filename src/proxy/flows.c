@@ -1,0 +1,866 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The data paths of an enrolled workload (DESIGN.md sections 1, 3, 5):
+ *  outbound  (15001): original destination -> service VIP (an endpoint, round robin), workload
+ *            address, or neither; HBONE as the workload's identity to the destination (or its
+ *            waypoint), plain TCP for non-mesh destinations;
+ *  inbound   (15008): mTLS peer, L4 policy, then a connection to the app from the client's own
+ *            address (IP_TRANSPARENT), 401 on deny and 503 when the app refuses;
+ *  plaintext (15006): non-mesh clients: refused in strict mode, policy (no principal) in
+ *            permissive mode.
+ * Every relayed connection is a flow: counted, bounded, logged and measured when it ends.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/parse.h"
+#include "hbone/hbone.h"
+#include "net/netns.h"
+#include "net/relay.h"
+#include "policy/authz.h"
+#include "proxy/proxy-int.h"
+#include "telemetry/accesslog.h"
+#include "telemetry/metrics.h"
+#include "tls/cert.h"
+#include "tls/identity.h"
+
+enum flow_kind { FLOW_OUT_HBONE, FLOW_OUT_PASS, FLOW_IN_HBONE, FLOW_IN_PLAIN };
+
+struct flow {
+	struct proxy *px;
+	struct pworkload *w;
+	struct registry *reg; /* the snapshot the decision used: label strings point into it */
+	struct relay *r;
+	struct hbone_stream *s; /* until the tunnel is up */
+	uv_connect_t creq;
+	enum flow_kind kind;
+	const struct reg_workload *src_wl, *dst_wl;
+	const struct reg_service *dst_svc;
+	const void *lb_key; /* the endpoint chosen, for the failure penalty */
+	char *peer_principal; /* inbound: the client's SPIFFE ID */
+	char *dst_principal;  /* outbound: the SPIFFE ID we expected */
+	const char *flags;
+	bool opened, up;
+	uint64_t start;
+	struct sockaddr_storage src, dst;
+	struct flow *prev, *next;
+};
+
+/* --- load balancing state, keyed by registry entry, reset when the registry changes --- */
+
+struct lb_ent {
+	const void *key;
+	uint32_t rr;
+	uint64_t penalty_until;
+};
+
+static struct lb_ent *
+lb_get(struct proxy *px, const struct registry *reg, const void *key)
+{
+	struct lb_ent *e;
+
+	if (px->lb_reg != reg) {
+		htab_free(&px->lb);
+		free(px->lb_mem);
+		px->lb_cap = reg->n[REG_SERVICE] + reg->n[REG_WORKLOAD] + 1;
+		px->lb_mem = calloc(px->lb_cap, sizeof(struct lb_ent));
+		px->lb_used = 0;
+		px->lb_reg = reg;
+		if (px->lb_mem == NULL) {
+			px->lb_cap = 0;
+			return NULL;
+		}
+		htab_init(&px->lb, px->lb_cap);
+	}
+	e = htab_get(&px->lb, &key, sizeof(key));
+	if (e != NULL || px->lb_used >= px->lb_cap)
+		return e;
+	e = (struct lb_ent *)px->lb_mem + px->lb_used++;
+	e->key = key;
+	htab_put(&px->lb, &e->key, sizeof(e->key), e);
+	return e;
+}
+
+/* The workload's address of the given family, else its first. */
+static const struct ip_addr *
+addr_for(const struct reg_workload *wl, int family)
+{
+	for (size_t i = 0; i < wl->addresses.n; i++)
+		if (wl->addresses.v[i].family == family)
+			return &wl->addresses.v[i];
+	return wl->addresses.n > 0 ? &wl->addresses.v[0] : NULL;
+}
+
+/* Round robin over the service's endpoints, skipping ones that failed recently. */
+static const struct reg_workload *
+pick_endpoint(struct proxy *px, const struct registry *reg, const struct reg_service *svc)
+{
+	struct lb_ent *e = lb_get(px, reg, svc);
+	uint64_t now = uv_now(px->loop);
+	size_t n = svc->n_endpoints;
+	uint32_t start;
+
+	if (n == 0)
+		return NULL;
+	start = e != NULL ? e->rr++ : 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct reg_workload *ep = svc->endpoints[(start + i) % n];
+		struct lb_ent *pe = lb_get(px, reg, ep);
+
+		if (pe == NULL || pe->penalty_until <= now)
+			return ep;
+	}
+	return svc->endpoints[start % n]; /* all failed recently: try anyway */
+}
+
+static void
+penalize(struct flow *f)
+{
+	struct lb_ent *e;
+
+	if (f->lb_key == NULL || f->reg == NULL)
+		return;
+	e = lb_get(f->px, f->reg, f->lb_key);
+	if (e != NULL)
+		e->penalty_until = uv_now(f->px->loop) + PROXY_ENDPOINT_PENALTY_MS;
+}
+
+/* --- flows --- */
+
+static void
+principal_of(const struct proxy *px, const struct reg_workload *wl, char *buf, size_t len)
+{
+	if (wl == NULL)
+		snprintf(buf, len, "unknown");
+	else
+		snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", px->conf->mesh.trust_domain,
+		    wl->namespace, wl->service_account);
+}
+
+static void
+labels_of(const struct flow *f, struct tcp_labels *l, char *sp, char *dp, size_t len)
+{
+	bool outbound = f->kind == FLOW_OUT_HBONE || f->kind == FLOW_OUT_PASS;
+
+	memset(l, 0, sizeof(*l));
+	l->reporter = outbound ? "source" : "destination";
+	l->source_workload = f->src_wl ? f->src_wl->h.name : "unknown";
+	l->source_workload_namespace = f->src_wl ? f->src_wl->namespace : "unknown";
+	if (f->kind == FLOW_IN_HBONE)
+		snprintf(sp, len, "%s", f->peer_principal ? f->peer_principal : "unknown");
+	else if (f->kind == FLOW_IN_PLAIN)
+		snprintf(sp, len, "unknown");
+	else
+		principal_of(f->px, f->src_wl, sp, len);
+	l->source_principal = sp;
+	l->destination_workload = f->dst_wl ? f->dst_wl->h.name : "unknown";
+	l->destination_workload_namespace = f->dst_wl ? f->dst_wl->namespace : "unknown";
+	l->destination_service = f->dst_svc ? f->dst_svc->hostname : "unknown";
+	if (f->kind == FLOW_OUT_HBONE && f->dst_principal != NULL)
+		snprintf(dp, len, "%s", f->dst_principal);
+	else if (f->kind == FLOW_IN_HBONE || f->kind == FLOW_IN_PLAIN)
+		principal_of(f->px, f->dst_wl, dp, len);
+	else
+		snprintf(dp, len, "unknown");
+	l->destination_principal = dp;
+	l->response_flags = f->flags ? f->flags : "-";
+	l->connection_security_policy =
+	    (f->kind == FLOW_OUT_HBONE || f->kind == FLOW_IN_HBONE) ? "mutual_tls" : "none";
+}
+
+static void
+flow_opened(struct flow *f)
+{
+	char sp[SPIFFE_ID_MAX], dp[SPIFFE_ID_MAX];
+	struct tcp_labels l;
+
+	f->opened = true;
+	labels_of(f, &l, sp, dp, sizeof(sp));
+	if (f->px->metrics != NULL)
+		metrics_tcp_opened(f->px->metrics, &l);
+}
+
+/* A flow that ends before it was opened (denied, failed) still counts as one connection. */
+static void
+flow_record(struct flow *f, uint64_t sent, uint64_t received)
+{
+	char sp[SPIFFE_ID_MAX], dp[SPIFFE_ID_MAX], a[80], b[80];
+	struct tcp_labels l;
+
+	labels_of(f, &l, sp, dp, sizeof(sp));
+	if (!f->opened && f->px->metrics != NULL)
+		metrics_tcp_opened(f->px->metrics, &l);
+	if (f->px->metrics != NULL)
+		metrics_tcp_closed(f->px->metrics, &l, sent, received);
+	accesslog_tcp(&l, sockaddr_str(&f->src, a, sizeof(a)), sockaddr_str(&f->dst, b, sizeof(b)),
+	    sent, received, uv_now(f->px->loop) - f->start, l.response_flags);
+}
+
+static void
+flow_free(struct flow *f)
+{
+	struct proxy *px = f->px;
+
+	if (f->prev != NULL)
+		f->prev->next = f->next;
+	else
+		px->flows = f->next;
+	if (f->next != NULL)
+		f->next->prev = f->prev;
+	px->st.active--;
+	registry_unref(f->reg);
+	free(f->peer_principal);
+	free(f->dst_principal);
+	if (f->w != NULL)
+		pw_release(f->w);
+	free(f);
+	proxy_check_drained(px);
+}
+
+static void
+flow_done(struct relay *r, const struct relay_stats *st, void *user)
+{
+	struct flow *f = user;
+	/* Istio's meaning: sent = bytes of the response (server to client), received = bytes of
+	 * the request. Side A is the client except on inbound HBONE, where A is the app. */
+	bool client_is_a = f->kind != FLOW_IN_HBONE;
+
+	if (f->up)
+		flow_record(f, client_is_a ? st->b_to_a : st->a_to_b,
+		    client_is_a ? st->a_to_b : st->b_to_a);
+	else
+		flow_record(f, 0, 0);
+	flow_free(f);
+}
+
+/* A new flow with its relay; side A is accepted or connected by the caller. */
+static struct flow *
+flow_new(struct pworkload *w, enum flow_kind kind)
+{
+	struct proxy *px = w->px;
+	struct relay_cfg rc = {
+		.buffer_size = px->pc->buffer_size,
+		.idle_timeout_ms = px->pc->idle_timeout,
+		.on_done = flow_done,
+	};
+	struct flow *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return NULL;
+	rc.user = f;
+	f->r = relay_new(px->loop, &rc);
+	if (f->r == NULL) {
+		free(f);
+		return NULL;
+	}
+	f->px = px;
+	f->w = w;
+	pw_hold(w);
+	f->kind = kind;
+	f->start = uv_now(px->loop);
+	f->next = px->flows;
+	if (px->flows != NULL)
+		px->flows->prev = f;
+	px->flows = f;
+	px->st.active++;
+	px->st.accepted++;
+	w->connections++;
+	return f;
+}
+
+/* Accepts a connection on l into a new flow, or closes it when over the limit. */
+static struct flow *
+accept_flow(uv_stream_t *l, enum flow_kind kind)
+{
+	struct pworkload *w = l->data;
+	struct proxy *px = w->px;
+	struct flow *f = NULL;
+	int len;
+
+	if (!px->draining && px->st.active < px->pc->max_connections)
+		f = flow_new(w, kind);
+	if (f == NULL) {
+		/* Over the limit, draining or out of memory: take it off the backlog and reset it. */
+		uv_tcp_t *t = malloc(sizeof(*t));
+
+		px->st.refused_limit++;
+		if (t != NULL) {
+			uv_tcp_init(px->loop, t);
+			if (uv_accept(l, (uv_stream_t *)t) != 0 ||
+			    uv_tcp_close_reset(t, (uv_close_cb)free) != 0)
+				uv_close((uv_handle_t *)t, (uv_close_cb)free);
+		}
+		return NULL;
+	}
+	if (uv_accept(l, (uv_stream_t *)relay_tcp_a(f->r)) != 0) {
+		relay_abort(f->r);
+		return NULL;
+	}
+	len = sizeof(f->src);
+	uv_tcp_getpeername(relay_tcp_a(f->r), (struct sockaddr *)&f->src, &len);
+	f->reg = registry_holder_get(px->reg);
+	if (f->reg == NULL) {
+		f->flags = "NR";
+		relay_abort(f->r);
+		return NULL;
+	}
+	return f;
+}
+
+static void
+set_port(struct sockaddr_storage *ss, const struct ip_addr *ip, uint16_t port)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (ip->family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, ip->a, 16);
+		s6->sin6_port = htons(port);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, ip->a, 4);
+		s4->sin_port = htons(port);
+	}
+}
+
+static void
+ip_of(const struct sockaddr_storage *ss, struct ip_addr *ip, uint16_t *port)
+{
+	memset(ip, 0, sizeof(*ip));
+	ip->family = (uint8_t)ss->ss_family;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		memcpy(ip->a, &s6->sin6_addr, 16);
+		*port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		memcpy(ip->a, &s4->sin_addr, 4);
+		*port = ntohs(s4->sin_port);
+	}
+}
+
+/* --- outbound --- */
+
+static void
+out_on_response(struct hbone_stream *s, int status)
+{
+	struct flow *f = hbone_stream_user(s);
+	char a[80];
+
+	f->s = NULL;
+	if (status == 200) {
+		f->up = true;
+		relay_start_hbone(f->r, s);
+		flow_opened(f);
+		return;
+	}
+	f->flags = status == 401 ? "DENY" : status > 0 ? "URX" : "UF";
+	if (status < 0) {
+		penalize(f);
+		f->px->st.connect_failures++;
+	}
+	log_info("workload %s: outbound to %s: %s %d", f->w->name,
+	    sockaddr_str(&f->dst, a, sizeof(a)), status > 0 ? "refused with" : "failed:", status);
+	hbone_stream_set_cb(s, NULL, NULL);
+	/* The app sees a reset, as it would from a server that refused it. */
+	relay_abort(f->r);
+}
+
+static void
+out_on_close(struct hbone_stream *s, bool reset, uint32_t err)
+{
+	struct flow *f = hbone_stream_user(s);
+
+	f->s = NULL;
+}
+
+static const struct hbone_stream_cb out_cb = {
+	.on_response = out_on_response,
+	.on_close = out_on_close,
+};
+
+static void
+pass_on_connect(uv_connect_t *req, int status)
+{
+	struct flow *f = req->data;
+
+	if (status == UV_ECANCELED)
+		return;
+	if (status < 0) {
+		f->flags = "UF";
+		f->px->st.connect_failures++;
+		relay_abort(f->r);
+		return;
+	}
+	f->up = true;
+	relay_start_tcp(f->r);
+	flow_opened(f);
+}
+
+/* Plain TCP from inside the workload's namespace, marked so it is not captured again. */
+static void
+passthrough(struct flow *f)
+{
+	struct netns_sock_opts o = { .mark = PROXY_MARK };
+	int fd = netns_tcp_socket(f->w->nsfd, f->dst.ss_family, &o);
+
+	f->kind = FLOW_OUT_PASS;
+	f->px->st.outbound_passthrough++;
+	if (fd < 0 || uv_tcp_open(relay_tcp_b(f->r), fd) != 0) {
+		f->flags = "UF";
+		relay_abort(f->r);
+		return;
+	}
+	f->creq.data = f;
+	if (uv_tcp_connect(&f->creq, relay_tcp_b(f->r), (struct sockaddr *)&f->dst,
+	    pass_on_connect) != 0) {
+		f->flags = "UF";
+		relay_abort(f->r);
+	}
+}
+
+static void
+fmt_hostport(char *buf, size_t len, const struct ip_addr *ip, uint16_t port)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	snprintf(buf, len, ip->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip_str(ip, a, sizeof(a)),
+	    port);
+}
+
+void
+proxy_on_outbound(uv_stream_t *l, int status)
+{
+	struct pworkload *w = l->data;
+	struct proxy *px = w->px;
+	struct flow *f;
+	struct ip_addr dip;
+	uint16_t dport, hport = px->pc->hbone_port;
+	const struct reg_vip *vip;
+	const struct reg_waypoint *wp = NULL;
+	const struct ip_addr *tip = NULL;
+	struct sockaddr_storage hb;
+	char authority[300], fwd[128], a[80];
+	const char *dst_ns = NULL, *dst_sa = NULL;
+	struct identity *id;
+	struct hbone_open o;
+	int fd, r;
+
+	if (status < 0)
+		return;
+	f = accept_flow(l, FLOW_OUT_HBONE);
+	if (f == NULL)
+		return;
+	fd = -1;
+	uv_fileno((uv_handle_t *)relay_tcp_a(f->r), &fd);
+	if (sock_original_dst(fd, &f->dst) != 0) {
+		log_warn("workload %s: outbound connection without an original destination",
+		    w->name);
+		f->flags = "NR";
+		relay_abort(f->r);
+		return;
+	}
+	ip_of(&f->dst, &dip, &dport);
+	f->src_wl = registry_find(f->reg, REG_WORKLOAD, w->name);
+	vip = registry_service_by_vip(f->reg, &dip, dport);
+	if (vip != NULL) {
+		f->dst_svc = vip->service;
+		if (vip->service->waypoint_p != NULL) {
+			wp = vip->service->waypoint_p;
+			snprintf(authority, sizeof(authority), "%s:%u", vip->service->hostname, dport);
+		} else {
+			f->dst_wl = pick_endpoint(px, f->reg, vip->service);
+			if (f->dst_wl == NULL) {
+				log_info("workload %s: service %s has no endpoints", w->name,
+				    vip->service->h.name);
+				f->flags = "UH";
+				relay_abort(f->r);
+				return;
+			}
+			f->lb_key = f->dst_wl;
+			tip = addr_for(f->dst_wl, dip.family);
+			if (f->dst_wl->protocol == REG_PROTO_TCP) {
+				set_port(&f->dst, tip, vip->port->target);
+				passthrough(f);
+				return;
+			}
+			fmt_hostport(authority, sizeof(authority), tip, vip->port->target);
+		}
+	} else if ((f->dst_wl = registry_workload_by_addr(f->reg, &dip)) != NULL) {
+		if (f->dst_wl->protocol == REG_PROTO_TCP) {
+			passthrough(f);
+			return;
+		}
+		wp = f->dst_wl->waypoint_p;
+		tip = &dip;
+		fmt_hostport(authority, sizeof(authority), &dip, dport);
+	} else {
+		/* Not in the mesh: plain TCP to where the app was going. */
+		passthrough(f);
+		return;
+	}
+	if (wp != NULL) {
+		set_port(&hb, &wp->address, hport);
+		dst_ns = wp->namespace;
+		dst_sa = wp->service_account;
+	} else {
+		set_port(&hb, tip, hport);
+		dst_ns = f->dst_wl->namespace;
+		dst_sa = f->dst_wl->service_account;
+	}
+	if (asprintf(&f->dst_principal, "spiffe://%s/ns/%s/sa/%s", px->conf->mesh.trust_domain,
+	    dst_ns, dst_sa) < 0) {
+		f->dst_principal = NULL;
+		relay_abort(f->r);
+		return;
+	}
+	id = identity_store_get_sa(px->ids, w->ns, w->sa);
+	if (id == NULL) {
+		log_warn("workload %s: no certificate for spiffe://%s/ns/%s/sa/%s", w->name,
+		    px->conf->mesh.trust_domain, w->ns, w->sa);
+		f->flags = "UF";
+		relay_abort(f->r);
+		return;
+	}
+	snprintf(fwd, sizeof(fwd), "for=\"%s\"", sockaddr_str(&f->src, a, sizeof(a)));
+	memset(&o, 0, sizeof(o));
+	o.src = id;
+	o.dst_id = f->dst_principal;
+	o.dst = (struct sockaddr *)&hb;
+	o.authority = authority;
+	o.forwarded = fwd;
+	px->st.outbound_hbone++;
+	r = hbone_pool_open(w->pool, &o, &out_cb, f, &f->s);
+	identity_unref(id);
+	if (r != 0) {
+		log_info("workload %s: HBONE to %s: %s", w->name, sockaddr_str(&hb, a, sizeof(a)),
+		    uv_strerror(r));
+		f->flags = "UO";
+		relay_abort(f->r);
+	}
+}
+
+/* --- inbound --- */
+
+/* Connects to the app inside the namespace from the client's own address. */
+static int
+connect_app(struct flow *f, const struct ip_addr *client, uv_connect_cb cb)
+{
+	struct sockaddr_storage bind_to;
+	struct netns_sock_opts o = { .mark = PROXY_MARK, .transparent = true };
+	int fd;
+	uint16_t p;
+	struct ip_addr dst;
+
+	ip_of(&f->dst, &dst, &p);
+	if (client != NULL && client->family == dst.family) {
+		set_port(&bind_to, client, 0);
+		o.bind = (struct sockaddr *)&bind_to;
+	}
+	fd = netns_tcp_socket(f->w->nsfd, f->dst.ss_family, &o);
+	if (fd < 0 && o.bind != NULL) {
+		/* Could not take the client's address: still deliver, from our own. */
+		log_debug("workload %s: cannot bind the client address: %s", f->w->name,
+		    uv_strerror(fd));
+		o.bind = NULL;
+		fd = netns_tcp_socket(f->w->nsfd, f->dst.ss_family, &o);
+	}
+	if (fd < 0)
+		return fd;
+	if (uv_tcp_open(relay_tcp_a(f->r), fd) != 0)
+		return UV_EIO;
+	f->creq.data = f;
+	return uv_tcp_connect(&f->creq, relay_tcp_a(f->r), (struct sockaddr *)&f->dst, cb);
+}
+
+static void
+in_pending_close(struct hbone_stream *s, bool reset, uint32_t err)
+{
+	struct flow *f = hbone_stream_user(s);
+
+	f->s = NULL; /* the client gave up while we were connecting */
+}
+
+static const struct hbone_stream_cb in_pending_cb = { .on_close = in_pending_close };
+
+static void
+in_hbone_connected(uv_connect_t *req, int status)
+{
+	struct flow *f = req->data;
+
+	if (status == UV_ECANCELED)
+		return;
+	if (f->s == NULL) {
+		relay_abort(f->r);
+		return;
+	}
+	if (status < 0) {
+		f->flags = "UF";
+		f->px->st.connect_failures++;
+		hbone_stream_set_cb(f->s, NULL, NULL);
+		hbone_stream_respond(f->s, 503);
+		f->s = NULL;
+		relay_abort(f->r);
+		return;
+	}
+	if (hbone_stream_respond(f->s, 200) != 0) {
+		hbone_stream_set_cb(f->s, NULL, NULL);
+		f->s = NULL;
+		relay_abort(f->r);
+		return;
+	}
+	f->up = true;
+	relay_start_hbone(f->r, f->s);
+	f->s = NULL;
+	flow_opened(f);
+}
+
+static bool
+has_address(const struct reg_workload *wl, const struct ip_addr *ip)
+{
+	for (size_t i = 0; i < wl->addresses.n; i++)
+		if (ip_equal(&wl->addresses.v[i], ip))
+			return true;
+	return false;
+}
+
+/* The client address from `forwarded: for="ADDR:PORT"`, if the peer sent one we can read. */
+static bool
+forwarded_for(const char *fwd, struct ip_addr *ip)
+{
+	struct sockaddr_storage ss;
+	char buf[128];
+	const char *p, *why;
+	size_t n;
+	uint16_t port;
+
+	if (fwd == NULL || (p = strstr(fwd, "for=\"")) == NULL)
+		return false;
+	p += 5;
+	n = strcspn(p, "\"");
+	if (n == 0 || n >= sizeof(buf))
+		return false;
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	if (parse_sockaddr(buf, &ss, &why) != 0)
+		return false;
+	ip_of(&ss, ip, &port);
+	return true;
+}
+
+void
+proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
+    const struct hbone_request *req)
+{
+	struct pworkload *w = hbone_server_user(srv);
+	struct proxy *px = w->px;
+	struct registry *reg = registry_holder_get(px->reg);
+	const struct reg_workload *wl = reg ? registry_find(reg, REG_WORKLOAD, w->name) : NULL;
+	struct authz_l4_req q;
+	const struct reg_policy *matched = NULL;
+	struct ip_addr dst, peer_ip, client;
+	struct sockaddr_storage peer;
+	char td[SPIFFE_ID_MAX], ns[SPIFFE_ID_MAX];
+	const char *principal, *why;
+	struct flow *f;
+	uint16_t port;
+	int r;
+
+	px->st.inbound_hbone++;
+	if (wl == NULL || parse_ip(req->host, &dst, &why) != 0 || !has_address(wl, &dst)) {
+		log_info("workload %s: HBONE from %s (%s): authority %s is not this workload",
+		    w->name, req->peer_addr, req->peer_id, req->authority);
+		hbone_stream_respond(s, 400);
+		registry_unref(reg);
+		return;
+	}
+	principal = strncmp(req->peer_id, "spiffe://", 9) == 0 ? req->peer_id + 9 : req->peer_id;
+	if (spiffe_split(req->peer_id, td, ns, NULL) != 0)
+		ns[0] = '\0';
+	if (parse_sockaddr(req->peer_addr, &peer, &why) == 0)
+		ip_of(&peer, &peer_ip, &port);
+	else
+		memset(&peer_ip, 0, sizeof(peer_ip));
+	q.src_principal = principal;
+	q.src_namespace = ns;
+	q.src_ip = &peer_ip;
+	q.dst_port = req->port;
+	f = flow_new(w, FLOW_IN_HBONE);
+	if (f == NULL) {
+		hbone_stream_respond(s, 503);
+		registry_unref(reg);
+		return;
+	}
+	f->reg = reg;
+	f->dst_wl = wl;
+	/* HBONE leaves from the source workload's own address, so the peer address names it. */
+	f->src_wl = registry_workload_by_addr(reg, &peer_ip);
+	f->peer_principal = strdup(req->peer_id);
+	set_port(&f->dst, &dst, req->port);
+	if (!forwarded_for(req->forwarded, &client))
+		client = peer_ip;
+	set_port(&f->src, &client, 0);
+	if (authz_l4(reg, wl, &q, &matched) == AUTHZ_DENY) {
+		px->st.denied++;
+		f->flags = "DENY";
+		log_info("workload %s: denied %s from %s to port %u%s%s", w->name, req->peer_id,
+		    req->peer_addr, req->port, matched ? " by policy " : "",
+		    matched ? matched->h.name : "");
+		hbone_stream_respond(s, 401);
+		relay_abort(f->r);
+		return;
+	}
+	f->s = s;
+	hbone_stream_set_cb(s, &in_pending_cb, f);
+	r = connect_app(f, client.family ? &client : NULL, in_hbone_connected);
+	if (r != 0) {
+		f->flags = "UF";
+		hbone_stream_set_cb(s, NULL, NULL);
+		hbone_stream_respond(s, 503);
+		f->s = NULL;
+		relay_abort(f->r);
+	}
+}
+
+static void
+in_plain_connected(uv_connect_t *req, int status)
+{
+	struct flow *f = req->data;
+
+	if (status == UV_ECANCELED)
+		return;
+	if (status < 0) {
+		f->flags = "UF";
+		f->px->st.connect_failures++;
+		relay_abort(f->r);
+		return;
+	}
+	f->up = true;
+	relay_start_tcp(f->r);
+	flow_opened(f);
+}
+
+void
+proxy_on_inbound_plain(uv_stream_t *l, int status)
+{
+	struct pworkload *w = l->data;
+	struct proxy *px = w->px;
+	struct authz_l4_req q = { .src_principal = "", .src_namespace = "" };
+	const struct reg_policy *matched = NULL;
+	struct ip_addr client, dst;
+	struct flow *f;
+	uint16_t cport, dport;
+	int fd = -1;
+
+	if (status < 0)
+		return;
+	f = accept_flow(l, FLOW_IN_PLAIN);
+	if (f == NULL)
+		return;
+	px->st.inbound_plaintext++;
+	uv_fileno((uv_handle_t *)relay_tcp_a(f->r), &fd);
+	if (sock_original_dst(fd, &f->dst) != 0) {
+		f->flags = "NR";
+		relay_abort(f->r);
+		return;
+	}
+	ip_of(&f->src, &client, &cport);
+	ip_of(&f->dst, &dst, &dport);
+	f->dst_wl = registry_find(f->reg, REG_WORKLOAD, w->name);
+	f->src_wl = registry_workload_by_addr(f->reg, &client);
+	if (f->dst_wl == NULL || f->dst_wl->mtls_mode == REG_MTLS_STRICT) {
+		px->st.denied++;
+		f->flags = "DENY";
+		log_info("workload %s: plaintext connection from %s refused: mtls_mode is strict",
+		    w->name, inet_ntop(client.family, client.a, (char[64]){ 0 }, 64));
+		relay_abort(f->r);
+		return;
+	}
+	q.src_ip = &client;
+	q.dst_port = dport;
+	if (authz_l4(f->reg, f->dst_wl, &q, &matched) == AUTHZ_DENY) {
+		px->st.denied++;
+		f->flags = "DENY";
+		log_info("workload %s: plaintext connection denied%s%s", w->name,
+		    matched ? " by policy " : "", matched ? matched->h.name : "");
+		relay_abort(f->r);
+		return;
+	}
+	/* Side A already holds the client; the app connection goes on side B. */
+	{
+		struct sockaddr_storage bind_to;
+		struct netns_sock_opts o = { .mark = PROXY_MARK, .transparent = true };
+		int sfd;
+
+		set_port(&bind_to, &client, 0);
+		o.bind = (struct sockaddr *)&bind_to;
+		sfd = netns_tcp_socket(w->nsfd, f->dst.ss_family, &o);
+		if (sfd < 0) {
+			o.bind = NULL;
+			sfd = netns_tcp_socket(w->nsfd, f->dst.ss_family, &o);
+		}
+		if (sfd < 0 || uv_tcp_open(relay_tcp_b(f->r), sfd) != 0) {
+			f->flags = "UF";
+			relay_abort(f->r);
+			return;
+		}
+		f->creq.data = f;
+		if (uv_tcp_connect(&f->creq, relay_tcp_b(f->r), (struct sockaddr *)&f->dst,
+		    in_plain_connected) != 0) {
+			f->flags = "UF";
+			relay_abort(f->r);
+		}
+	}
+}
+
+/* --- maintenance --- */
+
+void
+proxy_abort_flows(struct proxy *px)
+{
+	struct flow *f, *next;
+
+	for (f = px->flows; f != NULL; f = next) {
+		next = f->next;
+		relay_abort(f->r);
+	}
+}
+
+static void
+on_refresh(uv_timer_t *t)
+{
+	struct proxy *px = t->data;
+
+	for (struct pworkload *w = px->workloads; w != NULL; w = w->next) {
+		struct identity *id = identity_store_get_sa(px->ids, w->ns, w->sa);
+
+		if (id == NULL || id == w->id) {
+			identity_unref(id);
+			continue;
+		}
+		log_info("workload %s: new certificate (valid until %ld)", w->name,
+		    (long)id->not_after);
+		for (int fam = 0; fam < 2; fam++)
+			if (w->hbone_s[fam] != NULL)
+				hbone_server_set_identity(w->hbone_s[fam], id);
+		identity_unref(w->id);
+		w->id = id;
+	}
+}
+
+void
+proxy_start_refresh(struct proxy *px)
+{
+	uv_timer_start(&px->refresh, on_refresh, 1000, 1000);
+}

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The L4 node proxy shared by amesh ztunnel (many workloads) and amesh sidecar (one): enrolled
+ * workloads, the three listeners each one gets inside its network namespace (outbound capture,
+ * inbound plaintext, HBONE), and the decisions between them (DESIGN.md sections 1-6).
+ *
+ * Bounds: at most PROXY_MAX_WORKLOADS enrolled workloads; [ztunnel] max_connections relayed
+ * connections in all (further accepts are closed at once and counted); each relay's buffers are
+ * [ztunnel] buffer_size per direction; the HBONE pools and servers have their own limits.
+ */
+#ifndef AMESH_PROXY_PROXY_H
+#define AMESH_PROXY_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/conf.h"
+#include "config/registry.h"
+#include "core/htab.h"
+
+#define PROXY_MAX_WORKLOADS 1024
+/* The mark every socket the proxy opens inside a workload namespace carries (DESIGN.md 2). */
+#define PROXY_MARK 0x539
+/* An endpoint whose connect failed is skipped by round robin for this long. */
+#define PROXY_ENDPOINT_PENALTY_MS 5000
+
+struct identity_store;
+struct metrics;
+struct hbone_server;
+struct hbone_pool;
+struct proxy;
+
+/* One enrolled workload: its namespace and its listeners there. */
+struct pworkload {
+	struct proxy *px;
+	char *name, *netns_path;
+	int nsfd;
+	char *ns, *sa; /* from the registry when enrolled */
+	/* Per address family (0: IPv4, 1: IPv6), for the families the workload has addresses in. */
+	uv_tcp_t outbound_l[2], inbound_l[2];
+	bool has_outbound[2], has_inbound[2];
+	struct hbone_server *hbone_s[2];
+	struct hbone_pool *pool;
+	struct identity *id; /* the identity the HBONE server presents now */
+	int open_handles;    /* parts still holding the workload: handles, servers, pool, flows */
+	bool closing;
+	uint64_t connections;
+	struct pworkload *prev, *next;
+};
+
+struct flow;
+
+struct proxy_stats {
+	uint64_t accepted, refused_limit, outbound_hbone, outbound_passthrough, inbound_hbone,
+	    inbound_plaintext, denied, connect_failures;
+	size_t active;
+};
+
+struct proxy {
+	uv_loop_t *loop;
+	const struct amesh_conf *conf;
+	const struct conf_proxy *pc; /* [ztunnel] or [sidecar] ports and limits */
+	const char *role;            /* "ztunnel" or "sidecar", for logs and metrics */
+	struct registry_holder *reg;
+	struct identity_store *ids;
+	struct metrics *metrics;
+	struct pworkload *workloads;
+	size_t nworkloads;
+	bool draining;
+	struct proxy_stats st;
+	/* Round-robin and failure state per service/endpoint, reset when the registry changes. */
+	const struct registry *lb_reg;
+	struct htab lb;
+	void *lb_mem;
+	size_t lb_used, lb_cap;
+	uv_timer_t refresh; /* picks up rotated certificates for the HBONE servers */
+	uv_timer_t drain_timer;
+	void (*on_drained)(struct proxy *px);
+	size_t alive;        /* workloads not yet freed (enrolled or shutting down) */
+	int timers_open;
+	struct flow *flows;  /* relayed connections, for drain */
+};
+
+int proxy_init(struct proxy *px, uv_loop_t *loop, const struct amesh_conf *conf,
+    const struct conf_proxy *pc, const char *role, struct registry_holder *reg,
+    struct identity_store *ids, struct metrics *metrics);
+
+/*
+ * Enrolls workload name (from the current registry; it must be on this node and speak HBONE) in
+ * the namespace nsfd (taken over; path is what to record). Opens its listeners there. Enrolling
+ * an enrolled workload again replaces it. Returns 0 or a negative code with a reason in why.
+ */
+int proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, char *why,
+    size_t whylen);
+/* Closes the workload's listeners and forgets it. Returns 0, or AMESH_ERR_NOTFOUND. */
+int proxy_unenroll(struct proxy *px, const char *name);
+struct pworkload *proxy_find(struct proxy *px, const char *name);
+/* Stops accepting everywhere, drains HBONE (GOAWAY) and relays up to timeout_ms; then done. */
+void proxy_drain(struct proxy *px, uint64_t timeout_ms, void (*done)(struct proxy *px));
+
+/* flows.c: the listeners' accept callbacks. */
+void proxy_on_outbound(uv_stream_t *l, int status);
+void proxy_on_inbound_plain(uv_stream_t *l, int status);
+struct hbone_request;
+struct hbone_stream;
+void proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
+    const struct hbone_request *req);
+
+#endif
