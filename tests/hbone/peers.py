@@ -17,10 +17,10 @@ import threading
 import time
 
 
-def serve(kind, flood_bytes):
+def serve(kind, flood_bytes, bind="127.0.0.1"):
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", 0))
+    ls.bind((bind, 0))
     ls.listen(2048)
     print("listening", ls.getsockname()[1], flush=True)
 
@@ -185,7 +185,7 @@ def h2client(a):
 
 
 def send(a):
-    c = socket.create_connection(("127.0.0.1", a.port), timeout=300)
+    c = socket.create_connection((a.host, a.port), timeout=300)
     h = hashlib.sha256()
     chunk = os.urandom(1 << 20)
     left = a.bytes
@@ -211,6 +211,7 @@ def main():
     for k in ("echo", "sink", "flood"):
         sp = sub.add_parser(k)
         sp.add_argument("--bytes", type=int, default=1 << 30)
+        sp.add_argument("--bind", default="127.0.0.1")
     h = sub.add_parser("h2")
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--ca", required=True)
@@ -226,9 +227,10 @@ def main():
     sd = sub.add_parser("send")
     sd.add_argument("--port", type=int, required=True)
     sd.add_argument("--bytes", type=int, required=True)
+    sd.add_argument("--host", default="127.0.0.1")
     a = p.parse_args()
     if a.cmd in ("echo", "sink", "flood"):
-        serve(a.cmd, a.bytes)
+        serve(a.cmd, a.bytes, a.bind)
     elif a.cmd == "h2":
         sys.exit(h2client(a))
     else:
