@@ -274,6 +274,12 @@ flow_new(struct pworkload *w, enum flow_kind kind)
 	return f;
 }
 
+static void
+free_handle(uv_handle_t *h)
+{
+	free(h);
+}
+
 /* Accepts a connection on l into a new flow, or closes it when over the limit. */
 static struct flow *
 accept_flow(uv_stream_t *l, enum flow_kind kind)
@@ -293,8 +299,8 @@ accept_flow(uv_stream_t *l, enum flow_kind kind)
 		if (t != NULL) {
 			uv_tcp_init(px->loop, t);
 			if (uv_accept(l, (uv_stream_t *)t) != 0 ||
-			    uv_tcp_close_reset(t, (uv_close_cb)free) != 0)
-				uv_close((uv_handle_t *)t, (uv_close_cb)free);
+			    uv_tcp_close_reset(t, free_handle) != 0)
+				uv_close((uv_handle_t *)t, free_handle);
 		}
 		return NULL;
 	}
@@ -696,8 +702,12 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	q.src_namespace = ns;
 	q.src_ip = &peer_ip;
 	q.dst_port = req->port;
-	f = flow_new(w, FLOW_IN_HBONE);
+	/* The same bound as accepted connections: past it the tunnel is refused (the client's
+	 * ztunnel resets its app's connection). */
+	f = px->st.active < px->pc->max_connections && !px->draining ?
+	    flow_new(w, FLOW_IN_HBONE) : NULL;
 	if (f == NULL) {
+		px->st.refused_limit++;
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
 		return;
