@@ -222,6 +222,11 @@ finish(struct conf_ctx *x)
 					diag_add(x->d, x->file, conf_line(c, pnames[p], pk[i]) > 0 ?
 					    conf_line(c, pnames[p], pk[i]) : conf_line(c, pnames[p], pk[j]),
 					    "[%s] %s and %s are both %u", pnames[p], pk[j], pk[i], ports[i]);
+		/* The rules would send the workload's DNS to a port nobody serves yet. */
+		if (px->dns_capture)
+			diag_add(x->d, x->file, conf_line(c, pnames[p], "dns_capture"),
+			    "[%s] dns_capture: the DNS proxy is not built in this version; leave it off",
+			    pnames[p]);
 		if (px->buffer_size < BUFFER_MIN || px->buffer_size > BUFFER_MAX)
 			diag_add(x->d, x->file, conf_line(c, pnames[p], "buffer_size"),
 			    "[%s] buffer_size: must be between 16k and 16M", pnames[p]);

@@ -246,6 +246,8 @@ static const struct {
 	    "t.conf:2: [ztunnel] connect_timeout: '0s': must be at least 1ms" },
 	{ "[ mesh ]\nnode = a\nnodes = b",
 	    "t.conf:3: unknown key 'nodes' in [mesh]" },
+	{ "[ztunnel]\ndns_capture = on",
+	    "t.conf:2: [ztunnel] dns_capture: the DNS proxy is not built in this version; leave it off" },
 };
 
 TEST(conf_bad_inputs)
