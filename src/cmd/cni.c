@@ -381,71 +381,6 @@ workload_fail(const struct ctx *x, const char *name, enum wl_state st,
 
 /* --- enroll and unenroll ------------------------------------------------------------------- */
 
-/*
- * Installs the rules in netns_path and hands it to the ztunnel as w. Any failure after the rules
- * went in takes them out again, unless the workload was enrolled in that namespace before (a repeated
- * add must not undo a working one). Returns 0 or -1 with f.
- */
-static int
-enroll(const struct ctx *x, const struct reg_workload *w, const char *netns_path, struct fail *f)
-{
-	struct handoff_msg m = { .op = HANDOFF_ADD, .fd = -1 };
-	struct enrolled_list el = { 0 };
-	const struct enrolled *e;
-	char err[512], ack[1024];
-	bool down, before, reached;
-	int fd, r, rc = -1;
-
-	if (!token_ok(netns_path) || strlen(netns_path) >= sizeof(m.netns)) {
-		set_fail(f, CNI_ERR_ENV, "bad namespace path", "netns '%s': the path must be a single "
-		    "word (no blanks) shorter than %zu bytes", netns_path, sizeof(m.netns));
-		return -1;
-	}
-	fd = open(netns_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		set_fail(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: cannot "
-		    "open: %s", netns_path, strerror(errno));
-		return -1;
-	}
-	/* Ask the ztunnel first: if it is not there, leave the namespace alone. */
-	if (zt_list(x, &el, &down, f) != 0)
-		goto out;
-	e = enrolled_find(&el, w->h.name);
-	before = e != NULL && strcmp(e->netns, netns_path) == 0;
-	r = nft_rules_install(fd, netns_path, &x->params, err, sizeof(err));
-	if (r != 0) {
-		set_fail(f, CNI_ERR_RULES, "cannot install the interception rules", "%s", err);
-		goto out;
-	}
-	m.fd = fd;
-	snprintf(m.workload, sizeof(m.workload), "%s", w->h.name);
-	snprintf(m.netns, sizeof(m.netns), "%s", netns_path);
-	r = zt_request(x, &m, ack, sizeof(ack), &reached);
-	if (r == 1) {
-		log_debug("workload %s/%s: enrolled, netns %s", w->namespace, w->h.name, netns_path);
-		rc = 0;
-		goto out;
-	}
-	if (r == 0)
-		set_fail(f, CNI_ERR_ZTUNNEL, "ztunnel refused the workload", "ztunnel at %s refused "
-		    "workload %s/%s: %s", x->conf->cni.socket, w->namespace, w->h.name, ack);
-	else
-		zt_unreachable(x, r, reached, f);
-	if (before) {
-		log_warn("workload %s/%s was enrolled in %s before: its rules stay", w->namespace,
-		    w->h.name, netns_path);
-	} else if (nft_rules_remove(fd, netns_path, err, sizeof(err)) != 0) {
-		size_t n = strlen(f->details);
-
-		snprintf(f->details + n, sizeof(f->details) - n, "; and removing the rules again "
-		    "failed: %s", err);
-	}
-out:
-	enrolled_free(&el);
-	close(fd);
-	return rc;
-}
-
 /* Removes the rules from path; a namespace that is gone took them with it. */
 static int
 rules_remove_path(const char *path, struct fail *f)
@@ -467,6 +402,79 @@ rules_remove_path(const char *path, struct fail *f)
 	}
 	close(fd);
 	return 0;
+}
+
+/*
+ * Installs the rules in netns_path and hands it to the ztunnel as w. Any failure after the rules
+ * went in takes them out again, unless the workload was enrolled in that namespace before (a repeated
+ * add must not undo a working one). A workload that was enrolled in another namespace moves: the
+ * rules there are removed once the ztunnel took the new one. Returns 0 or -1 with f.
+ */
+static int
+enroll(const struct ctx *x, const struct reg_workload *w, const char *netns_path, struct fail *f)
+{
+	struct handoff_msg m = { .op = HANDOFF_ADD, .fd = -1 };
+	struct enrolled_list el = { 0 };
+	const struct enrolled *e;
+	char err[512], ack[1024], *moved_from = NULL;
+	bool down, before, reached;
+	int fd, r, rc = -1;
+
+	if (!token_ok(netns_path) || strlen(netns_path) >= sizeof(m.netns)) {
+		set_fail(f, CNI_ERR_ENV, "bad namespace path", "netns '%s': the path must be a single "
+		    "word (no blanks) shorter than %zu bytes", netns_path, sizeof(m.netns));
+		return -1;
+	}
+	fd = open(netns_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		set_fail(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: cannot "
+		    "open: %s", netns_path, strerror(errno));
+		return -1;
+	}
+	/* Ask the ztunnel first: if it is not there, leave the namespace alone. */
+	if (zt_list(x, &el, &down, f) != 0)
+		goto out;
+	e = enrolled_find(&el, w->h.name);
+	before = e != NULL && strcmp(e->netns, netns_path) == 0;
+	if (e != NULL && !before)
+		moved_from = xstrdup(e->netns);
+	r = nft_rules_install(fd, netns_path, &x->params, err, sizeof(err));
+	if (r != 0) {
+		set_fail(f, CNI_ERR_RULES, "cannot install the interception rules", "%s", err);
+		goto out;
+	}
+	m.fd = fd;
+	snprintf(m.workload, sizeof(m.workload), "%s", w->h.name);
+	snprintf(m.netns, sizeof(m.netns), "%s", netns_path);
+	r = zt_request(x, &m, ack, sizeof(ack), &reached);
+	if (r == 1) {
+		log_debug("workload %s/%s: enrolled, netns %s", w->namespace, w->h.name, netns_path);
+		/* It lived in another namespace before: that one is no longer served, free it. */
+		if (moved_from != NULL && rules_remove_path(moved_from, &(struct fail){ 0 }) != 0)
+			log_warn("workload %s/%s moved from %s: cannot remove the rules there",
+			    w->namespace, w->h.name, moved_from);
+		rc = 0;
+		goto out;
+	}
+	if (r == 0)
+		set_fail(f, CNI_ERR_ZTUNNEL, "ztunnel refused the workload", "ztunnel at %s refused "
+		    "workload %s/%s: %s", x->conf->cni.socket, w->namespace, w->h.name, ack);
+	else
+		zt_unreachable(x, r, reached, f);
+	if (before) {
+		log_warn("workload %s/%s was enrolled in %s before: its rules stay", w->namespace,
+		    w->h.name, netns_path);
+	} else if (nft_rules_remove(fd, netns_path, err, sizeof(err)) != 0) {
+		size_t n = strlen(f->details);
+
+		snprintf(f->details + n, sizeof(f->details) - n, "; and removing the rules again "
+		    "failed: %s", err);
+	}
+out:
+	free(moved_from);
+	enrolled_free(&el);
+	close(fd);
+	return rc;
 }
 
 /*
@@ -1173,6 +1181,12 @@ plugin_check(struct plugin *p, struct fail *f)
 	return r != 0 ? -1 : 0;
 }
 
+/*
+ * The namespace is the ground truth of a DEL: the workload enrolled in CNI_NETNS (by the ztunnel's
+ * list, or its records when it is down) is the one to let go; else the one the request names or
+ * whose address prevResult has; else there is nothing to unenroll, only rules an interrupted ADD
+ * may have left.
+ */
 static int
 plugin_del(struct plugin *p, struct fail *f)
 {
@@ -1186,38 +1200,35 @@ plugin_del(struct plugin *p, struct fail *f)
 		return -1;
 	if (netns != NULL && *netns == '\0')
 		netns = NULL;
-	if (named_workload(p->config, &name, f) != 0)
+	if (netns != NULL) {
+		struct enrolled_list el;
+		bool down;
+
+		if (zt_list(&p->x, &el, &down, f) != 0) {
+			if (!down)
+				return -1;
+			records_list(&p->x, &el);
+		}
+		for (size_t i = 0; i < el.n && name == NULL; i++)
+			if (strcmp(el.v[i].netns, netns) == 0)
+				name = xstrdup(el.v[i].workload);
+		enrolled_free(&el);
+	}
+	if (name == NULL && named_workload(p->config, &name, f) != 0)
 		return -1;
 	if (name == NULL && workload_by_result(&p->x, json_object_get(p->config, "prevResult"), &w,
 	    f) == 0 && w != NULL)
 		name = xstrdup(w->h.name);
-	if (name == NULL && netns != NULL) {
-		/* Not named and not found by address: the ztunnel knows which workload is in there. */
-		struct enrolled_list el;
-		bool down;
-
-		if (zt_list(&p->x, &el, &down, f) == 0 || down) {
-			if (down)
-				records_list(&p->x, &el);
-			for (size_t i = 0; i < el.n && name == NULL; i++)
-				if (strcmp(el.v[i].netns, netns) == 0)
-					name = xstrdup(el.v[i].workload);
-			enrolled_free(&el);
-		} else {
-			return -1;
-		}
-	}
 	if (name != NULL) {
 		rc = unenroll(&p->x, name, netns, &done, f);
 		if (rc == 0 && done)
 			log_info("container %s: workload %s unenrolled", getenv("CNI_CONTAINERID"),
 			    name);
-	}
-	else if (netns != NULL)
-		/* Nothing enrolled; an interrupted ADD may still have left rules. */
+	} else if (netns != NULL) {
 		rc = rules_remove_path(netns, f);
-	else
+	} else {
 		rc = 0;
+	}
 	free(name);
 	return rc;
 }
@@ -1290,19 +1301,19 @@ cmd_cni_plugin(void)
 		    "amesh-cni is a CNI plugin, run by a container runtime (see amesh-cni(8))");
 		return plugin_error(&p, &f);
 	}
-	if (read_stdin(&in, &len, &f) != 0)
-		return plugin_error(&p, &f);
 	if (strcmp(p.command, "VERSION") == 0) {
-		/* Answered whatever the input: the runtime asks before it knows what we speak. */
+		/* Answered whatever the input (not even read): the runtime asks before it knows what
+		 * we speak. */
 		json_t *o = json_pack("{s:s, s:[s,s]}", "cniVersion", CNI_LATEST,
 		    "supportedVersions", cni_versions[0], cni_versions[1]);
 
-		free(in);
 		json_dumpf(o, stdout, JSON_COMPACT);
 		printf("\n");
 		json_decref(o);
 		return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
 	}
+	if (read_stdin(&in, &len, &f) != 0)
+		return plugin_error(&p, &f);
 	p.config = json_loadb(in, len, 0, &jerr);
 	free(in);
 	if (p.config == NULL) {

@@ -12,7 +12,7 @@ if [ ! -x /usr/lib/cni/bridge ] || [ ! -x /usr/lib/cni/host-local ]; then
 	exit 0
 fi
 
-plan 42
+plan 44
 
 netns_add host
 netns_add pod
@@ -136,6 +136,17 @@ check "DEL without names or prevResult finds the workload by its namespace" \
 plugin DEL CNI_CONTAINERID=c4 CNI_IFNAME=eth0 <"$TMP/bare.json"
 check "DEL without CNI_NETNS and nothing enrolled succeeds" '[ "$RC" -eq 0 ] && [ -z "$OUT" ]'
 
+# A DEL for a namespace the workload has left does not unenroll it from its new one.
+plugin ADD CNI_CONTAINERID=c11 CNI_NETNS="$POD" CNI_IFNAME=eth0 <"$TMP/add11.json"
+plugin ADD CNI_CONTAINERID=c12 CNI_NETNS="$POD2" CNI_IFNAME=eth0 <"$TMP/add11.json"
+plugin DEL CNI_CONTAINERID=c11 CNI_NETNS="$POD" CNI_IFNAME=eth0 <"$TMP/add11.json"
+check "DEL of the old namespace leaves the workload enrolled in the new one" \
+	'[ "$RC" -eq 0 ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 2 ] &&
+	 in_ns pod2 nft list table inet amesh >/dev/null && [ -z "$(in_ns pod nft list ruleset)" ]'
+plugin DEL CNI_CONTAINERID=c12 CNI_NETNS="$POD2" CNI_IFNAME=eth0 <"$TMP/add11.json"
+check "DEL of the new namespace unenrolls it" \
+	'[ "$RC" -eq 0 ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 3 ] && [ -z "$(in_ns pod2 nft list ruleset)" ]'
+
 # GC: a workload whose namespace went away without a DEL is let go.
 netns_add gone
 plugin ADD CNI_CONTAINERID=c5 CNI_NETNS="/run/netns/$NS_PREFIX-gone" CNI_IFNAME=eth0 <"$TMP/add11.json"
@@ -144,9 +155,10 @@ echo '{"cniVersion": "1.1.0", "name": "amesh-test", "type": "amesh-cni", "conf":
 	>"$TMP/gc.json"
 plugin GC <"$TMP/gc.json"
 check "GC unenrolls workloads whose namespace is gone" \
-	'[ "$RC" -eq 0 ] && [ -z "$OUT" ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 3 ] && [ ! -e "$STATE/web2" ]'
+	'[ "$RC" -eq 0 ] && [ -z "$OUT" ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 4 ] && [ ! -e "$STATE/web2" ]'
 
 # An address in no registry workload: fail, or pass through with on_unknown = skip.
+: >"$TMP/peer.out" # (appended to: the requests from here on)
 runtime ADD "$TMP/net.conflist" "$POD2" c6
 check "unknown workload: ADD fails with CNI error 100" \
 	'cni_error 100 && echo "$OUT" | grep -q "no workload of the registry"'

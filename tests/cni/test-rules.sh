@@ -6,7 +6,7 @@
 # leave nothing behind. Root only; no traffic.
 . "$(dirname "$0")/lib-cni.sh"
 
-plan 43
+plan 48
 
 A="$AMESH -c $CONF"
 netns_add pod
@@ -136,21 +136,31 @@ run $A cni add --netns "$POD" --workload web
 run $A cni check
 check "cni add repairs it" '[ "$RC" -eq 0 ]'
 
-# dns_capture adds the port 53 redirects before the loopback exemption.
+# dns_capture adds the port 53 redirects before the loopback exemption. (amesh.conf refuses
+# dns_capture = on while the ztunnel has no DNS proxy; these two cases wait for it.)
+skip() {
+	tap_n=$((tap_n + 1))
+	echo "ok $tap_n - $1 # SKIP $2"
+}
 write_conf "$TMP/dns.conf" fail on
 run "$AMESH" -c "$TMP/dns.conf" cni add --netns "$POD" --workload web
-render >"$TMP/rendered.dns"
-{
-	sed -n '1,/^rule output: ct mark/p' "$TMP/expected"
-	echo "rule output: udp dport == 53 redirect :15053"
-	echo "rule output: tcp dport == 53 redirect :15053"
-	sed '1,/^rule output: ct mark/d' "$TMP/expected"
-} >"$TMP/expected.dns"
-run diff -u "$TMP/expected.dns" "$TMP/rendered.dns"
-check "dns_capture = on redirects UDP and TCP port 53 to 15053" '[ "$RC" -eq 0 ]'
-run $A cni check
-check "cni check tells rules of another configuration" \
-	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "chain output has 8 rules, expected 6"'
+if [ "$RC" -ne 0 ] && echo "$ERR" | grep -q "dns_capture: the DNS proxy is not built"; then
+	skip "dns_capture = on redirects UDP and TCP port 53 to 15053" "dns_capture = on is refused"
+	skip "cni check tells rules of another configuration" "dns_capture = on is refused"
+else
+	render >"$TMP/rendered.dns"
+	{
+		sed -n '1,/^rule output: ct mark/p' "$TMP/expected"
+		echo "rule output: udp dport == 53 redirect :15053"
+		echo "rule output: tcp dport == 53 redirect :15053"
+		sed '1,/^rule output: ct mark/d' "$TMP/expected"
+	} >"$TMP/expected.dns"
+	run diff -u "$TMP/expected.dns" "$TMP/rendered.dns"
+	check "dns_capture = on redirects UDP and TCP port 53 to 15053" '[ "$RC" -eq 0 ]'
+	run $A cni check
+	check "cni check tells rules of another configuration" \
+		'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "chain output has 8 rules, expected 6"'
+fi
 
 run $A cni del --workload web
 check "cni del unenrolls" '[ "$RC" -eq 0 ] && [ "$OUT" = "removed web" ]'
@@ -216,6 +226,33 @@ check "cni check with the ztunnel down fails and says why" \
 run $A cni del --workload web
 check "cni del with the ztunnel down removes rules and record" \
 	'[ "$RC" -eq 0 ] && nothing_left && [ ! -e "$STATE/web" ]'
+
+# A workload added in a second namespace moves there; the first one is freed.
+netns_add pod2
+start_peer
+run $A cni add --netns "$POD" --workload web
+run $A cni add --netns "/run/netns/$NS_PREFIX-pod2" --workload web
+check "adding in another namespace moves the workload" \
+	'[ "$RC" -eq 0 ] && [ "$($A cni list)" = "web /run/netns/$NS_PREFIX-pod2" ] && nothing_left &&
+	 in_ns pod2 nft list table inet amesh >/dev/null'
+run $A cni del --workload web
+check "del of the moved workload empties its namespace" \
+	'[ "$RC" -eq 0 ] && [ -z "$(in_ns pod2 nft list ruleset)" ]'
+
+# A namespace with IPv6 disabled gets the IPv4 routing only, and check expects no more.
+netns_add nov6
+in_ns nov6 sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.lo.disable_ipv6=1
+routing nov6 >"$TMP/routing.nov6"
+start_peer
+run $A cni add --netns "/run/netns/$NS_PREFIX-nov6" --workload web
+check "IPv6 disabled: add succeeds with IPv4 routing only" \
+	'[ "$RC" -eq 0 ] && in_ns nov6 ip rule show | grep -q "fwmark 0x111 lookup 100" &&
+	 ! in_ns nov6 ip -6 rule show | grep -q "fwmark 0x111"'
+run $A cni check
+check "IPv6 disabled: check passes" '[ "$RC" -eq 0 ]'
+run $A cni del --workload web
+check "IPv6 disabled: del leaves the namespace as it was" \
+	'[ "$RC" -eq 0 ] && [ -z "$(in_ns nov6 nft list ruleset)" ] && routing nov6 | cmp -s - "$TMP/routing.nov6"'
 
 run $A cni add --workload web
 check "add without --netns is a usage error" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "netns is required"'
