@@ -271,6 +271,7 @@ exec_ztunnel(const struct cmd_globals *g, int argc, char **argv)
 #endif
 	(void)wd_usec;
 	uv_run(z.loop, UV_RUN_DEFAULT);
+	proxy_free(&z.px);
 	identity_store_free(z.ids);
 	enroll_free(z.en);
 	admin_free(z.admin);

@@ -68,10 +68,12 @@ lb_get(struct proxy *px, const struct registry *reg, const void *key)
 	if (px->lb_reg != reg) {
 		htab_free(&px->lb);
 		free(px->lb_mem);
+		/* Hold the snapshot: its address cannot then be reused by a newer one (ABA). */
+		registry_unref((struct registry *)px->lb_reg);
+		px->lb_reg = registry_ref((struct registry *)reg);
 		px->lb_cap = reg->n[REG_SERVICE] + reg->n[REG_WORKLOAD] + 1;
 		px->lb_mem = calloc(px->lb_cap, sizeof(struct lb_ent));
 		px->lb_used = 0;
-		px->lb_reg = reg;
 		if (px->lb_mem == NULL) {
 			px->lb_cap = 0;
 			return NULL;
@@ -835,6 +837,16 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 }
 
 /* --- maintenance --- */
+
+void
+proxy_free(struct proxy *px)
+{
+	htab_free(&px->lb);
+	free(px->lb_mem);
+	px->lb_mem = NULL;
+	registry_unref((struct registry *)px->lb_reg);
+	px->lb_reg = NULL;
+}
 
 void
 proxy_abort_flows(struct proxy *px)

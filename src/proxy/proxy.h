@@ -69,7 +69,8 @@ struct proxy {
 	size_t nworkloads;
 	bool draining;
 	struct proxy_stats st;
-	/* Round-robin and failure state per service/endpoint, reset when the registry changes. */
+	/* Round-robin and failure state per service/endpoint, reset when the registry changes;
+	 * lb_reg is a reference to the snapshot it belongs to. */
 	const struct registry *lb_reg;
 	struct htab lb;
 	void *lb_mem;
@@ -96,6 +97,8 @@ int proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path,
 /* Closes the workload's listeners and forgets it. Returns 0, or AMESH_ERR_NOTFOUND. */
 int proxy_unenroll(struct proxy *px, const char *name);
 struct pworkload *proxy_find(struct proxy *px, const char *name);
+/* Frees what the proxy itself holds, after a drain completed and the loop ran. */
+void proxy_free(struct proxy *px);
 /* Stops accepting everywhere, drains HBONE (GOAWAY) and relays up to timeout_ms; then done. */
 void proxy_drain(struct proxy *px, uint64_t timeout_ms, void (*done)(struct proxy *px));
 
