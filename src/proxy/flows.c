@@ -398,8 +398,9 @@ static const struct hbone_stream_cb out_cb = {
 	.on_close = out_on_close,
 };
 
+/* A plain TCP leg (passthrough, or the app behind the plaintext listener) is connected. */
 static void
-pass_on_connect(uv_connect_t *req, int status)
+tcp_leg_connected(uv_connect_t *req, int status)
 {
 	struct flow *f = req->data;
 
@@ -432,7 +433,7 @@ passthrough(struct flow *f)
 	}
 	f->creq.data = f;
 	if (uv_tcp_connect(&f->creq, relay_tcp_b(f->r), (struct sockaddr *)&f->dst,
-	    pass_on_connect) != 0) {
+	    tcp_leg_connected) != 0) {
 		f->flags = "UF";
 		relay_abort(f->r);
 	}
@@ -561,9 +562,9 @@ proxy_on_outbound(uv_stream_t *l, int status)
 
 /* --- inbound --- */
 
-/* Connects to the app inside the namespace from the client's own address. */
+/* Connects handle h to the app inside the namespace, from the client's own address. */
 static int
-connect_app(struct flow *f, const struct ip_addr *client, uv_connect_cb cb)
+connect_app(struct flow *f, const struct ip_addr *client, uv_tcp_t *h, uv_connect_cb cb)
 {
 	struct sockaddr_storage bind_to;
 	struct netns_sock_opts o = { .mark = PROXY_MARK, .transparent = true };
@@ -586,10 +587,10 @@ connect_app(struct flow *f, const struct ip_addr *client, uv_connect_cb cb)
 	}
 	if (fd < 0)
 		return fd;
-	if (uv_tcp_open(relay_tcp_a(f->r), fd) != 0)
+	if (uv_tcp_open(h, fd) != 0)
 		return UV_EIO;
 	f->creq.data = f;
-	return uv_tcp_connect(&f->creq, relay_tcp_a(f->r), (struct sockaddr *)&f->dst, cb);
+	return uv_tcp_connect(&f->creq, h, (struct sockaddr *)&f->dst, cb);
 }
 
 static void
@@ -735,7 +736,7 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	}
 	f->s = s;
 	hbone_stream_set_cb(s, &in_pending_cb, f);
-	r = connect_app(f, client.family ? &client : NULL, in_hbone_connected);
+	r = connect_app(f, client.family ? &client : NULL, relay_tcp_a(f->r), in_hbone_connected);
 	if (r != 0) {
 		f->flags = "UF";
 		hbone_stream_set_cb(s, NULL, NULL);
@@ -743,24 +744,6 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 		f->s = NULL;
 		relay_abort(f->r);
 	}
-}
-
-static void
-in_plain_connected(uv_connect_t *req, int status)
-{
-	struct flow *f = req->data;
-
-	if (status == UV_ECANCELED)
-		return;
-	if (status < 0) {
-		f->flags = "UF";
-		f->px->st.connect_failures++;
-		relay_abort(f->r);
-		return;
-	}
-	f->up = true;
-	relay_start_tcp(f->r);
-	flow_opened(f);
 }
 
 void
@@ -810,29 +793,9 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 		return;
 	}
 	/* Side A already holds the client; the app connection goes on side B. */
-	{
-		struct sockaddr_storage bind_to;
-		struct netns_sock_opts o = { .mark = PROXY_MARK, .transparent = true };
-		int sfd;
-
-		set_port(&bind_to, &client, 0);
-		o.bind = (struct sockaddr *)&bind_to;
-		sfd = netns_tcp_socket(w->nsfd, f->dst.ss_family, &o);
-		if (sfd < 0) {
-			o.bind = NULL;
-			sfd = netns_tcp_socket(w->nsfd, f->dst.ss_family, &o);
-		}
-		if (sfd < 0 || uv_tcp_open(relay_tcp_b(f->r), sfd) != 0) {
-			f->flags = "UF";
-			relay_abort(f->r);
-			return;
-		}
-		f->creq.data = f;
-		if (uv_tcp_connect(&f->creq, relay_tcp_b(f->r), (struct sockaddr *)&f->dst,
-		    in_plain_connected) != 0) {
-			f->flags = "UF";
-			relay_abort(f->r);
-		}
+	if (connect_app(f, &client, relay_tcp_b(f->r), tcp_leg_connected) != 0) {
+		f->flags = "UF";
+		relay_abort(f->r);
 	}
 }
 
