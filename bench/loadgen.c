@@ -7,16 +7,17 @@
  *           [--timeout S] [--max-queue N] [--spin US]
  *   loadgen --serve ADDR:PORT [--size BYTES]
  *
- * Schedule. Request i (i = 0, 1, ...) is due at T0 + i/R seconds, for warmup + duration
- * seconds; it goes to connection i mod C (round robin over C keep-alive connections, all
- * opened before T0; 1/R is rounded to whole nanoseconds). A periodic timerfd (CLOCK_MONOTONIC,
- * the clock of uv_hrtime; timer slack set to 1 ns) wakes the libuv loop at each due time, and
- * due requests are also sent after every turn of the loop's I/O, so the generator
- * never waits for a response before sending the next request due: open loop. Waking a
- * sleeping thread takes tens of microseconds on a VM (about 40 us here), which the "sendlag"
- * line shows; --spin US sets the timer US microseconds early and busy-waits the rest, which
- * brings that lag to about a microsecond at the cost of up to US of CPU per request
- * (default 0: no spinning).
+ * Schedule. Request i (i = 0, 1, ...) is due at T0 + i/R seconds (1/R rounded to whole
+ * nanoseconds): round(R * warmup) warmup requests, then round(R * duration) measured ones.
+ * Request i goes to connection i mod C (round robin over C keep-alive connections, all opened
+ * before T0). A periodic timerfd (CLOCK_MONOTONIC, the clock of uv_hrtime; timer slack set to
+ * 1 ns) wakes the libuv loop at each due time, and due requests are also sent after every turn
+ * of the loop's I/O, so the generator never waits for a response before sending the next
+ * request due: open loop. Waking a sleeping thread takes tens of microseconds on a VM (about
+ * 40 us here), which the "sendlag" line shows; --spin US sets the timer US microseconds early
+ * and busy-waits the rest, which brings that lag to about a microsecond at the cost of up to US
+ * of CPU per request (default 0: no spinning). HOST is resolved once, and the first address
+ * getaddrinfo returns is used.
  *
  * Latency is measured from the request's SCHEDULED time to the last byte of its response, so
  * whatever delays a request - the server, the network, a busy connection, the generator
@@ -34,18 +35,19 @@
  * (their latency is not recorded). "Connection: close" (or HTTP/1.0 without keep-alive) closes
  * the connection after the response; the next request on it reconnects, and the connect time
  * counts in its latency. A request without an answer --timeout seconds (default 5) after its
- * write is a "timeout" error and its connection is reopened. When the last request has been
+ * write is a "timeout" error and its connection is reopened; a connect that takes longer fails
+ * the requests waiting for it as "connect" errors. When the last request has been
  * sent, the generator waits up to --timeout for the outstanding ones; what is still
  * outstanding then is "unfinished". Requests due during --warmup are sent but not counted.
  *
  * Output: the percentiles p50, p90, p99, p99.9 and max of latency in ms, the same for the
- * service time (write to response: the server's share, and what closed-loop tools report),
- * the achieved rate
- * (ok responses / max(duration, time from the end of the warmup to the last response)), the
- * errors by kind, then one JSON line with the same numbers. Percentiles come from a log-linear
- * histogram with 256 sub-buckets per power of two of nanoseconds (relative error under 0.4%);
- * max is exact. Exit status 0 when the run had no errors, 2 when it had some, 1 when it could
- * not run (bad arguments, cannot connect at start).
+ * service time (write to response: the server's share, and what closed-loop tools such as wrk
+ * report), the achieved rate (ok responses / max(duration, time from the first measured
+ * request's due time to the last response)), the errors by kind, then one JSON line with the
+ * same numbers. Percentiles come from a log-linear histogram with 256 sub-buckets per power of
+ * two of nanoseconds (relative error under 0.4%); max is exact. Exit status 0 when the run had
+ * no errors, 2 when it had some, 1 when it could not run (bad arguments, cannot connect at
+ * start). SIGINT stops the run early and reports what was measured.
  *
  * --serve answers every request with "200 OK" and a body of --size bytes (default 1024),
  * keep-alive, pipelining allowed; it prints "listening PORT" (tests/lib.sh's start) and runs
@@ -309,7 +311,7 @@ static struct {
 	struct conn *conns;
 	unsigned connected;
 	bool started, sched_done, finishing;
-	uint64_t t0, next, total, last_done;
+	uint64_t t0, next, total, n_warm, last_done;
 	int tfd;
 	uv_poll_t poll;
 	uv_check_t check;
@@ -382,10 +384,22 @@ conn_close(struct conn *c)
 	uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+static void startup_failed(const char *why);
+
+/* No response --timeout after the write, or no connection --timeout after the connect. */
 static void
 on_timeout(uv_timer_t *t)
 {
 	struct conn *c = t->data;
+	if (c->st == C_CONNECTING) {
+		if (!G.started) {
+			startup_failed("connection timed out");
+			return;
+		}
+		fail_requests(c, E_CONNECT, true, E_CONNECT);
+		conn_close(c);
+		return;
+	}
 	if (!c->busy)
 		return;
 	fail_requests(c, E_TIMEOUT, false, E_TIMEOUT);
@@ -615,7 +629,7 @@ static void
 dispatch(uint64_t i)
 {
 	struct conn *c = &G.conns[i % G.nconn];
-	struct req r = { sched_of(i), sched_of(i) - G.t0 >= G.warm_ns };
+	struct req r = { sched_of(i), i >= G.n_warm };
 	if (r.measured)
 		G.measured_total++;
 	if (c->busy || c->st != C_OPEN || c->qlen > 0)
@@ -766,17 +780,24 @@ start_schedule(void)
 }
 
 static void
+startup_failed(const char *why)
+{
+	fprintf(stderr, "loadgen: cannot connect to %s: %s\n", G.url, why);
+	G.exit_code = 1;
+	G.sched_done = true;
+	finish();
+}
+
+static void
 on_connect(uv_connect_t *r, int status)
 {
 	struct conn *c = r->data;
 	if (c->st != C_CONNECTING)
 		return;
+	uv_timer_stop(&c->timer);
 	if (status < 0) {
 		if (!G.started) {
-			fprintf(stderr, "loadgen: cannot connect to %s: %s\n", G.url, uv_strerror(status));
-			G.exit_code = 1;
-			G.sched_done = true;
-			finish();
+			startup_failed(uv_strerror(status));
 			return;
 		}
 		fail_requests(c, E_CONNECT, true, E_CONNECT);
@@ -809,12 +830,14 @@ conn_open(struct conn *c)
 	if (G.started)
 		G.reconnects++;
 	int rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&G.addr, on_connect);
-	if (rc != 0) {
-		if (!G.started)
-			die("cannot connect to %s: %s", G.url, uv_strerror(rc));
-		fail_requests(c, E_CONNECT, true, E_CONNECT);
-		conn_close(c);
+	if (rc == 0) {
+		uv_timer_start(&c->timer, on_timeout, (G.timeout_ns + 999999) / 1000000, 0);
+		return;
 	}
+	if (!G.started)
+		die("cannot connect to %s: %s", G.url, uv_strerror(rc));
+	fail_requests(c, E_CONNECT, true, E_CONNECT);
+	conn_close(c);
 }
 
 static void
@@ -837,7 +860,8 @@ report(void)
 	for (int k = 0; k < E_KINDS; k++)
 		errs += G.errors[k];
 	double dur = (double)G.dur_ns / NS;
-	double span = G.last_done > G.t0 + G.warm_ns ? (double)(G.last_done - G.t0 - G.warm_ns) / NS : 0;
+	uint64_t mstart = sched_of(G.n_warm);
+	double span = G.last_done > mstart ? (double)(G.last_done - mstart) / NS : 0;
 	double achieved = G.ok / (span > dur ? span : dur);
 	const struct hist *l = &G.lat;
 	double p50 = hist_pct_ms(l, 50), p90 = hist_pct_ms(l, 90), p99 = hist_pct_ms(l, 99);
@@ -912,7 +936,10 @@ run_loadgen(const char *url)
 	G.period_ns = (uint64_t)(NS / G.rate + 0.5);
 	if (G.period_ns == 0)
 		G.period_ns = 1;
-	G.total = (G.warm_ns + G.dur_ns + G.period_ns - 1) / G.period_ns;
+	G.n_warm = (uint64_t)((double)G.warm_ns / NS * G.rate + 0.5);
+	G.total = G.n_warm + (uint64_t)((double)G.dur_ns / NS * G.rate + 0.5);
+	if (G.total == G.n_warm)
+		die("--rate x --duration is less than one request");
 	G.loop = uv_default_loop();
 	/* Timer slack (50 us by default) would delay every wake-up by up to that much. */
 	prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
