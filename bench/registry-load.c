@@ -319,7 +319,7 @@ gen_routes(struct gen *g)
 
 	for (size_t r = 0; r < o->routes; r++) {
 		unsigned f = file_of(g, r, o->routes);
-		size_t j = r * o->services / o->routes, canary = (j + 1) % o->services;
+		size_t j = r * o->services / o->routes, canary = (j + N_NAMESPACES) % o->services;
 
 		emit(g, f, "[route \"route-app-%04zu-%zu\"]", j, r);
 		emit(g, f, "namespace = ns-%02u", ns_of_app(j));
@@ -327,7 +327,8 @@ gen_routes(struct gen *g)
 		emit(g, f, "match.path_prefix = /api/v%zu", 1 + r % 3);
 		if (r % 4 == 0)
 			emit(g, f, "match.headers = x-canary: true");
-		if (canary != j)
+		/* A canary backend must be in the route's namespace (amesh-registry(5)). */
+		if (canary != j && ns_of_app(canary) == ns_of_app(j))
 			emit(g, f, "backends = app-%04zu 90, app-%04zu 10", j, canary);
 		else
 			emit(g, f, "backends = app-%04zu", j);
