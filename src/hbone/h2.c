@@ -317,11 +317,20 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 			return 0;
 		}
 		if (!c->is_server && s->status >= 200 && !s->responded) {
+			int status = s->status;
+
 			s->responded = true;
 			if (s->cb != NULL && s->cb->on_response != NULL)
-				s->cb->on_response(s, s->status);
+				s->cb->on_response(s, status);
 			/* on_response may have reset it. */
 			s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+			/* A refused tunnel is over: our half would otherwise stay open (the data
+			 * provider waits for bytes that never come) and hold a pool slot. */
+			if (s != NULL && status != 200 && !s->closing) {
+				s->closing = true;
+				nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id,
+				    NGHTTP2_CANCEL);
+			}
 		}
 		break;
 	case NGHTTP2_GOAWAY:

@@ -68,12 +68,12 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 	if (r != NULL) {
 		json_object_set_new(reg, "directory", json_string(px->conf->mesh.registry));
 		json_object_set_new(reg, "files", json_integer((json_int_t)r->n_files));
-		for (int k = 0; k < REG_NKINDS; k++) {
-			char key[32];
+		static const char *const plural[REG_NKINDS] = {
+			"nodes", "workloads", "services", "waypoints", "policies", "routes",
+		};
 
-			snprintf(key, sizeof(key), "%ss", registry_kind_name(k));
-			json_object_set_new(reg, key, json_integer((json_int_t)r->n[k]));
-		}
+		for (int k = 0; k < REG_NKINDS; k++)
+			json_object_set_new(reg, plural[k], json_integer((json_int_t)r->n[k]));
 		for (size_t i = 0; i < r->n[REG_WORKLOAD]; i++) {
 			const struct reg_workload *w = REG_WORKLOADS(r)[i];
 

@@ -29,6 +29,7 @@
 #include "telemetry/metrics.h"
 #include "tls/cert.h"
 #include "tls/identity.h"
+#include "tls/rng.h"
 
 enum flow_kind { FLOW_OUT_HBONE, FLOW_OUT_PASS, FLOW_IN_HBONE, FLOW_IN_PLAIN };
 
@@ -448,6 +449,19 @@ fmt_hostport(char *buf, size_t len, const struct ip_addr *ip, uint16_t port)
 	    port);
 }
 
+/* A W3C traceparent for a new trace: version 00, random trace and span ids, sampled. */
+static void
+make_traceparent(char *buf, size_t len)
+{
+	uint8_t r[24];
+	char hex[49];
+
+	rng_fill(rng_ctx(), r, sizeof(r));
+	for (size_t i = 0; i < sizeof(r); i++)
+		snprintf(hex + 2 * i, 3, "%02x", r[i]);
+	snprintf(buf, len, "00-%.32s-%.16s-01", hex, hex + 32);
+}
+
 void
 proxy_on_outbound(uv_stream_t *l, int status)
 {
@@ -460,7 +474,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 	const struct reg_waypoint *wp = NULL;
 	const struct ip_addr *tip = NULL;
 	struct sockaddr_storage hb;
-	char authority[300], fwd[128], a[80];
+	char authority[300], fwd[128], a[80], bag[512], tp[64];
 	const char *dst_ns = NULL, *dst_sa = NULL;
 	struct identity *id;
 	struct hbone_open o;
@@ -543,12 +557,19 @@ proxy_on_outbound(uv_stream_t *l, int status)
 		return;
 	}
 	snprintf(fwd, sizeof(fwd), "for=\"%s\"", sockaddr_str(&f->src, a, sizeof(a)));
+	/* Who is calling and what it called (DESIGN.md 3), for the other side's telemetry. */
+	snprintf(bag, sizeof(bag), "k8s.namespace.name=%s,k8s.workload.name=%s%s%s", w->ns,
+	    w->name, f->dst_svc ? ",amesh.destination.service=" : "",
+	    f->dst_svc ? f->dst_svc->hostname : "");
+	make_traceparent(tp, sizeof(tp));
 	memset(&o, 0, sizeof(o));
 	o.src = id;
 	o.dst_id = f->dst_principal;
 	o.dst = (struct sockaddr *)&hb;
 	o.authority = authority;
 	o.forwarded = fwd;
+	o.baggage = bag;
+	o.traceparent = tp;
 	px->st.outbound_hbone++;
 	r = hbone_pool_open(w->pool, &o, &out_cb, f, &f->s);
 	identity_unref(id);
@@ -646,13 +667,11 @@ has_address(const struct reg_workload *wl, const struct ip_addr *ip)
 
 /* The client address from `forwarded: for="ADDR:PORT"`, if the peer sent one we can read. */
 static bool
-forwarded_for(const char *fwd, struct ip_addr *ip)
+forwarded_for(const char *fwd, struct sockaddr_storage *ss)
 {
-	struct sockaddr_storage ss;
 	char buf[128];
 	const char *p, *why;
 	size_t n;
-	uint16_t port;
 
 	if (fwd == NULL || (p = strstr(fwd, "for=\"")) == NULL)
 		return false;
@@ -662,10 +681,34 @@ forwarded_for(const char *fwd, struct ip_addr *ip)
 		return false;
 	memcpy(buf, p, n);
 	buf[n] = '\0';
-	if (parse_sockaddr(buf, &ss, &why) != 0)
-		return false;
-	ip_of(&ss, ip, &port);
-	return true;
+	return parse_sockaddr(buf, ss, &why) == 0;
+}
+
+/* The value of key in a W3C baggage header ("k=v,k2=v2"), copied into buf; NULL if absent. */
+static const char *
+baggage_get(const char *baggage, const char *key, char *buf, size_t len)
+{
+	size_t kl = strlen(key);
+
+	for (const char *p = baggage; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, ",");
+
+		while (*p == ' ')
+			p++, n--;
+		if (n > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
+			size_t vl = n - kl - 1;
+
+			if (vl >= len)
+				return NULL;
+			memcpy(buf, p + kl + 1, vl);
+			buf[vl] = '\0';
+			return buf;
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return NULL;
 }
 
 void
@@ -721,9 +764,19 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	f->src_wl = registry_workload_by_addr(reg, &peer_ip);
 	f->peer_principal = strdup(req->peer_id);
 	set_port(&f->dst, &dst, req->port);
-	if (!forwarded_for(req->forwarded, &client))
+	if (forwarded_for(req->forwarded, &f->src))
+		ip_of(&f->src, &client, &port);
+	else {
 		client = peer_ip;
-	set_port(&f->src, &client, 0);
+		set_port(&f->src, &client, 0);
+	}
+	{
+		/* The service the client addressed, when its ztunnel said (baggage). */
+		char svc[256];
+
+		if (baggage_get(req->baggage, "amesh.destination.service", svc, sizeof(svc)))
+			f->dst_svc = registry_service_by_hostname(reg, svc);
+	}
 	if (authz_l4(reg, wl, &q, &matched) == AUTHZ_DENY) {
 		px->st.denied++;
 		f->flags = "DENY";
@@ -777,8 +830,10 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 	if (f->dst_wl == NULL || f->dst_wl->mtls_mode == REG_MTLS_STRICT) {
 		px->st.denied++;
 		f->flags = "DENY";
-		log_info("workload %s: plaintext connection from %s refused: mtls_mode is strict",
-		    w->name, inet_ntop(client.family, client.a, (char[64]){ 0 }, 64));
+		log_info("workload %s: plaintext connection from %s refused: %s", w->name,
+		    inet_ntop(client.family, client.a, (char[64]){ 0 }, 64),
+		    f->dst_wl == NULL ? "the workload is no longer in the registry" :
+		    "mtls_mode is strict");
 		relay_abort(f->r);
 		return;
 	}
@@ -830,7 +885,9 @@ on_refresh(uv_timer_t *t)
 	for (struct pworkload *w = px->workloads; w != NULL; w = w->next) {
 		struct identity *id = identity_store_get_sa(px->ids, w->ns, w->sa);
 
-		if (id == NULL || id == w->id) {
+		/* A reload makes new objects for unchanged files: only a new certificate counts. */
+		if (id == NULL || id == w->id || (id->chain.raw.len == w->id->chain.raw.len &&
+		    memcmp(id->chain.raw.p, w->id->chain.raw.p, id->chain.raw.len) == 0)) {
 			identity_unref(id);
 			continue;
 		}
