@@ -36,6 +36,22 @@
 	X(metrics_process_registration)     \
 	X(http_server_requests)             \
 	X(http_server_close_busy)           \
+	X(h1_content_length)               \
+	X(h1_chunked)                      \
+	X(h1_no_body)                      \
+	X(h1_until_close)                  \
+	X(h1_split_feeding)                \
+	X(h1_pipelined)                    \
+	X(h1_pause_resume)                 \
+	X(h1_head_limit)                   \
+	X(h1_too_many_headers)             \
+	X(h1_bad_start_lines)              \
+	X(h1_smuggling)                    \
+	X(h1_upgrade)                      \
+	X(h1_callback_error)               \
+	X(h1_write_head_exact)             \
+	X(h1_chunked_reencode)             \
+	X(h1_write_head_large)             \
 	X(accesslog_text_json)              \
 	X(log_record_truncates_whole_fields) \
 	X(cert_spiffe_id_issued)            \
@@ -57,4 +73,15 @@
 	X(hbone_refused_stream_retried)       \
 	X(hbone_pool_per_key)                 \
 	X(hbone_identity_mismatch)            \
-	X(hbone_handshake_timeout)
+	X(hbone_handshake_timeout)            \
+	X(route_precedence)                   \
+	X(route_default_route)                \
+	X(route_match_conditions)             \
+	X(route_match_with_hdr_list)          \
+	X(route_weighted_backends)            \
+	X(route_header_edits)                 \
+	X(route_rewrite)                      \
+	X(route_redirect)                     \
+	X(route_retry_decisions)              \
+	X(route_backoff)                      \
+	X(route_fault_and_mirror_percentages)
