@@ -52,6 +52,7 @@
 	X(h1_write_head_exact)             \
 	X(h1_chunked_reencode)             \
 	X(h1_write_head_large)             \
+	X(h1_alloc_failures)               \
 	X(accesslog_text_json)              \
 	X(log_record_truncates_whole_fields) \
 	X(cert_spiffe_id_issued)            \
