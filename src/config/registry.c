@@ -969,9 +969,10 @@ check_routes(struct builder *b)
 			if (redirect && rt->backends.n > 0)
 				ERR(&rt->h, RT_BACKENDS, "route \"%s\": backends and redirect exclude "
 				    "each other", nm);
-			if (!redirect && rt->backends.n == 0 && rt->h.keyline[RT_BACKENDS] == 0)
-				diag_add(b->d, rt->h.file, rt->h.line, "route \"%s\": needs backends or "
-				    "a redirect", nm);
+			if (!redirect && rt->backends.n == 0 && rt->h.keyline[RT_BACKENDS] == 0 &&
+			    rt->h.keyline[RT_ABORT] == 0)
+				diag_add(b->d, rt->h.file, rt->h.line, "route \"%s\": needs backends, "
+				    "a redirect or fault.abort", nm);
 		}
 		rt->backends_p = xcalloc(rt->backends.n, sizeof(*rt->backends_p));
 		for (size_t j = 0; j < rt->backends.n; j++) {

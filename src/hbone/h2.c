@@ -44,6 +44,7 @@ h2_stream_free(struct hbone_stream *s)
 	if (s == NULL)
 		return;
 	free(s->sbuf);
+	free(s->early);
 	free(s->hdr_method);
 	free(s->hdr_authority);
 	free(s->hdr_forwarded);
@@ -356,6 +357,24 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
 {
 	struct hbone_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
 
+	if (s != NULL && ((struct h2_conn *)user)->is_server && !s->responded && !s->closing) {
+		/* Tunnel bytes may follow the CONNECT at once (RFC 9113 8.5). Hold them until the
+		 * tunnel is up; the stream window we advertised bounds them, as they stay unconsumed. */
+		uint8_t *e = realloc(s->early, s->early_len + len);
+
+		if (e == NULL) {
+			nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id,
+			    NGHTTP2_INTERNAL_ERROR);
+			s->closing = true;
+			nghttp2_session_consume(session, stream_id, len);
+			return 0;
+		}
+		memcpy(e + s->early_len, data, len);
+		s->early = e;
+		s->early_len += len;
+		s->unconsumed += len;
+		return 0;
+	}
 	if (s == NULL || s->cb == NULL || s->cb->on_data == NULL || !s->responded ||
 	    (!((struct h2_conn *)user)->is_server && s->status != 200)) {
 		/* Nobody to deliver to (not yet accepted, refused or being torn down): drop it, and
@@ -499,6 +518,10 @@ h2_conn_flush(struct h2_conn *c)
 {
 	if (c->closed || !c->ready)
 		return;
+	/* nghttp2 keeps pointers to the stream whose frame it is handing us; a send from inside
+	 * could close (and free) that stream under it. tls_on_read flushes after mem_recv. */
+	if (c->in_recv)
+		return;
 	if (c->in_flush) {
 		c->flush_again = true;
 		return;
@@ -573,7 +596,9 @@ tls_on_read(struct tls_conn *t, const uint8_t *data, size_t len)
 		h2_conn_abort(c);
 		return;
 	}
+	c->in_recv = true;
 	n = nghttp2_session_mem_recv(c->session, data, len);
+	c->in_recv = false;
 	if (n < 0) {
 		log_info("hbone %s: protocol error: %s", tls_conn_peer_addr(t),
 		    nghttp2_strerror((int)n));
@@ -673,7 +698,8 @@ h2_conn_goaway(struct h2_conn *c)
 void
 h2_conn_abort(struct h2_conn *c)
 {
-	if (c->closed || c->closing)
+	/* Also when closing gracefully: that close may wait forever on a peer that does not read. */
+	if (c->closed)
 		return;
 	c->closing = true;
 	tls_conn_abort(c->tls);
@@ -815,7 +841,19 @@ hbone_stream_respond(struct hbone_stream *s, int status)
 	r = nghttp2_submit_response(c->session, s->id, &nv, 1, status == 200 ? &prd : NULL);
 	if (r != 0)
 		return AMESH_ERR_INVALID;
-	/* The client may have half-closed together with its CONNECT. */
+	if (s->early != NULL) {
+		uint8_t *e = s->early;
+		size_t n = s->early_len;
+
+		s->early = NULL;
+		s->early_len = 0;
+		if (status == 200 && s->cb != NULL && s->cb->on_data != NULL)
+			s->cb->on_data(s, e, n); /* the owner returns the window as usual */
+		else
+			hbone_stream_consumed(s, n);
+		free(e);
+	}
+	/* The client may have half-closed together with its CONNECT (or after early bytes). */
 	if (status == 200 && s->eof_seen && s->cb != NULL && s->cb->on_eof != NULL)
 		s->cb->on_eof(s);
 	h2_conn_flush(c);

@@ -60,6 +60,9 @@ struct hbone_stream {
 	struct h2_open *open;
 	int status;
 	int retries;
+	/* Server: tunnel bytes that came before our 200, held (unconsumed, so within the window). */
+	uint8_t *early;
+	size_t early_len;
 };
 
 struct h2_conn {
@@ -77,6 +80,7 @@ struct h2_conn {
 	bool in_flush, flush_again;
 	bool tls_closed;
 	uint64_t last_activity; /* uv_now of the last frame received */
+	bool in_recv; /* inside nghttp2_session_mem_recv: sending waits until it returns */
 };
 
 /*

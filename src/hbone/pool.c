@@ -206,7 +206,7 @@ pconn_new(struct hbone_pool *p, const struct h2_open *o, const char *key)
 		char a[80];
 
 		log_warn("hbone %s: connect: %s", sockaddr_str(&o->dst, a, sizeof(a)),
-		    uv_strerror(r));
+		    amesh_strerror(r));
 		h2_conn_free_unstarted(pc->c);
 		free(pc->key);
 		free(pc);

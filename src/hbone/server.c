@@ -77,6 +77,25 @@ on_refused_closed(uv_handle_t *h)
 	free(h);
 }
 
+/* Takes a connection off the backlog and closes it. libuv stops watching a listener whose
+ * pending connection was not accepted, so every refusal must go through here. */
+static void
+refuse(struct hbone_server *srv, uv_stream_t *l)
+{
+	uv_tcp_t *t = malloc(sizeof(*t));
+
+	srv->st.connections_refused++;
+	if (t == NULL) {
+		log_error("hbone: out of memory: the listener is stalled until a connection is "
+		    "accepted");
+		return;
+	}
+	uv_tcp_init(srv->loop, t);
+	if (uv_accept(l, (uv_stream_t *)t) == 0)
+		log_debug("hbone: connection refused: %zu connections open", srv->nconns);
+	uv_close((uv_handle_t *)t, on_refused_closed);
+}
+
 static void
 on_connection(uv_stream_t *l, int status)
 {
@@ -95,27 +114,22 @@ on_connection(uv_stream_t *l, int status)
 	}
 	if (srv->draining || srv->nconns >= srv->cfg.max_connections) {
 		/* Over the limit: take it off the backlog and close it, so it fails fast. */
-		uv_tcp_t *t = malloc(sizeof(*t));
-
-		srv->st.connections_refused++;
-		if (t == NULL)
-			return;
-		uv_tcp_init(srv->loop, t);
-		if (uv_accept(l, (uv_stream_t *)t) == 0)
-			log_debug("hbone: connection refused: %zu connections open", srv->nconns);
-		uv_close((uv_handle_t *)t, on_refused_closed);
+		refuse(srv, l);
 		return;
 	}
 	c = h2_conn_new(srv->loop, true, srv->cfg.max_streams, &server_ops, srv);
 	if (c == NULL) {
-		srv->st.connections_refused++;
+		refuse(srv, l);
 		return;
 	}
 	r = tls_conn_accept(l, &o, &h2_tls_cb, c, &c->tls);
 	if (r != 0) {
 		h2_conn_free_unstarted(c);
-		srv->st.connections_refused++;
-		log_warn("hbone: accept: %s", uv_strerror(r));
+		log_warn("hbone: accept: %s", amesh_strerror(r));
+		if (r == AMESH_ERR_NOMEM)
+			refuse(srv, l); /* tls_conn_accept failed before uv_accept */
+		else
+			srv->st.connections_refused++;
 		return;
 	}
 	srv->st.connections_accepted++;

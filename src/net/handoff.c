@@ -99,8 +99,6 @@ handoff_recv(int sock, struct handoff_msg *m, char *why, size_t whylen)
 	n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
 	if (n < 0)
 		return -errno;
-	if (n == 0)
-		return 1;
 	buf[n] = '\0';
 	/* Take every passed fd so none leaks, keep the first. */
 	for (c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
@@ -115,6 +113,13 @@ handoff_recv(int sock, struct handoff_msg *m, char *why, size_t whylen)
 			else
 				close(fd);
 		}
+	}
+	if (n == 0) {
+		/* The peer closed, or sent an empty message (perhaps with descriptors). */
+		if (m->fd >= 0)
+			close(m->fd);
+		m->fd = -1;
+		return 1;
 	}
 	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
 		snprintf(why, whylen, "message too long");

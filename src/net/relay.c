@@ -90,7 +90,11 @@ close_all(struct relay *r, bool reset)
 	if (r->b_is_stream && r->s != NULL && !r->stream_closed) {
 		struct hbone_stream *s = r->s;
 
-		/* The stream answers with on_close, which drops our last reference to it. */
+		/* The RST_STREAM may only go out later (the TLS queue is full) and we are freed once
+		 * our handles close: let go of the stream first, so no callback reaches us after. */
+		r->s = NULL;
+		r->stream_closed = true;
+		hbone_stream_set_cb(s, NULL, NULL);
 		hbone_stream_reset(s, reset ? 0xa /* CONNECT_ERROR */ : 0x8 /* CANCEL */);
 	}
 }
@@ -146,6 +150,11 @@ pass_eof(struct relay *r, int d)
 		return;
 	r->d[d].shut = true;
 	if (w == 1 && r->b_is_stream) {
+		if (r->s == NULL) {
+			/* The stream is gone: nobody to pass the end to. */
+			close_all(r, true);
+			return;
+		}
 		hbone_stream_shutdown(r->s);
 	} else {
 		r->shut_req[d].data = r;
@@ -375,6 +384,13 @@ s_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	if (reset || !r->d[1].eof) {
 		close_all(r, true);
 		return;
+	}
+	if (!r->d[0].shut) {
+		/* The peer ended cleanly before we did (END_STREAM, then RST_STREAM(NO_ERROR)): what A
+		 * still sends has nowhere to go. Finish writing to A, then close. */
+		r->d[0].eof = r->d[0].shut = true;
+		r->d[0].plen = 0;
+		update_reads(r);
 	}
 	maybe_done(r);
 }

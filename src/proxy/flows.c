@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "core/log.h"
@@ -427,7 +428,11 @@ passthrough(struct flow *f)
 
 	f->kind = FLOW_OUT_PASS;
 	f->px->st.outbound_passthrough++;
-	if (fd < 0 || uv_tcp_open(relay_tcp_b(f->r), fd) != 0) {
+	if (fd >= 0 && uv_tcp_open(relay_tcp_b(f->r), fd) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	if (fd < 0) {
 		f->flags = "UF";
 		relay_abort(f->r);
 		return;
@@ -575,7 +580,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 	identity_unref(id);
 	if (r != 0) {
 		log_info("workload %s: HBONE to %s: %s", w->name, sockaddr_str(&hb, a, sizeof(a)),
-		    uv_strerror(r));
+		    amesh_strerror(r));
 		f->flags = "UO";
 		relay_abort(f->r);
 	}
@@ -608,8 +613,10 @@ connect_app(struct flow *f, const struct ip_addr *client, uv_tcp_t *h, uv_connec
 	}
 	if (fd < 0)
 		return fd;
-	if (uv_tcp_open(h, fd) != 0)
+	if (uv_tcp_open(h, fd) != 0) {
+		close(fd);
 		return UV_EIO;
+	}
 	f->creq.data = f;
 	return uv_tcp_connect(&f->creq, h, (struct sockaddr *)&f->dst, cb);
 }
@@ -629,8 +636,16 @@ in_hbone_connected(uv_connect_t *req, int status)
 {
 	struct flow *f = req->data;
 
-	if (status == UV_ECANCELED)
+	if (status == UV_ECANCELED) {
+		/* The relay was aborted while we connected: the stream must not call into a flow that
+		 * is about to be freed. */
+		if (f->s != NULL) {
+			hbone_stream_set_cb(f->s, NULL, NULL);
+			hbone_stream_reset(f->s, 0x8 /* CANCEL */);
+			f->s = NULL;
+		}
 		return;
+	}
 	if (f->s == NULL) {
 		relay_abort(f->r);
 		return;
@@ -644,14 +659,15 @@ in_hbone_connected(uv_connect_t *req, int status)
 		relay_abort(f->r);
 		return;
 	}
+	f->up = true;
+	/* The relay's callbacks first: respond() passes on an END_STREAM that came before it. */
+	relay_start_hbone(f->r, f->s);
 	if (hbone_stream_respond(f->s, 200) != 0) {
-		hbone_stream_set_cb(f->s, NULL, NULL);
+		f->up = false;
 		f->s = NULL;
-		relay_abort(f->r);
+		relay_abort(f->r); /* resets the stream */
 		return;
 	}
-	f->up = true;
-	relay_start_hbone(f->r, f->s);
 	f->s = NULL;
 	flow_opened(f);
 }
@@ -711,6 +727,14 @@ baggage_get(const char *baggage, const char *key, char *buf, size_t len)
 	return NULL;
 }
 
+static bool
+from_waypoint(const struct registry *reg, const struct ip_addr *ip)
+{
+	const struct reg_addr_owner *o = registry_addr_owner(reg, ip);
+
+	return o != NULL && o->kind == REG_WAYPOINT;
+}
+
 void
 proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
     const struct hbone_request *req)
@@ -722,7 +746,7 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	struct authz_l4_req q;
 	const struct reg_policy *matched = NULL;
 	struct ip_addr dst, peer_ip, client;
-	struct sockaddr_storage peer;
+	struct sockaddr_storage peer, fwd;
 	char td[SPIFFE_ID_MAX], ns[SPIFFE_ID_MAX];
 	const char *principal, *why;
 	struct flow *f;
@@ -764,11 +788,19 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	f->src_wl = registry_workload_by_addr(reg, &peer_ip);
 	f->peer_principal = strdup(req->peer_id);
 	set_port(&f->dst, &dst, req->port);
-	if (forwarded_for(req->forwarded, &f->src))
-		ip_of(&f->src, &client, &port);
-	else {
-		client = peer_ip;
-		set_port(&f->src, &client, 0);
+	/* The client address a peer claims is believed only from a waypoint (which forwards others'
+	 * connections); a workload's HBONE leaves from its own address. Else any mesh peer could
+	 * reach the app from 127.0.0.1 or from another workload's address. */
+	client = peer_ip;
+	set_port(&f->src, &client, 0);
+	if (forwarded_for(req->forwarded, &fwd)) {
+		struct ip_addr fip;
+
+		ip_of(&fwd, &fip, &port);
+		if (ip_equal(&fip, &peer_ip) || from_waypoint(reg, &peer_ip)) {
+			f->src = fwd;
+			client = fip;
+		}
 	}
 	{
 		/* The service the client addressed, when its ztunnel said (baggage). */

@@ -346,10 +346,12 @@ fail_open:
 	return r < 0 ? r : AMESH_ERR_INVALID;
 fail:
 	identity_unref(id);
-	if (w != NULL)
+	if (w != NULL) {
+		w->nsfd = nsfd; /* calloc left 0 there: pw_free would close stdin */
 		pw_free(w);
-	else if (nsfd >= 0)
+	} else if (nsfd >= 0) {
 		close(nsfd);
+	}
 	registry_unref(reg);
 	return r;
 }

@@ -28,6 +28,8 @@
 #define TLS_IN_CAP (2u * (16384 + 2048))
 /* Plaintext handed to the owner per call. */
 #define TLS_PLAIN_CHUNK 16384
+/* How long a graceful close may wait for the peer to take what is queued. */
+#define TLS_CLOSE_TIMEOUT_MS 10000
 
 enum tls_state { TLS_CONNECTING, TLS_HANDSHAKE, TLS_OPEN, TLS_CLOSING, TLS_CLOSED };
 
@@ -327,7 +329,9 @@ handshake_step(struct tls_conn *c)
 	char buf[160];
 	int r = mbedtls_ssl_handshake(&c->ssl);
 
-	if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+	if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE ||
+	    r == MBEDTLS_ERR_SSL_CONN_EOF) {
+		/* bio_recv returns 0 at EOF, which mbedTLS reports as CONN_EOF. */
 		if (c->eof)
 			fail_conn(c, UV_EOF, "peer closed the connection");
 		return;
@@ -385,7 +389,8 @@ process(struct tls_conn *c)
 			c->cb->on_read(c, plain, (size_t)r);
 			continue;
 		}
-		if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE) {
+		if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE ||
+		    r == MBEDTLS_ERR_SSL_CONN_EOF) {
 			if (!c->eof)
 				break;
 			r = 0; /* EOF without close_notify: treat as a close */
@@ -507,6 +512,8 @@ tls_conn_accept(uv_stream_t *server, const struct tls_conn_opts *o,
 		return r;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
+	/* Nothing else notices a client that vanished while its connection was idle. */
+	uv_tcp_keepalive(&c->tcp, 1, 60);
 	set_peer_addr(c);
 	c->state = TLS_HANDSHAKE;
 	*out = c;
@@ -539,8 +546,11 @@ tls_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct tls_
 	int r = conn_new(loop, o, cb, user, false, &c);
 
 	*out = NULL;
-	if (r != 0)
+	if (r != 0) {
+		if (o->use_fd && o->fd >= 0)
+			close(o->fd); /* taken over, even on failure */
 		return r;
+	}
 	memset(&ss, 0, sizeof(ss));
 	memcpy(&ss, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
 	    sizeof(struct sockaddr_in));
@@ -646,6 +656,8 @@ tls_conn_close(struct tls_conn *c)
 		return;
 	}
 	c->state = TLS_CLOSING;
+	/* A peer that does not read would hold the shutdown (and us) forever. */
+	uv_timer_start(&c->timer, on_timeout, TLS_CLOSE_TIMEOUT_MS, 0);
 	mbedtls_ssl_close_notify(&c->ssl);
 	flush(c);
 	if (c->reading) {

@@ -236,7 +236,7 @@ static const struct {
 	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc 2000000",
 	    "reg.conf:19: route \"r\": backends: 'svc': weight must be 0-1000000" },
 	{ "[route \"r\"]\nnamespace = default\nservice = svc",
-	    "reg.conf:16: route \"r\": needs backends or a redirect" },
+	    "reg.conf:16: route \"r\": needs backends, a redirect or fault.abort" },
 	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc\nmatch.path_prefix = /a\nmatch.path_exact = /b",
 	    "reg.conf:21: route \"r\": match.path_exact, match.path_prefix and match.path_regex exclude each other" },
 	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc\nmatch.path_regex = ([a-z",
