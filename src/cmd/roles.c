@@ -18,20 +18,11 @@ cmd_not_built(const char *name)
 }
 
 static int
-exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
-{
-	return cmd_not_built("waypoint");
-}
-
-static int
 exec_sidecar(const struct cmd_globals *g, int argc, char **argv)
 {
 	return cmd_not_built("sidecar");
 }
 
-const struct cmd_entry cmd_waypoint_entry = {
-	"waypoint", "", "run the L7 proxy for services that need one", NULL, exec_waypoint, NULL,
-};
 const struct cmd_entry cmd_sidecar_entry = {
 	"sidecar", "", "run a per-workload proxy inside one network namespace", NULL, exec_sidecar, NULL,
 };

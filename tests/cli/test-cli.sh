@@ -56,7 +56,7 @@ run "$AMESH"
 check "no command prints usage and exits 2" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "^usage: amesh"'
 
 notbuilt=0
-for role in waypoint sidecar; do
+for role in sidecar; do
 	run "$AMESH" -c "$CONF" "$role"
 	if [ "$RC" -ne 2 ] || ! echo "$ERR" | grep -q "^amesh $role: not built yet"; then
 		notbuilt=1

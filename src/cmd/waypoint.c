@@ -1,0 +1,357 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* amesh waypoint: startup and wiring of the L7 proxy; the machinery lives in src/l7/. */
+#include "config.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "cmd/cmd.h"
+#include "config/conf.h"
+#include "config/registry.h"
+#include "core/diag.h"
+#include "core/log.h"
+#include "core/parse.h"
+#include "l7/waypoint.h"
+#include "telemetry/accesslog.h"
+#include "telemetry/http.h"
+#include "telemetry/metrics.h"
+#include "tls/identity.h"
+
+#define RELOAD_SETTLE_MS 200
+
+struct wpd {
+	uv_loop_t *loop;
+	struct amesh_conf *conf;
+	struct registry_holder reg;
+	struct identity_store *ids;
+	struct metrics *metrics;
+	struct waypoint *wp;
+	struct http_server *http[3];
+	uv_signal_t sig_hup, sig_term, sig_int;
+	uv_fs_event_t reg_watch;
+	uv_timer_t reg_timer, watchdog;
+	uv_work_t reg_work;
+	bool reg_busy, reg_again, stopping, ready;
+	struct registry *reg_new;
+	struct diag reg_diag;
+};
+
+static struct wpd *the; /* the HTTP handlers' context (one waypoint per process) */
+
+static void
+reload_work(uv_work_t *w)
+{
+	struct wpd *z = w->data;
+
+	diag_init(&z->reg_diag);
+	z->reg_new = NULL;
+	registry_load_dir(z->conf->mesh.registry, &z->reg_new, &z->reg_diag);
+}
+
+static void reload_now(uv_timer_t *t);
+
+static void
+reload_done(uv_work_t *w, int status)
+{
+	struct wpd *z = w->data;
+
+	z->reg_busy = false;
+	if (z->reg_new != NULL) {
+		registry_holder_set(&z->reg, z->reg_new);
+		log_info("registry %s: reloaded (%zu routes)", z->conf->mesh.registry,
+		    z->reg_new->n[REG_ROUTE]);
+		z->reg_new = NULL;
+	} else {
+		for (size_t i = 0; i < z->reg_diag.n; i++)
+			log_error("%s", z->reg_diag.msg[i]);
+		log_error("registry %s: reload refused; the previous registry stays in force",
+		    z->conf->mesh.registry);
+	}
+	diag_clear(&z->reg_diag);
+	if (z->reg_again && !z->stopping) {
+		z->reg_again = false;
+		uv_timer_start(&z->reg_timer, reload_now, RELOAD_SETTLE_MS, 0);
+	}
+}
+
+static void
+reload_now(uv_timer_t *t)
+{
+	struct wpd *z = t->data;
+
+	if (z->stopping)
+		return;
+	if (z->reg_busy) {
+		z->reg_again = true;
+		return;
+	}
+	z->reg_busy = true;
+	z->reg_work.data = z;
+	if (uv_queue_work(z->loop, &z->reg_work, reload_work, reload_done) != 0)
+		z->reg_busy = false;
+}
+
+static void
+on_reg_change(uv_fs_event_t *h, const char *file, int events, int status)
+{
+	struct wpd *z = h->data;
+
+	uv_timer_start(&z->reg_timer, reload_now, RELOAD_SETTLE_MS, 0);
+}
+
+static void
+on_watchdog(uv_timer_t *t)
+{
+#ifdef HAVE_LIBSYSTEMD
+	sd_notify(0, "WATCHDOG=1");
+#endif
+}
+
+static void
+closed_handle(uv_handle_t *h)
+{
+}
+
+static void
+drained(void *arg)
+{
+	struct wpd *z = arg;
+
+	log_info("waypoint: drained");
+	uv_close((uv_handle_t *)&z->sig_hup, closed_handle);
+	uv_close((uv_handle_t *)&z->sig_term, closed_handle);
+	uv_close((uv_handle_t *)&z->sig_int, closed_handle);
+	uv_close((uv_handle_t *)&z->reg_timer, closed_handle);
+	uv_close((uv_handle_t *)&z->watchdog, closed_handle);
+	if (!uv_is_closing((uv_handle_t *)&z->reg_watch))
+		uv_close((uv_handle_t *)&z->reg_watch, closed_handle);
+	identity_store_unwatch(z->ids);
+	for (int i = 0; i < 3; i++)
+		if (z->http[i] != NULL)
+			http_server_close(z->http[i], NULL, NULL);
+}
+
+static void
+stop(struct wpd *z)
+{
+	if (z->stopping)
+		return;
+	z->stopping = true;
+	z->ready = false;
+#ifdef HAVE_LIBSYSTEMD
+	sd_notify(0, "STOPPING=1");
+#endif
+	log_info("waypoint: stopping (drain up to %llu ms)",
+	    (unsigned long long)z->conf->waypoint.drain_timeout);
+	waypoint_drain(z->wp, z->conf->waypoint.drain_timeout, drained, z);
+}
+
+static void
+free_handle(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void
+on_quit_timer(uv_timer_t *t)
+{
+	stop(t->data);
+	uv_close((uv_handle_t *)t, free_handle);
+}
+
+static void
+on_signal(uv_signal_t *s, int signum)
+{
+	struct wpd *z = s->data;
+
+	if (signum == SIGHUP) {
+		log_info("waypoint: SIGHUP: reloading the registry and certificates");
+		uv_timer_start(&z->reg_timer, reload_now, 0, 0);
+		if (identity_store_reload(z->ids) < 0)
+			log_error("waypoint: certificates: reload failed; the previous ones stay");
+		return;
+	}
+	stop(z);
+}
+
+/* --- host endpoints --- */
+
+static void
+h_metrics(struct http_req *req, struct http_resp *resp, void *user)
+{
+	char *text = NULL;
+
+	resp->status = 200;
+	resp->content_type = "text/plain; version=0.0.4";
+	metrics_render(the->metrics, &text);
+	resp->body = text;
+}
+
+static void
+h_ready(struct http_req *req, struct http_resp *resp, void *user)
+{
+	resp->status = the->ready ? 200 : 503;
+	resp->body = strdup(the->ready ? "ready\n" : "not ready\n");
+}
+
+static void
+h_dump(struct http_req *req, struct http_resp *resp, void *user)
+{
+	resp->status = 200;
+	resp->content_type = "application/json";
+	resp->body = waypoint_dump(the->wp);
+}
+
+static void
+h_logging(struct http_req *req, struct http_resp *resp, void *user)
+{
+	char level[16];
+	int l;
+
+	if (http_req_query(req, "level", level, sizeof(level)) != NULL) {
+		if ((l = log_level_parse(level)) < 0) {
+			resp->status = 400;
+			resp->body = strdup("level: expected error, warn, info or debug\n");
+			return;
+		}
+		log_set_level((enum log_level)l);
+	}
+	resp->status = 200;
+	if (asprintf(&resp->body, "level: %s\n", log_level_name(log_get_level())) < 0)
+		resp->body = NULL;
+}
+
+static void
+h_quit(struct http_req *req, struct http_resp *resp, void *user)
+{
+	uv_timer_t *t = malloc(sizeof(*t));
+
+	resp->status = 200;
+	resp->body = strdup("draining\n");
+	/* Not from inside the handler: the HTTP server must not close itself there. */
+	if (t != NULL) {
+		uv_timer_init(the->loop, t);
+		t->data = the;
+		uv_timer_start(t, on_quit_timer, 0, 0);
+	}
+}
+
+static const struct http_route admin_routes[] = {
+	{ "GET", "/config_dump", h_dump },
+	{ "GET", "/logging", h_logging },
+	{ "POST", "/logging", h_logging },
+	{ "POST", "/quitquitquit", h_quit },
+	{ "GET", "/healthz/ready", h_ready },
+	{ NULL, NULL, NULL },
+};
+static const struct http_route metrics_routes[] = {
+	{ "GET", "/metrics", h_metrics },
+	{ "GET", "/stats/prometheus", h_metrics },
+	{ NULL, NULL, NULL },
+};
+static const struct http_route ready_routes[] = {
+	{ "GET", "/healthz/ready", h_ready },
+	{ NULL, NULL, NULL },
+};
+
+static int
+exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
+{
+	static struct wpd z;
+	struct diag d;
+	struct identity_store_config ic;
+	const struct sockaddr_storage *addrs[3];
+	const struct http_route *routes[3] = { admin_routes, metrics_routes, ready_routes };
+	uint64_t wd_usec = 0;
+	char a[80];
+	int rc;
+
+	if (argc > 1) {
+		fprintf(stderr, "amesh waypoint: unexpected argument '%s'\n"
+		    "Try 'amesh waypoint --help'.\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	the = &z;
+	diag_init(&d);
+	if (conf_load(g->conf_path, &z.conf, &d) != 0) {
+		diag_print(&d, stderr);
+		diag_clear(&d);
+		return EXIT_FAIL;
+	}
+	cmd_log_setup(g, z.conf);
+	accesslog_set_enabled(z.conf->log.access_log);
+	signal(SIGPIPE, SIG_IGN);
+	z.loop = uv_default_loop();
+	registry_holder_init(&z.reg);
+	if (registry_holder_reload(&z.reg, z.conf->mesh.registry, &d) != 0) {
+		diag_print(&d, stderr);
+		diag_clear(&d);
+		log_error("waypoint: registry %s is invalid", z.conf->mesh.registry);
+		return EXIT_FAIL;
+	}
+	ic.cert_dir = z.conf->identity.cert_dir;
+	ic.trust_bundle = z.conf->mesh.trust_bundle;
+	ic.trust_domain = z.conf->mesh.trust_domain;
+	ic.expiry_warning_ms = z.conf->identity.expiry_warning;
+	if (identity_store_new(&ic, &z.ids) != 0 || identity_store_reload(z.ids) < 0) {
+		log_error("waypoint: cannot load the trust bundle %s", z.conf->mesh.trust_bundle);
+		return EXIT_FAIL;
+	}
+	identity_store_watch(z.ids, z.loop);
+	if (metrics_new(&z.metrics) != 0)
+		fatalx("out of memory");
+	if (waypoint_start(z.loop, z.conf, &z.reg, z.ids, z.metrics, &z.wp) != 0)
+		return EXIT_FAIL;
+	addrs[0] = &z.conf->waypoint.admin_address;
+	addrs[1] = &z.conf->waypoint.metrics_address;
+	addrs[2] = &z.conf->waypoint.readiness_address;
+	for (int i = 0; i < 3; i++) {
+		rc = http_server_listen(z.loop, (const struct sockaddr *)addrs[i], routes[i], &z,
+		    &z.http[i]);
+		if (rc != 0) {
+			log_error("waypoint: cannot listen on %s: %s",
+			    sockaddr_str(addrs[i], a, sizeof(a)), uv_strerror(rc));
+			return EXIT_FAIL;
+		}
+	}
+	uv_timer_init(z.loop, &z.reg_timer);
+	uv_timer_init(z.loop, &z.watchdog);
+	z.reg_timer.data = &z;
+	uv_fs_event_init(z.loop, &z.reg_watch);
+	z.reg_watch.data = &z;
+	if (uv_fs_event_start(&z.reg_watch, on_reg_change, z.conf->mesh.registry, 0) != 0)
+		log_warn("waypoint: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
+	uv_signal_init(z.loop, &z.sig_hup);
+	uv_signal_init(z.loop, &z.sig_term);
+	uv_signal_init(z.loop, &z.sig_int);
+	z.sig_hup.data = z.sig_term.data = z.sig_int.data = &z;
+	uv_signal_start(&z.sig_hup, on_signal, SIGHUP);
+	uv_signal_start(&z.sig_term, on_signal, SIGTERM);
+	uv_signal_start(&z.sig_int, on_signal, SIGINT);
+	z.ready = true;
+#ifdef HAVE_LIBSYSTEMD
+	sd_notify(0, "READY=1");
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
+		uv_timer_start(&z.watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
+#endif
+	(void)wd_usec;
+	uv_run(z.loop, UV_RUN_DEFAULT);
+	waypoint_free(z.wp);
+	identity_store_free(z.ids);
+	metrics_free(z.metrics);
+	registry_holder_destroy(&z.reg);
+	uv_loop_close(z.loop);
+	conf_free(z.conf);
+	return EXIT_OK;
+}
+
+const struct cmd_entry cmd_waypoint_entry = {
+	"waypoint", "[-c FILE]", "run the L7 proxy for services that need one",
+	NULL, exec_waypoint, "amesh-waypoint(8)",
+};

@@ -1,0 +1,1403 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Waypoint data path (waypoint.h). One struct tun per downstream HBONE stream (a tunnel from a
+ * ztunnel); in HTTP mode it carries one request at a time: parse the head, authorize (L7), route,
+ * open an HBONE stream to the endpoint as the waypoint, forward head and body, parse the response
+ * and forward it, then take the next request. Buffers between the two streams are bounded: a
+ * stream's bytes are returned to its HTTP/2 window only once they were passed on.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/parse.h"
+#include "hbone/hbone.h"
+#include "l7/http1.h"
+#include "l7/route.h"
+#include "l7/waypoint.h"
+#include "policy/authz.h"
+#include "telemetry/accesslog.h"
+#include "telemetry/metrics.h"
+#include "tls/cert.h"
+#include "tls/identity.h"
+#include "tls/rng.h"
+
+#define WP_MARK_NONE 0
+
+/* Bytes waiting for a stream that took less than offered. */
+struct obuf {
+	uint8_t *p;
+	size_t len;
+	bool busy, again; /* hbone_stream_write can call back into obuf_flush (on_writable) */
+};
+
+enum tun_mode { MODE_DETECT, MODE_HTTP, MODE_L4 };
+
+struct waypoint {
+	uv_loop_t *loop;
+	const struct amesh_conf *conf;
+	struct registry_holder *reg;
+	struct identity_store *ids;
+	struct metrics *metrics;
+	char *ns, *sa;
+	struct identity *id;
+	struct hbone_server *srv;
+	struct hbone_pool *pool;
+	uv_timer_t refresh;
+	bool draining;
+	int parts; /* server, pool, refresh timer: each finishes the drain when it ends */
+	void (*done)(void *);
+	void *done_arg;
+	struct waypoint_stats st;
+	uint32_t rr;
+};
+
+struct tun {
+	struct waypoint *wp;
+	struct hbone_stream *down, *up;
+	struct registry *reg;
+	const struct reg_service *svc;       /* addressed by service (hostname or VIP) */
+	const struct reg_workload *direct;   /* or a workload address */
+	uint16_t port;                       /* the port the client asked for */
+	char authority[300];
+	char *peer_id, *forwarded, *baggage;
+	const struct reg_workload *src_wl;
+	enum tun_mode mode;
+	uv_timer_t timer; /* the route's overall timeout */
+	uv_timer_t wait;  /* fault delay and retry backoff */
+	int timers_open;
+	bool down_closed, down_eof, up_eof, closing, in_feed, down_shut_pending;
+
+	/* bytes from the downstream stream not yet given to the parser (or to up, in L4 mode) */
+	uint8_t *in;
+	size_t in_len, in_unconsumed;
+	struct obuf to_down, to_up;
+	size_t up_unconsumed; /* bytes from up not yet returned to its window */
+
+	/* HTTP: the request in flight */
+	struct h1_parser *req_p, *resp_p;
+	struct h1_parser *resp_dead; /* a dropped attempt's parser, freed when safe */
+	const struct h1_head *req; /* valid while the request parser is paused */
+	const struct reg_route *rt;
+	const struct reg_workload *ep;
+	uint16_t target;
+	int attempt;
+	bool in_request, req_body_done, req_has_body, resp_started, up_ready, close_after;
+	bool bp_paused; /* the request parser waits for upstream to take what it was given */
+	bool down_chunked, up_chunked;
+	char *rewritten; /* request target after rewrite.path_prefix */
+	int status;
+	const char *flags;
+	uint64_t start, req_bytes, resp_bytes;
+	char traceparent[64];
+	bool add_traceparent;
+};
+
+static void tun_maybe_free(struct tun *t);
+static void tun_abort(struct tun *t);
+static void start_upstream(struct tun *t);
+static void feed_down(struct tun *t);
+static void flush_down(struct tun *t);
+static void flush_up(struct tun *t);
+
+/* --- small helpers --- */
+
+static int
+obuf_add(struct obuf *b, const void *data, size_t len)
+{
+	uint8_t *n;
+
+	if (len == 0)
+		return 0;
+	if (b->len + len > WP_BUF * 2)
+		return AMESH_ERR_TOOLONG; /* a bound the windows should make unreachable */
+	n = realloc(b->p, b->len + len);
+	if (n == NULL)
+		return AMESH_ERR_NOMEM;
+	memcpy(n + b->len, data, len);
+	b->p = n;
+	b->len += len;
+	return 0;
+}
+
+/* Moves as much of b into stream s as it takes. A call from inside its own write (the stream's
+ * on_writable) only asks the outer call for another round. */
+static void
+obuf_flush(struct obuf *b, struct hbone_stream *s)
+{
+	size_t took;
+
+	if (b->busy) {
+		b->again = true;
+		return;
+	}
+	b->busy = true;
+	do {
+		b->again = false;
+		if (b->len == 0 || s == NULL)
+			break;
+		took = hbone_stream_write(s, b->p, b->len);
+		if (took == 0)
+			break;
+		memmove(b->p, b->p + took, b->len - took);
+		b->len -= took;
+		if (b->len == 0) {
+			free(b->p);
+			b->p = NULL;
+		}
+	} while (b->again);
+	b->busy = false;
+}
+
+static uint32_t
+rnd(void)
+{
+	uint32_t r = 0;
+
+	rng_fill(rng_ctx(), (unsigned char *)&r, sizeof(r));
+	return r;
+}
+
+static const struct ip_addr *
+addr_for(const struct reg_workload *wl, int family)
+{
+	for (size_t i = 0; i < wl->addresses.n; i++)
+		if (wl->addresses.v[i].family == family)
+			return &wl->addresses.v[i];
+	return wl->addresses.n > 0 ? &wl->addresses.v[0] : NULL;
+}
+
+/* The endpoint for this request: a route backend, else the addressed service or workload. */
+static const struct reg_workload *
+pick_endpoint(struct tun *t, const struct reg_service *svc)
+{
+	if (svc == NULL)
+		return t->direct;
+	if (svc->n_endpoints == 0)
+		return NULL;
+	return svc->endpoints[t->wp->rr++ % svc->n_endpoints];
+}
+
+/* --- telemetry --- */
+
+static void
+principal(const struct tun *t, const struct reg_workload *wl, char *buf, size_t len)
+{
+	if (wl == NULL)
+		snprintf(buf, len, "unknown");
+	else
+		snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", t->wp->conf->mesh.trust_domain,
+		    wl->namespace, wl->service_account);
+}
+
+static void
+finish_request_telemetry(struct tun *t)
+{
+	struct waypoint *wp = t->wp;
+	char dp[SPIFFE_ID_MAX];
+	struct http_labels l = {
+		.reporter = "waypoint",
+		.source_workload = t->src_wl ? t->src_wl->h.name : "unknown",
+		.source_workload_namespace = t->src_wl ? t->src_wl->namespace : "unknown",
+		.source_principal = t->peer_id,
+		.destination_workload = t->ep ? t->ep->h.name : "unknown",
+		.destination_workload_namespace = t->ep ? t->ep->namespace : "unknown",
+		.destination_service = t->svc ? t->svc->hostname : "unknown",
+		.request_protocol = "http",
+		.response_code = (unsigned)t->status,
+		.response_flags = t->flags ? t->flags : "-",
+		.connection_security_policy = "mutual_tls",
+	};
+	uint64_t ms = uv_now(wp->loop) - t->start;
+	char path[512];
+	struct log_field f[10];
+	size_t n = 0;
+
+	principal(t, t->ep, dp, sizeof(dp));
+	l.destination_principal = dp;
+	wp->st.requests++;
+	if (wp->metrics != NULL)
+		metrics_http_request(wp->metrics, &l, (double)ms, t->req_bytes, t->resp_bytes);
+	if (!accesslog_enabled())
+		return;
+	snprintf(path, sizeof(path), "%.*s", t->req ? (int)t->req->path_len : 0,
+	    t->req ? t->req->target : "");
+	f[n++] = (struct log_field){ "method", t->req ? t->req->method : "-", 0 };
+	f[n++] = (struct log_field){ "authority", t->authority, 0 };
+	f[n++] = (struct log_field){ "path", path, 0 };
+	f[n++] = (struct log_field){ "status", NULL, (unsigned long long)t->status };
+	f[n++] = (struct log_field){ "duration_ms", NULL, ms };
+	f[n++] = (struct log_field){ "upstream", t->ep ? t->ep->h.name : "-", 0 };
+	f[n++] = (struct log_field){ "route", t->rt ? t->rt->h.name : "-", 0 };
+	f[n++] = (struct log_field){ "src.identity", t->peer_id, 0 };
+	f[n++] = (struct log_field){ "flags", t->flags ? t->flags : "-", 0 };
+	f[n++] = (struct log_field){ "traceparent", t->traceparent, 0 };
+	log_record(LOG_LVL_INFO, "access", "request", f, n);
+}
+
+/* --- writing --- */
+
+static int
+w_down(void *arg, const void *data, size_t len)
+{
+	struct tun *t = arg;
+
+	t->resp_bytes += len;
+	return obuf_add(&t->to_down, data, len);
+}
+
+static int
+w_up(void *arg, const void *data, size_t len)
+{
+	struct tun *t = arg;
+
+	return obuf_add(&t->to_up, data, len);
+}
+
+static void
+flush_down(struct tun *t)
+{
+	obuf_flush(&t->to_down, t->down);
+	/* FIN downstream only once everything before it is written. */
+	if (t->down != NULL && t->to_down.len == 0 &&
+	    (t->down_shut_pending || (t->mode == MODE_L4 && t->up_eof))) {
+		t->down_shut_pending = false;
+		hbone_stream_shutdown(t->down);
+	}
+	/* Bytes from up are returned to its window once they are on their way down. */
+	if (t->up != NULL && t->to_down.len < WP_BUF && t->up_unconsumed > 0) {
+		hbone_stream_consumed(t->up, t->up_unconsumed);
+		t->up_unconsumed = 0;
+	}
+}
+
+static void
+flush_up(struct tun *t)
+{
+	obuf_flush(&t->to_up, t->up);
+	if (t->mode == MODE_L4 && t->down_eof && t->up != NULL && t->up_ready &&
+	    t->to_up.len == 0)
+		hbone_stream_shutdown(t->up);
+	if (t->mode == MODE_L4 && t->down != NULL && t->to_up.len < WP_BUF && t->in_unconsumed) {
+		hbone_stream_consumed(t->down, t->in_unconsumed);
+		t->in_unconsumed = 0;
+	}
+}
+
+static void
+shutdown_down(struct tun *t)
+{
+	t->down_shut_pending = true;
+	flush_down(t);
+}
+
+/* A response we make ourselves (deny, redirect, fault, timeout, no route...). */
+static void
+local_reply(struct tun *t, int status, const char *body, const char *location)
+{
+	char head[1024];
+	int n;
+
+	t->status = status;
+	t->wp->st.local_replies++;
+	/* With a request body still coming we cannot go on with this connection: close it. */
+	if (!t->req_body_done && t->req_has_body)
+		t->close_after = true;
+	n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n"
+	    "content-length: %zu\r\n%s%s%s%s\r\n", status,
+	    status == 403 ? "Forbidden" : status == 404 ? "Not Found" : status == 500 ?
+	    "Internal Server Error" : status == 503 ? "Service Unavailable" : status == 504 ?
+	    "Gateway Timeout" : status == 502 ? "Bad Gateway" : status >= 300 && status < 400 ?
+	    "Redirect" : "Error", strlen(body), location ? "location: " : "",
+	    location ? location : "", location ? "\r\n" : "",
+	    t->close_after ? "connection: close\r\n" : "");
+	t->resp_started = true;
+	w_down(t, head, (size_t)n);
+	w_down(t, body, strlen(body));
+	flush_down(t);
+}
+
+/* --- the request cycle --- */
+
+static void
+stop_timer(struct tun *t)
+{
+	if (t->timers_open == 2) {
+		uv_timer_stop(&t->timer);
+		uv_timer_stop(&t->wait);
+	}
+}
+
+/* Drops the upstream stream of this attempt; no callback of it reaches us afterwards. */
+static void
+drop_up(struct tun *t, bool reset)
+{
+	if (t->up == NULL)
+		return;
+	hbone_stream_set_cb(t->up, NULL, NULL);
+	if (reset)
+		hbone_stream_reset(t->up, 0x8 /* CANCEL */);
+	else
+		hbone_stream_shutdown(t->up);
+	t->up = NULL;
+	t->up_unconsumed = 0;
+	free(t->to_up.p);
+	t->to_up.p = NULL;
+	t->to_up.len = 0;
+	t->up_ready = false;
+	/* It may be the parser whose callback got us here: free it later. */
+	h1_parser_free(t->resp_dead);
+	t->resp_dead = t->resp_p;
+	t->resp_p = NULL;
+}
+
+/* The request is answered: account for it and go on with the next one, or close. */
+static void
+request_done(struct tun *t)
+{
+	stop_timer(t);
+	finish_request_telemetry(t);
+	drop_up(t, !t->resp_started || t->status == 0);
+	free(t->rewritten);
+	t->rewritten = NULL;
+	t->in_request = false;
+	t->rt = NULL;
+	t->ep = NULL;
+	if (t->close_after || !t->req || !t->req->keep_alive) {
+		shutdown_down(t);
+		return;
+	}
+	t->req = NULL;
+	if (t->req_p != NULL)
+		h1_pause(t->req_p, false);
+	/* From inside the request parser, its own h1_feed goes on; else feed it here. */
+	if (!t->in_feed)
+		feed_down(t);
+	if (!t->in_request && t->down_eof && !t->in_feed)
+		shutdown_down(t);
+}
+
+/* Answers locally and finishes the request. */
+static void
+reply_and_finish(struct tun *t, int status, const char *body, const char *location,
+    const char *flags)
+{
+	t->flags = flags;
+	local_reply(t, status, body, location);
+	request_done(t);
+}
+
+static void
+on_wait(uv_timer_t *h)
+{
+	start_upstream(h->data);
+}
+
+static bool
+retry_if_allowed(struct tun *t, enum route_outcome o, int status)
+{
+	uint64_t wait;
+
+	if (t->rt == NULL || t->resp_started || t->req_has_body ||
+	    !route_should_retry(t->rt, t->attempt, o, status))
+		return false;
+	wait = route_backoff_ms(t->rt, t->attempt, rnd());
+	t->attempt++;
+	t->wp->st.retries++;
+	drop_up(t, true);
+	log_debug("waypoint: retrying %s %s (attempt %d) in %llu ms", t->req->method,
+	    t->authority, t->attempt, (unsigned long long)wait);
+	uv_timer_start(&t->wait, on_wait, wait, 0);
+	return true;
+}
+
+static void
+on_timeout(uv_timer_t *h)
+{
+	struct tun *t = h->data;
+
+	t->wp->st.timeouts++;
+	if (t->resp_started) {
+		/* Half a response went out: the only honest end is to cut the tunnel. */
+		t->flags = "UT";
+		tun_abort(t);
+		return;
+	}
+	/* The route's overall timeout ends the request; it is not retried (route.h). */
+	reply_and_finish(t, 504, "upstream request timeout", NULL, "UT");
+}
+
+/* Response parser callbacks (upstream -> downstream). */
+
+static int
+resp_head(void *arg, const struct h1_head *h)
+{
+	struct tun *t = arg;
+	struct h1_head out = *h;
+	struct h1_edits e = { 0 };
+	struct h1_field set[32], add[32];
+	const char *rm[32];
+
+	if (h->status >= 100 && h->status < 200)
+		return 0; /* interim responses are not forwarded in this version */
+	if (retry_if_allowed(t, ROUTE_OUT_STATUS, h->status))
+		return AMESH_ERR_INVALID; /* stops this parser; the attempt is gone */
+	t->status = h->status;
+	t->resp_started = true;
+	if (t->rt != NULL) {
+		for (size_t i = 0; i < t->rt->response_set.n && i < 32; i++)
+			set[e.n_set++] = (struct h1_field){ t->rt->response_set.v[i].key,
+				t->rt->response_set.v[i].value };
+		for (size_t i = 0; i < t->rt->response_add.n && i < 32; i++)
+			add[e.n_add++] = (struct h1_field){ t->rt->response_add.v[i].key,
+				t->rt->response_add.v[i].value };
+		for (size_t i = 0; i < t->rt->response_remove.n && i < 32; i++)
+			rm[e.n_remove++] = t->rt->response_remove.v[i];
+	}
+	e.set = set;
+	e.add = add;
+	e.remove = rm;
+	out.framing = h1_forward_framing(h, true);
+	t->down_chunked = out.framing == H1_FRAMING_CHUNKED;
+	if (t->close_after || !t->req->keep_alive)
+		e.connection = "close";
+	{
+		struct h1_writer w = { w_down, t };
+
+		if (h1_write_head(&w, &out, &e) != 0)
+			return AMESH_ERR_INVALID;
+	}
+	flush_down(t);
+	return 0;
+}
+
+static int
+resp_body(void *arg, const uint8_t *data, size_t len)
+{
+	struct tun *t = arg;
+	struct h1_writer w = { w_down, t };
+	int r = t->down_chunked ? h1_write_chunk(&w, data, len) : w_down(t, data, len);
+
+	flush_down(t);
+	return r;
+}
+
+static int
+resp_end(void *arg)
+{
+	struct tun *t = arg;
+
+	if (t->status < 200)
+		return 0;
+	if (t->down_chunked) {
+		struct h1_writer w = { w_down, t };
+
+		h1_write_last_chunk(&w, NULL, 0);
+	}
+	flush_down(t);
+	h1_pause(t->resp_p, true);
+	return 0;
+}
+
+static const struct h1_callbacks resp_cb = { resp_head, resp_body, NULL, resp_end };
+
+/* Upstream stream callbacks. */
+
+static void
+up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
+{
+	struct tun *t = hbone_stream_user(s);
+	size_t used = 0;
+	int r;
+
+	if (t->mode == MODE_L4) {
+		t->resp_bytes += len;
+		obuf_add(&t->to_down, data, len);
+		t->up_unconsumed += len;
+		flush_down(t);
+		return;
+	}
+	t->up_unconsumed += len;
+	r = h1_feed(t->resp_p, data, len, &used);
+	if (r != 0) {
+		if (t->up == NULL || t->resp_p == NULL)
+			return; /* resp_head started a retry */
+		log_info("waypoint: %s: bad response from %s: %s", t->authority,
+		    t->ep ? t->ep->h.name : "?", h1_error_text(t->resp_p));
+		t->wp->st.upstream_failures++;
+		if (!t->resp_started) {
+			reply_and_finish(t, 502, "upstream sent a bad response", NULL, "UPE");
+			return;
+		}
+		tun_abort(t);
+		return;
+	}
+	flush_down(t);
+	if (h1_paused(t->resp_p))
+		request_done(t);
+}
+
+static void
+up_on_eof(struct hbone_stream *s)
+{
+	struct tun *t = hbone_stream_user(s);
+
+	if (t->mode == MODE_L4) {
+		t->up_eof = true;
+		flush_down(t);
+		return;
+	}
+	/* A body delimited by the close ends here; anything else was cut short. */
+	if (t->resp_p != NULL && h1_finish(t->resp_p) == 0 && t->resp_started) {
+		request_done(t);
+		return;
+	}
+	if (!t->resp_started) {
+		if (retry_if_allowed(t, ROUTE_OUT_RESET, 0))
+			return;
+		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
+		    NULL, "UC");
+		return;
+	}
+	tun_abort(t);
+}
+
+static void
+up_on_writable(struct hbone_stream *s)
+{
+	struct tun *t = hbone_stream_user(s);
+
+	flush_up(t);
+	if (t->mode == MODE_HTTP && t->bp_paused && t->to_up.len < WP_BUF / 2) {
+		t->bp_paused = false;
+		h1_pause(t->req_p, false);
+		feed_down(t);
+	}
+}
+
+static void
+up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
+{
+	struct tun *t = hbone_stream_user(s);
+
+	t->up = NULL;
+	t->up_unconsumed = 0;
+	if (t->mode == MODE_L4) {
+		if (reset)
+			tun_abort(t);
+		return;
+	}
+	if (!t->in_request)
+		return;
+	if (!t->resp_started) {
+		if (retry_if_allowed(t, err == 0x7 ? ROUTE_OUT_REFUSED_STREAM : ROUTE_OUT_RESET, 0))
+			return;
+		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
+		    NULL, "UC");
+		return;
+	}
+	tun_abort(t);
+}
+
+static void
+up_on_response(struct hbone_stream *s, int status)
+{
+	struct tun *t = hbone_stream_user(s);
+	struct h1_head out;
+	struct h1_edits e = { 0 };
+	struct h1_field set[32], add[33];
+	const char *rm[32];
+
+	if (status != 200) {
+		hbone_stream_set_cb(s, NULL, NULL);
+		t->up = NULL;
+		t->wp->st.upstream_failures++;
+		if (t->mode == MODE_L4) {
+			tun_abort(t);
+			return;
+		}
+		if (retry_if_allowed(t, ROUTE_OUT_CONNECT_FAILURE, 0))
+			return;
+		reply_and_finish(t, 503, status == 401 ? "upstream refused the waypoint" :
+		    "upstream connect error", NULL, status == 401 ? "DENY" : "UF");
+		return;
+	}
+	t->up_ready = true;
+	if (t->mode == MODE_L4) {
+		flush_up(t);
+		return;
+	}
+	/* The request head, with the route's edits, a rewritten path and a trace context. */
+	out = *t->req;
+	if (t->rewritten != NULL) {
+		out.target = t->rewritten;
+		out.target_len = strlen(t->rewritten);
+	}
+	if (t->rt != NULL) {
+		for (size_t i = 0; i < t->rt->request_set.n && i < 32; i++)
+			set[e.n_set++] = (struct h1_field){ t->rt->request_set.v[i].key,
+				t->rt->request_set.v[i].value };
+		for (size_t i = 0; i < t->rt->request_add.n && i < 32; i++)
+			add[e.n_add++] = (struct h1_field){ t->rt->request_add.v[i].key,
+				t->rt->request_add.v[i].value };
+		for (size_t i = 0; i < t->rt->request_remove.n && i < 32; i++)
+			rm[e.n_remove++] = t->rt->request_remove.v[i];
+	}
+	if (t->add_traceparent)
+		add[e.n_add++] = (struct h1_field){ "traceparent", t->traceparent };
+	e.set = set;
+	e.add = add;
+	e.remove = rm;
+	out.framing = out.framing == H1_FRAMING_CHUNKED ? H1_FRAMING_CHUNKED : out.framing;
+	t->up_chunked = out.framing == H1_FRAMING_CHUNKED;
+	{
+		struct h1_writer w = { w_up, t };
+
+		if (h1_write_head(&w, &out, &e) != 0) {
+			drop_up(t, true);
+			reply_and_finish(t, 500, "cannot forward the request", NULL, "UPE");
+			return;
+		}
+	}
+	h1_parser_free(t->resp_dead);
+	t->resp_dead = NULL;
+	if (h1_parser_new(H1_RESPONSE, &resp_cb, t, &t->resp_p) != 0) {
+		drop_up(t, true);
+		reply_and_finish(t, 500, "out of memory", NULL, "UPE");
+		return;
+	}
+	h1_expect_response_to(t->resp_p, t->req->method);
+	flush_up(t);
+	/* Now the body may flow: resume the request parser. */
+	if (!t->req_body_done) {
+		h1_pause(t->req_p, false);
+		feed_down(t);
+	}
+}
+
+static const struct hbone_stream_cb up_cb = {
+	.on_data = up_on_data,
+	.on_eof = up_on_eof,
+	.on_writable = up_on_writable,
+	.on_response = up_on_response,
+	.on_close = up_on_close,
+};
+
+/* Opens (or re-opens, for a retry) the upstream tunnel of the request in flight. */
+static void
+start_upstream(struct tun *t)
+{
+	struct waypoint *wp = t->wp;
+	const struct ip_addr *ip;
+	struct sockaddr_storage dst;
+	char dst_id[SPIFFE_ID_MAX], auth[128], a[INET6_ADDRSTRLEN];
+	struct hbone_open o = { 0 };
+	int r;
+
+	if (t->ep == NULL || (ip = addr_for(t->ep, AF_INET)) == NULL) {
+		if (t->mode == MODE_L4) {
+			tun_abort(t);
+			return;
+		}
+		reply_and_finish(t, 503, "no healthy upstream", NULL, "UH");
+		return;
+	}
+	memset(&dst, 0, sizeof(dst));
+	if (ip->family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&dst;
+
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, ip->a, 16);
+		s6->sin6_port = htons(wp->conf->ztunnel.proxy.hbone_port);
+		snprintf(auth, sizeof(auth), "[%s]:%u", ip_str(ip, a, sizeof(a)), t->target);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&dst;
+
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, ip->a, 4);
+		s4->sin_port = htons(wp->conf->ztunnel.proxy.hbone_port);
+		snprintf(auth, sizeof(auth), "%s:%u", ip_str(ip, a, sizeof(a)), t->target);
+	}
+	snprintf(dst_id, sizeof(dst_id), "spiffe://%s/ns/%s/sa/%s", wp->conf->mesh.trust_domain,
+	    t->ep->namespace, t->ep->service_account);
+	o.src = wp->id;
+	o.dst_id = dst_id;
+	o.dst = (struct sockaddr *)&dst;
+	o.authority = auth;
+	o.forwarded = t->forwarded;
+	o.baggage = t->baggage;
+	o.traceparent = t->traceparent[0] ? t->traceparent : NULL;
+	r = hbone_pool_open(wp->pool, &o, &up_cb, t, &t->up);
+	if (r != 0) {
+		t->up = NULL;
+		wp->st.upstream_failures++;
+		if (t->mode == MODE_L4) {
+			tun_abort(t);
+			return;
+		}
+		if (retry_if_allowed(t, ROUTE_OUT_CONNECT_FAILURE, 0))
+			return;
+		reply_and_finish(t, 503, "upstream connect error", NULL, "UO");
+	}
+}
+
+/* Request parser callbacks (downstream -> upstream). */
+
+static const char *
+hdr_lookup(void *arg, const char *name)
+{
+	return h1_header_get(arg, name);
+}
+
+static int
+req_head(void *arg, const struct h1_head *h)
+{
+	struct tun *t = arg;
+	struct waypoint *wp = t->wp;
+	char path[2048], query[2048], loc[2048];
+	const char *q;
+	struct route_req rq;
+	struct authz_l7_req aq;
+	const struct reg_policy *matched = NULL;
+	struct ip_addr src_ip;
+	int status;
+	uint64_t delay;
+
+	/* One request at a time: the next waits until this one is answered. */
+	h1_pause(t->req_p, true);
+	t->req = h;
+	t->in_request = true;
+	t->start = uv_now(wp->loop);
+	t->req_bytes = 0;
+	t->resp_bytes = 0;
+	t->status = 0;
+	t->flags = NULL;
+	t->attempt = 1;
+	t->resp_started = false;
+	t->req_has_body = h->framing == H1_FRAMING_LENGTH || h->framing == H1_FRAMING_CHUNKED;
+	t->req_body_done = !t->req_has_body;
+	t->close_after = false;
+	snprintf(path, sizeof(path), "%.*s", (int)h->path_len, h->target);
+	q = memchr(h->target, '?', h->target_len);
+	snprintf(query, sizeof(query), "%.*s", q ? (int)(h->target + h->target_len - q - 1) : 0,
+	    q ? q + 1 : "");
+	{
+		const char *tp = h1_header_get(h, "traceparent");
+
+		t->add_traceparent = tp == NULL;
+		if (tp != NULL) {
+			snprintf(t->traceparent, sizeof(t->traceparent), "%s", tp);
+		} else {
+			uint8_t r[24];
+			char hex[49];
+
+			rng_fill(rng_ctx(), r, sizeof(r));
+			for (size_t i = 0; i < sizeof(r); i++)
+				snprintf(hex + 2 * i, 3, "%02x", r[i]);
+			snprintf(t->traceparent, sizeof(t->traceparent), "00-%.32s-%.16s-01", hex,
+			    hex + 32);
+		}
+	}
+	rq.method = h->method;
+	rq.path = path;
+	rq.query = query;
+	rq.header = hdr_lookup;
+	rq.header_arg = (void *)h;
+	t->rt = t->svc != NULL ? route_select(t->reg, t->svc, &rq) : NULL;
+	/* The endpoint: from the route's backends, or the addressed service or workload. The
+	 * port: the addressed service's target for the port asked, unless a backend service maps
+	 * it otherwise. */
+	t->target = t->port;
+	if (t->svc != NULL)
+		for (size_t i = 0; i < t->svc->ports.n; i++)
+			if (t->svc->ports.v[i].port == t->port)
+				t->target = t->svc->ports.v[i].target;
+	if (t->rt != NULL && t->rt->redirect) {
+		int code = 302;
+
+		if (route_redirect_location(t->rt, "http", h->host ? h->host : t->authority, 0, path,
+		    query, loc, sizeof(loc), &code) != 0) {
+			reply_and_finish(t, 500, "bad redirect", NULL, "-");
+			return 0;
+		}
+		reply_and_finish(t, code, "", loc, "-");
+		return 0;
+	}
+	if (t->rt != NULL && t->rt->backends.n > 0) {
+		const struct reg_backend *be = route_pick_backend(t->rt, rnd());
+
+		if (be == NULL) {
+			reply_and_finish(t, 500, "no route: every backend has weight 0", NULL, "NR");
+			return 0;
+		}
+		t->ep = be->workload != NULL ? be->workload : pick_endpoint(t, be->service);
+		if (be->service != NULL) {
+			/* The backend service's port with the same number, else its first. */
+			const struct reg_service *bs = be->service;
+
+			t->target = bs->ports.n ? bs->ports.v[0].target : t->port;
+			for (size_t i = 0; i < bs->ports.n; i++)
+				if (bs->ports.v[i].port == t->port)
+					t->target = bs->ports.v[i].target;
+		}
+	} else {
+		t->ep = pick_endpoint(t, t->svc);
+	}
+	/* L7 authorization, against the workload the request is going to. */
+	memset(&aq, 0, sizeof(aq));
+	memset(&src_ip, 0, sizeof(src_ip));
+	aq.l4.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
+	    t->peer_id;
+	aq.l4.src_namespace = "";
+	aq.l4.src_ip = &src_ip;
+	aq.l4.dst_port = t->target;
+	aq.method = h->method;
+	aq.path = path;
+	aq.host = h->host ? h->host : t->authority;
+	aq.header = hdr_lookup;
+	aq.header_arg = (void *)h;
+	if (t->ep != NULL && authz_l7(t->reg, t->ep, &aq, &matched) == AUTHZ_DENY) {
+		wp->st.denied++;
+		log_info("waypoint: %s %s%s to %s denied for %s%s%s", h->method, t->authority, path,
+		    t->ep->h.name, t->peer_id, matched ? " by policy " : "",
+		    matched ? matched->h.name : "");
+		reply_and_finish(t, 403, "RBAC: access denied", NULL, "DENY");
+		return 0;
+	}
+	if (t->rt != NULL && route_fault_abort(t->rt, rnd(), &status)) {
+		reply_and_finish(t, status, "fault filter abort", NULL, "FI");
+		return 0;
+	}
+	if (t->rt != NULL && t->rt->rewrite_path_prefix != NULL) {
+		char rw[2048];
+
+		if (route_rewrite_path(t->rt, path, rw, sizeof(rw)) == 0 &&
+		    asprintf(&t->rewritten, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
+			t->rewritten = NULL;
+	}
+	if (t->rt != NULL && t->rt->timeout > 0)
+		uv_timer_start(&t->timer, on_timeout, t->rt->timeout, 0);
+	if (t->rt != NULL && route_fault_delay(t->rt, rnd(), &delay)) {
+		t->flags = "DI";
+		uv_timer_start(&t->wait, on_wait, delay, 0);
+		return 0;
+	}
+	start_upstream(t);
+	return 0;
+}
+
+static int
+req_body(void *arg, const uint8_t *data, size_t len)
+{
+	struct tun *t = arg;
+	struct h1_writer w = { w_up, t };
+	int r;
+
+	t->req_bytes += len;
+	if (t->up == NULL)
+		return 0; /* answered locally: the body is dropped (and the tunnel closes after) */
+	r = t->up_chunked ? h1_write_chunk(&w, data, len) : w_up(t, data, len);
+	flush_up(t);
+	/* Backpressure: stop parsing while upstream holds a full buffer. */
+	if (t->to_up.len >= WP_BUF) {
+		t->bp_paused = true;
+		h1_pause(t->req_p, true);
+	}
+	return r;
+}
+
+static int
+req_end(void *arg)
+{
+	struct tun *t = arg;
+
+	t->req_body_done = true;
+	if (t->up != NULL && t->up_chunked) {
+		struct h1_writer w = { w_up, t };
+
+		h1_write_last_chunk(&w, NULL, 0);
+	}
+	flush_up(t);
+	/* The next request waits while this one is in flight. A request without a body may have
+	 * been answered already (its end comes after its head was handled): then go on. */
+	if (t->in_request)
+		h1_pause(t->req_p, true);
+	return 0;
+}
+
+static const struct h1_callbacks req_cb = { req_head, req_body, NULL, req_end };
+
+/* Gives the parser what came from downstream, while it is not paused. */
+static void
+feed_down(struct tun *t)
+{
+	size_t used = 0;
+
+	/* Writing upstream can call back here (on_writable) while h1_feed runs: the outer loop
+	 * goes on by itself. */
+	if (t->in_feed)
+		return;
+
+	while (t->mode == MODE_HTTP && t->in_len > 0 && t->req_p != NULL && !h1_paused(t->req_p)) {
+		int r;
+
+		t->in_feed = true;
+		r = h1_feed(t->req_p, t->in, t->in_len, &used);
+		t->in_feed = false;
+
+		if (r != 0) {
+			int st = h1_error_status(t->req_p);
+
+			log_info("waypoint: %s: bad request from %s: %s", t->authority, t->peer_id,
+			    h1_error_text(t->req_p));
+			t->close_after = true;
+			if (!t->in_request) {
+				t->req = NULL;
+				t->start = uv_now(t->wp->loop);
+				local_reply(t, st ? st : 400, "bad request", NULL);
+				shutdown_down(t);
+			} else {
+				tun_abort(t);
+			}
+			return;
+		}
+		memmove(t->in, t->in + used, t->in_len - used);
+		t->in_len -= used;
+		if (t->down != NULL && used > 0)
+			hbone_stream_consumed(t->down, used);
+		if (used == 0)
+			break;
+	}
+	/* A request answered inside the parser may have left the connection to close. */
+	if (!t->in_request && (t->down_eof || t->close_after) && t->mode == MODE_HTTP)
+		shutdown_down(t);
+}
+
+/* --- downstream stream --- */
+
+static bool
+looks_like_http1(const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && i < 16; i++) {
+		if (p[i] == ' ')
+			return i > 0;
+		if (p[i] < 'A' || p[i] > 'Z')
+			return false;
+	}
+	return false;
+}
+
+static void
+down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
+{
+	struct tun *t = hbone_stream_user(s);
+	uint8_t *n;
+
+	if (t->closing)
+		return;
+	if (t->mode == MODE_L4) {
+		t->req_bytes += len;
+		obuf_add(&t->to_up, data, len);
+		t->in_unconsumed += len;
+		if (t->up_ready)
+			flush_up(t);
+		return;
+	}
+	/* Bounded by the stream window: we return bytes only as the parser takes them. */
+	n = realloc(t->in, t->in_len + len);
+	if (n == NULL) {
+		tun_abort(t);
+		return;
+	}
+	t->in = n;
+	memcpy(t->in + t->in_len, data, len);
+	t->in_len += len;
+	if (t->mode == MODE_DETECT) {
+		if (t->in_len < 16 && memchr(t->in, ' ', t->in_len) == NULL)
+			return;
+		if (looks_like_http1(t->in, t->in_len)) {
+			t->mode = MODE_HTTP;
+			if (h1_parser_new(H1_REQUEST, &req_cb, t, &t->req_p) != 0) {
+				tun_abort(t);
+				return;
+			}
+		} else {
+			/* h2c, gRPC, TLS or anything else: relayed as bytes, as a ztunnel would. */
+			t->mode = MODE_L4;
+			t->wp->st.tunnels_l4++;
+			obuf_add(&t->to_up, t->in, t->in_len);
+			t->in_unconsumed += t->in_len;
+			t->req_bytes += t->in_len;
+			free(t->in);
+			t->in = NULL;
+			t->in_len = 0;
+			t->target = t->port;
+			t->ep = pick_endpoint(t, t->svc);
+			if (t->svc != NULL)
+				for (size_t i = 0; i < t->svc->ports.n; i++)
+					if (t->svc->ports.v[i].port == t->port)
+						t->target = t->svc->ports.v[i].target;
+			start_upstream(t);
+			return;
+		}
+	}
+	feed_down(t);
+}
+
+static void
+down_on_eof(struct hbone_stream *s)
+{
+	struct tun *t = hbone_stream_user(s);
+
+	t->down_eof = true;
+	if (t->mode == MODE_L4) {
+		flush_up(t);
+		if (t->up != NULL && t->to_up.len == 0)
+			hbone_stream_shutdown(t->up);
+		return;
+	}
+	if (t->mode == MODE_HTTP && t->req_p != NULL && !t->in_request)
+		feed_down(t);
+	if (!t->in_request)
+		shutdown_down(t);
+}
+
+static void
+down_on_writable(struct hbone_stream *s)
+{
+	struct tun *t = hbone_stream_user(s);
+
+	flush_down(t);
+}
+
+static void
+timer_closed(uv_handle_t *h)
+{
+	struct tun *t = h->data;
+
+	t->timers_open--;
+	tun_maybe_free(t);
+}
+
+static void
+down_on_close(struct hbone_stream *s, bool reset, uint32_t err)
+{
+	struct tun *t = hbone_stream_user(s);
+
+	t->down = NULL;
+	t->down_closed = true;
+	if (t->in_request && !t->resp_started && t->status == 0) {
+		t->status = 0;
+		t->flags = "DC"; /* downstream went away */
+		finish_request_telemetry(t);
+		t->in_request = false;
+	}
+	drop_up(t, true);
+	t->closing = true;
+	if (t->timers_open == 2 && !uv_is_closing((uv_handle_t *)&t->timer)) {
+		uv_close((uv_handle_t *)&t->timer, timer_closed);
+		uv_close((uv_handle_t *)&t->wait, timer_closed);
+	}
+	tun_maybe_free(t);
+}
+
+static const struct hbone_stream_cb down_cb = {
+	.on_data = down_on_data,
+	.on_eof = down_on_eof,
+	.on_writable = down_on_writable,
+	.on_close = down_on_close,
+};
+
+static void
+tun_maybe_free(struct tun *t)
+{
+	if (!t->down_closed || t->timers_open > 0)
+		return;
+	t->wp->st.active--;
+	h1_parser_free(t->req_p);
+	h1_parser_free(t->resp_p);
+	h1_parser_free(t->resp_dead);
+	registry_unref(t->reg);
+	free(t->in);
+	free(t->to_down.p);
+	free(t->to_up.p);
+	free(t->rewritten);
+	free(t->peer_id);
+	free(t->forwarded);
+	free(t->baggage);
+	free(t);
+}
+
+/* Resets both sides; the downstream on_close frees the tunnel. */
+static void
+tun_abort(struct tun *t)
+{
+	drop_up(t, true);
+	if (t->down != NULL && !t->closing) {
+		t->closing = true;
+		hbone_stream_reset(t->down, 0x8);
+	}
+}
+
+static void
+on_request(struct hbone_server *srv, struct hbone_stream *s, const struct hbone_request *req)
+{
+	struct waypoint *wp = hbone_server_user(srv);
+	struct registry *reg = registry_holder_get(wp->reg);
+	struct ip_addr ip, peer;
+	struct sockaddr_storage ps;
+	const char *why;
+	struct tun *t;
+
+	if (reg == NULL || wp->draining || wp->st.active >= wp->conf->waypoint.max_connections) {
+		hbone_stream_respond(s, 503);
+		registry_unref(reg);
+		return;
+	}
+	t = calloc(1, sizeof(*t));
+	if (t == NULL) {
+		hbone_stream_respond(s, 503);
+		registry_unref(reg);
+		return;
+	}
+	t->wp = wp;
+	t->reg = reg;
+	t->port = req->port;
+	snprintf(t->authority, sizeof(t->authority), "%s", req->authority);
+	if (parse_ip(req->host, &ip, &why) == 0) {
+		const struct reg_vip *v = registry_service_by_vip(reg, &ip, req->port);
+
+		if (v != NULL)
+			t->svc = v->service;
+		else
+			t->direct = registry_workload_by_addr(reg, &ip);
+	} else {
+		t->svc = registry_service_by_hostname(reg, req->host);
+	}
+	if (t->svc == NULL && t->direct == NULL) {
+		log_info("waypoint: %s from %s: not a service or workload of the registry",
+		    req->authority, req->peer_id);
+		hbone_stream_respond(s, 400);
+		registry_unref(reg);
+		free(t);
+		return;
+	}
+	t->peer_id = strdup(req->peer_id);
+	t->forwarded = req->forwarded ? strdup(req->forwarded) : NULL;
+	t->baggage = req->baggage ? strdup(req->baggage) : NULL;
+	if (parse_sockaddr(req->peer_addr, &ps, &why) == 0) {
+		memset(&peer, 0, sizeof(peer));
+		peer.family = (uint8_t)ps.ss_family;
+		if (ps.ss_family == AF_INET)
+			memcpy(peer.a, &((struct sockaddr_in *)&ps)->sin_addr, 4);
+		else
+			memcpy(peer.a, &((struct sockaddr_in6 *)&ps)->sin6_addr, 16);
+		t->src_wl = registry_workload_by_addr(reg, &peer);
+	}
+	if (t->peer_id == NULL) {
+		hbone_stream_respond(s, 503);
+		registry_unref(reg);
+		free(t);
+		return;
+	}
+	uv_timer_init(wp->loop, &t->timer);
+	uv_timer_init(wp->loop, &t->wait);
+	t->timer.data = t->wait.data = t;
+	t->timers_open = 2;
+	t->down = s;
+	wp->st.tunnels++;
+	wp->st.active++;
+	hbone_stream_set_cb(s, &down_cb, t);
+	hbone_stream_respond(s, 200);
+}
+
+/* --- lifecycle --- */
+
+static void
+on_refresh(uv_timer_t *h)
+{
+	struct waypoint *wp = h->data;
+	struct identity *id = identity_store_get_sa(wp->ids, wp->ns, wp->sa);
+
+	if (id == NULL || id == wp->id || (id->chain.raw.len == wp->id->chain.raw.len &&
+	    memcmp(id->chain.raw.p, wp->id->chain.raw.p, id->chain.raw.len) == 0)) {
+		identity_unref(id);
+		return;
+	}
+	log_info("waypoint: new certificate for %s", id->spiffe_id);
+	hbone_server_set_identity(wp->srv, id);
+	identity_unref(wp->id);
+	wp->id = id;
+}
+
+int
+waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
+    struct identity_store *ids, struct metrics *metrics, struct waypoint **out)
+{
+	struct registry *r = registry_holder_get(reg);
+	const struct reg_waypoint *wr = r ? registry_find(r, REG_WAYPOINT, conf->waypoint.name) : NULL;
+	struct waypoint *wp;
+	char a[80];
+	int rc;
+
+	*out = NULL;
+	if (wr == NULL) {
+		log_error("waypoint: [waypoint] name \"%s\" is not defined in the registry %s",
+		    conf->waypoint.name, conf->mesh.registry);
+		registry_unref(r);
+		return AMESH_ERR_NOTFOUND;
+	}
+	wp = calloc(1, sizeof(*wp));
+	if (wp == NULL) {
+		registry_unref(r);
+		return AMESH_ERR_NOMEM;
+	}
+	wp->loop = loop;
+	wp->conf = conf;
+	wp->reg = reg;
+	wp->ids = ids;
+	wp->metrics = metrics;
+	wp->ns = strdup(wr->namespace);
+	wp->sa = strdup(wr->service_account);
+	registry_unref(r);
+	wp->id = identity_store_get_sa(ids, wp->ns, wp->sa);
+	if (wp->id == NULL) {
+		log_error("waypoint: no certificate for spiffe://%s/ns/%s/sa/%s in %s",
+		    conf->mesh.trust_domain, wp->ns, wp->sa, conf->identity.cert_dir);
+		free(wp->ns);
+		free(wp->sa);
+		free(wp);
+		return AMESH_ERR_NOTFOUND;
+	}
+	{
+		struct hbone_server_cfg sc = {
+			.addr = (const struct sockaddr *)&conf->waypoint.hbone_address,
+			.fd = -1,
+			.id = wp->id,
+			.trust_domain = conf->mesh.trust_domain,
+			.handshake_timeout_ms = conf->waypoint.handshake_timeout,
+			.max_connections = conf->waypoint.max_connections,
+			.max_streams = (uint32_t)conf->waypoint.pool_max_streams,
+			.on_request = on_request,
+			.user = wp,
+		};
+		struct hbone_pool_cfg pc = {
+			.max_streams = (uint32_t)conf->waypoint.pool_max_streams,
+			.idle_timeout_ms = conf->waypoint.pool_idle_timeout,
+			.connect_timeout_ms = conf->waypoint.connect_timeout,
+			.ping_interval_ms = 10000,
+			.ping_timeout_ms = 20000,
+			.max_connections = 4096,
+		};
+
+		rc = hbone_server_listen(loop, &sc, &wp->srv);
+		if (rc != 0) {
+			log_error("waypoint: cannot listen on %s: %s",
+			    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)),
+			    uv_strerror(rc));
+			identity_unref(wp->id);
+			free(wp->ns);
+			free(wp->sa);
+			free(wp);
+			return rc;
+		}
+		hbone_pool_new(loop, &pc, &wp->pool);
+	}
+	uv_timer_init(loop, &wp->refresh);
+	wp->refresh.data = wp;
+	uv_timer_start(&wp->refresh, on_refresh, 1000, 1000);
+	log_info("waypoint: %s (spiffe://%s/ns/%s/sa/%s) on %s", conf->waypoint.name,
+	    conf->mesh.trust_domain, wp->ns, wp->sa,
+	    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)));
+	*out = wp;
+	return 0;
+}
+
+static void
+part_done(void *arg)
+{
+	struct waypoint *wp = arg;
+
+	if (--wp->parts == 0 && wp->done != NULL)
+		wp->done(wp->done_arg);
+}
+
+static void
+refresh_closed(uv_handle_t *h)
+{
+	part_done(h->data);
+}
+
+void
+waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
+{
+	if (wp->draining)
+		return;
+	wp->draining = true;
+	wp->done = done;
+	wp->done_arg = arg;
+	wp->parts = 3;
+	uv_timer_stop(&wp->refresh);
+	uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
+	hbone_server_drain(wp->srv, timeout_ms, part_done, wp);
+	hbone_pool_drain(wp->pool, timeout_ms, part_done, wp);
+}
+
+void
+waypoint_free(struct waypoint *wp)
+{
+	if (wp == NULL)
+		return;
+	identity_unref(wp->id);
+	free(wp->ns);
+	free(wp->sa);
+	free(wp);
+}
+
+void
+waypoint_stats(const struct waypoint *wp, struct waypoint_stats *st)
+{
+	*st = wp->st;
+}
+
+char *
+waypoint_dump(struct waypoint *wp)
+{
+	struct registry *r = registry_holder_get(wp->reg);
+	json_t *root = json_object(), *routes = json_array();
+	char *out;
+
+	json_object_set_new(root, "waypoint", json_string(wp->conf->waypoint.name));
+	json_object_set_new(root, "identity", json_string(wp->id ? wp->id->spiffe_id : ""));
+	for (size_t i = 0; r != NULL && i < r->n[REG_ROUTE]; i++) {
+		const struct reg_route *rt = REG_ROUTES(r)[i];
+		json_t *be = json_array();
+
+		for (size_t j = 0; j < rt->backends.n; j++)
+			json_array_append_new(be, json_pack("{s:s,s:i}", "name",
+			    rt->backends.v[j].name, "weight", rt->backends.v[j].weight));
+		json_array_append_new(routes, json_pack("{s:s,s:s,s:s,s:o,s:I,s:I}", "name",
+		    rt->h.name, "namespace", rt->namespace, "service", rt->service, "backends", be,
+		    "timeout_ms", (json_int_t)rt->timeout, "retries", (json_int_t)rt->retries));
+	}
+	json_object_set_new(root, "routes", routes);
+	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	    "tunnels", (json_int_t)wp->st.tunnels, "tunnels_l4", (json_int_t)wp->st.tunnels_l4,
+	    "requests", (json_int_t)wp->st.requests, "denied", (json_int_t)wp->st.denied,
+	    "local_replies", (json_int_t)wp->st.local_replies,
+	    "retries", (json_int_t)wp->st.retries, "timeouts", (json_int_t)wp->st.timeouts,
+	    "upstream_failures", (json_int_t)wp->st.upstream_failures,
+	    "active", (json_int_t)wp->st.active));
+	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(root);
+	registry_unref(r);
+	return out;
+}

@@ -1,0 +1,153 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""A small HTTP/1.1 server and client for the waypoint tests (standard library only).
+
+serve --name NAME [--port 8080]
+    Keep-alive HTTP/1.1. Every answer is JSON: {"server": NAME, "method", "path", "headers",
+    "body_bytes", "body_sha256"}. /slow sleeps 2 s first; /flaky/KEY answers 503 the first time
+    a KEY is seen and 200 after; /status/N answers N. Prints "listening PORT".
+get --url URL [--count N] [--method M] [--header 'K: V' ...] [--upload BYTES]
+    Sends N requests on one keep-alive connection; prints one line per distinct
+    "status server" pair with its count ("200 echo-a 903"), then "bytes SENT".
+"""
+import argparse
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import socketserver
+import sys
+import threading
+import time
+import urllib.parse
+
+seen = set()
+lock = threading.Lock()
+
+
+def serve(a):
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def answer(self):
+            n = 0
+            h = hashlib.sha256()
+            if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                while True:
+                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        break
+                    left = size
+                    while left:
+                        d = self.rfile.read(min(left, 1 << 20))
+                        h.update(d)
+                        left -= len(d)
+                        n += len(d)
+                    self.rfile.readline()
+            else:
+                left = int(self.headers.get("content-length", "0"))
+                while left:
+                    d = self.rfile.read(min(left, 1 << 20))
+                    if not d:
+                        break
+                    h.update(d)
+                    left -= len(d)
+                    n += len(d)
+            path = urllib.parse.urlparse(self.path).path
+            status = 200
+            if path == "/slow":
+                time.sleep(2)
+            elif path.startswith("/flaky/"):
+                with lock:
+                    if path not in seen:
+                        seen.add(path)
+                        status = 503
+            elif path.startswith("/status/"):
+                status = int(path.split("/")[2])
+            body = json.dumps({"server": a.name, "method": self.command, "path": self.path,
+                               "headers": {k.lower(): v for k, v in self.headers.items()},
+                               "body_bytes": n, "body_sha256": h.hexdigest()}).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = answer
+
+    class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    s = S(("0.0.0.0", a.port), H)
+    print("listening", s.server_address[1], flush=True)
+    s.serve_forever()
+
+
+def get(a):
+    u = urllib.parse.urlparse(a.url)
+    c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=a.timeout)
+    counts = {}
+    sent = 0
+    for i in range(a.count):
+        hdrs = dict(h.split(": ", 1) for h in a.header)
+        body = None
+        if a.upload:
+            chunk = b"u" * (1 << 20)
+
+            def gen(total=a.upload):
+                left = total
+                while left > 0:
+                    d = chunk[:min(left, len(chunk))]
+                    left -= len(d)
+                    yield d
+            body = gen()
+            hdrs["content-length"] = str(a.upload)
+            sent += a.upload
+        try:
+            c.request(a.method, u.path or "/", body=body, headers=hdrs)
+            r = c.getresponse()
+            data = r.read()
+            try:
+                server = json.loads(data).get("server", "-")
+                if a.show:
+                    print("body", data.decode(), flush=True)
+            except ValueError:
+                server = data.decode(errors="replace").strip().replace(" ", "_")[:40] or "-"
+            key = "%d %s" % (r.status, server)
+        except (OSError, http.client.HTTPException) as e:
+            key = "error %s" % type(e).__name__
+            c.close()
+            c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=a.timeout)
+        counts[key] = counts.get(key, 0) + 1
+    for k in sorted(counts):
+        print(k, counts[k], flush=True)
+    print("bytes", sent, flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--name", required=True)
+    s.add_argument("--port", type=int, default=8080)
+    g = sub.add_parser("get")
+    g.add_argument("--url", required=True)
+    g.add_argument("--count", type=int, default=1)
+    g.add_argument("--method", default="GET")
+    g.add_argument("--header", action="append", default=[])
+    g.add_argument("--upload", type=int, default=0)
+    g.add_argument("--timeout", type=float, default=10)
+    g.add_argument("--show", action="store_true")
+    a = p.parse_args()
+    sys.exit(serve(a) if a.cmd == "serve" else get(a))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# The waypoint end to end: the two-host lab, ztunnels on both hosts, an amesh waypoint on host A
+# (at 192.168.10.9) for service "echo", real HTTP/1.1 clients and servers in the workloads.
+. "$(dirname "$0")/../lib.sh"
+. "$SRCDIR/tests/e2e/lab.sh"
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "1..0 # SKIP needs root (network namespaces, nftables)"
+	exit 0
+fi
+trap 'lab_down; cleanup' EXIT
+plan 13
+
+lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
+lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
+PY=$LAB_PY
+HTTPD="$SRCDIR/tests/e2e/httpd.py"
+WP=192.168.10.9
+lab_exec ha ip addr add "$WP/24" dev wire
+
+# The waypoint's identity and configuration (its host listeners apart from the ztunnel's).
+mkdir -p "$LAB_DIR/waypoint"
+"$AMESH" ca issue --dir "$LAB_DIR/ca" --namespace default --service-account waypoint \
+	--out "$LAB_DIR/waypoint/certs" >/dev/null
+cat >"$LAB_DIR/waypoint.conf" <<EOF
+[mesh]
+trust_bundle = $LAB_DIR/ca/ca.crt
+registry = $LAB_REGISTRY
+node = node-a
+[identity]
+cert_dir = $LAB_DIR/waypoint/certs
+[waypoint]
+name = wp
+hbone_address = $WP:15008
+admin_address = 127.0.0.1:15100
+metrics_address = 0.0.0.0:15120
+readiness_address = 0.0.0.0:15121
+EOF
+# Service echo goes through the waypoint; routes and an L7 policy for it.
+sed -i '/^\[service "echo"\]/a waypoint = wp' "$LAB_REGISTRY/00-lab.conf"
+cat >"$LAB_REGISTRY/40-waypoint.conf" <<EOF
+[waypoint "wp"]
+namespace = default
+service_account = waypoint
+address = $WP
+node = node-a
+
+[route "split"]
+namespace = default
+service = echo
+backends = echo-a 90, echo-b 10
+
+[route "canary"]
+namespace = default
+service = echo
+match.headers = x-canary: true
+backends = echo-b
+
+[route "slow"]
+namespace = default
+service = echo
+match.path_prefix = /slow
+backends = echo-b
+timeout = 500ms
+
+[route "teapot"]
+namespace = default
+service = echo
+match.path_prefix = /abort
+fault.abort = 418
+
+[route "flaky"]
+namespace = default
+service = echo
+match.path_prefix = /flaky
+backends = echo-b
+retries = 2
+retry_on = 5xx
+
+[policy "no-delete-from-client"]
+namespace = default
+selector = app=echo
+action = deny
+from.principals = cluster.local/ns/default/sa/client
+to.methods = DELETE
+EOF
+
+for ns in a2 b1; do
+	name=$( [ $ns = a2 ] && echo echo-a || echo echo-b )
+	start "http_$ns" $(lab_in $ns) $PY "$HTTPD" serve --name $name --port 8080 || exit 1
+done
+start srv_b2 $(lab_in b2) $PY "$HTTPD" serve --name other-b --port 8080 || exit 1
+spawn zt_a $(lab_in ha) "$AMESH" ztunnel -c "$LAB_CONF_A"
+spawn zt_b $(lab_in hb) "$AMESH" ztunnel -c "$LAB_CONF_B"
+spawn wp $(lab_in ha) "$AMESH" waypoint -c "$LAB_DIR/waypoint.conf"
+ready() { # ready NS PORT
+	lab_exec "$1" $PY -c 'import urllib.request,sys
+sys.exit(0 if urllib.request.urlopen("http://127.0.0.1:%s/healthz/ready" % sys.argv[1],timeout=1).status==200 else 1)' "$2" 2>/dev/null
+}
+i=0
+while [ $i -lt 50 ] && ! { ready ha 15021 && ready hb 15021 && ready ha 15121; }; do
+	sleep 0.1
+	i=$((i + 1))
+done
+check "ztunnels and the waypoint are ready" 'ready ha 15021 && ready hb 15021 && ready ha 15121'
+for x in "a a1 client-a" "a a2 echo-a" "b b1 echo-b" "b b2 other-b"; do
+	set -- $x
+	lab_exec h$1 "$AMESH" -c "$(eval echo \$LAB_CONF_$(echo "$1" | tr ab AB))" cni add \
+		--netns "$(lab_ns_path "$2")" --workload "$3" >/dev/null 2>&1
+done
+
+get() { # get PATH [ARGS...]: requests from client-a to the echo VIP
+	p=$1
+	shift
+	run lab_exec a1 $PY "$HTTPD" get --url "http://$LAB_VIP/$p" "$@"
+}
+wp_requests() { lab_exec ha $PY -c 'import urllib.request
+t=urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode()
+print(sum(float(l.rsplit(" ",1)[1]) for l in t.splitlines() if l.startswith("istio_requests_total{")))'; }
+
+# 1,000 requests over one keep-alive connection: 90/10 within 5 standard deviations (9.5 each).
+get "" --count 1000
+a=$(echo "$OUT" | sed -n 's/^200 echo-a \([0-9]*\)$/\1/p')
+b=$(echo "$OUT" | sed -n 's/^200 echo-b \([0-9]*\)$/\1/p')
+check "90/10 split over 1,000 requests (echo-a ${a:-0}, echo-b ${b:-0})" \
+	'[ -n "$a" ] && [ -n "$b" ] && [ $((a + b)) -eq 1000 ] && [ "$a" -ge 853 ] && [ "$a" -le 947 ]'
+
+get "" --count 20 --header "x-canary: true"
+check "header routing: x-canary: true always reaches echo-b" '[ "$(echo "$OUT" | head -n 1)" = "200 echo-b 20" ]'
+
+t0=$(date +%s%N)
+get slow --timeout 5
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "a slow backend yields 504 at the route timeout (${ms} ms)" \
+	'echo "$OUT" | grep -q "^504 " && [ "$ms" -lt 1800 ]'
+
+get abort
+check "100% abort answers the configured status 418" 'echo "$OUT" | grep -q "^418 "'
+
+get flaky/one
+check "a backend failing its first try with 503 succeeds after retry" 'echo "$OUT" | grep -q "^200 echo-b 1$"'
+
+get "" --method DELETE
+check "L7 deny by method: DELETE gets 403 RBAC: access denied" 'echo "$OUT" | grep -q "^403 RBAC:_access_denied 1$"'
+get "" --method GET
+check "the same path with GET passes" 'echo "$OUT" | grep -q "^200 echo-"'
+
+run lab_exec a1 curl -sS -m 5 -o /dev/null -w "%{http_code} %{http_version}" "http://$LAB_VIP/curl"
+check "curl (HTTP/1.1) through the waypoint" '[ "$OUT" = "200 1.1" ]'
+
+get "" --show --count 1
+check "W3C traceparent is created and propagated to the backend" \
+	'echo "$OUT" | grep -q "\"traceparent\": \"00-[0-9a-f]\{32\}-[0-9a-f]\{16\}-01\""'
+
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wpid=$(pgrep -f "waypoint -c $LAB_DIR/waypoint.conf" | head -n 1)
+before=$(rss "$wpid")
+get upload --method POST --upload 104857600 --timeout 60
+after=$(rss "$wpid")
+if "$BUILDDIR/tests/tools/hbone-tool" sanitized; then
+	check "a 100 MB upload streams through (RSS not asserted under AddressSanitizer)" \
+		'echo "$OUT" | grep -q "^200 echo-"'
+else
+	# Streamed, not buffered: the waypoint holds at most a few windows' worth at a time.
+	check "a 100 MB upload streams through (waypoint RSS $before -> $after KiB)" \
+		'echo "$OUT" | grep -q "^200 echo-" && [ $((after - before)) -le 16384 ]'
+fi
+
+n0=$(wp_requests)
+run lab_exec a1 $PY "$HTTPD" get --url "http://$LAB_VIP_OTHER/" --count 5
+n1=$(wp_requests)
+check "a service without a waypoint never touches it (waypoint requests $n0 -> $n1)" \
+	'echo "$OUT" | grep -q "^200 other-b 5$" && [ "$n0" = "$n1" ]'
+
+run lab_exec ha $PY -c 'import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode())'
+check "request metrics: istio_requests_total with response_code 403 and reporter waypoint" \
+	'echo "$OUT" | grep "^istio_requests_total{" | grep "reporter=\"waypoint\"" | grep -q "response_code=\"403\""'
+
+tap_done
