@@ -386,8 +386,9 @@ series() {
 		grep 'source_workload="client-a"' | grep 'destination_workload="echo-b"' |
 		grep 'response_flags="-"'
 }
-value() { # value METRIC: the value of that counter in $snap
-	printf '%s\n' "$snap" | awk -v m="$1" 'index($0, m "{") == 1 { print $NF }'
+value() { # value METRIC: that counter summed over the matching series in $snap (connections
+	# by address and by service VIP are separate series: destination_service differs)
+	printf '%s\n' "$snap" | awk -v m="$1" 'index($0, m "{") == 1 { s += $NF } END { print s + 0 }'
 }
 snap=$(series) || die "GET :15020/metrics on host B"
 say "one series in full:"
@@ -451,7 +452,7 @@ d = json.load(sys.stdin)
 r = d["registry"]
 print("role %s, node %s, trust domain %s" % (d["role"], d["node"], d["trust_domain"]))
 print("registry %s: %d files, %d nodes, %d workloads, %d services, %d policies" % (
-    r["directory"], r["files"], r["nodes"], r["workloads"], r["services"], r["policys"]))
+    r["directory"], r["files"], r["nodes"], r["workloads"], r["services"], r["policies"]))
 for w in d["enrolled"]:
     print("enrolled %-9s %s  %s  connections %d, pool connections %d" % (
         w["name"], w["netns"], w["identity"], w["connections"], w["pool"]["connections"]))
