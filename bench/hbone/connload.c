@@ -14,8 +14,8 @@
  *       and then holds every connection open, idle. SIGUSR1: send PROBE_BYTES (at least 1) on
  *       every open connection and wait for them to come back, then print
  *           probed OK of N failed F secs T
- *       SIGTERM or SIGINT: exit (the kernel closes the sockets). OK counts connections up at the
- *       time of the line, including any that the far end closed since.
+ *       SIGTERM or SIGINT: exit (the kernel closes the sockets). A connection the far end closes
+ *       or resets counts as failed from then on.
  *
  * Connections are never reused, so with a pool that may put only one stream on a connection every
  * connection costs a new TLS handshake.
@@ -309,8 +309,8 @@ run_until_settled(bool opening, double *lat, int sfd, bool *stop)
 					c->got += (size_t)r;
 					if (c->got >= c->want) {
 						c->st = C_UP;
-						/* Idle from now on; EPOLLRDHUP would still tell us of a
-						 * close, but we do not need to know until the end. */
+						/* Idle from now on: no events asked for, but a hang-up
+						 * or error is still reported (and counted as failed). */
 						arm(c, 0);
 					}
 				} else if (r == 0 || errno != EAGAIN) {

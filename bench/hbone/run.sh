@@ -22,7 +22,7 @@
 #   -c  connections in flight while opening them (default 32)
 #   -T  seconds per cryptorate measurement (default 0.5)
 #   -p  also record perf profiles (perf record -g) of both hbone-tool processes during the
-#       single-stream run, and keep them in bench/hbone/ next to the results
+#       single-stream run: perf.{client,server}.data and a summary .txt next to the results file
 set -u
 export LC_ALL=C
 
@@ -70,6 +70,7 @@ for c in iperf3 stunnel4 openssl ss "$PY"; do
 	command -v "$c" >/dev/null || die "$c is not installed"
 done
 "$TOOL" sanitized && die "hbone-tool is built with AddressSanitizer: numbers would mean nothing"
+[ "$PROFILE" = 0 ] || command -v perf >/dev/null || die "-p needs perf"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 [ "$(ulimit -n)" -ge $((4 * (NSTREAMS > NCONNS ? NSTREAMS : NCONNS) + 100)) ] ||
@@ -132,10 +133,15 @@ start() {
 	printf -v "PORT_$name" %s "$port"
 }
 
+# stop NAME: ends a process started by bg or start, and forgets it (its PID may be reused).
 stop() {
-	local pid=PID_$1
+	local pid=PID_$1 p keep=()
 	kill "${!pid}" 2>/dev/null
 	wait "${!pid}" 2>/dev/null
+	for p in "${PIDS[@]}"; do
+		[ "$p" = "${!pid}" ] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
 }
 
 free_port() {
@@ -206,12 +212,16 @@ BG_LOAD_BEFORE=$(calc "($b1 - $b0) / $HZ" 2)
 
 # --- crypto bounds ---
 
+# Measured at the start and again at the end; the bounds are the mean of the two, and the table
+# shows both (on a shared machine they differ by as much as the other load does).
 log "mbedTLS single-core rates (cryptorate -t $CTIME)"
-"$CRYPTO" -t "$CTIME" >"$TMP/crypto.out" || die "cryptorate failed"
-cval() { # cval REGEX FIELD: the value after FIELD on the matching cryptorate line
+"$CRYPTO" -t "$CTIME" >"$TMP/crypto.1" || die "cryptorate failed"
+cvals() { # cvals REGEX FIELD: the value after FIELD on the matching line, start and end
 	awk -v re="$1" -v f="$2" '$0 ~ re { for (i = 1; i < NF; i++) if ($i == f) print $(i + 1) }' \
-		"$TMP/crypto.out" | head -n 1
+		"$TMP"/crypto.*
 }
+cval() { cvals "$@" | awk '{ t += $1; n++ } END { if (n) printf "%.1f", t / n }'; }
+cspread() { cvals "$@" | paste -sd/; }
 OSSL_CHACHA=$(openssl speed -seconds 1 -bytes 16384 -evp chacha20-poly1305 2>/dev/null |
 	awk '/^ChaCha20-Poly1305/ {sub(/k$/, "", $2); printf "%.1f", $2 / 1000}')
 
@@ -331,7 +341,7 @@ EOF
 PERF_PIDS=()
 for par in 1 16; do
 	run_case "direct-$par" "$IPERF_PORT" "$par"
-	if [ "$par" = 1 ] && [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
+	if [ "$par" = 1 ] && [ "$PROFILE" = 1 ]; then
 		perf record -g -o "$TMP/perf.server.data" -p "$PID_S1" -- sleep "$DUR" \
 			>/dev/null 2>&1 &
 		PERF_PIDS+=($!)
@@ -341,6 +351,16 @@ for par in 1 16; do
 	fi
 	run_case "amesh-$par" "$PORT_C1" "$par" "$PID_C1" "$PID_S1"
 	for p in "${PERF_PIDS[@]}"; do wait "$p"; done
+	if [ ${#PERF_PIDS[@]} -gt 0 ]; then
+		PERF_DIR=$([ "$OUTFILE" = - ] && pwd || dirname "$OUTFILE")
+		for w in client server; do
+			cp "$TMP/perf.$w.data" "$PERF_DIR/perf.$w.data" &&
+				perf report -i "$PERF_DIR/perf.$w.data" --stdio --no-children \
+					--sort dso,sym -g none 2>/dev/null | grep '%' | head -n 40 \
+					>"$PERF_DIR/perf.$w.txt"
+		done
+		log "perf profiles of the single-stream run: $PERF_DIR/perf.{client,server}.{data,txt}"
+	fi
 	PERF_PIDS=()
 	run_case "stunnel-$par" "$STC_PORT" "$par" "$PID_STC" "$PID_STS"
 done
@@ -353,37 +373,49 @@ stop STS
 
 # --- memory per idle stream: many streams on one HBONE connection ---
 
-log "idle streams: $NSTREAMS on one connection"
-start S2 "$TOOL" server --listen 127.0.0.1:0 "${TOOLARGS[@]}" --sa server \
-	--max-streams $((NSTREAMS + 100))
-start C2 "$TOOL" client --listen 127.0.0.1:0 "${TOOLARGS[@]}" --sa client --server-id "$SRV_ID" \
-	--server "127.0.0.1:$PORT_S2" --authority "127.0.0.1:$PORT_echo" \
-	--max-streams $((NSTREAMS + 100))
-# The connection and a first stream exist before the baseline: what follows is per stream only.
-bg L0 "$LOAD" open -p "$PORT_C2" -n 1 -b 1 -T 20
-wait_line "$TMP/L0.out" '^up 1 of 1' 20 >/dev/null || die "no tunnel through hbone-tool"
-sleep 0.5
-S2_BASE=$(rss_kb "$PID_S2") C2_BASE=$(rss_kb "$PID_C2")
-bg L1 "$LOAD" open -p "$PORT_C2" -n "$NSTREAMS" -b 0 -c 256 -T 30
-wait_line "$TMP/L1.out" '^up ' 30 >/dev/null || die "connload did not connect"
-for _ in $(seq 150); do
-	n=$(tool_stat S2 streams)
-	[ "${n:-0}" -ge $((NSTREAMS + 1)) ] && break
-	sleep 0.2
-done
-STREAMS_UP=$(tool_stat S2 streams)
-STREAM_CONNS=$(tool_stat S2 conns)
-sleep 1
-S2_IDLE=$(rss_kb "$PID_S2") C2_IDLE=$(rss_kb "$PID_C2")
-# Then one small exchange on each (a request and its answer), and idle again.
-kill -USR1 "$PID_L1"
-PROBED=$(wait_line "$TMP/L1.out" '^probed ' 60) || log "the probe round did not finish"
-sleep 1
-S2_USED=$(rss_kb "$PID_S2") C2_USED=$(rss_kb "$PID_C2")
-stop L1
-stop L0
-stop C2
-stop S2
+# idle_streams NAME BURST: a fresh client and server; one HBONE connection with one stream is the
+# baseline, then NSTREAMS more streams on it. BURST=1: all opened at once and never used (the
+# tunnels are counted on the server). BURST=0: opened CONC at a time, each carrying one byte each
+# way before it counts as up (what a connection between requests looks like). Sets
+# STREAMS_<NAME>="server_KiB client_KiB streams_on_server connections_on_server".
+idle_streams() {
+	local name=$1 burst=$2 sb cb n
+	start S2 "$TOOL" server --listen 127.0.0.1:0 "${TOOLARGS[@]}" --sa server \
+		--max-streams $((NSTREAMS + 100))
+	start C2 "$TOOL" client --listen 127.0.0.1:0 "${TOOLARGS[@]}" --sa client \
+		--server-id "$SRV_ID" --server "127.0.0.1:$PORT_S2" --authority "127.0.0.1:$PORT_echo" \
+		--max-streams $((NSTREAMS + 100))
+	bg L0 "$LOAD" open -p "$PORT_C2" -n 1 -b 1 -T 20
+	wait_line "$TMP/L0.out" '^up 1 of 1' 20 >/dev/null || die "no tunnel through hbone-tool"
+	sleep 0.5
+	sb=$(rss_kb "$PID_S2") cb=$(rss_kb "$PID_C2")
+	if [ "$burst" = 1 ]; then
+		bg L1 "$LOAD" open -p "$PORT_C2" -n "$NSTREAMS" -b 0 -c 256 -T 30
+	else
+		bg L1 "$LOAD" open -p "$PORT_C2" -n "$NSTREAMS" -b 1 -c "$CONC" -T 60
+	fi
+	wait_line "$TMP/L1.out" '^up ' 60 >/dev/null || die "connload did not finish opening"
+	for _ in $(seq 150); do
+		n=$(tool_stat S2 streams)
+		[ "${n:-0}" -ge $((NSTREAMS + 1)) ] && break
+		sleep 0.2
+	done
+	sleep 1
+	printf -v "STREAMS_$name" '%s %s %s %s' \
+		"$(per "$(rss_kb "$PID_S2") - $sb" "$NSTREAMS")" \
+		"$(per "$(rss_kb "$PID_C2") - $cb" "$NSTREAMS")" \
+		"$(tool_stat S2 streams)" "$(tool_stat S2 conns)"
+	stop L1
+	stop L0
+	stop C2
+	stop S2
+}
+per() { calc "($1) / $2" 2; } # KiB per item
+
+log "idle streams: $NSTREAMS on one connection, opened at once and never used"
+idle_streams BURST 1
+log "idle streams: $NSTREAMS on one connection, $CONC opening at a time, one byte each way"
+idle_streams USED 0
 
 # --- handshakes and memory per idle connection ---
 
@@ -401,7 +433,7 @@ bg L3 "$LOAD" open -p "$PORT_C3" -n "$NCONNS" -c "$CONC" -b 1 -T 120
 HS_LINE=$(wait_line "$TMP/L3.out" '^up ' 125) || die "connload did not finish opening"
 S3_CPU1=$(cpu_ticks "$PID_S3") C3_CPU1=$(cpu_ticks "$PID_C3")
 read -r hb1 hi1 < <(sys_ticks)
-HS_OTHER=$(calc "($hb1 - $hb0) / $HZ" 2)
+HS_BUSY=$(calc "($hb1 - $hb0) / ($hb1 - $hb0 + $hi1 - $hi0) * $(nproc)" 1)
 sleep 1
 S3_IDLE=$(rss_kb "$PID_S3") C3_IDLE=$(rss_kb "$PID_C3")
 POOL_OPENED=$(tool_stat C3 opened)
@@ -415,6 +447,8 @@ read -r b0 i0 < <(sys_ticks)
 sleep 1
 read -r b1 i1 < <(sys_ticks)
 BG_LOAD_AFTER=$(calc "($b1 - $b0) / $HZ" 2)
+log "mbedTLS single-core rates again"
+"$CRYPTO" -t "$CTIME" >"$TMP/crypto.2" || die "cryptorate failed"
 
 # --- the numbers ---
 
@@ -454,13 +488,8 @@ SIXTEEN_RATIO=$(calc "100 * $(mbps amesh-16) / $AEAD_BOTH" 0)
 VS_ST1=$(calc "100 * ${BPS[amesh-1]} / (${BPS[stunnel-1]} > 0 ? ${BPS[stunnel-1]} : 1)" 0)
 VS_ST16=$(calc "100 * ${BPS[amesh-16]} / (${BPS[stunnel-16]} > 0 ? ${BPS[stunnel-16]} : 1)" 0)
 
-per() { calc "($1) / $2" 2; } # KiB per item
-ST_S_IDLE=$(per "$S2_IDLE - $S2_BASE" "$NSTREAMS")
-ST_C_IDLE=$(per "$C2_IDLE - $C2_BASE" "$NSTREAMS")
-ST_IDLE=$(calc "$ST_S_IDLE + $ST_C_IDLE" 2)
-ST_S_USED=$(per "$S2_USED - $S2_BASE" "$NSTREAMS")
-ST_C_USED=$(per "$C2_USED - $C2_BASE" "$NSTREAMS")
-ST_USED=$(calc "$ST_S_USED + $ST_C_USED" 2)
+read -r ST_S_IDLE ST_C_IDLE STREAMS_UP STREAM_CONNS <<<"$STREAMS_BURST"
+read -r ST_S_USED ST_C_USED STREAMS_UP2 STREAM_CONNS2 <<<"$STREAMS_USED"
 CN_S=$(per "$S3_IDLE - $S3_BASE" "$NCONNS")
 CN_C=$(per "$C3_IDLE - $C3_BASE" "$NCONNS")
 CN_S_NET=$(calc "$CN_S - $ST_S_USED" 1)
@@ -477,8 +506,8 @@ table() {
 	echo "| measurement | result | compared with | ratio | goal |"
 	echo "|---|---|---|---|---|"
 	row "mbedTLS $AEAD (negotiated), 16 KiB records, 1 core" \
-		"seal $AEAD_SEAL, open $AEAD_OPEN, seal+open **$AEAD_BOTH MB/s**" "" "" \
-		"the single-core bound"
+		"seal $AEAD_SEAL, open $AEAD_OPEN, seal+open **$AEAD_BOTH MB/s** (start/end $(cspread "aead $AEAD " sealopen_MBps))" \
+		"" "" "the single-core bound"
 	for a in CHACHA20-POLY1305 AES-128-GCM AES-256-GCM; do
 		[ "$a" = "$AEAD" ] && continue
 		row "mbedTLS $a, same" "seal $(cval "aead $a " seal_MBps), open $(cval "aead $a " open_MBps), seal+open $(cval "aead $a " sealopen_MBps) MB/s" \
@@ -509,13 +538,14 @@ table() {
 		"$(share amesh-1)% / $(share amesh-16)%" \
 		"seal+open alone: $CRYPTO_CPG CPU-s/GiB" "" ""
 	row "handshakes, amesh ($HS_OK of $NCONNS new connections, $CONC in flight)" \
-		"**$HS_PER_SCPU per server CPU-s** ($HS_PER_CCPU per client CPU-s; $HS_WALL/s wall, p50 $HS_P50 ms, p99 $HS_P99 ms)" \
-		"sign + 2 verify + ECDHE $CURVE per side: $HS_BOUND/s" "**$HS_RATIO%** (wall $HS_RATIO_WALL%)" \
+		"**$HS_PER_SCPU per server CPU-s** ($HS_PER_CCPU per client CPU-s; $HS_WALL/s wall, p50 $HS_P50 ms, p99 $HS_P99 ms; $HS_BUSY CPUs busy)" \
+		"sign + 2 verify + ECDHE $CURVE per side: $HS_BOUND/s (start/end $(cspread "bound_${CURVE_KEY}_per_s" "bound_${CURVE_KEY}_per_s"))" \
+		"**$HS_RATIO%** (wall $HS_RATIO_WALL%)" \
 		">= 90%: $V_HS"
 	row "handshakes, same, against sign + 2 verify only" "" "$HS_BOUND_SV/s" "$HS_RATIO_SV%" ""
-	row "RSS per idle stream, never used ($STREAMS_UP streams on $STREAM_CONNS connection)" \
+	row "RSS per idle stream: $NSTREAMS opened at once, never used ($STREAMS_UP streams on $STREAM_CONNS connection)" \
 		"**server $ST_S_IDLE + client $ST_C_IDLE KiB**" "" "" "<= 2 KiB each: $V_ST_IDLE"
-	row "RSS per idle stream, after one 1-byte exchange" \
+	row "RSS per idle stream: $NSTREAMS opened $CONC at a time, one byte each way ($STREAMS_UP2 on $STREAM_CONNS2)" \
 		"**server $ST_S_USED + client $ST_C_USED KiB**" "" "" "<= 2 KiB each: $V_ST_USED"
 	row "RSS per idle connection (with its one stream, used)" \
 		"server $CN_S + client $CN_C KiB" "less the used stream" \
@@ -537,9 +567,10 @@ reading() {
 		">= 90% ($HS_RATIO_SV% of the sign+verify-only bound). Wall clock: $HS_WALL/s with" \
 		"client and server sharing the machine. $POOL_OPENED pool connections opened for" \
 		"$((NCONNS + 1)) tunnels; the server accepted $SRV_ACCEPTED; $HS_FAILED failed."
-	echo "- Idle streams: server $ST_S_IDLE + client $ST_C_IDLE KiB each while never used," \
-		"$V_ST_IDLE against <= 2 KiB; after one small exchange server $ST_S_USED + client" \
-		"$ST_C_USED KiB: $V_ST_USED."
+	echo "- Idle streams (RSS growth of each process over one connection with one stream, per" \
+		"added stream): opened all at once and never used, server $ST_S_IDLE + client" \
+		"$ST_C_IDLE KiB, $V_ST_IDLE against <= 2 KiB; opened $CONC at a time with one byte each" \
+		"way, server $ST_S_USED + client $ST_C_USED KiB: $V_ST_USED."
 	echo "- Idle connections: server $CN_S + client $CN_C KiB each (with one used stream); no goal."
 }
 
@@ -555,15 +586,16 @@ if [ "$OUTFILE" != - ]; then
 		echo "HBONE benchmark results"
 		echo "======================="
 		echo
-		echo "Written by bench/hbone/run.sh; see bench/README for what each number means."
+		echo "Written by bench/hbone/run.sh; bench/README says what each number means and reads the results."
 		echo
 		echo "- command: \`$CMDLINE\` (build tree $BUILD)"
 		echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), run took $(($(date +%s) - T_START)) s"
 		echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
 			"$(uname -sr), mbedTLS $(dpkg-query -W -f '${Version}' libmbedtls-dev 2>/dev/null || echo '?')," \
 			"$(openssl version | cut -d' ' -f1-2), $(stunnel4 -version 2>&1 | grep -m1 -o 'stunnel [0-9.]*'), $(iperf3 --version | head -n 1 | cut -d' ' -f1-2)"
-		echo "- negotiated: amesh $SUITE_LINE, ECDHE $CURVE; stunnel4 $ST_SUITE" \
-			"(configured $OSSL_CIPHER, $OSSL_CURVE)"
+		echo "- negotiated: amesh client and server $SUITE_LINE; the amesh server gave an OpenSSL" \
+			"client that offered AES-128-GCM and P-256 first $OSSL_SUITE with ECDHE $CURVE" \
+			"(server preference); stunnel4 $ST_SUITE (configured $OSSL_CIPHER, $OSSL_CURVE)"
 		echo "- iperf3: $DUR s per run, client -> server (the tunnel's client encrypts, its server" \
 			"decrypts); peak RSS of the throughput proxies: client $AMESH_MAXRSS_C1 KiB, server" \
 			"$AMESH_MAXRSS_S1 KiB"
