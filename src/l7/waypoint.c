@@ -9,6 +9,8 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,7 +303,7 @@ shutdown_down(struct tun *t)
 static void
 local_reply(struct tun *t, int status, const char *body, const char *location)
 {
-	char head[1024];
+	char *head = NULL;
 	int n;
 
 	t->status = status;
@@ -309,7 +311,7 @@ local_reply(struct tun *t, int status, const char *body, const char *location)
 	/* With a request body still coming we cannot go on with this connection: close it. */
 	if (!t->req_body_done && t->req_has_body)
 		t->close_after = true;
-	n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n"
+	n = asprintf(&head, "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n"
 	    "content-length: %zu\r\n%s%s%s%s\r\n", status,
 	    status == 403 ? "Forbidden" : status == 404 ? "Not Found" : status == 500 ?
 	    "Internal Server Error" : status == 503 ? "Service Unavailable" : status == 504 ?
@@ -318,7 +320,13 @@ local_reply(struct tun *t, int status, const char *body, const char *location)
 	    location ? location : "", location ? "\r\n" : "",
 	    t->close_after ? "connection: close\r\n" : "");
 	t->resp_started = true;
+	if (n < 0) {
+		/* Out of memory for a reply: this tunnel ends, the others go on. */
+		tun_abort(t);
+		return;
+	}
 	w_down(t, head, (size_t)n);
+	free(head);
 	w_down(t, body, strlen(body));
 	flush_down(t);
 }
@@ -783,6 +791,11 @@ req_head(void *arg, const struct h1_head *h)
 	t->req_has_body = h->framing == H1_FRAMING_LENGTH || h->framing == H1_FRAMING_CHUNKED;
 	t->req_body_done = !t->req_has_body;
 	t->close_after = false;
+	if (h->path_len >= sizeof(path) || h->target_len >= sizeof(query)) {
+		/* Routing and policy must see the whole path: a cut one could dodge a suffix rule. */
+		reply_and_finish(t, 414, "URI too long", NULL, "-");
+		return 0;
+	}
 	snprintf(path, sizeof(path), "%.*s", (int)h->path_len, h->target);
 	q = memchr(h->target, '?', h->target_len);
 	snprintf(query, sizeof(query), "%.*s", q ? (int)(h->target + h->target_len - q - 1) : 0,
@@ -819,9 +832,21 @@ req_head(void *arg, const struct h1_head *h)
 			if (t->svc->ports.v[i].port == t->port)
 				t->target = t->svc->ports.v[i].target;
 	if (t->rt != NULL && t->rt->redirect) {
+		char host[300];
+		uint64_t hport = 0;
 		int code = 302;
+		const char *colon, *why;
 
-		if (route_redirect_location(t->rt, "http", h->host ? h->host : t->authority, 0, path,
+		/* The request's host and port, as route_redirect_location wants them apart. */
+		snprintf(host, sizeof(host), "%s", h->host ? h->host : t->authority);
+		colon = strrchr(host, ':');
+		/* "[v6]:port" or "name:port"; a bare "[v6]" has its last ':' inside the brackets. */
+		if (colon != NULL && (strchr(host, ']') == NULL || strchr(host, ']') < colon) &&
+		    parse_uint(colon + 1, 1, 65535, &hport, &why) == 0)
+			host[colon - host] = '\0';
+		else
+			hport = 0;
+		if (route_redirect_location(t->rt, "http", host, (uint16_t)hport, path,
 		    query, loc, sizeof(loc), &code) != 0) {
 			reply_and_finish(t, 500, "bad redirect", NULL, "-");
 			return 0;
@@ -986,6 +1011,9 @@ looks_like_http1(const uint8_t *p, size_t n)
 {
 	size_t i;
 
+	/* The HTTP/2 preface ("PRI * HTTP/2.0") has the shape of a request line: not ours. */
+	if (n >= 4 && memcmp(p, "PRI ", 4) == 0)
+		return false;
 	for (i = 0; i < n && i < 16; i++) {
 		if (p[i] == ' ')
 			return i > 0;
@@ -1045,6 +1073,24 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 				for (size_t i = 0; i < t->svc->ports.n; i++)
 					if (t->svc->ports.v[i].port == t->port)
 						t->target = t->svc->ports.v[i].target;
+			/* The destination ztunnel sees only the waypoint: the client's L4 policy is
+			 * checked here. */
+			if (t->ep != NULL) {
+				struct authz_l4_req q = { 0 };
+				const struct reg_policy *m = NULL;
+
+				q.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ?
+				    t->peer_id + 9 : t->peer_id;
+				q.src_namespace = "";
+				q.dst_port = t->target;
+				if (authz_l4(t->reg, t->ep, &q, &m) == AUTHZ_DENY) {
+					t->wp->st.denied++;
+					log_info("waypoint: L4 tunnel %s for %s denied%s%s", t->authority,
+					    t->peer_id, m ? " by policy " : "", m ? m->h.name : "");
+					tun_abort(t);
+					return;
+				}
+			}
 			start_upstream(t);
 			return;
 		}
@@ -1238,6 +1284,41 @@ on_refresh(uv_timer_t *h)
 	wp->id = id;
 }
 
+/* The pool's sockets leave from the waypoint's own address (its registry address), so the
+ * destination ztunnel knows the peer as the waypoint and honours its forwarded header. */
+static int
+wp_socket(void *arg, int family)
+{
+	struct waypoint *wp = arg;
+	const struct sockaddr_storage *ha = &wp->conf->waypoint.hbone_address;
+	struct sockaddr_storage src;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+
+	if (fd < 0)
+		return -errno;
+	if (ha->ss_family != family)
+		return fd;
+	memcpy(&src, ha, sizeof(src));
+	if (family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&src;
+
+		if (s4->sin_addr.s_addr == htonl(INADDR_ANY))
+			return fd;
+		s4->sin_port = 0;
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&src;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr))
+			return fd;
+		s6->sin6_port = 0;
+	}
+	setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&src, family == AF_INET ? sizeof(struct sockaddr_in) :
+	    sizeof(struct sockaddr_in6)) != 0)
+		log_debug("waypoint: cannot send from its own address: %s", strerror(errno));
+	return fd;
+}
+
 int
 waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
     struct identity_store *ids, struct metrics *metrics, struct waypoint **out)
@@ -1296,6 +1377,8 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 			.ping_interval_ms = 10000,
 			.ping_timeout_ms = 20000,
 			.max_connections = 4096,
+			.socket_fn = wp_socket,
+			.socket_arg = wp,
 		};
 
 		rc = hbone_server_listen(loop, &sc, &wp->srv);

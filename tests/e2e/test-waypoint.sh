@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 13
+plan 15
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -78,12 +78,6 @@ backends = echo-b
 retries = 2
 retry_on = 5xx
 
-[policy "no-delete-from-client"]
-namespace = default
-selector = app=echo
-action = deny
-from.principals = cluster.local/ns/default/sa/client
-to.methods = DELETE
 EOF
 
 for ns in a2 b1; do
@@ -141,6 +135,49 @@ check "100% abort answers the configured status 418" 'echo "$OUT" | grep -q "^41
 get flaky/one
 check "a backend failing its first try with 503 succeeds after retry" 'echo "$OUT" | grep -q "^200 echo-b 1$"'
 
+# Anything that is not HTTP/1.1 (here the HTTP/2 preface) is relayed at L4 to an endpoint: the
+# app's own answer comes back (Python's server does not speak HTTP/2 and answers with a bare
+# HTML error page), not the waypoint's (a text/plain "bad request").
+run lab_exec a1 $PY -c 'import socket,sys
+s=socket.create_connection((sys.argv[1],80),timeout=5)
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+d=b""
+try:
+    while len(d)<4096:
+        c=s.recv(4096)
+        if not c: break
+        d+=c
+except OSError: pass
+print(d.decode(errors="replace").splitlines()[0] if d else "nothing")' "$LAB_VIP"
+l4=$(lab_exec ha $PY -c 'import json,urllib.request
+print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"]["tunnels_l4"])')
+check "an HTTP/2 preface is relayed at L4 to the app (answer: $OUT; L4 tunnels: $l4)" \
+	'echo "$OUT" | grep -q "^<!DOCTYPE HTML>\|^HTTP/1.[01] [45]0[0-9]" && [ "$l4" -ge 1 ]'
+
+# An L7 policy: no DELETE from client-a. (A deny with an L7 field fails closed at L4: the
+# destination ztunnels see the waypoint and let it pass; the waypoint checks it in full.)
+cat >"$LAB_REGISTRY/45-policy.conf" <<'EOF'
+[policy "no-delete-from-client"]
+namespace = default
+selector = app=echo
+action = deny
+from.principals = cluster.local/ns/default/sa/client
+to.methods = DELETE
+EOF
+sleep 1.5
+h2probe() {
+	run lab_exec a1 $PY -c 'import socket,sys
+s=socket.create_connection((sys.argv[1],80),timeout=5)
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+try:
+    d=s.recv(4096)
+except OSError as e:
+    d=b""
+print(d.decode(errors="replace").splitlines()[0] if d else "nothing")' "$LAB_VIP"
+}
+h2probe
+check "the same L4 tunnel from client-a is now refused (the deny fails closed at L4)" \
+	'[ "$OUT" = "nothing" ]'
 get "" --method DELETE
 check "L7 deny by method: DELETE gets 403 RBAC: access denied" 'echo "$OUT" | grep -q "^403 RBAC:_access_denied 1$"'
 get "" --method GET
