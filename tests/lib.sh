@@ -82,9 +82,14 @@ spawn() {
 	eval "PID_$name=$pid"
 }
 
+# mine PID: true while PID is still a child of this shell (a reaped pid may belong to anyone now).
+mine() {
+	[ "$(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ')" = "$$" ]
+}
+
 cleanup() {
 	for p in $PIDS; do
-		kill "$p" 2>/dev/null
+		mine "$p" && kill "$p" 2>/dev/null
 	done
 	for p in $PIDS; do
 		wait "$p" 2>/dev/null
