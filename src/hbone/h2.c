@@ -24,6 +24,30 @@
 
 static void teardown(struct h2_conn *c);
 
+/*
+ * Send buffers go back to a small per-thread list when a stream drains, instead of to free():
+ * a stream that drains between every read would otherwise malloc and free 64 KiB each time,
+ * and glibc trims and regrows the heap under it (a page fault per page of data).
+ */
+#define SPARE_SBUFS 8
+static _Thread_local uint8_t *spare_sbuf[SPARE_SBUFS];
+static _Thread_local unsigned n_spare_sbufs;
+
+static uint8_t *
+sbuf_get(void)
+{
+	return n_spare_sbufs > 0 ? spare_sbuf[--n_spare_sbufs] : malloc(HBONE_STREAM_SEND_BUF);
+}
+
+static void
+sbuf_put(uint8_t *b)
+{
+	if (b != NULL && n_spare_sbufs < SPARE_SBUFS)
+		spare_sbuf[n_spare_sbufs++] = b;
+	else
+		free(b);
+}
+
 void
 h2_open_free(struct h2_open *o)
 {
@@ -43,7 +67,7 @@ h2_stream_free(struct hbone_stream *s)
 {
 	if (s == NULL)
 		return;
-	free(s->sbuf);
+	sbuf_put(s->sbuf);
 	free(s->early);
 	free(s->hdr_method);
 	free(s->hdr_authority);
@@ -129,7 +153,7 @@ data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t l
 	s->data_sent = true;
 	if (s->slen == 0) {
 		/* An idle stream holds no buffer: memory follows traffic, not stream count. */
-		free(s->sbuf);
+		sbuf_put(s->sbuf);
 		s->sbuf = NULL;
 		s->shead = 0;
 	}
@@ -740,7 +764,7 @@ hbone_stream_write(struct hbone_stream *s, const uint8_t *data, size_t len)
 	if (take == 0)
 		return 0;
 	if (s->sbuf == NULL) {
-		s->sbuf = malloc(HBONE_STREAM_SEND_BUF);
+		s->sbuf = sbuf_get();
 		if (s->sbuf == NULL) {
 			hbone_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
 			return 0;

@@ -41,8 +41,6 @@ struct relay {
 		uint8_t *pending; /* bytes the stream did not take yet (A->stream only) */
 		size_t plen, pcap;
 		uint64_t bytes;
-		bool read_buf_busy;
-		uint8_t *rbuf;
 	} d[2];
 	uv_shutdown_t shut_req[2];
 	struct relay_stats st;
@@ -52,6 +50,35 @@ struct relay {
 
 static void maybe_done(struct relay *r);
 static void update_reads(struct relay *r);
+
+/*
+ * Reads land in one buffer per thread: on_read copies every byte out before it returns (into a
+ * TCP write or the stream), so no relay needs a read buffer of its own, and an idle relay holds
+ * none. Bytes the stream could not take wait in a pending buffer; those come from a short list of
+ * spares so a busy tunnel does not malloc and free 64 KiB per read.
+ */
+static _Thread_local uint8_t *read_buf;
+static _Thread_local size_t read_buf_cap;
+#define SPARE_PENDING 8
+static _Thread_local uint8_t *spare_pending[SPARE_PENDING];
+static _Thread_local unsigned n_spare_pending;
+
+static uint8_t *
+pending_get(size_t size)
+{
+	if (size == DEFAULT_BUFFER && n_spare_pending > 0)
+		return spare_pending[--n_spare_pending];
+	return malloc(size);
+}
+
+static void
+pending_put(uint8_t *b, size_t size)
+{
+	if (b != NULL && size == DEFAULT_BUFFER && n_spare_pending < SPARE_PENDING)
+		spare_pending[n_spare_pending++] = b;
+	else
+		free(b);
+}
 
 static void
 on_closed(uv_handle_t *h)
@@ -64,10 +91,8 @@ on_closed(uv_handle_t *h)
 		r->done_called = true;
 		r->cfg.on_done(r, &r->st, r->cfg.user);
 	}
-	for (int i = 0; i < 2; i++) {
-		free(r->d[i].pending);
-		free(r->d[i].rbuf);
-	}
+	for (int i = 0; i < 2; i++)
+		pending_put(r->d[i].pending, r->d[i].pcap);
 	free(r);
 }
 
@@ -223,15 +248,18 @@ static void
 on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct relay *r = h->data;
-	int d = (uv_tcp_t *)h == &r->tcp[0] ? 0 : 1;
 
-	if (r->d[d].rbuf == NULL)
-		r->d[d].rbuf = malloc(r->cfg.buffer_size);
-	if (r->d[d].rbuf == NULL) {
-		*buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
-		return;
+	if (read_buf_cap < r->cfg.buffer_size) {
+		uint8_t *b = realloc(read_buf, r->cfg.buffer_size);
+
+		if (b == NULL) {
+			*buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+			return;
+		}
+		read_buf = b;
+		read_buf_cap = r->cfg.buffer_size;
 	}
-	*buf = uv_buf_init((char *)r->d[d].rbuf, (unsigned int)r->cfg.buffer_size);
+	*buf = uv_buf_init((char *)read_buf, (unsigned int)r->cfg.buffer_size);
 }
 
 /*
@@ -259,7 +287,7 @@ push_to_stream(struct relay *r)
 		memmove(r->d[0].pending, r->d[0].pending + took, r->d[0].plen - took);
 		r->d[0].plen -= took;
 		if (r->d[0].plen == 0) {
-			free(r->d[0].pending);
+			pending_put(r->d[0].pending, r->d[0].pcap);
 			r->d[0].pending = NULL;
 			r->d[0].pcap = 0;
 		}
@@ -291,18 +319,36 @@ on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		return;
 	touch(r);
 	if (d == 0 && r->b_is_stream) {
-		if (r->d[0].pending == NULL) {
-			r->d[0].pending = malloc(r->cfg.buffer_size);
-			r->d[0].pcap = r->cfg.buffer_size;
-			if (r->d[0].pending == NULL) {
-				close_all(r, true);
+		const uint8_t *p = (const uint8_t *)buf->base;
+		size_t len = (size_t)n, took = 0;
+
+		/* Nothing queued ahead of these bytes: offer them to the stream straight away (under
+		 * push_to_stream's guard: an on_writable from inside only asks for another round). */
+		if (r->d[0].plen == 0 && !r->in_push && !r->stream_closed && r->s != NULL) {
+			r->in_push = true;
+			took = hbone_stream_write(r->s, p, len);
+			r->in_push = false;
+			r->st.a_to_b += took;
+			r->d[0].bytes += took;
+			if (r->aborting)
 				return;
-			}
+			if (r->stream_closed)
+				took = len; /* ended under us (s_on_close): the rest has nowhere to go */
 		}
-		/* update_reads() never lets pending exceed one buffer. */
-		memcpy(r->d[0].pending + r->d[0].plen, buf->base, (size_t)n);
-		r->d[0].plen += (size_t)n;
-		push_to_stream(r);
+		if (took < len) {
+			if (r->d[0].pending == NULL) {
+				r->d[0].pending = pending_get(r->cfg.buffer_size);
+				r->d[0].pcap = r->cfg.buffer_size;
+				if (r->d[0].pending == NULL) {
+					close_all(r, true);
+					return;
+				}
+			}
+			/* update_reads() never lets pending exceed one buffer. */
+			memcpy(r->d[0].pending + r->d[0].plen, p + took, len - took);
+			r->d[0].plen += len - took;
+			push_to_stream(r);
+		}
 	} else if (!tcp_write(r, d, (const uint8_t *)buf->base, (size_t)n, false)) {
 		return;
 	}
@@ -331,12 +377,6 @@ update_reads(struct relay *r)
 			r->d[d].reading = false;
 		}
 	}
-	/* Idle directions give their read buffer back. */
-	for (int d = 0; d < 2; d++)
-		if (!r->d[d].reading && r->d[d].rbuf != NULL) {
-			free(r->d[d].rbuf);
-			r->d[d].rbuf = NULL;
-		}
 }
 
 /* --- HBONE stream side --- */

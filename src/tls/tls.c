@@ -73,6 +73,44 @@ struct tls_conn {
 	char peer_addr[INET6_ADDRSTRLEN + 8];
 };
 
+/*
+ * Write chunks are recycled instead of freed: a 64 KiB malloc/free per flush makes glibc trim and
+ * regrow the heap, so every page of ciphertext is a fresh page fault. A few spares per thread
+ * (one loop per thread) bound what is kept.
+ */
+#define TLS_CHUNK (64u * 1024)
+#define TLS_SPARE_CHUNKS 4
+static _Thread_local struct tls_wreq *spare_chunk[TLS_SPARE_CHUNKS];
+static _Thread_local unsigned n_spare_chunks;
+
+static struct tls_wreq *
+chunk_get(size_t len)
+{
+	struct tls_wreq *w;
+
+	if (len <= TLS_CHUNK && n_spare_chunks > 0) {
+		w = spare_chunk[--n_spare_chunks];
+	} else {
+		size_t cap = len > TLS_CHUNK ? len : TLS_CHUNK;
+
+		w = malloc(sizeof(*w) + cap);
+		if (w == NULL)
+			return NULL;
+		w->cap = cap;
+	}
+	w->len = 0;
+	return w;
+}
+
+static void
+chunk_put(struct tls_wreq *w)
+{
+	if (w != NULL && w->cap == TLS_CHUNK && n_spare_chunks < TLS_SPARE_CHUNKS)
+		spare_chunk[n_spare_chunks++] = w;
+	else
+		free(w);
+}
+
 static void process(struct tls_conn *c);
 /* For connections that fail before the owner gets them: no callbacks at all. */
 static const struct tls_conn_cb quiet_cb;
@@ -97,7 +135,7 @@ on_handle_closed(uv_handle_t *h)
 		c->cb->on_close(c);
 	if (c->ssl_ready)
 		mbedtls_ssl_free(&c->ssl);
-	free(c->out);
+	chunk_put(c->out);
 	identity_unref(c->id);
 	free(c->trust_domain);
 	if (c->expect != NULL) {
@@ -128,7 +166,7 @@ on_write(uv_write_t *req, int status)
 	struct tls_conn *c = w->c;
 
 	c->queued -= w->len;
-	free(w);
+	chunk_put(w);
 	if (status < 0 && c->state != TLS_CLOSED) {
 		fail_conn(c, status, "write failed: %s", uv_strerror(status));
 		return;
@@ -156,7 +194,7 @@ flush(struct tls_conn *c)
 	buf = uv_buf_init((char *)w->data, (unsigned int)w->len);
 	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
 	if (r < 0) {
-		free(w);
+		chunk_put(w);
 		return r;
 	}
 	c->queued += w->len;
@@ -173,17 +211,11 @@ bio_send(void *ctx, const unsigned char *buf, size_t len)
 	struct tls_wreq *w = c->out;
 
 	if (w == NULL || w->cap - w->len < len) {
-		size_t cap = 64 * 1024;
-
 		if (w != NULL && flush(c) != 0)
 			return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
-		if (cap < len)
-			cap = len;
-		w = malloc(sizeof(*w) + cap);
+		w = chunk_get(len);
 		if (w == NULL)
 			return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-		w->len = 0;
-		w->cap = cap;
 		c->out = w;
 	}
 	memcpy(w->data + w->len, buf, len);
