@@ -14,6 +14,7 @@
 #include "cmd/cmd.h"
 #include "config/conf.h"
 #include "config/registry.h"
+#include "config/regwatch.h"
 #include "core/diag.h"
 #include "core/log.h"
 #include "core/parse.h"
@@ -22,8 +23,6 @@
 #include "telemetry/http.h"
 #include "telemetry/metrics.h"
 #include "tls/identity.h"
-
-#define RELOAD_SETTLE_MS 200
 
 struct wpd {
 	uv_loop_t *loop;
@@ -34,75 +33,17 @@ struct wpd {
 	struct waypoint *wp;
 	struct http_server *http[3];
 	uv_signal_t sig_hup, sig_term, sig_int;
-	uv_fs_event_t reg_watch;
-	uv_timer_t reg_timer, watchdog;
-	uv_work_t reg_work;
-	bool reg_busy, reg_again, stopping, ready;
-	struct registry *reg_new;
-	struct diag reg_diag;
+	struct regwatch regw;
+	uv_timer_t watchdog;
+	bool stopping, ready;
 };
 
 static struct wpd *the; /* the HTTP handlers' context (one waypoint per process) */
 
 static void
-reload_work(uv_work_t *w)
+describe(const struct registry *r, char *buf, size_t n)
 {
-	struct wpd *z = w->data;
-
-	diag_init(&z->reg_diag);
-	z->reg_new = NULL;
-	registry_load_dir(z->conf->mesh.registry, &z->reg_new, &z->reg_diag);
-}
-
-static void reload_now(uv_timer_t *t);
-
-static void
-reload_done(uv_work_t *w, int status)
-{
-	struct wpd *z = w->data;
-
-	z->reg_busy = false;
-	if (z->reg_new != NULL) {
-		registry_holder_set(&z->reg, z->reg_new);
-		log_info("registry %s: reloaded (%zu routes)", z->conf->mesh.registry,
-		    z->reg_new->n[REG_ROUTE]);
-		z->reg_new = NULL;
-	} else {
-		for (size_t i = 0; i < z->reg_diag.n; i++)
-			log_error("%s", z->reg_diag.msg[i]);
-		log_error("registry %s: reload refused; the previous registry stays in force",
-		    z->conf->mesh.registry);
-	}
-	diag_clear(&z->reg_diag);
-	if (z->reg_again && !z->stopping) {
-		z->reg_again = false;
-		uv_timer_start(&z->reg_timer, reload_now, RELOAD_SETTLE_MS, 0);
-	}
-}
-
-static void
-reload_now(uv_timer_t *t)
-{
-	struct wpd *z = t->data;
-
-	if (z->stopping)
-		return;
-	if (z->reg_busy) {
-		z->reg_again = true;
-		return;
-	}
-	z->reg_busy = true;
-	z->reg_work.data = z;
-	if (uv_queue_work(z->loop, &z->reg_work, reload_work, reload_done) != 0)
-		z->reg_busy = false;
-}
-
-static void
-on_reg_change(uv_fs_event_t *h, const char *file, int events, int status)
-{
-	struct wpd *z = h->data;
-
-	uv_timer_start(&z->reg_timer, reload_now, RELOAD_SETTLE_MS, 0);
+	snprintf(buf, n, "%zu routes", r->n[REG_ROUTE]);
 }
 
 static void
@@ -127,10 +68,8 @@ drained(void *arg)
 	uv_close((uv_handle_t *)&z->sig_hup, closed_handle);
 	uv_close((uv_handle_t *)&z->sig_term, closed_handle);
 	uv_close((uv_handle_t *)&z->sig_int, closed_handle);
-	uv_close((uv_handle_t *)&z->reg_timer, closed_handle);
+	regwatch_stop(&z->regw);
 	uv_close((uv_handle_t *)&z->watchdog, closed_handle);
-	if (!uv_is_closing((uv_handle_t *)&z->reg_watch))
-		uv_close((uv_handle_t *)&z->reg_watch, closed_handle);
 	identity_store_unwatch(z->ids);
 	for (int i = 0; i < 3; i++)
 		if (z->http[i] != NULL)
@@ -172,7 +111,7 @@ on_signal(uv_signal_t *s, int signum)
 
 	if (signum == SIGHUP) {
 		log_info("waypoint: SIGHUP: reloading the registry and certificates");
-		uv_timer_start(&z->reg_timer, reload_now, 0, 0);
+		regwatch_trigger(&z->regw, 0);
 		if (identity_store_reload(z->ids) < 0)
 			log_error("waypoint: certificates: reload failed; the previous ones stay");
 		return;
@@ -320,12 +259,8 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 			return EXIT_FAIL;
 		}
 	}
-	uv_timer_init(z.loop, &z.reg_timer);
 	uv_timer_init(z.loop, &z.watchdog);
-	z.reg_timer.data = &z;
-	uv_fs_event_init(z.loop, &z.reg_watch);
-	z.reg_watch.data = &z;
-	if (uv_fs_event_start(&z.reg_watch, on_reg_change, z.conf->mesh.registry, 0) != 0)
+	if (regwatch_start(&z.regw, z.loop, z.conf->mesh.registry, &z.reg, describe) != 0)
 		log_warn("waypoint: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
 	uv_signal_init(z.loop, &z.sig_hup);
 	uv_signal_init(z.loop, &z.sig_term);

@@ -14,6 +14,7 @@
 #include "cmd/cmd.h"
 #include "config/conf.h"
 #include "config/registry.h"
+#include "config/regwatch.h"
 #include "core/diag.h"
 #include "core/log.h"
 #include "proxy/admin.h"
@@ -24,8 +25,6 @@
 #include "tls/identity.h"
 
 /* Registry edits usually come as several writes: reload once they settle. */
-#define RELOAD_SETTLE_MS 200
-
 struct zt {
 	uv_loop_t *loop;
 	struct amesh_conf *conf;
@@ -36,79 +35,16 @@ struct zt {
 	struct enroll *en;
 	struct admin *admin;
 	uv_signal_t sig_hup, sig_term, sig_int;
-	uv_fs_event_t reg_watch;
-	uv_timer_t reg_timer, watchdog;
-	uv_work_t reg_work;
-	bool reg_busy, reg_again, stopping, ready;
-	struct registry *reg_new;
-	struct diag reg_diag;
+	struct regwatch regw;
+	uv_timer_t watchdog;
+	bool stopping, ready;
 	int exit_code;
 };
 
 static void
-reload_work(uv_work_t *w)
+describe(const struct registry *r, char *buf, size_t n)
 {
-	struct zt *z = w->data;
-
-	diag_init(&z->reg_diag);
-	z->reg_new = NULL;
-	registry_load_dir(z->conf->mesh.registry, &z->reg_new, &z->reg_diag);
-}
-
-static void schedule_reload(struct zt *z);
-
-static void
-reload_done(uv_work_t *w, int status)
-{
-	struct zt *z = w->data;
-
-	z->reg_busy = false;
-	if (z->reg_new != NULL) {
-		registry_holder_set(&z->reg, z->reg_new);
-		log_info("registry %s: reloaded (%zu workloads, %zu services)", z->conf->mesh.registry,
-		    z->reg_new->n[REG_WORKLOAD], z->reg_new->n[REG_SERVICE]);
-		z->reg_new = NULL;
-	} else {
-		/* Refused whole: the snapshot in force stays. */
-		for (size_t i = 0; i < z->reg_diag.n; i++)
-			log_error("%s", z->reg_diag.msg[i]);
-		log_error("registry %s: reload refused; the previous registry stays in force",
-		    z->conf->mesh.registry);
-	}
-	diag_clear(&z->reg_diag);
-	if (z->reg_again && !z->stopping) {
-		z->reg_again = false;
-		schedule_reload(z);
-	}
-}
-
-static void
-reload_now(uv_timer_t *t)
-{
-	struct zt *z = t->data;
-
-	if (z->stopping)
-		return;
-	if (z->reg_busy) {
-		z->reg_again = true;
-		return;
-	}
-	z->reg_busy = true;
-	z->reg_work.data = z;
-	if (uv_queue_work(z->loop, &z->reg_work, reload_work, reload_done) != 0)
-		z->reg_busy = false;
-}
-
-static void
-schedule_reload(struct zt *z)
-{
-	uv_timer_start(&z->reg_timer, reload_now, RELOAD_SETTLE_MS, 0);
-}
-
-static void
-on_reg_change(uv_fs_event_t *h, const char *file, int events, int status)
-{
-	schedule_reload(h->data);
+	snprintf(buf, n, "%zu workloads, %zu services", r->n[REG_WORKLOAD], r->n[REG_SERVICE]);
 }
 
 static void
@@ -133,10 +69,8 @@ proxy_drained(struct proxy *px)
 	uv_close((uv_handle_t *)&z->sig_hup, closed_handle);
 	uv_close((uv_handle_t *)&z->sig_term, closed_handle);
 	uv_close((uv_handle_t *)&z->sig_int, closed_handle);
-	uv_close((uv_handle_t *)&z->reg_timer, closed_handle);
+	regwatch_stop(&z->regw);
 	uv_close((uv_handle_t *)&z->watchdog, closed_handle);
-	if (!uv_is_closing((uv_handle_t *)&z->reg_watch))
-		uv_close((uv_handle_t *)&z->reg_watch, closed_handle);
 	identity_store_unwatch(z->ids);
 	admin_stop(z->admin);
 }
@@ -173,7 +107,7 @@ on_signal(uv_signal_t *s, int signum)
 
 	if (signum == SIGHUP) {
 		log_info("ztunnel: SIGHUP: reloading the registry and certificates");
-		schedule_reload(z);
+		regwatch_trigger(&z->regw, 0);
 		if (identity_store_reload(z->ids) < 0)
 			log_error("ztunnel: certificates: reload failed; the previous ones stay");
 		return;
@@ -247,12 +181,8 @@ exec_ztunnel(const struct cmd_globals *g, int argc, char **argv)
 	    ztunnel_stop, &z, &z.admin);
 	if (rc != 0)
 		return EXIT_FAIL;
-	uv_timer_init(z.loop, &z.reg_timer);
 	uv_timer_init(z.loop, &z.watchdog);
-	z.reg_timer.data = &z;
-	uv_fs_event_init(z.loop, &z.reg_watch);
-	z.reg_watch.data = &z;
-	if (uv_fs_event_start(&z.reg_watch, on_reg_change, z.conf->mesh.registry, 0) != 0)
+	if (regwatch_start(&z.regw, z.loop, z.conf->mesh.registry, &z.reg, describe) != 0)
 		log_warn("ztunnel: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
 	uv_signal_init(z.loop, &z.sig_hup);
 	uv_signal_init(z.loop, &z.sig_term);
