@@ -452,8 +452,20 @@ resp_head(void *arg, const struct h1_head *h)
 	struct h1_field set[32], add[32];
 	const char *rm[32];
 
-	if (h->status >= 100 && h->status < 200)
-		return 0; /* interim responses are not forwarded in this version */
+	if (h->status >= 100 && h->status < 200) {
+		/* 100 Continue (a client holding its body for it would otherwise stall until its own
+		 * timer) and 103 Early Hints go on to HTTP/1.1 clients, as RFC 9110 15.2 asks; not to
+		 * HTTP/1.0 ones. 101 is never forwarded: upgrades are not proxied at L7. */
+		if (h->status != 101 && t->req->version_minor >= 1) {
+			struct h1_writer w = { w_down, t };
+
+			out.framing = H1_FRAMING_NONE;
+			if (h1_write_head(&w, &out, NULL) != 0)
+				return AMESH_ERR_INVALID;
+			flush_down(t);
+		}
+		return 0;
+	}
 	if (retry_if_allowed(t, ROUTE_OUT_STATUS, h->status))
 		return AMESH_ERR_INVALID; /* stops this parser; the attempt is gone */
 	t->status = h->status;

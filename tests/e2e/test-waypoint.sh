@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 15
+plan 16
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -185,6 +185,32 @@ check "the same path with GET passes" 'echo "$OUT" | grep -q "^200 echo-"'
 
 run lab_exec a1 curl -sS -m 5 -o /dev/null -w "%{http_code} %{http_version}" "http://$LAB_VIP/curl"
 check "curl (HTTP/1.1) through the waypoint" '[ "$OUT" = "200 1.1" ]'
+
+# Expect: 100-continue: the client holds its body until the backend's 100 Continue reaches it
+# through the waypoint (it gives up waiting after 3 s and reports "no 100").
+run lab_exec a1 $PY -c 'import socket,sys
+s=socket.create_connection((sys.argv[1],80),timeout=3)
+s.sendall(b"POST /expect HTTP/1.1\r\nHost: echo\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+d=b""
+try:
+    while b"\r\n\r\n" not in d:
+        c=s.recv(4096)
+        if not c: break
+        d+=c
+except OSError: pass
+if not d.startswith(b"HTTP/1.1 100 "):
+    print("no 100:", d[:40]); sys.exit(0)
+s.sendall(b"hello")
+d=d.split(b"\r\n\r\n",1)[1]
+try:
+    while b"body_bytes" not in d:
+        c=s.recv(4096)
+        if not c: break
+        d+=c
+except OSError: pass
+print("100 then", d.split(b" ")[1].decode() if d.startswith(b"HTTP/1.1 ") else d[:40], "body_bytes" , d.split(b"\"body_bytes\": ")[1].split(b",")[0].decode() if b"body_bytes" in d else "?")' "$LAB_VIP"
+check "Expect: 100-continue: the backend's 100 Continue is forwarded, then the body and the 200 ($OUT)" \
+	'[ "$OUT" = "100 then 200 body_bytes 5" ]'
 
 get "" --show --count 1
 check "W3C traceparent is created and propagated to the backend" \
