@@ -965,6 +965,10 @@ req_end(void *arg)
 	 * been answered already (its end comes after its head was handled): then go on. */
 	if (t->in_request)
 		h1_pause(t->req_p, true);
+	else
+		h1_pause(t->req_p, false); /* an Upgrade request, answered as plain HTTP: the parser
+					    * paused itself for the other protocol; the next request
+					    * on this connection is HTTP/1.1 again */
 	return 0;
 }
 

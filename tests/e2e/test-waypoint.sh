@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 16
+plan 17
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -185,6 +185,13 @@ check "the same path with GET passes" 'echo "$OUT" | grep -q "^200 echo-"'
 
 run lab_exec a1 curl -sS -m 5 -o /dev/null -w "%{http_code} %{http_version}" "http://$LAB_VIP/curl"
 check "curl (HTTP/1.1) through the waypoint" '[ "$OUT" = "200 1.1" ]'
+
+# An upgrade request (WebSocket) is not proxied at L7: Upgrade is dropped, the application answers
+# the plain request, and the client's connection carries the next request.
+run lab_exec a1 curl -sS -m 5 -o /dev/null -o /dev/null -w "%{http_code} " -H "Connection: Upgrade" \
+	-H "Upgrade: websocket" "http://$LAB_VIP/up1" "http://$LAB_VIP/up2"
+check "an Upgrade request gets the application's plain answer, and the next one follows ($OUT)" \
+	'[ "$OUT" = "200 200 " ]'
 
 # Expect: 100-continue: the client holds its body until the backend's 100 Continue reaches it
 # through the waypoint (it gives up waiting after 3 s and reports "no 100").
