@@ -243,6 +243,39 @@ finish_request_telemetry(struct tun *t)
 	log_record(LOG_LVL_INFO, "access", "request", f, n);
 }
 
+/* Istio's TCP labels for a tunnel relayed at L4 (reporter "waypoint"); dp holds the principal. */
+static void
+l4_labels(struct tun *t, struct tcp_labels *l, char *dp, size_t len)
+{
+	principal(t, t->ep, dp, len);
+	*l = (struct tcp_labels){
+		.reporter = "waypoint",
+		.source_workload = t->src_wl ? t->src_wl->h.name : "unknown",
+		.source_workload_namespace = t->src_wl ? t->src_wl->namespace : "unknown",
+		.source_principal = t->peer_id,
+		.destination_workload = t->ep ? t->ep->h.name : "unknown",
+		.destination_workload_namespace = t->ep ? t->ep->namespace : "unknown",
+		.destination_service = t->svc ? t->svc->hostname : "unknown",
+		.destination_principal = dp,
+		.response_flags = t->flags ? t->flags : "-",
+		.connection_security_policy = "mutual_tls",
+	};
+}
+
+/* An L4 tunnel ends: TCP metrics and one access-log record, as a ztunnel writes them. */
+static void
+finish_l4_telemetry(struct tun *t)
+{
+	char dp[SPIFFE_ID_MAX];
+	struct tcp_labels l;
+
+	l4_labels(t, &l, dp, sizeof(dp));
+	if (t->wp->metrics != NULL)
+		metrics_tcp_closed(t->wp->metrics, &l, t->resp_bytes, t->req_bytes);
+	accesslog_tcp(&l, NULL, t->authority, t->resp_bytes, t->req_bytes,
+	    uv_now(t->wp->loop) - t->start, l.response_flags);
+}
+
 /* --- writing --- */
 
 static int
@@ -1089,6 +1122,14 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 				for (size_t i = 0; i < t->svc->ports.n; i++)
 					if (t->svc->ports.v[i].port == t->port)
 						t->target = t->svc->ports.v[i].target;
+			t->start = uv_now(t->wp->loop);
+			if (t->wp->metrics != NULL) {
+				char dp[SPIFFE_ID_MAX];
+				struct tcp_labels l;
+
+				l4_labels(t, &l, dp, sizeof(dp));
+				metrics_tcp_opened(t->wp->metrics, &l);
+			}
 			/* The destination ztunnel sees only the waypoint: the client's L4 policy is
 			 * checked here. */
 			if (t->ep != NULL) {
@@ -1101,6 +1142,7 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 				q.dst_port = t->target;
 				if (authz_l4(t->reg, t->ep, &q, &m) == AUTHZ_DENY) {
 					t->wp->st.denied++;
+					t->flags = "DENY";
 					log_info("waypoint: L4 tunnel %s for %s denied%s%s", t->authority,
 					    t->peer_id, m ? " by policy " : "", m ? m->h.name : "");
 					tun_abort(t);
@@ -1184,6 +1226,8 @@ tun_maybe_free(struct tun *t)
 	if (!t->down_closed || t->timers_open > 0)
 		return;
 	t->wp->st.active--;
+	if (t->mode == MODE_L4)
+		finish_l4_telemetry(t);
 	h1_parser_free(t->req_p);
 	h1_parser_free(t->resp_p);
 	h1_parser_free(t->resp_dead);

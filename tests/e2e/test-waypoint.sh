@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 17
+plan 18
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -153,6 +153,15 @@ l4=$(lab_exec ha $PY -c 'import json,urllib.request
 print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"]["tunnels_l4"])')
 check "an HTTP/2 preface is relayed at L4 to the app (answer: $OUT; L4 tunnels: $l4)" \
 	'echo "$OUT" | grep -q "^<!DOCTYPE HTML>\|^HTTP/1.[01] [45]0[0-9]" && [ "$l4" -ge 1 ]'
+
+tcp=$(lab_exec ha $PY -c 'import urllib.request
+t=urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode()
+def total(name):
+    return sum(float(l.rsplit(" ",1)[1]) for l in t.splitlines()
+               if l.startswith(name+"{") and "reporter=\"waypoint\"" in l and "destination_service=\"echo." in l)
+print(int(total("istio_tcp_connections_closed_total")), int(total("istio_tcp_received_bytes_total")))')
+check "the L4 tunnel is in the waypoint's TCP metrics (closed, bytes from the client: $tcp)" \
+	'set -- $tcp; [ "$1" -ge 1 ] && [ "$2" -ge 24 ]'
 
 # An L7 policy: no DELETE from client-a. (A deny with an L7 field fails closed at L4: the
 # destination ztunnels see the waypoint and let it pass; the waypoint checks it in full.)
