@@ -91,6 +91,7 @@ struct tun {
 	uint16_t target;
 	int attempt;
 	bool in_request, req_body_done, req_has_body, resp_started, up_ready, close_after;
+	bool l4_opened; /* istio_tcp_connections_opened_total counted */
 	bool bp_paused; /* the request parser waits for upstream to take what it was given */
 	bool down_chunked, up_chunked;
 	char *rewritten; /* request target after rewrite.path_prefix */
@@ -270,6 +271,9 @@ finish_l4_telemetry(struct tun *t)
 	struct tcp_labels l;
 
 	l4_labels(t, &l, dp, sizeof(dp));
+	/* A denied tunnel is opened and closed here, with the same labels (flags DENY). */
+	if (t->wp->metrics != NULL && !t->l4_opened)
+		metrics_tcp_opened(t->wp->metrics, &l);
 	if (t->wp->metrics != NULL)
 		metrics_tcp_closed(t->wp->metrics, &l, t->resp_bytes, t->req_bytes);
 	accesslog_tcp(&l, NULL, t->authority, t->resp_bytes, t->req_bytes,
@@ -1123,13 +1127,6 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 					if (t->svc->ports.v[i].port == t->port)
 						t->target = t->svc->ports.v[i].target;
 			t->start = uv_now(t->wp->loop);
-			if (t->wp->metrics != NULL) {
-				char dp[SPIFFE_ID_MAX];
-				struct tcp_labels l;
-
-				l4_labels(t, &l, dp, sizeof(dp));
-				metrics_tcp_opened(t->wp->metrics, &l);
-			}
 			/* The destination ztunnel sees only the waypoint: the client's L4 policy is
 			 * checked here. */
 			if (t->ep != NULL) {
@@ -1148,6 +1145,14 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 					tun_abort(t);
 					return;
 				}
+			}
+			if (t->wp->metrics != NULL) {
+				char dp[SPIFFE_ID_MAX];
+				struct tcp_labels l;
+
+				l4_labels(t, &l, dp, sizeof(dp));
+				metrics_tcp_opened(t->wp->metrics, &l);
+				t->l4_opened = true;
 			}
 			start_upstream(t);
 			return;

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 18
+plan 19
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -187,6 +187,14 @@ print(d.decode(errors="replace").splitlines()[0] if d else "nothing")' "$LAB_VIP
 h2probe
 check "the same L4 tunnel from client-a is now refused (the deny fails closed at L4)" \
 	'[ "$OUT" = "nothing" ]'
+deny=$(lab_exec ha $PY -c 'import urllib.request
+t=urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode()
+def total(name):
+    return sum(float(l.rsplit(" ",1)[1]) for l in t.splitlines()
+               if l.startswith(name+"{") and "reporter=\"waypoint\"" in l and "response_flags=\"DENY\"" in l)
+print(int(total("istio_tcp_connections_opened_total")), int(total("istio_tcp_connections_closed_total")))')
+check "the refused L4 tunnel is counted opened and closed with response_flags DENY ($deny)" \
+	'[ "$deny" = "1 1" ]'
 get "" --method DELETE
 check "L7 deny by method: DELETE gets 403 RBAC: access denied" 'echo "$OUT" | grep -q "^403 RBAC:_access_denied 1$"'
 get "" --method GET
