@@ -113,9 +113,11 @@ wait_ready() {
 	return 1
 }
 
-in_ns pod $PY "$TMP/srv.py" 15001 15006 15008 8080 >"$TMP/pod.log" 2>&1 &
+# Not through in_ns: a backgrounded function is a subshell, and cleanup's kill would reach only it,
+# leaving the server running. ip netns exec execs the server, so $! is the server itself.
+ip netns exec "$NS_PREFIX-pod" $PY "$TMP/srv.py" 15001 15006 15008 8080 >"$TMP/pod.log" 2>&1 &
 PIDS="$PIDS $!"
-in_ns peer $PY "$TMP/srv.py" 80 >"$TMP/peer.log" 2>&1 &
+ip netns exec "$NS_PREFIX-peer" $PY "$TMP/srv.py" 80 >"$TMP/peer.log" 2>&1 &
 PIDS="$PIDS $!"
 wait_ready "$TMP/pod.log" && wait_ready "$TMP/peer.log"
 
