@@ -167,23 +167,22 @@ nl_open(struct nl *nl, int netns_fd)
 
 /* --- rtnetlink ---------------------------------------------------------------------------- */
 
-/* Sends one request and runs cb on each answer until the ack or the end of the dump. */
+/* Sends one request on sock and runs cb on each answer until the ack or the end of the dump. */
 static int
-rt_talk(struct nl *nl, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
+nl_talk(struct mnl_socket *sock, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
 {
-	uint32_t portid = mnl_socket_get_portid(nl->rt);
+	uint32_t portid = mnl_socket_get_portid(sock);
 	char *buf;
 	ssize_t n;
 	int r;
 
-	nlh->nlmsg_seq = ++nl->seq;
-	if (mnl_socket_sendto(nl->rt, nlh, nlh->nlmsg_len) < 0)
+	if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) < 0)
 		return -errno;
 	buf = malloc(NL_BUF);
 	if (buf == NULL)
 		return -ENOMEM;
 	do {
-		n = mnl_socket_recvfrom(nl->rt, buf, NL_BUF);
+		n = mnl_socket_recvfrom(sock, buf, NL_BUF);
 		if (n < 0) {
 			r = -errno;
 			break;
@@ -194,6 +193,14 @@ rt_talk(struct nl *nl, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
 	} while (r > 0);
 	free(buf);
 	return r < 0 ? r : 0;
+}
+
+/* An rtnetlink request, numbered on the shared sequence. */
+static int
+rt_talk(struct nl *nl, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
+{
+	nlh->nlmsg_seq = ++nl->seq;
+	return nl_talk(nl->rt, nlh, cb, data);
 }
 
 struct link_info {
@@ -1012,10 +1019,6 @@ nft_get(struct nl *nl, uint16_t type, uint16_t flags, struct dump_state *ds)
 {
 	char buf[MSG_BUF];
 	struct nlmsghdr *nlh;
-	uint32_t portid = mnl_socket_get_portid(nl->nf);
-	char *rbuf;
-	ssize_t n;
-	int r;
 
 	nlh = nftnl_nlmsg_build_hdr(buf, type, NFPROTO_INET, flags, ++nl->seq);
 	if (type == NFT_MSG_GETTABLE) {
@@ -1032,22 +1035,7 @@ nft_get(struct nl *nl, uint16_t type, uint16_t flags, struct dump_state *ds)
 		nftnl_rule_nlmsg_build_payload(nlh, rl);
 		nftnl_rule_free(rl);
 	}
-	if (mnl_socket_sendto(nl->nf, nlh, nlh->nlmsg_len) < 0)
-		return -errno;
-	if ((rbuf = malloc(NL_BUF)) == NULL)
-		return -ENOMEM;
-	do {
-		n = mnl_socket_recvfrom(nl->nf, rbuf, NL_BUF);
-		if (n < 0) {
-			r = -errno;
-			break;
-		}
-		r = mnl_cb_run(rbuf, (size_t)n, nl->seq, portid, nft_dump_cb, ds);
-		if (r < 0)
-			r = errno > 0 ? -errno : -EPROTO;
-	} while (r > 0);
-	free(rbuf);
-	return r < 0 ? r : 0;
+	return nl_talk(nl->nf, nlh, nft_dump_cb, ds);
 }
 
 static void
