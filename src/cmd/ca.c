@@ -4,7 +4,6 @@
 
 #include <getopt.h>
 #include <mbedtls/ecp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,24 +32,6 @@ struct ca_opts {
 	char **args;
 };
 
-static int
-usage_error(const char *sub, const char *usage, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Prints "amesh ca SUB: message", the subcommand's usage line, and returns EXIT_USAGE. */
-static int
-usage_error(const char *sub, const char *usage, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "amesh ca%s%s: ", sub ? " " : "", sub ? sub : "");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nusage: %s\nTry 'amesh ca --help'.\n", usage);
-	return EXIT_USAGE;
-}
-
 /*
  * getopt_long over argv[1..]: argv[1] is the subcommand, which getopt takes as its program name.
  * Returns 0 or EXIT_USAGE (after the message).
@@ -74,11 +55,11 @@ parse_opts(int argc, char **argv, const struct option *longopts, const char *usa
 		case OPT_SA: o->sa = optarg; break;
 		case OPT_OUT: o->out = optarg; break;
 		case ':':
-			return usage_error(sub, usage, "option '%s' needs a value", argv[optind]);
+			return cmd_usage_error("ca", sub, usage, "option '%s' needs a value", argv[optind]);
 		default:
 			if (optopt != 0)
-				return usage_error(sub, usage, "unknown option '-%c'", optopt);
-			return usage_error(sub, usage, "unknown option '%s'", argv[optind]);
+				return cmd_usage_error("ca", sub, usage, "unknown option '-%c'", optopt);
+			return cmd_usage_error("ca", sub, usage, "unknown option '%s'", argv[optind]);
 		}
 	}
 	o->nargs = argc - 1 - optind;
@@ -133,16 +114,16 @@ ca_init(int argc, char **argv)
 	if ((rc = parse_opts(argc, argv, longopts, usage_init, &o)) != 0)
 		return rc;
 	if (o.nargs > 0)
-		return usage_error("init", usage_init, "unexpected argument '%s'", o.args[0]);
+		return cmd_usage_error("ca", "init", usage_init, "unexpected argument '%s'", o.args[0]);
 	if (o.dir == NULL)
-		return usage_error("init", usage_init, "--dir is required");
+		return cmd_usage_error("ca", "init", usage_init, "--dir is required");
 	if (o.trust_domain == NULL)
 		o.trust_domain = DEFAULT_TRUST_DOMAIN;
 	if (!ca_valid_trust_domain(o.trust_domain))
-		return usage_error("init", usage_init, "--trust-domain '%s': use lower-case letters, "
+		return cmd_usage_error("ca", "init", usage_init, "--trust-domain '%s': use lower-case letters, "
 		    "digits, '.', '-' and '_', at most %d", o.trust_domain, CA_TRUST_DOMAIN_MAX);
 	if (parse_days(o.days, DEFAULT_CA_DAYS, &days) != 0)
-		return usage_error("init", usage_init, "--days '%s': expected 1-%d", o.days,
+		return cmd_usage_error("ca", "init", usage_init, "--days '%s': expected 1-%d", o.days,
 		    CA_DAYS_MAX);
 	rc = EXIT_FAIL;
 	if (ca_create(o.trust_domain, days, time(NULL), &ca, why, sizeof(why)) != 0) {
@@ -186,16 +167,16 @@ ca_issue_cmd(int argc, char **argv)
 	if ((rc = parse_opts(argc, argv, longopts, usage_issue, &o)) != 0)
 		return rc;
 	if (o.nargs > 0)
-		return usage_error("issue", usage_issue, "unexpected argument '%s'", o.args[0]);
+		return cmd_usage_error("ca", "issue", usage_issue, "unexpected argument '%s'", o.args[0]);
 	if (o.dir == NULL || o.ns == NULL || o.sa == NULL || o.out == NULL)
-		return usage_error("issue", usage_issue, "%s is required", o.dir == NULL ? "--dir" :
+		return cmd_usage_error("ca", "issue", usage_issue, "%s is required", o.dir == NULL ? "--dir" :
 		    o.ns == NULL ? "--namespace" : o.sa == NULL ? "--service-account" : "--out");
 	if (!ca_valid_name(o.ns) || !ca_valid_name(o.sa))
-		return usage_error("issue", usage_issue, "%s '%s': use letters, digits, '.', '-' "
+		return cmd_usage_error("ca", "issue", usage_issue, "%s '%s': use letters, digits, '.', '-' "
 		    "and '_', at most %d", ca_valid_name(o.ns) ? "--service-account" :
 		    "--namespace", ca_valid_name(o.ns) ? o.sa : o.ns, CA_NAME_MAX);
 	if (parse_days(o.days, DEFAULT_ISSUE_DAYS, &days) != 0)
-		return usage_error("issue", usage_issue, "--days '%s': expected 1-%d", o.days,
+		return cmd_usage_error("ca", "issue", usage_issue, "--days '%s': expected 1-%d", o.days,
 		    CA_DAYS_MAX);
 	rc = EXIT_FAIL;
 	if (ca_load(o.dir, &ca, why, sizeof(why)) != 0) {
@@ -262,7 +243,7 @@ ca_show(int argc, char **argv)
 	if ((rc = parse_opts(argc, argv, longopts, usage_show, &o)) != 0)
 		return rc;
 	if (o.nargs != 1)
-		return usage_error("show", usage_show, o.nargs == 0 ? "a FILE is required" :
+		return cmd_usage_error("ca", "show", usage_show, o.nargs == 0 ? "a FILE is required" :
 		    "one FILE only");
 	rc = EXIT_FAIL;
 	if (cert_load_chain(o.args[0], &chain, why, sizeof(why)) != 0) {
@@ -306,14 +287,14 @@ exec_ca(const struct cmd_globals *g, int argc, char **argv)
 
 	(void)g;
 	if (sub == NULL)
-		return usage_error(NULL, "amesh ca init|issue|show [ARGS]", "a subcommand is required");
+		return cmd_usage_error("ca", NULL, "amesh ca init|issue|show [ARGS]", "a subcommand is required");
 	if (strcmp(sub, "init") == 0)
 		return ca_init(argc, argv);
 	if (strcmp(sub, "issue") == 0)
 		return ca_issue_cmd(argc, argv);
 	if (strcmp(sub, "show") == 0)
 		return ca_show(argc, argv);
-	return usage_error(NULL, "amesh ca init|issue|show [ARGS]", "unknown subcommand '%s'", sub);
+	return cmd_usage_error("ca", NULL, "amesh ca init|issue|show [ARGS]", "unknown subcommand '%s'", sub);
 }
 
 const struct cmd_entry cmd_ca_entry = {

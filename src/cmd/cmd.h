@@ -37,6 +37,10 @@ struct amesh_conf;
 /* Applies [log] from the config, with -v/-q and --log-format on top. */
 void cmd_log_setup(const struct cmd_globals *g, const struct amesh_conf *c);
 
+/* Prints "amesh CMD SUB: message", the usage line and where to find help; returns EXIT_USAGE. */
+int cmd_usage_error(const char *cmd, const char *sub, const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* For roles not built yet: says so on stderr and returns EXIT_USAGE. */
 int cmd_not_built(const char *name);
 

@@ -546,23 +546,6 @@ static const char usage_check[] = "amesh cni check";
 
 enum { OPT_NETNS = 256, OPT_WORKLOAD };
 
-static int
-usage_error(const char *sub, const char *usage, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-usage_error(const char *sub, const char *usage, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "amesh cni%s%s: ", sub ? " " : "", sub ? sub : "");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nusage: %s\nTry 'amesh cni --help'.\n", usage);
-	return EXIT_USAGE;
-}
-
 struct cli_opts {
 	const char *netns, *workload;
 };
@@ -587,33 +570,33 @@ parse_opts(int argc, char **argv, const char *usage, bool want_netns, bool want_
 		switch (c) {
 		case OPT_NETNS:
 			if (!want_netns)
-				return usage_error(sub, usage, "unknown option '--netns'");
+				return cmd_usage_error("cni", sub, usage, "unknown option '--netns'");
 			o->netns = optarg;
 			break;
 		case OPT_WORKLOAD:
 			if (!want_workload)
-				return usage_error(sub, usage, "unknown option '--workload'");
+				return cmd_usage_error("cni", sub, usage, "unknown option '--workload'");
 			o->workload = optarg;
 			break;
 		case ':':
-			return usage_error(sub, usage, "option '%s' needs a value", argv[optind]);
+			return cmd_usage_error("cni", sub, usage, "option '%s' needs a value", argv[optind]);
 		default:
 			if (optopt != 0)
-				return usage_error(sub, usage, "unknown option '-%c'", optopt);
-			return usage_error(sub, usage, "unknown option '%s'", argv[optind]);
+				return cmd_usage_error("cni", sub, usage, "unknown option '-%c'", optopt);
+			return cmd_usage_error("cni", sub, usage, "unknown option '%s'", argv[optind]);
 		}
 	}
 	if (optind < argc - 1)
-		return usage_error(sub, usage, "unexpected argument '%s'", argv[optind + 1]);
+		return cmd_usage_error("cni", sub, usage, "unexpected argument '%s'", argv[optind + 1]);
 	if (want_netns && o->netns == NULL)
-		return usage_error(sub, usage, "--netns is required");
+		return cmd_usage_error("cni", sub, usage, "--netns is required");
 	if (want_workload && o->workload == NULL)
-		return usage_error(sub, usage, "--workload is required");
+		return cmd_usage_error("cni", sub, usage, "--workload is required");
 	if (o->netns != NULL && o->netns[0] != '/')
-		return usage_error(sub, usage, "--netns '%s': give an absolute path, such as "
+		return cmd_usage_error("cni", sub, usage, "--netns '%s': give an absolute path, such as "
 		    "/run/netns/NAME or /proc/PID/ns/net", o->netns);
 	if (o->workload != NULL && !kw_is_hostname(o->workload))
-		return usage_error(sub, usage, "--workload '%s': not a workload name", o->workload);
+		return cmd_usage_error("cni", sub, usage, "--workload '%s': not a workload name", o->workload);
 	return 0;
 }
 
@@ -784,7 +767,7 @@ static int
 exec_cni(const struct cmd_globals *g, int argc, char **argv)
 {
 	if (argc < 2)
-		return usage_error(NULL, "amesh cni add|del|list|check [ARGS]",
+		return cmd_usage_error("cni", NULL, "amesh cni add|del|list|check [ARGS]",
 		    "a subcommand is required");
 	if (strcmp(argv[1], "add") == 0)
 		return cli_add(g, argc, argv);
@@ -794,7 +777,7 @@ exec_cni(const struct cmd_globals *g, int argc, char **argv)
 		return cli_list(g, argc, argv);
 	if (strcmp(argv[1], "check") == 0)
 		return cli_check(g, argc, argv);
-	return usage_error(NULL, "amesh cni add|del|list|check [ARGS]", "unknown subcommand '%s'",
+	return cmd_usage_error("cni", NULL, "amesh cni add|del|list|check [ARGS]", "unknown subcommand '%s'",
 	    argv[1]);
 }
 
