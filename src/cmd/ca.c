@@ -12,6 +12,7 @@
 
 #include "cmd/cmd.h"
 #include "core/err.h"
+#include "core/util.h"
 #include "tls/ca.h"
 #include "tls/cert.h"
 
@@ -84,16 +85,6 @@ parse_days(const char *s, unsigned dflt, unsigned *out)
 		return -1;
 	*out = (unsigned)v;
 	return 0;
-}
-
-static const char *
-iso_time(time_t t, char *buf, size_t len)
-{
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, len, "@%lld", (long long)t);
-	return buf;
 }
 
 static int

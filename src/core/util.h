@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -24,5 +25,9 @@ bool str_has_suffix(const char *s, const char *suffix);
 char *path_join(const char *dir, const char *rel);
 /* Directory part of path ("." when it has none); caller frees. */
 char *path_dirname(const char *path);
+
+/* ISO 8601 UTC text of a Unix time ("2026-11-26T06:00:00Z"; "@SECONDS" if it cannot be
+ * formatted) in buf; returns buf. */
+const char *iso_time(time_t t, char *buf, size_t len);
 
 #endif

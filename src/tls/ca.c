@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/util.h"
 #include "tls/ca.h"
 #include "tls/cert.h"
 #include "tls/rng.h"
@@ -127,16 +128,6 @@ x509_time_str(time_t t, char *buf, size_t len)
 	if (strftime(buf, len, "%Y%m%d%H%M%S", &tm) != 14)
 		return AMESH_ERR_RANGE;
 	return 0;
-}
-
-static const char *
-iso_time(time_t t, char *buf, size_t len)
-{
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, len, "@%lld", (long long)t);
-	return buf;
 }
 
 /* Fields every certificate we write shares: version 3, SHA-256, serial, validity. */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/util.h"
 #include "tls/cert.h"
 
 #define SPIFFE_PREFIX "spiffe://"
@@ -406,17 +407,6 @@ out:
 		free(buf);
 	}
 	return r;
-}
-
-/* ISO 8601 UTC text of a Unix time. */
-static const char *
-iso_time(time_t t, char *buf, size_t len)
-{
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, len, "@%lld", (long long)t);
-	return buf;
 }
 
 /*

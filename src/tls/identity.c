@@ -19,6 +19,7 @@
 #include "core/err.h"
 #include "core/htab.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "tls/cert.h"
 #include "tls/identity.h"
 #include "tls/tls.h"
@@ -85,16 +86,6 @@ str_printf(const char *fmt, ...)
 	n = vasprintf(&s, fmt, ap);
 	va_end(ap);
 	return n < 0 ? NULL : s;
-}
-
-static const char *
-iso_time(time_t t, char *buf, size_t len)
-{
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, len, "@%lld", (long long)t);
-	return buf;
 }
 
 struct identity *
