@@ -1137,6 +1137,15 @@ out:
 	return r;
 }
 
+const struct ip_addr *
+reg_workload_addr(const struct reg_workload *wl, int family)
+{
+	for (size_t i = 0; i < wl->addresses.n; i++)
+		if (wl->addresses.v[i].family == family)
+			return &wl->addresses.v[i];
+	return wl->addresses.n > 0 ? &wl->addresses.v[0] : NULL;
+}
+
 const void *
 registry_find(const struct registry *r, enum reg_kind k, const char *name)
 {

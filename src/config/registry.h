@@ -177,6 +177,8 @@ const struct reg_service *registry_service_by_hostname(const struct registry *r,
 /* Policies of a namespace, in file order; *n is 0 when it has none. */
 const struct reg_policy *const *registry_policies_in(const struct registry *r, const char *ns,
     size_t *n);
+/* The workload's address of the given family (AF_INET, AF_INET6), else its first; NULL if none. */
+const struct ip_addr *reg_workload_addr(const struct reg_workload *wl, int family);
 /* True if every selector label is among labels (an empty selector selects everything). */
 bool registry_selects(const struct label_list *selector, const struct label_list *labels);
 

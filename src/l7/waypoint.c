@@ -167,15 +167,6 @@ rnd(void)
 	return r;
 }
 
-static const struct ip_addr *
-addr_for(const struct reg_workload *wl, int family)
-{
-	for (size_t i = 0; i < wl->addresses.n; i++)
-		if (wl->addresses.v[i].family == family)
-			return &wl->addresses.v[i];
-	return wl->addresses.n > 0 ? &wl->addresses.v[0] : NULL;
-}
-
 /* The endpoint for this request: a route backend, else the addressed service or workload. */
 static const struct reg_workload *
 pick_endpoint(struct tun *t, const struct reg_service *svc)
@@ -757,7 +748,7 @@ start_upstream(struct tun *t)
 	struct hbone_open o = { 0 };
 	int r;
 
-	if (t->ep == NULL || (ip = addr_for(t->ep, AF_INET)) == NULL) {
+	if (t->ep == NULL || (ip = reg_workload_addr(t->ep, AF_INET)) == NULL) {
 		if (t->mode == MODE_L4) {
 			tun_abort(t);
 			return;

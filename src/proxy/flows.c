@@ -91,16 +91,6 @@ lb_get(struct proxy *px, const struct registry *reg, const void *key)
 	return e;
 }
 
-/* The workload's address of the given family, else its first. */
-static const struct ip_addr *
-addr_for(const struct reg_workload *wl, int family)
-{
-	for (size_t i = 0; i < wl->addresses.n; i++)
-		if (wl->addresses.v[i].family == family)
-			return &wl->addresses.v[i];
-	return wl->addresses.n > 0 ? &wl->addresses.v[0] : NULL;
-}
-
 /* Round robin over the service's endpoints, skipping ones that failed recently. */
 static const struct reg_workload *
 pick_endpoint(struct proxy *px, const struct registry *reg, const struct reg_service *svc)
@@ -517,7 +507,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 				return;
 			}
 			f->lb_key = f->dst_wl;
-			tip = addr_for(f->dst_wl, dip.family);
+			tip = reg_workload_addr(f->dst_wl, dip.family);
 			if (f->dst_wl->protocol == REG_PROTO_TCP) {
 				set_port(&f->dst, tip, vip->port->target);
 				passthrough(f);
