@@ -148,25 +148,6 @@ h_dump(struct http_req *req, struct http_resp *resp, void *user)
 }
 
 static void
-h_logging(struct http_req *req, struct http_resp *resp, void *user)
-{
-	char level[16];
-	int l;
-
-	if (http_req_query(req, "level", level, sizeof(level)) != NULL) {
-		if ((l = log_level_parse(level)) < 0) {
-			resp->status = 400;
-			resp->body = strdup("level: expected error, warn, info or debug\n");
-			return;
-		}
-		log_set_level((enum log_level)l);
-	}
-	resp->status = 200;
-	if (asprintf(&resp->body, "level: %s\n", log_level_name(log_get_level())) < 0)
-		resp->body = NULL;
-}
-
-static void
 h_quit(struct http_req *req, struct http_resp *resp, void *user)
 {
 	uv_timer_t *t = malloc(sizeof(*t));
@@ -183,8 +164,8 @@ h_quit(struct http_req *req, struct http_resp *resp, void *user)
 
 static const struct http_route admin_routes[] = {
 	{ "GET", "/config_dump", h_dump },
-	{ "GET", "/logging", h_logging },
-	{ "POST", "/logging", h_logging },
+	{ "GET", "/logging", http_handle_logging },
+	{ "POST", "/logging", http_handle_logging },
 	{ "POST", "/quitquitquit", h_quit },
 	{ "GET", "/healthz/ready", h_ready },
 	{ NULL, NULL, NULL },

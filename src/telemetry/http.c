@@ -700,3 +700,24 @@ http_req_query(const struct http_req *req, const char *key, char *buf, size_t le
 	}
 	return NULL;
 }
+
+void
+http_handle_logging(struct http_req *req, struct http_resp *resp, void *user)
+{
+	char level[16];
+	int l;
+
+	if (http_req_query(req, "level", level, sizeof(level)) != NULL) {
+		l = log_level_parse(level);
+		if (l < 0) {
+			resp->status = 400;
+			resp->body = strdup("level: expected error, warn, info or debug\n");
+			return;
+		}
+		log_set_level((enum log_level)l);
+		log_info("admin: log level set to %s", level);
+	}
+	resp->status = 200;
+	if (asprintf(&resp->body, "level: %s\n", log_level_name(log_get_level())) < 0)
+		resp->body = NULL;
+}

@@ -98,4 +98,11 @@ const char *http_req_header(const struct http_req *req, const char *name);
  */
 const char *http_req_query(const struct http_req *req, const char *key, char *buf, size_t len);
 
+
+/*
+ * GET|POST /logging[?level=error|warn|info|debug], shared by every role's admin listener: sets
+ * the process log level when asked, answers "level: LEVEL" (400 for an unknown level).
+ */
+void http_handle_logging(struct http_req *req, struct http_resp *resp, void *user);
+
 #endif

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 19
+plan 20
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -264,5 +264,17 @@ run lab_exec ha $PY -c 'import urllib.request
 print(urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode())'
 check "request metrics: istio_requests_total with response_code 403 and reporter waypoint" \
 	'echo "$OUT" | grep "^istio_requests_total{" | grep "reporter=\"waypoint\"" | grep -q "response_code=\"403\""'
+
+# The admin /logging endpoint: a level is set and reported, an unknown one is refused with 400.
+run lab_exec ha $PY -c 'import urllib.request,urllib.error
+def call(q,method):
+    try:
+        r=urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:15100/logging"+q,method=method,data=b"" if method=="POST" else None),timeout=2)
+        return "%d %s" % (r.status, r.read().decode().strip())
+    except urllib.error.HTTPError as e:
+        return "%d %s" % (e.code, e.read().decode().strip())
+print(call("?level=debug","POST"), "|", call("?level=loud","GET"), "|", call("","GET"), "|", call("?level=info","POST"))'
+check "admin /logging sets the level and refuses an unknown one ($OUT)" \
+	'[ "$OUT" = "200 level: debug | 400 level: expected error, warn, info or debug | 200 level: debug | 200 level: info" ]'
 
 tap_done
