@@ -13,6 +13,7 @@
 
 #include "cmd/cmd.h"
 #include "config/conf.h"
+#include "config/kw.h"
 #include "config/registry.h"
 #include "config/regwatch.h"
 #include "core/diag.h"
@@ -189,13 +190,23 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	const struct sockaddr_storage *addrs[3];
 	const struct http_route *routes[3] = { admin_routes, metrics_routes, ready_routes };
 	uint64_t wd_usec = 0;
+	const char *name = NULL;
 	char a[80];
 	int rc;
 
-	if (argc > 1) {
-		fprintf(stderr, "amesh waypoint: unexpected argument '%s'\n"
-		    "Try 'amesh waypoint --help'.\n", argv[1]);
-		return EXIT_USAGE;
+	for (int i = 1; i < argc; i++) {
+		/* --name lets one amesh.conf serve amesh-waypoint@NAME.service instances. */
+		if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+			name = argv[++i];
+		else if (strncmp(argv[i], "--name=", 7) == 0)
+			name = argv[i] + 7;
+		else
+			return cmd_usage_error("waypoint", NULL, "amesh waypoint [-c FILE] [--name NAME]",
+			    strcmp(argv[i], "--name") == 0 ? "option '--name' needs a value" :
+			    "unexpected argument '%s'", argv[i]);
+		if (!kw_is_hostname(name))
+			return cmd_usage_error("waypoint", NULL, "amesh waypoint [-c FILE] [--name NAME]",
+			    "--name '%s': not a waypoint name (letters, digits, '-' and '.')", name);
 	}
 	the = &z;
 	diag_init(&d);
@@ -203,6 +214,11 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 		diag_print(&d, stderr);
 		diag_clear(&d);
 		return EXIT_FAIL;
+	}
+	if (name != NULL) {
+		free(z.conf->waypoint.name);
+		if ((z.conf->waypoint.name = strdup(name)) == NULL)
+			fatalx("out of memory");
 	}
 	cmd_log_setup(g, z.conf);
 	accesslog_set_enabled(z.conf->log.access_log);
@@ -268,6 +284,8 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 }
 
 const struct cmd_entry cmd_waypoint_entry = {
-	"waypoint", "[-c FILE]", "run the L7 proxy for services that need one",
-	NULL, exec_waypoint, "amesh-waypoint(8)",
+	"waypoint", "[-c FILE] [--name NAME]", "run the L7 proxy for services that need one",
+	"  --name NAME           run as the registry's [waypoint \"NAME\"] instead of\n"
+	"                        [waypoint] name (amesh-waypoint@NAME.service)\n",
+	exec_waypoint, "amesh-waypoint(8)",
 };

@@ -68,6 +68,11 @@
 #   lab_ns NS             the netns name of NS; NS is ha|hb|a1|a2|b1|b2, or node-a, node-b,
 #                         client-a, echo-a, echo-b, other-b.
 #   lab_ns_path NS        /run/netns/NAME (for amesh cni add --netns, CNI_NETNS, setns)
+#   lab_unit_privs UNIT   a setpriv(1) prefix giving a command the capability bounding set and
+#                         no_new_privs of packaging/systemd/UNIT.in, so tests run each role with
+#                         exactly what its systemd unit grants (as root: uid 0 keeps the rest).
+#   lab_caps PID          the effective capabilities of PID as capsh names ("cap_a,cap_b" or
+#                         "none"), and " nnp" when no_new_privs is set.
 #   lab_exec NS CMD...    run CMD inside NS (ip netns exec). In the background (`lab_exec ... &`,
 #                         or lib.sh's start), $! is a subshell's pid; lab_down kills the
 #                         command itself. lab_in NS prints "ip netns exec NAME" for a direct pid:
@@ -139,6 +144,26 @@ lab_ns() {
 lab_ns_path() {
 	_lab_n=$(lab_ns "$1") || return 1
 	echo "/run/netns/$_lab_n"
+}
+
+lab_unit_privs() {
+	_lab_f=$SRCDIR/packaging/systemd/$1.in
+	[ -f "$_lab_f" ] || { echo "lab_unit_privs: no $_lab_f" >&2; return 1; }
+	_lab_set=-all
+	for _lab_c in $(sed -n 's/^CapabilityBoundingSet=//p' "$_lab_f" | tr 'A-Z' 'a-z'); do
+		_lab_set="$_lab_set,+${_lab_c#cap_}"
+	done
+	_lab_nnp=
+	grep -qx 'NoNewPrivileges=yes' "$_lab_f" && _lab_nnp=--no-new-privs
+	echo "setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=$_lab_set $_lab_nnp"
+}
+
+lab_caps() {
+	_lab_e=$(sed -n 's/^CapEff:[[:space:]]*//p' "/proc/$1/status") || return 1
+	_lab_d=$(capsh --decode="$_lab_e" | sed 's/^[^=]*=//')
+	[ -n "$_lab_d" ] || _lab_d=none
+	grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$1/status" && _lab_d="$_lab_d nnp"
+	echo "$_lab_d"
 }
 
 lab_in() {

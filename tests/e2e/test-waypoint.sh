@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 20
+plan 21
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -31,7 +31,8 @@ node = node-a
 [identity]
 cert_dir = $LAB_DIR/waypoint/certs
 [waypoint]
-name = wp
+; Not this name: the waypoint runs with --name wp, as amesh-waypoint@wp.service does.
+name = default-wp
 hbone_address = $WP:15008
 admin_address = 127.0.0.1:15100
 metrics_address = 0.0.0.0:15120
@@ -85,9 +86,9 @@ for ns in a2 b1; do
 	start "http_$ns" $(lab_in $ns) $PY "$HTTPD" serve --name $name --port 8080 || exit 1
 done
 start srv_b2 $(lab_in b2) $PY "$HTTPD" serve --name other-b --port 8080 || exit 1
-spawn zt_a $(lab_in ha) "$AMESH" ztunnel -c "$LAB_CONF_A"
-spawn zt_b $(lab_in hb) "$AMESH" ztunnel -c "$LAB_CONF_B"
-spawn wp $(lab_in ha) "$AMESH" waypoint -c "$LAB_DIR/waypoint.conf"
+spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
+spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
+spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_DIR/waypoint.conf" --name wp
 ready() { # ready NS PORT
 	lab_exec "$1" $PY -c 'import urllib.request,sys
 sys.exit(0 if urllib.request.urlopen("http://127.0.0.1:%s/healthz/ready" % sys.argv[1],timeout=1).status==200 else 1)' "$2" 2>/dev/null
@@ -98,6 +99,8 @@ while [ $i -lt 50 ] && ! { ready ha 15021 && ready hb 15021 && ready ha 15121; }
 	i=$((i + 1))
 done
 check "ztunnels and the waypoint are ready" 'ready ha 15021 && ready hb 15021 && ready ha 15121'
+CAPS=$(lab_caps "$PID_wp")
+check "the waypoint runs with no capabilities, as its unit grants ($CAPS)" '[ "$CAPS" = "none nnp" ]'
 for x in "a a1 client-a" "a a2 echo-a" "b b1 echo-b" "b b2 other-b"; do
 	set -- $x
 	lab_exec h$1 "$AMESH" -c "$(eval echo \$LAB_CONF_$(echo "$1" | tr ab AB))" cni add \

@@ -18,7 +18,7 @@ done
 trap 'lab_down; cleanup' EXIT
 # 1,000 concurrent connections need more than the default 1,024 descriptors in each process.
 ulimit -n 16384 2>/dev/null || true
-plan 29
+plan 30
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -30,7 +30,8 @@ for ns in a1 a2 b1 b2; do
 done
 
 zt_start() { # zt_start a|b
-	spawn "zt_$1" $(lab_in h$1) "$AMESH" ztunnel -c "$(eval echo \$LAB_CONF_$(echo "$1" | tr ab AB))"
+	# With the capabilities of amesh-ztunnel.service and nothing more.
+	spawn "zt_$1" $(lab_in h$1) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$(eval echo \$LAB_CONF_$(echo "$1" | tr ab AB))"
 }
 # The ztunnel prints no "listening" line; wait for its readiness endpoint instead.
 zt_wait_ready() { # zt_wait_ready a|b
@@ -50,6 +51,9 @@ for h in a b; do
 	zt_wait_ready $h
 done
 check "both ztunnels are ready" 'zt_wait_ready a && zt_wait_ready b'
+CAPS=$(lab_caps "$PID_zt_a")
+check "the ztunnel runs with only its unit's capabilities ($CAPS)" \
+	'[ "$CAPS" = "cap_net_admin,cap_sys_admin nnp" ]'
 
 enroll() { # enroll HOST NS WORKLOAD
 	lab_exec h$1 "$AMESH" -c "$(eval echo \$LAB_CONF_$(echo "$1" | tr ab AB))" cni add \
