@@ -37,15 +37,16 @@ TEST(conf_defaults)
 	struct amesh_conf *c = parse_ok("[mesh]\nnode = node-a\n");
 
 	ASSERT_STREQ(c->mesh.trust_domain, "cluster.local");
-	ASSERT_STREQ(c->mesh.trust_bundle, "/etc/amesh/ca.crt");
-	ASSERT_STREQ(c->mesh.registry, "/etc/amesh/registry.d");
+	/* /etc, /var and /run unless configure was told otherwise (make distcheck does). */
+	ASSERT_STREQ(c->mesh.trust_bundle, SYSCONFDIR "/amesh/ca.crt");
+	ASSERT_STREQ(c->mesh.registry, SYSCONFDIR "/amesh/registry.d");
 	ASSERT_STREQ(c->mesh.node, "node-a");
-	ASSERT_STREQ(c->identity.cert_dir, "/var/lib/amesh/certs");
+	ASSERT_STREQ(c->identity.cert_dir, LOCALSTATEDIR "/lib/amesh/certs");
 	ASSERT_EQ(c->identity.expiry_warning, 7ULL * 86400 * 1000);
 	ASSERT_EQ(c->log.level, 2);
 	ASSERT(c->log.access_log);
-	ASSERT_STREQ(c->ztunnel.socket, "/run/amesh/ztunnel.sock");
-	ASSERT_STREQ(c->ztunnel.state_dir, "/run/amesh/workloads");
+	ASSERT_STREQ(c->ztunnel.socket, RUNSTATEDIR "/amesh/ztunnel.sock");
+	ASSERT_STREQ(c->ztunnel.state_dir, RUNSTATEDIR "/amesh/workloads");
 	ASSERT_EQ(c->ztunnel.proxy.outbound_port, 15001);
 	ASSERT_EQ(c->ztunnel.proxy.inbound_plaintext_port, 15006);
 	ASSERT_EQ(c->ztunnel.proxy.hbone_port, 15008);
