@@ -23,6 +23,8 @@
 #include "l7/http1.h"
 #include "l7/route.h"
 #include "l7/waypoint.h"
+#include "l7/waypoint-int.h"
+#define WP_MARK_NONE 0
 #include "policy/authz.h"
 #include "telemetry/accesslog.h"
 #include "telemetry/metrics.h"
@@ -30,80 +32,6 @@
 #include "tls/identity.h"
 #include "tls/rng.h"
 
-#define WP_MARK_NONE 0
-
-/* Bytes waiting for a stream that took less than offered. */
-struct obuf {
-	uint8_t *p;
-	size_t len;
-	bool busy, again; /* hbone_stream_write can call back into obuf_flush (on_writable) */
-};
-
-enum tun_mode { MODE_DETECT, MODE_HTTP, MODE_L4 };
-
-struct waypoint {
-	uv_loop_t *loop;
-	const struct amesh_conf *conf;
-	struct registry_holder *reg;
-	struct identity_store *ids;
-	struct metrics *metrics;
-	char *ns, *sa;
-	struct identity *id;
-	struct hbone_server *srv;
-	struct hbone_pool *pool;
-	uv_timer_t refresh;
-	bool draining;
-	int parts; /* server, pool, refresh timer: each finishes the drain when it ends */
-	void (*done)(void *);
-	void *done_arg;
-	struct waypoint_stats st;
-	uint32_t rr;
-};
-
-struct tun {
-	struct waypoint *wp;
-	struct hbone_stream *down, *up;
-	struct registry *reg;
-	const struct reg_service *svc;       /* addressed by service (hostname or VIP) */
-	const struct reg_workload *direct;   /* or a workload address */
-	uint16_t port;                       /* the port the client asked for */
-	char authority[300];
-	char *peer_id, *forwarded, *baggage;
-	const struct reg_workload *src_wl;
-	enum tun_mode mode;
-	uv_timer_t timer; /* the route's overall timeout */
-	uv_timer_t wait;  /* fault delay and retry backoff */
-	int timers_open;
-	bool down_closed, down_eof, up_eof, closing, in_feed, down_shut_pending;
-
-	/* bytes from the downstream stream not yet given to the parser (or to up, in L4 mode) */
-	uint8_t *in;
-	size_t in_len, in_unconsumed;
-	struct obuf to_down, to_up;
-	size_t up_unconsumed; /* bytes from up not yet returned to its window */
-
-	/* HTTP: the request in flight */
-	struct h1_parser *req_p, *resp_p;
-	struct h1_parser *resp_dead; /* a dropped attempt's parser, freed when safe */
-	const struct h1_head *req; /* valid while the request parser is paused */
-	const struct reg_route *rt;
-	const struct reg_workload *ep;
-	uint16_t target;
-	int attempt;
-	bool in_request, req_body_done, req_has_body, resp_started, up_ready, close_after;
-	bool l4_opened; /* istio_tcp_connections_opened_total counted */
-	bool bp_paused; /* the request parser waits for upstream to take what it was given */
-	bool down_chunked, up_chunked;
-	char *rewritten; /* request target after rewrite.path_prefix */
-	int status;
-	const char *flags;
-	uint64_t start, req_bytes, resp_bytes;
-	char traceparent[64];
-	bool add_traceparent;
-};
-
-static void tun_maybe_free(struct tun *t);
-static void tun_abort(struct tun *t);
 static void start_upstream(struct tun *t);
 static void feed_down(struct tun *t);
 static void flush_down(struct tun *t);
@@ -111,8 +39,8 @@ static void flush_up(struct tun *t);
 
 /* --- small helpers --- */
 
-static int
-obuf_add(struct obuf *b, const void *data, size_t len)
+int
+wp_obuf_add(struct obuf *b, const void *data, size_t len)
 {
 	uint8_t *n;
 
@@ -131,8 +59,8 @@ obuf_add(struct obuf *b, const void *data, size_t len)
 
 /* Moves as much of b into stream s as it takes. A call from inside its own write (the stream's
  * on_writable) only asks the outer call for another round. */
-static void
-obuf_flush(struct obuf *b, struct hbone_stream *s)
+void
+wp_obuf_flush(struct obuf *b, struct hbone_stream *s)
 {
 	size_t took;
 
@@ -158,8 +86,8 @@ obuf_flush(struct obuf *b, struct hbone_stream *s)
 	b->busy = false;
 }
 
-static uint32_t
-rnd(void)
+uint32_t
+wp_rnd(void)
 {
 	uint32_t r = 0;
 
@@ -168,8 +96,8 @@ rnd(void)
 }
 
 /* The endpoint for this request: a route backend, else the addressed service or workload. */
-static const struct reg_workload *
-pick_endpoint(struct tun *t, const struct reg_service *svc)
+const struct reg_workload *
+wp_pick_endpoint(struct tun *t, const struct reg_service *svc)
 {
 	if (svc == NULL)
 		return t->direct;
@@ -180,8 +108,8 @@ pick_endpoint(struct tun *t, const struct reg_service *svc)
 
 /* --- telemetry --- */
 
-static void
-principal(const struct tun *t, const struct reg_workload *wl, char *buf, size_t len)
+void
+wp_principal(const struct tun *t, const struct reg_workload *wl, char *buf, size_t len)
 {
 	if (wl == NULL)
 		snprintf(buf, len, "unknown");
@@ -213,7 +141,7 @@ finish_request_telemetry(struct tun *t)
 	struct log_field f[10];
 	size_t n = 0;
 
-	principal(t, t->ep, dp, sizeof(dp));
+	wp_principal(t, t->ep, dp, sizeof(dp));
 	l.destination_principal = dp;
 	wp->st.requests++;
 	if (wp->metrics != NULL)
@@ -239,7 +167,7 @@ finish_request_telemetry(struct tun *t)
 static void
 l4_labels(struct tun *t, struct tcp_labels *l, char *dp, size_t len)
 {
-	principal(t, t->ep, dp, len);
+	wp_principal(t, t->ep, dp, len);
 	*l = (struct tcp_labels){
 		.reporter = "waypoint",
 		.source_workload = t->src_wl ? t->src_wl->h.name : "unknown",
@@ -279,7 +207,7 @@ w_down(void *arg, const void *data, size_t len)
 	struct tun *t = arg;
 
 	t->resp_bytes += len;
-	return obuf_add(&t->to_down, data, len);
+	return wp_obuf_add(&t->to_down, data, len);
 }
 
 static int
@@ -287,13 +215,13 @@ w_up(void *arg, const void *data, size_t len)
 {
 	struct tun *t = arg;
 
-	return obuf_add(&t->to_up, data, len);
+	return wp_obuf_add(&t->to_up, data, len);
 }
 
 static void
 flush_down(struct tun *t)
 {
-	obuf_flush(&t->to_down, t->down);
+	wp_obuf_flush(&t->to_down, t->down);
 	/* FIN downstream only once everything before it is written. */
 	if (t->down != NULL && t->to_down.len == 0 &&
 	    (t->down_shut_pending || (t->mode == MODE_L4 && t->up_eof))) {
@@ -310,7 +238,7 @@ flush_down(struct tun *t)
 static void
 flush_up(struct tun *t)
 {
-	obuf_flush(&t->to_up, t->up);
+	wp_obuf_flush(&t->to_up, t->up);
 	if (t->mode == MODE_L4 && t->down_eof && t->up != NULL && t->up_ready &&
 	    t->to_up.len == 0)
 		hbone_stream_shutdown(t->up);
@@ -350,7 +278,7 @@ local_reply(struct tun *t, int status, const char *body, const char *location)
 	t->resp_started = true;
 	if (n < 0) {
 		/* Out of memory for a reply: this tunnel ends, the others go on. */
-		tun_abort(t);
+		wp_tun_abort(t);
 		return;
 	}
 	w_down(t, head, (size_t)n);
@@ -443,7 +371,7 @@ retry_if_allowed(struct tun *t, enum route_outcome o, int status)
 	if (t->rt == NULL || t->resp_started || t->req_has_body ||
 	    !route_should_retry(t->rt, t->attempt, o, status))
 		return false;
-	wait = route_backoff_ms(t->rt, t->attempt, rnd());
+	wait = route_backoff_ms(t->rt, t->attempt, wp_rnd());
 	t->attempt++;
 	t->wp->st.retries++;
 	drop_up(t, true);
@@ -462,7 +390,7 @@ on_timeout(uv_timer_t *h)
 	if (t->resp_started) {
 		/* Half a response went out: the only honest end is to cut the tunnel. */
 		t->flags = "UT";
-		tun_abort(t);
+		wp_tun_abort(t);
 		return;
 	}
 	/* The route's overall timeout ends the request; it is not retried (route.h). */
@@ -566,7 +494,7 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 
 	if (t->mode == MODE_L4) {
 		t->resp_bytes += len;
-		obuf_add(&t->to_down, data, len);
+		wp_obuf_add(&t->to_down, data, len);
 		t->up_unconsumed += len;
 		flush_down(t);
 		return;
@@ -583,7 +511,7 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 			reply_and_finish(t, 502, "upstream sent a bad response", NULL, "UPE");
 			return;
 		}
-		tun_abort(t);
+		wp_tun_abort(t);
 		return;
 	}
 	flush_down(t);
@@ -613,7 +541,7 @@ up_on_eof(struct hbone_stream *s)
 		    NULL, "UC");
 		return;
 	}
-	tun_abort(t);
+	wp_tun_abort(t);
 }
 
 static void
@@ -638,7 +566,7 @@ up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	t->up_unconsumed = 0;
 	if (t->mode == MODE_L4) {
 		if (reset)
-			tun_abort(t);
+			wp_tun_abort(t);
 		return;
 	}
 	if (!t->in_request)
@@ -650,7 +578,7 @@ up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 		    NULL, "UC");
 		return;
 	}
-	tun_abort(t);
+	wp_tun_abort(t);
 }
 
 static void
@@ -667,7 +595,7 @@ up_on_response(struct hbone_stream *s, int status)
 		t->up = NULL;
 		t->wp->st.upstream_failures++;
 		if (t->mode == MODE_L4) {
-			tun_abort(t);
+			wp_tun_abort(t);
 			return;
 		}
 		if (retry_if_allowed(t, ROUTE_OUT_CONNECT_FAILURE, 0))
@@ -737,25 +665,19 @@ static const struct hbone_stream_cb up_cb = {
 	.on_close = up_on_close,
 };
 
-/* Opens (or re-opens, for a retry) the upstream tunnel of the request in flight. */
-static void
-start_upstream(struct tun *t)
+int
+wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
+    const char *traceparent, const struct hbone_stream_cb *cb, void *user,
+    struct hbone_stream **out)
 {
 	struct waypoint *wp = t->wp;
 	const struct ip_addr *ip;
 	struct sockaddr_storage dst;
 	char dst_id[SPIFFE_ID_MAX], auth[128], a[INET6_ADDRSTRLEN];
 	struct hbone_open o = { 0 };
-	int r;
 
-	if (t->ep == NULL || (ip = reg_workload_addr(t->ep, AF_INET)) == NULL) {
-		if (t->mode == MODE_L4) {
-			tun_abort(t);
-			return;
-		}
-		reply_and_finish(t, 503, "no healthy upstream", NULL, "UH");
-		return;
-	}
+	if (ep == NULL || (ip = reg_workload_addr(ep, AF_INET)) == NULL)
+		return -ENOENT;
 	memset(&dst, 0, sizeof(dst));
 	if (ip->family == AF_INET6) {
 		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&dst;
@@ -763,30 +685,59 @@ start_upstream(struct tun *t)
 		s6->sin6_family = AF_INET6;
 		memcpy(&s6->sin6_addr, ip->a, 16);
 		s6->sin6_port = htons(wp->conf->ztunnel.proxy.hbone_port);
-		snprintf(auth, sizeof(auth), "[%s]:%u", ip_str(ip, a, sizeof(a)), t->target);
+		snprintf(auth, sizeof(auth), "[%s]:%u", ip_str(ip, a, sizeof(a)), target);
 	} else {
 		struct sockaddr_in *s4 = (struct sockaddr_in *)&dst;
 
 		s4->sin_family = AF_INET;
 		memcpy(&s4->sin_addr, ip->a, 4);
 		s4->sin_port = htons(wp->conf->ztunnel.proxy.hbone_port);
-		snprintf(auth, sizeof(auth), "%s:%u", ip_str(ip, a, sizeof(a)), t->target);
+		snprintf(auth, sizeof(auth), "%s:%u", ip_str(ip, a, sizeof(a)), target);
 	}
 	snprintf(dst_id, sizeof(dst_id), "spiffe://%s/ns/%s/sa/%s", wp->conf->mesh.trust_domain,
-	    t->ep->namespace, t->ep->service_account);
+	    ep->namespace, ep->service_account);
 	o.src = wp->id;
 	o.dst_id = dst_id;
 	o.dst = (struct sockaddr *)&dst;
 	o.authority = auth;
 	o.forwarded = t->forwarded;
 	o.baggage = t->baggage;
-	o.traceparent = t->traceparent[0] ? t->traceparent : NULL;
-	r = hbone_pool_open(wp->pool, &o, &up_cb, t, &t->up);
+	o.traceparent = traceparent != NULL && traceparent[0] ? traceparent : NULL;
+	return hbone_pool_open(wp->pool, &o, cb, user, out);
+}
+
+void
+wp_new_traceparent(char *buf, size_t len)
+{
+	uint8_t r[24];
+	char hex[49];
+
+	rng_fill(rng_ctx(), r, sizeof(r));
+	for (size_t i = 0; i < sizeof(r); i++)
+		snprintf(hex + 2 * i, 3, "%02x", r[i]);
+	snprintf(buf, len, "00-%.32s-%.16s-01", hex, hex + 32);
+}
+
+/* Opens (or re-opens, for a retry) the upstream tunnel of the request in flight. */
+static void
+start_upstream(struct tun *t)
+{
+	int r;
+
+	r = wp_open_upstream(t, t->ep, t->target, t->traceparent, &up_cb, t, &t->up);
+	if (r == -ENOENT) {
+		if (t->mode == MODE_L4) {
+			wp_tun_abort(t);
+			return;
+		}
+		reply_and_finish(t, 503, "no healthy upstream", NULL, "UH");
+		return;
+	}
 	if (r != 0) {
 		t->up = NULL;
-		wp->st.upstream_failures++;
+		t->wp->st.upstream_failures++;
 		if (t->mode == MODE_L4) {
-			tun_abort(t);
+			wp_tun_abort(t);
 			return;
 		}
 		if (retry_if_allowed(t, ROUTE_OUT_CONNECT_FAILURE, 0))
@@ -844,18 +795,10 @@ req_head(void *arg, const struct h1_head *h)
 		const char *tp = h1_header_get(h, "traceparent");
 
 		t->add_traceparent = tp == NULL;
-		if (tp != NULL) {
+		if (tp != NULL)
 			snprintf(t->traceparent, sizeof(t->traceparent), "%s", tp);
-		} else {
-			uint8_t r[24];
-			char hex[49];
-
-			rng_fill(rng_ctx(), r, sizeof(r));
-			for (size_t i = 0; i < sizeof(r); i++)
-				snprintf(hex + 2 * i, 3, "%02x", r[i]);
-			snprintf(t->traceparent, sizeof(t->traceparent), "00-%.32s-%.16s-01", hex,
-			    hex + 32);
-		}
+		else
+			wp_new_traceparent(t->traceparent, sizeof(t->traceparent));
 	}
 	rq.method = h->method;
 	rq.path = path;
@@ -895,13 +838,13 @@ req_head(void *arg, const struct h1_head *h)
 		return 0;
 	}
 	if (t->rt != NULL && t->rt->backends.n > 0) {
-		const struct reg_backend *be = route_pick_backend(t->rt, rnd());
+		const struct reg_backend *be = route_pick_backend(t->rt, wp_rnd());
 
 		if (be == NULL) {
 			reply_and_finish(t, 500, "no route: every backend has weight 0", NULL, "NR");
 			return 0;
 		}
-		t->ep = be->workload != NULL ? be->workload : pick_endpoint(t, be->service);
+		t->ep = be->workload != NULL ? be->workload : wp_pick_endpoint(t, be->service);
 		if (be->service != NULL) {
 			/* The backend service's port with the same number, else its first. */
 			const struct reg_service *bs = be->service;
@@ -912,7 +855,7 @@ req_head(void *arg, const struct h1_head *h)
 					t->target = bs->ports.v[i].target;
 		}
 	} else {
-		t->ep = pick_endpoint(t, t->svc);
+		t->ep = wp_pick_endpoint(t, t->svc);
 	}
 	/* L7 authorization, against the workload the request is going to. */
 	memset(&aq, 0, sizeof(aq));
@@ -935,7 +878,7 @@ req_head(void *arg, const struct h1_head *h)
 		reply_and_finish(t, 403, "RBAC: access denied", NULL, "DENY");
 		return 0;
 	}
-	if (t->rt != NULL && route_fault_abort(t->rt, rnd(), &status)) {
+	if (t->rt != NULL && route_fault_abort(t->rt, wp_rnd(), &status)) {
 		reply_and_finish(t, status, "fault filter abort", NULL, "FI");
 		return 0;
 	}
@@ -948,7 +891,7 @@ req_head(void *arg, const struct h1_head *h)
 	}
 	if (t->rt != NULL && t->rt->timeout > 0)
 		uv_timer_start(&t->timer, on_timeout, t->rt->timeout, 0);
-	if (t->rt != NULL && route_fault_delay(t->rt, rnd(), &delay)) {
+	if (t->rt != NULL && route_fault_delay(t->rt, wp_rnd(), &delay)) {
 		t->flags = "DI";
 		uv_timer_start(&t->wait, on_wait, delay, 0);
 		return 0;
@@ -1032,7 +975,7 @@ feed_down(struct tun *t)
 				local_reply(t, st ? st : 400, "bad request", NULL);
 				shutdown_down(t);
 			} else {
-				tun_abort(t);
+				wp_tun_abort(t);
 			}
 			return;
 		}
@@ -1075,9 +1018,13 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 
 	if (t->closing)
 		return;
+	if (t->mode == MODE_H2) {
+		h2d_on_data(t->h2, data, len);
+		return;
+	}
 	if (t->mode == MODE_L4) {
 		t->req_bytes += len;
-		obuf_add(&t->to_up, data, len);
+		wp_obuf_add(&t->to_up, data, len);
 		t->in_unconsumed += len;
 		if (t->up_ready)
 			flush_up(t);
@@ -1086,33 +1033,42 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 	/* Bounded by the stream window: we return bytes only as the parser takes them. */
 	n = realloc(t->in, t->in_len + len);
 	if (n == NULL) {
-		tun_abort(t);
+		wp_tun_abort(t);
 		return;
 	}
 	t->in = n;
 	memcpy(t->in + t->in_len, data, len);
 	t->in_len += len;
 	if (t->mode == MODE_DETECT) {
+		bool whole;
+
+		if (h2d_preface(t->in, t->in_len, &whole)) {
+			/* h2c with prior knowledge (gRPC included): the HTTP/2 path, once the whole
+			 * preface is here. */
+			if (whole && h2d_start(t) != 0)
+				wp_tun_abort(t);
+			return;
+		}
 		if (t->in_len < 16 && memchr(t->in, ' ', t->in_len) == NULL)
 			return;
 		if (looks_like_http1(t->in, t->in_len)) {
 			t->mode = MODE_HTTP;
 			if (h1_parser_new(H1_REQUEST, &req_cb, t, &t->req_p) != 0) {
-				tun_abort(t);
+				wp_tun_abort(t);
 				return;
 			}
 		} else {
-			/* h2c, gRPC, TLS or anything else: relayed as bytes, as a ztunnel would. */
+			/* TLS or anything else: relayed as bytes, as a ztunnel would. */
 			t->mode = MODE_L4;
 			t->wp->st.tunnels_l4++;
-			obuf_add(&t->to_up, t->in, t->in_len);
+			wp_obuf_add(&t->to_up, t->in, t->in_len);
 			t->in_unconsumed += t->in_len;
 			t->req_bytes += t->in_len;
 			free(t->in);
 			t->in = NULL;
 			t->in_len = 0;
 			t->target = t->port;
-			t->ep = pick_endpoint(t, t->svc);
+			t->ep = wp_pick_endpoint(t, t->svc);
 			if (t->svc != NULL)
 				for (size_t i = 0; i < t->svc->ports.n; i++)
 					if (t->svc->ports.v[i].port == t->port)
@@ -1133,7 +1089,7 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 					t->flags = "DENY";
 					log_info("waypoint: L4 tunnel %s for %s denied%s%s", t->authority,
 					    t->peer_id, m ? " by policy " : "", m ? m->h.name : "");
-					tun_abort(t);
+					wp_tun_abort(t);
 					return;
 				}
 			}
@@ -1158,6 +1114,10 @@ down_on_eof(struct hbone_stream *s)
 	struct tun *t = hbone_stream_user(s);
 
 	t->down_eof = true;
+	if (t->mode == MODE_H2) {
+		h2d_on_eof(t->h2);
+		return;
+	}
 	if (t->mode == MODE_L4) {
 		flush_up(t);
 		if (t->up != NULL && t->to_up.len == 0)
@@ -1175,7 +1135,10 @@ down_on_writable(struct hbone_stream *s)
 {
 	struct tun *t = hbone_stream_user(s);
 
-	flush_down(t);
+	if (t->mode == MODE_H2)
+		h2d_on_writable(t->h2);
+	else
+		flush_down(t);
 }
 
 static void
@@ -1184,7 +1147,7 @@ timer_closed(uv_handle_t *h)
 	struct tun *t = h->data;
 
 	t->timers_open--;
-	tun_maybe_free(t);
+	wp_tun_maybe_free(t);
 }
 
 static void
@@ -1194,6 +1157,8 @@ down_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 
 	t->down = NULL;
 	t->down_closed = true;
+	if (t->mode == MODE_H2)
+		h2d_on_close(t->h2);
 	if (t->in_request && !t->resp_started && t->status == 0) {
 		t->status = 0;
 		t->flags = "DC"; /* downstream went away */
@@ -1206,7 +1171,7 @@ down_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 		uv_close((uv_handle_t *)&t->timer, timer_closed);
 		uv_close((uv_handle_t *)&t->wait, timer_closed);
 	}
-	tun_maybe_free(t);
+	wp_tun_maybe_free(t);
 }
 
 static const struct hbone_stream_cb down_cb = {
@@ -1216,12 +1181,13 @@ static const struct hbone_stream_cb down_cb = {
 	.on_close = down_on_close,
 };
 
-static void
-tun_maybe_free(struct tun *t)
+void
+wp_tun_maybe_free(struct tun *t)
 {
-	if (!t->down_closed || t->timers_open > 0)
+	if (!t->down_closed || t->timers_open > 0 || !h2d_idle(t->h2))
 		return;
 	t->wp->st.active--;
+	h2d_free(t->h2);
 	if (t->mode == MODE_L4)
 		finish_l4_telemetry(t);
 	h1_parser_free(t->req_p);
@@ -1239,8 +1205,8 @@ tun_maybe_free(struct tun *t)
 }
 
 /* Resets both sides; the downstream on_close frees the tunnel. */
-static void
-tun_abort(struct tun *t)
+void
+wp_tun_abort(struct tun *t)
 {
 	drop_up(t, true);
 	if (t->down != NULL && !t->closing) {
@@ -1530,6 +1496,7 @@ waypoint_dump(struct waypoint *wp)
 	json_object_set_new(root, "routes", routes);
 	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "tunnels", (json_int_t)wp->st.tunnels, "tunnels_l4", (json_int_t)wp->st.tunnels_l4,
+	    "tunnels_h2", (json_int_t)wp->st.tunnels_h2,
 	    "requests", (json_int_t)wp->st.requests, "denied", (json_int_t)wp->st.denied,
 	    "local_replies", (json_int_t)wp->st.local_replies,
 	    "retries", (json_int_t)wp->st.retries, "timeouts", (json_int_t)wp->st.timeouts,

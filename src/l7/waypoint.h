@@ -25,7 +25,7 @@ struct metrics;
 struct waypoint;
 
 struct waypoint_stats {
-	uint64_t tunnels, tunnels_l4, requests, denied, local_replies, retries, timeouts,
+	uint64_t tunnels, tunnels_l4, tunnels_h2, requests, denied, local_replies, retries, timeouts,
 	    upstream_failures;
 	size_t active;
 };

@@ -10,12 +10,13 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 21
+plan 29
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
 PY=$LAB_PY
 HTTPD="$SRCDIR/tests/e2e/httpd.py"
+GRPC="$SRCDIR/tests/e2e/grpcpeer.py"
 WP=192.168.10.9
 lab_exec ha ip addr add "$WP/24" dev wire
 
@@ -71,6 +72,26 @@ service = echo
 match.path_prefix = /abort
 fault.abort = 418
 
+[service "grpc"]
+namespace = default
+vip = 10.96.0.12
+ports = 80:9090
+selector = app=echo
+waypoint = wp
+
+[service "h2"]
+namespace = default
+vip = 10.96.0.13
+ports = 80:9091
+selector = app=echo
+waypoint = wp
+
+[route "grpc-canary"]
+namespace = default
+service = grpc
+match.headers = x-canary: true
+backends = echo-b
+
 [route "flaky"]
 namespace = default
 service = echo
@@ -86,6 +107,13 @@ for ns in a2 b1; do
 	start "http_$ns" $(lab_in $ns) $PY "$HTTPD" serve --name $name --port 8080 || exit 1
 done
 start srv_b2 $(lab_in b2) $PY "$HTTPD" serve --name other-b --port 8080 || exit 1
+# gRPC (python3-grpcio) and plain h2c (nghttpd) servers on both echo endpoints.
+for ns in a2 b1; do
+	who=$( [ $ns = a2 ] && echo echo-a || echo echo-b )
+	mkdir -p "$TMP/www-$ns" && echo "$who" >"$TMP/www-$ns/who"
+	start "grpc_$ns" $(lab_in $ns) $PY "$GRPC" serve --name $who --port 9090 || exit 1
+	spawn "h2_$ns" $(lab_in $ns) nghttpd --no-tls -d "$TMP/www-$ns" 9091
+done
 spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
 spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
 spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_DIR/waypoint.conf" --name wp
@@ -138,12 +166,13 @@ check "100% abort answers the configured status 418" 'echo "$OUT" | grep -q "^41
 get flaky/one
 check "a backend failing its first try with 503 succeeds after retry" 'echo "$OUT" | grep -q "^200 echo-b 1$"'
 
-# Anything that is not HTTP/1.1 (here the HTTP/2 preface) is relayed at L4 to an endpoint: the
-# app's own answer comes back (Python's server does not speak HTTP/2 and answers with a bare
-# HTML error page), not the waypoint's (a text/plain "bad request").
+# Anything that is neither HTTP/1.1 nor HTTP/2 (here bytes shaped like a TLS record) is relayed
+# at L4 to an endpoint: the app's own answer comes back (Python's server answers a line it cannot
+# parse with a bare HTML error page), not the waypoint's (a text/plain "bad request").
+NOTHTTP='b"\x16\x03\x01\x00\x20" + b"x" * 32 + b"\r\n\r\n"'
 run lab_exec a1 $PY -c 'import socket,sys
 s=socket.create_connection((sys.argv[1],80),timeout=5)
-s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+s.sendall('"$NOTHTTP"')
 d=b""
 try:
     while len(d)<4096:
@@ -154,7 +183,7 @@ except OSError: pass
 print(d.decode(errors="replace").splitlines()[0] if d else "nothing")' "$LAB_VIP"
 l4=$(lab_exec ha $PY -c 'import json,urllib.request
 print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"]["tunnels_l4"])')
-check "an HTTP/2 preface is relayed at L4 to the app (answer: $OUT; L4 tunnels: $l4)" \
+check "bytes that are not HTTP are relayed at L4 to the app (answer: $OUT; L4 tunnels: $l4)" \
 	'echo "$OUT" | grep -q "^<!DOCTYPE HTML>\|^HTTP/1.[01] [45]0[0-9]" && [ "$l4" -ge 1 ]'
 
 tcp=$(lab_exec ha $PY -c 'import urllib.request
@@ -180,7 +209,7 @@ sleep 1.5
 h2probe() {
 	run lab_exec a1 $PY -c 'import socket,sys
 s=socket.create_connection((sys.argv[1],80),timeout=5)
-s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+s.sendall('"$NOTHTTP"')
 try:
     d=s.recv(4096)
 except OSError as e:
@@ -242,6 +271,52 @@ check "Expect: 100-continue: the backend's 100 Continue is forwarded, then the b
 get "" --show --count 1
 check "W3C traceparent is created and propagated to the backend" \
 	'echo "$OUT" | grep -q "\"traceparent\": \"00-[0-9a-f]\{32\}-[0-9a-f]\{16\}-01\""'
+
+# HTTP/2 at L7: gRPC (python3-grpcio client and server) and h2c (curl, nghttp, nghttpd).
+grpc_call() { run lab_exec a1 $PY "$GRPC" call --target 10.96.0.12:80 "$@"; }
+grpc_call --count 20
+a=$(echo "$OUT" | sed -n 's/^echo-a \([0-9]*\)$/\1/p')
+b=$(echo "$OUT" | sed -n 's/^echo-b \([0-9]*\)$/\1/p')
+check "gRPC unary through the waypoint: 20 calls, both endpoints answer (echo-a ${a:-0}, echo-b ${b:-0})" \
+	'[ -n "$a" ] && [ -n "$b" ] && [ $((a + b)) -eq 20 ]'
+grpc_call --count 10 --metadata x-canary=true
+check "gRPC header routing: metadata x-canary: true always reaches echo-b" '[ "$OUT" = "echo-b 10" ]'
+grpc_call --stream 200 --size 16384
+check "gRPC bidirectional stream, 200 messages of 16 KiB each way, in order" \
+	'echo "$OUT" | grep -q "^stream 200 ok echo-"'
+grpc_call --method /amesh.Echo/Fail
+check "gRPC status and message in trailers come through (NOT_FOUND)" \
+	'[ "$OUT" = "status NOT_FOUND no such thing 1" ]'
+cat >"$LAB_REGISTRY/46-grpc-policy.conf" <<'EOF'
+[policy "no-secret"]
+namespace = default
+selector = app=echo
+action = deny
+from.principals = cluster.local/ns/default/sa/client
+to.paths = /amesh.Echo/Secret
+EOF
+sleep 1.5
+grpc_call --method /amesh.Echo/Secret
+secret=$OUT
+grpc_call --method /amesh.Echo/Unary
+check "gRPC L7 deny by path: PERMISSION_DENIED for Secret ($secret), Unary passes" \
+	'echo "$secret" | grep -q "^status PERMISSION_DENIED " && echo "$OUT" | grep -q "^echo-[ab] 1$"'
+rm -f "$LAB_REGISTRY/46-grpc-policy.conf"
+run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -w " %{http_code} %{http_version}" \
+	http://10.96.0.13/who
+check "curl --http2-prior-knowledge (h2c) through the waypoint ($OUT)" \
+	'echo "$OUT" | grep -q "^echo-[ab]" && echo "$OUT" | grep -q " 200 2$"'
+run lab_exec a1 nghttp -n -s http://10.96.0.13/who http://10.96.0.13/who?again http://10.96.0.13/missing
+check "nghttp: three requests on one h2c connection (2 x 200, 1 x 404)" \
+	'[ "$(echo "$OUT" | grep -c " 200 ")" -eq 2 ] && [ "$(echo "$OUT" | grep -c " 404 ")" -eq 1 ]'
+run lab_exec ha $PY -c 'import json,urllib.request
+t=urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode()
+n=sum(float(l.rsplit(" ",1)[1]) for l in t.splitlines() if l.startswith("istio_requests_total{")
+      and "request_protocol=\"grpc\"" in l and "response_code=\"200\"" in l and "destination_service=\"grpc." in l)
+d=json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"]
+print(int(n), d["tunnels_h2"])'
+check "istio_requests_total counts the gRPC calls (request_protocol grpc; requests, h2 tunnels: $OUT)" \
+	'set -- $OUT; [ "$1" -ge 32 ] && [ "$2" -ge 6 ]'
 
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wpid=$(pgrep -f "waypoint -c $LAB_DIR/waypoint.conf" | head -n 1)

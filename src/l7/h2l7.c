@@ -1,0 +1,1236 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The waypoint's HTTP/2 path: h2c with prior knowledge, so cleartext gRPC too, inside a tunnel
+ * from a ztunnel (waypoint-int.h). The tunnel's bytes feed an nghttp2 server session; each request
+ * stream is routed, authorized and answered locally or sent on in its own HBONE tunnel, as the
+ * waypoint, to the chosen endpoint, where an nghttp2 client session speaks h2c to the application.
+ * Headers, DATA and trailers (grpc-status) are forwarded as they come; nothing is buffered whole.
+ *
+ * Flow control, end to end: both sessions run without automatic WINDOW_UPDATE. Request DATA is
+ * returned to the client's window (nghttp2_session_consume) only when the upstream session has
+ * sent it; response DATA is returned to the application's window only when the downstream
+ * session has sent it. So each request holds at most one stream window (H2_STREAM_WINDOW) per
+ * direction, and the tunnels' own bytes are returned as soon as nghttp2 has parsed them.
+ *
+ * Not on this path (amesh-waypoint(8) CAVEATS): retries and per-try timeouts (a request body is
+ * never held for replay); the route's overall timeout, faults, redirects, header edits, rewrites,
+ * L7 policy and request telemetry are applied as on the HTTP/1.1 path.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/log.h"
+#include "l7/route.h"
+#include "l7/waypoint-int.h"
+#include "policy/authz.h"
+#include "telemetry/accesslog.h"
+#include "telemetry/metrics.h"
+#include "tls/cert.h"
+
+#define H2_STREAM_WINDOW (64u * 1024)
+#define H2_CONN_WINDOW (1u * 1024 * 1024)
+#define H2_MAX_STREAMS 100
+#define H2_MAX_HEADERS 64
+#define H2_MAX_HEADER_BYTES (16u * 1024)
+
+static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* Bytes of one direction of one request, in order. */
+struct bbuf {
+	uint8_t *p;
+	size_t len, off;
+};
+
+struct h2r;
+
+struct h2d {
+	struct tun *t;
+	nghttp2_session *s;
+	struct obuf out;
+	struct h2r *reqs;
+	int nreqs, open_streams;
+	bool sending, in_recv, eof, gone;
+};
+
+/* One request: a downstream stream and, once it goes upstream, its tunnel and client session. */
+struct h2r {
+	struct h2d *d;
+	struct h2r *next;
+	int32_t sid;
+	/* The request as received: pseudo-headers and the other fields, copied. */
+	char *method, *scheme, *authority, *path;
+	struct hdr hv[H2_MAX_HEADERS];
+	char *hstore[H2_MAX_HEADERS * 2];
+	size_t nh, hbytes;
+	bool req_headers_done, req_eof, too_big;
+	const struct reg_route *rt;
+	const struct reg_workload *ep;
+	uint16_t target;
+	char traceparent[64];
+	bool add_tp;
+	char *up_path;
+	/* Upstream: HBONE tunnel, h2c client session on it, its stream. */
+	struct hbone_stream *up;
+	nghttp2_session *us;
+	struct obuf up_out;
+	int32_t usid;
+	bool up_sending, up_in_recv, up_done, up_shut;
+	struct bbuf req_body, resp_body;
+	bool resp_eof, resp_headers_sent, down_closed, reset_sent;
+	nghttp2_nv *trailers;
+	size_t ntrailers;
+	char *tstore; /* trailer names and values, back to back */
+	/* A local reply's body. */
+	const char *lbody;
+	size_t lbody_len, lbody_off;
+	/* Timers: the route's overall timeout; a fault delay. */
+	uv_timer_t timer, wait;
+	int timers_open;
+	bool timers_closing;
+	int status;
+	const char *flags;
+	bool grpc, counted;
+	uint64_t start, req_bytes, resp_bytes;
+};
+
+static void d_flush(struct h2d *d);
+static void up_flush(struct h2r *r);
+static void r_cancel_up(struct h2r *r);
+static void r_maybe_free(struct h2r *r);
+
+bool
+h2d_preface(const uint8_t *p, size_t n, bool *complete)
+{
+	size_t m = n < sizeof(preface) - 1 ? n : sizeof(preface) - 1;
+
+	*complete = n >= sizeof(preface) - 1;
+	return memcmp(p, preface, m) == 0;
+}
+
+static int
+bbuf_add(struct bbuf *b, const uint8_t *data, size_t len)
+{
+	uint8_t *n;
+
+	if (b->off > 0 && b->off == b->len) {
+		b->off = b->len = 0;
+	}
+	n = realloc(b->p, b->len + len);
+	if (n == NULL)
+		return -1;
+	memcpy(n + b->len, data, len);
+	b->p = n;
+	b->len += len;
+	return 0;
+}
+
+/* --- telemetry --- */
+
+static void
+r_telemetry(struct h2r *r)
+{
+	struct tun *t = r->d->t;
+	struct waypoint *wp = t->wp;
+	char dp[SPIFFE_ID_MAX], path[512];
+	struct http_labels l = {
+		.reporter = "waypoint",
+		.source_workload = t->src_wl ? t->src_wl->h.name : "unknown",
+		.source_workload_namespace = t->src_wl ? t->src_wl->namespace : "unknown",
+		.source_principal = t->peer_id,
+		.destination_workload = r->ep ? r->ep->h.name : "unknown",
+		.destination_workload_namespace = r->ep ? r->ep->namespace : "unknown",
+		.destination_service = t->svc ? t->svc->hostname : "unknown",
+		.request_protocol = r->grpc ? "grpc" : "http",
+		.response_code = (unsigned)r->status,
+		.response_flags = r->flags ? r->flags : "-",
+		.connection_security_policy = "mutual_tls",
+	};
+	uint64_t ms = uv_now(wp->loop) - r->start;
+	struct log_field f[10];
+	size_t n = 0;
+
+	if (r->counted || !r->req_headers_done)
+		return;
+	r->counted = true;
+	wp_principal(t, r->ep, dp, sizeof(dp));
+	l.destination_principal = dp;
+	wp->st.requests++;
+	if (wp->metrics != NULL)
+		metrics_http_request(wp->metrics, &l, (double)ms, r->req_bytes, r->resp_bytes);
+	if (!accesslog_enabled())
+		return;
+	snprintf(path, sizeof(path), "%s", r->path ? r->path : "-");
+	f[n++] = (struct log_field){ "method", r->method ? r->method : "-", 0 };
+	f[n++] = (struct log_field){ "authority", r->authority ? r->authority : t->authority, 0 };
+	f[n++] = (struct log_field){ "path", path, 0 };
+	f[n++] = (struct log_field){ "status", NULL, (unsigned long long)r->status };
+	f[n++] = (struct log_field){ "duration_ms", NULL, ms };
+	f[n++] = (struct log_field){ "upstream", r->ep ? r->ep->h.name : "-", 0 };
+	f[n++] = (struct log_field){ "route", r->rt ? r->rt->h.name : "-", 0 };
+	f[n++] = (struct log_field){ "src.identity", t->peer_id, 0 };
+	f[n++] = (struct log_field){ "flags", r->flags ? r->flags : "-", 0 };
+	f[n++] = (struct log_field){ "traceparent", r->traceparent, 0 };
+	log_record(LOG_LVL_INFO, "access", r->grpc ? "grpc" : "request", f, n);
+}
+
+/* --- responses downstream --- */
+
+/* The downstream response body: the upstream's DATA as it comes, or a local reply's body. */
+static ssize_t
+resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+    nghttp2_data_source *src, void *user)
+{
+	struct h2r *r = src->ptr;
+	size_t n;
+
+	if (r->lbody != NULL) {
+		n = r->lbody_len - r->lbody_off;
+		if (n > len)
+			n = len;
+		memcpy(buf, r->lbody + r->lbody_off, n);
+		r->lbody_off += n;
+		if (r->lbody_off == r->lbody_len)
+			*flags |= NGHTTP2_DATA_FLAG_EOF;
+		r->resp_bytes += n;
+		return (ssize_t)n;
+	}
+	n = r->resp_body.len - r->resp_body.off;
+	if (n == 0) {
+		if (!r->resp_eof)
+			return NGHTTP2_ERR_DEFERRED;
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (r->ntrailers > 0) {
+			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+			if (nghttp2_submit_trailer(s, sid, r->trailers, r->ntrailers) != 0)
+				return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		}
+		return 0;
+	}
+	if (n > len)
+		n = len;
+	memcpy(buf, r->resp_body.p + r->resp_body.off, n);
+	r->resp_body.off += n;
+	r->resp_bytes += n;
+	/* Sent on: the application may send that much more. */
+	if (r->us != NULL && r->usid > 0) {
+		nghttp2_session_consume(r->us, r->usid, n);
+		up_flush(r);
+	}
+	return (ssize_t)n;
+}
+
+/* Answers the request ourselves (deny, fault, timeout, no route, upstream failure). */
+static void
+local_reply(struct h2r *r, int status, const char *body, const char *flags)
+{
+	struct h2d *d = r->d;
+	char st[8], cl[24];
+	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = resp_read };
+	nghttp2_nv nv[] = {
+		{ (uint8_t *)":status", (uint8_t *)st, 7, 0, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"content-type", (uint8_t *)"text/plain", 12, 10, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"content-length", (uint8_t *)cl, 14, 0, NGHTTP2_NV_FLAG_NONE },
+	};
+
+	r_cancel_up(r);
+	if (!r->timers_closing) {
+		uv_timer_stop(&r->timer);
+		uv_timer_stop(&r->wait);
+	}
+	r->status = status;
+	r->flags = flags;
+	d->t->wp->st.local_replies++;
+	if (r->resp_headers_sent || r->down_closed) {
+		if (!r->down_closed && !r->reset_sent) {
+			r->reset_sent = true;
+			nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
+		}
+		d_flush(d);
+		return;
+	}
+	snprintf(st, sizeof(st), "%d", status);
+	snprintf(cl, sizeof(cl), "%zu", strlen(body));
+	nv[0].valuelen = strlen(st);
+	nv[2].valuelen = strlen(cl);
+	r->lbody = body;
+	r->lbody_len = strlen(body);
+	r->lbody_off = 0;
+	r->resp_headers_sent = true;
+	if (nghttp2_submit_response(d->s, r->sid, nv, 3, r->lbody_len ? &dp : NULL) != 0 &&
+	    !r->reset_sent) {
+		r->reset_sent = true;
+		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
+	}
+	d_flush(d);
+}
+
+/* --- upstream: the HBONE tunnel and the h2c client session in it --- */
+
+static ssize_t
+up_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *user)
+{
+	struct h2r *r = user;
+
+	if (r->up == NULL)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (r->up_out.len >= WP_BUF)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	if (wp_obuf_add(&r->up_out, data, len) != 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return (ssize_t)len;
+}
+
+static void
+up_flush(struct h2r *r)
+{
+	/* Never from inside the client session's own callbacks: the caller flushes after. */
+	if (r->us == NULL || r->up == NULL || r->up_sending || r->up_in_recv)
+		return;
+	r->up_sending = true;
+	for (;;) {
+		wp_obuf_flush(&r->up_out, r->up);
+		if (r->up_out.len >= WP_BUF || !nghttp2_session_want_write(r->us))
+			break;
+		if (nghttp2_session_send(r->us) != 0) {
+			r->up_sending = false;
+			local_reply(r, 503, "upstream protocol error", "UPE");
+			return;
+		}
+		if (r->up_out.len == 0)
+			break;
+	}
+	wp_obuf_flush(&r->up_out, r->up);
+	r->up_sending = false;
+}
+
+/* The request body upstream: the client's DATA as it comes. */
+static ssize_t
+req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+    nghttp2_data_source *src, void *user)
+{
+	struct h2r *r = src->ptr;
+	struct h2d *d = r->d;
+	size_t n = r->req_body.len - r->req_body.off;
+
+	if (n == 0) {
+		if (!r->req_eof)
+			return NGHTTP2_ERR_DEFERRED;
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		return 0;
+	}
+	if (n > len)
+		n = len;
+	memcpy(buf, r->req_body.p + r->req_body.off, n);
+	r->req_body.off += n;
+	/* Sent on: the client may send that much more. */
+	if (!r->down_closed) {
+		nghttp2_session_consume(d->s, r->sid, n);
+		d_flush(d);
+	}
+	return (ssize_t)n;
+}
+
+static int
+up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+    const uint8_t *value, size_t vlen, uint8_t flags, void *user)
+{
+	struct h2r *r = user;
+
+	if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != r->usid)
+		return 0;
+	if (r->nh >= H2_MAX_HEADERS || r->hbytes + nlen + vlen > H2_MAX_HEADER_BYTES)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	/* Response headers and trailers are collected in hv (the request's are no longer needed
+	 * once it went upstream), emitted at the end of the block. */
+	r->hstore[2 * r->nh] = strndup((const char *)name, nlen);
+	r->hstore[2 * r->nh + 1] = strndup((const char *)value, vlen);
+	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	r->hv[r->nh].name = r->hstore[2 * r->nh];
+	r->hv[r->nh].value = r->hstore[2 * r->nh + 1];
+	r->nh++;
+	r->hbytes += nlen + vlen;
+	return 0;
+}
+
+static void
+clear_headers(struct h2r *r)
+{
+	for (size_t i = 0; i < 2 * r->nh; i++) {
+		free(r->hstore[i]);
+		r->hstore[i] = NULL;
+	}
+	r->nh = 0;
+	r->hbytes = 0;
+}
+
+/* The upstream response head: on downstream, with the route's response edits. */
+static void
+send_response_head(struct h2r *r, bool no_body)
+{
+	struct h2d *d = r->d;
+	struct hdr storage[H2_MAX_HEADERS + 16];
+	struct hdr_list l;
+	nghttp2_nv nv[H2_MAX_HEADERS + 16];
+	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = resp_read };
+	const char *st = NULL;
+	size_t n = 0;
+
+	hdr_list_init(&l, storage, sizeof(storage) / sizeof(storage[0]));
+	for (size_t i = 0; i < r->nh; i++) {
+		if (strcmp(r->hv[i].name, ":status") == 0)
+			st = r->hv[i].value;
+		else if (r->hv[i].name[0] != ':')
+			hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
+	}
+	if (st == NULL) {
+		local_reply(r, 502, "upstream sent no :status", "UPE");
+		return;
+	}
+	r->status = atoi(st);
+	if (r->rt != NULL && route_edit_response_headers(r->rt, &l) != 0) {
+		local_reply(r, 500, "response headers do not fit", "UPE");
+		return;
+	}
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)st, 7, strlen(st),
+		NGHTTP2_NV_FLAG_NONE };
+	for (size_t i = 0; i < l.n; i++)
+		nv[n++] = (nghttp2_nv){ (uint8_t *)l.v[i].name, (uint8_t *)l.v[i].value,
+			strlen(l.v[i].name), strlen(l.v[i].value), NGHTTP2_NV_FLAG_NONE };
+	r->resp_headers_sent = true;
+	/* Without a body (gRPC's Trailers-Only) the head carries END_STREAM itself. */
+	if (no_body)
+		r->resp_eof = true;
+	if (nghttp2_submit_response(d->s, r->sid, nv, n, no_body ? NULL : &dp) != 0) {
+		r->reset_sent = true;
+		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
+	}
+	clear_headers(r);
+	d_flush(d);
+}
+
+/* Trailers (a HEADERS block after the head): kept until the body before them is sent. */
+static int
+keep_trailers(struct h2r *r)
+{
+	size_t total = 0, off = 0;
+
+	for (size_t i = 0; i < r->nh; i++)
+		total += strlen(r->hv[i].name) + strlen(r->hv[i].value) + 2;
+	r->trailers = calloc(r->nh ? r->nh : 1, sizeof(*r->trailers));
+	r->tstore = malloc(total ? total : 1);
+	if (r->trailers == NULL || r->tstore == NULL)
+		return -1;
+	for (size_t i = 0; i < r->nh; i++) {
+		size_t nl = strlen(r->hv[i].name), vl = strlen(r->hv[i].value);
+		char *nm = r->tstore + off, *vv = r->tstore + off + nl + 1;
+
+		memcpy(nm, r->hv[i].name, nl + 1);
+		memcpy(vv, r->hv[i].value, vl + 1);
+		off += nl + vl + 2;
+		if (nm[0] == ':')
+			continue;
+		r->trailers[r->ntrailers++] = (nghttp2_nv){ (uint8_t *)nm, (uint8_t *)vv, nl, vl,
+			NGHTTP2_NV_FLAG_NONE };
+	}
+	clear_headers(r);
+	return 0;
+}
+
+static int
+up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct h2r *r = user;
+
+	if (f->hd.stream_id != r->usid || r->usid <= 0)
+		return 0;
+	if (f->hd.type == NGHTTP2_HEADERS) {
+		if (f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+			const char *st = NULL;
+
+			for (size_t i = 0; i < r->nh; i++)
+				if (strcmp(r->hv[i].name, ":status") == 0)
+					st = r->hv[i].value;
+			if (st != NULL && st[0] == '1') {
+				clear_headers(r); /* 1xx: not forwarded */
+				return 0;
+			}
+			send_response_head(r, (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
+		} else if (f->headers.cat == NGHTTP2_HCAT_HEADERS &&
+		    (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+			if (keep_trailers(r) != 0) {
+				local_reply(r, 502, "out of memory", "UPE");
+				return 0;
+			}
+		}
+	}
+	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && r->resp_headers_sent) {
+		r->resp_eof = true;
+		nghttp2_session_resume_data(r->d->s, r->sid);
+		d_flush(r->d);
+	}
+	return 0;
+}
+
+static int
+up_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
+    size_t len, void *user)
+{
+	struct h2r *r = user;
+
+	if (sid != r->usid || !r->resp_headers_sent || r->down_closed)
+		return 0;
+	/* Bounded by the stream window we give the application: consumed only once sent on. */
+	if (bbuf_add(&r->resp_body, data, len) != 0)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	nghttp2_session_resume_data(r->d->s, r->sid);
+	d_flush(r->d);
+	return 0;
+}
+
+static int
+up_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
+{
+	struct h2r *r = user;
+
+	if (sid != r->usid || r->up_done)
+		return 0;
+	r->up_done = true;
+	if (err != NGHTTP2_NO_ERROR || !r->resp_eof) {
+		if (!r->resp_headers_sent)
+			local_reply(r, 503, "upstream connect error or disconnect/reset before headers",
+			    err == NGHTTP2_REFUSED_STREAM ? "UR" : "UC");
+		else
+			local_reply(r, r->status, "", "UR"); /* cut mid-response: reset downstream */
+		return 0;
+	}
+	/* The exchange is complete: the tunnel ends (the application sees its connection close). */
+	r_cancel_up(r);
+	return 0;
+}
+
+static nghttp2_session_callbacks *up_callbacks;
+
+static void
+up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
+{
+	struct h2r *r = hbone_stream_user(s);
+	ssize_t n;
+
+	if (r->us == NULL) {
+		hbone_stream_consumed(s, len);
+		return;
+	}
+	r->up_in_recv = true;
+	n = nghttp2_session_mem_recv(r->us, data, len);
+	r->up_in_recv = false;
+	if (r->up != NULL)
+		hbone_stream_consumed(s, len);
+	if (n < 0) {
+		log_debug("waypoint: h2c from %s: %s", r->ep ? r->ep->h.name : "?",
+		    nghttp2_strerror((int)n));
+		if (!r->resp_headers_sent)
+			local_reply(r, 502, "upstream protocol error", "UPE");
+		else
+			local_reply(r, r->status, "", "UPE");
+		return;
+	}
+	up_flush(r);
+}
+
+static void
+up_on_eof(struct hbone_stream *s)
+{
+	struct h2r *r = hbone_stream_user(s);
+
+	if (!r->up_done && !r->resp_eof) {
+		r->up_done = true;
+		local_reply(r, r->resp_headers_sent ? r->status : 503,
+		    "upstream connect error or disconnect/reset before headers", "UC");
+	}
+}
+
+static void
+up_on_writable(struct hbone_stream *s)
+{
+	up_flush(hbone_stream_user(s));
+}
+
+static void
+up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
+{
+	struct h2r *r = hbone_stream_user(s);
+
+	r->up = NULL;
+	if (!r->up_done && !r->resp_eof) {
+		r->up_done = true;
+		local_reply(r, r->resp_headers_sent ? r->status : 503,
+		    "upstream connect error or disconnect/reset before headers", "UC");
+	}
+	r_maybe_free(r); /* the client session goes with r: this may be inside its callbacks */
+}
+
+static void
+up_on_response(struct hbone_stream *s, int status)
+{
+	struct h2r *r = hbone_stream_user(s);
+	struct hdr storage[H2_MAX_HEADERS + 16];
+	struct hdr_list l;
+	nghttp2_nv nv[H2_MAX_HEADERS + 20];
+	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = req_read };
+	nghttp2_settings_entry iv[] = {
+		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
+	};
+	nghttp2_option *opt;
+	size_t n = 0;
+
+	if (status != 200) {
+		hbone_stream_set_cb(s, NULL, NULL);
+		r->up = NULL;
+		r->up_done = true;
+		r->d->t->wp->st.upstream_failures++;
+		if (r->status == 0 && !r->down_closed)
+			local_reply(r, 503, status == 401 ? "upstream refused the waypoint" :
+			    "upstream connect error", status == 401 ? "DENY" : "UF");
+		r_maybe_free(r);
+		return;
+	}
+	if (r->up_done || r->down_closed || r->status != 0)
+		return; /* answered or gone meanwhile: r_cancel_up has reset the tunnel */
+	if (nghttp2_option_new(&opt) != 0) {
+		local_reply(r, 500, "out of memory", "UPE");
+		return;
+	}
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	if (nghttp2_session_client_new2(&r->us, up_callbacks, r, opt) != 0) {
+		nghttp2_option_del(opt);
+		r->us = NULL;
+		local_reply(r, 500, "out of memory", "UPE");
+		return;
+	}
+	nghttp2_option_del(opt);
+	nghttp2_submit_settings(r->us, NGHTTP2_FLAG_NONE, iv, 2);
+	hdr_list_init(&l, storage, sizeof(storage) / sizeof(storage[0]));
+	for (size_t i = 0; i < r->nh; i++)
+		hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
+	if (r->rt != NULL && route_edit_request_headers(r->rt, &l) != 0) {
+		local_reply(r, 500, "request headers do not fit", "UPE");
+		return;
+	}
+	if (r->add_tp)
+		hdr_list_add(&l, "traceparent", r->traceparent);
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":method", (uint8_t *)r->method, 7, strlen(r->method),
+		NGHTTP2_NV_FLAG_NONE };
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":scheme", (uint8_t *)"http", 7, 4, NGHTTP2_NV_FLAG_NONE };
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":authority", (uint8_t *)r->authority, 10,
+		strlen(r->authority), NGHTTP2_NV_FLAG_NONE };
+	nv[n++] = (nghttp2_nv){ (uint8_t *)":path", (uint8_t *)r->up_path, 5, strlen(r->up_path),
+		NGHTTP2_NV_FLAG_NONE };
+	for (size_t i = 0; i < l.n; i++)
+		nv[n++] = (nghttp2_nv){ (uint8_t *)l.v[i].name, (uint8_t *)l.v[i].value,
+			strlen(l.v[i].name), strlen(l.v[i].value), NGHTTP2_NV_FLAG_NONE };
+	r->usid = nghttp2_submit_request(r->us, NULL, nv, n,
+	    r->req_eof && r->req_body.len == r->req_body.off ? NULL : &dp, r);
+	clear_headers(r); /* the request's fields are sent; hv now collects the response's */
+	if (r->usid < 0) {
+		local_reply(r, 500, "cannot forward the request", "UPE");
+		return;
+	}
+	up_flush(r);
+}
+
+static const struct hbone_stream_cb up_cb = {
+	.on_data = up_on_data,
+	.on_eof = up_on_eof,
+	.on_writable = up_on_writable,
+	.on_response = up_on_response,
+	.on_close = up_on_close,
+};
+
+/* Stops the upstream of r, if any: RST_STREAM to the application and the tunnel closed. */
+static void
+r_cancel_up(struct h2r *r)
+{
+	bool was_done = r->up_done;
+
+	if (r->up == NULL || r->up_shut)
+		return;
+	r->up_done = true;
+	r->up_shut = true;
+	if (r->us != NULL && r->usid > 0) {
+		if (!was_done) {
+			nghttp2_submit_rst_stream(r->us, NGHTTP2_FLAG_NONE, r->usid, NGHTTP2_CANCEL);
+			up_flush(r);
+		}
+		hbone_stream_shutdown(r->up);
+	} else {
+		hbone_stream_reset(r->up, NGHTTP2_CANCEL); /* still connecting */
+	}
+	/* up_on_close lets r go. */
+}
+
+static void
+start_up(struct h2r *r)
+{
+	int rc = wp_open_upstream(r->d->t, r->ep, r->target, r->traceparent, &up_cb, r, &r->up);
+
+	if (rc == -ENOENT) {
+		r->up = NULL;
+		local_reply(r, 503, "no healthy upstream", "UH");
+	} else if (rc != 0) {
+		r->up = NULL;
+		r->d->t->wp->st.upstream_failures++;
+		local_reply(r, 503, "upstream connect error", "UO");
+	}
+}
+
+static void
+on_wait(uv_timer_t *h)
+{
+	struct h2r *r = h->data;
+
+	if (!r->down_closed && r->status == 0)
+		start_up(r);
+}
+
+static void
+on_timeout(uv_timer_t *h)
+{
+	struct h2r *r = h->data;
+
+	r->d->t->wp->st.timeouts++;
+	local_reply(r, 504, "upstream request timeout", "UT");
+}
+
+/* --- downstream: the server session on the tunnel --- */
+
+static ssize_t
+d_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *user)
+{
+	struct h2d *d = user;
+
+	if (d->t->down == NULL)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (d->out.len >= WP_BUF)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	if (wp_obuf_add(&d->out, data, len) != 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return (ssize_t)len;
+}
+
+static void
+d_flush(struct h2d *d)
+{
+	struct tun *t = d->t;
+
+	/* Never from inside the server session's own callbacks: the caller flushes after. */
+	if (d->sending || d->in_recv || d->gone || d->s == NULL)
+		return;
+	d->sending = true;
+	for (;;) {
+		wp_obuf_flush(&d->out, t->down);
+		if (d->out.len >= WP_BUF || !nghttp2_session_want_write(d->s))
+			break;
+		if (nghttp2_session_send(d->s) != 0) {
+			d->sending = false;
+			wp_tun_abort(t);
+			return;
+		}
+		if (d->out.len == 0)
+			break;
+	}
+	wp_obuf_flush(&d->out, t->down);
+	d->sending = false;
+	/* The client ended the tunnel and every stream is done (or the session is): end ours
+	 * once the bytes are out. */
+	if (d->out.len == 0 && t->down != NULL && !t->down_shut_pending &&
+	    ((d->eof && d->open_streams == 0) ||
+	    (!nghttp2_session_want_read(d->s) && !nghttp2_session_want_write(d->s)))) {
+		t->down_shut_pending = true;
+		hbone_stream_shutdown(t->down);
+	}
+}
+
+static int
+d_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct h2d *d = user;
+	struct h2r *r;
+
+	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	r->d = d;
+	r->sid = f->hd.stream_id;
+	r->start = uv_now(d->t->wp->loop);
+	uv_timer_init(d->t->wp->loop, &r->timer);
+	uv_timer_init(d->t->wp->loop, &r->wait);
+	r->timer.data = r->wait.data = r;
+	r->timers_open = 2;
+	r->next = d->reqs;
+	d->reqs = r;
+	d->nreqs++;
+	d->open_streams++;
+	nghttp2_session_set_stream_user_data(s, r->sid, r);
+	return 0;
+}
+
+static int
+d_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+    const uint8_t *value, size_t vlen, uint8_t flags, void *user)
+{
+	struct h2r *r = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	char **slot = NULL;
+
+	if (r == NULL || f->hd.type != NGHTTP2_HEADERS || r->req_headers_done)
+		return 0; /* request trailers are not forwarded (gRPC clients send none) */
+	if (r->hbytes + nlen + vlen > H2_MAX_HEADER_BYTES || r->nh >= H2_MAX_HEADERS) {
+		r->too_big = true;
+		return 0;
+	}
+	r->hbytes += nlen + vlen;
+	if (nlen == 7 && memcmp(name, ":method", 7) == 0)
+		slot = &r->method;
+	else if (nlen == 7 && memcmp(name, ":scheme", 7) == 0)
+		slot = &r->scheme;
+	else if (nlen == 10 && memcmp(name, ":authority", 10) == 0)
+		slot = &r->authority;
+	else if (nlen == 5 && memcmp(name, ":path", 5) == 0)
+		slot = &r->path;
+	if (slot != NULL) {
+		free(*slot);
+		*slot = strndup((const char *)value, vlen);
+		return *slot == NULL ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+	}
+	if (name[0] == ':')
+		return 0;
+	r->hstore[2 * r->nh] = strndup((const char *)name, nlen);
+	r->hstore[2 * r->nh + 1] = strndup((const char *)value, vlen);
+	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	r->hv[r->nh].name = r->hstore[2 * r->nh];
+	r->hv[r->nh].value = r->hstore[2 * r->nh + 1];
+	r->nh++;
+	return 0;
+}
+
+static const char *
+hlookup(void *arg, const char *name)
+{
+	struct h2r *r = arg;
+
+	if (strcasecmp(name, "host") == 0 && r->authority != NULL)
+		return r->authority;
+	for (size_t i = 0; i < r->nh; i++)
+		if (strcasecmp(r->hv[i].name, name) == 0)
+			return r->hv[i].value;
+	return NULL;
+}
+
+/* The request head is complete: route, authorize, then answer or go upstream. */
+static void
+request_head(struct h2r *r)
+{
+	struct tun *t = r->d->t;
+	struct waypoint *wp = t->wp;
+	char path[2048], query[2048];
+	const char *q, *ct, *tp;
+	struct route_req rq;
+	struct authz_l7_req aq;
+	const struct reg_policy *matched = NULL;
+	struct ip_addr src_ip;
+	int status;
+	uint64_t delay;
+
+	r->req_headers_done = true;
+	ct = hlookup(r, "content-type");
+	r->grpc = ct != NULL && strncmp(ct, "application/grpc", 16) == 0;
+	tp = hlookup(r, "traceparent");
+	r->add_tp = tp == NULL;
+	if (tp != NULL)
+		snprintf(r->traceparent, sizeof(r->traceparent), "%s", tp);
+	else
+		wp_new_traceparent(r->traceparent, sizeof(r->traceparent));
+	if (r->too_big) {
+		local_reply(r, 431, "request header fields too large", "-");
+		return;
+	}
+	if (r->method == NULL || r->path == NULL || strcmp(r->method, "CONNECT") == 0) {
+		local_reply(r, 400, "bad request", "-");
+		return;
+	}
+	if (r->authority == NULL && (r->authority = strdup(t->authority)) == NULL) {
+		local_reply(r, 500, "out of memory", "-");
+		return;
+	}
+	if (strlen(r->path) >= sizeof(path)) {
+		local_reply(r, 414, "URI too long", "-");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s", r->path);
+	q = strchr(r->path, '?');
+	if (q != NULL)
+		path[q - r->path] = '\0';
+	snprintf(query, sizeof(query), "%s", q ? q + 1 : "");
+	rq.method = r->method;
+	rq.path = path;
+	rq.query = query;
+	rq.header = hlookup;
+	rq.header_arg = r;
+	r->rt = t->svc != NULL ? route_select(t->reg, t->svc, &rq) : NULL;
+	r->target = t->port;
+	if (t->svc != NULL)
+		for (size_t i = 0; i < t->svc->ports.n; i++)
+			if (t->svc->ports.v[i].port == t->port)
+				r->target = t->svc->ports.v[i].target;
+	if (r->rt != NULL && r->rt->redirect) {
+		/* Redirects are for browsers; an h2c client is not one (amesh-waypoint(8)). */
+		local_reply(r, 500, "redirect routes are not served over HTTP/2", "-");
+		return;
+	}
+	if (r->rt != NULL && r->rt->backends.n > 0) {
+		const struct reg_backend *be = route_pick_backend(r->rt, wp_rnd());
+
+		if (be == NULL) {
+			local_reply(r, 500, "no route: every backend has weight 0", "NR");
+			return;
+		}
+		r->ep = be->workload != NULL ? be->workload : wp_pick_endpoint(t, be->service);
+		if (be->service != NULL) {
+			const struct reg_service *bs = be->service;
+
+			r->target = bs->ports.n ? bs->ports.v[0].target : t->port;
+			for (size_t i = 0; i < bs->ports.n; i++)
+				if (bs->ports.v[i].port == t->port)
+					r->target = bs->ports.v[i].target;
+		}
+	} else {
+		r->ep = wp_pick_endpoint(t, t->svc);
+	}
+	memset(&aq, 0, sizeof(aq));
+	memset(&src_ip, 0, sizeof(src_ip));
+	aq.l4.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
+	    t->peer_id;
+	aq.l4.src_namespace = "";
+	aq.l4.src_ip = &src_ip;
+	aq.l4.dst_port = r->target;
+	aq.method = r->method;
+	aq.path = path;
+	aq.host = r->authority;
+	aq.header = hlookup;
+	aq.header_arg = r;
+	if (r->ep != NULL && authz_l7(t->reg, r->ep, &aq, &matched) == AUTHZ_DENY) {
+		wp->st.denied++;
+		log_info("waypoint: %s %s%s to %s denied for %s%s%s", r->method, r->authority, path,
+		    r->ep->h.name, t->peer_id, matched ? " by policy " : "",
+		    matched ? matched->h.name : "");
+		local_reply(r, 403, "RBAC: access denied", "DENY");
+		return;
+	}
+	if (r->rt != NULL && route_fault_abort(r->rt, wp_rnd(), &status)) {
+		local_reply(r, status, "fault filter abort", "FI");
+		return;
+	}
+	r->up_path = NULL;
+	if (r->rt != NULL && r->rt->rewrite_path_prefix != NULL) {
+		char rw[2048];
+
+		if (route_rewrite_path(r->rt, path, rw, sizeof(rw)) == 0 &&
+		    asprintf(&r->up_path, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
+			r->up_path = NULL;
+	}
+	if (r->up_path == NULL && (r->up_path = strdup(r->path)) == NULL) {
+		local_reply(r, 500, "out of memory", "-");
+		return;
+	}
+	if (r->rt != NULL && r->rt->timeout > 0)
+		uv_timer_start(&r->timer, on_timeout, r->rt->timeout, 0);
+	if (r->rt != NULL && route_fault_delay(r->rt, wp_rnd(), &delay)) {
+		r->flags = "DI";
+		uv_timer_start(&r->wait, on_wait, delay, 0);
+		return;
+	}
+	start_up(r);
+}
+
+static int
+d_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+	struct h2r *r = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+
+	if (r == NULL)
+		return 0;
+	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+		if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+			r->req_eof = true;
+		request_head(r);
+		return 0;
+	}
+	if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
+	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+		r->req_eof = true;
+		if (r->us != NULL && r->usid > 0) {
+			nghttp2_session_resume_data(r->us, r->usid);
+			up_flush(r);
+		}
+	}
+	return 0;
+}
+
+static int
+d_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
+    void *user)
+{
+	struct h2d *d = user;
+	struct h2r *r = nghttp2_session_get_stream_user_data(s, sid);
+
+	if (r == NULL)
+		return 0;
+	r->req_bytes += len;
+	if (r->status != 0 && r->up == NULL) {
+		/* Answered locally: the body goes nowhere; give the window back. */
+		nghttp2_session_consume(d->s, sid, len);
+		return 0;
+	}
+	/* Bounded by the stream window: consumed only once sent upstream (req_read). */
+	if (bbuf_add(&r->req_body, data, len) != 0)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (r->us != NULL && r->usid > 0) {
+		nghttp2_session_resume_data(r->us, r->usid);
+		up_flush(r);
+	}
+	return 0;
+}
+
+static int
+d_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
+{
+	struct h2r *r = nghttp2_session_get_stream_user_data(s, sid);
+
+	if (r == NULL)
+		return 0;
+	nghttp2_session_set_stream_user_data(s, sid, NULL);
+	r->d->open_streams--;
+	r->down_closed = true;
+	if (err != NGHTTP2_NO_ERROR && r->status == 0 && !r->resp_headers_sent)
+		r->flags = "DC"; /* the client went away */
+	r_telemetry(r);
+	r_cancel_up(r);
+	r_maybe_free(r);
+	return 0;
+}
+
+static nghttp2_session_callbacks *d_callbacks;
+
+static void
+timer_closed(uv_handle_t *h)
+{
+	struct h2r *r = h->data;
+
+	r->timers_open--;
+	r_maybe_free(r);
+}
+
+/* r goes once its downstream stream and upstream tunnel are done; timers close first. */
+static void
+r_maybe_free(struct h2r *r)
+{
+	struct h2d *d = r->d;
+
+	if (!r->down_closed || r->up != NULL)
+		return;
+	if (!r->timers_closing) {
+		r->timers_closing = true;
+		uv_close((uv_handle_t *)&r->timer, timer_closed);
+		uv_close((uv_handle_t *)&r->wait, timer_closed);
+		return;
+	}
+	if (r->timers_open > 0)
+		return;
+	for (struct h2r **pp = &d->reqs; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	d->nreqs--;
+	if (r->us != NULL)
+		nghttp2_session_del(r->us);
+	clear_headers(r);
+	free(r->method);
+	free(r->scheme);
+	free(r->authority);
+	free(r->path);
+	free(r->up_path);
+	free(r->req_body.p);
+	free(r->resp_body.p);
+	free(r->up_out.p);
+	free(r->trailers);
+	free(r->tstore);
+	free(r);
+	if (d->gone && d->reqs == NULL)
+		wp_tun_maybe_free(d->t);
+}
+
+static int
+init_callbacks(void)
+{
+	if (d_callbacks != NULL)
+		return 0;
+	if (nghttp2_session_callbacks_new(&d_callbacks) != 0 ||
+	    nghttp2_session_callbacks_new(&up_callbacks) != 0)
+		return -1;
+	nghttp2_session_callbacks_set_send_callback(d_callbacks, d_send_cb);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(d_callbacks, d_on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(d_callbacks, d_on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(d_callbacks, d_on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(d_callbacks, d_on_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(d_callbacks, d_on_stream_close);
+	nghttp2_session_callbacks_set_send_callback(up_callbacks, up_send_cb);
+	nghttp2_session_callbacks_set_on_header_callback(up_callbacks, up_on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(up_callbacks, up_on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(up_callbacks, up_on_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(up_callbacks, up_on_stream_close);
+	return 0;
+}
+
+int
+h2d_start(struct tun *t)
+{
+	struct h2d *d;
+	nghttp2_option *opt;
+	nghttp2_settings_entry iv[] = {
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
+		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_BYTES },
+		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+	};
+
+	if (init_callbacks() != 0 || (d = calloc(1, sizeof(*d))) == NULL)
+		return -1;
+	d->t = t;
+	if (nghttp2_option_new(&opt) != 0) {
+		free(d);
+		return -1;
+	}
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	if (nghttp2_session_server_new2(&d->s, d_callbacks, d, opt) != 0) {
+		nghttp2_option_del(opt);
+		free(d);
+		return -1;
+	}
+	nghttp2_option_del(opt);
+	nghttp2_submit_settings(d->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+	/* A connection window larger than one stream's, so a stalled stream does not stall the
+	 * others; its bytes are returned as each stream's are. */
+	nghttp2_session_set_local_window_size(d->s, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
+	t->h2 = d;
+	t->mode = MODE_H2;
+	t->wp->st.tunnels_h2++;
+	if (t->in_len > 0) {
+		uint8_t *in = t->in;
+		size_t n = t->in_len;
+
+		t->in = NULL;
+		t->in_len = 0;
+		h2d_on_data(d, in, n);
+		free(in);
+	} else {
+		d_flush(d);
+	}
+	return 0;
+}
+
+void
+h2d_on_data(struct h2d *d, const uint8_t *data, size_t len)
+{
+	struct tun *t = d->t;
+	ssize_t n;
+
+	if (d->gone || d->s == NULL)
+		return;
+	d->in_recv = true;
+	n = nghttp2_session_mem_recv(d->s, data, len);
+	d->in_recv = false;
+	/* Parsed: DATA is held per request, within the windows we advertised. */
+	if (t->down != NULL)
+		hbone_stream_consumed(t->down, len);
+	if (d->gone) {
+		wp_tun_maybe_free(t); /* the tunnel closed under us: it may go now */
+		return;
+	}
+	if (n < 0) {
+		log_debug("waypoint: h2c from %s: %s", t->peer_id, nghttp2_strerror((int)n));
+		wp_tun_abort(t);
+		return;
+	}
+	d_flush(d);
+}
+
+void
+h2d_on_eof(struct h2d *d)
+{
+	/* The client ended its side: the streams in flight finish, then the tunnel ends. */
+	d->eof = true;
+	d_flush(d);
+}
+
+void
+h2d_on_writable(struct h2d *d)
+{
+	d_flush(d);
+}
+
+void
+h2d_on_close(struct h2d *d)
+{
+	struct h2r *r, *next;
+
+	if (d->gone)
+		return;
+	d->gone = true;
+	for (r = d->reqs; r != NULL; r = next) {
+		next = r->next;
+		if (!r->down_closed) {
+			r->down_closed = true;
+			if (r->status == 0 && !r->resp_headers_sent)
+				r->flags = "DC";
+			r_telemetry(r);
+		}
+		if (r->up != NULL) {
+			hbone_stream_set_cb(r->up, NULL, NULL);
+			hbone_stream_reset(r->up, NGHTTP2_CANCEL);
+			r->up = NULL;
+		}
+	}
+	for (r = d->reqs; r != NULL; r = next) {
+		next = r->next;
+		r_maybe_free(r);
+	}
+}
+
+bool
+h2d_idle(const struct h2d *d)
+{
+	return d == NULL || (d->reqs == NULL && !d->in_recv && !d->sending);
+}
+
+void
+h2d_free(struct h2d *d)
+{
+	if (d == NULL)
+		return;
+	if (d->s != NULL)
+		nghttp2_session_del(d->s);
+	free(d->out.p);
+	free(d);
+}

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The waypoint's internals shared by its HTTP/1.1 path (waypoint.c) and its HTTP/2 path (h2l7.c):
+ * the tunnel a ztunnel opened to us (struct tun) and the helpers both paths use.
+ */
+#ifndef AMESH_L7_WAYPOINT_INT_H
+#define AMESH_L7_WAYPOINT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hbone/hbone.h"
+#include "l7/http1.h"
+#include "l7/waypoint.h"
+
+struct h2d;
+
+#define WP_MARK_NONE 0
+
+/* Bytes waiting for a stream that took less than offered. */
+struct obuf {
+	uint8_t *p;
+	size_t len;
+	bool busy, again; /* hbone_stream_write can call back into obuf_flush (on_writable) */
+};
+
+enum tun_mode { MODE_DETECT, MODE_HTTP, MODE_H2, MODE_L4 };
+
+struct waypoint {
+	uv_loop_t *loop;
+	const struct amesh_conf *conf;
+	struct registry_holder *reg;
+	struct identity_store *ids;
+	struct metrics *metrics;
+	char *ns, *sa;
+	struct identity *id;
+	struct hbone_server *srv;
+	struct hbone_pool *pool;
+	uv_timer_t refresh;
+	bool draining;
+	int parts; /* server, pool, refresh timer: each finishes the drain when it ends */
+	void (*done)(void *);
+	void *done_arg;
+	struct waypoint_stats st;
+	uint32_t rr;
+};
+
+struct tun {
+	struct waypoint *wp;
+	struct hbone_stream *down, *up;
+	struct registry *reg;
+	const struct reg_service *svc;       /* addressed by service (hostname or VIP) */
+	const struct reg_workload *direct;   /* or a workload address */
+	uint16_t port;                       /* the port the client asked for */
+	char authority[300];
+	char *peer_id, *forwarded, *baggage;
+	const struct reg_workload *src_wl;
+	enum tun_mode mode;
+	uv_timer_t timer; /* the route's overall timeout */
+	uv_timer_t wait;  /* fault delay and retry backoff */
+	int timers_open;
+	bool down_closed, down_eof, up_eof, closing, in_feed, down_shut_pending;
+
+	/* bytes from the downstream stream not yet given to the parser (or to up, in L4 mode) */
+	uint8_t *in;
+	size_t in_len, in_unconsumed;
+	struct obuf to_down, to_up;
+	size_t up_unconsumed; /* bytes from up not yet returned to its window */
+
+	/* HTTP: the request in flight */
+	struct h1_parser *req_p, *resp_p;
+	struct h1_parser *resp_dead; /* a dropped attempt's parser, freed when safe */
+	const struct h1_head *req; /* valid while the request parser is paused */
+	const struct reg_route *rt;
+	const struct reg_workload *ep;
+	uint16_t target;
+	int attempt;
+	bool in_request, req_body_done, req_has_body, resp_started, up_ready, close_after;
+	bool l4_opened; /* istio_tcp_connections_opened_total counted */
+	bool bp_paused; /* the request parser waits for upstream to take what it was given */
+	bool down_chunked, up_chunked;
+	char *rewritten; /* request target after rewrite.path_prefix */
+	int status;
+	const char *flags;
+	uint64_t start, req_bytes, resp_bytes;
+	char traceparent[64];
+	bool add_traceparent;
+
+	struct h2d *h2; /* MODE_H2: the HTTP/2 session on this tunnel (h2l7.c) */
+};
+
+
+/* Appends to b (bounded at 2 * WP_BUF); 0 or an AMESH_ERR_* code. */
+int wp_obuf_add(struct obuf *b, const void *data, size_t len);
+/* Moves as much of b into s as it takes. */
+void wp_obuf_flush(struct obuf *b, struct hbone_stream *s);
+uint32_t wp_rnd(void);
+/* The endpoint for a request: an endpoint of svc (round robin), or t->direct when svc is NULL. */
+const struct reg_workload *wp_pick_endpoint(struct tun *t, const struct reg_service *svc);
+/* spiffe://TD/ns/NS/sa/SA of wl, or "unknown". */
+void wp_principal(const struct tun *t, const struct reg_workload *wl, char *buf, size_t len);
+/* A new trace context "00-TRACE-SPAN-01" into buf (64 bytes). */
+void wp_new_traceparent(char *buf, size_t len);
+/* Opens an HBONE tunnel, as the waypoint, to ep's ztunnel for port target. -ENOENT when ep has
+ * no address; else hbone_pool_open's result. */
+int wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
+    const char *traceparent, const struct hbone_stream_cb *cb, void *user,
+    struct hbone_stream **out);
+/* Resets both sides of the tunnel; its downstream on_close frees it. */
+void wp_tun_abort(struct tun *t);
+/* Frees the tunnel once its downstream is closed and nothing of it is left open. */
+void wp_tun_maybe_free(struct tun *t);
+
+/* --- the HTTP/2 path (h2l7.c) --- */
+
+/* True when p starts with (a prefix of) the HTTP/2 client preface. */
+bool h2d_preface(const uint8_t *p, size_t n, bool *complete);
+/* Takes over t (MODE_H2): t->in holds the bytes received so far, which it consumes. 0 or -1. */
+int h2d_start(struct tun *t);
+void h2d_on_data(struct h2d *d, const uint8_t *data, size_t len);
+void h2d_on_eof(struct h2d *d);
+void h2d_on_writable(struct h2d *d);
+/* The downstream tunnel is gone: every request is cancelled. */
+void h2d_on_close(struct h2d *d);
+/* True when nothing of d is left open (requests, timers, upstream tunnels). */
+bool h2d_idle(const struct h2d *d);
+void h2d_free(struct h2d *d);
+
+#endif
