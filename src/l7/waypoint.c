@@ -1494,7 +1494,7 @@ waypoint_dump(struct waypoint *wp)
 		    "timeout_ms", (json_int_t)rt->timeout, "retries", (json_int_t)rt->retries));
 	}
 	json_object_set_new(root, "routes", routes);
-	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "tunnels", (json_int_t)wp->st.tunnels, "tunnels_l4", (json_int_t)wp->st.tunnels_l4,
 	    "tunnels_h2", (json_int_t)wp->st.tunnels_h2,
 	    "requests", (json_int_t)wp->st.requests, "denied", (json_int_t)wp->st.denied,

@@ -8,14 +8,16 @@ serve --name NAME --port PORT
                         in the trailing metadata; /amesh.Echo/Chat answers every message of a
                         bidirectional stream the same way, in order; /amesh.Echo/Fail ends with
                         NOT_FOUND and the details "no such thing"; /amesh.Echo/Secret answers like
-                        Unary. Prints "listening PORT".
+                        Unary; /amesh.Echo/Slow answers like Unary after 2 s. Prints "listening PORT".
 call --target HOST:PORT --method M [--count N] [--metadata K=V ...] [--stream N] [--size B]
+     [--deadline S]
     Unary (N calls, one channel): prints one line per distinct answer prefix ("echo-a 7") or
     "status CODE details" per failure. --stream N: one Chat stream of N messages of B bytes;
     prints "stream N ok" when every answer came back in order, else what differed.
 """
 import argparse
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -36,11 +38,16 @@ def serve(a):
     def fail(req, ctx):
         ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
 
+    def slow(req, ctx):
+        time.sleep(2)
+        return name + b":" + req
+
     ident = (lambda b: b)
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
         "Secret": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
         "Fail": grpc.unary_unary_rpc_method_handler(fail, ident, ident),
+        "Slow": grpc.unary_unary_rpc_method_handler(slow, ident, ident),
         "Chat": grpc.stream_stream_rpc_method_handler(chat, ident, ident),
     }
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -73,7 +80,7 @@ def call(a):
         counts = {}
         for i in range(a.count):
             try:
-                resp, c = f.with_call(b"hello %d" % i, metadata=md, timeout=10)
+                resp, c = f.with_call(b"hello %d" % i, metadata=md, timeout=a.deadline)
                 key = resp.split(b":")[0].decode()
                 tm = dict(c.trailing_metadata())
                 if resp != key.encode() + b":hello %d" % i or tm.get("x-served-by") != key:
@@ -99,6 +106,7 @@ def main():
     c.add_argument("--metadata", action="append", default=[])
     c.add_argument("--stream", type=int, default=0)
     c.add_argument("--size", type=int, default=16)
+    c.add_argument("--deadline", type=float, default=10)
     a = p.parse_args()
     if a.cmd == "serve":
         serve(a)

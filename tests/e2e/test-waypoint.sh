@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 29
+plan 32
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -86,6 +86,13 @@ ports = 80:9091
 selector = app=echo
 waypoint = wp
 
+[route "grpc-slow"]
+namespace = default
+service = grpc
+match.path_prefix = /amesh.Echo/Slow
+backends = echo-a, echo-b
+timeout = 500ms
+
 [route "grpc-canary"]
 namespace = default
 service = grpc
@@ -127,6 +134,10 @@ while [ $i -lt 50 ] && ! { ready ha 15021 && ready hb 15021 && ready ha 15121; }
 	i=$((i + 1))
 done
 check "ztunnels and the waypoint are ready" 'ready ha 15021 && ready hb 15021 && ready ha 15121'
+if ! { ready ha 15021 && ready hb 15021 && ready ha 15121; }; then
+	echo "Bail out! not ready: $(tail -n 3 "$TMP/wp.err" "$TMP/zt_a.err")"
+	exit 1
+fi
 CAPS=$(lab_caps "$PID_wp")
 check "the waypoint runs with no capabilities, as its unit grants ($CAPS)" '[ "$CAPS" = "none nnp" ]'
 for x in "a a1 client-a" "a a2 echo-a" "b b1 echo-b" "b b2 other-b"; do
@@ -302,6 +313,40 @@ grpc_call --method /amesh.Echo/Unary
 check "gRPC L7 deny by path: PERMISSION_DENIED for Secret ($secret), Unary passes" \
 	'echo "$secret" | grep -q "^status PERMISSION_DENIED " && echo "$OUT" | grep -q "^echo-[ab] 1$"'
 rm -f "$LAB_REGISTRY/46-grpc-policy.conf"
+t0=$(date +%s%N)
+grpc_call --method /amesh.Echo/Slow
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "gRPC route timeout: 504 at 500 ms, UNAVAILABLE for the client (${ms} ms: $OUT)" \
+	'echo "$OUT" | grep -q "^status UNAVAILABLE .*504" && [ "$ms" -lt 1800 ]'
+# A client that gives up (deadline) and one that sends DATA on stream 0 after the preface lose their own
+# call or connection only; the waypoint holds nothing of them afterwards.
+grpc_call --method /amesh.Echo/Slow --deadline 0.3
+dl=$OUT
+run lab_exec a1 $PY -c 'import socket,sys
+s=socket.create_connection(("10.96.0.12",80),timeout=5)
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x00\x00\x00\x00\x00\x00" + b"junk")
+closed=False
+try:
+    while True:
+        if not s.recv(4096):
+            closed=True
+            break
+except OSError: pass
+print("closed" if closed else "open")'
+junk=$OUT
+grpc_call --count 3
+check "a cancelled call ($dl) and a garbage connection ($junk) do not disturb the next calls" \
+	'echo "$dl" | grep -q "^status DEADLINE_EXCEEDED" && [ "$junk" = closed ] && echo "$OUT" | grep -q "^echo-"'
+i=0
+active=-1
+while [ $i -lt 30 ]; do
+	active=$(lab_exec ha $PY -c 'import json,urllib.request
+print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"]["active"])')
+	[ "$active" = 0 ] && break
+	sleep 0.1
+	i=$((i + 1))
+done
+check "after the HTTP/2 tests no tunnel is left open in the waypoint (active $active)" '[ "$active" = 0 ]'
 run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -w " %{http_code} %{http_version}" \
 	http://10.96.0.13/who
 check "curl --http2-prior-knowledge (h2c) through the waypoint ($OUT)" \
