@@ -2,12 +2,14 @@
 /*
  * The waypoint's data path (DESIGN.md sections 1 and 3, issue "waypoint"): HBONE in, as the
  * registry's [waypoint "NAME"]; the inner stream is HTTP/1.1 (routes, L7 authorization, timeouts,
- * retries, faults, request telemetry) or, for anything else (h2c and gRPC included in this
- * version), relayed at L4; then HBONE out, as the waypoint, to the chosen endpoint's ztunnel.
+ * retries, faults, request telemetry), HTTP/2 with prior knowledge (h2l7.c: the same per stream,
+ * gRPC included, without retries) or, for anything else, relayed at L4; then HBONE out, as the
+ * waypoint, to the chosen endpoint's ztunnel.
  *
- * Bounds: at most [waypoint] max_connections tunnels; per tunnel one request at a time (pipelined
- * requests wait), bytes held for each direction at most WP_BUF (past it the sending side's HTTP/2
- * window is not returned, so the sender stops); request heads at most H1_MAX_HEAD.
+ * Bounds: at most [waypoint] max_connections tunnels; per HTTP/1.1 tunnel one request at a time
+ * (pipelined requests wait), per HTTP/2 tunnel 100 streams; bytes held for each direction at most
+ * WP_BUF (HTTP/2: one stream window) - past it the sending side's HTTP/2 window is not returned,
+ * so the sender stops; request heads at most H1_MAX_HEAD (HTTP/2: 16 KiB).
  */
 #ifndef AMESH_L7_WAYPOINT_H
 #define AMESH_L7_WAYPOINT_H
