@@ -38,6 +38,9 @@
 #define H2_MAX_STREAMS 100
 #define H2_MAX_HEADERS 64
 #define H2_MAX_HEADER_BYTES (16u * 1024)
+#define H2_LINGER_MS 5000
+/* Requests a tunnel may hold at once, finished ones still closing their upstream included. */
+#define H2_MAX_REQS (4 * H2_MAX_STREAMS)
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -92,7 +95,7 @@ struct h2r {
 	/* Timers: the route's overall timeout; a fault delay. */
 	uv_timer_t timer, wait;
 	int timers_open;
-	bool timers_closing;
+	bool timers_closing, lingering;
 	int status;
 	const char *flags;
 	bool grpc, counted;
@@ -103,6 +106,7 @@ static void d_flush(struct h2d *d);
 static void up_flush(struct h2r *r);
 static void r_cancel_up(struct h2r *r);
 static void r_maybe_free(struct h2r *r);
+static void on_timeout(uv_timer_t *h);
 
 bool
 h2d_preface(const uint8_t *p, size_t n, bool *complete)
@@ -118,8 +122,11 @@ bbuf_add(struct bbuf *b, const uint8_t *data, size_t len)
 {
 	uint8_t *n;
 
-	if (b->off > 0 && b->off == b->len) {
-		b->off = b->len = 0;
+	/* Sent bytes go first, so the buffer holds only what is unsent: at most one window. */
+	if (b->off > 0) {
+		memmove(b->p, b->p + b->off, b->len - b->off);
+		b->len -= b->off;
+		b->off = 0;
 	}
 	n = realloc(b->p, b->len + len);
 	if (n == NULL)
@@ -128,6 +135,22 @@ bbuf_add(struct bbuf *b, const uint8_t *data, size_t len)
 	b->p = n;
 	b->len += len;
 	return 0;
+}
+
+/* Request bytes that will never go upstream: back to the client's windows (the connection's even
+ * when the stream is gone), or the tunnel's other streams would starve. */
+static void
+r_drop_req_body(struct h2r *r)
+{
+	size_t n = r->req_body.len - r->req_body.off;
+
+	r->req_body.off = r->req_body.len;
+	if (n == 0 || r->d->s == NULL)
+		return;
+	if (r->down_closed)
+		nghttp2_session_consume_connection(r->d->s, n);
+	else
+		nghttp2_session_consume(r->d->s, r->sid, n);
 }
 
 /* --- telemetry --- */
@@ -195,8 +218,12 @@ resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *f
 			n = len;
 		memcpy(buf, r->lbody + r->lbody_off, n);
 		r->lbody_off += n;
-		if (r->lbody_off == r->lbody_len)
+		if (r->lbody_off == r->lbody_len) {
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
+			/* Answered: a client still sending its body may stop (RFC 9113 8.1). */
+			if (!r->req_eof)
+				nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_NO_ERROR);
+		}
 		r->resp_bytes += n;
 		return (ssize_t)n;
 	}
@@ -238,15 +265,21 @@ local_reply(struct h2r *r, int status, const char *body, const char *flags)
 		{ (uint8_t *)"content-length", (uint8_t *)cl, 14, 0, NGHTTP2_NV_FLAG_NONE },
 	};
 
+	/* Status first: cancelling the upstream may call back into us (up_on_response). */
+	if (!r->resp_headers_sent) {
+		r->status = status;
+		r->flags = flags;
+	} else if (r->flags == NULL) {
+		r->flags = flags;
+	}
 	r_cancel_up(r);
+	r_drop_req_body(r);
 	if (!r->timers_closing) {
 		uv_timer_stop(&r->timer);
 		uv_timer_stop(&r->wait);
 	}
-	r->status = status;
-	r->flags = flags;
-	d->t->wp->st.local_replies++;
 	if (r->resp_headers_sent || r->down_closed) {
+		/* Half a response went out: the only honest end is to reset the stream. */
 		if (!r->down_closed && !r->reset_sent) {
 			r->reset_sent = true;
 			nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
@@ -254,6 +287,7 @@ local_reply(struct h2r *r, int status, const char *body, const char *flags)
 		d_flush(d);
 		return;
 	}
+	d->t->wp->st.local_replies++;
 	snprintf(st, sizeof(st), "%d", status);
 	snprintf(cl, sizeof(cl), "%zu", strlen(body));
 	nv[0].valuelen = strlen(st);
@@ -277,9 +311,7 @@ up_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void 
 {
 	struct h2r *r = user;
 
-	if (r->up == NULL)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	if (r->up_out.len >= WP_BUF)
+	if (r->up == NULL || r->up_out.len >= WP_BUF)
 		return NGHTTP2_ERR_WOULDBLOCK;
 	if (wp_obuf_add(&r->up_out, data, len) != 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -377,7 +409,7 @@ send_response_head(struct h2r *r, bool no_body)
 	struct h2d *d = r->d;
 	struct hdr storage[H2_MAX_HEADERS + 16];
 	struct hdr_list l;
-	nghttp2_nv nv[H2_MAX_HEADERS + 16];
+	nghttp2_nv nv[H2_MAX_HEADERS + 17]; /* :status and a full list */
 	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = resp_read };
 	const char *st = NULL;
 	size_t n = 0;
@@ -451,7 +483,9 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if (f->hd.stream_id != r->usid || r->usid <= 0)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS) {
-		if (f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+		/* The final response follows any 1xx as a plain HEADERS block (nghttp2's category
+		 * HCAT_HEADERS): the first non-1xx block is the head, a later one the trailers. */
+		if (!r->resp_headers_sent) {
 			const char *st = NULL;
 
 			for (size_t i = 0; i < r->nh; i++)
@@ -462,8 +496,7 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 				return 0;
 			}
 			send_response_head(r, (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
-		} else if (f->headers.cat == NGHTTP2_HCAT_HEADERS &&
-		    (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+		} else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
 			if (keep_trailers(r) != 0) {
 				local_reply(r, 502, "out of memory", "UPE");
 				return 0;
@@ -473,6 +506,8 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && r->resp_headers_sent) {
 		r->resp_eof = true;
+		if (!r->timers_closing)
+			uv_timer_stop(&r->timer); /* all of it is here: the route timeout is met */
 		nghttp2_session_resume_data(r->d->s, r->sid);
 		d_flush(r->d);
 	}
@@ -503,7 +538,7 @@ up_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	if (sid != r->usid || r->up_done)
 		return 0;
 	r->up_done = true;
-	if (err != NGHTTP2_NO_ERROR || !r->resp_eof) {
+	if (!r->resp_eof) {
 		if (!r->resp_headers_sent)
 			local_reply(r, 503, "upstream connect error or disconnect/reset before headers",
 			    err == NGHTTP2_REFUSED_STREAM ? "UR" : "UC");
@@ -593,11 +628,14 @@ up_on_response(struct hbone_stream *s, int status)
 	size_t n = 0;
 
 	if (status != 200) {
+		bool ours = r->up_shut; /* our own cancel, not a failure */
+
 		hbone_stream_set_cb(s, NULL, NULL);
 		r->up = NULL;
 		r->up_done = true;
-		r->d->t->wp->st.upstream_failures++;
-		if (r->status == 0 && !r->down_closed)
+		if (!ours)
+			r->d->t->wp->st.upstream_failures++;
+		if (!ours && r->status == 0 && !r->down_closed)
 			local_reply(r, 503, status == 401 ? "upstream refused the waypoint" :
 			    "upstream connect error", status == 401 ? "DENY" : "UF");
 		r_maybe_free(r);
@@ -665,14 +703,18 @@ r_cancel_up(struct h2r *r)
 		return;
 	r->up_done = true;
 	r->up_shut = true;
-	if (r->us != NULL && r->usid > 0) {
-		if (!was_done) {
-			nghttp2_submit_rst_stream(r->us, NGHTTP2_FLAG_NONE, r->usid, NGHTTP2_CANCEL);
-			up_flush(r);
-		}
+	if (was_done && r->us != NULL && r->usid > 0) {
+		/* The exchange is complete: a clean close, which the application answers with its
+		 * own; if it does not within H2_LINGER_MS, the tunnel is reset. */
 		hbone_stream_shutdown(r->up);
+		if (!r->timers_closing) {
+			r->lingering = true;
+			uv_timer_stop(&r->wait);
+			uv_timer_start(&r->timer, on_timeout, H2_LINGER_MS, 0);
+		}
 	} else {
-		hbone_stream_reset(r->up, NGHTTP2_CANCEL); /* still connecting */
+		/* Cancelled (or still connecting): the application's connection is reset. */
+		hbone_stream_reset(r->up, NGHTTP2_CANCEL);
 	}
 	/* up_on_close lets r go. */
 }
@@ -706,6 +748,14 @@ on_timeout(uv_timer_t *h)
 {
 	struct h2r *r = h->data;
 
+	if (r->lingering) {
+		/* The application kept its end open after the exchange: close it for it. */
+		if (r->up != NULL)
+			hbone_stream_reset(r->up, NGHTTP2_CANCEL);
+		return;
+	}
+	if (r->down_closed || r->resp_eof)
+		return;
 	r->d->t->wp->st.timeouts++;
 	local_reply(r, 504, "upstream request timeout", "UT");
 }
@@ -767,6 +817,12 @@ d_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
 
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
+	if (d->nreqs >= H2_MAX_REQS) {
+		/* Finished requests still closing their upstream hold the place of new ones. */
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+		    NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -997,8 +1053,8 @@ d_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *d
 	if (r == NULL)
 		return 0;
 	r->req_bytes += len;
-	if (r->status != 0 && r->up == NULL) {
-		/* Answered locally: the body goes nowhere; give the window back. */
+	if ((r->status != 0 && r->up == NULL) || r->up_done || r->up_shut) {
+		/* Answered, or its upstream is gone: the body goes nowhere; give the window back. */
 		nghttp2_session_consume(d->s, sid, len);
 		return 0;
 	}
@@ -1025,7 +1081,10 @@ d_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	if (err != NGHTTP2_NO_ERROR && r->status == 0 && !r->resp_headers_sent)
 		r->flags = "DC"; /* the client went away */
 	r_telemetry(r);
+	if (!r->timers_closing && !r->lingering)
+		uv_timer_stop(&r->timer);
 	r_cancel_up(r);
+	r_drop_req_body(r);
 	r_maybe_free(r);
 	return 0;
 }
@@ -1179,8 +1238,14 @@ h2d_on_data(struct h2d *d, const uint8_t *data, size_t len)
 void
 h2d_on_eof(struct h2d *d)
 {
-	/* The client ended its side: the streams in flight finish, then the tunnel ends. */
+	/* The client ended its side: streams with a whole request finish, then the tunnel ends;
+	 * those still waiting for request bytes can never get them and are reset. */
 	d->eof = true;
+	for (struct h2r *r = d->reqs; r != NULL; r = r->next)
+		if (!r->down_closed && !r->req_eof && !r->reset_sent && d->s != NULL) {
+			r->reset_sent = true;
+			nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_CANCEL);
+		}
 	d_flush(d);
 }
 
