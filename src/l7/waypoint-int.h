@@ -78,6 +78,11 @@ struct tun {
 	int attempt;
 	bool in_request, req_body_done, req_has_body, resp_started, up_ready, close_after;
 	bool l4_opened; /* istio_tcp_connections_opened_total counted */
+	/* HTTP keep-alive upstream: the tunnel of the last exchange, kept while idle for the next
+	 * request to the same endpoint and port. */
+	const struct reg_workload *up_ep;
+	uint16_t up_target;
+	bool up_idle, reused, resp_keep_alive;
 	bool bp_paused; /* the request parser waits for upstream to take what it was given */
 	bool down_chunked, up_chunked;
 	char *rewritten; /* request target after rewrite.path_prefix */

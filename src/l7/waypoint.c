@@ -33,6 +33,7 @@
 #include "tls/rng.h"
 
 static void start_upstream(struct tun *t);
+static void send_request_head(struct tun *t);
 static void feed_down(struct tun *t);
 static void flush_down(struct tun *t);
 static void flush_up(struct tun *t);
@@ -310,6 +311,7 @@ drop_up(struct tun *t, bool reset)
 	else
 		hbone_stream_shutdown(t->up);
 	t->up = NULL;
+	t->up_idle = false;
 	t->up_unconsumed = 0;
 	free(t->to_up.p);
 	t->to_up.p = NULL;
@@ -327,7 +329,11 @@ request_done(struct tun *t)
 {
 	stop_timer(t);
 	finish_request_telemetry(t);
-	drop_up(t, !t->resp_started || t->status == 0);
+	if (t->up != NULL && t->resp_p != NULL && h1_paused(t->resp_p) && t->status >= 200 &&
+	    t->resp_keep_alive && t->req_body_done && t->to_up.len == 0 && !t->close_after)
+		t->up_idle = true; /* a whole exchange, both sides willing: kept for the next one */
+	else
+		drop_up(t, !t->resp_started || t->status == 0);
 	free(t->rewritten);
 	t->rewritten = NULL;
 	t->in_request = false;
@@ -381,6 +387,19 @@ retry_if_allowed(struct tun *t, enum route_outcome o, int status)
 	return true;
 }
 
+/* A kept tunnel that failed before any answer (the application closed it as we sent): once more
+ * on a new one, if nothing of the request is lost by doing so. Not a retry of the route's. */
+static bool
+retry_stale(struct tun *t)
+{
+	if (!t->reused || t->resp_started || t->req_has_body)
+		return false;
+	t->reused = false;
+	drop_up(t, true);
+	start_upstream(t);
+	return true;
+}
+
 static void
 on_timeout(uv_timer_t *h)
 {
@@ -425,6 +444,7 @@ resp_head(void *arg, const struct h1_head *h)
 	if (retry_if_allowed(t, ROUTE_OUT_STATUS, h->status))
 		return AMESH_ERR_INVALID; /* stops this parser; the attempt is gone */
 	t->status = h->status;
+	t->resp_keep_alive = h->keep_alive && h->framing != H1_FRAMING_CLOSE;
 	t->resp_started = true;
 	if (t->rt != NULL) {
 		for (size_t i = 0; i < t->rt->response_set.n && i < 32; i++)
@@ -500,6 +520,11 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 		return;
 	}
 	t->up_unconsumed += len;
+	if (!t->in_request || t->resp_p == NULL) {
+		/* Bytes from a kept tunnel between requests: the application broke HTTP. */
+		drop_up(t, true);
+		return;
+	}
 	r = h1_feed(t->resp_p, data, len, &used);
 	if (r != 0) {
 		if (t->up == NULL || t->resp_p == NULL)
@@ -515,8 +540,11 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 		return;
 	}
 	flush_down(t);
-	if (h1_paused(t->resp_p))
+	if (h1_paused(t->resp_p)) {
+		if (used != len)
+			t->resp_keep_alive = false; /* more than one response: do not reuse */
 		request_done(t);
+	}
 }
 
 static void
@@ -529,13 +557,17 @@ up_on_eof(struct hbone_stream *s)
 		flush_down(t);
 		return;
 	}
+	if (!t->in_request) {
+		drop_up(t, false); /* the application closed a kept connection */
+		return;
+	}
 	/* A body delimited by the close ends here; anything else was cut short. */
 	if (t->resp_p != NULL && h1_finish(t->resp_p) == 0 && t->resp_started) {
 		request_done(t);
 		return;
 	}
 	if (!t->resp_started) {
-		if (retry_if_allowed(t, ROUTE_OUT_RESET, 0))
+		if (retry_stale(t) || retry_if_allowed(t, ROUTE_OUT_RESET, 0))
 			return;
 		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
 		    NULL, "UC");
@@ -563,6 +595,7 @@ up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	struct tun *t = hbone_stream_user(s);
 
 	t->up = NULL;
+	t->up_idle = false;
 	t->up_unconsumed = 0;
 	if (t->mode == MODE_L4) {
 		if (reset)
@@ -572,7 +605,8 @@ up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	if (!t->in_request)
 		return;
 	if (!t->resp_started) {
-		if (retry_if_allowed(t, err == 0x7 ? ROUTE_OUT_REFUSED_STREAM : ROUTE_OUT_RESET, 0))
+		if (retry_stale(t) ||
+		    retry_if_allowed(t, err == 0x7 ? ROUTE_OUT_REFUSED_STREAM : ROUTE_OUT_RESET, 0))
 			return;
 		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
 		    NULL, "UC");
@@ -585,10 +619,6 @@ static void
 up_on_response(struct hbone_stream *s, int status)
 {
 	struct tun *t = hbone_stream_user(s);
-	struct h1_head out;
-	struct h1_edits e = { 0 };
-	struct h1_field set[32], add[33];
-	const char *rm[32];
 
 	if (status != 200) {
 		hbone_stream_set_cb(s, NULL, NULL);
@@ -609,7 +639,20 @@ up_on_response(struct hbone_stream *s, int status)
 		flush_up(t);
 		return;
 	}
-	/* The request head, with the route's edits, a rewritten path and a trace context. */
+	send_request_head(t);
+}
+
+/* The tunnel to the endpoint is up (new, or kept from the previous request): the request head,
+ * with the route's edits, a rewritten path and a trace context; then the body may flow. */
+static void
+send_request_head(struct tun *t)
+{
+	struct h1_head out;
+	struct h1_edits e = { 0 };
+	struct h1_field set[32], add[33];
+	const char *rm[32];
+
+	t->up_ready = true;
 	out = *t->req;
 	if (t->rewritten != NULL) {
 		out.target = t->rewritten;
@@ -643,7 +686,9 @@ up_on_response(struct hbone_stream *s, int status)
 	}
 	h1_parser_free(t->resp_dead);
 	t->resp_dead = NULL;
-	if (h1_parser_new(H1_RESPONSE, &resp_cb, t, &t->resp_p) != 0) {
+	if (t->resp_p != NULL) {
+		h1_pause(t->resp_p, false); /* a kept tunnel: its parser reads the next response */
+	} else if (h1_parser_new(H1_RESPONSE, &resp_cb, t, &t->resp_p) != 0) {
 		drop_up(t, true);
 		reply_and_finish(t, 500, "out of memory", NULL, "UPE");
 		return;
@@ -724,6 +769,21 @@ start_upstream(struct tun *t)
 {
 	int r;
 
+	if (t->up != NULL && t->up_idle) {
+		/* HTTP keep-alive towards the endpoint: the previous request's tunnel, and so its
+		 * connection to the application, carries this one if it goes to the same place. */
+		if (t->mode == MODE_HTTP && t->up_ep == t->ep && t->up_target == t->target) {
+			t->up_idle = false;
+			t->reused = true;
+			t->wp->st.upstream_reused++;
+			send_request_head(t);
+			return;
+		}
+		drop_up(t, false);
+	}
+	t->reused = false;
+	t->up_ep = t->ep;
+	t->up_target = t->target;
 	r = wp_open_upstream(t, t->ep, t->target, t->traceparent, &up_cb, t, &t->up);
 	if (r == -ENOENT) {
 		if (t->mode == MODE_L4) {
@@ -1165,7 +1225,7 @@ down_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 		finish_request_telemetry(t);
 		t->in_request = false;
 	}
-	drop_up(t, true);
+	drop_up(t, !t->up_idle);
 	t->closing = true;
 	if (t->timers_open == 2 && !uv_is_closing((uv_handle_t *)&t->timer)) {
 		uv_close((uv_handle_t *)&t->timer, timer_closed);
@@ -1494,13 +1554,14 @@ waypoint_dump(struct waypoint *wp)
 		    "timeout_ms", (json_int_t)rt->timeout, "retries", (json_int_t)rt->retries));
 	}
 	json_object_set_new(root, "routes", routes);
-	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "tunnels", (json_int_t)wp->st.tunnels, "tunnels_l4", (json_int_t)wp->st.tunnels_l4,
 	    "tunnels_h2", (json_int_t)wp->st.tunnels_h2,
 	    "requests", (json_int_t)wp->st.requests, "denied", (json_int_t)wp->st.denied,
 	    "local_replies", (json_int_t)wp->st.local_replies,
 	    "retries", (json_int_t)wp->st.retries, "timeouts", (json_int_t)wp->st.timeouts,
 	    "upstream_failures", (json_int_t)wp->st.upstream_failures,
+	    "upstream_reused", (json_int_t)wp->st.upstream_reused,
 	    "active", (json_int_t)wp->st.active));
 	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(root);

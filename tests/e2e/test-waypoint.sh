@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 32
+plan 33
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -162,8 +162,14 @@ b=$(echo "$OUT" | sed -n 's/^200 echo-b \([0-9]*\)$/\1/p')
 check "90/10 split over 1,000 requests (echo-a ${a:-0}, echo-b ${b:-0})" \
 	'[ -n "$a" ] && [ -n "$b" ] && [ $((a + b)) -eq 1000 ] && [ "$a" -ge 853 ] && [ "$a" -le 947 ]'
 
+reused() { lab_exec ha $PY -c 'import json,urllib.request
+print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"]["upstream_reused"])'; }
+r0=$(reused)
 get "" --count 20 --header "x-canary: true"
 check "header routing: x-canary: true always reaches echo-b" '[ "$(echo "$OUT" | head -n 1)" = "200 echo-b 20" ]'
+r1=$(reused)
+check "keep-alive upstream: 19 of the 20 requests reuse the first one's tunnel ($r0 -> $r1)" \
+	'[ $((r1 - r0)) -eq 19 ]'
 
 t0=$(date +%s%N)
 get slow --timeout 5
