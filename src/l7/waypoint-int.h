@@ -15,6 +15,10 @@
 #include "l7/waypoint.h"
 
 struct h2d;
+struct mirror;
+
+/* Mirrored requests in flight at once; more are not mirrored (mirrors_dropped). */
+#define WP_MAX_MIRRORS 1024
 
 #define WP_MARK_NONE 0
 
@@ -43,6 +47,7 @@ struct waypoint {
 	void (*done)(void *);
 	void *done_arg;
 	struct waypoint_stats st;
+	size_t mirrors_open;
 	uint32_t rr;
 };
 
@@ -93,6 +98,7 @@ struct tun {
 	bool add_traceparent;
 
 	struct h2d *h2; /* MODE_H2: the HTTP/2 session on this tunnel (h2l7.c) */
+	struct mirror *mirror; /* the copy of the request in flight, while its body passes */
 };
 
 

@@ -34,6 +34,7 @@
 
 static void start_upstream(struct tun *t);
 static void send_request_head(struct tun *t);
+static void mirror_detach(struct tun *t, bool complete);
 static void feed_down(struct tun *t);
 static void flush_down(struct tun *t);
 static void flush_up(struct tun *t);
@@ -328,6 +329,7 @@ static void
 request_done(struct tun *t)
 {
 	stop_timer(t);
+	mirror_detach(t, t->req_body_done);
 	finish_request_telemetry(t);
 	if (t->up != NULL && t->resp_p != NULL && h1_paused(t->resp_p) && t->status >= 200 &&
 	    t->resp_keep_alive && t->req_body_done && t->to_up.len == 0 && !t->close_after)
@@ -400,6 +402,28 @@ retry_stale(struct tun *t)
 	return true;
 }
 
+/* per_try_timeout: this attempt has had no answer in time; the next one, or 504. */
+static void
+on_per_try(uv_timer_t *h)
+{
+	struct tun *t = h->data;
+
+	if (t->resp_started || !t->in_request)
+		return;
+	t->wp->st.timeouts++;
+	if (retry_if_allowed(t, ROUTE_OUT_TIMEOUT, 0))
+		return;
+	reply_and_finish(t, 504, "upstream request timeout", NULL, "UT");
+}
+
+static void
+per_try_start(struct tun *t)
+{
+	if (t->mode == MODE_HTTP && t->rt != NULL && t->rt->per_try_timeout > 0 &&
+	    t->timers_open == 2)
+		uv_timer_start(&t->wait, on_per_try, t->rt->per_try_timeout, 0);
+}
+
 static void
 on_timeout(uv_timer_t *h)
 {
@@ -445,6 +469,7 @@ resp_head(void *arg, const struct h1_head *h)
 		return AMESH_ERR_INVALID; /* stops this parser; the attempt is gone */
 	t->status = h->status;
 	t->resp_keep_alive = h->keep_alive && h->framing != H1_FRAMING_CLOSE;
+	uv_timer_stop(&t->wait); /* per_try_timeout: answered */
 	t->resp_started = true;
 	if (t->rt != NULL) {
 		for (size_t i = 0; i < t->rt->response_set.n && i < 32; i++)
@@ -776,6 +801,7 @@ start_upstream(struct tun *t)
 			t->up_idle = false;
 			t->reused = true;
 			t->wp->st.upstream_reused++;
+			per_try_start(t);
 			send_request_head(t);
 			return;
 		}
@@ -784,6 +810,7 @@ start_upstream(struct tun *t)
 	t->reused = false;
 	t->up_ep = t->ep;
 	t->up_target = t->target;
+	per_try_start(t);
 	r = wp_open_upstream(t, t->ep, t->target, t->traceparent, &up_cb, t, &t->up);
 	if (r == -ENOENT) {
 		if (t->mode == MODE_L4) {
@@ -804,6 +831,195 @@ start_upstream(struct tun *t)
 			return;
 		reply_and_finish(t, 503, "upstream connect error", NULL, "UO");
 	}
+}
+
+/* --- mirroring: a copy of the request, fire and forget --- */
+
+/*
+ * A mirrored request lives on its own: its tunnel, the copy of the head and of the body as it
+ * passes (at most WP_BUF waiting; past that the copy is dropped, never the request), the answer
+ * read and discarded. It asks the application to close after answering, ends its side once the
+ * request is written, and frees itself when the tunnel closes.
+ */
+struct mirror {
+	struct waypoint *wp;
+	struct tun *t; /* while the request's body is being copied */
+	struct hbone_stream *s;
+	struct obuf out;
+	bool up, done, chunked;
+};
+
+static void
+mirror_close(struct mirror *m, bool reset)
+{
+	if (m->s == NULL)
+		return;
+	if (reset) {
+		hbone_stream_reset(m->s, 0x8);
+	} else {
+		m->done = true;
+		if (m->up && m->out.len == 0)
+			hbone_stream_shutdown(m->s);
+	}
+}
+
+static void
+mirror_flush(struct mirror *m)
+{
+	if (m->s == NULL || !m->up)
+		return;
+	wp_obuf_flush(&m->out, m->s);
+	if (m->done && m->out.len == 0)
+		hbone_stream_shutdown(m->s);
+}
+
+static int
+w_mirror(void *arg, const void *data, size_t len)
+{
+	struct mirror *m = arg;
+
+	/* The copy may not hold back the request: too far behind, it is given up. */
+	if (m->out.len + len > WP_BUF)
+		return AMESH_ERR_TOOLONG;
+	return wp_obuf_add(&m->out, data, len);
+}
+
+static void
+m_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
+{
+	hbone_stream_consumed(s, len); /* the answer is not wanted */
+}
+
+static void
+m_on_eof(struct hbone_stream *s)
+{
+	struct mirror *m = hbone_stream_user(s);
+
+	mirror_close(m, !m->done);
+}
+
+static void
+m_on_writable(struct hbone_stream *s)
+{
+	mirror_flush(hbone_stream_user(s));
+}
+
+static void
+m_on_response(struct hbone_stream *s, int status)
+{
+	struct mirror *m = hbone_stream_user(s);
+
+	if (status != 200)
+		return; /* on_close follows */
+	m->up = true;
+	mirror_flush(m);
+}
+
+static void
+m_on_close(struct hbone_stream *s, bool reset, uint32_t err)
+{
+	struct mirror *m = hbone_stream_user(s);
+
+	if (m->t != NULL)
+		m->t->mirror = NULL; /* gone before the body was all copied */
+	m->wp->mirrors_open--;
+	free(m->out.p);
+	free(m);
+}
+
+static const struct hbone_stream_cb mirror_cb = {
+	.on_data = m_on_data,
+	.on_eof = m_on_eof,
+	.on_writable = m_on_writable,
+	.on_response = m_on_response,
+	.on_close = m_on_close,
+};
+
+/* Detaches the request's mirror: complete, it finishes on its own; cut short, it is reset. */
+static void
+mirror_detach(struct tun *t, bool complete)
+{
+	struct mirror *m = t->mirror;
+
+	if (m == NULL)
+		return;
+	t->mirror = NULL;
+	m->t = NULL;
+	mirror_close(m, !complete);
+}
+
+/* Starts the copy of the request in flight to an endpoint of the route's mirror service, with
+ * Host "HOST-shadow" as Envoy sends it. */
+static void
+mirror_start(struct tun *t)
+{
+	struct waypoint *wp = t->wp;
+	const struct reg_service *ms = t->rt->mirror_p;
+	const struct reg_workload *ep = wp_pick_endpoint(t, ms);
+	uint16_t target = ms->ports.n ? ms->ports.v[0].target : t->port;
+	char host[320];
+	struct h1_field set[1];
+	struct h1_edits e = { 0 };
+	struct h1_head out = *t->req;
+	struct h1_writer w;
+	struct mirror *m;
+
+	for (size_t i = 0; i < ms->ports.n; i++)
+		if (ms->ports.v[i].port == t->port)
+			target = ms->ports.v[i].target;
+	if (ep == NULL || wp->mirrors_open >= WP_MAX_MIRRORS || (m = calloc(1, sizeof(*m))) == NULL) {
+		wp->st.mirrors_dropped++;
+		return;
+	}
+	m->wp = wp;
+	snprintf(host, sizeof(host), "%s-shadow", t->req->host ? t->req->host : t->authority);
+	set[0] = (struct h1_field){ "host", host };
+	e.set = set;
+	e.n_set = 1;
+	e.connection = "close";
+	if (t->rewritten != NULL) {
+		out.target = t->rewritten;
+		out.target_len = strlen(t->rewritten);
+	}
+	m->chunked = out.framing == H1_FRAMING_CHUNKED;
+	w = (struct h1_writer){ w_mirror, m };
+	if (h1_write_head(&w, &out, &e) != 0 ||
+	    wp_open_upstream(t, ep, target, t->traceparent, &mirror_cb, m, &m->s) != 0) {
+		free(m->out.p);
+		free(m);
+		wp->st.mirrors_dropped++;
+		return;
+	}
+	wp->mirrors_open++;
+	wp->st.mirrors++;
+	t->mirror = m;
+	m->t = t;
+	if (!t->req_has_body)
+		mirror_detach(t, true);
+}
+
+/* A piece of the request body for the mirror too; a copy that falls behind is dropped. */
+static void
+mirror_body(struct tun *t, const uint8_t *data, size_t len, bool end)
+{
+	struct mirror *m = t->mirror;
+	struct h1_writer w = { w_mirror, m };
+	int r = 0;
+
+	if (m == NULL)
+		return;
+	if (len > 0)
+		r = m->chunked ? h1_write_chunk(&w, data, len) : w_mirror(m, data, len);
+	if (r == 0 && end && m->chunked)
+		r = h1_write_last_chunk(&w, NULL, 0);
+	if (r != 0) {
+		t->wp->st.mirrors_dropped++;
+		mirror_detach(t, false);
+		return;
+	}
+	mirror_flush(m);
+	if (end)
+		mirror_detach(t, true);
 }
 
 /* Request parser callbacks (downstream -> upstream). */
@@ -949,6 +1165,8 @@ req_head(void *arg, const struct h1_head *h)
 		    asprintf(&t->rewritten, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
 			t->rewritten = NULL;
 	}
+	if (t->rt != NULL && route_mirror(t->rt, wp_rnd()))
+		mirror_start(t);
 	if (t->rt != NULL && t->rt->timeout > 0)
 		uv_timer_start(&t->timer, on_timeout, t->rt->timeout, 0);
 	if (t->rt != NULL && route_fault_delay(t->rt, wp_rnd(), &delay)) {
@@ -968,6 +1186,7 @@ req_body(void *arg, const uint8_t *data, size_t len)
 	int r;
 
 	t->req_bytes += len;
+	mirror_body(t, data, len, false);
 	if (t->up == NULL)
 		return 0; /* answered locally: the body is dropped (and the tunnel closes after) */
 	r = t->up_chunked ? h1_write_chunk(&w, data, len) : w_up(t, data, len);
@@ -986,6 +1205,7 @@ req_end(void *arg)
 	struct tun *t = arg;
 
 	t->req_body_done = true;
+	mirror_body(t, NULL, 0, true);
 	if (t->up != NULL && t->up_chunked) {
 		struct h1_writer w = { w_up, t };
 
@@ -1226,6 +1446,7 @@ down_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 		t->in_request = false;
 	}
 	drop_up(t, !t->up_idle);
+	mirror_detach(t, false);
 	t->closing = true;
 	if (t->timers_open == 2 && !uv_is_closing((uv_handle_t *)&t->timer)) {
 		uv_close((uv_handle_t *)&t->timer, timer_closed);
@@ -1554,7 +1775,7 @@ waypoint_dump(struct waypoint *wp)
 		    "timeout_ms", (json_int_t)rt->timeout, "retries", (json_int_t)rt->retries));
 	}
 	json_object_set_new(root, "routes", routes);
-	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "tunnels", (json_int_t)wp->st.tunnels, "tunnels_l4", (json_int_t)wp->st.tunnels_l4,
 	    "tunnels_h2", (json_int_t)wp->st.tunnels_h2,
 	    "requests", (json_int_t)wp->st.requests, "denied", (json_int_t)wp->st.denied,
@@ -1562,6 +1783,8 @@ waypoint_dump(struct waypoint *wp)
 	    "retries", (json_int_t)wp->st.retries, "timeouts", (json_int_t)wp->st.timeouts,
 	    "upstream_failures", (json_int_t)wp->st.upstream_failures,
 	    "upstream_reused", (json_int_t)wp->st.upstream_reused,
+	    "mirrors", (json_int_t)wp->st.mirrors,
+	    "mirrors_dropped", (json_int_t)wp->st.mirrors_dropped,
 	    "active", (json_int_t)wp->st.active));
 	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(root);

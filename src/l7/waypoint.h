@@ -28,7 +28,7 @@ struct waypoint;
 
 struct waypoint_stats {
 	uint64_t tunnels, tunnels_l4, tunnels_h2, requests, denied, local_replies, retries, timeouts,
-	    upstream_failures, upstream_reused;
+	    upstream_failures, upstream_reused, mirrors, mirrors_dropped;
 	size_t active;
 };
 

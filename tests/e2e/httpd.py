@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """A small HTTP/1.1 server and client for the waypoint tests (standard library only).
 
-serve --name NAME [--port 8080]
-    Keep-alive HTTP/1.1. Every answer is JSON: {"server": NAME, "method", "path", "headers",
+serve --name NAME [--port 8080] [--log FILE]
+    Keep-alive HTTP/1.1. With --log, one line per request is appended to FILE:
+    "METHOD PATH HOST BODY_BYTES". Every answer is JSON: {"server": NAME, "method", "path", "headers",
     "body_bytes", "body_sha256"}. /slow sleeps 2 s first; /flaky/KEY answers 503 the first time
     a KEY is seen and 200 after; /status/N answers N. Prints "listening PORT".
 get --url URL [--count N] [--method M] [--header 'K: V' ...] [--upload BYTES]
@@ -58,6 +59,10 @@ def serve(a):
                     h.update(d)
                     left -= len(d)
                     n += len(d)
+            if a.log:
+                with lock, open(a.log, "a") as f:
+                    f.write("%s %s %s %d\n" % (self.command, self.path,
+                                                self.headers.get("host", "-"), n))
             path = urllib.parse.urlparse(self.path).path
             status = 200
             if path == "/slow":
@@ -137,6 +142,7 @@ def main():
     s = sub.add_parser("serve")
     s.add_argument("--name", required=True)
     s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--log")
     g = sub.add_parser("get")
     g.add_argument("--url", required=True)
     g.add_argument("--count", type=int, default=1)

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 33
+plan 35
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -86,6 +86,30 @@ ports = 80:9091
 selector = app=echo
 waypoint = wp
 
+[service "echo-b-svc"]
+namespace = default
+vip = 10.96.0.14
+ports = 80:8080
+selector = version=b
+
+[route "mirrored"]
+namespace = default
+service = echo
+match.path_prefix = /mirrored
+backends = echo-a
+mirror = echo-b-svc
+
+[route "pertry"]
+namespace = default
+service = echo
+match.path_prefix = /pertry
+rewrite.path_prefix = /slow
+backends = echo-b
+timeout = 3s
+per_try_timeout = 300ms
+retries = 1
+retry_on = 5xx
+
 [route "grpc-slow"]
 namespace = default
 service = grpc
@@ -111,7 +135,8 @@ EOF
 
 for ns in a2 b1; do
 	name=$( [ $ns = a2 ] && echo echo-a || echo echo-b )
-	start "http_$ns" $(lab_in $ns) $PY "$HTTPD" serve --name $name --port 8080 || exit 1
+	start "http_$ns" $(lab_in $ns) $PY "$HTTPD" serve --name $name --port 8080 \
+		--log "$TMP/requests-$ns.log" || exit 1
 done
 start srv_b2 $(lab_in b2) $PY "$HTTPD" serve --name other-b --port 8080 || exit 1
 # gRPC (python3-grpcio) and plain h2c (nghttpd) servers on both echo endpoints.
@@ -368,6 +393,34 @@ d=json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=
 print(int(n), d["tunnels_h2"])'
 check "istio_requests_total counts the gRPC calls (request_protocol grpc; requests, h2 tunnels: $OUT)" \
 	'set -- $OUT; [ "$1" -ge 32 ] && [ "$2" -ge 6 ]'
+
+# Mirroring: echo-a answers; echo-b gets a copy (Host "...-shadow"), body included.
+stat_wp() { lab_exec ha $PY -c 'import json,sys,urllib.request
+print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"][sys.argv[1]])' "$1"; }
+m0=$(stat_wp mirrors)
+get mirrored/x --count 3
+main=$(echo "$OUT" | head -n 1)
+get mirrored/up --method POST --upload 100000
+main="$main / $(echo "$OUT" | head -n 1)"
+i=0
+while [ $i -lt 30 ] && [ "$(grep -c -- "-shadow" "$TMP/requests-b1.log" 2>/dev/null)" -lt 4 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+shadow=$(grep -- "-shadow" "$TMP/requests-b1.log" 2>/dev/null | sort | uniq -c | awk '{$1=$1; print}' | tr '\n' ';')
+m1=$(stat_wp mirrors)
+check "mirroring: echo-a answers ($main), echo-b gets each copy with its body ($shadow)" \
+	'echo "$main" | grep -q "^200 echo-a 3" && echo "$main" | grep -q "/ 200 echo-a 1" &&
+	 echo "$shadow" | grep -q "^3 GET /mirrored/x 10.96.0.10-shadow 0;" &&
+	 echo "$shadow" | grep -q "1 POST /mirrored/up 10.96.0.10-shadow 100000;" && [ $((m1 - m0)) -eq 4 ]'
+# per_try_timeout: two tries of 300 ms against a backend that takes 2 s, then 504.
+n0=$(stat_wp retries)
+t0=$(date +%s%N)
+get pertry --timeout 5
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+n1=$(stat_wp retries)
+check "per_try_timeout: 300 ms per try, one retry, then 504 (${ms} ms, retries $n0 -> $n1)" \
+	'echo "$OUT" | grep -q "^504 " && [ "$ms" -ge 550 ] && [ "$ms" -lt 1800 ] && [ $((n1 - n0)) -eq 1 ]'
 
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wpid=$(pgrep -f "waypoint -c $LAB_DIR/waypoint.conf" | head -n 1)
