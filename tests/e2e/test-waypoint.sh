@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 35
+plan 36
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -413,6 +413,33 @@ check "mirroring: echo-a answers ($main), echo-b gets each copy with its body ($
 	'echo "$main" | grep -q "^200 echo-a 3" && echo "$main" | grep -q "/ 200 echo-a 1" &&
 	 echo "$shadow" | grep -q "^3 GET /mirrored/x 10.96.0.10-shadow 0;" &&
 	 echo "$shadow" | grep -q "1 POST /mirrored/up 10.96.0.10-shadow 100000;" && [ $((m1 - m0)) -eq 4 ]'
+# Requiring the waypoint (amesh-waypoint(8)): the workloads admit only the waypoint at L4, the
+# clients by an L7 allow that only the waypoint evaluates.
+run lab_exec a1 $PY "$HTTPD" get --url "http://$LAB_B1:8080/" --timeout 3
+before=$(echo "$OUT" | head -n 1)
+cat >"$LAB_REGISTRY/47-via-waypoint.conf" <<'EOF'
+[policy "echo-via-waypoint"]
+namespace = default
+selector = app=echo
+action = allow
+from.principals = cluster.local/ns/default/sa/waypoint
+
+[policy "echo-clients"]
+namespace = default
+selector = app=echo
+action = allow
+from.principals = cluster.local/ns/default/sa/client
+to.methods = *
+EOF
+sleep 1.5
+get "" --count 2
+via=$(echo "$OUT" | head -n 1)
+run lab_exec a1 $PY "$HTTPD" get --url "http://$LAB_B1:8080/" --timeout 3
+check "requiring the waypoint: through it passes ($via), echo-b's address directly no more ($before before)" \
+	'[ "$before" = "200 echo-b 1" ] && echo "$via" | grep -q "^200 echo-" && ! echo "$OUT" | grep -q "^200 "'
+rm -f "$LAB_REGISTRY/47-via-waypoint.conf"
+sleep 1.5
+
 # per_try_timeout: two tries of 300 ms against a backend that takes 2 s, then 504.
 n0=$(stat_wp retries)
 t0=$(date +%s%N)
