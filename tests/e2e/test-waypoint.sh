@@ -414,7 +414,10 @@ check "mirroring: echo-a answers ($main), echo-b gets each copy with its body ($
 	 echo "$shadow" | grep -q "^3 GET /mirrored/x 10.96.0.10-shadow 0;" &&
 	 echo "$shadow" | grep -q "1 POST /mirrored/up 10.96.0.10-shadow 100000;" && [ $((m1 - m0)) -eq 4 ]'
 # Requiring the waypoint (amesh-waypoint(8)): the workloads admit only the waypoint at L4, the
-# clients by an L7 allow that only the waypoint evaluates.
+# clients by an L7 allow that only the waypoint evaluates. (The DELETE deny above is set aside
+# meanwhile: it fails closed at L4 for client-a, which would refuse the direct path anyway.)
+mv "$LAB_REGISTRY/45-policy.conf" "$TMP/45-policy.conf"
+sleep 1.5
 run lab_exec a1 $PY "$HTTPD" get --url "http://$LAB_B1:8080/" --timeout 3
 before=$(echo "$OUT" | head -n 1)
 cat >"$LAB_REGISTRY/47-via-waypoint.conf" <<'EOF'
@@ -438,6 +441,7 @@ run lab_exec a1 $PY "$HTTPD" get --url "http://$LAB_B1:8080/" --timeout 3
 check "requiring the waypoint: through it passes ($via), echo-b's address directly no more ($before before)" \
 	'[ "$before" = "200 echo-b 1" ] && echo "$via" | grep -q "^200 echo-" && ! echo "$OUT" | grep -q "^200 "'
 rm -f "$LAB_REGISTRY/47-via-waypoint.conf"
+mv "$TMP/45-policy.conf" "$LAB_REGISTRY/45-policy.conf"
 sleep 1.5
 
 # per_try_timeout: two tries of 300 ms against a backend that takes 2 s, then 504.
