@@ -41,7 +41,4 @@ void cmd_log_setup(const struct cmd_globals *g, const struct amesh_conf *c);
 int cmd_usage_error(const char *cmd, const char *sub, const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* For roles not built yet: says so on stderr and returns EXIT_USAGE. */
-int cmd_not_built(const char *name);
-
 #endif

@@ -405,6 +405,39 @@ rules_remove_path(const char *path, struct fail *f)
 }
 
 /*
+ * --mode sidecar: the rules alone, with [sidecar]'s ports, and no hand-off: the amesh sidecar
+ * started in that namespace serves it (and installs the same rules itself). Until it runs, the
+ * workload's TCP goes to ports nobody listens on: captured from the start, never in the clear.
+ * add false removes them. Returns 0 or -1 with f.
+ */
+static int
+sidecar_rules(const struct ctx *x, const struct reg_workload *w, const char *netns_path, bool add,
+    struct fail *f)
+{
+	struct nft_rules_params p;
+	char err[512];
+	int fd, r;
+
+	if (!add)
+		return rules_remove_path(netns_path, f);
+	fd = open(netns_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		set_fail(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: cannot "
+		    "open: %s", netns_path, strerror(errno));
+		return -1;
+	}
+	nft_rules_params_from_conf(&p, &x->conf->sidecar.proxy);
+	r = nft_rules_install(fd, netns_path, &p, err, sizeof(err));
+	close(fd);
+	if (r != 0) {
+		set_fail(f, CNI_ERR_RULES, "cannot install the interception rules", "%s (workload %s)",
+		    err, w->h.name);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Installs the rules in netns_path and hands it to the ztunnel as w. Any failure after the rules
  * went in takes them out again, unless the workload was enrolled in that namespace before (a repeated
  * add must not undo a working one). A workload that was enrolled in another namespace moves: the
@@ -539,15 +572,17 @@ out:
 
 /* --- command line ---------------------------------------------------------------------------- */
 
-static const char usage_add[] = "amesh cni add --netns PATH --workload NAME";
-static const char usage_del[] = "amesh cni del --workload NAME";
+static const char usage_add[] =
+    "amesh cni add --netns PATH --workload NAME [--mode ztunnel|sidecar]";
+static const char usage_del[] = "amesh cni del --workload NAME | --mode sidecar --netns PATH";
 static const char usage_list[] = "amesh cni list";
 static const char usage_check[] = "amesh cni check";
 
-enum { OPT_NETNS = 256, OPT_WORKLOAD };
+enum { OPT_NETNS = 256, OPT_WORKLOAD, OPT_MODE };
 
 struct cli_opts {
 	const char *netns, *workload;
+	bool sidecar; /* --mode sidecar: the namespace's own amesh sidecar serves it */
 };
 
 /* getopt_long over argv[1..] (argv[1] is the subcommand). Returns 0 or EXIT_USAGE. */
@@ -558,6 +593,7 @@ parse_opts(int argc, char **argv, const char *usage, bool want_netns, bool want_
 	static const struct option longopts[] = {
 		{ "netns", required_argument, NULL, OPT_NETNS },
 		{ "workload", required_argument, NULL, OPT_WORKLOAD },
+		{ "mode", required_argument, NULL, OPT_MODE },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sub = argv[1];
@@ -569,14 +605,20 @@ parse_opts(int argc, char **argv, const char *usage, bool want_netns, bool want_
 	while ((c = getopt_long(argc - 1, argv + 1, ":", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_NETNS:
-			if (!want_netns)
-				return cmd_usage_error("cni", sub, usage, "unknown option '--netns'");
-			o->netns = optarg;
+			o->netns = optarg; /* checked below: del takes it with --mode sidecar */
 			break;
 		case OPT_WORKLOAD:
 			if (!want_workload)
 				return cmd_usage_error("cni", sub, usage, "unknown option '--workload'");
 			o->workload = optarg;
+			break;
+		case OPT_MODE:
+			if (strcmp(sub, "add") != 0 && strcmp(sub, "del") != 0)
+				return cmd_usage_error("cni", sub, usage, "unknown option '--mode'");
+			if (strcmp(optarg, "sidecar") != 0 && strcmp(optarg, "ztunnel") != 0)
+				return cmd_usage_error("cni", sub, usage, "--mode '%s': ztunnel or sidecar",
+				    optarg);
+			o->sidecar = strcmp(optarg, "sidecar") == 0;
 			break;
 		case ':':
 			return cmd_usage_error("cni", sub, usage, "option '%s' needs a value", argv[optind]);
@@ -588,6 +630,14 @@ parse_opts(int argc, char **argv, const char *usage, bool want_netns, bool want_
 	}
 	if (optind < argc - 1)
 		return cmd_usage_error("cni", sub, usage, "unexpected argument '%s'", argv[optind + 1]);
+	/* cni del --mode sidecar: the namespace, not the workload (no ztunnel knows of it). */
+	if (o->sidecar && strcmp(sub, "del") == 0) {
+		if (o->netns == NULL)
+			return cmd_usage_error("cni", sub, usage, "--mode sidecar needs --netns");
+		want_workload = false;
+	} else if (o->netns != NULL && !want_netns) {
+		return cmd_usage_error("cni", sub, usage, "unknown option '--netns'");
+	}
 	if (want_netns && o->netns == NULL)
 		return cmd_usage_error("cni", sub, usage, "--netns is required");
 	if (want_workload && o->workload == NULL)
@@ -633,6 +683,16 @@ cli_add(const struct cmd_globals *g, int argc, char **argv)
 		fprintf(stderr, "amesh cni add: %s\n", f.details);
 		goto out;
 	}
+	if (o.sidecar) {
+		if (sidecar_rules(&x, w, o.netns, true, &f) != 0) {
+			fprintf(stderr, "amesh cni add: %s\n", f.details);
+			goto out;
+		}
+		printf("captured %s/%s for its sidecar (netns %s): start amesh-sidecar@%s\n",
+		    w->namespace, w->h.name, o.netns, w->h.name);
+		rc = EXIT_OK;
+		goto out;
+	}
 	if (enroll(&x, w, o.netns, &f) != 0) {
 		fprintf(stderr, "amesh cni add: %s\n", f.details);
 		goto out;
@@ -658,6 +718,17 @@ cli_del(const struct cmd_globals *g, int argc, char **argv)
 	/* The workload may have left the registry already: del works without it. */
 	if (cli_load(g, "del", &x, true) != 0)
 		return EXIT_FAIL;
+	if (o.sidecar) {
+		rc = EXIT_OK;
+		if (sidecar_rules(&x, NULL, o.netns, false, &f) != 0) {
+			fprintf(stderr, "amesh cni del: %s\n", f.details);
+			rc = EXIT_FAIL;
+		} else {
+			printf("removed the rules of %s\n", o.netns);
+		}
+		ctx_free(&x);
+		return rc;
+	}
 	if (unenroll(&x, o.workload, NULL, &done, &f) != 0) {
 		fprintf(stderr, "amesh cni del: %s\n", f.details);
 		rc = EXIT_FAIL;
@@ -785,7 +856,11 @@ const struct cmd_entry cmd_cni_entry = {
 	"cni", "add|del|list|check [ARGS]", "install interception and enroll workloads",
 	"  add --netns PATH --workload NAME\n"
 	"                        install the rules in PATH and enroll NAME with the ztunnel\n"
+	"  add ... --mode sidecar\n"
+	"                        install the rules only, for the namespace's own amesh sidecar\n"
 	"  del --workload NAME   unenroll NAME and remove its rules\n"
+	"  del --mode sidecar --netns PATH\n"
+	"                        remove the rules a sidecar's namespace got\n"
 	"  list                  show the enrolled workloads: NAME NETNS\n"
 	"  check                 verify the rules of every enrolled workload\n",
 	exec_cni, "amesh-cni(8)",

@@ -186,7 +186,7 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 {
 	static struct wpd z;
 	struct diag d;
-	struct identity_store_config ic;
+	struct identity_store_config ic = { 0 };
 	const struct sockaddr_storage *addrs[3];
 	const struct http_route *routes[3] = { admin_routes, metrics_routes, ready_routes };
 	uint64_t wd_usec = 0;

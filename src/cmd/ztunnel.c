@@ -1,5 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* amesh ztunnel: startup and wiring of the node proxy; the machinery lives in src/proxy/. */
+/*
+ * amesh ztunnel and amesh sidecar: startup and wiring of the L4 proxy, which lives in src/proxy/.
+ * The ztunnel serves the workloads amesh cni hands it, each in its own namespace; the sidecar runs
+ * inside one workload's namespace, installs that namespace's rules itself and enrolls only it,
+ * with only its identity.
+ */
 #include "config.h"
 
 #include <signal.h>
@@ -17,6 +22,8 @@
 #include "config/regwatch.h"
 #include "core/diag.h"
 #include "core/log.h"
+#include "net/netns.h"
+#include "nft/rules.h"
 #include "proxy/admin.h"
 #include "proxy/enroll.h"
 #include "proxy/proxy.h"
@@ -26,6 +33,9 @@
 
 /* Registry edits usually come as several writes: reload once they settle. */
 struct zt {
+	const char *role;             /* "ztunnel" or "sidecar" */
+	const char *workload;         /* sidecar: the workload it serves */
+	const struct conf_proxy *pc;  /* [ztunnel] or [sidecar] */
 	uv_loop_t *loop;
 	struct amesh_conf *conf;
 	struct registry_holder reg;
@@ -65,7 +75,7 @@ proxy_drained(struct proxy *px)
 {
 	struct zt *z = (struct zt *)((char *)px - offsetof(struct zt, px));
 
-	log_info("ztunnel: drained");
+	log_info("%s: drained", z->role);
 	uv_close((uv_handle_t *)&z->sig_hup, closed_handle);
 	uv_close((uv_handle_t *)&z->sig_term, closed_handle);
 	uv_close((uv_handle_t *)&z->sig_int, closed_handle);
@@ -94,10 +104,11 @@ ztunnel_stop(void *arg)
 #ifdef HAVE_LIBSYSTEMD
 	sd_notify(0, "STOPPING=1");
 #endif
-	log_info("ztunnel: stopping (drain up to %llu ms)",
-	    (unsigned long long)z->conf->ztunnel.proxy.drain_timeout);
-	enroll_stop(z->en, enroll_stopped, z);
-	proxy_drain(&z->px, z->conf->ztunnel.proxy.drain_timeout, proxy_drained);
+	log_info("%s: stopping (drain up to %llu ms)", z->role,
+	    (unsigned long long)z->pc->drain_timeout);
+	if (z->en != NULL)
+		enroll_stop(z->en, enroll_stopped, z);
+	proxy_drain(&z->px, z->pc->drain_timeout, proxy_drained);
 }
 
 static void
@@ -106,112 +117,200 @@ on_signal(uv_signal_t *s, int signum)
 	struct zt *z = s->data;
 
 	if (signum == SIGHUP) {
-		log_info("ztunnel: SIGHUP: reloading the registry and certificates");
+		log_info("%s: SIGHUP: reloading the registry and certificates", z->role);
 		regwatch_trigger(&z->regw, 0);
 		if (identity_store_reload(z->ids) < 0)
-			log_error("ztunnel: certificates: reload failed; the previous ones stay");
+			log_error("%s: certificates: reload failed; the previous ones stay", z->role);
 		return;
 	}
 	ztunnel_stop(z);
 }
 
+/* The sidecar's own namespace: its rules, then the workload enrolled in place (NETNS_SELF). */
 static int
-exec_ztunnel(const struct cmd_globals *g, int argc, char **argv)
+sidecar_setup(struct zt *z)
 {
-	struct zt z;
+	struct nft_rules_params p;
+	char err[256], why[256];
+	int r;
+
+	nft_rules_params_from_conf(&p, z->pc);
+	r = nft_rules_install(-1, "this namespace", &p, err, sizeof(err));
+	if (r != 0) {
+		log_error("sidecar: cannot install the interception rules: %s", err);
+		return -1;
+	}
+	r = proxy_enroll(&z->px, z->workload, NETNS_SELF, "(this namespace)", why, sizeof(why));
+	if (r != 0) {
+		log_error("sidecar: workload %s: %s", z->workload, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+run_proxy(const struct cmd_globals *g, struct zt *z)
+{
 	struct diag d;
 	struct registry *r;
-	struct identity_store_config ic;
+	const struct reg_workload *wl = NULL;
+	struct identity_store_config ic = { 0 };
 	uint64_t wd_usec = 0;
 	size_t restored;
 	int rc;
+
+	diag_init(&d);
+	if (conf_load(g->conf_path, &z->conf, &d) != 0) {
+		diag_print(&d, stderr);
+		diag_clear(&d);
+		return EXIT_FAIL;
+	}
+	cmd_log_setup(g, z->conf);
+	accesslog_set_enabled(z->conf->log.access_log);
+	signal(SIGPIPE, SIG_IGN);
+	z->pc = z->workload != NULL ? &z->conf->sidecar.proxy : &z->conf->ztunnel.proxy;
+	if (z->workload == NULL && strcmp(z->role, "sidecar") == 0) {
+		if (z->conf->sidecar.workload == NULL) {
+			fprintf(stderr, "amesh sidecar: which workload? Give --workload NAME or [sidecar] "
+			    "workload in %s\n", z->conf->path);
+			return EXIT_USAGE;
+		}
+		z->workload = z->conf->sidecar.workload;
+		z->pc = &z->conf->sidecar.proxy;
+	}
+	z->loop = uv_default_loop();
+	registry_holder_init(&z->reg);
+	if (registry_holder_reload(&z->reg, z->conf->mesh.registry, &d) != 0) {
+		diag_print(&d, stderr);
+		diag_clear(&d);
+		log_error("%s: registry %s is invalid", z->role, z->conf->mesh.registry);
+		return EXIT_FAIL;
+	}
+	r = registry_holder_get(&z->reg);
+	if (registry_find(r, REG_NODE, z->conf->mesh.node) == NULL) {
+		log_error("%s: %s: [mesh] node \"%s\" is not defined in the registry %s", z->role,
+		    z->conf->path, z->conf->mesh.node, z->conf->mesh.registry);
+		registry_unref(r);
+		return EXIT_FAIL;
+	}
+	if (z->workload != NULL &&
+	    (wl = registry_find(r, REG_WORKLOAD, z->workload)) == NULL) {
+		log_error("sidecar: workload \"%s\" is not defined in the registry %s", z->workload,
+		    z->conf->mesh.registry);
+		registry_unref(r);
+		return EXIT_FAIL;
+	}
+	ic.cert_dir = z->conf->identity.cert_dir;
+	ic.trust_bundle = z->conf->mesh.trust_bundle;
+	ic.trust_domain = z->conf->mesh.trust_domain;
+	ic.expiry_warning_ms = z->conf->identity.expiry_warning;
+	if (wl != NULL) {
+		/* A sidecar holds its workload's identity and no other. */
+		ic.only_ns = wl->namespace;
+		ic.only_sa = wl->service_account;
+	}
+	rc = identity_store_new(&ic, &z->ids);
+	registry_unref(r);
+	if (rc != 0 || identity_store_reload(z->ids) < 0) {
+		log_error("%s: cannot load the trust bundle %s", z->role, z->conf->mesh.trust_bundle);
+		return EXIT_FAIL;
+	}
+	identity_store_watch(z->ids, z->loop);
+	if (metrics_new(&z->metrics) != 0)
+		fatalx("out of memory");
+	proxy_init(&z->px, z->loop, z->conf, z->pc, z->role, &z->reg, z->ids, z->metrics);
+	if (z->workload != NULL) {
+		if (sidecar_setup(z) != 0)
+			return EXIT_FAIL;
+	} else {
+		rc = enroll_start(&z->px, z->conf->ztunnel.socket, z->conf->ztunnel.state_dir, &z->en);
+		if (rc != 0)
+			return EXIT_FAIL;
+		restored = enroll_restore(z->en);
+		if (restored > 0)
+			log_info("ztunnel: %zu workloads restored from %s", restored,
+			    z->conf->ztunnel.state_dir);
+	}
+	rc = admin_start(z->loop, z->conf, z->pc, &z->px, z->ids, &z->reg, z->metrics,
+	    ztunnel_stop, z, &z->admin);
+	if (rc != 0)
+		return EXIT_FAIL;
+	uv_timer_init(z->loop, &z->watchdog);
+	if (regwatch_start(&z->regw, z->loop, z->conf->mesh.registry, &z->reg, describe) != 0)
+		log_warn("%s: cannot watch %s; reload with SIGHUP", z->role, z->conf->mesh.registry);
+	uv_signal_init(z->loop, &z->sig_hup);
+	uv_signal_init(z->loop, &z->sig_term);
+	uv_signal_init(z->loop, &z->sig_int);
+	z->sig_hup.data = z->sig_term.data = z->sig_int.data = z;
+	uv_signal_start(&z->sig_hup, on_signal, SIGHUP);
+	uv_signal_start(&z->sig_term, on_signal, SIGTERM);
+	uv_signal_start(&z->sig_int, on_signal, SIGINT);
+	admin_set_ready(z->admin, true);
+	if (z->workload != NULL)
+		log_info("sidecar: workload %s ready in this namespace (node %s)", z->workload,
+		    z->conf->mesh.node);
+	else
+		log_info("ztunnel: node %s ready: %zu workloads, hand-off on %s", z->conf->mesh.node,
+		    z->px.nworkloads, z->conf->ztunnel.socket);
+#ifdef HAVE_LIBSYSTEMD
+	sd_notify(0, "READY=1");
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
+		uv_timer_start(&z->watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
+#endif
+	(void)wd_usec;
+	uv_run(z->loop, UV_RUN_DEFAULT);
+	proxy_free(&z->px);
+	identity_store_free(z->ids);
+	enroll_free(z->en);
+	admin_free(z->admin);
+	metrics_free(z->metrics);
+	registry_holder_destroy(&z->reg);
+	uv_loop_close(z->loop);
+	conf_free(z->conf);
+	diag_clear(&d);
+	return EXIT_OK;
+}
+
+static int
+exec_ztunnel(const struct cmd_globals *g, int argc, char **argv)
+{
+	static struct zt z;
 
 	if (argc > 1) {
 		fprintf(stderr, "amesh ztunnel: unexpected argument '%s'\nTry 'amesh ztunnel --help'.\n",
 		    argv[1]);
 		return EXIT_USAGE;
 	}
-	memset(&z, 0, sizeof(z));
-	diag_init(&d);
-	if (conf_load(g->conf_path, &z.conf, &d) != 0) {
-		diag_print(&d, stderr);
-		diag_clear(&d);
-		return EXIT_FAIL;
-	}
-	cmd_log_setup(g, z.conf);
-	accesslog_set_enabled(z.conf->log.access_log);
-	signal(SIGPIPE, SIG_IGN);
-	z.loop = uv_default_loop();
-	registry_holder_init(&z.reg);
-	if (registry_holder_reload(&z.reg, z.conf->mesh.registry, &d) != 0) {
-		diag_print(&d, stderr);
-		diag_clear(&d);
-		log_error("ztunnel: registry %s is invalid", z.conf->mesh.registry);
-		return EXIT_FAIL;
-	}
-	r = registry_holder_get(&z.reg);
-	if (registry_find(r, REG_NODE, z.conf->mesh.node) == NULL) {
-		log_error("ztunnel: %s: [mesh] node \"%s\" is not defined in the registry %s",
-		    z.conf->path, z.conf->mesh.node, z.conf->mesh.registry);
-		registry_unref(r);
-		return EXIT_FAIL;
-	}
-	registry_unref(r);
-	ic.cert_dir = z.conf->identity.cert_dir;
-	ic.trust_bundle = z.conf->mesh.trust_bundle;
-	ic.trust_domain = z.conf->mesh.trust_domain;
-	ic.expiry_warning_ms = z.conf->identity.expiry_warning;
-	if (identity_store_new(&ic, &z.ids) != 0 || identity_store_reload(z.ids) < 0) {
-		log_error("ztunnel: cannot load the trust bundle %s", z.conf->mesh.trust_bundle);
-		return EXIT_FAIL;
-	}
-	identity_store_watch(z.ids, z.loop);
-	if (metrics_new(&z.metrics) != 0)
-		fatalx("out of memory");
-	proxy_init(&z.px, z.loop, z.conf, &z.conf->ztunnel.proxy, "ztunnel", &z.reg, z.ids,
-	    z.metrics);
-	rc = enroll_start(&z.px, z.conf->ztunnel.socket, z.conf->ztunnel.state_dir, &z.en);
-	if (rc != 0)
-		return EXIT_FAIL;
-	restored = enroll_restore(z.en);
-	if (restored > 0)
-		log_info("ztunnel: %zu workloads restored from %s", restored,
-		    z.conf->ztunnel.state_dir);
-	rc = admin_start(z.loop, z.conf, &z.conf->ztunnel.proxy, &z.px, z.ids, &z.reg, z.metrics,
-	    ztunnel_stop, &z, &z.admin);
-	if (rc != 0)
-		return EXIT_FAIL;
-	uv_timer_init(z.loop, &z.watchdog);
-	if (regwatch_start(&z.regw, z.loop, z.conf->mesh.registry, &z.reg, describe) != 0)
-		log_warn("ztunnel: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
-	uv_signal_init(z.loop, &z.sig_hup);
-	uv_signal_init(z.loop, &z.sig_term);
-	uv_signal_init(z.loop, &z.sig_int);
-	z.sig_hup.data = z.sig_term.data = z.sig_int.data = &z;
-	uv_signal_start(&z.sig_hup, on_signal, SIGHUP);
-	uv_signal_start(&z.sig_term, on_signal, SIGTERM);
-	uv_signal_start(&z.sig_int, on_signal, SIGINT);
-	admin_set_ready(z.admin, true);
-	log_info("ztunnel: node %s ready: %zu workloads, hand-off on %s", z.conf->mesh.node,
-	    z.px.nworkloads, z.conf->ztunnel.socket);
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, "READY=1");
-	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
-		uv_timer_start(&z.watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
-#endif
-	(void)wd_usec;
-	uv_run(z.loop, UV_RUN_DEFAULT);
-	proxy_free(&z.px);
-	identity_store_free(z.ids);
-	enroll_free(z.en);
-	admin_free(z.admin);
-	metrics_free(z.metrics);
-	registry_holder_destroy(&z.reg);
-	uv_loop_close(z.loop);
-	conf_free(z.conf);
-	diag_clear(&d);
-	return EXIT_OK;
+	z.role = "ztunnel";
+	return run_proxy(g, &z);
 }
+
+static int
+exec_sidecar(const struct cmd_globals *g, int argc, char **argv)
+{
+	static struct zt z;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--workload") == 0 && i + 1 < argc)
+			z.workload = argv[++i];
+		else if (strncmp(argv[i], "--workload=", 11) == 0)
+			z.workload = argv[i] + 11;
+		else
+			return cmd_usage_error("sidecar", NULL, "amesh sidecar [-c FILE] [--workload NAME]",
+			    strcmp(argv[i], "--workload") == 0 ? "option '--workload' needs a value" :
+			    "unexpected argument '%s'", argv[i]);
+	}
+	z.role = "sidecar";
+	return run_proxy(g, &z);
+}
+
+const struct cmd_entry cmd_sidecar_entry = {
+	"sidecar", "[-c FILE] [--workload NAME]",
+	"run a per-workload proxy inside one network namespace",
+	"  --workload NAME       the registry's workload whose namespace this is (default:\n"
+	"                        [sidecar] workload); amesh-sidecar@NAME.service passes it\n",
+	exec_sidecar, "amesh-sidecar(8)",
+};
 
 const struct cmd_entry cmd_ztunnel_entry = {
 	"ztunnel", "[-c FILE]", "run the node L4 proxy (HBONE, mTLS, L4 policy)",

@@ -107,6 +107,10 @@ netns_socket(int nsfd, int family, int type)
 {
 	int r;
 
+	if (nsfd == NETNS_SELF) {
+		r = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		return r >= 0 ? r : -errno;
+	}
 	pthread_once(&once, start);
 	pthread_mutex_lock(&mu);
 	while (req.pending || req.done)

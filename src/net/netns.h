@@ -15,7 +15,10 @@
 int netns_open(const char *path);
 /* True if fd is a network namespace. */
 bool netns_is_netns(int fd);
-/* A non-blocking, close-on-exec socket created inside the namespace nsfd. Returns it or -errno. */
+/* The caller's own namespace, for nsfd arguments: a sidecar runs inside its workload's. */
+#define NETNS_SELF (-1)
+/* A non-blocking, close-on-exec socket created inside the namespace nsfd (NETNS_SELF: here, with
+ * no namespace change). Returns it or -errno. */
 int netns_socket(int nsfd, int family, int type);
 
 struct netns_sock_opts {

@@ -46,6 +46,7 @@ struct dir_watch {
 
 struct identity_store {
 	char *cert_dir, *trust_bundle, *trust_domain;
+	char *only_ns, *only_sa; /* NULL: every identity of cert_dir */
 	uint64_t expiry_warning_ms;
 	pthread_mutex_t reload_mu; /* one reload at a time, whichever thread runs it */
 	pthread_mutex_t mu;        /* guards cur and ns_dirs */
@@ -177,10 +178,16 @@ identity_store_new(const struct identity_store_config *cfg, struct identity_stor
 	s->cert_dir = strdup(cfg->cert_dir);
 	s->trust_bundle = strdup(cfg->trust_bundle);
 	s->trust_domain = strdup(cfg->trust_domain);
-	if (s->cert_dir == NULL || s->trust_bundle == NULL || s->trust_domain == NULL) {
+	s->only_ns = cfg->only_ns ? strdup(cfg->only_ns) : NULL;
+	s->only_sa = cfg->only_sa ? strdup(cfg->only_sa) : NULL;
+	if (s->cert_dir == NULL || s->trust_bundle == NULL || s->trust_domain == NULL ||
+	    (cfg->only_ns != NULL && s->only_ns == NULL) ||
+	    (cfg->only_sa != NULL && s->only_sa == NULL)) {
 		free(s->cert_dir);
 		free(s->trust_bundle);
 		free(s->trust_domain);
+		free(s->only_ns);
+		free(s->only_sa);
 		free(s);
 		return AMESH_ERR_NOMEM;
 	}
@@ -209,6 +216,8 @@ destroy(struct identity_store *s)
 	free(s->cert_dir);
 	free(s->trust_bundle);
 	free(s->trust_domain);
+	free(s->only_ns);
+	free(s->only_sa);
 	free(s);
 }
 
@@ -311,6 +320,9 @@ scan_ns(struct identity_store *s, const char *ns, struct scan *sc, bool *full)
 		if (e->d_name[0] == '.' || l <= 4 || strcmp(e->d_name + l - 4, ".crt") != 0 ||
 		    !entry_is(d, e, false))
 			continue;
+		if (s->only_sa != NULL && (l - 4 != strlen(s->only_sa) ||
+		    strncmp(e->d_name, s->only_sa, l - 4) != 0))
+			continue;
 		if (sc->n_files >= IDENTITY_MAX) {
 			if (!*full)
 				log_warn("identity %s: more than %d identities; the rest are ignored",
@@ -360,7 +372,8 @@ scan_cert_dir(struct identity_store *s, struct scan *sc)
 		return r;
 	}
 	while (r == 0 && (e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.' && entry_is(d, e, true))
+		if (e->d_name[0] != '.' && entry_is(d, e, true) &&
+		    (s->only_ns == NULL || strcmp(e->d_name, s->only_ns) == 0))
 			r = push_name(&sc->ns, &sc->n_ns, e->d_name);
 	closedir(d);
 	if (r == 0 && sc->n_ns > 0)

@@ -45,6 +45,8 @@ struct identity {
 struct identity_store_config {
 	const char *cert_dir, *trust_bundle, *trust_domain;
 	uint64_t expiry_warning_ms; /* warn this long before notAfter */
+	/* Load only this identity (a sidecar holds its workload's alone); NULL: every one. */
+	const char *only_ns, *only_sa;
 };
 
 struct identity_store;

@@ -55,15 +55,9 @@ check "bad --log-format exits 2" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "expe
 run "$AMESH"
 check "no command prints usage and exits 2" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "^usage: amesh"'
 
-notbuilt=0
-for role in sidecar; do
-	run "$AMESH" -c "$CONF" "$role"
-	if [ "$RC" -ne 2 ] || ! echo "$ERR" | grep -q "^amesh $role: not built yet"; then
-		notbuilt=1
-		break
-	fi
-done
-check "roles not built yet say so and exit 2" '[ "$notbuilt" -eq 0 ]'
+run "$AMESH" -c "$CONF" sidecar --workload
+check "sidecar --workload without a value: exit 2 with the usage" \
+	'[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "^usage: amesh sidecar \[-c FILE\] \[--workload NAME\]"'
 
 ln -s "$AMESH" "$TMP/amesh-cni"
 run env -u CNI_COMMAND "$TMP/amesh-cni"

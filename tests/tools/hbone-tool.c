@@ -278,7 +278,7 @@ main(int argc, char **argv)
 		{ "max-streams", 1, NULL, 'm' }, { "idle-ms", 1, NULL, 'i' },
 		{ "verbose", 0, NULL, 'v' }, { NULL, 0, NULL, 0 },
 	};
-	struct identity_store_config ic;
+	struct identity_store_config ic = { 0 };
 	struct sockaddr_storage la;
 	const char *why;
 	int c, r;
