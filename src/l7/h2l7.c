@@ -28,7 +28,6 @@
 #include "core/log.h"
 #include "l7/route.h"
 #include "l7/waypoint-int.h"
-#include "policy/authz.h"
 #include "telemetry/accesslog.h"
 #include "telemetry/metrics.h"
 #include "tls/cert.h"
@@ -368,6 +367,20 @@ req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *fl
 	return (ssize_t)n;
 }
 
+/* Appends a field to r->hv (the caller checked the bounds). */
+static int
+hv_add(struct h2r *r, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen)
+{
+	r->hstore[2 * r->nh] = strndup((const char *)name, nlen);
+	r->hstore[2 * r->nh + 1] = strndup((const char *)value, vlen);
+	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	r->hv[r->nh].name = r->hstore[2 * r->nh];
+	r->hv[r->nh].value = r->hstore[2 * r->nh + 1];
+	r->nh++;
+	return 0;
+}
+
 static int
 up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
     const uint8_t *value, size_t vlen, uint8_t flags, void *user)
@@ -380,15 +393,8 @@ up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, si
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	/* Response headers and trailers are collected in hv (the request's are no longer needed
 	 * once it went upstream), emitted at the end of the block. */
-	r->hstore[2 * r->nh] = strndup((const char *)name, nlen);
-	r->hstore[2 * r->nh + 1] = strndup((const char *)value, vlen);
-	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	r->hv[r->nh].name = r->hstore[2 * r->nh];
-	r->hv[r->nh].value = r->hstore[2 * r->nh + 1];
-	r->nh++;
 	r->hbytes += nlen + vlen;
-	return 0;
+	return hv_add(r, name, nlen, value, vlen);
 }
 
 static void
@@ -870,14 +876,7 @@ d_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, siz
 	}
 	if (name[0] == ':')
 		return 0;
-	r->hstore[2 * r->nh] = strndup((const char *)name, nlen);
-	r->hstore[2 * r->nh + 1] = strndup((const char *)value, vlen);
-	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	r->hv[r->nh].name = r->hstore[2 * r->nh];
-	r->hv[r->nh].value = r->hstore[2 * r->nh + 1];
-	r->nh++;
-	return 0;
+	return hv_add(r, name, nlen, value, vlen);
 }
 
 static const char *
@@ -898,14 +897,10 @@ static void
 request_head(struct h2r *r)
 {
 	struct tun *t = r->d->t;
-	struct waypoint *wp = t->wp;
 	char path[2048], query[2048];
 	const char *q, *ct, *tp;
 	struct route_req rq;
-	struct authz_l7_req aq;
-	const struct reg_policy *matched = NULL;
-	struct ip_addr src_ip;
-	int status;
+	struct wp_verdict v;
 	uint64_t delay;
 
 	r->req_headers_done = true;
@@ -943,58 +938,17 @@ request_head(struct h2r *r)
 	rq.query = query;
 	rq.header = hlookup;
 	rq.header_arg = r;
-	r->rt = t->svc != NULL ? route_select(t->reg, t->svc, &rq) : NULL;
-	r->target = t->port;
-	if (t->svc != NULL)
-		for (size_t i = 0; i < t->svc->ports.n; i++)
-			if (t->svc->ports.v[i].port == t->port)
-				r->target = t->svc->ports.v[i].target;
+	wp_decide(t, &rq, r->authority, &v);
+	r->rt = v.rt;
+	r->ep = v.ep;
+	r->target = v.target;
 	if (r->rt != NULL && r->rt->redirect) {
 		/* Redirects are for browsers; an h2c client is not one (amesh-waypoint(8)). */
 		local_reply(r, 500, "redirect routes are not served over HTTP/2", "-");
 		return;
 	}
-	if (r->rt != NULL && r->rt->backends.n > 0) {
-		const struct reg_backend *be = route_pick_backend(r->rt, wp_rnd());
-
-		if (be == NULL) {
-			local_reply(r, 500, "no route: every backend has weight 0", "NR");
-			return;
-		}
-		r->ep = be->workload != NULL ? be->workload : wp_pick_endpoint(t, be->service);
-		if (be->service != NULL) {
-			const struct reg_service *bs = be->service;
-
-			r->target = bs->ports.n ? bs->ports.v[0].target : t->port;
-			for (size_t i = 0; i < bs->ports.n; i++)
-				if (bs->ports.v[i].port == t->port)
-					r->target = bs->ports.v[i].target;
-		}
-	} else {
-		r->ep = wp_pick_endpoint(t, t->svc);
-	}
-	memset(&aq, 0, sizeof(aq));
-	memset(&src_ip, 0, sizeof(src_ip));
-	aq.l4.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
-	    t->peer_id;
-	aq.l4.src_namespace = "";
-	aq.l4.src_ip = &src_ip;
-	aq.l4.dst_port = r->target;
-	aq.method = r->method;
-	aq.path = path;
-	aq.host = r->authority;
-	aq.header = hlookup;
-	aq.header_arg = r;
-	if (r->ep != NULL && authz_l7(t->reg, r->ep, &aq, &matched) == AUTHZ_DENY) {
-		wp->st.denied++;
-		log_info("waypoint: %s %s%s to %s denied for %s%s%s", r->method, r->authority, path,
-		    r->ep->h.name, t->peer_id, matched ? " by policy " : "",
-		    matched ? matched->h.name : "");
-		local_reply(r, 403, "RBAC: access denied", "DENY");
-		return;
-	}
-	if (r->rt != NULL && route_fault_abort(r->rt, wp_rnd(), &status)) {
-		local_reply(r, status, "fault filter abort", "FI");
+	if (v.status != 0) {
+		local_reply(r, v.status, v.body, v.flags);
 		return;
 	}
 	r->up_path = NULL;

@@ -118,6 +118,24 @@ void wp_new_traceparent(char *buf, size_t len);
 int wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
     const char *traceparent, const struct hbone_stream_cb *cb, void *user,
     struct hbone_stream **out);
+/* What routing and policy decided for one request, on either HTTP path. */
+struct wp_verdict {
+	const struct reg_route *rt;     /* NULL: the service's own endpoints (default route) */
+	const struct reg_workload *ep;  /* where it goes (NULL: nowhere to go) */
+	uint16_t target;                /* the application port there */
+	int status;                     /* 0: forward (or redirect, when rt->redirect); else the
+	                                   local reply's status, with body and flags */
+	const char *body, *flags;
+};
+struct route_req;
+/*
+ * Route (Gateway API precedence), backend, endpoint and target port, L7 authorization against
+ * that endpoint, then fault abort, for a request to t's service or workload. host is the
+ * request's :authority or Host. A redirect route stops after choosing it (v->rt->redirect, status
+ * 0): the caller answers it as its protocol can.
+ */
+void wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp_verdict *v);
+
 /* Resets both sides of the tunnel; its downstream on_close frees it. */
 void wp_tun_abort(struct tun *t);
 /* Frees the tunnel once its downstream is closed and nothing of it is left open. */

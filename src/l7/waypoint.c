@@ -1022,6 +1022,77 @@ mirror_body(struct tun *t, const uint8_t *data, size_t len, bool end)
 		mirror_detach(t, true);
 }
 
+void
+wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp_verdict *v)
+{
+	struct waypoint *wp = t->wp;
+	struct authz_l7_req aq;
+	const struct reg_policy *matched = NULL;
+	struct ip_addr src_ip;
+
+	memset(v, 0, sizeof(*v));
+	v->rt = t->svc != NULL ? route_select(t->reg, t->svc, rq) : NULL;
+	/* The port: the addressed service's target for the port asked, unless a backend service
+	 * maps it otherwise. */
+	v->target = t->port;
+	if (t->svc != NULL)
+		for (size_t i = 0; i < t->svc->ports.n; i++)
+			if (t->svc->ports.v[i].port == t->port)
+				v->target = t->svc->ports.v[i].target;
+	if (v->rt != NULL && v->rt->redirect)
+		return;
+	/* The endpoint: from the route's backends, or the addressed service or workload. */
+	if (v->rt != NULL && v->rt->backends.n > 0) {
+		const struct reg_backend *be = route_pick_backend(v->rt, wp_rnd());
+
+		if (be == NULL) {
+			v->status = 500;
+			v->body = "no route: every backend has weight 0";
+			v->flags = "NR";
+			return;
+		}
+		v->ep = be->workload != NULL ? be->workload : wp_pick_endpoint(t, be->service);
+		if (be->service != NULL) {
+			/* The backend service's port with the same number, else its first. */
+			const struct reg_service *bs = be->service;
+
+			v->target = bs->ports.n ? bs->ports.v[0].target : t->port;
+			for (size_t i = 0; i < bs->ports.n; i++)
+				if (bs->ports.v[i].port == t->port)
+					v->target = bs->ports.v[i].target;
+		}
+	} else {
+		v->ep = wp_pick_endpoint(t, t->svc);
+	}
+	/* L7 authorization, against the workload the request is going to. */
+	memset(&aq, 0, sizeof(aq));
+	memset(&src_ip, 0, sizeof(src_ip));
+	aq.l4.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
+	    t->peer_id;
+	aq.l4.src_namespace = "";
+	aq.l4.src_ip = &src_ip;
+	aq.l4.dst_port = v->target;
+	aq.method = rq->method;
+	aq.path = rq->path;
+	aq.host = host;
+	aq.header = rq->header;
+	aq.header_arg = rq->header_arg;
+	if (v->ep != NULL && authz_l7(t->reg, v->ep, &aq, &matched) == AUTHZ_DENY) {
+		wp->st.denied++;
+		log_info("waypoint: %s %s%s to %s denied for %s%s%s", rq->method, t->authority,
+		    rq->path, v->ep->h.name, t->peer_id, matched ? " by policy " : "",
+		    matched ? matched->h.name : "");
+		v->status = 403;
+		v->body = "RBAC: access denied";
+		v->flags = "DENY";
+		return;
+	}
+	if (v->rt != NULL && route_fault_abort(v->rt, wp_rnd(), &v->status)) {
+		v->body = "fault filter abort";
+		v->flags = "FI";
+	}
+}
+
 /* Request parser callbacks (downstream -> upstream). */
 
 static const char *
@@ -1038,10 +1109,7 @@ req_head(void *arg, const struct h1_head *h)
 	char path[2048], query[2048], loc[2048];
 	const char *q;
 	struct route_req rq;
-	struct authz_l7_req aq;
-	const struct reg_policy *matched = NULL;
-	struct ip_addr src_ip;
-	int status;
+	struct wp_verdict v;
 	uint64_t delay;
 
 	/* One request at a time: the next waits until this one is answered. */
@@ -1081,15 +1149,10 @@ req_head(void *arg, const struct h1_head *h)
 	rq.query = query;
 	rq.header = hdr_lookup;
 	rq.header_arg = (void *)h;
-	t->rt = t->svc != NULL ? route_select(t->reg, t->svc, &rq) : NULL;
-	/* The endpoint: from the route's backends, or the addressed service or workload. The
-	 * port: the addressed service's target for the port asked, unless a backend service maps
-	 * it otherwise. */
-	t->target = t->port;
-	if (t->svc != NULL)
-		for (size_t i = 0; i < t->svc->ports.n; i++)
-			if (t->svc->ports.v[i].port == t->port)
-				t->target = t->svc->ports.v[i].target;
+	wp_decide(t, &rq, h->host ? h->host : t->authority, &v);
+	t->rt = v.rt;
+	t->ep = v.ep;
+	t->target = v.target;
 	if (t->rt != NULL && t->rt->redirect) {
 		char host[300];
 		uint64_t hport = 0;
@@ -1113,49 +1176,8 @@ req_head(void *arg, const struct h1_head *h)
 		reply_and_finish(t, code, "", loc, "-");
 		return 0;
 	}
-	if (t->rt != NULL && t->rt->backends.n > 0) {
-		const struct reg_backend *be = route_pick_backend(t->rt, wp_rnd());
-
-		if (be == NULL) {
-			reply_and_finish(t, 500, "no route: every backend has weight 0", NULL, "NR");
-			return 0;
-		}
-		t->ep = be->workload != NULL ? be->workload : wp_pick_endpoint(t, be->service);
-		if (be->service != NULL) {
-			/* The backend service's port with the same number, else its first. */
-			const struct reg_service *bs = be->service;
-
-			t->target = bs->ports.n ? bs->ports.v[0].target : t->port;
-			for (size_t i = 0; i < bs->ports.n; i++)
-				if (bs->ports.v[i].port == t->port)
-					t->target = bs->ports.v[i].target;
-		}
-	} else {
-		t->ep = wp_pick_endpoint(t, t->svc);
-	}
-	/* L7 authorization, against the workload the request is going to. */
-	memset(&aq, 0, sizeof(aq));
-	memset(&src_ip, 0, sizeof(src_ip));
-	aq.l4.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
-	    t->peer_id;
-	aq.l4.src_namespace = "";
-	aq.l4.src_ip = &src_ip;
-	aq.l4.dst_port = t->target;
-	aq.method = h->method;
-	aq.path = path;
-	aq.host = h->host ? h->host : t->authority;
-	aq.header = hdr_lookup;
-	aq.header_arg = (void *)h;
-	if (t->ep != NULL && authz_l7(t->reg, t->ep, &aq, &matched) == AUTHZ_DENY) {
-		wp->st.denied++;
-		log_info("waypoint: %s %s%s to %s denied for %s%s%s", h->method, t->authority, path,
-		    t->ep->h.name, t->peer_id, matched ? " by policy " : "",
-		    matched ? matched->h.name : "");
-		reply_and_finish(t, 403, "RBAC: access denied", NULL, "DENY");
-		return 0;
-	}
-	if (t->rt != NULL && route_fault_abort(t->rt, wp_rnd(), &status)) {
-		reply_and_finish(t, status, "fault filter abort", NULL, "FI");
+	if (v.status != 0) {
+		reply_and_finish(t, v.status, v.body, NULL, v.flags);
 		return 0;
 	}
 	if (t->rt != NULL && t->rt->rewrite_path_prefix != NULL) {
