@@ -64,7 +64,7 @@ HP_C=18080          # haproxy client side, 127.0.0.1 in echo-a
 HP_S=18443          # haproxy server side, host B's bridge address
 HB_BR=10.1.2.1
 VIP=10.96.0.20
-WP=192.168.10.9     # the waypoint's own address, added on host A's wire
+WP=192.168.10.9     # the waypoint's own address (lab_waypoint adds it on host A's wire)
 
 die() { echo "l7-bench: $*" >&2; exit 1; }
 log() { echo "l7-bench: $*" >&2; }
@@ -130,39 +130,15 @@ status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", ($1) }"; }
 verdict() { awk "BEGIN { exit !($1) }" && echo PASS || echo MISS; }
 mib() { calc "$1 / 1024" 1; }
-ready() { lab_exec "$1" "$PY" -c 'import urllib.request, sys
-sys.exit(0 if urllib.request.urlopen("http://127.0.0.1:%s/healthz/ready" % sys.argv[1], timeout=1).status == 200 else 1)' \
-	"$2" 2>/dev/null; }
-wait_ready() { # wait_ready NS PORT NAME
-	local i
-	for i in $(seq 50); do ready "$1" "$2" && return 0; sleep 0.1; done
-	die "$3 is not ready: $(tail -n 3 "$TMP/$3.err")"
-}
+wait_ready() { lab_wait_ready "$1" "$2" || die "$3 is not ready: $(tail -n 3 "$TMP/$3.err")"; }
 
 # --- the lab, the mesh, the waypoint ---
 log "lab: two hosts, identities from amesh ca, ztunnels, a waypoint on host A"
 lab_up "$TMP/lab" >/dev/null || die "lab_up failed"
 lab_certs >/dev/null || die "lab_certs failed"
 CA=$LAB_DIR/ca/ca.crt
-lab_exec ha ip addr add "$WP/24" dev wire || die "cannot add $WP on host A"
-mkdir -p "$LAB_DIR/wp"
-"$AMESH" ca issue --dir "$LAB_DIR/ca" --namespace default --service-account waypoint \
-	--out "$LAB_DIR/wp/certs" >/dev/null || die "cannot issue the waypoint's identity"
-cat >"$LAB_DIR/wp.conf" <<EOF
-[mesh]
-trust_bundle = $CA
-registry = $LAB_REGISTRY
-node = node-a
-[identity]
-cert_dir = $LAB_DIR/wp/certs
-[log]
-access_log = off
-[waypoint]
-hbone_address = $WP:15008
-admin_address = 127.0.0.1:15100
-metrics_address = 0.0.0.0:15120
-readiness_address = 0.0.0.0:15121
-EOF
+lab_waypoint || die "cannot set up the waypoint's address, identity and configuration"
+printf '[log]\naccess_log = off\n' >>"$LAB_WP_CONF"
 cat >"$LAB_REGISTRY/40-l7.conf" <<EOF
 [waypoint "wp"]
 namespace = default
@@ -191,7 +167,7 @@ for ns in b1 b2; do
 done
 bg zt_a ha "$AMESH" ztunnel -c "$LAB_CONF_A"
 bg zt_b hb "$AMESH" ztunnel -c "$LAB_CONF_B"
-bg wp ha "$AMESH" waypoint -c "$LAB_DIR/wp.conf" --name wp
+bg wp ha "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
 wait_ready ha 15021 zt_a
 wait_ready hb 15021 zt_b
 wait_ready ha 15121 wp

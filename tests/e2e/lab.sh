@@ -82,6 +82,14 @@
 #                         any address; a wildcard listener matches any ADDR); up to LAB_WAIT
 #                         seconds (default 10); returns 1 on timeout.
 #   lab_certs             see above.
+#   lab_waypoint          (after lab_certs) a waypoint's host side on host A: the address LAB_WP
+#                         (192.168.10.9) on the wire, the identity default/waypoint in
+#                         DIR/waypoint/certs, and LAB_WP_CONF (DIR/waypoint.conf) with its host
+#                         listeners on 15100 (admin), 15120 (metrics) and 15121 (readiness), apart
+#                         from the ztunnel's. The registry entry is the caller's: [waypoint "wp"]
+#                         namespace default, service_account waypoint, address $LAB_WP, node-a.
+#   lab_ready NS [PORT]   the readiness endpoint on 127.0.0.1:PORT (default 15021) in NS says 200.
+#   lab_wait_ready NS [PORT]  the same, waiting up to 5 s.
 # Variables set by lab_up: LAB_PREFIX LAB_DIR LAB_REGISTRY LAB_CONF_A LAB_CONF_B,
 #   LAB_NODE_A=192.168.10.1 LAB_NODE_B=192.168.10.2 (LAB_NODE_A6/B6 fd00:10::1/::2),
 #   LAB_A1 LAB_A2 LAB_B1 LAB_B2 (IPv4) and LAB_A1_6 ... LAB_B2_6 (IPv6),
@@ -401,6 +409,44 @@ lab_certs() {
 			--service-account "${_lab_w#*:}" --out "$LAB_DIR/node-$_lab_h/certs" >/dev/null ||
 			return 1
 	done
+}
+
+lab_waypoint() {
+	[ -n "${LAB_DIR:-}" ] || return 1
+	LAB_WP=192.168.10.9
+	LAB_WP_CONF=$LAB_DIR/waypoint.conf
+	lab_exec ha ip addr add "$LAB_WP/24" dev wire || return 1
+	mkdir -p "$LAB_DIR/waypoint" || return 1
+	"$AMESH" ca issue --dir "$LAB_DIR/ca" --namespace default --service-account waypoint \
+		--out "$LAB_DIR/waypoint/certs" >/dev/null || return 1
+	cat >"$LAB_WP_CONF" <<EOF || return 1
+[mesh]
+trust_bundle = $LAB_DIR/ca/ca.crt
+registry = $LAB_REGISTRY
+node = node-a
+[identity]
+cert_dir = $LAB_DIR/waypoint/certs
+[waypoint]
+hbone_address = $LAB_WP:15008
+admin_address = 127.0.0.1:15100
+metrics_address = 0.0.0.0:15120
+readiness_address = 0.0.0.0:15121
+EOF
+}
+
+lab_ready() {
+	lab_exec "$1" "$LAB_PY" -c 'import urllib.request, sys
+sys.exit(0 if urllib.request.urlopen("http://127.0.0.1:%s/healthz/ready" % sys.argv[1], timeout=1).status == 200 else 1)' \
+		"${2:-15021}" 2>/dev/null
+}
+
+lab_wait_ready() {
+	_lab_i=0
+	while [ $_lab_i -lt 50 ] && ! lab_ready "$1" "${2:-}"; do
+		sleep 0.1
+		_lab_i=$((_lab_i + 1))
+	done
+	lab_ready "$1" "${2:-}"
 }
 
 lab_down() {

@@ -29,24 +29,8 @@ for ns in a1 a2 b1 b2; do
 	start "srv_$ns" $(lab_in $ns) $PY "$LAB_PEER" serve --port 8080 || exit 1
 done
 # A waypoint on host A for service "viawp" (other-b behind VIP 10.96.0.15).
-WP=192.168.10.9
-lab_exec ha ip addr add "$WP/24" dev wire
-mkdir -p "$LAB_DIR/wp"
-"$AMESH" ca issue --dir "$LAB_DIR/ca" --namespace default --service-account waypoint \
-	--out "$LAB_DIR/wp/certs" >/dev/null
-cat >"$LAB_DIR/wp.conf" <<EOF
-[mesh]
-trust_bundle = $LAB_DIR/ca/ca.crt
-registry = $LAB_REGISTRY
-node = node-a
-[identity]
-cert_dir = $LAB_DIR/wp/certs
-[waypoint]
-hbone_address = $WP:15008
-admin_address = 127.0.0.1:15100
-metrics_address = 0.0.0.0:15120
-readiness_address = 0.0.0.0:15121
-EOF
+lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
+WP=$LAB_WP
 cat >"$LAB_REGISTRY/40-waypoint.conf" <<EOF
 [waypoint "wp"]
 namespace = default
@@ -61,16 +45,7 @@ ports = 80:8080
 selector = app=other
 waypoint = wp
 EOF
-spawn wp $(lab_in ha) "$AMESH" waypoint -c "$LAB_DIR/wp.conf" --name wp
-ready() { # ready NS: the proxy serving NS (host ztunnel or workload sidecar) is ready
-	lab_exec "$1" $PY -c 'import urllib.request,sys
-sys.exit(0 if urllib.request.urlopen("http://127.0.0.1:15021/healthz/ready",timeout=1).status==200 else 1)' 2>/dev/null
-}
-wait_ready() {
-	i=0
-	while [ $i -lt 50 ] && ! ready "$1"; do sleep 0.1; i=$((i + 1)); done
-	ready "$1"
-}
+spawn wp $(lab_in ha) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
 spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
 spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
 sidecar() { # sidecar NS CONF WORKLOAD: as amesh-sidecar@WORKLOAD.service runs it
@@ -82,7 +57,7 @@ sidecar a2 "$LAB_CONF_A" echo-a
 run lab_exec hb "$AMESH" -c "$LAB_CONF_B" cni add --mode sidecar --netns "$(lab_ns_path b1)" \
 	--workload echo-b
 added=$OUT
-wait_ready hb
+lab_wait_ready hb
 run lab_exec b2 $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8080 --msg early --timeout 3
 early=$OUT
 run lab_exec hb "$AMESH" -c "$LAB_CONF_B" cni list
@@ -91,7 +66,7 @@ check "cni add --mode sidecar: captured, not enrolled with the ztunnel, closed u
 	 ! echo "$OUT" | grep -q "^echo-b " && ! echo "$early" | grep -q "msg early"'
 sidecar b1 "$LAB_CONF_B" echo-b
 check "ztunnels and both sidecars are ready" \
-	'wait_ready ha && wait_ready hb && wait_ready a2 && wait_ready b1'
+	'lab_wait_ready ha && lab_wait_ready hb && lab_wait_ready a2 && lab_wait_ready b1'
 wp_tunnels() { lab_exec ha $PY -c 'import json,urllib.request
 print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"]["tunnels"])'; }
 CAPS=$(lab_caps "$PID_sc_b1")

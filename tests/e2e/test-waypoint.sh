@@ -17,28 +17,11 @@ lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
 PY=$LAB_PY
 HTTPD="$SRCDIR/tests/e2e/httpd.py"
 GRPC="$SRCDIR/tests/e2e/grpcpeer.py"
-WP=192.168.10.9
-lab_exec ha ip addr add "$WP/24" dev wire
-
-# The waypoint's identity and configuration (its host listeners apart from the ztunnel's).
-mkdir -p "$LAB_DIR/waypoint"
-"$AMESH" ca issue --dir "$LAB_DIR/ca" --namespace default --service-account waypoint \
-	--out "$LAB_DIR/waypoint/certs" >/dev/null
-cat >"$LAB_DIR/waypoint.conf" <<EOF
-[mesh]
-trust_bundle = $LAB_DIR/ca/ca.crt
-registry = $LAB_REGISTRY
-node = node-a
-[identity]
-cert_dir = $LAB_DIR/waypoint/certs
-[waypoint]
-; Not this name: the waypoint runs with --name wp, as amesh-waypoint@wp.service does.
-name = default-wp
-hbone_address = $WP:15008
-admin_address = 127.0.0.1:15100
-metrics_address = 0.0.0.0:15120
-readiness_address = 0.0.0.0:15121
-EOF
+# The waypoint's address, identity and configuration (lab_waypoint in lab.sh).
+lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
+WP=$LAB_WP
+# Not this name: the waypoint runs with --name wp, as amesh-waypoint@wp.service does.
+echo "name = default-wp" >>"$LAB_WP_CONF"
 # Service echo goes through the waypoint; routes and an L7 policy for it.
 sed -i '/^\[service "echo"\]/a waypoint = wp' "$LAB_REGISTRY/00-lab.conf"
 cat >"$LAB_REGISTRY/40-waypoint.conf" <<EOF
@@ -148,18 +131,10 @@ for ns in a2 b1; do
 done
 spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
 spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
-spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_DIR/waypoint.conf" --name wp
-ready() { # ready NS PORT
-	lab_exec "$1" $PY -c 'import urllib.request,sys
-sys.exit(0 if urllib.request.urlopen("http://127.0.0.1:%s/healthz/ready" % sys.argv[1],timeout=1).status==200 else 1)' "$2" 2>/dev/null
-}
-i=0
-while [ $i -lt 50 ] && ! { ready ha 15021 && ready hb 15021 && ready ha 15121; }; do
-	sleep 0.1
-	i=$((i + 1))
-done
-check "ztunnels and the waypoint are ready" 'ready ha 15021 && ready hb 15021 && ready ha 15121'
-if ! { ready ha 15021 && ready hb 15021 && ready ha 15121; }; then
+spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
+lab_wait_ready ha && lab_wait_ready hb && lab_wait_ready ha 15121
+check "ztunnels and the waypoint are ready" 'lab_ready ha && lab_ready hb && lab_ready ha 15121'
+if ! { lab_ready ha && lab_ready hb && lab_ready ha 15121; }; then
 	echo "Bail out! not ready: $(tail -n 3 "$TMP/wp.err" "$TMP/zt_a.err")"
 	exit 1
 fi
