@@ -66,71 +66,14 @@ HB_BR=10.1.2.1
 VIP=10.96.0.20
 WP=192.168.10.9     # the waypoint's own address (lab_waypoint adds it on host A's wire)
 
-die() { echo "l7-bench: $*" >&2; exit 1; }
-log() { echo "l7-bench: $*" >&2; }
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, nftables)"
-for f in "$AMESH" "$LOADGEN"; do [ -x "$f" ] || die "$f is not built (make amesh bench/loadgen)"; done
-for c in haproxy wrk nft "$PY"; do command -v "$c" >/dev/null || die "$c is not installed"; done
-
-SRCDIR=$SRC
+NAME=l7-bench
+SRC_LOADGEN=$LOADGEN
+for f in "$AMESH" "$LOADGEN"; do
+	[ -x "$f" ] || { echo "$NAME: $f is not built (make amesh bench/loadgen)" >&2; exit 1; }
+done
 # shellcheck source=/dev/null
-. "$SRC/tests/e2e/lab.sh"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/amesh-l7-bench.XXXXXX") || die "mktemp failed"
-PIDS=()
-WATCHDOG=
-ours() {
-	local s
-	s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	s=${s##*) }
-	# shellcheck disable=SC2086
-	set -- $s
-	[ "$2" = "$$" ]
-}
-cleanup() {
-	local p
-	[ -n "$WATCHDOG" ] && ours "$WATCHDOG" && kill "$WATCHDOG" 2>/dev/null
-	for p in "${PIDS[@]}"; do ours "$p" && kill "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	lab_down
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-watchdog() {
-	local s
-	trap 'kill $s 2>/dev/null; exit 0' TERM
-	sleep "$LIMIT" &
-	s=$!
-	wait $s && echo "l7-bench: over ${LIMIT}s: stopping" >&2 && kill -TERM $$
-}
-watchdog </dev/null >/dev/null &
-WATCHDOG=$!
-HZ=$(getconf CLK_TCK)
-T_START=$(date +%s)
-
-bg() { # bg NAME NS CMD...: CMD in lab namespace NS, in the background; sets PID_NAME
-	local name=$1 ns=$2
-	shift 2
-	# shellcheck disable=SC2046
-	$(lab_in "$ns") "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-	PIDS+=($!)
-	printf -v "PID_$name" %s $!
-}
-wait_port() { LAB_WAIT=10 lab_wait_port "$1" '*' "$2" 2>/dev/null ||
-	die "$3 is not listening on $2: $(tail -n 3 "$TMP/$3.err" 2>/dev/null)"; }
-cpu_ticks() {
-	local s
-	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-	s=${s##*) }
-	# shellcheck disable=SC2086
-	set -- $s
-	echo $((${12} + ${13}))
-}
-status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", ($1) }"; }
-verdict() { awk "BEGIN { exit !($1) }" && echo PASS || echo MISS; }
-mib() { calc "$1 / 1024" 1; }
-wait_ready() { lab_wait_ready "$1" "$2" || die "$3 is not ready: $(tail -n 3 "$TMP/$3.err")"; }
+. "$SRC/bench/lib.sh"
+for c in haproxy wrk nft "$PY"; do command -v "$c" >/dev/null || die "$c is not installed"; done
 
 # --- the lab, the mesh, the waypoint ---
 log "lab: two hosts, identities from amesh ca, ztunnels, a waypoint on host A"
@@ -228,21 +171,6 @@ URL_direct="http://$LAB_B2:$PORT/" NS_direct=a2
 URL_amesh="http://$VIP/" NS_amesh=a1
 URL_haproxy="http://127.0.0.1:$HP_C/" NS_haproxy=a2
 PROXY_direct="" PROXY_amesh="$PID_wp $PID_zt_a $PID_zt_b" PROXY_haproxy="$PID_hpc $PID_hps"
-declare -A CPUT
-fixed() { # fixed PATH ROUND
-	local path=$1 round=$2 url=URL_$1 ns=NS_$1 proxies=PROXY_$1 p i c0=() out
-	out=$TMP/lg.$path.$round
-	for p in ${!proxies}; do c0+=("$(cpu_ticks "$p")"); done
-	lab_exec "${!ns}" "$LOADGEN" --url "${!url}" --rate "$RATE" --duration "$DUR" \
-		--warmup "$WARM" --connections "$CONNS" >"$out" 2>"$out.err"
-	grep -q '^{' "$out" || die "loadgen $path failed: $(tail -n 3 "$out.err" "$out")"
-	i=0
-	for p in ${!proxies}; do
-		i=$((i + 1))
-		CPUT[$path.$i]=$((${CPUT[$path.$i]:-0} + $(cpu_ticks "$p") - ${c0[$((i - 1))]}))
-	done
-	log "  round $round $path: $(grep '^latency' "$out" | cut -c11- | sed 's/, mean.*//')"
-}
 log "fixed rate: $RATE req/s over $CONNS connections; $ROUNDS rounds of direct, amesh, haproxy"
 WP_BASE=$(status_kb "$PID_wp" VmRSS)
 for p in $PROXY_amesh $PROXY_haproxy; do echo 5 >"/proc/$p/clear_refs"; done
@@ -252,17 +180,8 @@ for r in $(seq "$ROUNDS"); do
 done
 HWM_WP=$(status_kb "$PID_wp" VmHWM) HWM_HC=$(status_kb "$PID_hpc" VmHWM)
 HWM_HS=$(status_kb "$PID_hps" VmHWM)
-# Medians over rounds of each percentile (ms), from the JSON lines.
-stat() { # stat PATH KEY: the median over rounds
-	local path=$1 key=$2
-	for f in "$TMP"/lg."$path".[0-9]*; do
-		case $f in *.err) continue ;; esac
-		"$PY" -c 'import json, sys
-print(json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])["latency_ms"][sys.argv[2]])' "$f" "$key"
-	done | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
 for path in "${PATHS[@]}"; do
-	for q in p50 p90 p99; do printf -v "M_${path}_$q" %s "$(stat "$path" "$q")"; done
+	for q in p50 p90 p99; do printf -v "M_${path}_$q" %s "$(median "$path" "$q")"; done
 done
 for path in amesh haproxy; do
 	for q in p50 p90 p99; do
@@ -270,25 +189,11 @@ for path in amesh haproxy; do
 		printf -v "ADD_${path}_$q" %s "$(calc "${!m} - ${!d}" 3)"
 	done
 done
-TOTAL_S=$((ROUNDS * (DUR + WARM)))
-vcpu() { calc "$1 / $HZ / $TOTAL_S / ($RATE / 1000)" 3; } # per 1000 req/s
-V_WP=$(vcpu "${CPUT[amesh.1]}") V_ZA=$(vcpu "${CPUT[amesh.2]}") V_ZB=$(vcpu "${CPUT[amesh.3]}")
-V_HC=$(vcpu "${CPUT[haproxy.1]}") V_HS=$(vcpu "${CPUT[haproxy.2]}")
+V_WP=$(vcpu "${CPUT[amesh.1]}" "$ROUNDS") V_ZA=$(vcpu "${CPUT[amesh.2]}" "$ROUNDS")
+V_ZB=$(vcpu "${CPUT[amesh.3]}" "$ROUNDS")
+V_HC=$(vcpu "${CPUT[haproxy.1]}" "$ROUNDS") V_HS=$(vcpu "${CPUT[haproxy.2]}" "$ROUNDS")
 
 # --- (b) maximum requests/s, closed loop ---
-declare -A RPS WCPU
-maxrate() { # maxrate PATH
-	local path=$1 url=URL_$1 ns=NS_$1 proxies=PROXY_$1 p c0=() i=0 out=$TMP/wrk.$1
-	for p in ${!proxies}; do c0+=("$(cpu_ticks "$p")"); done
-	lab_exec "${!ns}" timeout $((WDUR + 20)) wrk -t1 -c32 -d"${WDUR}s" "${!url}" >"$out" 2>&1
-	RPS[$path]=$(sed -n 's/^Requests\/sec:[[:space:]]*//p' "$out")
-	[ -n "${RPS[$path]}" ] || die "wrk $path failed: $(tail -n 3 "$out")"
-	for p in ${!proxies}; do
-		i=$((i + 1))
-		WCPU[$path.$i]=$(calc "($(cpu_ticks "$p") - ${c0[$((i - 1))]}) / $HZ" 2)
-	done
-	log "  $path: ${RPS[$path]} req/s"
-}
 log "maximum rate: wrk -t1 -c32 -d${WDUR}s through each path"
 for path in "${PATHS[@]}"; do maxrate "$path"; done
 percore() { calc "$1 * $WDUR / ($2)" 0; } # requests per CPU-second of the listed proxies

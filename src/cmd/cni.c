@@ -426,7 +426,7 @@ sidecar_rules(const struct ctx *x, const struct reg_workload *w, const char *net
 		    "open: %s", netns_path, strerror(errno));
 		return -1;
 	}
-	nft_rules_params_from_conf(&p, &x->conf->sidecar.proxy);
+	nft_rules_params_for_sidecar(&p, &x->conf->sidecar.proxy);
 	r = nft_rules_install(fd, netns_path, &p, err, sizeof(err));
 	close(fd);
 	if (r != 0) {
@@ -684,6 +684,21 @@ cli_add(const struct cmd_globals *g, int argc, char **argv)
 		goto out;
 	}
 	if (o.sidecar) {
+		struct enrolled_list el = { 0 };
+		const struct enrolled *e;
+		bool from_records;
+
+		/* One proxy per workload: a ztunnel's workload first leaves it (cni del), or a later
+		 * del would take the rules from under the sidecar. */
+		if (enrolled_get(&x, &el, &from_records, &f) == 0 &&
+		    (e = enrolled_find(&el, w->h.name)) != NULL) {
+			fprintf(stderr, "amesh cni add: workload %s/%s is enrolled with the ztunnel "
+			    "(netns %s): amesh cni del --workload %s first\n", w->namespace, w->h.name,
+			    e->netns, w->h.name);
+			enrolled_free(&el);
+			goto out;
+		}
+		enrolled_free(&el);
 		if (sidecar_rules(&x, w, o.netns, true, &f) != 0) {
 			fprintf(stderr, "amesh cni add: %s\n", f.details);
 			goto out;

@@ -134,7 +134,7 @@ sidecar_setup(struct zt *z)
 	char err[256], why[256];
 	int r;
 
-	nft_rules_params_from_conf(&p, z->pc);
+	nft_rules_params_for_sidecar(&p, z->pc);
 	r = nft_rules_install(-1, "this namespace", &p, err, sizeof(err));
 	if (r != 0) {
 		log_error("sidecar: cannot install the interception rules: %s", err);

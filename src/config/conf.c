@@ -234,9 +234,15 @@ finish(struct conf_ctx *x)
 	if (c->waypoint.buffer_size < BUFFER_MIN || c->waypoint.buffer_size > BUFFER_MAX)
 		diag_add(x->d, x->file, conf_line(c, "waypoint", "buffer_size"),
 		    "[waypoint] buffer_size: must be between 16k and 16M");
-	if (c->has_section[section_index("sidecar")] && c->sidecar.workload == NULL)
-		diag_add(x->d, x->file, x->section_line[section_index("sidecar")],
-		    "[sidecar] workload is required");
+	/* Both roles dial their peers' HBONE on their own hbone_port: one port for the mesh, so
+	 * [sidecar] takes [ztunnel]'s unless set, and may not set another. */
+	if (conf_line(c, "sidecar", "hbone_port") <= 0)
+		c->sidecar.proxy.hbone_port = c->ztunnel.proxy.hbone_port;
+	else if (c->ztunnel.proxy.hbone_port != c->sidecar.proxy.hbone_port)
+		diag_add(x->d, x->file, conf_line(c, "sidecar", "hbone_port"),
+		    "[ztunnel] hbone_port %u and [sidecar] hbone_port %u differ: ztunnels and "
+		    "sidecars reach each other on one HBONE port", c->ztunnel.proxy.hbone_port,
+		    c->sidecar.proxy.hbone_port);
 }
 
 int

@@ -17,6 +17,10 @@
 struct h2d;
 struct mirror;
 
+/* A kept upstream tunnel is closed after this long without a request. */
+#define WP_UP_IDLE_MS 4000
+/* A mirrored copy still open this long after it started is reset. */
+#define WP_MIRROR_TIMEOUT_MS 10000
 /* Mirrored requests in flight at once; more are not mirrored (mirrors_dropped). */
 #define WP_MAX_MIRRORS 1024
 
@@ -88,6 +92,7 @@ struct tun {
 	const struct reg_workload *up_ep;
 	uint16_t up_target;
 	bool up_idle, reused, resp_keep_alive;
+	bool up_answered; /* a byte came back on this attempt's tunnel */
 	bool bp_paused; /* the request parser waits for upstream to take what it was given */
 	bool down_chunked, up_chunked;
 	char *rewritten; /* request target after rewrite.path_prefix */

@@ -324,6 +324,15 @@ drop_up(struct tun *t, bool reset)
 	t->resp_p = NULL;
 }
 
+static void
+on_up_idle(uv_timer_t *h)
+{
+	struct tun *t = h->data;
+
+	if (t->up_idle)
+		drop_up(t, false);
+}
+
 /* The request is answered: account for it and go on with the next one, or close. */
 static void
 request_done(struct tun *t)
@@ -332,9 +341,13 @@ request_done(struct tun *t)
 	mirror_detach(t, t->req_body_done);
 	finish_request_telemetry(t);
 	if (t->up != NULL && t->resp_p != NULL && h1_paused(t->resp_p) && t->status >= 200 &&
-	    t->resp_keep_alive && t->req_body_done && t->to_up.len == 0 && !t->close_after)
-		t->up_idle = true; /* a whole exchange, both sides willing: kept for the next one */
-	else
+	    t->resp_keep_alive && t->req_body_done && t->to_up.len == 0 && !t->close_after) {
+		/* A whole exchange, both sides willing: kept for the next request, for WP_UP_IDLE_MS
+		 * at most (under the usual keep-alive timeouts of servers, so that we close first). */
+		t->up_idle = true;
+		if (t->timers_open == 2)
+			uv_timer_start(&t->wait, on_up_idle, WP_UP_IDLE_MS, 0);
+	} else
 		drop_up(t, !t->resp_started || t->status == 0);
 	free(t->rewritten);
 	t->rewritten = NULL;
@@ -394,7 +407,11 @@ retry_if_allowed(struct tun *t, enum route_outcome o, int status)
 static bool
 retry_stale(struct tun *t)
 {
-	if (!t->reused || t->resp_started || t->req_has_body)
+	const char *m = t->req ? t->req->method : "";
+
+	/* Only when no byte came back on it, and only what may be sent twice (RFC 9110 9.2.1). */
+	if (!t->reused || t->up_answered || t->resp_started || t->req_has_body ||
+	    (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0 && strcmp(m, "OPTIONS") != 0))
 		return false;
 	t->reused = false;
 	drop_up(t, true);
@@ -545,11 +562,12 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 		return;
 	}
 	t->up_unconsumed += len;
-	if (!t->in_request || t->resp_p == NULL) {
-		/* Bytes from a kept tunnel between requests: the application broke HTTP. */
+	if (t->up_idle || !t->in_request || t->resp_p == NULL) {
+		/* Bytes on a kept tunnel before a request went on it: the application broke HTTP. */
 		drop_up(t, true);
 		return;
 	}
+	t->up_answered = true;
 	r = h1_feed(t->resp_p, data, len, &used);
 	if (r != 0) {
 		if (t->up == NULL || t->resp_p == NULL)
@@ -582,7 +600,7 @@ up_on_eof(struct hbone_stream *s)
 		flush_down(t);
 		return;
 	}
-	if (!t->in_request) {
+	if (t->up_idle || !t->in_request) {
 		drop_up(t, false); /* the application closed a kept connection */
 		return;
 	}
@@ -619,8 +637,17 @@ up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 {
 	struct tun *t = hbone_stream_user(s);
 
+	if (t->up_idle) {
+		/* A kept tunnel went away between requests: its parser goes with it. */
+		t->up = NULL;
+		t->up_idle = false;
+		t->up_unconsumed = 0;
+		h1_parser_free(t->resp_dead);
+		t->resp_dead = t->resp_p;
+		t->resp_p = NULL;
+		return;
+	}
 	t->up = NULL;
-	t->up_idle = false;
 	t->up_unconsumed = 0;
 	if (t->mode == MODE_L4) {
 		if (reset)
@@ -800,12 +827,15 @@ start_upstream(struct tun *t)
 		if (t->mode == MODE_HTTP && t->up_ep == t->ep && t->up_target == t->target) {
 			t->up_idle = false;
 			t->reused = true;
+			t->up_answered = false;
 			t->wp->st.upstream_reused++;
 			per_try_start(t);
 			send_request_head(t);
 			return;
 		}
 		drop_up(t, false);
+	} else if (t->up != NULL) {
+		drop_up(t, true); /* never two tunnels for one request */
 	}
 	t->reused = false;
 	t->up_ep = t->ep;
@@ -846,6 +876,7 @@ struct mirror {
 	struct tun *t; /* while the request's body is being copied */
 	struct hbone_stream *s;
 	struct obuf out;
+	uv_timer_t timer; /* WP_MIRROR_TIMEOUT_MS: a copy never lingers */
 	bool up, done, chunked;
 };
 
@@ -869,7 +900,8 @@ mirror_flush(struct mirror *m)
 	if (m->s == NULL || !m->up)
 		return;
 	wp_obuf_flush(&m->out, m->s);
-	if (m->done && m->out.len == 0)
+	/* The write may have closed the stream (m_on_close): then m->s is NULL. */
+	if (m->s != NULL && m->done && m->out.len == 0)
 		hbone_stream_shutdown(m->s);
 }
 
@@ -916,15 +948,36 @@ m_on_response(struct hbone_stream *s, int status)
 }
 
 static void
+m_timer_closed(uv_handle_t *h)
+{
+	struct mirror *m = h->data;
+
+	free(m->out.p);
+	free(m);
+}
+
+static void
+m_on_timeout(uv_timer_t *h)
+{
+	struct mirror *m = h->data;
+
+	if (m->s != NULL)
+		hbone_stream_reset(m->s, 0x8);
+}
+
+/* The tunnel is gone: m goes once its timer is closed, on the loop, so that a caller still
+ * inside a write to it (this may run from there) is not left with freed memory. */
+static void
 m_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 {
 	struct mirror *m = hbone_stream_user(s);
 
 	if (m->t != NULL)
 		m->t->mirror = NULL; /* gone before the body was all copied */
+	m->t = NULL;
+	m->s = NULL;
 	m->wp->mirrors_open--;
-	free(m->out.p);
-	free(m);
+	uv_close((uv_handle_t *)&m->timer, m_timer_closed);
 }
 
 static const struct hbone_stream_cb mirror_cb = {
@@ -955,7 +1008,9 @@ mirror_start(struct tun *t)
 {
 	struct waypoint *wp = t->wp;
 	const struct reg_service *ms = t->rt->mirror_p;
-	const struct reg_workload *ep = wp_pick_endpoint(t, ms);
+	/* A random endpoint: the round robin of the requests themselves stays undisturbed. */
+	const struct reg_workload *ep = ms->n_endpoints ?
+	    ms->endpoints[wp_rnd() % ms->n_endpoints] : NULL;
 	uint16_t target = ms->ports.n ? ms->ports.v[0].target : t->port;
 	char host[320];
 	struct h1_field set[1];
@@ -992,6 +1047,9 @@ mirror_start(struct tun *t)
 	}
 	wp->mirrors_open++;
 	wp->st.mirrors++;
+	uv_timer_init(wp->loop, &m->timer);
+	m->timer.data = m;
+	uv_timer_start(&m->timer, m_on_timeout, WP_MIRROR_TIMEOUT_MS, 0);
 	t->mirror = m;
 	m->t = t;
 	if (!t->req_has_body)
@@ -1122,6 +1180,7 @@ req_head(void *arg, const struct h1_head *h)
 	t->status = 0;
 	t->flags = NULL;
 	t->attempt = 1;
+	t->reused = false;
 	t->resp_started = false;
 	t->req_has_body = h->framing == H1_FRAMING_LENGTH || h->framing == H1_FRAMING_CHUNKED;
 	t->req_body_done = !t->req_has_body;

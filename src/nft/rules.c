@@ -77,6 +77,34 @@ nft_rules_params_from_conf(struct nft_rules_params *p, const struct conf_proxy *
 	p->hbone_port = px->hbone_port;
 	p->dns_port = px->dns_port;
 	p->dns_capture = px->dns_capture;
+	p->n_pass_inbound = 0;
+}
+
+static bool
+is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	return ss->ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
+static uint16_t
+port_of(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port :
+	    ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+void
+nft_rules_params_for_sidecar(struct nft_rules_params *p, const struct conf_proxy *px)
+{
+	const struct sockaddr_storage *a[2] = { &px->metrics_address, &px->readiness_address };
+
+	nft_rules_params_from_conf(p, px);
+	for (int i = 0; i < 2; i++)
+		if (!is_loopback(a[i]) && port_of(a[i]) != 0)
+			p->pass_inbound[p->n_pass_inbound++] = port_of(a[i]);
 }
 
 /* --- entering the namespace --------------------------------------------------------------- */
@@ -686,6 +714,8 @@ ruleset_build(struct ruleset *rs, const struct nft_rules_params *p)
 		m_l4proto(r, IPPROTO_TCP);
 		m_not_loopback(r, (enum fam)f);
 		m_dport(r, NFT_CMP_NEQ, p->hbone_port);
+		for (size_t i = 0; i < p->n_pass_inbound; i++)
+			m_dport(r, NFT_CMP_NEQ, p->pass_inbound[i]);
 		m_mark(r, NFT_CMP_NEQ, AMESH_MARK);
 		v_redirect(r, p->inbound_plaintext_port);
 	}

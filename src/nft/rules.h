@@ -41,9 +41,16 @@ struct nft_rules_params {
 	uint16_t hbone_port;             /* left alone on the way in (15008) */
 	uint16_t dns_port;               /* UDP/TCP port 53 -> here when dns_capture (15053) */
 	bool dns_capture;
+	/* Also left alone on the way in: a sidecar's own metrics and readiness ports, which live
+	 * in the workload's namespace (none for a ztunnel, whose endpoints are on the host). */
+	uint16_t pass_inbound[2];
+	size_t n_pass_inbound;
 };
 
 void nft_rules_params_from_conf(struct nft_rules_params *p, const struct conf_proxy *px);
+/* The same for a sidecar: [sidecar]'s ports, and its metrics and readiness ports passed when they
+ * listen beyond loopback (so that scrapes and probes from outside reach them). */
+void nft_rules_params_for_sidecar(struct nft_rules_params *p, const struct conf_proxy *px);
 
 /*
  * Installs the table and the policy routing in the namespace of netns_fd. The table is deleted (if

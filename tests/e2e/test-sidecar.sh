@@ -19,7 +19,7 @@ for t in nft tcpdump setpriv capsh; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 17
+plan 18
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -138,10 +138,14 @@ check "L4 policy at the receiving sidecar: echo-a refused, client-a admitted" \
 rm -f "$LAB_REGISTRY/50-policy.conf"
 sleep 1.5
 
-# Strict mTLS: a plaintext client (host B itself, outside the mesh) cannot reach echo-b.
+# Strict mTLS: a plaintext client (host B itself, outside the mesh) cannot reach echo-b; it can
+# scrape the sidecar's metrics (their port is left out of the capture).
+run lab_exec hb $PY -c 'import urllib.request,sys
+print(urllib.request.urlopen("http://%s:15020/metrics" % sys.argv[1],timeout=3).status)' "$LAB_B1"
+scrape=$OUT
 run lab_exec hb $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8080 --msg plain --timeout 3
-check "plaintext from outside the mesh is refused by the sidecar (strict)" \
-	'! echo "$OUT" | grep -q "msg plain"'
+check "plaintext from outside the mesh is refused by the sidecar (strict); metrics scrape ($scrape)" \
+	'! echo "$OUT" | grep -q "msg plain" && [ "$scrape" = 200 ]'
 
 # Killed, the sidecar leaves its rules: nothing reaches echo-b in the clear, nothing leaves it.
 eval "kill -KILL \$PID_sc_b1"
@@ -153,6 +157,10 @@ check "with the sidecar killed there is no plaintext path in or out of echo-b" \
 	'! echo "$in_after" | grep -q "msg hello" && ! echo "$OUT" | grep -q "msg out" &&
 	 lab_exec b1 nft list table inet amesh >/dev/null 2>&1'
 
+run lab_exec hb "$AMESH" -c "$LAB_CONF_B" cni add --mode sidecar --netns "$(lab_ns_path b2)" \
+	--workload other-b
+check "cni add --mode sidecar refuses a workload the ztunnel serves" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "is enrolled with the ztunnel"'
 run lab_exec hb "$AMESH" -c "$LAB_CONF_B" cni del --mode sidecar --netns "$(lab_ns_path b1)"
 check "cni del --mode sidecar removes the namespace's rules" \
 	'[ "$RC" -eq 0 ] && ! lab_exec b1 nft list table inet amesh >/dev/null 2>&1'

@@ -212,8 +212,9 @@ static const struct {
 	    "t.conf:2: missing key name before '='" },
 	{ "[cni]\non_unknown = ignore",
 	    "t.conf:2: [cni] on_unknown: 'ignore': expected one of fail, skip" },
-	{ "[sidecar]\nhbone_port = 15008",
-	    "t.conf:1: [sidecar] workload is required" },
+	{ "[sidecar]\nhbone_port = 15009",
+	    "t.conf:2: [ztunnel] hbone_port 15008 and [sidecar] hbone_port 15009 differ: ztunnels "
+	    "and sidecars reach each other on one HBONE port" },
 	{ "[waypoint]\nhbone_address = 0.0.0.0:99999",
 	    "t.conf:2: [waypoint] hbone_address: '0.0.0.0:99999': port out of range 1-65535" },
 	{ "[mesh]\nnode = a ; comment\nlevel = x",

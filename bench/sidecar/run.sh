@@ -1,0 +1,164 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# shellcheck disable=SC2034,SC2154 # variables read through ${!name}, set through printf -v
+#
+# Sidecar benchmark (bench/README; issue 6). One run on the two-host lab of tests/e2e/lab.sh:
+#   direct   echo-a -> other-b before either has a proxy (first phase, for the baseline);
+#   ztunnel  client-a -> echo-b, both enrolled with their host's ztunnel (the ambient path);
+#   sidecar  echo-a -> other-b, each with its own `amesh sidecar` in its namespace.
+# The ztunnel and sidecar paths cross the same links and run in interleaved rounds of HTTP/1.1
+# GETs with 1 KB answers at a fixed rate (bench/loadgen, default 1000/s over 4 connections).
+# Reported: median p50/p90/p99 and the latency added over direct; vCPU per 1000 req/s and peak
+# RSS of each proxy; maximum req/s (wrk) with requests per proxy CPU-second. Goal of issue 6:
+# <= 0.08 vCPU and <= 6 MB per sidecar per 1000 req/s. Bounded (watchdog 200 s).
+#
+# usage: run.sh [-B BUILDDIR] [-o FILE|-] [-r RATE] [-c CONNS] [-R ROUNDS] [-d SECS] [-w SECS]
+#               [-t SECS]
+#   -B  the build tree with amesh and bench/loadgen (default: $BUILDDIR, else the source tree)
+#   -o  where to write the results (default: bench/sidecar/RESULTS.md in the source tree)
+#   -r, -c, -R, -d, -w  as bench/l7/run.sh; -t seconds per wrk run (default 5)
+set -u
+export LC_ALL=C
+
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${BUILDDIR:-$SRC}
+OUTFILE=$SRC/bench/sidecar/RESULTS.md
+RATE=1000 CONNS=4 ROUNDS=5 DUR=4 WARM=1 WDUR=5
+LIMIT=200
+CMDLINE="bench/sidecar/run.sh $*"
+while getopts "B:o:r:c:R:d:w:t:h" opt; do
+	case $opt in
+	B) BUILD=$OPTARG ;;
+	o) OUTFILE=$OPTARG ;;
+	r) RATE=$OPTARG ;;
+	c) CONNS=$OPTARG ;;
+	R) ROUNDS=$OPTARG ;;
+	d) DUR=$OPTARG ;;
+	w) WARM=$OPTARG ;;
+	t) WDUR=$OPTARG ;;
+	*) sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+	esac
+done
+BUILD=$(cd "$BUILD" && pwd) || exit 2
+AMESH=$BUILD/amesh
+SRC_LOADGEN=$BUILD/bench/loadgen
+PORT=8080
+NAME=sidecar-bench
+for f in "$AMESH" "$SRC_LOADGEN"; do
+	[ -x "$f" ] || { echo "$NAME: $f is not built (make amesh bench/loadgen)" >&2; exit 1; }
+done
+# shellcheck source=/dev/null
+. "$SRC/bench/lib.sh"
+for c in wrk nft; do command -v "$c" >/dev/null || die "$c is not installed"; done
+
+log "lab: two hosts, identities from amesh ca"
+lab_up "$TMP/lab" >/dev/null || die "lab_up failed"
+lab_certs >/dev/null || die "lab_certs failed"
+# Access logs off: the bench measures the data path, not the log.
+sed -i 's/^\[mesh\]$/[log]\naccess_log = off\n[mesh]/' "$LAB_CONF_A" "$LAB_CONF_B"
+for ns in b1 b2; do
+	bg "http_$ns" "$ns" "$SRC_LOADGEN" --serve "0.0.0.0:$PORT" --size 1024
+	wait_port "$ns" "$PORT" "http_$ns"
+done
+URL_direct="http://$LAB_B2:$PORT/" NS_direct=a2 PROXY_direct=""
+URL_ztunnel="http://$LAB_B1:$PORT/" NS_ztunnel=a1
+URL_sidecar="http://$LAB_B2:$PORT/" NS_sidecar=a2
+
+log "direct: $ROUNDS runs of echo-a -> other-b before any proxy"
+for r in $(seq "$ROUNDS"); do fixed direct "$r"; done
+
+log "proxies: ztunnels for client-a and echo-b, sidecars for echo-a and other-b"
+bg zt_a ha "$AMESH" ztunnel -c "$LAB_CONF_A"
+bg zt_b hb "$AMESH" ztunnel -c "$LAB_CONF_B"
+bg sc_a a2 "$AMESH" -c "$LAB_CONF_A" sidecar --workload echo-a
+bg sc_b b2 "$AMESH" -c "$LAB_CONF_B" sidecar --workload other-b
+wait_ready ha 15021 zt_a
+wait_ready hb 15021 zt_b
+wait_ready a2 15021 sc_a
+wait_ready b2 15021 sc_b
+lab_exec ha "$AMESH" -c "$LAB_CONF_A" cni add --netns "$(lab_ns_path a1)" --workload client-a \
+	>/dev/null 2>&1 || die "enrolling client-a failed"
+lab_exec hb "$AMESH" -c "$LAB_CONF_B" cni add --netns "$(lab_ns_path b1)" --workload echo-b \
+	>/dev/null 2>&1 || die "enrolling echo-b failed"
+PROXY_ztunnel="$PID_zt_a $PID_zt_b" PROXY_sidecar="$PID_sc_a $PID_sc_b"
+# Both paths must really go through their proxies: the destination proxy's metrics move.
+opened() { lab_exec "$1" /usr/bin/python3 -c 'import urllib.request
+t = urllib.request.urlopen("http://127.0.0.1:15020/metrics", timeout=2).read().decode()
+print(int(sum(float(l.rsplit(" ", 1)[1]) for l in t.splitlines()
+              if l.startswith("istio_tcp_connections_opened_total{") and "reporter=\"destination\"" in l)))'; }
+o_zt=$(opened hb) o_sc=$(opened b2)
+
+log "fixed rate: $RATE req/s over $CONNS connections; $ROUNDS rounds of ztunnel and sidecar"
+BASE_SA=$(status_kb "$PID_sc_a" VmRSS) BASE_SB=$(status_kb "$PID_sc_b" VmRSS)
+for p in $PROXY_ztunnel $PROXY_sidecar; do echo 5 >"/proc/$p/clear_refs"; done
+for r in $(seq "$ROUNDS"); do
+	if [ $((r % 2)) = 1 ]; then fixed ztunnel "$r"; fixed sidecar "$r"
+	else fixed sidecar "$r"; fixed ztunnel "$r"; fi
+done
+[ "$(opened hb)" -gt "$o_zt" ] && [ "$(opened b2)" -gt "$o_sc" ] ||
+	die "a path missed its proxies (destination metrics did not move)"
+HWM_ZA=$(status_kb "$PID_zt_a" VmHWM) HWM_ZB=$(status_kb "$PID_zt_b" VmHWM)
+HWM_SA=$(status_kb "$PID_sc_a" VmHWM) HWM_SB=$(status_kb "$PID_sc_b" VmHWM)
+PATHS=(direct ztunnel sidecar)
+for path in "${PATHS[@]}"; do
+	for q in p50 p90 p99; do printf -v "M_${path}_$q" %s "$(median "$path" "$q")"; done
+done
+for path in ztunnel sidecar; do
+	for q in p50 p90 p99; do
+		m=M_${path}_$q d=M_direct_$q
+		printf -v "ADD_${path}_$q" %s "$(calc "${!m} - ${!d}" 3)"
+	done
+done
+V_ZA=$(vcpu "${CPUT[ztunnel.1]}" "$ROUNDS") V_ZB=$(vcpu "${CPUT[ztunnel.2]}" "$ROUNDS")
+V_SA=$(vcpu "${CPUT[sidecar.1]}" "$ROUNDS") V_SB=$(vcpu "${CPUT[sidecar.2]}" "$ROUNDS")
+
+log "maximum rate: wrk -t1 -c32 -d${WDUR}s through each proxied path"
+for path in ztunnel sidecar; do maxrate "$path"; done
+PC_ZT=$(calc "${RPS[ztunnel]} * $WDUR / (${WCPU[ztunnel.1]} + ${WCPU[ztunnel.2]})" 0)
+PC_SC=$(calc "${RPS[sidecar]} * $WDUR / (${WCPU[sidecar.1]} + ${WCPU[sidecar.2]})" 0)
+
+G_CPU=$(verdict "$V_SA <= 0.08 && $V_SB <= 0.08")
+G_MEM=$(verdict "$HWM_SA <= 6144 && $HWM_SB <= 6144")
+row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
+TABLE=$(
+	row "" "direct (first phase)" "ztunnel pair (ambient)" "sidecar pair" "goal: verdict"
+	row "---" "---" "---" "---" "---"
+	row "latency p50 / p90 / p99 at $RATE req/s, ms (median of $ROUNDS runs)" \
+		"$M_direct_p50 / $M_direct_p90 / $M_direct_p99" \
+		"$M_ztunnel_p50 / $M_ztunnel_p90 / $M_ztunnel_p99" \
+		"$M_sidecar_p50 / $M_sidecar_p90 / $M_sidecar_p99" ""
+	row "**added** over direct, p50 / p90 / p99, ms" "-" \
+		"$ADD_ztunnel_p50 / $ADD_ztunnel_p90 / $ADD_ztunnel_p99" \
+		"**$ADD_sidecar_p50 / $ADD_sidecar_p90 / $ADD_sidecar_p99**" ""
+	row "**vCPU per 1000 req/s**, each proxy" "-" "$V_ZA + $V_ZB" "**$V_SA + $V_SB**" \
+		"<= 0.08 per sidecar: **$G_CPU**"
+	row "**peak RSS**, each proxy, MiB" "-" "$(mib "$HWM_ZA") + $(mib "$HWM_ZB")" \
+		"**$(mib "$HWM_SA") + $(mib "$HWM_SB")** (idle: $(mib "$BASE_SA") + $(mib "$BASE_SB"))" \
+		"<= 6 MB per sidecar: **$G_MEM**"
+	row "maximum req/s (wrk -t1 -c32), requests per proxy CPU-second" "-" \
+		"${RPS[ztunnel]}, $PC_ZT" "${RPS[sidecar]}, $PC_SC" ""
+)
+echo
+echo "$TABLE"
+if [ "$OUTFILE" != - ]; then
+	mkdir -p "$(dirname "$OUTFILE")" || die "cannot create $(dirname "$OUTFILE")"
+	{
+		echo "Sidecar benchmark results"
+		echo "========================="
+		echo
+		echo "Written by bench/sidecar/run.sh; see bench/README for what each number means."
+		echo
+		echo "- command: \`$CMDLINE\` (build tree $BUILD)"
+		echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), run took $(($(date +%s) - T_START)) s"
+		echo "- machine: $(nproc) CPUs, $(uname -sr)"
+		echo "- load: \`bench/loadgen --rate $RATE --connections $CONNS --warmup $WARM --duration $DUR\`;" \
+			"1024-byte answers from \`loadgen --serve\`; access logs off"
+		echo
+		echo "$TABLE"
+		echo
+		echo "Goal of issue 6: <= 0.08 vCPU and <= 6 MB per sidecar per 1000 req/s (Envoy sidecar:" \
+			"0.20 vCPU, 60 MB). A sidecar is the ztunnel's L4 proxy serving one workload, so the" \
+			"two pairs should cost about the same; the sidecar has no L7 in this version."
+	} >"$OUTFILE.tmp" && mv "$OUTFILE.tmp" "$OUTFILE"
+	log "written to $OUTFILE"
+fi
