@@ -31,6 +31,7 @@
 #include "telemetry/accesslog.h"
 #include "telemetry/metrics.h"
 #include "tls/cert.h"
+#include "tls/rng.h"
 
 #define H2_STREAM_WINDOW (64u * 1024)
 #define H2_CONN_WINDOW (1u * 1024 * 1024)
@@ -911,7 +912,7 @@ request_head(struct h2r *r)
 	if (tp != NULL)
 		snprintf(r->traceparent, sizeof(r->traceparent), "%s", tp);
 	else
-		wp_new_traceparent(r->traceparent, sizeof(r->traceparent));
+		rng_traceparent(r->traceparent, sizeof(r->traceparent));
 	if (r->too_big) {
 		local_reply(r, 431, "request header fields too large", "-");
 		return;

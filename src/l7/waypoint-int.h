@@ -116,8 +116,6 @@ uint32_t wp_rnd(void);
 const struct reg_workload *wp_pick_endpoint(struct tun *t, const struct reg_service *svc);
 /* spiffe://TD/ns/NS/sa/SA of wl, or "unknown". */
 void wp_principal(const struct tun *t, const struct reg_workload *wl, char *buf, size_t len);
-/* A new trace context "00-TRACE-SPAN-01" into buf (64 bytes). */
-void wp_new_traceparent(char *buf, size_t len);
 /* Opens an HBONE tunnel, as the waypoint, to ep's ztunnel for port target. -ENOENT when ep has
  * no address; else hbone_pool_open's result. */
 int wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,

@@ -803,18 +803,6 @@ wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
 	return hbone_pool_open(wp->pool, &o, cb, user, out);
 }
 
-void
-wp_new_traceparent(char *buf, size_t len)
-{
-	uint8_t r[24];
-	char hex[49];
-
-	rng_fill(rng_ctx(), r, sizeof(r));
-	for (size_t i = 0; i < sizeof(r); i++)
-		snprintf(hex + 2 * i, 3, "%02x", r[i]);
-	snprintf(buf, len, "00-%.32s-%.16s-01", hex, hex + 32);
-}
-
 /* Opens (or re-opens, for a retry) the upstream tunnel of the request in flight. */
 static void
 start_upstream(struct tun *t)
@@ -1201,7 +1189,7 @@ req_head(void *arg, const struct h1_head *h)
 		if (tp != NULL)
 			snprintf(t->traceparent, sizeof(t->traceparent), "%s", tp);
 		else
-			wp_new_traceparent(t->traceparent, sizeof(t->traceparent));
+			rng_traceparent(t->traceparent, sizeof(t->traceparent));
 	}
 	rq.method = h->method;
 	rq.path = path;

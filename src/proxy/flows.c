@@ -444,19 +444,6 @@ fmt_hostport(char *buf, size_t len, const struct ip_addr *ip, uint16_t port)
 	    port);
 }
 
-/* A W3C traceparent for a new trace: version 00, random trace and span ids, sampled. */
-static void
-make_traceparent(char *buf, size_t len)
-{
-	uint8_t r[24];
-	char hex[49];
-
-	rng_fill(rng_ctx(), r, sizeof(r));
-	for (size_t i = 0; i < sizeof(r); i++)
-		snprintf(hex + 2 * i, 3, "%02x", r[i]);
-	snprintf(buf, len, "00-%.32s-%.16s-01", hex, hex + 32);
-}
-
 void
 proxy_on_outbound(uv_stream_t *l, int status)
 {
@@ -556,7 +543,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 	snprintf(bag, sizeof(bag), "k8s.namespace.name=%s,k8s.workload.name=%s%s%s", w->ns,
 	    w->name, f->dst_svc ? ",amesh.destination.service=" : "",
 	    f->dst_svc ? f->dst_svc->hostname : "");
-	make_traceparent(tp, sizeof(tp));
+	rng_traceparent(tp, sizeof(tp));
 	memset(&o, 0, sizeof(o));
 	o.src = id;
 	o.dst_id = f->dst_principal;

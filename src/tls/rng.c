@@ -5,6 +5,8 @@
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "core/log.h"
 #include "tls/rng.h"
@@ -37,4 +39,16 @@ int
 rng_fill(void *ctx, unsigned char *out, size_t len)
 {
 	return mbedtls_ctr_drbg_random(ctx, out, len);
+}
+
+void
+rng_traceparent(char *buf, size_t len)
+{
+	uint8_t r[24];
+	char hex[49];
+
+	rng_fill(rng_ctx(), r, sizeof(r));
+	for (size_t i = 0; i < sizeof(r); i++)
+		snprintf(hex + 2 * i, 3, "%02x", r[i]);
+	snprintf(buf, len, "00-%.32s-%.16s-01", hex, hex + 32);
 }

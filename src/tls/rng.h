@@ -9,5 +9,8 @@
 void *rng_ctx(void);
 /* mbedTLS-style f_rng callback for rng_ctx(). */
 int rng_fill(void *ctx, unsigned char *out, size_t len);
+/* A W3C traceparent for a new trace into buf (56 bytes and the NUL): version 00, random trace and
+ * span ids, sampled. For the proxies that start traces (ztunnel flows, the waypoint). */
+void rng_traceparent(char *buf, size_t len);
 
 #endif
