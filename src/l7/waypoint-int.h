@@ -17,6 +17,8 @@
 struct h2d;
 struct mirror;
 
+/* Request bodies up to this size are kept for retries; larger ones are not retried. */
+#define WP_REPLAY_MAX (64u * 1024)
 /* A kept upstream tunnel is closed after this long without a request. */
 #define WP_UP_IDLE_MS 4000
 /* A mirrored copy still open this long after it started is reset. */
@@ -93,6 +95,10 @@ struct tun {
 	uint16_t up_target;
 	bool up_idle, reused, resp_keep_alive;
 	bool up_answered; /* a byte came back on this attempt's tunnel */
+	/* The request body as sent so far, kept for a retry while it fits WP_REPLAY_MAX. */
+	uint8_t *replay;
+	size_t replay_len;
+	bool replay_ok, body_started;
 	bool bp_paused; /* the request parser waits for upstream to take what it was given */
 	bool down_chunked, up_chunked;
 	char *rewritten; /* request target after rewrite.path_prefix */

@@ -351,6 +351,9 @@ request_done(struct tun *t)
 		drop_up(t, !t->resp_started || t->status == 0);
 	free(t->rewritten);
 	t->rewritten = NULL;
+	free(t->replay);
+	t->replay = NULL;
+	t->replay_len = 0;
 	t->in_request = false;
 	t->rt = NULL;
 	t->ep = NULL;
@@ -389,7 +392,10 @@ retry_if_allowed(struct tun *t, enum route_outcome o, int status)
 {
 	uint64_t wait;
 
-	if (t->rt == NULL || t->resp_started || t->req_has_body ||
+	/* A body is sent again from the copy kept of it: all of it (the request has ended), or none
+	 * yet (the parser still holds it) - never from the middle of a stream. */
+	if (t->rt == NULL || t->resp_started ||
+	    (t->req_has_body && !(t->replay_ok && (t->req_body_done || !t->body_started))) ||
 	    !route_should_retry(t->rt, t->attempt, o, status))
 		return false;
 	wait = route_backoff_ms(t->rt, t->attempt, wp_rnd());
@@ -746,6 +752,22 @@ send_request_head(struct tun *t)
 		return;
 	}
 	h1_expect_response_to(t->resp_p, t->req->method);
+	if (t->attempt > 1 && t->replay_len > 0) {
+		/* A retry: the body sent before goes again from its copy. */
+		struct h1_writer w = { w_up, t };
+
+		if ((t->up_chunked ? h1_write_chunk(&w, t->replay, t->replay_len) :
+		    w_up(t, t->replay, t->replay_len)) != 0) {
+			drop_up(t, true);
+			reply_and_finish(t, 500, "cannot forward the request", NULL, "UPE");
+			return;
+		}
+	}
+	if (t->attempt > 1 && t->req_body_done && t->req_has_body && t->up_chunked) {
+		struct h1_writer w = { w_up, t };
+
+		h1_write_last_chunk(&w, NULL, 0);
+	}
 	flush_up(t);
 	/* Now the body may flow: resume the request parser. */
 	if (!t->req_body_done) {
@@ -1172,6 +1194,9 @@ req_head(void *arg, const struct h1_head *h)
 	t->resp_started = false;
 	t->req_has_body = h->framing == H1_FRAMING_LENGTH || h->framing == H1_FRAMING_CHUNKED;
 	t->req_body_done = !t->req_has_body;
+	t->body_started = false;
+	t->replay_len = 0;
+	t->replay_ok = !(h->framing == H1_FRAMING_LENGTH && h->content_length > WP_REPLAY_MAX);
 	t->close_after = false;
 	if (h->path_len >= sizeof(path) || h->target_len >= sizeof(query)) {
 		/* Routing and policy must see the whole path: a cut one could dodge a suffix rule. */
@@ -1255,6 +1280,19 @@ req_body(void *arg, const uint8_t *data, size_t len)
 	int r;
 
 	t->req_bytes += len;
+	t->body_started = true;
+	if (t->replay_ok && t->rt != NULL && t->rt->retries > 0) {
+		uint8_t *n = NULL;
+
+		if (t->replay_len + len <= WP_REPLAY_MAX &&
+		    (n = realloc(t->replay, t->replay_len + len)) != NULL) {
+			memcpy(n + t->replay_len, data, len);
+			t->replay = n;
+			t->replay_len += len;
+		} else {
+			t->replay_ok = false; /* too large to keep: this request is not retried */
+		}
+	}
 	mirror_body(t, data, len, false);
 	if (t->up == NULL)
 		return 0; /* answered locally: the body is dropped (and the tunnel closes after) */
@@ -1548,6 +1586,7 @@ wp_tun_maybe_free(struct tun *t)
 	free(t->to_down.p);
 	free(t->to_up.p);
 	free(t->rewritten);
+	free(t->replay);
 	free(t->peer_id);
 	free(t->forwarded);
 	free(t->baggage);

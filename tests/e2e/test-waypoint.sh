@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 36
+plan 37
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -182,6 +182,14 @@ check "100% abort answers the configured status 418" 'echo "$OUT" | grep -q "^41
 
 get flaky/one
 check "a backend failing its first try with 503 succeeds after retry" 'echo "$OUT" | grep -q "^200 echo-b 1$"'
+# With a body: sent again from the copy kept of it (up to 64 KiB); a larger one is not retried.
+get flaky/body --method POST --upload 5000
+small=$(echo "$OUT" | head -n 1)
+get flaky/big --method POST --upload 100000
+big=$(echo "$OUT" | head -n 1)
+tries=$(grep -c "^POST /flaky/body 10.96.0.10 5000$" "$TMP/requests-b1.log")
+check "a POST with a 5000-byte body is retried whole (both tries got it: $tries; $small); 100 KB is not ($big)" \
+	'[ "$small" = "200 echo-b 1" ] && [ "$tries" -eq 2 ] && [ "$big" = "503 echo-b 1" ]'
 
 # Anything that is neither HTTP/1.1 nor HTTP/2 (here bytes shaped like a TLS record) is relayed
 # at L4 to an endpoint: the app's own answer comes back (Python's server answers a line it cannot
