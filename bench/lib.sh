@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash disable=SC2034,SC2154
-# Helpers of the lab benchmarks (bench/l7/run.sh, bench/sidecar/run.sh), sourced after NAME
+# Helpers of the lab benchmarks (bench/l4, l7 and sidecar run.sh), sourced after NAME
 # (the log prefix), SRC, LIMIT (seconds), and the fixed-rate settings RATE CONNS DUR WARM and
 # WDUR (wrk seconds) are set. Starts the run: the lab library, a TMP directory, the EXIT trap
 # that stops everything started (the lab included) and a watchdog that ends the run after LIMIT.
@@ -65,13 +65,13 @@ bg() { # bg NAME NS CMD...: CMD in lab namespace NS, in the background; sets PID
 wait_port() { LAB_WAIT=10 lab_wait_port "$1" '*' "$2" 2>/dev/null ||
 	die "$3 is not listening on $2: $(tail -n 3 "$TMP/$3.err" 2>/dev/null)"; }
 wait_ready() { lab_wait_ready "$1" "$2" || die "$3 is not ready: $(tail -n 3 "$TMP/$3.err")"; }
-cpu_ticks() { # utime + stime of a process, all its threads
+cpu_ticks() { # cpu_ticks PID [user]: utime + stime of a process (all its threads); utime alone
 	local s
 	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
 	s=${s##*) }
 	# shellcheck disable=SC2086
-	set -- $s
-	echo $((${12} + ${13}))
+	set -- "${2:-}" $s
+	[ "$1" = user ] && echo "${13}" || echo $((${13} + ${14}))
 }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", ($1) }"; }

@@ -98,13 +98,14 @@ ST_IPERF=15201
 STS_HTTP=18443 # stunnel server, host B's bridge address
 STS_IPERF=15443
 
-die() { echo "l4-bench: $*" >&2; exit 1; }
-log() { echo "l4-bench: $*" >&2; }
-
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, nftables)"
+NAME=l4-bench
+SRC_LOADGEN=$LOADGEN
 for f in "$AMESH" "$LOADGEN"; do
-	[ -x "$f" ] || die "$f is not built (make amesh bench/loadgen)"
+	[ -x "$f" ] || { echo "$NAME: $f is not built (make amesh bench/loadgen)" >&2; exit 1; }
 done
+# The run's lifetime (TMP, EXIT trap, watchdog), lab.sh, and the shared helpers.
+# shellcheck source=/dev/null
+. "$SRC/bench/lib.sh"
 for c in iperf3 stunnel4 openssl ip nft ss "$PY"; do
 	command -v "$c" >/dev/null || die "$c is not installed"
 done
@@ -115,73 +116,12 @@ ulimit -Hn $((NIDLE * 2 + 4096)) 2>/dev/null
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 [ "$(ulimit -n)" -ge $((NIDLE + 1000)) ] || die "open file limit $(ulimit -n) is too low for -n $NIDLE"
 
-SRCDIR=$SRC # lab.sh finds lab-peer.py through it
-# shellcheck source=/dev/null
-. "$SRC/tests/e2e/lab.sh"
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/amesh-l4-bench.XXXXXX") || die "mktemp failed"
-PIDS=()
-WATCHDOG=
-# ours PID: PID is a live child of this shell. Only those get signals: pids wrap around (pid_max
-# is 32768 here), and a pid we started and already reaped may belong to someone else by now.
-ours() {
-	local s
-	s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	s=${s##*) }
-	# shellcheck disable=SC2086
-	set -- $s
-	[ "$2" = "$$" ]
-}
-cleanup() {
-	local p
-	[ -n "$WATCHDOG" ] && ours "$WATCHDOG" && kill "$WATCHDOG" 2>/dev/null
-	for p in "${PIDS[@]}"; do
-		ours "$p" && kill "$p" 2>/dev/null
-	done
-	for p in "${PIDS[@]}"; do
-		wait "$p" 2>/dev/null
-	done
-	lab_down # whatever is still running inside the lab, then the namespaces
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-# Every step is bounded on its own; this is the backstop.
-watchdog() {
-	local s
-	trap 'kill $s 2>/dev/null; exit 0' TERM
-	sleep "$LIMIT" &
-	s=$!
-	wait $s && echo "l4-bench: over ${LIMIT}s: stopping" >&2 && kill -TERM $$
-}
-watchdog </dev/null >/dev/null &
-WATCHDOG=$!
-
-HZ=$(getconf CLK_TCK)
-T_START=$(date +%s)
-
-# --- helpers ---
-
-# bg NAME NS CMD...: runs CMD inside lab namespace NS in the background (ip netns exec execs it,
-# so the pid is CMD's own); stdout NAME.out, stderr NAME.err in $TMP; sets PID_NAME.
-bg() {
-	local name=$1 ns=$2
-	shift 2
-	# shellcheck disable=SC2046
-	$(lab_in "$ns") "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-	PIDS+=($!)
-	printf -v "PID_$name" %s $!
-}
+# --- helpers (the rest are in bench/lib.sh) ---
 
 stop() { # stop NAME: TERM, and wait for it
 	local pid=PID_$1
 	ours "${!pid}" && kill "${!pid}" 2>/dev/null
 	wait "${!pid}" 2>/dev/null
-}
-
-wait_port() { # wait_port NS PORT NAME
-	LAB_WAIT=10 lab_wait_port "$1" '*' "$2" 2>/dev/null ||
-		die "$3 is not listening on $2: $(tail -n 3 "$TMP/$3.err" 2>/dev/null)"
 }
 
 # wait_line FILE REGEX SECS: until a line matches; prints the last matching one.
@@ -194,20 +134,8 @@ wait_line() {
 	return 1
 }
 
-cpu_ticks() { # utime + stime of a process (all its threads); utime alone with "user"
-	local s
-	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-	s=${s##*) }
-	# shellcheck disable=SC2086
-	set -- "${2:-}" $s
-	[ "$1" = user ] && echo "${13}" || echo $((${13} + ${14}))
-}
-status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; } # status_kb PID VmRSS
 reset_hwm() { echo 5 >"/proc/$1/clear_refs"; }                         # VmHWM := VmRSS now
 sys_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat; }
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", ($1) }"; }
-verdict() { awk "BEGIN { exit !($1) }" && echo PASS || echo MISS; }
-mib() { calc "$1 / 1024" 1; }
 
 # --- the lab ---
 
