@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 37
+plan 38
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -100,6 +100,19 @@ match.path_prefix = /amesh.Echo/Slow
 backends = echo-a, echo-b
 timeout = 500ms
 
+[service "hole"]
+namespace = default
+vip = 10.96.0.16
+ports = 80:9092
+selector = version=a
+waypoint = wp
+
+[route "hole-ok"]
+namespace = default
+service = hole
+match.path_prefix = /ok
+backends = h2
+
 [route "grpc-canary"]
 namespace = default
 service = grpc
@@ -129,6 +142,8 @@ for ns in a2 b1; do
 	start "grpc_$ns" $(lab_in $ns) $PY "$GRPC" serve --name $who --port 9090 || exit 1
 	spawn "h2_$ns" $(lab_in $ns) nghttpd --no-tls -d "$TMP/www-$ns" 9091
 done
+# An h2c server that never reads (its windows stay spent), behind service "hole".
+start hole_a2 $(lab_in a2) $PY "$SRCDIR/tests/e2e/h2window.py" hole --port 9092 || exit 1
 spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
 spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
 spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
@@ -351,6 +366,12 @@ junk=$OUT
 grpc_call --count 3
 check "a cancelled call ($dl) and a garbage connection ($junk) do not disturb the next calls" \
 	'echo "$dl" | grep -q "^status DEADLINE_EXCEEDED" && [ "$junk" = closed ] && echo "$OUT" | grep -q "^echo-"'
+# 24 streams cancelled while their bodies wait in front of that server (24 x 64 KiB is past the
+# connection's 1 MiB window): what they held goes back to the client's window, so a request on
+# the same connection still gets its body through and an answer.
+run lab_exec a1 $PY "$SRCDIR/tests/e2e/h2window.py" cancel --addr 10.96.0.16 --streams 24
+check "24 cancelled streams with bodies in flight leave the connection's window whole ($OUT)" \
+	'echo "$OUT" | grep -q "^status [0-9]"'
 i=0
 active=-1
 while [ $i -lt 30 ]; do
