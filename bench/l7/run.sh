@@ -37,27 +37,13 @@ set -u
 export LC_ALL=C
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=${BUILDDIR:-$SRC}
+NAME=l7-bench
 OUTFILE=$SRC/bench/l7/RESULTS.md
-RATE=1000 CONNS=4 ROUNDS=5 DUR=4 WARM=1 WDUR=5
 LIMIT=240
 CMDLINE="bench/l7/run.sh $*"
-while getopts "B:o:r:c:R:d:w:t:h" opt; do
-	case $opt in
-	B) BUILD=$OPTARG ;;
-	o) OUTFILE=$OPTARG ;;
-	r) RATE=$OPTARG ;;
-	c) CONNS=$OPTARG ;;
-	R) ROUNDS=$OPTARG ;;
-	d) DUR=$OPTARG ;;
-	w) WARM=$OPTARG ;;
-	t) WDUR=$OPTARG ;;
-	*) sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
-	esac
-done
-BUILD=$(cd "$BUILD" && pwd) || exit 2
-AMESH=$BUILD/amesh
-LOADGEN=$BUILD/bench/loadgen
+# shellcheck source=/dev/null
+. "$SRC/bench/opts.sh" "$@"
+LOADGEN=$SRC_LOADGEN
 PY=/usr/bin/python3
 PORT=8080
 HP_C=18080          # haproxy client side, 127.0.0.1 in echo-a
@@ -66,11 +52,6 @@ HB_BR=10.1.2.1
 VIP=10.96.0.20
 WP=192.168.10.9     # the waypoint's own address (lab_waypoint adds it on host A's wire)
 
-NAME=l7-bench
-SRC_LOADGEN=$LOADGEN
-for f in "$AMESH" "$LOADGEN"; do
-	[ -x "$f" ] || { echo "$NAME: $f is not built (make amesh bench/loadgen)" >&2; exit 1; }
-done
 # shellcheck source=/dev/null
 . "$SRC/bench/lib.sh"
 for c in haproxy wrk nft "$PY"; do command -v "$c" >/dev/null || die "$c is not installed"; done
@@ -83,12 +64,6 @@ CA=$LAB_DIR/ca/ca.crt
 lab_waypoint || die "cannot set up the waypoint's address, identity and configuration"
 printf '[log]\naccess_log = off\n' >>"$LAB_WP_CONF"
 cat >"$LAB_REGISTRY/40-l7.conf" <<EOF
-[waypoint "wp"]
-namespace = default
-service_account = waypoint
-address = $WP
-node = node-a
-
 [service "l7"]
 namespace = default
 vip = $VIP

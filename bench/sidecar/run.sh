@@ -21,32 +21,13 @@ set -u
 export LC_ALL=C
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=${BUILDDIR:-$SRC}
+NAME=sidecar-bench
 OUTFILE=$SRC/bench/sidecar/RESULTS.md
-RATE=1000 CONNS=4 ROUNDS=5 DUR=4 WARM=1 WDUR=5
 LIMIT=200
 CMDLINE="bench/sidecar/run.sh $*"
-while getopts "B:o:r:c:R:d:w:t:h" opt; do
-	case $opt in
-	B) BUILD=$OPTARG ;;
-	o) OUTFILE=$OPTARG ;;
-	r) RATE=$OPTARG ;;
-	c) CONNS=$OPTARG ;;
-	R) ROUNDS=$OPTARG ;;
-	d) DUR=$OPTARG ;;
-	w) WARM=$OPTARG ;;
-	t) WDUR=$OPTARG ;;
-	*) sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
-	esac
-done
-BUILD=$(cd "$BUILD" && pwd) || exit 2
-AMESH=$BUILD/amesh
-SRC_LOADGEN=$BUILD/bench/loadgen
+# shellcheck source=/dev/null
+. "$SRC/bench/opts.sh" "$@"
 PORT=8080
-NAME=sidecar-bench
-for f in "$AMESH" "$SRC_LOADGEN"; do
-	[ -x "$f" ] || { echo "$NAME: $f is not built (make amesh bench/loadgen)" >&2; exit 1; }
-done
 # shellcheck source=/dev/null
 . "$SRC/bench/lib.sh"
 for c in wrk nft; do command -v "$c" >/dev/null || die "$c is not installed"; done

@@ -86,8 +86,9 @@
 #                         (192.168.10.9) on the wire, the identity default/waypoint in
 #                         DIR/waypoint/certs, and LAB_WP_CONF (DIR/waypoint.conf) with its host
 #                         listeners on 15100 (admin), 15120 (metrics) and 15121 (readiness), apart
-#                         from the ztunnel's. The registry entry is the caller's: [waypoint "wp"]
-#                         namespace default, service_account waypoint, address $LAB_WP, node-a.
+#                         from the ztunnel's; and its registry entry, [waypoint "wp"] (namespace
+#                         default, service_account waypoint, address $LAB_WP, node-a), in
+#                         LAB_REGISTRY/39-waypoint.conf. Services name it with waypoint = wp.
 #   lab_ready NS [PORT]   the readiness endpoint on 127.0.0.1:PORT (default 15021) in NS says 200.
 #   lab_wait_ready NS [PORT]  the same, waiting up to 5 s.
 # Variables set by lab_up: LAB_PREFIX LAB_DIR LAB_REGISTRY LAB_CONF_A LAB_CONF_B,
@@ -431,6 +432,13 @@ hbone_address = $LAB_WP:15008
 admin_address = 127.0.0.1:15100
 metrics_address = 0.0.0.0:15120
 readiness_address = 0.0.0.0:15121
+EOF
+	cat >"$LAB_REGISTRY/39-waypoint.conf" <<EOF
+[waypoint "wp"]
+namespace = default
+service_account = waypoint
+address = $LAB_WP
+node = node-a
 EOF
 }
 

@@ -32,12 +32,6 @@ done
 lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
 WP=$LAB_WP
 cat >"$LAB_REGISTRY/40-waypoint.conf" <<EOF
-[waypoint "wp"]
-namespace = default
-service_account = waypoint
-address = $WP
-node = node-a
-
 [service "viawp"]
 namespace = other
 vip = 10.96.0.15

@@ -25,12 +25,6 @@ echo "name = default-wp" >>"$LAB_WP_CONF"
 # Service echo goes through the waypoint; routes and an L7 policy for it.
 sed -i '/^\[service "echo"\]/a waypoint = wp' "$LAB_REGISTRY/00-lab.conf"
 cat >"$LAB_REGISTRY/40-waypoint.conf" <<EOF
-[waypoint "wp"]
-namespace = default
-service_account = waypoint
-address = $WP
-node = node-a
-
 [route "split"]
 namespace = default
 service = echo
