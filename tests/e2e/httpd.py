@@ -7,8 +7,8 @@ serve --name NAME [--port 8080] [--log FILE]
     "METHOD PATH HOST BODY_BYTES". Every answer is JSON: {"server": NAME, "method", "path", "headers",
     "body_bytes", "body_sha256"}. /slow sleeps 2 s first; /flaky/KEY answers 503 the first time
     a KEY is seen and 200 after; /status/N answers N. Prints "listening PORT".
-get --url URL [--count N] [--method M] [--header 'K: V' ...] [--upload BYTES]
-    Sends N requests on one keep-alive connection; prints one line per distinct
+get --url URL [--count N] [--method M] [--header 'K: V' ...] [--upload BYTES] [--pause S]
+    Sends N requests on one keep-alive connection (S seconds apart with --pause); prints one line per distinct
     "status server" pair with its count ("200 echo-a 903"), then "bytes SENT".
 """
 import argparse
@@ -131,6 +131,8 @@ def get(a):
             c.close()
             c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=a.timeout)
         counts[key] = counts.get(key, 0) + 1
+        if a.pause and i + 1 < a.count:
+            time.sleep(a.pause)
     for k in sorted(counts):
         print(k, counts[k], flush=True)
     print("bytes", sent, flush=True)
@@ -151,6 +153,7 @@ def main():
     g.add_argument("--upload", type=int, default=0)
     g.add_argument("--timeout", type=float, default=10)
     g.add_argument("--show", action="store_true")
+    g.add_argument("--pause", type=float, default=0)
     a = p.parse_args()
     sys.exit(serve(a) if a.cmd == "serve" else get(a))
 

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 38
+plan 39
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -179,6 +179,13 @@ check "header routing: x-canary: true always reaches echo-b" '[ "$(echo "$OUT" |
 r1=$(reused)
 check "keep-alive upstream: 19 of the 20 requests reuse the first one's tunnel ($r0 -> $r1)" \
 	'[ $((r1 - r0)) -eq 19 ]'
+# A kept tunnel unused for 4 s is closed: 2 s apart the second request reuses it, 4.5 s apart not.
+get "" --count 2 --pause 2 --header "x-canary: true"
+r2=$(reused)
+get "" --count 2 --pause 4.5 --header "x-canary: true"
+r3=$(reused)
+check "a kept upstream tunnel idle for 4 s is closed (2 s apart: +$((r2 - r1)); 4.5 s apart: +$((r3 - r2)))" \
+	'[ $((r2 - r1)) -eq 1 ] && [ $((r3 - r2)) -eq 0 ] && echo "$OUT" | grep -q "^200 echo-b 2$"'
 
 t0=$(date +%s%N)
 get slow --timeout 5
