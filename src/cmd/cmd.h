@@ -3,6 +3,8 @@
 #ifndef AMESH_CMD_CMD_H
 #define AMESH_CMD_CMD_H
 
+#include <uv.h>
+
 /* Exit codes shared by every command. */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -36,6 +38,12 @@ int cmd_cni_plugin(void);
 struct amesh_conf;
 /* Applies [log] from the config, with -v/-q and --log-format on top. */
 void cmd_log_setup(const struct cmd_globals *g, const struct amesh_conf *c);
+
+/* For uv_close of handles that need nothing done when closed. */
+void cmd_handle_closed(uv_handle_t *h);
+/* sd_notify READY=1 and, under WatchdogSec, WATCHDOG=1 every half period on watchdog (an
+ * initialised timer). Without libsystemd: nothing. */
+void cmd_notify_ready(uv_timer_t *watchdog);
 
 /* Prints "amesh CMD SUB: message", the usage line and where to find help; returns EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *sub, const char *usage, const char *fmt, ...)

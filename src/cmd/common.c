@@ -3,11 +3,43 @@
 #include "config.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <uv.h>
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include "cmd/cmd.h"
 #include "config/conf.h"
 #include "core/log.h"
+
+void
+cmd_handle_closed(uv_handle_t *h)
+{
+}
+
+static void
+on_watchdog(uv_timer_t *t)
+{
+#ifdef HAVE_LIBSYSTEMD
+	sd_notify(0, "WATCHDOG=1");
+#endif
+}
+
+void
+cmd_notify_ready(uv_timer_t *watchdog)
+{
+#ifdef HAVE_LIBSYSTEMD
+	uint64_t usec = 0;
+
+	sd_notify(0, "READY=1");
+	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
+		uv_timer_start(watchdog, on_watchdog, usec / 2000, usec / 2000);
+#else
+	(void)watchdog;
+#endif
+}
 
 void
 cmd_log_setup(const struct cmd_globals *g, const struct amesh_conf *c)

@@ -48,29 +48,16 @@ describe(const struct registry *r, char *buf, size_t n)
 }
 
 static void
-on_watchdog(uv_timer_t *t)
-{
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, "WATCHDOG=1");
-#endif
-}
-
-static void
-closed_handle(uv_handle_t *h)
-{
-}
-
-static void
 drained(void *arg)
 {
 	struct wpd *z = arg;
 
 	log_info("waypoint: drained");
-	uv_close((uv_handle_t *)&z->sig_hup, closed_handle);
-	uv_close((uv_handle_t *)&z->sig_term, closed_handle);
-	uv_close((uv_handle_t *)&z->sig_int, closed_handle);
+	uv_close((uv_handle_t *)&z->sig_hup, cmd_handle_closed);
+	uv_close((uv_handle_t *)&z->sig_term, cmd_handle_closed);
+	uv_close((uv_handle_t *)&z->sig_int, cmd_handle_closed);
 	regwatch_stop(&z->regw);
-	uv_close((uv_handle_t *)&z->watchdog, closed_handle);
+	uv_close((uv_handle_t *)&z->watchdog, cmd_handle_closed);
 	identity_store_unwatch(z->ids);
 	for (int i = 0; i < 3; i++)
 		if (z->http[i] != NULL)
@@ -189,7 +176,6 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	struct identity_store_config ic = { 0 };
 	const struct sockaddr_storage *addrs[3];
 	const struct http_route *routes[3] = { admin_routes, metrics_routes, ready_routes };
-	uint64_t wd_usec = 0;
 	const char *name = NULL;
 	char a[80];
 	int rc;
@@ -267,12 +253,7 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	uv_signal_start(&z.sig_term, on_signal, SIGTERM);
 	uv_signal_start(&z.sig_int, on_signal, SIGINT);
 	z.ready = true;
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, "READY=1");
-	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
-		uv_timer_start(&z.watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
-#endif
-	(void)wd_usec;
+	cmd_notify_ready(&z.watchdog);
 	uv_run(z.loop, UV_RUN_DEFAULT);
 	waypoint_free(z.wp);
 	identity_store_free(z.ids);

@@ -58,29 +58,16 @@ describe(const struct registry *r, char *buf, size_t n)
 }
 
 static void
-on_watchdog(uv_timer_t *t)
-{
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, "WATCHDOG=1");
-#endif
-}
-
-static void
-closed_handle(uv_handle_t *h)
-{
-}
-
-static void
 proxy_drained(struct proxy *px)
 {
 	struct zt *z = (struct zt *)((char *)px - offsetof(struct zt, px));
 
 	log_info("%s: drained", z->role);
-	uv_close((uv_handle_t *)&z->sig_hup, closed_handle);
-	uv_close((uv_handle_t *)&z->sig_term, closed_handle);
-	uv_close((uv_handle_t *)&z->sig_int, closed_handle);
+	uv_close((uv_handle_t *)&z->sig_hup, cmd_handle_closed);
+	uv_close((uv_handle_t *)&z->sig_term, cmd_handle_closed);
+	uv_close((uv_handle_t *)&z->sig_int, cmd_handle_closed);
 	regwatch_stop(&z->regw);
-	uv_close((uv_handle_t *)&z->watchdog, closed_handle);
+	uv_close((uv_handle_t *)&z->watchdog, cmd_handle_closed);
 	identity_store_unwatch(z->ids);
 	admin_stop(z->admin);
 }
@@ -155,7 +142,6 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	struct registry *r;
 	const struct reg_workload *wl = NULL;
 	struct identity_store_config ic = { 0 };
-	uint64_t wd_usec = 0;
 	size_t restored;
 	int rc;
 
@@ -168,7 +154,6 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	cmd_log_setup(g, z->conf);
 	accesslog_set_enabled(z->conf->log.access_log);
 	signal(SIGPIPE, SIG_IGN);
-	z->pc = z->workload != NULL ? &z->conf->sidecar.proxy : &z->conf->ztunnel.proxy;
 	if (z->workload == NULL && strcmp(z->role, "sidecar") == 0) {
 		if (z->conf->sidecar.workload == NULL) {
 			fprintf(stderr, "amesh sidecar: which workload? Give --workload NAME or [sidecar] "
@@ -176,8 +161,9 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 			return EXIT_USAGE;
 		}
 		z->workload = z->conf->sidecar.workload;
-		z->pc = &z->conf->sidecar.proxy;
 	}
+	/* A sidecar serves its workload; the ztunnel the workloads handed to it. */
+	z->pc = z->workload != NULL ? &z->conf->sidecar.proxy : &z->conf->ztunnel.proxy;
 	z->loop = uv_default_loop();
 	registry_holder_init(&z->reg);
 	if (registry_holder_reload(&z->reg, z->conf->mesh.registry, &d) != 0) {
@@ -252,12 +238,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	else
 		log_info("ztunnel: node %s ready: %zu workloads, hand-off on %s", z->conf->mesh.node,
 		    z->px.nworkloads, z->conf->ztunnel.socket);
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, "READY=1");
-	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0)
-		uv_timer_start(&z->watchdog, on_watchdog, wd_usec / 2000, wd_usec / 2000);
-#endif
-	(void)wd_usec;
+	cmd_notify_ready(&z->watchdog);
 	uv_run(z->loop, UV_RUN_DEFAULT);
 	proxy_free(&z->px);
 	identity_store_free(z->ids);
