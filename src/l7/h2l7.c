@@ -28,9 +28,6 @@
 #include "core/log.h"
 #include "l7/route.h"
 #include "l7/waypoint-int.h"
-#include "telemetry/accesslog.h"
-#include "telemetry/metrics.h"
-#include "tls/cert.h"
 #include "tls/rng.h"
 
 #define H2_STREAM_WINDOW (64u * 1024)
@@ -158,48 +155,18 @@ r_drop_req_body(struct h2r *r)
 static void
 r_telemetry(struct h2r *r)
 {
-	struct tun *t = r->d->t;
-	struct waypoint *wp = t->wp;
-	char dp[SPIFFE_ID_MAX], path[512];
-	struct http_labels l = {
-		.reporter = "waypoint",
-		.source_workload = t->src_wl ? t->src_wl->h.name : "unknown",
-		.source_workload_namespace = t->src_wl ? t->src_wl->namespace : "unknown",
-		.source_principal = t->peer_id,
-		.destination_workload = r->ep ? r->ep->h.name : "unknown",
-		.destination_workload_namespace = r->ep ? r->ep->namespace : "unknown",
-		.destination_service = t->svc ? t->svc->hostname : "unknown",
-		.request_protocol = r->grpc ? "grpc" : "http",
-		.response_code = (unsigned)r->status,
-		.response_flags = r->flags ? r->flags : "-",
-		.connection_security_policy = "mutual_tls",
+	const char *path = r->path ? r->path : "-";
+	struct wp_request_log q = {
+		.rt = r->rt, .ep = r->ep, .method = r->method, .authority = r->authority,
+		.path = path, .path_len = strlen(path), .flags = r->flags,
+		.traceparent = r->traceparent, .status = r->status, .grpc = r->grpc,
+		.start = r->start, .req_bytes = r->req_bytes, .resp_bytes = r->resp_bytes,
 	};
-	uint64_t ms = uv_now(wp->loop) - r->start;
-	struct log_field f[10];
-	size_t n = 0;
 
 	if (r->counted || !r->req_headers_done)
 		return;
 	r->counted = true;
-	wp_principal(t, r->ep, dp, sizeof(dp));
-	l.destination_principal = dp;
-	wp->st.requests++;
-	if (wp->metrics != NULL)
-		metrics_http_request(wp->metrics, &l, (double)ms, r->req_bytes, r->resp_bytes);
-	if (!accesslog_enabled())
-		return;
-	snprintf(path, sizeof(path), "%s", r->path ? r->path : "-");
-	f[n++] = (struct log_field){ "method", r->method ? r->method : "-", 0 };
-	f[n++] = (struct log_field){ "authority", r->authority ? r->authority : t->authority, 0 };
-	f[n++] = (struct log_field){ "path", path, 0 };
-	f[n++] = (struct log_field){ "status", NULL, (unsigned long long)r->status };
-	f[n++] = (struct log_field){ "duration_ms", NULL, ms };
-	f[n++] = (struct log_field){ "upstream", r->ep ? r->ep->h.name : "-", 0 };
-	f[n++] = (struct log_field){ "route", r->rt ? r->rt->h.name : "-", 0 };
-	f[n++] = (struct log_field){ "src.identity", t->peer_id, 0 };
-	f[n++] = (struct log_field){ "flags", r->flags ? r->flags : "-", 0 };
-	f[n++] = (struct log_field){ "traceparent", r->traceparent, 0 };
-	log_record(LOG_LVL_INFO, "access", r->grpc ? "grpc" : "request", f, n);
+	wp_request_telemetry(r->d->t, &q);
 }
 
 /* --- responses downstream --- */

@@ -145,6 +145,21 @@ struct route_req;
  */
 void wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp_verdict *v);
 
+/* One finished request on either HTTP path: what its metrics and access-log record need. */
+struct wp_request_log {
+	const struct reg_route *rt;
+	const struct reg_workload *ep;
+	const char *method, *authority; /* NULL: "-", and the tunnel's authority */
+	const char *path;               /* path_len bytes of it are logged (at most 511) */
+	size_t path_len;
+	const char *flags, *traceparent;
+	int status;
+	bool grpc;                      /* request_protocol "grpc", access-log record "grpc" */
+	uint64_t start, req_bytes, resp_bytes;
+};
+/* istio_requests_total and the histograms (reporter "waypoint"), and the access-log record. */
+void wp_request_telemetry(struct tun *t, const struct wp_request_log *q);
+
 /* Resets both sides of the tunnel; its downstream on_close frees it. */
 void wp_tun_abort(struct tun *t);
 /* Frees the tunnel once its downstream is closed and nothing of it is left open. */

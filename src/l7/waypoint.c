@@ -120,8 +120,8 @@ wp_principal(const struct tun *t, const struct reg_workload *wl, char *buf, size
 		    wl->namespace, wl->service_account);
 }
 
-static void
-finish_request_telemetry(struct tun *t)
+void
+wp_request_telemetry(struct tun *t, const struct wp_request_log *q)
 {
 	struct waypoint *wp = t->wp;
 	char dp[SPIFFE_ID_MAX];
@@ -130,39 +130,52 @@ finish_request_telemetry(struct tun *t)
 		.source_workload = t->src_wl ? t->src_wl->h.name : "unknown",
 		.source_workload_namespace = t->src_wl ? t->src_wl->namespace : "unknown",
 		.source_principal = t->peer_id,
-		.destination_workload = t->ep ? t->ep->h.name : "unknown",
-		.destination_workload_namespace = t->ep ? t->ep->namespace : "unknown",
+		.destination_workload = q->ep ? q->ep->h.name : "unknown",
+		.destination_workload_namespace = q->ep ? q->ep->namespace : "unknown",
 		.destination_service = t->svc ? t->svc->hostname : "unknown",
-		.request_protocol = "http",
-		.response_code = (unsigned)t->status,
-		.response_flags = t->flags ? t->flags : "-",
+		.request_protocol = q->grpc ? "grpc" : "http",
+		.response_code = (unsigned)q->status,
+		.response_flags = q->flags ? q->flags : "-",
 		.connection_security_policy = "mutual_tls",
 	};
-	uint64_t ms = uv_now(wp->loop) - t->start;
+	uint64_t ms = uv_now(wp->loop) - q->start;
 	char path[512];
 	struct log_field f[10];
 	size_t n = 0;
 
-	wp_principal(t, t->ep, dp, sizeof(dp));
+	wp_principal(t, q->ep, dp, sizeof(dp));
 	l.destination_principal = dp;
 	wp->st.requests++;
 	if (wp->metrics != NULL)
-		metrics_http_request(wp->metrics, &l, (double)ms, t->req_bytes, t->resp_bytes);
+		metrics_http_request(wp->metrics, &l, (double)ms, q->req_bytes, q->resp_bytes);
 	if (!accesslog_enabled())
 		return;
-	snprintf(path, sizeof(path), "%.*s", t->req ? (int)t->req->path_len : 0,
-	    t->req ? t->req->target : "");
-	f[n++] = (struct log_field){ "method", t->req ? t->req->method : "-", 0 };
-	f[n++] = (struct log_field){ "authority", t->authority, 0 };
+	snprintf(path, sizeof(path), "%.*s", (int)q->path_len, q->path);
+	f[n++] = (struct log_field){ "method", q->method ? q->method : "-", 0 };
+	f[n++] = (struct log_field){ "authority", q->authority ? q->authority : t->authority, 0 };
 	f[n++] = (struct log_field){ "path", path, 0 };
-	f[n++] = (struct log_field){ "status", NULL, (unsigned long long)t->status };
+	f[n++] = (struct log_field){ "status", NULL, (unsigned long long)q->status };
 	f[n++] = (struct log_field){ "duration_ms", NULL, ms };
-	f[n++] = (struct log_field){ "upstream", t->ep ? t->ep->h.name : "-", 0 };
-	f[n++] = (struct log_field){ "route", t->rt ? t->rt->h.name : "-", 0 };
+	f[n++] = (struct log_field){ "upstream", q->ep ? q->ep->h.name : "-", 0 };
+	f[n++] = (struct log_field){ "route", q->rt ? q->rt->h.name : "-", 0 };
 	f[n++] = (struct log_field){ "src.identity", t->peer_id, 0 };
-	f[n++] = (struct log_field){ "flags", t->flags ? t->flags : "-", 0 };
-	f[n++] = (struct log_field){ "traceparent", t->traceparent, 0 };
-	log_record(LOG_LVL_INFO, "access", "request", f, n);
+	f[n++] = (struct log_field){ "flags", q->flags ? q->flags : "-", 0 };
+	f[n++] = (struct log_field){ "traceparent", q->traceparent, 0 };
+	log_record(LOG_LVL_INFO, "access", q->grpc ? "grpc" : "request", f, n);
+}
+
+static void
+finish_request_telemetry(struct tun *t)
+{
+	struct wp_request_log q = {
+		.rt = t->rt, .ep = t->ep,
+		.method = t->req ? t->req->method : NULL,
+		.path = t->req ? t->req->target : "", .path_len = t->req ? t->req->path_len : 0,
+		.flags = t->flags, .traceparent = t->traceparent, .status = t->status,
+		.start = t->start, .req_bytes = t->req_bytes, .resp_bytes = t->resp_bytes,
+	};
+
+	wp_request_telemetry(t, &q);
 }
 
 /* Istio's TCP labels for a tunnel relayed at L4 (reporter "waypoint"); dp holds the principal. */
@@ -463,6 +476,20 @@ on_timeout(uv_timer_t *h)
 	reply_and_finish(t, 504, "upstream request timeout", NULL, "UT");
 }
 
+/* A route's header edits (set, add, remove; 32 of each at most) as h1_write_head takes them, in
+ * the caller's arrays. */
+static void
+route_h1_edits(struct h1_edits *e, struct h1_field *set, struct h1_field *add, const char **rm,
+    const struct label_list *s, const struct label_list *a, const struct str_list *r)
+{
+	for (size_t i = 0; i < s->n && i < 32; i++)
+		set[e->n_set++] = (struct h1_field){ s->v[i].key, s->v[i].value };
+	for (size_t i = 0; i < a->n && i < 32; i++)
+		add[e->n_add++] = (struct h1_field){ a->v[i].key, a->v[i].value };
+	for (size_t i = 0; i < r->n && i < 32; i++)
+		rm[e->n_remove++] = r->v[i];
+}
+
 /* Response parser callbacks (upstream -> downstream). */
 
 static int
@@ -494,16 +521,9 @@ resp_head(void *arg, const struct h1_head *h)
 	t->resp_keep_alive = h->keep_alive && h->framing != H1_FRAMING_CLOSE;
 	uv_timer_stop(&t->wait); /* per_try_timeout: answered */
 	t->resp_started = true;
-	if (t->rt != NULL) {
-		for (size_t i = 0; i < t->rt->response_set.n && i < 32; i++)
-			set[e.n_set++] = (struct h1_field){ t->rt->response_set.v[i].key,
-				t->rt->response_set.v[i].value };
-		for (size_t i = 0; i < t->rt->response_add.n && i < 32; i++)
-			add[e.n_add++] = (struct h1_field){ t->rt->response_add.v[i].key,
-				t->rt->response_add.v[i].value };
-		for (size_t i = 0; i < t->rt->response_remove.n && i < 32; i++)
-			rm[e.n_remove++] = t->rt->response_remove.v[i];
-	}
+	if (t->rt != NULL)
+		route_h1_edits(&e, set, add, rm, &t->rt->response_set, &t->rt->response_add,
+		    &t->rt->response_remove);
 	e.set = set;
 	e.add = add;
 	e.remove = rm;
@@ -716,16 +736,9 @@ send_request_head(struct tun *t)
 		out.target = t->rewritten;
 		out.target_len = strlen(t->rewritten);
 	}
-	if (t->rt != NULL) {
-		for (size_t i = 0; i < t->rt->request_set.n && i < 32; i++)
-			set[e.n_set++] = (struct h1_field){ t->rt->request_set.v[i].key,
-				t->rt->request_set.v[i].value };
-		for (size_t i = 0; i < t->rt->request_add.n && i < 32; i++)
-			add[e.n_add++] = (struct h1_field){ t->rt->request_add.v[i].key,
-				t->rt->request_add.v[i].value };
-		for (size_t i = 0; i < t->rt->request_remove.n && i < 32; i++)
-			rm[e.n_remove++] = t->rt->request_remove.v[i];
-	}
+	if (t->rt != NULL)
+		route_h1_edits(&e, set, add, rm, &t->rt->request_set, &t->rt->request_add,
+		    &t->rt->request_remove);
 	if (t->add_traceparent)
 		add[e.n_add++] = (struct h1_field){ "traceparent", t->traceparent };
 	e.set = set;
