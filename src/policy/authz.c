@@ -16,7 +16,8 @@ struct subject {
 	const char *ns;        /* NULL: unknown (always so for plaintext) */
 	const struct ip_addr *ip;
 	uint16_t port;
-	bool l7; /* false: L4 evaluation (ztunnel) */
+	bool l7;  /* false: L4 evaluation (ztunnel) */
+	bool pre; /* authz_l4_prefilter */
 	const struct authz_l7_req *req;
 };
 
@@ -175,6 +176,8 @@ l7_fields_match(const struct reg_policy *p, const struct authz_l7_req *q)
 static bool
 policy_matches(const struct reg_policy *p, const struct subject *s)
 {
+	if (s->pre && p->has_l7)
+		return p->action == REG_ALLOW && l4_fields_match(p, s); /* may match at L7 */
 	if (!s->l7 && p->has_l7 && p->action == REG_ALLOW)
 		return false; /* ztunnel cannot check the L7 part: never allow on its behalf */
 	if (!l4_fields_match(p, s))
@@ -273,6 +276,19 @@ authz_l4(const struct registry *r, const struct reg_workload *dst, const struct 
 	char nsbuf[256];
 
 	subject_init(&s, q, &ipbuf, nsbuf, sizeof(nsbuf));
+	return evaluate(r, dst, &s, matched);
+}
+
+enum authz_decision
+authz_l4_prefilter(const struct registry *r, const struct reg_workload *dst,
+    const struct authz_l4_req *q, const struct reg_policy **matched)
+{
+	struct subject s;
+	struct ip_addr ipbuf;
+	char nsbuf[256];
+
+	subject_init(&s, q, &ipbuf, nsbuf, sizeof(nsbuf));
+	s.pre = true;
 	return evaluate(r, dst, &s, matched);
 }
 

@@ -56,6 +56,15 @@ enum authz_decision authz_l4(const struct registry *r, const struct reg_workload
     const struct authz_l4_req *q, const struct reg_policy **matched);
 
 /*
+ * The L4 part of what a sidecar decides per request later (authz_l7): a policy with L7 fields
+ * matches on its L4 fields when it allows (the request may still match it) and never when it
+ * denies (the request may not). So a connection this denies, authz_l7 would deny whatever it
+ * asks: the sidecar refuses it at once.
+ */
+enum authz_decision authz_l4_prefilter(const struct registry *r, const struct reg_workload *dst,
+    const struct authz_l4_req *q, const struct reg_policy **matched);
+
+/*
  * Looks up a request header by name, case-insensitively; returns its value or NULL when absent.
  * A header sent several times should be offered as its first value.
  */

@@ -277,6 +277,56 @@ TEST(authz_l4_example_registry)
 	free(dir);
 }
 
+/* The sidecar's prefilter on the same registry: the L7-only deny no longer refuses the connection
+ * (the requests decide), the allow's L4 part still does. */
+TEST(authz_l4_prefilter_example_registry)
+{
+	struct registry *r;
+	struct diag d;
+	char *dir;
+	const struct reg_workload *rv;
+	const struct reg_policy *m;
+	struct authz_l4_req q = { "cluster.local/ns/default/sa/productpage", "", NULL, 9080 };
+
+	ASSERT(asprintf(&dir, "%s/etc/registry.d", TOP_SRCDIR) > 0);
+	diag_init(&d);
+	ASSERT(registry_load_dir(dir, &r, &d) == 0);
+	rv = registry_find(r, REG_WORKLOAD, "reviews-v1");
+	ASSERT(rv != NULL);
+	ASSERT(authz_l4_prefilter(r, rv, &q, &m) == AUTHZ_ALLOW);
+	ASSERT_STREQ(m->h.name, "reviews-from-productpage");
+	q.dst_port = 8080;
+	ASSERT(authz_l4_prefilter(r, rv, &q, &m) == AUTHZ_DENY && m == NULL);
+	/* authz_l4 refuses untrusted on its L4 part; the prefilter leaves it to the requests, where
+	 * the allow's principals refuse it. */
+	q.dst_port = 9080;
+	q.src_principal = "cluster.local/ns/untrusted/sa/x";
+	ASSERT(authz_l4(r, rv, &q, &m) == AUTHZ_DENY);
+	ASSERT(authz_l4_prefilter(r, rv, &q, &m) == AUTHZ_DENY && m == NULL);
+	registry_unref(r);
+	free(dir);
+}
+
+TEST(authz_l4_prefilter_l7_policies)
+{
+	static const char pol[] =
+	    "[policy \"ro\"]\nnamespace = app\nfrom.namespaces = front\nto.methods = GET\n"
+	    "[policy \"nodelete\"]\nnamespace = app\naction = deny\nto.methods = DELETE\n";
+	struct registry *r = parse_ok(pol);
+	const struct reg_workload *web = registry_find(r, REG_WORKLOAD, "web");
+	const struct reg_policy *m;
+	struct authz_l4_req q = { FRONT, "", NULL, 80 };
+
+	/* ztunnel: the allow has L7 fields, so nothing allows; the deny fails closed. */
+	ASSERT(authz_l4(r, web, &q, &m) == AUTHZ_DENY);
+	/* sidecar: the allow may match, the deny may not: the connection goes on to L7. */
+	ASSERT(authz_l4_prefilter(r, web, &q, &m) == AUTHZ_ALLOW && strcmp(m->h.name, "ro") == 0);
+	/* Not from namespace front: no request of it could be allowed. */
+	q.src_principal = "cluster.local/ns/back/sa/x";
+	ASSERT(authz_l4_prefilter(r, web, &q, &m) == AUTHZ_DENY && m == NULL);
+	registry_unref(r);
+}
+
 struct hdr {
 	const char *name, *value;
 };

@@ -27,6 +27,8 @@
 	X(registry_many_entries)            \
 	X(authz_l4_table)                   \
 	X(authz_l4_example_registry)        \
+	X(authz_l4_prefilter_example_registry) \
+	X(authz_l4_prefilter_l7_policies)   \
 	X(authz_l7_cases)                   \
 	X(metrics_render_exact)             \
 	X(metrics_empty_store)              \
