@@ -755,6 +755,8 @@ hbone_stream_write(struct hbone_stream *s, const uint8_t *data, size_t len)
 {
 	size_t room, take;
 
+	if (s->tcp != NULL)
+		return tcpleg_write(s, data, len);
 	if (s->shutdown_wanted || s->closing)
 		return 0;
 	room = HBONE_STREAM_SEND_BUF - s->slen;
@@ -789,12 +791,18 @@ hbone_stream_write(struct hbone_stream *s, const uint8_t *data, size_t len)
 bool
 hbone_stream_writable(const struct hbone_stream *s)
 {
+	if (s->tcp != NULL)
+		return tcpleg_writable(s);
 	return s->slen < HBONE_STREAM_SEND_BUF && !s->shutdown_wanted;
 }
 
 void
 hbone_stream_shutdown(struct hbone_stream *s)
 {
+	if (s->tcp != NULL) {
+		tcpleg_shutdown(s);
+		return;
+	}
 	if (s->shutdown_wanted)
 		return;
 	s->shutdown_wanted = true;
@@ -811,6 +819,10 @@ hbone_stream_reset(struct hbone_stream *s, uint32_t h2_error)
 {
 	struct h2_conn *c = s->conn;
 
+	if (s->tcp != NULL) {
+		tcpleg_reset(s);
+		return;
+	}
 	if (s->closing)
 		return;
 	s->closing = true;
@@ -830,6 +842,10 @@ hbone_stream_consumed(struct hbone_stream *s, size_t n)
 {
 	struct h2_conn *c = s->conn;
 
+	if (s->tcp != NULL) {
+		tcpleg_consumed(s, n);
+		return;
+	}
 	if (n > s->unconsumed)
 		n = s->unconsumed;
 	s->unconsumed -= n;

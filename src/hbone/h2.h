@@ -38,8 +38,11 @@ struct h2_open {
 	struct sockaddr_storage dst;
 };
 
+struct tcp_leg;
+
 struct hbone_stream {
 	struct h2_conn *conn;
+	struct tcp_leg *tcp; /* a stream over plain TCP (tcpleg.c) instead of HTTP/2: conn is NULL */
 	int32_t id; /* 0 until submitted */
 	const struct hbone_stream_cb *cb;
 	void *user;
@@ -112,5 +115,12 @@ uint32_t h2_conn_remote_max_streams(const struct h2_conn *c);
 /* Frees a stream that never got (or no longer has) a connection. */
 void h2_stream_free(struct hbone_stream *s);
 void h2_open_free(struct h2_open *o);
+
+/* tcpleg.c: the stream API on a plain TCP connection. */
+size_t tcpleg_write(struct hbone_stream *s, const uint8_t *data, size_t len);
+bool tcpleg_writable(const struct hbone_stream *s);
+void tcpleg_shutdown(struct hbone_stream *s);
+void tcpleg_reset(struct hbone_stream *s);
+void tcpleg_consumed(struct hbone_stream *s, size_t n);
 
 #endif

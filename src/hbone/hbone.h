@@ -85,6 +85,27 @@ const struct hbone_request *hbone_stream_request(const struct hbone_stream *s);
 /* The peer's verified SPIFFE ID. */
 const char *hbone_stream_peer_id(const struct hbone_stream *s);
 
+/* --- plain TCP legs ---
+ *
+ * The same stream API on a plain TCP connection, so that the L7 engine (src/l7) serves a sidecar's
+ * legs to and from its own application as it serves HBONE tunnels: the captured connection of an
+ * outbound request, or the connection to the app of an inbound one. on_data bytes count until
+ * hbone_stream_consumed(); with HBONE_STREAM_WINDOW of them unconsumed the leg stops reading, so
+ * the peer's TCP window closes. hbone_stream_write() takes bytes while fewer than
+ * HBONE_STREAM_SEND_BUF wait for the socket. shutdown is a FIN once they are written, reset an RST.
+ * on_close comes once: after EOF both ways (reset false), or a reset, error or failed connect.
+ * hbone_stream_respond() does not apply (it fails) and the peer ID is "".
+ */
+
+/* A connected socket (an accepted connection), read from at once. 0, or a negative uv code (fd is
+ * closed then). */
+int hbone_tcp_accepted(uv_loop_t *loop, int fd, const struct hbone_stream_cb *cb, void *user,
+    struct hbone_stream **out);
+/* Connects fd, a socket the caller made, to dst: on_response(200) when connected; a negative uv
+ * code and then on_close when not. 0, or a negative uv code (no callback then; fd is closed). */
+int hbone_tcp_connect(uv_loop_t *loop, int fd, const struct sockaddr *dst,
+    const struct hbone_stream_cb *cb, void *user, struct hbone_stream **out);
+
 /* --- server --- */
 
 struct hbone_server_cfg {

@@ -3,6 +3,8 @@
  * reader while the writer holds buffer_size bytes it has not written. */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -506,6 +508,21 @@ void
 relay_abort(struct relay *r)
 {
 	close_all(r, true);
+}
+
+int
+relay_hand_off(struct relay *r)
+{
+	int fd = -1, d;
+
+	if (uv_fileno((uv_handle_t *)&r->tcp[0], &fd) != 0)
+		return -EBADF;
+	d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (d < 0)
+		return -errno;
+	/* A plain close of our fd: the duplicate keeps the connection open. */
+	close_all(r, false);
+	return d;
 }
 
 void *

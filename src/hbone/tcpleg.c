@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The HBONE stream API on a plain TCP connection (hbone.h, "plain TCP legs"): the sidecar's legs
+ * to and from its own application, so src/l7 drives them with the calls it uses for tunnels.
+ * Bounded as a tunnel is: at most HBONE_STREAM_SEND_BUF bytes queued for the socket, and reading
+ * stops while HBONE_STREAM_WINDOW bytes wait for hbone_stream_consumed().
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "hbone/h2.h"
+
+struct tcp_leg {
+	struct hbone_stream s;
+	uv_tcp_t h;
+	uv_connect_t creq;
+	uv_shutdown_t sreq;
+	size_t queued;     /* bytes handed to uv_write and not written yet */
+	size_t unconsumed; /* bytes given to on_data and not yet consumed */
+	bool connecting, reading, eof, fin_wanted, fin_sent, closing, reset, blocked;
+	uint8_t rbuf[16384];
+};
+
+struct leg_write {
+	uv_write_t req;
+	struct tcp_leg *l;
+	size_t len;
+	uint8_t data[];
+};
+
+static void
+on_closed(uv_handle_t *h)
+{
+	struct tcp_leg *l = h->data;
+	struct hbone_stream *s = &l->s;
+
+	if (s->cb != NULL && s->cb->on_close != NULL)
+		s->cb->on_close(s, l->reset, l->reset ? 0x8 /* CANCEL */ : 0);
+	free(l);
+}
+
+/* Ends the leg: an RST when reset (or on an error), else a plain close after FIN both ways. */
+static void
+leg_close(struct tcp_leg *l, bool reset)
+{
+	if (l->closing)
+		return;
+	l->closing = true;
+	l->reset = reset;
+	if (!reset || l->connecting || uv_tcp_close_reset(&l->h, on_closed) != 0)
+		uv_close((uv_handle_t *)&l->h, on_closed);
+}
+
+static void
+maybe_done(struct tcp_leg *l)
+{
+	if (l->eof && l->fin_sent)
+		leg_close(l, false);
+}
+
+static void
+alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	struct tcp_leg *l = h->data;
+
+	(void)hint;
+	/* The owner copies what it keeps during on_data, so one buffer serves every read. */
+	*buf = uv_buf_init((char *)l->rbuf, sizeof(l->rbuf));
+}
+
+static void
+read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	struct tcp_leg *l = st->data;
+	struct hbone_stream *s = &l->s;
+
+	(void)buf;
+	if (n == 0 || l->closing)
+		return;
+	if (n < 0) {
+		uv_read_stop(st);
+		l->reading = false;
+		if (n != UV_EOF) {
+			log_debug("tcp leg: read: %s", uv_strerror((int)n));
+			leg_close(l, true);
+			return;
+		}
+		l->eof = true;
+		if (s->cb != NULL && s->cb->on_eof != NULL)
+			s->cb->on_eof(s);
+		if (!l->closing)
+			maybe_done(l);
+		return;
+	}
+	if (s->cb == NULL || s->cb->on_data == NULL)
+		return; /* nobody reads it: dropped */
+	l->unconsumed += (size_t)n;
+	s->cb->on_data(s, l->rbuf, (size_t)n);
+	/* Backpressure: the owner has not passed these on yet. */
+	if (!l->closing && l->reading && l->unconsumed >= HBONE_STREAM_WINDOW) {
+		uv_read_stop(st);
+		l->reading = false;
+	}
+}
+
+static void
+start_reading(struct tcp_leg *l)
+{
+	if (l->reading || l->eof || l->closing || l->connecting ||
+	    l->unconsumed >= HBONE_STREAM_WINDOW)
+		return;
+	if (uv_read_start((uv_stream_t *)&l->h, alloc_cb, read_cb) == 0)
+		l->reading = true;
+	else
+		leg_close(l, true);
+}
+
+static void
+shutdown_cb(uv_shutdown_t *req, int status)
+{
+	struct tcp_leg *l = req->data;
+
+	if (status == UV_ECANCELED || l->closing)
+		return;
+	if (status < 0) {
+		leg_close(l, true);
+		return;
+	}
+	l->fin_sent = true;
+	maybe_done(l);
+}
+
+static void
+send_fin(struct tcp_leg *l)
+{
+	l->sreq.data = l;
+	if (uv_shutdown(&l->sreq, (uv_stream_t *)&l->h, shutdown_cb) != 0)
+		leg_close(l, true);
+}
+
+static void
+write_cb(uv_write_t *req, int status)
+{
+	struct leg_write *w = (struct leg_write *)req;
+	struct tcp_leg *l = w->l;
+	struct hbone_stream *s = &l->s;
+
+	l->queued -= w->len;
+	free(w);
+	if (l->closing)
+		return;
+	if (status < 0) {
+		leg_close(l, true);
+		return;
+	}
+	if (l->blocked && l->queued < HBONE_STREAM_SEND_BUF) {
+		l->blocked = false;
+		if (s->cb != NULL && s->cb->on_writable != NULL)
+			s->cb->on_writable(s);
+	}
+}
+
+size_t
+tcpleg_write(struct hbone_stream *s, const uint8_t *data, size_t len)
+{
+	struct tcp_leg *l = s->tcp;
+	size_t take, done = 0;
+	struct leg_write *w;
+	uv_buf_t b;
+
+	if (l->closing || l->fin_wanted || len == 0)
+		return 0;
+	if (l->connecting || l->queued >= HBONE_STREAM_SEND_BUF) {
+		l->blocked = true;
+		return 0;
+	}
+	take = HBONE_STREAM_SEND_BUF - l->queued;
+	if (take > len)
+		take = len;
+	if (take < len)
+		l->blocked = true;
+	if (l->queued == 0) {
+		int n;
+
+		b = uv_buf_init((char *)data, (unsigned)take);
+		n = uv_try_write((uv_stream_t *)&l->h, &b, 1);
+		if (n > 0)
+			done = (size_t)n;
+		else if (n != UV_EAGAIN && n != 0) {
+			leg_close(l, true);
+			return 0;
+		}
+	}
+	if (done == take)
+		return take;
+	w = malloc(sizeof(*w) + (take - done));
+	if (w == NULL) {
+		leg_close(l, true);
+		return 0;
+	}
+	w->l = l;
+	w->len = take - done;
+	memcpy(w->data, data + done, w->len);
+	b = uv_buf_init((char *)w->data, (unsigned)w->len);
+	if (uv_write(&w->req, (uv_stream_t *)&l->h, &b, 1, write_cb) != 0) {
+		free(w);
+		leg_close(l, true);
+		return 0;
+	}
+	l->queued += w->len;
+	return take;
+}
+
+bool
+tcpleg_writable(const struct hbone_stream *s)
+{
+	const struct tcp_leg *l = s->tcp;
+
+	return !l->closing && !l->fin_wanted && !l->connecting &&
+	    l->queued < HBONE_STREAM_SEND_BUF;
+}
+
+void
+tcpleg_shutdown(struct hbone_stream *s)
+{
+	struct tcp_leg *l = s->tcp;
+
+	if (l->fin_wanted || l->closing)
+		return;
+	l->fin_wanted = true;
+	if (!l->connecting)
+		send_fin(l); /* uv_shutdown waits for the queued writes */
+}
+
+void
+tcpleg_reset(struct hbone_stream *s)
+{
+	leg_close(s->tcp, true);
+}
+
+void
+tcpleg_consumed(struct hbone_stream *s, size_t n)
+{
+	struct tcp_leg *l = s->tcp;
+
+	l->unconsumed -= n < l->unconsumed ? n : l->unconsumed;
+	if (!l->reading && l->unconsumed < HBONE_STREAM_WINDOW)
+		start_reading(l);
+}
+
+static struct tcp_leg *
+leg_new(uv_loop_t *loop, int fd, const struct hbone_stream_cb *cb, void *user, int *err)
+{
+	struct tcp_leg *l = calloc(1, sizeof(*l));
+
+	*err = UV_ENOMEM;
+	if (l == NULL) {
+		close(fd);
+		return NULL;
+	}
+	uv_tcp_init(loop, &l->h);
+	l->h.data = l;
+	if ((*err = uv_tcp_open(&l->h, fd)) != 0) {
+		close(fd);
+		l->closing = true;
+		l->s.cb = NULL;
+		uv_close((uv_handle_t *)&l->h, on_closed);
+		return NULL;
+	}
+	uv_tcp_nodelay(&l->h, 1);
+	l->s.tcp = l;
+	l->s.cb = cb;
+	l->s.user = user;
+	return l;
+}
+
+int
+hbone_tcp_accepted(uv_loop_t *loop, int fd, const struct hbone_stream_cb *cb, void *user,
+    struct hbone_stream **out)
+{
+	int err;
+	struct tcp_leg *l = leg_new(loop, fd, cb, user, &err);
+
+	*out = NULL;
+	if (l == NULL)
+		return err;
+	start_reading(l);
+	*out = &l->s;
+	return 0;
+}
+
+static void
+connect_cb(uv_connect_t *req, int status)
+{
+	struct tcp_leg *l = req->data;
+	struct hbone_stream *s = &l->s;
+
+	if (status == UV_ECANCELED || l->closing)
+		return;
+	l->connecting = false;
+	if (status < 0) {
+		if (s->cb != NULL && s->cb->on_response != NULL)
+			s->cb->on_response(s, status);
+		leg_close(l, true);
+		return;
+	}
+	if (s->cb != NULL && s->cb->on_response != NULL)
+		s->cb->on_response(s, 200);
+	if (l->closing)
+		return;
+	start_reading(l);
+	if (l->fin_wanted)
+		send_fin(l);
+	else if (l->blocked) {
+		l->blocked = false;
+		if (s->cb != NULL && s->cb->on_writable != NULL)
+			s->cb->on_writable(s);
+	}
+}
+
+int
+hbone_tcp_connect(uv_loop_t *loop, int fd, const struct sockaddr *dst,
+    const struct hbone_stream_cb *cb, void *user, struct hbone_stream **out)
+{
+	int err;
+	struct tcp_leg *l = leg_new(loop, fd, cb, user, &err);
+
+	*out = NULL;
+	if (l == NULL)
+		return err;
+	l->connecting = true;
+	l->creq.data = l;
+	if ((err = uv_tcp_connect(&l->creq, &l->h, dst, connect_cb)) != 0) {
+		l->s.cb = NULL; /* no callback when it fails here */
+		l->connecting = false;
+		leg_close(l, false);
+		return err;
+	}
+	*out = &l->s;
+	return 0;
+}
