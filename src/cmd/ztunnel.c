@@ -205,6 +205,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	if (metrics_new(&z->metrics) != 0)
 		fatalx("out of memory");
 	proxy_init(&z->px, z->loop, z->conf, z->pc, z->role, &z->reg, z->ids, z->metrics);
+	z->px.l7 = z->workload != NULL && z->conf->sidecar.l7;
 	if (z->workload != NULL) {
 		if (sidecar_setup(z) != 0)
 			return EXIT_FAIL;

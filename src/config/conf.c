@@ -78,6 +78,7 @@ static const struct kw keywords[] = {
 	{ "waypoint", "pool_max_streams", KW_UINT, OFF(waypoint.pool_max_streams), "100", 1, 1000, NULL, false },
 	{ "waypoint", "pool_idle_timeout", KW_DURATION, OFF(waypoint.pool_idle_timeout), "5m", 0, 0, NULL, false },
 	{ "sidecar", "workload", KW_HOSTNAME, OFF(sidecar.workload), NULL, 0, 0, NULL, false },
+	{ "sidecar", "l7", KW_BOOL, OFF(sidecar.l7), "on", 0, 0, NULL, false },
 	PROXY_KEYS("sidecar", sidecar.proxy),
 	{ "cni", "socket", KW_PATH, OFF(cni.socket), NULL, 0, 0, NULL, false },
 	{ "cni", "on_unknown", KW_ENUM, OFF(cni.on_unknown), "fail", 0, 0, on_unknown, false },

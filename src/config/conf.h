@@ -58,6 +58,7 @@ struct amesh_conf {
 	} waypoint;
 	struct {
 		char *workload;
+		bool l7; /* inbound HTTP and routed outbound through the L7 engine */
 		struct conf_proxy proxy;
 	} sidecar;
 	struct {

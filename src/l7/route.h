@@ -76,6 +76,8 @@ bool route_matches(const struct reg_route *rt, const struct route_req *q);
  * svc and that match q. NULL when none matches: the caller then forwards to the service's own
  * endpoints (the default route).
  */
+/* True when some route of the registry is for svc. */
+bool route_any(const struct registry *r, const struct reg_service *svc);
 const struct reg_route *route_select(const struct registry *r, const struct reg_service *svc,
     const struct route_req *q);
 

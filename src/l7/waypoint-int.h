@@ -23,6 +23,9 @@ struct mirror;
 #define WP_UP_IDLE_MS 4000
 /* A mirrored copy still open this long after it started is reset. */
 #define WP_MIRROR_TIMEOUT_MS 10000
+/* A tunnel whose client has sent nothing that tells its protocol for this long is relayed at L4
+ * (a server-first protocol: the client waits for the server's greeting). */
+#define WP_DETECT_MS 1000
 /* Mirrored requests in flight at once; more are not mirrored (mirrors_dropped). */
 #define WP_MAX_MIRRORS 1024
 
@@ -36,6 +39,9 @@ struct obuf {
 };
 
 enum tun_mode { MODE_DETECT, MODE_HTTP, MODE_H2, MODE_L4 };
+/* Whose tunnel: the waypoint's, or a sidecar's inbound (HBONE in, its app over TCP) or outbound
+ * (its app's captured connection in, HBONE out). */
+enum tun_side { SIDE_WAYPOINT, SIDE_IN, SIDE_OUT };
 
 struct waypoint {
 	uv_loop_t *loop;
@@ -55,10 +61,18 @@ struct waypoint {
 	struct waypoint_stats st;
 	size_t mirrors_open;
 	uint32_t rr;
+	/* A sidecar's engine (waypoint_embed): no server of its own, the pool is the host's. */
+	bool embedded, idle_part;
+	struct l7_host host;
+	const char *role; /* "waypoint" or "sidecar", for logs */
+	struct tun *tuns; /* every tunnel, for waypoint_abort_all */
 };
 
 struct tun {
 	struct waypoint *wp;
+	struct tun *prev, *next;
+	enum tun_side side;
+	struct sockaddr_storage app, client; /* SIDE_IN: the app's address, and whom it sees */
 	struct hbone_stream *down, *up;
 	struct registry *reg;
 	const struct reg_service *svc;       /* addressed by service (hostname or VIP) */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "core/log.h"
@@ -24,7 +25,6 @@
 #include "l7/route.h"
 #include "l7/waypoint.h"
 #include "l7/waypoint-int.h"
-#define WP_MARK_NONE 0
 #include "policy/authz.h"
 #include "telemetry/accesslog.h"
 #include "telemetry/metrics.h"
@@ -33,6 +33,7 @@
 #include "tls/rng.h"
 
 static void start_upstream(struct tun *t);
+static void embedded_idle_check(struct waypoint *wp);
 static void send_request_head(struct tun *t);
 static void mirror_detach(struct tun *t, bool complete);
 static void feed_down(struct tun *t);
@@ -110,6 +111,21 @@ wp_pick_endpoint(struct tun *t, const struct reg_service *svc)
 
 /* --- telemetry --- */
 
+/* Istio's reporter: the waypoint's own, or a sidecar's side of the call. */
+static const char *
+reporter(const struct tun *t)
+{
+	return t->side == SIDE_IN ? "destination" : t->side == SIDE_OUT ? "source" : "waypoint";
+}
+
+/* What the client side knows of the connection's security: Istio's source reporters say
+ * "unknown"; the receiving side saw the peer's certificate. */
+static const char *
+security_policy(const struct tun *t)
+{
+	return t->side == SIDE_OUT ? "unknown" : "mutual_tls";
+}
+
 void
 wp_principal(const struct tun *t, const struct reg_workload *wl, char *buf, size_t len)
 {
@@ -126,7 +142,7 @@ wp_request_telemetry(struct tun *t, const struct wp_request_log *q)
 	struct waypoint *wp = t->wp;
 	char dp[SPIFFE_ID_MAX];
 	struct http_labels l = {
-		.reporter = "waypoint",
+		.reporter = reporter(t),
 		.source_workload = t->src_wl ? t->src_wl->h.name : "unknown",
 		.source_workload_namespace = t->src_wl ? t->src_wl->namespace : "unknown",
 		.source_principal = t->peer_id,
@@ -136,7 +152,7 @@ wp_request_telemetry(struct tun *t, const struct wp_request_log *q)
 		.request_protocol = q->grpc ? "grpc" : "http",
 		.response_code = (unsigned)q->status,
 		.response_flags = q->flags ? q->flags : "-",
-		.connection_security_policy = "mutual_tls",
+		.connection_security_policy = security_policy(t),
 	};
 	uint64_t ms = uv_now(wp->loop) - q->start;
 	char path[512];
@@ -178,13 +194,27 @@ finish_request_telemetry(struct tun *t)
 	wp_request_telemetry(t, &q);
 }
 
-/* Istio's TCP labels for a tunnel relayed at L4 (reporter "waypoint"); dp holds the principal. */
+/* A sidecar's inbound client, as its app will see it. */
+static void
+wp_client_ip(const struct tun *t, struct ip_addr *ip)
+{
+	memset(ip, 0, sizeof(*ip));
+	if (t->client.ss_family == AF_INET) {
+		ip->family = AF_INET;
+		memcpy(ip->a, &((const struct sockaddr_in *)&t->client)->sin_addr, 4);
+	} else if (t->client.ss_family == AF_INET6) {
+		ip->family = AF_INET6;
+		memcpy(ip->a, &((const struct sockaddr_in6 *)&t->client)->sin6_addr, 16);
+	}
+}
+
+/* Istio's TCP labels for a tunnel relayed at L4; dp holds the principal. */
 static void
 l4_labels(struct tun *t, struct tcp_labels *l, char *dp, size_t len)
 {
 	wp_principal(t, t->ep, dp, len);
 	*l = (struct tcp_labels){
-		.reporter = "waypoint",
+		.reporter = reporter(t),
 		.source_workload = t->src_wl ? t->src_wl->h.name : "unknown",
 		.source_workload_namespace = t->src_wl ? t->src_wl->namespace : "unknown",
 		.source_principal = t->peer_id,
@@ -193,7 +223,7 @@ l4_labels(struct tun *t, struct tcp_labels *l, char *dp, size_t len)
 		.destination_service = t->svc ? t->svc->hostname : "unknown",
 		.destination_principal = dp,
 		.response_flags = t->flags ? t->flags : "-",
-		.connection_security_policy = "mutual_tls",
+		.connection_security_policy = security_policy(t),
 	};
 }
 
@@ -415,7 +445,7 @@ retry_if_allowed(struct tun *t, enum route_outcome o, int status)
 	t->attempt++;
 	t->wp->st.retries++;
 	drop_up(t, true);
-	log_debug("waypoint: retrying %s %s (attempt %d) in %llu ms", t->req->method,
+	log_debug("%s: retrying %s %s (attempt %d) in %llu ms", t->wp->role, t->req->method,
 	    t->authority, t->attempt, (unsigned long long)wait);
 	uv_timer_start(&t->wait, on_wait, wait, 0);
 	return true;
@@ -808,6 +838,21 @@ wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
 	char dst_id[SPIFFE_ID_MAX], auth[128], a[INET6_ADDRSTRLEN];
 	struct hbone_open o = { 0 };
 
+	if (wp->embedded && wp->draining)
+		return -ESHUTDOWN; /* its pool is draining, or gone */
+	if (t->side == SIDE_IN) {
+		/* A sidecar's own app, over TCP from the client's address: where the CONNECT said. */
+		struct sockaddr_storage app = t->app;
+		int fd = wp->host.app_socket(wp->host.arg, &t->client, app.ss_family);
+
+		if (fd < 0)
+			return fd;
+		if (app.ss_family == AF_INET6)
+			((struct sockaddr_in6 *)&app)->sin6_port = htons(target);
+		else
+			((struct sockaddr_in *)&app)->sin_port = htons(target);
+		return hbone_tcp_connect(wp->loop, fd, (struct sockaddr *)&app, cb, user, out);
+	}
 	if (ep == NULL || (ip = reg_workload_addr(ep, AF_INET)) == NULL)
 		return -ENOENT;
 	memset(&dst, 0, sizeof(dst));
@@ -974,9 +1019,11 @@ static void
 m_timer_closed(uv_handle_t *h)
 {
 	struct mirror *m = h->data;
+	struct waypoint *wp = m->wp;
 
 	free(m->out.p);
 	free(m);
+	embedded_idle_check(wp);
 }
 
 static void
@@ -1112,11 +1159,12 @@ wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp
 	struct ip_addr src_ip;
 
 	memset(v, 0, sizeof(*v));
-	v->rt = t->svc != NULL ? route_select(t->reg, t->svc, rq) : NULL;
+	/* Routes are the caller's side (Envoy: client-side); a sidecar's inbound only authorizes. */
+	v->rt = t->svc != NULL && t->side != SIDE_IN ? route_select(t->reg, t->svc, rq) : NULL;
 	/* The port: the addressed service's target for the port asked, unless a backend service
 	 * maps it otherwise. */
 	v->target = t->port;
-	if (t->svc != NULL)
+	if (t->svc != NULL && t->side != SIDE_IN)
 		for (size_t i = 0; i < t->svc->ports.n; i++)
 			if (t->svc->ports.v[i].port == t->port)
 				v->target = t->svc->ports.v[i].target;
@@ -1143,15 +1191,20 @@ wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp
 					v->target = bs->ports.v[i].target;
 		}
 	} else {
-		v->ep = wp_pick_endpoint(t, t->svc);
+		v->ep = t->side == SIDE_IN ? t->direct : wp_pick_endpoint(t, t->svc);
 	}
-	/* L7 authorization, against the workload the request is going to. */
+	/* L7 authorization, against the workload the request is going to; a sidecar's outbound
+	 * leaves that to the destination. */
+	if (t->side == SIDE_OUT)
+		goto fault;
 	memset(&aq, 0, sizeof(aq));
 	memset(&src_ip, 0, sizeof(src_ip));
+	if (t->side == SIDE_IN)
+		wp_client_ip(t, &src_ip);
 	aq.l4.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
 	    t->peer_id;
 	aq.l4.src_namespace = "";
-	aq.l4.src_ip = &src_ip;
+	aq.l4.src_ip = src_ip.family ? &src_ip : NULL;
 	aq.l4.dst_port = v->target;
 	aq.method = rq->method;
 	aq.path = rq->path;
@@ -1160,14 +1213,15 @@ wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp
 	aq.header_arg = rq->header_arg;
 	if (v->ep != NULL && authz_l7(t->reg, v->ep, &aq, &matched) == AUTHZ_DENY) {
 		wp->st.denied++;
-		log_info("waypoint: %s %s%s to %s denied for %s%s%s", rq->method, t->authority,
-		    rq->path, v->ep->h.name, t->peer_id, matched ? " by policy " : "",
+		log_info("%s: %s %s%s to %s denied for %s%s%s", wp->role, rq->method,
+		    t->authority, rq->path, v->ep->h.name, t->peer_id, matched ? " by policy " : "",
 		    matched ? matched->h.name : "");
 		v->status = 403;
 		v->body = "RBAC: access denied";
 		v->flags = "DENY";
 		return;
 	}
+fault:
 	if (v->rt != NULL && route_fault_abort(v->rt, wp_rnd(), &v->status)) {
 		v->body = "fault filter abort";
 		v->flags = "FI";
@@ -1393,21 +1447,91 @@ feed_down(struct tun *t)
 
 /* --- downstream stream --- */
 
-static bool
-looks_like_http1(const uint8_t *p, size_t n)
-{
-	size_t i;
+enum detect { DETECT_MORE, DETECT_HTTP, DETECT_H2, DETECT_OTHER };
 
-	/* The HTTP/2 preface ("PRI * HTTP/2.0") has the shape of a request line: not ours. */
+/* What the first bytes of a tunnel are: an HTTP/1.x request line starts with an upper-case
+ * method and a blank within 16 bytes; h2c with prior knowledge with the whole preface. Anything
+ * else is decided as soon as a byte rules both out. */
+static enum detect
+detect(const uint8_t *p, size_t n)
+{
+	bool whole;
+
+	if (h2d_preface(p, n, &whole))
+		return whole ? DETECT_H2 : DETECT_MORE;
 	if (n >= 4 && memcmp(p, "PRI ", 4) == 0)
-		return false;
-	for (i = 0; i < n && i < 16; i++) {
+		return DETECT_OTHER; /* not the preface, nor an HTTP/1.1 method */
+	for (size_t i = 0; i < n && i < 16; i++) {
 		if (p[i] == ' ')
-			return i > 0;
+			return i > 0 ? DETECT_HTTP : DETECT_OTHER;
 		if (p[i] < 'A' || p[i] > 'Z')
-			return false;
+			return DETECT_OTHER;
 	}
-	return false;
+	return n >= 16 ? DETECT_OTHER : DETECT_MORE;
+}
+
+/* Not HTTP (or silent: a server-first protocol): relayed as bytes, as a ztunnel would. The
+ * workload's L4 policy is checked here, failing closed on L7 rules (authz_l4): the destination
+ * sees only us. A sidecar's outbound leaves policy to the destination. */
+static void
+go_l4(struct tun *t)
+{
+	t->mode = MODE_L4;
+	t->wp->st.tunnels_l4++;
+	if (t->timers_open == 2)
+		uv_timer_stop(&t->timer);
+	wp_obuf_add(&t->to_up, t->in, t->in_len);
+	t->in_unconsumed += t->in_len;
+	t->req_bytes += t->in_len;
+	free(t->in);
+	t->in = NULL;
+	t->in_len = 0;
+	t->target = t->port;
+	t->ep = t->side == SIDE_IN ? t->direct : wp_pick_endpoint(t, t->svc);
+	if (t->svc != NULL && t->side != SIDE_IN)
+		for (size_t i = 0; i < t->svc->ports.n; i++)
+			if (t->svc->ports.v[i].port == t->port)
+				t->target = t->svc->ports.v[i].target;
+	t->start = uv_now(t->wp->loop);
+	if (t->ep != NULL && t->side != SIDE_OUT) {
+		struct authz_l4_req q = { 0 };
+		const struct reg_policy *m = NULL;
+		struct ip_addr ip;
+
+		wp_client_ip(t, &ip);
+		q.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
+		    t->peer_id;
+		q.src_namespace = "";
+		q.src_ip = ip.family ? &ip : NULL;
+		q.dst_port = t->target;
+		if (authz_l4(t->reg, t->ep, &q, &m) == AUTHZ_DENY) {
+			t->wp->st.denied++;
+			t->flags = "DENY";
+			log_info("%s: L4 tunnel %s for %s denied%s%s", t->wp->role, t->authority,
+			    t->peer_id, m ? " by policy " : "", m ? m->h.name : "");
+			wp_tun_abort(t);
+			return;
+		}
+	}
+	if (t->wp->metrics != NULL) {
+		char dp[SPIFFE_ID_MAX];
+		struct tcp_labels l;
+
+		l4_labels(t, &l, dp, sizeof(dp));
+		metrics_tcp_opened(t->wp->metrics, &l);
+		t->l4_opened = true;
+	}
+	start_upstream(t);
+}
+
+/* Nothing decided the protocol in WP_DETECT_MS: the client waits for the server to speak. */
+static void
+on_detect_timeout(uv_timer_t *h)
+{
+	struct tun *t = h->data;
+
+	if (t->mode == MODE_DETECT && !t->closing)
+		go_l4(t);
 }
 
 static void
@@ -1440,68 +1564,25 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 	memcpy(t->in + t->in_len, data, len);
 	t->in_len += len;
 	if (t->mode == MODE_DETECT) {
-		bool whole;
-
-		if (h2d_preface(t->in, t->in_len, &whole)) {
-			/* h2c with prior knowledge (gRPC included): the HTTP/2 path, once the whole
-			 * preface is here. */
-			if (whole && h2d_start(t) != 0)
+		switch (detect(t->in, t->in_len)) {
+		case DETECT_MORE:
+			return;
+		case DETECT_H2:
+			/* h2c with prior knowledge (gRPC included): the HTTP/2 path. */
+			uv_timer_stop(&t->timer);
+			if (h2d_start(t) != 0)
 				wp_tun_abort(t);
 			return;
-		}
-		if (t->in_len < 16 && memchr(t->in, ' ', t->in_len) == NULL)
-			return;
-		if (looks_like_http1(t->in, t->in_len)) {
+		case DETECT_HTTP:
+			uv_timer_stop(&t->timer);
 			t->mode = MODE_HTTP;
 			if (h1_parser_new(H1_REQUEST, &req_cb, t, &t->req_p) != 0) {
 				wp_tun_abort(t);
 				return;
 			}
-		} else {
-			/* TLS or anything else: relayed as bytes, as a ztunnel would. */
-			t->mode = MODE_L4;
-			t->wp->st.tunnels_l4++;
-			wp_obuf_add(&t->to_up, t->in, t->in_len);
-			t->in_unconsumed += t->in_len;
-			t->req_bytes += t->in_len;
-			free(t->in);
-			t->in = NULL;
-			t->in_len = 0;
-			t->target = t->port;
-			t->ep = wp_pick_endpoint(t, t->svc);
-			if (t->svc != NULL)
-				for (size_t i = 0; i < t->svc->ports.n; i++)
-					if (t->svc->ports.v[i].port == t->port)
-						t->target = t->svc->ports.v[i].target;
-			t->start = uv_now(t->wp->loop);
-			/* The destination ztunnel sees only the waypoint: the client's L4 policy is
-			 * checked here. */
-			if (t->ep != NULL) {
-				struct authz_l4_req q = { 0 };
-				const struct reg_policy *m = NULL;
-
-				q.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ?
-				    t->peer_id + 9 : t->peer_id;
-				q.src_namespace = "";
-				q.dst_port = t->target;
-				if (authz_l4(t->reg, t->ep, &q, &m) == AUTHZ_DENY) {
-					t->wp->st.denied++;
-					t->flags = "DENY";
-					log_info("waypoint: L4 tunnel %s for %s denied%s%s", t->authority,
-					    t->peer_id, m ? " by policy " : "", m ? m->h.name : "");
-					wp_tun_abort(t);
-					return;
-				}
-			}
-			if (t->wp->metrics != NULL) {
-				char dp[SPIFFE_ID_MAX];
-				struct tcp_labels l;
-
-				l4_labels(t, &l, dp, sizeof(dp));
-				metrics_tcp_opened(t->wp->metrics, &l);
-				t->l4_opened = true;
-			}
-			start_upstream(t);
+			break;
+		case DETECT_OTHER:
+			go_l4(t);
 			return;
 		}
 	}
@@ -1585,9 +1666,17 @@ static const struct hbone_stream_cb down_cb = {
 void
 wp_tun_maybe_free(struct tun *t)
 {
+	struct waypoint *wp = t->wp;
+
 	if (!t->down_closed || t->timers_open > 0 || !h2d_idle(t->h2))
 		return;
-	t->wp->st.active--;
+	wp->st.active--;
+	if (t->prev != NULL)
+		t->prev->next = t->next;
+	else
+		wp->tuns = t->next;
+	if (t->next != NULL)
+		t->next->prev = t->prev;
 	h2d_free(t->h2);
 	if (t->mode == MODE_L4)
 		finish_l4_telemetry(t);
@@ -1604,6 +1693,9 @@ wp_tun_maybe_free(struct tun *t)
 	free(t->forwarded);
 	free(t->baggage);
 	free(t);
+	if (wp->embedded && wp->host.tun_gone != NULL)
+		wp->host.tun_gone(wp->host.arg);
+	embedded_idle_check(wp); /* last: it may free wp */
 }
 
 /* Resets both sides; the downstream on_close frees the tunnel. */
@@ -1615,6 +1707,48 @@ wp_tun_abort(struct tun *t)
 		t->closing = true;
 		hbone_stream_reset(t->down, 0x8);
 	}
+}
+
+static struct tun *
+tun_new(struct waypoint *wp, struct registry *reg, enum tun_side side)
+{
+	struct tun *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return NULL;
+	t->wp = wp;
+	t->reg = reg;
+	t->side = side;
+	return t;
+}
+
+/* A tunnel that never started: nothing of it is on the loop yet. */
+static void
+tun_discard(struct tun *t)
+{
+	registry_unref(t->reg);
+	free(t);
+}
+
+/* The tunnel is ours from here: its timers, the detection deadline, the downstream stream. */
+static void
+tun_start(struct tun *t, struct hbone_stream *s)
+{
+	struct waypoint *wp = t->wp;
+
+	uv_timer_init(wp->loop, &t->timer);
+	uv_timer_init(wp->loop, &t->wait);
+	t->timer.data = t->wait.data = t;
+	t->timers_open = 2;
+	uv_timer_start(&t->timer, on_detect_timeout, WP_DETECT_MS, 0);
+	t->down = s;
+	t->next = wp->tuns;
+	if (wp->tuns != NULL)
+		wp->tuns->prev = t;
+	wp->tuns = t;
+	wp->st.tunnels++;
+	wp->st.active++;
+	hbone_stream_set_cb(s, &down_cb, t);
 }
 
 static void
@@ -1632,14 +1766,12 @@ on_request(struct hbone_server *srv, struct hbone_stream *s, const struct hbone_
 		registry_unref(reg);
 		return;
 	}
-	t = calloc(1, sizeof(*t));
+	t = tun_new(wp, reg, SIDE_WAYPOINT);
 	if (t == NULL) {
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
 		return;
 	}
-	t->wp = wp;
-	t->reg = reg;
 	t->port = req->port;
 	snprintf(t->authority, sizeof(t->authority), "%s", req->authority);
 	if (parse_ip(req->host, &ip, &why) == 0) {
@@ -1678,15 +1810,114 @@ on_request(struct hbone_server *srv, struct hbone_stream *s, const struct hbone_
 		free(t);
 		return;
 	}
-	uv_timer_init(wp->loop, &t->timer);
-	uv_timer_init(wp->loop, &t->wait);
-	t->timer.data = t->wait.data = t;
-	t->timers_open = 2;
-	t->down = s;
-	wp->st.tunnels++;
-	wp->st.active++;
-	hbone_stream_set_cb(s, &down_cb, t);
+	tun_start(t, s);
 	hbone_stream_respond(s, 200);
+}
+
+int
+waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
+    const struct hbone_request *req, const struct sockaddr_storage *client,
+    const struct sockaddr_storage *app, const char *svc_host)
+{
+	struct registry *reg = registry_holder_get(wp->reg);
+	struct ip_addr peer;
+	struct sockaddr_storage ps;
+	const char *why;
+	struct tun *t;
+
+	t = reg != NULL && !wp->draining ? tun_new(wp, reg, SIDE_IN) : NULL;
+	if (t == NULL) {
+		registry_unref(reg);
+		return -1;
+	}
+	t->direct = registry_find(reg, REG_WORKLOAD, wp->host.workload);
+	t->svc = svc_host != NULL ? registry_service_by_hostname(reg, svc_host) : NULL;
+	t->port = req->port;
+	t->app = *app;
+	t->client = *client;
+	snprintf(t->authority, sizeof(t->authority), "%s", req->authority);
+	t->peer_id = strdup(req->peer_id);
+	if (parse_sockaddr(req->peer_addr, &ps, &why) == 0) {
+		memset(&peer, 0, sizeof(peer));
+		peer.family = (uint8_t)ps.ss_family;
+		if (ps.ss_family == AF_INET)
+			memcpy(peer.a, &((struct sockaddr_in *)&ps)->sin_addr, 4);
+		else
+			memcpy(peer.a, &((struct sockaddr_in6 *)&ps)->sin6_addr, 16);
+		t->src_wl = registry_workload_by_addr(reg, &peer);
+	}
+	if (t->direct == NULL || t->peer_id == NULL) {
+		free(t->peer_id);
+		tun_discard(t);
+		return -1;
+	}
+	tun_start(t, s);
+	if (hbone_stream_respond(s, 200) != 0) {
+		wp_tun_abort(t);
+		return 0; /* the stream's on_close frees the tunnel */
+	}
+	return 0;
+}
+
+int
+waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storage *src,
+    const char *svc_host, uint16_t port)
+{
+	struct registry *reg = registry_holder_get(wp->reg);
+	struct hbone_stream *s;
+	char a[80];
+	struct tun *t;
+	bool bad;
+
+	t = reg != NULL && !wp->draining ? tun_new(wp, reg, SIDE_OUT) : NULL;
+	if (t == NULL) {
+		registry_unref(reg);
+		close(fd);
+		return -1;
+	}
+	t->svc = registry_service_by_hostname(reg, svc_host);
+	t->src_wl = registry_find(reg, REG_WORKLOAD, wp->host.workload);
+	t->port = port;
+	snprintf(t->authority, sizeof(t->authority), "%s:%u", svc_host, port);
+	/* Who calls, for the destination's telemetry and policy (as the L4 path sends them). */
+	if (asprintf(&t->peer_id, "spiffe://%s/ns/%s/sa/%s", wp->conf->mesh.trust_domain,
+	    wp->host.ns, wp->host.sa) < 0)
+		t->peer_id = NULL;
+	if (asprintf(&t->forwarded, "for=\"%s\"", sockaddr_str(src, a, sizeof(a))) < 0)
+		t->forwarded = NULL;
+	if (asprintf(&t->baggage, "k8s.namespace.name=%s,k8s.workload.name=%s,"
+	    "amesh.destination.service=%s", wp->host.ns, wp->host.workload, svc_host) < 0)
+		t->baggage = NULL;
+	bad = t->svc == NULL || t->src_wl == NULL || t->peer_id == NULL || t->forwarded == NULL ||
+	    t->baggage == NULL;
+	if (bad)
+		close(fd);
+	if (bad || hbone_tcp_accepted(wp->loop, fd, &down_cb, t, &s) != 0) {
+		free(t->peer_id);
+		free(t->forwarded);
+		free(t->baggage);
+		tun_discard(t);
+		return -1;
+	}
+	tun_start(t, s);
+	return 0;
+}
+
+void
+waypoint_abort_all(struct waypoint *wp)
+{
+	struct tun *next;
+
+	for (struct tun *t = wp->tuns; t != NULL; t = next) {
+		next = t->next; /* (a tunnel is freed on the loop, never in here) */
+		wp_tun_abort(t);
+	}
+}
+
+size_t
+waypoint_active(const struct waypoint *wp)
+{
+	return wp->st.active;
 }
 
 /* --- lifecycle --- */
@@ -1702,8 +1933,9 @@ on_refresh(uv_timer_t *h)
 		identity_unref(id);
 		return;
 	}
-	log_info("waypoint: new certificate for %s", id->spiffe_id);
-	hbone_server_set_identity(wp->srv, id);
+	log_info("%s: new certificate for %s", wp->role, id->spiffe_id);
+	if (wp->srv != NULL)
+		hbone_server_set_identity(wp->srv, id);
 	identity_unref(wp->id);
 	wp->id = id;
 }
@@ -1770,6 +2002,7 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	wp->reg = reg;
 	wp->ids = ids;
 	wp->metrics = metrics;
+	wp->role = "waypoint";
 	wp->ns = strdup(wr->namespace);
 	wp->sa = strdup(wr->service_account);
 	registry_unref(r);
@@ -1828,6 +2061,39 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	return 0;
 }
 
+int
+waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
+    struct identity_store *ids, struct metrics *metrics, const struct l7_host *host,
+    struct waypoint **out)
+{
+	struct waypoint *wp = calloc(1, sizeof(*wp));
+
+	*out = NULL;
+	if (wp == NULL)
+		return AMESH_ERR_NOMEM;
+	wp->loop = loop;
+	wp->conf = conf;
+	wp->reg = reg;
+	wp->ids = ids;
+	wp->metrics = metrics;
+	wp->embedded = true;
+	wp->host = *host;
+	wp->role = host->role;
+	wp->pool = host->pool;
+	wp->ns = strdup(host->ns);
+	wp->sa = strdup(host->sa);
+	wp->id = identity_store_get_sa(ids, host->ns, host->sa);
+	if (wp->ns == NULL || wp->sa == NULL || wp->id == NULL) {
+		waypoint_free(wp);
+		return AMESH_ERR_NOTFOUND;
+	}
+	uv_timer_init(loop, &wp->refresh);
+	wp->refresh.data = wp;
+	uv_timer_start(&wp->refresh, on_refresh, 1000, 1000);
+	*out = wp;
+	return 0;
+}
+
 static void
 part_done(void *arg)
 {
@@ -1843,6 +2109,17 @@ refresh_closed(uv_handle_t *h)
 	part_done(h->data);
 }
 
+/* A sidecar's engine drains when its last tunnel and mirror are gone. */
+static void
+embedded_idle_check(struct waypoint *wp)
+{
+	if (wp->embedded && wp->draining && wp->idle_part && wp->st.active == 0 &&
+	    wp->mirrors_open == 0) {
+		wp->idle_part = false;
+		part_done(wp);
+	}
+}
+
 void
 waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
 {
@@ -1851,9 +2128,15 @@ waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg)
 	wp->draining = true;
 	wp->done = done;
 	wp->done_arg = arg;
-	wp->parts = 3;
+	/* A sidecar's server and pool are its proxy's: it waits for its own tunnels instead. */
+	wp->parts = wp->embedded ? 2 : 3;
+	wp->idle_part = wp->embedded;
 	uv_timer_stop(&wp->refresh);
 	uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
+	if (wp->embedded) {
+		embedded_idle_check(wp);
+		return;
+	}
 	hbone_server_drain(wp->srv, timeout_ms, part_done, wp);
 	hbone_pool_drain(wp->pool, timeout_ms, part_done, wp);
 }

@@ -22,6 +22,9 @@
 
 #define WP_BUF (256u * 1024)
 
+struct hbone_pool;
+struct hbone_request;
+struct hbone_stream;
 struct identity_store;
 struct metrics;
 struct waypoint;
@@ -35,6 +38,44 @@ struct waypoint_stats {
 /* Starts the waypoint named [waypoint] name: its identity must be in the identity store. */
 int waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
     struct identity_store *ids, struct metrics *metrics, struct waypoint **out);
+/*
+ * The same engine inside a sidecar, for the one workload it serves; the proxy hands it
+ * connections (waypoint_take_inbound, waypoint_take_outbound). Requests get what the waypoint
+ * gives them, split by side as Envoy sidecars do: inbound, L7 authorization against the workload
+ * and request metrics with reporter "destination"; outbound, the routes of the service called
+ * (backends, timeouts, retries, faults, mirrors) and reporter "source".
+ */
+struct l7_host {
+	const char *role;     /* "sidecar", in logs */
+	const char *workload; /* its registry name */
+	const char *ns, *sa;  /* its identity: outbound HBONE is opened as it */
+	struct hbone_pool *pool; /* for outbound HBONE; not owned */
+	/* A socket inside the workload's namespace for a connection to its app, bound to client's
+	 * address when it can be (so the app sees its real peer). An fd or -errno. */
+	int (*app_socket)(void *arg, const struct sockaddr_storage *client, int family);
+	/* A tunnel ended (the host counts them for its drain). */
+	void (*tun_gone)(void *arg);
+	void *arg;
+};
+int waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
+    struct identity_store *ids, struct metrics *metrics, const struct l7_host *host,
+    struct waypoint **out);
+/* An HBONE tunnel to the workload, admitted by authz_l4_prefilter: answered 200 here, its requests
+ * delivered to app (the address and port the CONNECT named) from client. svc_host: the service the
+ * caller addressed (its baggage), or NULL. 0, or -1 when it could not be taken (the caller answers
+ * the CONNECT then). */
+int waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
+    const struct hbone_request *req, const struct sockaddr_storage *client,
+    const struct sockaddr_storage *app, const char *svc_host);
+/* A connection the workload made (accepted fd, from src) to service svc_host's port: routed here.
+ * 0, or -1 (fd is closed, the connection reset). */
+int waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storage *src,
+    const char *svc_host, uint16_t port);
+/* Resets every tunnel (a drain that ran out of time). */
+void waypoint_abort_all(struct waypoint *wp);
+/* Tunnels open now. */
+size_t waypoint_active(const struct waypoint *wp);
+
 /* GOAWAY, then close what is left after timeout_ms; done runs when all is closed. */
 void waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg);
 void waypoint_free(struct waypoint *wp);

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "hbone/hbone.h"
+#include "l7/waypoint.h"
 #include "proxy/admin.h"
 #include "telemetry/http.h"
 #include "telemetry/metrics.h"
@@ -108,10 +109,11 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 	json_object_set_new(root, "registry", reg);
 	for (struct pworkload *w = px->workloads; w != NULL; w = w->next) {
 		struct hbone_pool_stats ps = { 0 };
+		json_t *e;
 
 		if (w->pool != NULL)
 			hbone_pool_stats(w->pool, &ps);
-		json_array_append_new(enrolled, json_pack(
+		e = json_pack(
 		    "{s:s,s:s,s:s,s:{s:i,s:i,s:i},s:I,s:{s:I,s:I,s:I,s:I,s:I}}",
 		    "name", w->name, "netns", w->netns_path, "identity", w->id->spiffe_id,
 		    "ports", "outbound", px->pc->outbound_port, "inbound_plaintext",
@@ -120,7 +122,24 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 		    "pool", "connections", (json_int_t)ps.connections, "streams",
 		    (json_int_t)ps.streams, "connections_opened", (json_int_t)ps.connections_opened,
 		    "connect_failures", (json_int_t)ps.connect_failures, "streams_retried",
-		    (json_int_t)ps.streams_retried));
+		    (json_int_t)ps.streams_retried);
+		if (e != NULL && w->l7 != NULL) {
+			/* A sidecar's L7 engine: what its requests met. */
+			struct waypoint_stats st;
+
+			waypoint_stats(w->l7, &st);
+			json_object_set_new(e, "l7", json_pack(
+			    "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+			    "tunnels", (json_int_t)st.tunnels, "tunnels_l4", (json_int_t)st.tunnels_l4,
+			    "tunnels_h2", (json_int_t)st.tunnels_h2,
+			    "requests", (json_int_t)st.requests, "denied", (json_int_t)st.denied,
+			    "local_replies", (json_int_t)st.local_replies,
+			    "retries", (json_int_t)st.retries, "timeouts", (json_int_t)st.timeouts,
+			    "upstream_failures", (json_int_t)st.upstream_failures,
+			    "upstream_reused", (json_int_t)st.upstream_reused,
+			    "active", (json_int_t)st.active));
+		}
+		json_array_append_new(enrolled, e);
 	}
 	json_object_set_new(root, "enrolled", enrolled);
 	n = identity_store_list(ids, &list);
@@ -136,7 +155,7 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 	}
 	free(list);
 	json_object_set_new(root, "identities", idents);
-	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "accepted", (json_int_t)px->st.accepted, "active", (json_int_t)px->st.active,
 	    "refused_limit", (json_int_t)px->st.refused_limit,
 	    "outbound_hbone", (json_int_t)px->st.outbound_hbone,
@@ -144,7 +163,9 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 	    "inbound_hbone", (json_int_t)px->st.inbound_hbone,
 	    "inbound_plaintext", (json_int_t)px->st.inbound_plaintext,
 	    "denied", (json_int_t)px->st.denied,
-	    "connect_failures", (json_int_t)px->st.connect_failures));
+	    "connect_failures", (json_int_t)px->st.connect_failures,
+	    "inbound_l7", (json_int_t)px->st.inbound_l7,
+	    "outbound_l7", (json_int_t)px->st.outbound_l7));
 	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(root);
 	registry_unref(r);

@@ -22,6 +22,8 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "hbone/hbone.h"
+#include "l7/route.h"
+#include "l7/waypoint.h"
 #include "net/netns.h"
 #include "net/relay.h"
 #include "policy/authz.h"
@@ -49,6 +51,7 @@ struct flow {
 	char *dst_principal;  /* outbound: the SPIFFE ID we expected */
 	const char *flags;
 	bool opened, up;
+	bool handed; /* given to the sidecar's L7 engine: it reports the connection */
 	uint64_t start;
 	struct sockaddr_storage src, dst;
 	struct flow *prev, *next;
@@ -225,7 +228,9 @@ flow_done(struct relay *r, const struct relay_stats *st, void *user)
 	 * the request. Side A is the client except on inbound HBONE, where A is the app. */
 	bool client_is_a = f->kind != FLOW_IN_HBONE;
 
-	if (f->up)
+	if (f->handed)
+		;
+	else if (f->up)
 		flow_record(f, client_is_a ? st->b_to_a : st->a_to_b,
 		    client_is_a ? st->a_to_b : st->b_to_a);
 	else
@@ -283,7 +288,7 @@ accept_flow(uv_stream_t *l, enum flow_kind kind)
 	struct flow *f = NULL;
 	int len;
 
-	if (!px->draining && px->st.active < px->pc->max_connections)
+	if (!px->draining && px->st.active + px->l7_active < px->pc->max_connections)
 		f = flow_new(w, kind);
 	if (f == NULL) {
 		/* Over the limit, draining or out of memory: take it off the backlog and reset it. */
@@ -481,6 +486,21 @@ proxy_on_outbound(uv_stream_t *l, int status)
 	vip = registry_service_by_vip(f->reg, &dip, dport);
 	if (vip != NULL) {
 		f->dst_svc = vip->service;
+		if (w->l7 != NULL && vip->service->waypoint_p == NULL &&
+		    route_any(f->reg, vip->service)) {
+			/* A sidecar applies the routes of the service it calls (Envoy: client-side). */
+			int hfd = relay_hand_off(f->r);
+
+			f->handed = true;
+			px->st.outbound_l7++;
+			if (hfd < 0 || waypoint_take_outbound(w->l7, hfd, &f->src,
+			    vip->service->hostname, dport) != 0)
+				log_info("workload %s: cannot route to %s: L7 engine refused it",
+				    w->name, vip->service->hostname);
+			else
+				px->l7_active++;
+			return;
+		}
 		if (vip->service->waypoint_p != NULL) {
 			wp = vip->service->waypoint_p;
 			snprintf(authority, sizeof(authority), "%s:%u", vip->service->hostname, dport);
@@ -565,29 +585,41 @@ proxy_on_outbound(uv_stream_t *l, int status)
 
 /* --- inbound --- */
 
+int
+proxy_app_socket(struct pworkload *w, const struct sockaddr_storage *client, int family)
+{
+	struct sockaddr_storage bind_to;
+	struct netns_sock_opts o = { .mark = PROXY_MARK, .transparent = true };
+	struct ip_addr cip;
+	uint16_t p;
+	int fd;
+
+	if (client != NULL && client->ss_family == family) {
+		ip_of(client, &cip, &p);
+		set_port(&bind_to, &cip, 0);
+		o.bind = (struct sockaddr *)&bind_to;
+	}
+	fd = netns_tcp_socket(w->nsfd, family, &o);
+	if (fd < 0 && o.bind != NULL) {
+		/* Could not take the client's address: still deliver, from our own. */
+		log_debug("workload %s: cannot bind the client address: %s", w->name,
+		    uv_strerror(fd));
+		o.bind = NULL;
+		fd = netns_tcp_socket(w->nsfd, family, &o);
+	}
+	return fd;
+}
+
 /* Connects handle h to the app inside the namespace, from the client's own address. */
 static int
 connect_app(struct flow *f, const struct ip_addr *client, uv_tcp_t *h, uv_connect_cb cb)
 {
-	struct sockaddr_storage bind_to;
-	struct netns_sock_opts o = { .mark = PROXY_MARK, .transparent = true };
+	struct sockaddr_storage cs;
 	int fd;
-	uint16_t p;
-	struct ip_addr dst;
 
-	ip_of(&f->dst, &dst, &p);
-	if (client != NULL && client->family == dst.family) {
-		set_port(&bind_to, client, 0);
-		o.bind = (struct sockaddr *)&bind_to;
-	}
-	fd = netns_tcp_socket(f->w->nsfd, f->dst.ss_family, &o);
-	if (fd < 0 && o.bind != NULL) {
-		/* Could not take the client's address: still deliver, from our own. */
-		log_debug("workload %s: cannot bind the client address: %s", f->w->name,
-		    uv_strerror(fd));
-		o.bind = NULL;
-		fd = netns_tcp_socket(f->w->nsfd, f->dst.ss_family, &o);
-	}
+	if (client != NULL)
+		set_port(&cs, client, 0);
+	fd = proxy_app_socket(f->w, client != NULL ? &cs : NULL, f->dst.ss_family);
 	if (fd < 0)
 		return fd;
 	if (uv_tcp_open(h, fd) != 0) {
@@ -751,7 +783,7 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	q.dst_port = req->port;
 	/* The same bound as accepted connections: past it the tunnel is refused (the client's
 	 * ztunnel resets its app's connection). */
-	f = px->st.active < px->pc->max_connections && !px->draining ?
+	f = px->st.active + px->l7_active < px->pc->max_connections && !px->draining ?
 	    flow_new(w, FLOW_IN_HBONE) : NULL;
 	if (f == NULL) {
 		px->st.refused_limit++;
@@ -786,13 +818,29 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 		if (baggage_get(req->baggage, "amesh.destination.service", svc, sizeof(svc)))
 			f->dst_svc = registry_service_by_hostname(reg, svc);
 	}
-	if (authz_l4(reg, wl, &q, &matched) == AUTHZ_DENY) {
+	/* A sidecar decides each request at L7: here only what no request could pass. */
+	if ((w->l7 != NULL ? authz_l4_prefilter(reg, wl, &q, &matched) :
+	    authz_l4(reg, wl, &q, &matched)) == AUTHZ_DENY) {
 		px->st.denied++;
 		f->flags = "DENY";
 		log_info("workload %s: denied %s from %s to port %u%s%s", w->name, req->peer_id,
 		    req->peer_addr, req->port, matched ? " by policy " : "",
 		    matched ? matched->h.name : "");
 		hbone_stream_respond(s, 401);
+		relay_abort(f->r);
+		return;
+	}
+	if (w->l7 != NULL) {
+		f->handed = true;
+		px->st.inbound_l7++;
+		if (waypoint_take_inbound(w->l7, s, req, &f->src, &f->dst,
+		    f->dst_svc ? f->dst_svc->hostname : NULL) != 0) {
+			f->handed = false;
+			f->flags = "UF";
+			hbone_stream_respond(s, 503);
+		} else {
+			px->l7_active++;
+		}
 		relay_abort(f->r);
 		return;
 	}
@@ -884,6 +932,8 @@ proxy_abort_flows(struct proxy *px)
 		next = f->next;
 		relay_abort(f->r);
 	}
+	for (struct pworkload *w = px->l7_ws; w != NULL; w = w->l7_next)
+		waypoint_abort_all(w->l7);
 }
 
 static void

@@ -9,6 +9,9 @@
 void pw_hold(struct pworkload *w);
 void pw_release(struct pworkload *w);
 
+/* A socket inside w's namespace to its app, marked, from client's address when it can be. */
+int proxy_app_socket(struct pworkload *w, const struct sockaddr_storage *client, int family);
+
 /* Checks the certificates of enrolled workloads every second (rotation). */
 void proxy_start_refresh(struct proxy *px);
 /* Resets every relayed connection (drain timeout). */

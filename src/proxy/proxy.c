@@ -16,6 +16,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "hbone/hbone.h"
+#include "l7/waypoint.h"
 #include "net/netns.h"
 #include "proxy/proxy-int.h"
 #include "tls/identity.h"
@@ -25,6 +26,15 @@ pw_free(struct pworkload *w)
 {
 	struct proxy *px = w->px;
 
+	if (w->l7 != NULL) {
+		if (w->l7_prev != NULL)
+			w->l7_prev->l7_next = w->l7_next;
+		else if (px != NULL)
+			px->l7_ws = w->l7_next;
+		if (w->l7_next != NULL)
+			w->l7_next->l7_prev = w->l7_prev;
+		waypoint_free(w->l7);
+	}
 	identity_unref(w->id);
 	if (w->nsfd >= 0)
 		close(w->nsfd);
@@ -70,6 +80,52 @@ static void
 on_pool_drained(void *arg)
 {
 	pw_release(arg);
+}
+
+static void
+on_l7_drained(void *arg)
+{
+	pw_release(arg);
+}
+
+static void
+on_l7_tun_gone(void *arg)
+{
+	struct pworkload *w = arg;
+
+	w->px->l7_active--;
+}
+
+static int
+l7_app_socket(void *arg, const struct sockaddr_storage *client, int family)
+{
+	return proxy_app_socket(arg, client, family);
+}
+
+/* A sidecar's L7 engine for w (proxy.l7): it answers for w alone, with w's pool and identity. */
+static int
+start_l7(struct pworkload *w)
+{
+	struct proxy *px = w->px;
+	struct l7_host h = {
+		.role = px->role,
+		.workload = w->name,
+		.ns = w->ns,
+		.sa = w->sa,
+		.pool = w->pool,
+		.app_socket = l7_app_socket,
+		.tun_gone = on_l7_tun_gone,
+		.arg = w,
+	};
+	int r = waypoint_embed(px->loop, px->conf, px->reg, px->ids, px->metrics, &h, &w->l7);
+
+	if (r != 0)
+		return r;
+	w->l7_next = px->l7_ws;
+	if (px->l7_ws != NULL)
+		px->l7_ws->l7_prev = w;
+	px->l7_ws = w;
+	return 0;
 }
 
 /* The pool's socket factory: HBONE leaves from inside the workload's namespace, marked. */
@@ -130,6 +186,11 @@ static void
 shut_workload(struct pworkload *w, uint64_t drain_ms)
 {
 	w->closing = true;
+	if (w->l7 != NULL) {
+		/* First, so that it opens nothing more on the pool drained below. */
+		pw_hold(w);
+		waypoint_drain(w->l7, drain_ms, on_l7_drained, w);
+	}
 	for (int f = 0; f < 2; f++) {
 		if (w->has_outbound[f])
 			uv_close((uv_handle_t *)&w->outbound_l[f], on_listener_closed);
@@ -331,6 +392,10 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 			goto fail_open;
 		}
 		w->open_handles++;
+	}
+	if (px->l7 && (r = start_l7(w)) != 0) {
+		snprintf(why, whylen, "L7 engine: %s", amesh_strerror(r));
+		goto fail_open;
 	}
 	w->next = px->workloads;
 	if (px->workloads != NULL)

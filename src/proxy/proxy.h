@@ -27,6 +27,7 @@
 
 struct identity_store;
 struct metrics;
+struct waypoint;
 struct hbone_server;
 struct hbone_pool;
 struct proxy;
@@ -46,6 +47,9 @@ struct pworkload {
 	int open_handles;    /* parts still holding the workload: handles, servers, pool, flows */
 	bool closing;
 	uint64_t connections;
+	/* A sidecar's L7 engine for this workload (proxy.l7), and its place in proxy.l7_ws. */
+	struct waypoint *l7;
+	struct pworkload *l7_prev, *l7_next;
 	struct pworkload *prev, *next;
 };
 
@@ -54,6 +58,7 @@ struct flow;
 struct proxy_stats {
 	uint64_t accepted, refused_limit, outbound_hbone, outbound_passthrough, inbound_hbone,
 	    inbound_plaintext, denied, connect_failures;
+	uint64_t inbound_l7, outbound_l7; /* sidecar: connections given to its L7 engine */
 	size_t active;
 };
 
@@ -81,6 +86,11 @@ struct proxy {
 	size_t alive;        /* workloads not yet freed (enrolled or shutting down) */
 	int timers_open;
 	struct flow *flows;  /* relayed connections, for drain */
+	/* Sidecar: HTTP inbound (authz, request metrics) and outbound to services with routes go
+	 * through an L7 engine per workload (src/l7); its tunnels count towards max_connections. */
+	bool l7;
+	struct pworkload *l7_ws;
+	size_t l7_active;
 };
 
 int proxy_init(struct proxy *px, uv_loop_t *loop, const struct amesh_conf *conf,

@@ -2,14 +2,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """TCP peers for the lab tests (tests/e2e/lab.sh), standard library only.
 
-serve [--addr A] [--port P]
+serve [--addr A] [--port P] [--greet TEXT]
     Listens on A:P (default [::]:0, dual-stack), prints "listening PORT" and serves each
-    connection in a thread: reads one line (at most 64 KiB), answers
+    connection in a thread: with --greet, first sends "TEXT" and a newline, as a server-first
+    protocol (SMTP, MySQL) does; reads one line (at most 64 KiB), answers
     "peer IP PORT local IP PORT msg LINE", then echoes whatever else comes until EOF.
     IPv4-mapped addresses are printed as plain IPv4, so the server names the client's real
     source address the way the client sees its own.
-connect --addr A --port P [--msg M] [--bind SRC] [--timeout S]
-    Connects, sends M and a newline, prints the server's answer line and exits 0; on failure
+connect --addr A --port P [--msg M] [--bind SRC] [--timeout S] [--greeted]
+    Connects (with --greeted, reads the server's greeting line first and prints "greeting
+    TEXT"), sends M and a newline, prints the server's answer line and exits 0; on failure
     prints "error ERRNAME: message" and exits 1 (ECONNREFUSED, EHOSTUNREACH, timeout, ...).
 """
 import argparse
@@ -27,11 +29,13 @@ def family(addr):
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
-def handle(conn):
+def handle(conn, greet):
     with conn:
         conn.settimeout(60)
         data = b""
         try:
+            if greet:
+                conn.sendall(greet.encode() + b"\n")
             while b"\n" not in data and len(data) < 65536:
                 chunk = conn.recv(65536)
                 if not chunk:
@@ -66,7 +70,7 @@ def serve(args):
     print("listening %d" % srv.getsockname()[1], flush=True)
     while True:
         conn, _ = srv.accept()
-        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        threading.Thread(target=handle, args=(conn, args.greet), daemon=True).start()
 
 
 def connect(args):
@@ -76,8 +80,16 @@ def connect(args):
         if args.bind:
             s.bind((args.bind, 0))
         s.connect((args.addr, args.port))
-        s.sendall(args.msg.encode() + b"\n")
         data = b""
+        if args.greeted:
+            while b"\n" not in data and len(data) < 65536:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            greeting, _, data = data.partition(b"\n")
+            print("greeting %s" % greeting.decode("utf-8", "replace"), flush=True)
+        s.sendall(args.msg.encode() + b"\n")
         while b"\n" not in data and len(data) < 65536:
             chunk = s.recv(65536)
             if not chunk:
@@ -104,12 +116,14 @@ def main():
     s = sub.add_parser("serve")
     s.add_argument("--addr", default="::")
     s.add_argument("--port", type=int, default=0)
+    s.add_argument("--greet", default="")
     c = sub.add_parser("connect")
     c.add_argument("--addr", required=True)
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--msg", default="hello")
     c.add_argument("--bind", default="")
     c.add_argument("--timeout", type=float, default=5.0)
+    c.add_argument("--greeted", action="store_true")
     args = ap.parse_args()
     if args.cmd == "serve":
         serve(args)

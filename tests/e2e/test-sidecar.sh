@@ -19,7 +19,7 @@ for t in nft tcpdump setpriv capsh; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 18
+plan 27
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -28,6 +28,14 @@ PY=$LAB_PY
 for ns in a1 a2 b1 b2; do
 	start "srv_$ns" $(lab_in $ns) $PY "$LAB_PEER" serve --port 8080 || exit 1
 done
+# HTTP on 8081 in both sidecar workloads (each request logged), and a server-first protocol.
+HTTPD="$SRCDIR/tests/e2e/httpd.py"
+for ns in a2 b1; do
+	name=$( [ $ns = a2 ] && echo echo-a || echo echo-b )
+	start "http_$ns" $(lab_in $ns) $PY "$HTTPD" serve --name $name --port 8081 \
+		--log "$TMP/requests-$ns.log" || exit 1
+done
+start greet_b1 $(lab_in b1) $PY "$LAB_PEER" serve --port 8082 --greet "220 echo-b ready" || exit 1
 # A waypoint on host A for service "viawp" (other-b behind VIP 10.96.0.15).
 lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
 WP=$LAB_WP
@@ -38,6 +46,34 @@ vip = 10.96.0.15
 ports = 80:8080
 selector = app=other
 waypoint = wp
+
+# No waypoint: its routes are applied by a calling sidecar.
+[service "web"]
+namespace = default
+vip = 10.96.0.17
+ports = 80:8081
+selector = version=b
+
+[route "web-flaky"]
+namespace = default
+service = web
+match.path_prefix = /flaky
+backends = echo-b
+retries = 2
+retry_on = 5xx
+
+[route "web-slow"]
+namespace = default
+service = web
+match.path_prefix = /slow
+backends = echo-b
+timeout = 500ms
+
+[route "web-to-a"]
+namespace = default
+service = web
+match.headers = x-to: a
+backends = echo-a
 EOF
 spawn wp $(lab_in ha) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
 spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
@@ -131,6 +167,81 @@ check "L4 policy at the receiving sidecar: echo-a refused, client-a admitted" \
 	'! echo "$denied" | grep -q "msg hello" && echo "$OUT" | grep -q "msg hello"'
 rm -f "$LAB_REGISTRY/50-policy.conf"
 sleep 1.5
+
+# --- L7 in the sidecars ---
+stat_l7() { # stat_l7 NS KEY: the sidecar's L7 engine counter
+	lab_exec "$1" $PY -c 'import json,sys,urllib.request
+d=json.load(urllib.request.urlopen("http://127.0.0.1:15000/config_dump",timeout=2))
+print(d["enrolled"][0]["l7"][sys.argv[1]])' "$2"
+}
+get() { # get NS URL [httpd.py get options]: OUT is its output
+	_ns=$1 _url=$2
+	shift 2
+	run lab_exec "$_ns" $PY "$HTTPD" get --url "$_url" "$@"
+}
+metrics() { lab_exec "$1" $PY -c 'import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:15020/metrics",timeout=2).read().decode())'; }
+
+r0=$(stat_l7 a2 retries)
+get a2 http://10.96.0.17/flaky/one
+r1=$(stat_l7 a2 retries)
+tries=$(grep -c "^GET /flaky/one " "$TMP/requests-b1.log")
+check "outbound retry applied by the calling sidecar: 503 then 200 (echo-b saw $tries tries; its retries $r0 -> $r1)" \
+	'echo "$OUT" | grep -q "^200 echo-b 1$" && [ "$tries" -eq 2 ] && [ "$r1" -eq $((r0 + 1)) ]'
+t0=$(date +%s%N)
+get a2 http://10.96.0.17/slow --timeout 5
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "the route timeout is applied by the calling sidecar: 504 (${ms} ms)" \
+	'echo "$OUT" | grep -q "^504 " && [ "$ms" -lt 1800 ]'
+get a2 http://10.96.0.17/ --count 4 --header "x-to: a"
+to_a=$OUT
+get a2 http://10.96.0.17/ --count 4
+check "the calling sidecar picks the route's backend (x-to: a -> echo-a; else echo-b)" \
+	'echo "$to_a" | grep -q "^200 echo-a 4$" && echo "$OUT" | grep -q "^200 echo-b 4$"'
+run metrics a2
+check "the calling sidecar reports its requests with reporter source" \
+	'echo "$OUT" | grep "^istio_requests_total{" | grep "reporter=\"source\"" |
+	 grep "source_workload=\"echo-a\"" | grep "destination_service=\"web.default.svc.cluster.local\"" |
+	 grep -q "response_code=\"504\""'
+
+# L7 policy at the receiving sidecar: echo-b admits GET and HEAD only. (A ztunnel cannot check
+# methods: it would refuse every connection, failing closed.)
+cat >"$LAB_REGISTRY/50-policy.conf" <<'EOF'
+[policy "echo-b-read-only"]
+namespace = default
+selector = version=b
+action = allow
+to.methods = GET, HEAD
+EOF
+sleep 1.5
+get a1 "http://$LAB_B1:8081/doc"
+ok_get=$OUT
+get a1 "http://$LAB_B1:8081/doc" --method POST --upload 10
+denied=$OUT
+posts=$(grep -c "^POST /doc " "$TMP/requests-b1.log")
+check "L7 deny enforced by the receiving sidecar: GET 200, POST 403 from ambient client-a (POSTs that reached echo-b: $posts)" \
+	'echo "$ok_get" | grep -q "^200 echo-b 1$" && echo "$denied" | grep -q "^403 RBAC:_access_denied 1$" &&
+	 [ "$posts" -eq 0 ]'
+get a2 http://10.96.0.17/doc --method DELETE
+check "... and from sidecar echo-a through its routes: DELETE 403" \
+	'echo "$OUT" | grep -q "^403 RBAC:_access_denied 1$"'
+run metrics b1
+check "the receiving sidecar reports requests with reporter destination (200 and 403 from client-a)" \
+	'echo "$OUT" | grep "^istio_requests_total{" | grep "reporter=\"destination\"" |
+	 grep "source_workload=\"client-a\"" | grep "destination_workload=\"echo-b\"" |
+	 grep -q "response_code=\"403\"" &&
+	 echo "$OUT" | grep "^istio_requests_total{" | grep "reporter=\"destination\"" |
+	 grep "source_workload=\"client-a\"" | grep -q "response_code=\"200\""'
+conn a1 "$LAB_B1"
+check "not HTTP: the method-only policy cannot match, so the sidecar refuses it (fail closed)" \
+	'! echo "$OUT" | grep -q "msg hello"'
+rm -f "$LAB_REGISTRY/50-policy.conf"
+sleep 1.5
+t0=$(date +%s%N)
+run lab_exec a1 $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8082 --greeted --msg hi --timeout 5
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "a server-first protocol through the sidecar: relayed at L4 once the client stays silent (${ms} ms)" \
+	'echo "$OUT" | grep -q "^greeting 220 echo-b ready" && echo "$OUT" | grep -q "msg hi"'
 
 # Strict mTLS: a plaintext client (host B itself, outside the mesh) cannot reach echo-b; it can
 # scrape the sidecar's metrics (their port is left out of the capture).
