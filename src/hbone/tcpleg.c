@@ -67,9 +67,14 @@ alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
 	struct tcp_leg *l = h->data;
 
+	size_t room = HBONE_STREAM_WINDOW - l->unconsumed;
+
 	(void)hint;
-	/* The owner copies what it keeps during on_data, so one buffer serves every read. */
-	*buf = uv_buf_init((char *)l->rbuf, sizeof(l->rbuf));
+	/* The owner copies what it keeps during on_data, so one buffer serves every read; never
+	 * more than the window has room for, as a peer's HTTP/2 flow control would allow. */
+	if (room > sizeof(l->rbuf))
+		room = sizeof(l->rbuf);
+	*buf = uv_buf_init((char *)l->rbuf, (unsigned)room);
 }
 
 static void

@@ -6,7 +6,8 @@ serve --name NAME [--port 8080] [--log FILE]
     Keep-alive HTTP/1.1. With --log, one line per request is appended to FILE:
     "METHOD PATH HOST BODY_BYTES". Every answer is JSON: {"server": NAME, "method", "path", "headers",
     "body_bytes", "body_sha256"}. /slow sleeps 2 s first; /flaky/KEY answers 503 the first time
-    a KEY is seen and 200 after; /status/N answers N. Prints "listening PORT".
+    a KEY is seen and 200 after; /status/N answers N; /bytes/N answers N bytes "b" (not JSON).
+    Prints "listening PORT".
 get --url URL [--count N] [--method M] [--header 'K: V' ...] [--upload BYTES] [--pause S]
     Sends N requests on one keep-alive connection (S seconds apart with --pause); prints one line per distinct
     "status server" pair with its count ("200 echo-a 903"), then "bytes SENT".
@@ -74,6 +75,17 @@ def serve(a):
                         status = 503
             elif path.startswith("/status/"):
                 status = int(path.split("/")[2])
+            elif path.startswith("/bytes/"):
+                left = int(path.split("/")[2])
+                self.send_response(200)
+                self.send_header("content-type", "application/octet-stream")
+                self.send_header("content-length", str(left))
+                self.end_headers()
+                chunk = b"b" * (1 << 16)
+                while left > 0 and self.command != "HEAD":
+                    self.wfile.write(chunk[:min(left, len(chunk))])
+                    left -= min(left, len(chunk))
+                return
             body = json.dumps({"server": a.name, "method": self.command, "path": self.path,
                                "headers": {k.lower(): v for k, v in self.headers.items()},
                                "body_bytes": n, "body_sha256": h.hexdigest()}).encode()

@@ -19,7 +19,7 @@ for t in nft tcpdump setpriv capsh; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 27
+plan 30
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -36,6 +36,8 @@ for ns in a2 b1; do
 		--log "$TMP/requests-$ns.log" || exit 1
 done
 start greet_b1 $(lab_in b1) $PY "$LAB_PEER" serve --port 8082 --greet "220 echo-b ready" || exit 1
+GRPC="$SRCDIR/tests/e2e/grpcpeer.py"
+start grpc_b1 $(lab_in b1) $PY "$GRPC" serve --name echo-b --port 9090 || exit 1
 # A waypoint on host A for service "viawp" (other-b behind VIP 10.96.0.15).
 lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
 WP=$LAB_WP
@@ -236,7 +238,35 @@ conn a1 "$LAB_B1"
 check "not HTTP: the method-only policy cannot match, so the sidecar refuses it (fail closed)" \
 	'! echo "$OUT" | grep -q "msg hello"'
 rm -f "$LAB_REGISTRY/50-policy.conf"
+# gRPC (h2c) into the sidecar: the HTTP/2 path, each call to the app over its own connection.
+cat >"$LAB_REGISTRY/50-policy.conf" <<'EOF'
+[policy "no-secret"]
+namespace = default
+selector = version=b
+action = deny
+to.paths = /amesh.Echo/Secret
+EOF
 sleep 1.5
+grpc_b() { run lab_exec a1 $PY "$GRPC" call --target "$LAB_B1:9090" "$@"; }
+grpc_b --method /amesh.Echo/Secret
+secret=$OUT
+grpc_b --method /amesh.Echo/Unary --count 5
+unary=$OUT
+grpc_b --stream 200 --size 16384
+check "gRPC into the sidecar: Secret denied ($secret), Unary x5 and a 200 x 16 KiB stream pass" \
+	'echo "$secret" | grep -q "^status PERMISSION_DENIED " && echo "$unary" | grep -q "^echo-b 5$" &&
+	 echo "$OUT" | grep -q "^stream 200 ok"'
+rm -f "$LAB_REGISTRY/50-policy.conf"
+sleep 1.5
+# Bulk through both engines (echo-a's outbound, echo-b's inbound): the TCP legs' flow control.
+head -c 20000000 /dev/urandom >"$TMP/up.bin"
+want_up=$(sha256sum <"$TMP/up.bin" | cut -d" " -f1)
+want_down=$(head -c 20000000 /dev/zero | tr '\0' b | sha256sum | cut -d" " -f1)
+run lab_exec a2 curl -sS --max-time 60 --data-binary "@$TMP/up.bin" http://10.96.0.17/upload
+up=$OUT
+run lab_exec a2 sh -c 'curl -sS --max-time 60 http://10.96.0.17/bytes/20000000 | sha256sum'
+check "20 MB up and 20 MB down through both sidecars' L7 engines arrive whole" \
+	'echo "$up" | grep -q "\"body_sha256\": \"$want_up\"" && echo "$OUT" | grep -q "^$want_down "'
 t0=$(date +%s%N)
 run lab_exec a1 $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8082 --greeted --msg hi --timeout 5
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -251,6 +281,28 @@ scrape=$OUT
 run lab_exec hb $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8080 --msg plain --timeout 3
 check "plaintext from outside the mesh is refused by the sidecar (strict); metrics scrape ($scrape)" \
 	'! echo "$OUT" | grep -q "msg plain" && [ "$scrape" = 200 ]'
+
+# SIGTERM with a kept-alive request connection open: echo-a's sidecar drains and exits 0 once the
+# drain timeout (5 s) has reset what was left.
+lab_exec a2 $PY "$HTTPD" get --url http://10.96.0.17/ --count 2 --pause 20 >"$TMP/kept.out" 2>&1 &
+kept=$!
+sleep 1
+eval "kill -TERM \$PID_sc_a2"
+t0=$(date +%s%N)
+rc=timeout
+for i in $(seq 1 100); do
+	if ! eval "kill -0 \$PID_sc_a2" 2>/dev/null; then
+		eval "wait \$PID_sc_a2"
+		rc=$?
+		break
+	fi
+	sleep 0.1
+done
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+kill $kept 2>/dev/null
+wait $kept 2>/dev/null
+check "SIGTERM drains the sidecar's L7 tunnels: exit $rc after ${ms} ms" \
+	'[ "$rc" = 0 ] && [ "$ms" -ge 4000 ] && [ "$ms" -lt 9000 ]'
 
 # Killed, the sidecar leaves its rules: nothing reaches echo-b in the clear, nothing leaves it.
 eval "kill -KILL \$PID_sc_b1"
