@@ -5,8 +5,12 @@
 # Sidecar benchmark (bench/README; issue 6). One run on the two-host lab of tests/e2e/lab.sh:
 #   direct   echo-a -> other-b before either has a proxy (first phase, for the baseline);
 #   ztunnel  client-a -> echo-b, both enrolled with their host's ztunnel (the ambient path);
-#   sidecar  echo-a -> other-b, each with its own `amesh sidecar` in its namespace.
-# The ztunnel and sidecar paths cross the same links and run in interleaved rounds of HTTP/1.1
+#   sidecar  echo-a -> other-b, each with its own `amesh sidecar` in its namespace: at the
+#            workload address, so echo-a's sidecar relays at L4 and other-b's reads the requests
+#            (L7 authorization, request metrics);
+#   routed   the same pair through the VIP of a service with a route, so echo-a's sidecar routes
+#            each request too (L7 on both sides, as Envoy sidecars run).
+# The proxied paths cross the same links and run in interleaved rounds of HTTP/1.1
 # GETs with 1 KB answers at a fixed rate (bench/loadgen, default 1000/s over 4 connections).
 # Reported: median p50/p90/p99 and the latency added over direct; vCPU per 1000 req/s and peak
 # RSS of each proxy; maximum req/s (wrk) with requests per proxy CPU-second. Goal of issue 6:
@@ -44,6 +48,20 @@ done
 URL_direct="http://$LAB_B2:$PORT/" NS_direct=a2 PROXY_direct=""
 URL_ztunnel="http://$LAB_B1:$PORT/" NS_ztunnel=a1
 URL_sidecar="http://$LAB_B2:$PORT/" NS_sidecar=a2
+URL_routed="http://10.96.0.20/" NS_routed=a2
+cat >"$LAB_REGISTRY/40-bench.conf" <<EOF
+[service "bench"]
+namespace = other
+vip = 10.96.0.20
+ports = 80:$PORT
+selector = app=other
+
+[route "bench"]
+namespace = other
+service = bench
+backends = other-b
+timeout = 10s
+EOF
 
 log "direct: $ROUNDS runs of echo-a -> other-b before any proxy"
 for r in $(seq "$ROUNDS"); do fixed direct "$r"; done
@@ -62,29 +80,32 @@ lab_exec ha "$AMESH" -c "$LAB_CONF_A" cni add --netns "$(lab_ns_path a1)" --work
 lab_exec hb "$AMESH" -c "$LAB_CONF_B" cni add --netns "$(lab_ns_path b1)" --workload echo-b \
 	>/dev/null 2>&1 || die "enrolling echo-b failed"
 PROXY_ztunnel="$PID_zt_a $PID_zt_b" PROXY_sidecar="$PID_sc_a $PID_sc_b"
-# Both paths must really go through their proxies: the destination proxy's metrics move.
-opened() { lab_exec "$1" /usr/bin/python3 -c 'import urllib.request
+PROXY_routed=$PROXY_sidecar
+# Every path must really go through its proxies: the destination proxy's connections or
+# requests (reporter destination), and for the routed path the caller's (reporter source).
+opened() { lab_exec "$1" /usr/bin/python3 -c 'import sys, urllib.request
 t = urllib.request.urlopen("http://127.0.0.1:15020/metrics", timeout=2).read().decode()
 print(int(sum(float(l.rsplit(" ", 1)[1]) for l in t.splitlines()
-              if l.startswith("istio_tcp_connections_opened_total{") and "reporter=\"destination\"" in l)))'; }
-o_zt=$(opened hb) o_sc=$(opened b2)
+              if l.startswith(("istio_tcp_connections_opened_total{", "istio_requests_total{"))
+              and "reporter=\"%s\"" % sys.argv[1] in l)))' "${2:-destination}"; }
+o_zt=$(opened hb) o_sc=$(opened b2) o_rt=$(opened a2 source)
 
-log "fixed rate: $RATE req/s over $CONNS connections; $ROUNDS rounds of ztunnel and sidecar"
+log "fixed rate: $RATE req/s over $CONNS connections; $ROUNDS rounds of ztunnel, sidecar, routed"
 BASE_SA=$(status_kb "$PID_sc_a" VmRSS) BASE_SB=$(status_kb "$PID_sc_b" VmRSS)
 for p in $PROXY_ztunnel $PROXY_sidecar; do echo 5 >"/proc/$p/clear_refs"; done
 for r in $(seq "$ROUNDS"); do
-	if [ $((r % 2)) = 1 ]; then fixed ztunnel "$r"; fixed sidecar "$r"
-	else fixed sidecar "$r"; fixed ztunnel "$r"; fi
+	if [ $((r % 2)) = 1 ]; then fixed ztunnel "$r"; fixed sidecar "$r"; fixed routed "$r"
+	else fixed routed "$r"; fixed sidecar "$r"; fixed ztunnel "$r"; fi
 done
-[ "$(opened hb)" -gt "$o_zt" ] && [ "$(opened b2)" -gt "$o_sc" ] ||
-	die "a path missed its proxies (destination metrics did not move)"
+[ "$(opened hb)" -gt "$o_zt" ] && [ "$(opened b2)" -gt "$o_sc" ] && [ "$(opened a2 source)" -gt "$o_rt" ] ||
+	die "a path missed its proxies (their metrics did not move)"
 HWM_ZA=$(status_kb "$PID_zt_a" VmHWM) HWM_ZB=$(status_kb "$PID_zt_b" VmHWM)
 HWM_SA=$(status_kb "$PID_sc_a" VmHWM) HWM_SB=$(status_kb "$PID_sc_b" VmHWM)
-PATHS=(direct ztunnel sidecar)
+PATHS=(direct ztunnel sidecar routed)
 for path in "${PATHS[@]}"; do
 	for q in p50 p90 p99; do printf -v "M_${path}_$q" %s "$(median "$path" "$q")"; done
 done
-for path in ztunnel sidecar; do
+for path in ztunnel sidecar routed; do
 	for q in p50 p90 p99; do
 		m=M_${path}_$q d=M_direct_$q
 		printf -v "ADD_${path}_$q" %s "$(calc "${!m} - ${!d}" 3)"
@@ -92,32 +113,39 @@ for path in ztunnel sidecar; do
 done
 V_ZA=$(vcpu "${CPUT[ztunnel.1]}" "$ROUNDS") V_ZB=$(vcpu "${CPUT[ztunnel.2]}" "$ROUNDS")
 V_SA=$(vcpu "${CPUT[sidecar.1]}" "$ROUNDS") V_SB=$(vcpu "${CPUT[sidecar.2]}" "$ROUNDS")
+V_RA=$(vcpu "${CPUT[routed.1]}" "$ROUNDS") V_RB=$(vcpu "${CPUT[routed.2]}" "$ROUNDS")
 
 log "maximum rate: wrk -t1 -c32 -d${WDUR}s through each proxied path"
-for path in ztunnel sidecar; do maxrate "$path"; done
+for path in ztunnel sidecar routed; do maxrate "$path"; done
 PC_ZT=$(calc "${RPS[ztunnel]} * $WDUR / (${WCPU[ztunnel.1]} + ${WCPU[ztunnel.2]})" 0)
 PC_SC=$(calc "${RPS[sidecar]} * $WDUR / (${WCPU[sidecar.1]} + ${WCPU[sidecar.2]})" 0)
+PC_RT=$(calc "${RPS[routed]} * $WDUR / (${WCPU[routed.1]} + ${WCPU[routed.2]})" 0)
 
 G_CPU=$(verdict "$V_SA <= 0.08 && $V_SB <= 0.08")
+G_CPU_RT=$(verdict "$V_RA <= 0.08 && $V_RB <= 0.08")
 G_MEM=$(verdict "$HWM_SA <= 6144 && $HWM_SB <= 6144")
-row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@"; }
 TABLE=$(
-	row "" "direct (first phase)" "ztunnel pair (ambient)" "sidecar pair" "goal: verdict"
-	row "---" "---" "---" "---" "---"
+	row "" "direct (first phase)" "ztunnel pair (ambient)" "sidecar pair (L4 out, L7 in)" \
+		"sidecar pair, routed (L7 out and in)" "goal: verdict"
+	row "---" "---" "---" "---" "---" "---"
 	row "latency p50 / p90 / p99 at $RATE req/s, ms (median of $ROUNDS runs)" \
 		"$M_direct_p50 / $M_direct_p90 / $M_direct_p99" \
 		"$M_ztunnel_p50 / $M_ztunnel_p90 / $M_ztunnel_p99" \
-		"$M_sidecar_p50 / $M_sidecar_p90 / $M_sidecar_p99" ""
+		"$M_sidecar_p50 / $M_sidecar_p90 / $M_sidecar_p99" \
+		"$M_routed_p50 / $M_routed_p90 / $M_routed_p99" ""
 	row "**added** over direct, p50 / p90 / p99, ms" "-" \
 		"$ADD_ztunnel_p50 / $ADD_ztunnel_p90 / $ADD_ztunnel_p99" \
-		"**$ADD_sidecar_p50 / $ADD_sidecar_p90 / $ADD_sidecar_p99**" ""
+		"**$ADD_sidecar_p50 / $ADD_sidecar_p90 / $ADD_sidecar_p99**" \
+		"**$ADD_routed_p50 / $ADD_routed_p90 / $ADD_routed_p99**" ""
 	row "**vCPU per 1000 req/s**, each proxy" "-" "$V_ZA + $V_ZB" "**$V_SA + $V_SB**" \
-		"<= 0.08 per sidecar: **$G_CPU**"
-	row "**peak RSS**, each proxy, MiB" "-" "$(mib "$HWM_ZA") + $(mib "$HWM_ZB")" \
+		"**$V_RA + $V_RB**" "<= 0.08 per sidecar: **$G_CPU** (routed: **$G_CPU_RT**)"
+	row "**peak RSS**, each proxy, MiB (the two sidecar paths share the processes)" "-" \
+		"$(mib "$HWM_ZA") + $(mib "$HWM_ZB")" \
 		"**$(mib "$HWM_SA") + $(mib "$HWM_SB")** (idle: $(mib "$BASE_SA") + $(mib "$BASE_SB"))" \
-		"<= 6 MB per sidecar: **$G_MEM**"
+		"(same)" "<= 6 MB per sidecar: **$G_MEM**"
 	row "maximum req/s (wrk -t1 -c32), requests per proxy CPU-second" "-" \
-		"${RPS[ztunnel]}, $PC_ZT" "${RPS[sidecar]}, $PC_SC" ""
+		"${RPS[ztunnel]}, $PC_ZT" "${RPS[sidecar]}, $PC_SC" "${RPS[routed]}, $PC_RT" ""
 )
 echo
 echo "$TABLE"
@@ -138,8 +166,9 @@ if [ "$OUTFILE" != - ]; then
 		echo "$TABLE"
 		echo
 		echo "Goal of issue 6: <= 0.08 vCPU and <= 6 MB per sidecar per 1000 req/s (Envoy sidecar:" \
-			"0.20 vCPU, 60 MB). A sidecar is the ztunnel's L4 proxy serving one workload, so the" \
-			"two pairs should cost about the same; the sidecar has no L7 in this version."
+			"0.20 vCPU, 60 MB). The sidecar reads its inbound requests at L7 (authorization," \
+			"request metrics); the routed path adds the caller's L7 (routes), as Envoy sidecars run" \
+			"both sides. The ztunnel pair is L4 both sides."
 	} >"$OUTFILE.tmp" && mv "$OUTFILE.tmp" "$OUTFILE"
 	log "written to $OUTFILE"
 fi

@@ -905,6 +905,8 @@ hbone_stream_set_cb(struct hbone_stream *s, const struct hbone_stream_cb *cb, vo
 {
 	s->cb = cb;
 	s->user = user;
+	if (s->tcp != NULL && cb == NULL)
+		tcpleg_detached(s);
 }
 
 void *

@@ -122,5 +122,6 @@ bool tcpleg_writable(const struct hbone_stream *s);
 void tcpleg_shutdown(struct hbone_stream *s);
 void tcpleg_reset(struct hbone_stream *s);
 void tcpleg_consumed(struct hbone_stream *s, size_t n);
+void tcpleg_detached(struct hbone_stream *s);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,14 +15,20 @@
 #include "core/log.h"
 #include "hbone/h2.h"
 
+/* A leg its owner let go of (callbacks cleared) is reset this long after our FIN if the peer
+ * has not closed its side by then. */
+#define LEG_LINGER_MS 5000
+
 struct tcp_leg {
 	struct hbone_stream s;
 	uv_tcp_t h;
+	uv_timer_t linger;
+	int handles; /* h and linger, until both are closed */
 	uv_connect_t creq;
 	uv_shutdown_t sreq;
 	size_t queued;     /* bytes handed to uv_write and not written yet */
 	size_t unconsumed; /* bytes given to on_data and not yet consumed */
-	bool connecting, reading, eof, fin_wanted, fin_sent, closing, reset, blocked;
+	bool connecting, reading, eof, fin_wanted, fin_started, fin_sent, closing, reset, blocked;
 	uint8_t rbuf[16384];
 };
 
@@ -38,6 +45,8 @@ on_closed(uv_handle_t *h)
 	struct tcp_leg *l = h->data;
 	struct hbone_stream *s = &l->s;
 
+	if (--l->handles > 0)
+		return;
 	if (s->cb != NULL && s->cb->on_close != NULL)
 		s->cb->on_close(s, l->reset, l->reset ? 0x8 /* CANCEL */ : 0);
 	free(l);
@@ -51,8 +60,25 @@ leg_close(struct tcp_leg *l, bool reset)
 		return;
 	l->closing = true;
 	l->reset = reset;
-	if (!reset || l->connecting || uv_tcp_close_reset(&l->h, on_closed) != 0)
-		uv_close((uv_handle_t *)&l->h, on_closed);
+	uv_timer_stop(&l->linger);
+	uv_close((uv_handle_t *)&l->linger, on_closed);
+	if (reset && !l->connecting && uv_tcp_close_reset(&l->h, on_closed) == 0)
+		return;
+	if (reset) {
+		/* uv_tcp_close_reset refuses while a shutdown is pending: an RST all the same. */
+		struct linger lg = { 1, 0 };
+		uv_os_fd_t fd;
+
+		if (uv_fileno((uv_handle_t *)&l->h, &fd) == 0)
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	uv_close((uv_handle_t *)&l->h, on_closed);
+}
+
+static void
+on_linger(uv_timer_t *t)
+{
+	leg_close(t->data, true);
 }
 
 static void
@@ -142,6 +168,9 @@ shutdown_cb(uv_shutdown_t *req, int status)
 static void
 send_fin(struct tcp_leg *l)
 {
+	if (l->fin_started)
+		return;
+	l->fin_started = true;
 	l->sreq.data = l;
 	if (uv_shutdown(&l->sreq, (uv_stream_t *)&l->h, shutdown_cb) != 0)
 		leg_close(l, true);
@@ -183,15 +212,12 @@ tcpleg_write(struct hbone_stream *s, const uint8_t *data, size_t len)
 		l->blocked = true;
 		return 0;
 	}
-	take = HBONE_STREAM_SEND_BUF - l->queued;
-	if (take > len)
-		take = len;
-	if (take < len)
-		l->blocked = true;
 	if (l->queued == 0) {
+		/* Straight to the socket what it takes now; only the rest counts against the bound
+		 * (so that a refusal is always followed by a write_cb, hence on_writable). */
 		int n;
 
-		b = uv_buf_init((char *)data, (unsigned)take);
+		b = uv_buf_init((char *)data, len > UINT32_MAX / 2 ? UINT32_MAX / 2 : (unsigned)len);
 		n = uv_try_write((uv_stream_t *)&l->h, &b, 1);
 		if (n > 0)
 			done = (size_t)n;
@@ -199,9 +225,15 @@ tcpleg_write(struct hbone_stream *s, const uint8_t *data, size_t len)
 			leg_close(l, true);
 			return 0;
 		}
+		if (done == len)
+			return len;
 	}
-	if (done == take)
-		return take;
+	take = HBONE_STREAM_SEND_BUF - l->queued;
+	if (take > len - done)
+		take = len - done;
+	if (done + take < len)
+		l->blocked = true;
+	take += done; /* from here: bytes taken in all, done of them written */
 	w = malloc(sizeof(*w) + (take - done));
 	if (w == NULL) {
 		leg_close(l, true);
@@ -247,6 +279,21 @@ tcpleg_reset(struct hbone_stream *s)
 	leg_close(s->tcp, true);
 }
 
+/* The owner let go (callbacks cleared): what still comes is read and dropped, so that the peer's
+ * FIN is seen, and a peer that never sends one is reset LEG_LINGER_MS after ours. */
+void
+tcpleg_detached(struct hbone_stream *s)
+{
+	struct tcp_leg *l = s->tcp;
+
+	if (l->closing)
+		return;
+	l->unconsumed = 0;
+	start_reading(l);
+	if (!uv_is_active((uv_handle_t *)&l->linger))
+		uv_timer_start(&l->linger, on_linger, LEG_LINGER_MS, 0);
+}
+
 void
 tcpleg_consumed(struct hbone_stream *s, size_t n)
 {
@@ -268,12 +315,13 @@ leg_new(uv_loop_t *loop, int fd, const struct hbone_stream_cb *cb, void *user, i
 		return NULL;
 	}
 	uv_tcp_init(loop, &l->h);
-	l->h.data = l;
+	uv_timer_init(loop, &l->linger);
+	l->h.data = l->linger.data = l;
+	l->handles = 2;
 	if ((*err = uv_tcp_open(&l->h, fd)) != 0) {
 		close(fd);
-		l->closing = true;
 		l->s.cb = NULL;
-		uv_close((uv_handle_t *)&l->h, on_closed);
+		leg_close(l, false);
 		return NULL;
 	}
 	uv_tcp_nodelay(&l->h, 1);
@@ -319,7 +367,7 @@ connect_cb(uv_connect_t *req, int status)
 		return;
 	start_reading(l);
 	if (l->fin_wanted)
-		send_fin(l);
+		send_fin(l); /* unless on_response sent it already */
 	else if (l->blocked) {
 		l->blocked = false;
 		if (s->cb != NULL && s->cb->on_writable != NULL)

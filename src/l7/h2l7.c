@@ -537,6 +537,7 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 		hbone_stream_consumed(s, len);
 		return;
 	}
+	r->d->t->last = uv_now(r->d->t->wp->loop); /* a long answer keeps the tunnel alive */
 	r->up_in_recv = true;
 	n = nghttp2_session_mem_recv(r->us, data, len);
 	r->up_in_recv = false;

@@ -62,7 +62,8 @@ struct waypoint {
 	size_t mirrors_open;
 	uint32_t rr;
 	/* A sidecar's engine (waypoint_embed): no server of its own, the pool is the host's. */
-	bool embedded, idle_part;
+	bool embedded;
+	uint64_t idle_ms; /* a tunnel without a byte either way this long is reset (0: never) */
 	struct l7_host host;
 	const char *role; /* "waypoint" or "sidecar", for logs */
 	struct tun *tuns; /* every tunnel, for waypoint_abort_all */
@@ -72,6 +73,7 @@ struct tun {
 	struct waypoint *wp;
 	struct tun *prev, *next;
 	enum tun_side side;
+	uint64_t last; /* loop time of its last byte either way, for the idle sweep */
 	struct sockaddr_storage app, client; /* SIDE_IN: the app's address, and whom it sees */
 	struct hbone_stream *down, *up;
 	struct registry *reg;

@@ -610,6 +610,7 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 	size_t used = 0;
 	int r;
 
+	t->last = uv_now(t->wp->loop);
 	if (t->mode == MODE_L4) {
 		t->resp_bytes += len;
 		wp_obuf_add(&t->to_down, data, len);
@@ -838,8 +839,6 @@ wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
 	char dst_id[SPIFFE_ID_MAX], auth[128], a[INET6_ADDRSTRLEN];
 	struct hbone_open o = { 0 };
 
-	if (wp->embedded && wp->draining)
-		return -ESHUTDOWN; /* its pool is draining, or gone */
 	if (t->side == SIDE_IN) {
 		/* A sidecar's own app, over TCP from the client's address: where the CONNECT said. */
 		struct sockaddr_storage app = t->app;
@@ -853,6 +852,8 @@ wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
 			((struct sockaddr_in *)&app)->sin_port = htons(target);
 		return hbone_tcp_connect(wp->loop, fd, (struct sockaddr *)&app, cb, user, out);
 	}
+	if (wp->embedded && wp->draining)
+		return -ESHUTDOWN; /* the sidecar's pool is draining, or gone */
 	if (ep == NULL || (ip = reg_workload_addr(ep, AF_INET)) == NULL)
 		return -ENOENT;
 	memset(&dst, 0, sizeof(dst));
@@ -1542,6 +1543,7 @@ down_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 
 	if (t->closing)
 		return;
+	t->last = uv_now(t->wp->loop);
 	if (t->mode == MODE_H2) {
 		h2d_on_data(t->h2, data, len);
 		return;
@@ -1742,6 +1744,7 @@ tun_start(struct tun *t, struct hbone_stream *s)
 	t->timers_open = 2;
 	uv_timer_start(&t->timer, on_detect_timeout, WP_DETECT_MS, 0);
 	t->down = s;
+	t->last = uv_now(wp->loop);
 	t->next = wp->tuns;
 	if (wp->tuns != NULL)
 		wp->tuns->prev = t;
@@ -1859,6 +1862,16 @@ waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
 	return 0;
 }
 
+/* The app sees a reset, as from a server that refused it. */
+static void
+close_reset(int fd)
+{
+	struct linger lg = { 1, 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
 int
 waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storage *src,
     const char *svc_host, uint16_t port)
@@ -1872,7 +1885,7 @@ waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storag
 	t = reg != NULL && !wp->draining ? tun_new(wp, reg, SIDE_OUT) : NULL;
 	if (t == NULL) {
 		registry_unref(reg);
-		close(fd);
+		close_reset(fd);
 		return -1;
 	}
 	t->svc = registry_service_by_hostname(reg, svc_host);
@@ -1891,7 +1904,7 @@ waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storag
 	bad = t->svc == NULL || t->src_wl == NULL || t->peer_id == NULL || t->forwarded == NULL ||
 	    t->baggage == NULL;
 	if (bad)
-		close(fd);
+		close_reset(fd);
 	if (bad || hbone_tcp_accepted(wp->loop, fd, &down_cb, t, &s) != 0) {
 		free(t->peer_id);
 		free(t->forwarded);
@@ -1926,8 +1939,21 @@ static void
 on_refresh(uv_timer_t *h)
 {
 	struct waypoint *wp = h->data;
-	struct identity *id = identity_store_get_sa(wp->ids, wp->ns, wp->sa);
+	struct identity *id;
+	uint64_t now = uv_now(wp->loop);
+	struct tun *next;
 
+	/* Idle tunnels ([waypoint] or [sidecar] idle_timeout), as the L4 relay closes its own. */
+	for (struct tun *t = wp->tuns; wp->idle_ms > 0 && t != NULL; t = next) {
+		next = t->next; /* (a tunnel is freed on the loop, never in here) */
+		if (!t->closing && now - t->last >= wp->idle_ms) {
+			log_debug("%s: %s idle for %llu ms: reset", wp->role, t->authority,
+			    (unsigned long long)(now - t->last));
+			t->flags = "SI";
+			wp_tun_abort(t);
+		}
+	}
+	id = identity_store_get_sa(wp->ids, wp->ns, wp->sa);
 	if (id == NULL || id == wp->id || (id->chain.raw.len == wp->id->chain.raw.len &&
 	    memcmp(id->chain.raw.p, wp->id->chain.raw.p, id->chain.raw.len) == 0)) {
 		identity_unref(id);
@@ -2003,6 +2029,7 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	wp->ids = ids;
 	wp->metrics = metrics;
 	wp->role = "waypoint";
+	wp->idle_ms = conf->waypoint.idle_timeout;
 	wp->ns = strdup(wr->namespace);
 	wp->sa = strdup(wr->service_account);
 	registry_unref(r);
@@ -2079,6 +2106,7 @@ waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	wp->embedded = true;
 	wp->host = *host;
 	wp->role = host->role;
+	wp->idle_ms = host->idle_timeout_ms;
 	wp->pool = host->pool;
 	wp->ns = strdup(host->ns);
 	wp->sa = strdup(host->sa);
@@ -2109,15 +2137,25 @@ refresh_closed(uv_handle_t *h)
 	part_done(h->data);
 }
 
-/* A sidecar's engine drains when its last tunnel and mirror are gone. */
+/* A sidecar's engine has drained when its last tunnel and mirror are gone: its timer (the
+ * drain deadline by then) closes, and done runs from there. */
 static void
 embedded_idle_check(struct waypoint *wp)
 {
-	if (wp->embedded && wp->draining && wp->idle_part && wp->st.active == 0 &&
-	    wp->mirrors_open == 0) {
-		wp->idle_part = false;
-		part_done(wp);
+	if (wp->embedded && wp->draining && wp->st.active == 0 && wp->mirrors_open == 0 &&
+	    !uv_is_closing((uv_handle_t *)&wp->refresh)) {
+		uv_timer_stop(&wp->refresh);
+		uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
 	}
+}
+
+static void
+on_drain_deadline(uv_timer_t *h)
+{
+	struct waypoint *wp = h->data;
+
+	log_info("%s: drain timeout: resetting %zu L7 tunnels", wp->role, wp->st.active);
+	waypoint_abort_all(wp);
 }
 
 void
@@ -2128,15 +2166,17 @@ waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg)
 	wp->draining = true;
 	wp->done = done;
 	wp->done_arg = arg;
-	/* A sidecar's server and pool are its proxy's: it waits for its own tunnels instead. */
-	wp->parts = wp->embedded ? 2 : 3;
-	wp->idle_part = wp->embedded;
 	uv_timer_stop(&wp->refresh);
-	uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
 	if (wp->embedded) {
+		/* A sidecar's server and pool are its proxy's: it waits for its own tunnels, and
+		 * resets them at the deadline. */
+		wp->parts = 1;
+		uv_timer_start(&wp->refresh, on_drain_deadline, timeout_ms, 0);
 		embedded_idle_check(wp);
 		return;
 	}
+	wp->parts = 3;
+	uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
 	hbone_server_drain(wp->srv, timeout_ms, part_done, wp);
 	hbone_pool_drain(wp->pool, timeout_ms, part_done, wp);
 }

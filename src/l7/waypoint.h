@@ -53,6 +53,7 @@ struct l7_host {
 	/* A socket inside the workload's namespace for a connection to its app, bound to client's
 	 * address when it can be (so the app sees its real peer). An fd or -errno. */
 	int (*app_socket)(void *arg, const struct sockaddr_storage *client, int family);
+	uint64_t idle_timeout_ms; /* a tunnel idle both ways this long is reset (0: never) */
 	/* A tunnel ended (the host counts them for its drain). */
 	void (*tun_gone)(void *arg);
 	void *arg;

@@ -515,11 +515,16 @@ relay_hand_off(struct relay *r)
 {
 	int fd = -1, d;
 
-	if (uv_fileno((uv_handle_t *)&r->tcp[0], &fd) != 0)
+	if (uv_fileno((uv_handle_t *)&r->tcp[0], &fd) != 0) {
+		close_all(r, true);
 		return -EBADF;
+	}
 	d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	if (d < 0)
-		return -errno;
+	if (d < 0) {
+		d = -errno;
+		close_all(r, true);
+		return d;
+	}
 	/* A plain close of our fd: the duplicate keeps the connection open. */
 	close_all(r, false);
 	return d;

@@ -42,8 +42,8 @@ void relay_start_hbone(struct relay *r, struct hbone_stream *s);
 void relay_start_tcp(struct relay *r);
 /* Gives up before starting (or at any time): resets both sides; on_done follows. */
 void relay_abort(struct relay *r);
-/* Before starting: gives side A's connection away (a duplicate of its fd, or -errno) and closes
- * the relay without touching the connection; on_done follows. */
+/* Before starting: gives side A's connection away (a duplicate of its fd) and closes the relay
+ * without touching the connection; on_done follows. On failure (-errno) the relay is aborted. */
 int relay_hand_off(struct relay *r);
 void *relay_user(const struct relay *r);
 /* Bytes held right now in the relay's own buffers (for tests of the bounds). */

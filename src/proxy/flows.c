@@ -449,6 +449,40 @@ fmt_hostport(char *buf, size_t len, const struct ip_addr *ip, uint16_t port)
 	    port);
 }
 
+/* A route can send svc's requests only to HBONE workloads: the L7 engine speaks nothing else
+ * upstream (a tcp endpoint is left to the L4 path, which passes it through). */
+static bool
+endpoints_hbone(const struct reg_service *svc)
+{
+	for (size_t i = 0; svc != NULL && i < svc->n_endpoints; i++)
+		if (svc->endpoints[i]->protocol != REG_PROTO_HBONE)
+			return false;
+	return true;
+}
+
+static bool
+all_hbone(const struct registry *reg, const struct reg_service *svc)
+{
+	if (!endpoints_hbone(svc))
+		return false;
+	for (size_t i = 0; i < reg->n[REG_ROUTE]; i++) {
+		const struct reg_route *rt = REG_ROUTES(reg)[i];
+
+		if (rt->service_p != svc)
+			continue;
+		if (!endpoints_hbone(rt->mirror_p))
+			return false;
+		for (size_t j = 0; j < rt->backends.n; j++) {
+			const struct reg_backend *be = &rt->backends_p[j];
+
+			if ((be->workload != NULL && be->workload->protocol != REG_PROTO_HBONE) ||
+			    !endpoints_hbone(be->service))
+				return false;
+		}
+	}
+	return true;
+}
+
 void
 proxy_on_outbound(uv_stream_t *l, int status)
 {
@@ -487,18 +521,23 @@ proxy_on_outbound(uv_stream_t *l, int status)
 	if (vip != NULL) {
 		f->dst_svc = vip->service;
 		if (w->l7 != NULL && vip->service->waypoint_p == NULL &&
-		    route_any(f->reg, vip->service)) {
+		    route_any(f->reg, vip->service) && all_hbone(f->reg, vip->service)) {
 			/* A sidecar applies the routes of the service it calls (Envoy: client-side). */
 			int hfd = relay_hand_off(f->r);
 
-			f->handed = true;
 			px->st.outbound_l7++;
-			if (hfd < 0 || waypoint_take_outbound(w->l7, hfd, &f->src,
-			    vip->service->hostname, dport) != 0)
-				log_info("workload %s: cannot route to %s: L7 engine refused it",
-				    w->name, vip->service->hostname);
-			else
+			f->handed = hfd >= 0;
+			if (hfd >= 0 && waypoint_take_outbound(w->l7, hfd, &f->src,
+			    vip->service->hostname, dport) == 0) {
 				px->l7_active++;
+				return;
+			}
+			/* The app's connection is reset: recorded here as a failed one. */
+			log_info("workload %s: cannot route to %s: L7 engine refused it", w->name,
+			    vip->service->hostname);
+			f->handed = false;
+			f->flags = "UF";
+			px->st.connect_failures++;
 			return;
 		}
 		if (vip->service->waypoint_p != NULL) {

@@ -113,6 +113,7 @@ start_l7(struct pworkload *w)
 		.ns = w->ns,
 		.sa = w->sa,
 		.pool = w->pool,
+		.idle_timeout_ms = px->pc->idle_timeout,
 		.app_socket = l7_app_socket,
 		.tun_gone = on_l7_tun_gone,
 		.arg = w,
