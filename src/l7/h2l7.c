@@ -867,10 +867,12 @@ request_head(struct h2r *r)
 {
 	struct tun *t = r->d->t;
 	char path[2048], query[2048];
-	const char *q, *ct, *tp;
+	const char *q, *ct, *tp, *why;
 	struct route_req rq;
 	struct wp_verdict v;
 	uint64_t delay;
+	size_t plen;
+	bool normalized;
 
 	r->req_headers_done = true;
 	ct = hlookup(r, "content-type");
@@ -897,10 +899,14 @@ request_head(struct h2r *r)
 		local_reply(r, 414, "URI too long", "-");
 		return;
 	}
-	snprintf(path, sizeof(path), "%s", r->path);
 	q = strchr(r->path, '?');
-	if (q != NULL)
-		path[q - r->path] = '\0';
+	plen = q != NULL ? (size_t)(q - r->path) : strlen(r->path);
+	/* Routes and policy judge, and the application gets, the normalized path. */
+	if (route_normalize_path(r->path, plen, path, sizeof(path), &why) != 0) {
+		local_reply(r, 400, why, "-");
+		return;
+	}
+	normalized = strlen(path) != plen || memcmp(path, r->path, plen) != 0;
 	snprintf(query, sizeof(query), "%s", q ? q + 1 : "");
 	rq.method = r->method;
 	rq.path = path;
@@ -928,7 +934,12 @@ request_head(struct h2r *r)
 		    asprintf(&r->up_path, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
 			r->up_path = NULL;
 	}
-	if (r->up_path == NULL && (r->up_path = strdup(r->path)) == NULL) {
+	if (r->up_path == NULL && normalized &&
+	    asprintf(&r->up_path, "%s%s%s", path, query[0] ? "?" : "", query) < 0)
+		r->up_path = NULL; /* (then 500 below: never the raw path) */
+	else if (r->up_path == NULL && !normalized)
+		r->up_path = strdup(r->path);
+	if (r->up_path == NULL) {
 		local_reply(r, 500, "out of memory", "-");
 		return;
 	}

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <regex.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -188,6 +189,145 @@ rank_better(const struct rank *a, const struct rank *b)
 	if (a->headers != b->headers)
 		return a->headers > b->headers;
 	return a->query > b->query;
+}
+
+static bool
+unreserved(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	    c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+int
+route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const char **why)
+{
+	char *tmp;
+	size_t o = 0, i = 0;
+	int rc = -1;
+
+	if (outlen == 0)
+		return -1;
+	/* Absolute form: scheme "://" authority, then the path. */
+	for (size_t k = 0; k + 2 < n && k < 16; k++) {
+		if (in[k] == ':' && in[k + 1] == '/' && in[k + 2] == '/') {
+			const char *p = memchr(in + k + 3, '/', n - k - 3);
+
+			i = p != NULL ? (size_t)(p - in) : n;
+			break;
+		}
+		if (!((in[k] >= 'a' && in[k] <= 'z') || (in[k] >= 'A' && in[k] <= 'Z') ||
+		    (k > 0 && ((in[k] >= '0' && in[k] <= '9') || in[k] == '+' || in[k] == '-' ||
+		    in[k] == '.'))))
+			break;
+	}
+	if (i == n && i > 0) {
+		/* "http://host" alone: the root. */
+		if (outlen < 2)
+			goto toolong;
+		memcpy(out, "/", 2);
+		return 0;
+	}
+	if (i == n || in[i] != '/') {
+		/* "*" (OPTIONS) or another form: nothing to normalize. */
+		if (n - i >= outlen)
+			goto toolong;
+		memcpy(out, in + i, n - i);
+		out[n - i] = '\0';
+		return 0;
+	}
+	/* Pass 1: escapes, into tmp. */
+	if ((tmp = malloc(n - i + 1)) == NULL) {
+		*why = "out of memory";
+		return -1;
+	}
+	for (; i < n; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		if (c == '\0' || c == '\\') {
+			*why = c ? "a backslash in the path" : "a NUL in the path";
+			goto out;
+		}
+		if (c == '%') {
+			int hi = i + 2 < n ? hexval(in[i + 1]) : -1, lo = i + 2 < n ? hexval(in[i + 2]) : -1;
+			unsigned char d;
+
+			if (hi < 0 || lo < 0) {
+				*why = "a malformed %-escape in the path";
+				goto out;
+			}
+			d = (unsigned char)(hi << 4 | lo);
+			if (d == '/' || d == '\\') {
+				*why = "an escaped '/' or '\\' in the path";
+				goto out;
+			}
+			i += 2;
+			if (unreserved(d)) {
+				tmp[o++] = (char)d;
+			} else {
+				static const char hx[] = "0123456789ABCDEF";
+
+				/* Kept escaped (upper case), so it is never read as a separator; three
+				 * bytes for the three read, so tmp holds it. */
+				tmp[o++] = '%';
+				tmp[o++] = hx[d >> 4];
+				tmp[o++] = hx[d & 15];
+			}
+			continue;
+		}
+		tmp[o++] = (char)c;
+	}
+	/* Pass 2: segments, from tmp into out; ".." never climbs above the root. */
+	{
+		size_t len = o, w = 0, p = 0;
+		bool trail = len > 0 && tmp[len - 1] == '/';
+
+		while (p < len) {
+			size_t st, e;
+
+			while (p < len && tmp[p] == '/')
+				p++; /* merged slashes */
+			if (p == len)
+				break;
+			st = p;
+			while (p < len && tmp[p] != '/')
+				p++;
+			e = p;
+			if (e - st == 1 && tmp[st] == '.') {
+				trail = true; /* "/a/." is the directory "/a/" */
+				continue;
+			}
+			if (e - st == 2 && tmp[st] == '.' && tmp[st + 1] == '.') {
+				while (w > 0 && out[w - 1] != '/')
+					w--;
+				if (w > 0)
+					w--; /* "/seg" removed */
+				trail = true;
+				continue;
+			}
+			if (w + 1 + (e - st) >= outlen)
+				goto toolong_free;
+			out[w++] = '/';
+			memcpy(out + w, tmp + st, e - st);
+			w += e - st;
+			trail = p < len; /* a slash follows */
+		}
+		if (w == 0 || trail) {
+			if (w + 1 >= outlen)
+				goto toolong_free;
+			out[w++] = '/';
+		}
+		out[w] = '\0';
+	}
+	rc = 0;
+	goto out;
+toolong_free:
+	free(tmp);
+toolong:
+	*why = "the path is too long";
+	return -1;
+out:
+	free(tmp);
+	return rc;
 }
 
 bool

@@ -76,6 +76,16 @@ bool route_matches(const struct reg_route *rt, const struct route_req *q);
  * svc and that match q. NULL when none matches: the caller then forwards to the service's own
  * endpoints (the default route).
  */
+/*
+ * The path a request's routes and policies see and the application gets, so that no spelling of
+ * a path slips past a rule its plain form would meet (Istio's path normalization, with merged
+ * slashes): the path of an absolute-form target ("http://h/p" -> "/p"); %XX of unreserved
+ * characters decoded and other escapes upper-cased; "." and ".." segments removed (RFC 3986
+ * 5.2.4); runs of '/' merged. Refused (0 is not returned): an escaped '/' or '\' (%2F, %5C), a
+ * literal '\', a malformed escape, a NUL, or a result that does not fit in outlen. A target that
+ * is not a path ("*") is copied as it is. in is n bytes (the path, without the query).
+ */
+int route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const char **why);
 /* True when some route of the registry is for svc. */
 bool route_any(const struct registry *r, const struct reg_service *svc);
 const struct reg_route *route_select(const struct registry *r, const struct reg_service *svc,

@@ -1024,6 +1024,7 @@ m_timer_closed(uv_handle_t *h)
 
 	free(m->out.p);
 	free(m);
+	wp->mirrors_open--;
 	embedded_idle_check(wp);
 }
 
@@ -1047,8 +1048,7 @@ m_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 		m->t->mirror = NULL; /* gone before the body was all copied */
 	m->t = NULL;
 	m->s = NULL;
-	m->wp->mirrors_open--;
-	uv_close((uv_handle_t *)&m->timer, m_timer_closed);
+	uv_close((uv_handle_t *)&m->timer, m_timer_closed); /* mirrors_open counts it until then */
 }
 
 static const struct hbone_stream_cb mirror_cb = {
@@ -1243,10 +1243,11 @@ req_head(void *arg, const struct h1_head *h)
 	struct tun *t = arg;
 	struct waypoint *wp = t->wp;
 	char path[2048], query[2048], loc[2048];
-	const char *q;
+	const char *q, *why;
 	struct route_req rq;
 	struct wp_verdict v;
 	uint64_t delay;
+	bool normalized;
 
 	/* One request at a time: the next waits until this one is answered. */
 	h1_pause(t->req_p, true);
@@ -1271,7 +1272,13 @@ req_head(void *arg, const struct h1_head *h)
 		reply_and_finish(t, 414, "URI too long", NULL, "-");
 		return 0;
 	}
-	snprintf(path, sizeof(path), "%.*s", (int)h->path_len, h->target);
+	/* Routes and policy judge, and the application gets, the normalized path. */
+	if (route_normalize_path(h->target, h->path_len, path, sizeof(path), &why) != 0) {
+		log_info("%s: %s: bad request from %s: %s", wp->role, t->authority, t->peer_id, why);
+		reply_and_finish(t, 400, why, NULL, "-");
+		return 0;
+	}
+	normalized = strlen(path) != h->path_len || memcmp(path, h->target, h->path_len) != 0;
 	q = memchr(h->target, '?', h->target_len);
 	snprintf(query, sizeof(query), "%.*s", q ? (int)(h->target + h->target_len - q - 1) : 0,
 	    q ? q + 1 : "");
@@ -1297,7 +1304,7 @@ req_head(void *arg, const struct h1_head *h)
 		char host[300];
 		uint64_t hport = 0;
 		int code = 302;
-		const char *colon, *why;
+		const char *colon;
 
 		/* The request's host and port, as route_redirect_location wants them apart. */
 		snprintf(host, sizeof(host), "%s", h->host ? h->host : t->authority);
@@ -1326,6 +1333,13 @@ req_head(void *arg, const struct h1_head *h)
 		if (route_rewrite_path(t->rt, path, rw, sizeof(rw)) == 0 &&
 		    asprintf(&t->rewritten, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
 			t->rewritten = NULL;
+	}
+	if (t->rewritten == NULL && normalized &&
+	    asprintf(&t->rewritten, "%s%s%s", path, query[0] ? "?" : "", query) < 0) {
+		/* Never the raw target instead: the app would get what policy did not judge. */
+		t->rewritten = NULL;
+		reply_and_finish(t, 500, "out of memory", NULL, "-");
+		return 0;
 	}
 	if (t->rt != NULL && route_mirror(t->rt, wp_rnd()))
 		mirror_start(t);
@@ -1465,7 +1479,8 @@ detect(const uint8_t *p, size_t n)
 	for (size_t i = 0; i < n && i < 16; i++) {
 		if (p[i] == ' ')
 			return i > 0 ? DETECT_HTTP : DETECT_OTHER;
-		if (p[i] < 'A' || p[i] > 'Z')
+		/* Methods are tokens; in practice upper case, with '-' (M-SEARCH, VERSION-CONTROL). */
+		if ((p[i] < 'A' || p[i] > 'Z') && (p[i] != '-' || i == 0))
 			return DETECT_OTHER;
 	}
 	return n >= 16 ? DETECT_OTHER : DETECT_MORE;
@@ -1600,6 +1615,12 @@ down_on_eof(struct hbone_stream *s)
 	if (t->mode == MODE_H2) {
 		h2d_on_eof(t->h2);
 		return;
+	}
+	if (t->mode == MODE_DETECT && !t->closing) {
+		/* Sent what it had and half-closed before its protocol was clear: relayed as is. */
+		go_l4(t);
+		if (t->closing)
+			return;
 	}
 	if (t->mode == MODE_L4) {
 		flush_up(t);

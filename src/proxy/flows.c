@@ -449,19 +449,24 @@ fmt_hostport(char *buf, size_t len, const struct ip_addr *ip, uint16_t port)
 	    port);
 }
 
-/* A route can send svc's requests only to HBONE workloads: the L7 engine speaks nothing else
- * upstream (a tcp endpoint is left to the L4 path, which passes it through). */
+/* The sidecar routes svc's requests itself only when every place its routes can send them is an
+ * HBONE workload without a waypoint of its own: the engine speaks nothing else upstream, and a
+ * backend's waypoint must not be skipped. Otherwise the L4 path takes the connection (a tcp
+ * endpoint passed through, a waypoint'd one through its waypoint) and the routes do not apply. */
 static bool
 endpoints_hbone(const struct reg_service *svc)
 {
+	if (svc != NULL && svc->waypoint_p != NULL)
+		return false;
 	for (size_t i = 0; svc != NULL && i < svc->n_endpoints; i++)
-		if (svc->endpoints[i]->protocol != REG_PROTO_HBONE)
+		if (svc->endpoints[i]->protocol != REG_PROTO_HBONE ||
+		    svc->endpoints[i]->waypoint_p != NULL)
 			return false;
 	return true;
 }
 
 static bool
-all_hbone(const struct registry *reg, const struct reg_service *svc)
+routable_here(const struct registry *reg, const struct reg_service *svc)
 {
 	if (!endpoints_hbone(svc))
 		return false;
@@ -475,8 +480,8 @@ all_hbone(const struct registry *reg, const struct reg_service *svc)
 		for (size_t j = 0; j < rt->backends.n; j++) {
 			const struct reg_backend *be = &rt->backends_p[j];
 
-			if ((be->workload != NULL && be->workload->protocol != REG_PROTO_HBONE) ||
-			    !endpoints_hbone(be->service))
+			if ((be->workload != NULL && (be->workload->protocol != REG_PROTO_HBONE ||
+			    be->workload->waypoint_p != NULL)) || !endpoints_hbone(be->service))
 				return false;
 		}
 	}
@@ -521,7 +526,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 	if (vip != NULL) {
 		f->dst_svc = vip->service;
 		if (w->l7 != NULL && vip->service->waypoint_p == NULL &&
-		    route_any(f->reg, vip->service) && all_hbone(f->reg, vip->service)) {
+		    route_any(f->reg, vip->service) && routable_here(f->reg, vip->service)) {
 			/* A sidecar applies the routes of the service it calls (Envoy: client-side). */
 			int hfd = relay_hand_off(f->r);
 
@@ -857,7 +862,10 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 		if (baggage_get(req->baggage, "amesh.destination.service", svc, sizeof(svc)))
 			f->dst_svc = registry_service_by_hostname(reg, svc);
 	}
-	/* A sidecar decides each request at L7: here only what no request could pass. */
+	/* A sidecar decides each request at L7: here only what no request could pass, with the
+	 * subject its requests will have (the client a waypoint forwards for). */
+	if (w->l7 != NULL)
+		q.src_ip = &client;
 	if ((w->l7 != NULL ? authz_l4_prefilter(reg, wl, &q, &matched) :
 	    authz_l4(reg, wl, &q, &matched)) == AUTHZ_DENY) {
 		px->st.denied++;

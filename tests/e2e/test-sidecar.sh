@@ -19,7 +19,7 @@ for t in nft tcpdump setpriv capsh; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 30
+plan 31
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -214,6 +214,12 @@ namespace = default
 selector = version=b
 action = allow
 to.methods = GET, HEAD
+
+[policy "echo-b-no-admin"]
+namespace = default
+selector = version=b
+action = deny
+to.paths = /admin, /admin/*
 EOF
 sleep 1.5
 get a1 "http://$LAB_B1:8081/doc"
@@ -224,6 +230,13 @@ posts=$(grep -c "^POST /doc " "$TMP/requests-b1.log")
 check "L7 deny enforced by the receiving sidecar: GET 200, POST 403 from ambient client-a (POSTs that reached echo-b: $posts)" \
 	'echo "$ok_get" | grep -q "^200 echo-b 1$" && echo "$denied" | grep -q "^403 RBAC:_access_denied 1$" &&
 	 [ "$posts" -eq 0 ]'
+# Other spellings of /admin meet the same rule; the app gets the path that was judged.
+codes=$(for p in /admin //admin /public/../admin /%61dmin /x/%2e%2e/admin/ "/a%2fb"; do
+	lab_exec a1 curl -s -o /dev/null -w "%{http_code} " --max-time 5 --path-as-is "http://$LAB_B1:8081$p"
+done)
+run lab_exec a1 curl -s -o /dev/null -w "%{http_code}" --max-time 5 --path-as-is "http://$LAB_B1:8081/x/./../doc2"
+check "paths are normalized before policy: /admin in 5 spellings 403, an escaped slash 400 ($codes); /x/./../doc2 reaches the app as /doc2" \
+	'[ "$codes" = "403 403 403 403 403 400 " ] && [ "$OUT" = 200 ] && grep -q "^GET /doc2 " "$TMP/requests-b1.log"'
 get a2 http://10.96.0.17/doc --method DELETE
 check "... and from sidecar echo-a through its routes: DELETE 403" \
 	'echo "$OUT" | grep -q "^403 RBAC:_access_denied 1$"'

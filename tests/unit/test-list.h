@@ -78,6 +78,7 @@
 	X(hbone_identity_mismatch)            \
 	X(hbone_handshake_timeout)            \
 	X(route_precedence)                   \
+	X(route_normalize_path)           \
 	X(route_default_route)                \
 	X(route_match_conditions)             \
 	X(route_match_with_hdr_list)          \

@@ -800,3 +800,58 @@ TEST(route_fault_and_mirror_percentages)
 	ASSERT(!route_percent_hit(0, 0));
 	registry_unref(r);
 }
+
+/* What routes and policies see, and the app gets: no spelling of a path slips past its plain form. */
+TEST(route_normalize_path)
+{
+	static const struct {
+		const char *in, *out; /* out NULL: refused */
+	} c[] = {
+		{ "/", "/" },
+		{ "/a/b", "/a/b" },
+		{ "/a/b/", "/a/b/" },
+		{ "//admin", "/admin" },
+		{ "/public/../admin", "/admin" },
+		{ "/public/./../admin/", "/admin/" },
+		{ "/a/.", "/a/" },
+		{ "/a/..", "/" },
+		{ "/../../x", "/x" },
+		{ "/..", "/" },
+		{ "/%61dmin", "/admin" },
+		{ "/%2e%2E/admin", "/admin" },
+		{ "/a%7eb%2d", "/a~b-" },
+		{ "/a%3fb", "/a%3Fb" },
+		{ "/caf%c3%a9", "/caf%C3%A9" },
+		{ "http://x/admin", "/admin" },
+		{ "HTTPS://x:8443//a/../admin", "/admin" },
+		{ "http://x", "/" },
+		{ "*", "*" },
+		{ "/a%2fb", NULL },
+		{ "/a%5Cb", NULL },
+		{ "/a\\b", NULL },
+		{ "/a%2", NULL },
+		{ "/a%zz", NULL },
+	};
+	char out[64], small[4];
+	const char *why;
+
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		int r = route_normalize_path(c[i].in, strlen(c[i].in), out, sizeof(out), &why);
+
+		if (c[i].out == NULL) {
+			if (r == 0)
+				fprintf(stderr, "\"%s\" was not refused: \"%s\"\n", c[i].in, out);
+			ASSERT(r != 0);
+			continue;
+		}
+		if (r != 0 || strcmp(out, c[i].out) != 0)
+			fprintf(stderr, "\"%s\": got %d \"%s\", want \"%s\"\n", c[i].in, r,
+			    r == 0 ? out : why, c[i].out);
+		ASSERT(r == 0 && strcmp(out, c[i].out) == 0);
+	}
+	/* Never beyond outlen. */
+	ASSERT(route_normalize_path("/abcdef", 7, small, sizeof(small), &why) != 0);
+	ASSERT(route_normalize_path("/ab", 3, small, sizeof(small), &why) == 0 &&
+	    strcmp(small, "/ab") == 0);
+	ASSERT(route_normalize_path("/abc", 4, small, sizeof(small), &why) != 0);
+}
