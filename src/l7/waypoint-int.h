@@ -116,6 +116,7 @@ struct tun {
 	size_t replay_len;
 	bool replay_ok, body_started;
 	bool bp_paused; /* the request parser waits for upstream to take what it was given */
+	bool upgraded;  /* the app answered an Upgrade request with 101: bytes from here on */
 	bool down_chunked, up_chunked;
 	char *rewritten; /* request target after rewrite.path_prefix */
 	int status;

@@ -33,6 +33,7 @@
 #include "tls/rng.h"
 
 static void start_upstream(struct tun *t);
+static void upgrade_to_l4(struct tun *t, const uint8_t *rest, size_t n);
 static void embedded_idle_check(struct waypoint *wp);
 static void send_request_head(struct tun *t);
 static void mirror_detach(struct tun *t, bool complete);
@@ -242,6 +243,17 @@ finish_l4_telemetry(struct tun *t)
 		metrics_tcp_closed(t->wp->metrics, &l, t->resp_bytes, t->req_bytes);
 	accesslog_tcp(&l, NULL, t->authority, t->resp_bytes, t->req_bytes,
 	    uv_now(t->wp->loop) - t->start, l.response_flags);
+}
+
+/* Upgrades proxied as such (WebSocket...): not CONNECT, and not h2c, whose HTTP/2 requests would
+ * then pass as bytes, unread by routes and policy (h2c is served with prior knowledge only). */
+static bool
+upgrade_allowed(const struct h1_head *req)
+{
+	const char *u = h1_header_get(req, "upgrade");
+
+	return req->upgrade && strcmp(req->method, "CONNECT") != 0 && u != NULL &&
+	    strcasestr(u, "h2c") == NULL;
 }
 
 /* --- writing --- */
@@ -531,6 +543,22 @@ resp_head(void *arg, const struct h1_head *h)
 	struct h1_field set[32], add[32];
 	const char *rm[32];
 
+	if (h->status == 101 && upgrade_allowed(t->req)) {
+		/* Switching protocols (WebSocket): the 101 goes down with its Upgrade field, then
+		 * the tunnel carries bytes (up_on_data switches it to L4). */
+		struct h1_writer w = { w_down, t };
+
+		e.keep_upgrade = true;
+		out.framing = H1_FRAMING_NONE;
+		uv_timer_stop(&t->wait);
+		t->status = 101;
+		t->resp_started = true;
+		t->upgraded = true;
+		if (h1_write_head(&w, &out, &e) != 0)
+			return AMESH_ERR_INVALID;
+		flush_down(t);
+		return 0;
+	}
 	if (h->status >= 100 && h->status < 200) {
 		/* 100 Continue (a client holding its body for it would otherwise stall until its own
 		 * timer) and 103 Early Hints go on to HTTP/1.1 clients, as RFC 9110 15.2 asks; not to
@@ -601,6 +629,50 @@ resp_end(void *arg)
 
 static const struct h1_callbacks resp_cb = { resp_head, resp_body, NULL, resp_end };
 
+/* The app switched protocols (101): the request is logged as answered, and the tunnel relays
+ * bytes from now on, as an L4 tunnel does (TCP metrics when it ends). rest: what came from the app
+ * after the 101's head; what the client sent after its request head waits in t->in. */
+static void
+upgrade_to_l4(struct tun *t, const uint8_t *rest, size_t n)
+{
+	/* The request parser stopped at its head (one request at a time): let it reach the end of
+	 * the Upgrade request, where it stops by itself, so only the new protocol's bytes remain. */
+	if (t->req_p != NULL && h1_in_message(t->req_p) && t->in_len > 0) {
+		size_t used = 0;
+
+		h1_pause(t->req_p, false);
+		t->in_feed = true;
+		h1_feed(t->req_p, t->in, t->in_len, &used);
+		t->in_feed = false;
+		memmove(t->in, t->in + used, t->in_len - used);
+		t->in_len -= used;
+		if (t->down != NULL && used > 0)
+			hbone_stream_consumed(t->down, used);
+	}
+	stop_timer(t);
+	mirror_detach(t, t->req_body_done);
+	finish_request_telemetry(t);
+	t->in_request = false;
+	t->mode = MODE_L4;
+	t->start = uv_now(t->wp->loop);
+	t->req_bytes = t->in_len;
+	t->resp_bytes = n;
+	if (wp_obuf_add(&t->to_down, rest, n) != 0 || wp_obuf_add(&t->to_up, t->in, t->in_len) != 0) {
+		wp_tun_abort(t);
+		return;
+	}
+	t->in_unconsumed += t->in_len;
+	free(t->in);
+	t->in = NULL;
+	t->in_len = 0;
+	/* We are inside its caller's feed: the response parser goes when that is over. */
+	h1_parser_free(t->resp_dead);
+	t->resp_dead = t->resp_p;
+	t->resp_p = NULL;
+	flush_down(t);
+	flush_up(t);
+}
+
 /* Upstream stream callbacks. */
 
 static void
@@ -626,6 +698,10 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 	}
 	t->up_answered = true;
 	r = h1_feed(t->resp_p, data, len, &used);
+	if (r == 0 && t->upgraded) {
+		upgrade_to_l4(t, data + used, len - used);
+		return;
+	}
 	if (r != 0) {
 		if (t->up == NULL || t->resp_p == NULL)
 			return; /* resp_head started a retry */
@@ -775,6 +851,8 @@ send_request_head(struct tun *t)
 	e.set = set;
 	e.add = add;
 	e.remove = rm;
+	/* An Upgrade request (WebSocket) is forwarded as one, authorized like any other. */
+	e.keep_upgrade = upgrade_allowed(t->req);
 	out.framing = out.framing == H1_FRAMING_CHUNKED ? H1_FRAMING_CHUNKED : out.framing;
 	t->up_chunked = out.framing == H1_FRAMING_CHUNKED;
 	{
@@ -1261,6 +1339,7 @@ req_head(void *arg, const struct h1_head *h)
 	t->attempt = 1;
 	t->reused = false;
 	t->resp_started = false;
+	t->upgraded = false;
 	t->req_has_body = h->framing == H1_FRAMING_LENGTH || h->framing == H1_FRAMING_CHUNKED;
 	t->req_body_done = !t->req_has_body;
 	t->body_started = false;

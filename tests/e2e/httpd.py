@@ -7,7 +7,11 @@ serve --name NAME [--port 8080] [--log FILE]
     "METHOD PATH HOST BODY_BYTES". Every answer is JSON: {"server": NAME, "method", "path", "headers",
     "body_bytes", "body_sha256"}. /slow sleeps 2 s first; /flaky/KEY answers 503 the first time
     a KEY is seen and 200 after; /status/N answers N; /bytes/N answers N bytes "b" (not JSON).
+    A request with "Upgrade: echo" (or h2c) is answered 101 and the connection then echoes bytes.
     Prints "listening PORT".
+upgrade --url URL [--msg M] [--proto P]
+    Sends a GET with "Connection: Upgrade" and "Upgrade: P" (echo), prints the status line, then
+    sends M and prints what is echoed ("echo M").
 get --url URL [--count N] [--method M] [--header 'K: V' ...] [--upload BYTES] [--pause S]
     Sends N requests on one keep-alive connection (S seconds apart with --pause); prints one line per distinct
     "status server" pair with its count ("200 echo-a 903"), then "bytes SENT".
@@ -36,6 +40,19 @@ def serve(a):
             pass
 
         def answer(self):
+            if self.headers.get("upgrade", "").lower() in ("echo", "h2c"):
+                self.send_response(101)
+                self.send_header("Upgrade", self.headers["upgrade"])
+                self.send_header("Connection", "Upgrade")
+                self.end_headers()
+                self.wfile.flush()
+                self.close_connection = True
+                while True:
+                    d = self.connection.recv(65536)
+                    if not d:
+                        break
+                    self.connection.sendall(d)
+                return
             n = 0
             h = hashlib.sha256()
             if self.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -150,6 +167,29 @@ def get(a):
     print("bytes", sent, flush=True)
 
 
+def upgrade(a):
+    import socket
+    u = urllib.parse.urlparse(a.url)
+    s = socket.create_connection((u.hostname, u.port or 80), timeout=5)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n"
+               % (u.path or "/", u.netloc, a.proto)).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    head, _, rest = data.partition(b"\r\n\r\n")
+    print(head.split(b"\r\n")[0].decode(), flush=True)
+    s.sendall(a.msg.encode())
+    while len(rest) < len(a.msg):
+        d = s.recv(65536)
+        if not d:
+            break
+        rest += d
+    print("echo", rest.decode(errors="replace"), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -159,6 +199,10 @@ def main():
     s.add_argument("--log")
     g = sub.add_parser("get")
     g.add_argument("--url", required=True)
+    up = sub.add_parser("upgrade")
+    up.add_argument("--url", required=True)
+    up.add_argument("--msg", default="hello")
+    up.add_argument("--proto", default="echo")
     g.add_argument("--count", type=int, default=1)
     g.add_argument("--method", default="GET")
     g.add_argument("--header", action="append", default=[])
@@ -167,7 +211,7 @@ def main():
     g.add_argument("--show", action="store_true")
     g.add_argument("--pause", type=float, default=0)
     a = p.parse_args()
-    sys.exit(serve(a) if a.cmd == "serve" else get(a))
+    sys.exit(serve(a) if a.cmd == "serve" else upgrade(a) if a.cmd == "upgrade" else get(a))
 
 
 if __name__ == "__main__":

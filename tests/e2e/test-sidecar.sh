@@ -19,7 +19,7 @@ for t in nft tcpdump setpriv capsh; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 31
+plan 33
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -237,6 +237,16 @@ done)
 run lab_exec a1 curl -s -o /dev/null -w "%{http_code}" --max-time 5 --path-as-is "http://$LAB_B1:8081/x/./../doc2"
 check "paths are normalized before policy: /admin in 5 spellings 403, an escaped slash 400 ($codes); /x/./../doc2 reaches the app as /doc2" \
 	'[ "$codes" = "403 403 403 403 403 400 " ] && [ "$OUT" = 200 ] && grep -q "^GET /doc2 " "$TMP/requests-b1.log"'
+# An Upgrade (WebSocket-style) request is authorized, then the tunnel carries the new protocol.
+run lab_exec a1 $PY "$HTTPD" upgrade --url "http://$LAB_B1:8081/ws" --msg "upgraded-tunnel"
+up_ok=$OUT
+run lab_exec a1 $PY "$HTTPD" upgrade --url "http://$LAB_B1:8081/admin/ws" --msg x
+check "an Upgrade request is authorized (/admin/ws: $(echo "$OUT" | head -n 1)), then relayed as bytes after 101" \
+	'echo "$up_ok" | grep -q "^HTTP/1.1 101 " && echo "$up_ok" | grep -q "^echo upgraded-tunnel$" &&
+	 echo "$OUT" | grep -q "^HTTP/1.1 403 "'
+run lab_exec a1 $PY "$HTTPD" upgrade --url "http://$LAB_B1:8081/h2" --proto h2c --msg x
+check "Upgrade: h2c is not passed on (the app answers plain HTTP/1.1: $(echo "$OUT" | head -n 1))" \
+	'echo "$OUT" | grep -q "^HTTP/1.1 200 "'
 get a2 http://10.96.0.17/doc --method DELETE
 check "... and from sidecar echo-a through its routes: DELETE 403" \
 	'echo "$OUT" | grep -q "^403 RBAC:_access_denied 1$"'
