@@ -69,6 +69,7 @@ struct h2r {
 	char *hstore[H2_MAX_HEADERS * 2];
 	size_t nh, hbytes;
 	bool req_headers_done, req_eof, too_big;
+	struct registry *reg; /* the snapshot rt and ep belong to, held while the request lives */
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
 	uint16_t target;
@@ -891,6 +892,12 @@ request_head(struct h2r *r)
 		local_reply(r, 400, "bad request", "-");
 		return;
 	}
+	/* The policies and routes in force now; requests still in flight keep theirs. */
+	if (!wp_tun_refresh_registry(t)) {
+		local_reply(r, 503, "no longer in the registry", "NR");
+		return;
+	}
+	r->reg = registry_ref(t->reg);
 	if (r->authority == NULL && (r->authority = strdup(t->authority)) == NULL) {
 		local_reply(r, 500, "out of memory", "-");
 		return;
@@ -1059,6 +1066,7 @@ r_maybe_free(struct h2r *r)
 	if (r->us != NULL)
 		nghttp2_session_del(r->us);
 	clear_headers(r);
+	registry_unref(r->reg);
 	free(r->method);
 	free(r->scheme);
 	free(r->authority);

@@ -177,6 +177,16 @@ struct wp_request_log {
 /* istio_requests_total and the histograms (reporter "waypoint"), and the access-log record. */
 void wp_request_telemetry(struct tun *t, const struct wp_request_log *q);
 
+/*
+ * A request starts: when the registry changed since the tunnel began (or since its last request),
+ * the tunnel moves to the current snapshot, so that each request meets the policies and routes in
+ * force. Its service, workload and client are found again by name; a kept upstream tunnel is let
+ * go (its endpoint may be gone). The caller must hold no pointer into the old snapshot beyond the
+ * request (an HTTP/2 request takes its own reference). False when what the tunnel addresses is no
+ * longer in the registry.
+ */
+bool wp_tun_refresh_registry(struct tun *t);
+
 /* Resets both sides of the tunnel; its downstream on_close frees it. */
 void wp_tun_abort(struct tun *t);
 /* Frees the tunnel once its downstream is closed and nothing of it is left open. */

@@ -1346,6 +1346,12 @@ req_head(void *arg, const struct h1_head *h)
 	t->replay_len = 0;
 	t->replay_ok = !(h->framing == H1_FRAMING_LENGTH && h->content_length > WP_REPLAY_MAX);
 	t->close_after = false;
+	if (!wp_tun_refresh_registry(t)) {
+		/* What this connection addressed left the registry: nothing to route it to. */
+		t->close_after = true;
+		reply_and_finish(t, 503, "no longer in the registry", NULL, "NR");
+		return 0;
+	}
 	if (h->path_len >= sizeof(path) || h->target_len >= sizeof(query)) {
 		/* Routing and policy must see the whole path: a cut one could dodge a suffix rule. */
 		reply_and_finish(t, 414, "URI too long", NULL, "-");
@@ -1798,6 +1804,34 @@ wp_tun_maybe_free(struct tun *t)
 	if (wp->embedded && wp->host.tun_gone != NULL)
 		wp->host.tun_gone(wp->host.arg);
 	embedded_idle_check(wp); /* last: it may free wp */
+}
+
+bool
+wp_tun_refresh_registry(struct tun *t)
+{
+	struct registry *cur = registry_holder_get(t->wp->reg), *old = t->reg;
+	bool ok = true;
+
+	if (cur == NULL || cur == old) {
+		registry_unref(cur);
+		return true;
+	}
+	if (t->up != NULL && t->up_idle)
+		drop_up(t, false);
+	if (t->svc != NULL) {
+		t->svc = registry_service_by_hostname(cur, t->svc->hostname);
+		ok = t->svc != NULL;
+	}
+	if (t->direct != NULL) {
+		t->direct = registry_find(cur, REG_WORKLOAD, t->direct->h.name);
+		ok = ok && t->direct != NULL;
+	}
+	if (t->src_wl != NULL)
+		t->src_wl = registry_find(cur, REG_WORKLOAD, t->src_wl->h.name);
+	t->up_ep = NULL;
+	t->reg = cur;
+	registry_unref(old);
+	return ok;
 }
 
 /* Resets both sides; the downstream on_close frees the tunnel. */

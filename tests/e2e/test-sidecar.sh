@@ -19,7 +19,7 @@ for t in nft tcpdump setpriv capsh; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 33
+plan 34
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -237,6 +237,22 @@ done)
 run lab_exec a1 curl -s -o /dev/null -w "%{http_code}" --max-time 5 --path-as-is "http://$LAB_B1:8081/x/./../doc2"
 check "paths are normalized before policy: /admin in 5 spellings 403, an escaped slash 400 ($codes); /x/./../doc2 reaches the app as /doc2" \
 	'[ "$codes" = "403 403 403 403 403 400 " ] && [ "$OUT" = 200 ] && grep -q "^GET /doc2 " "$TMP/requests-b1.log"'
+# A policy added while a client keeps its connection open applies to its next request.
+lab_exec a1 $PY "$HTTPD" get --url "http://$LAB_B1:8081/late" --count 2 --pause 3.5 >"$TMP/late.out" 2>&1 &
+late=$!
+sleep 1
+cat >"$LAB_REGISTRY/51-late.conf" <<'EOF'
+[policy "echo-b-not-late"]
+namespace = default
+selector = version=b
+action = deny
+to.paths = /late
+EOF
+wait $late
+late_out=$(cat "$TMP/late.out")
+check "a policy added meanwhile applies to the next request on a kept-alive connection ($(echo $late_out))" \
+	'grep -q "^200 echo-b 1$" "$TMP/late.out" && grep -q "^403 RBAC:_access_denied 1$" "$TMP/late.out"'
+rm -f "$LAB_REGISTRY/51-late.conf"
 # An Upgrade (WebSocket-style) request is authorized, then the tunnel carries the new protocol.
 run lab_exec a1 $PY "$HTTPD" upgrade --url "http://$LAB_B1:8081/ws" --msg "upgraded-tunnel"
 up_ok=$OUT
