@@ -595,8 +595,7 @@ resp_head(void *arg, const struct h1_head *h)
 		if (h1_write_head(&w, &out, &e) != 0)
 			return AMESH_ERR_INVALID;
 	}
-	flush_down(t);
-	return 0;
+	return 0; /* flushed after the parser's pass, with the body that came with it */
 }
 
 static int
@@ -604,10 +603,10 @@ resp_body(void *arg, const uint8_t *data, size_t len)
 {
 	struct tun *t = arg;
 	struct h1_writer w = { w_down, t };
-	int r = t->down_chunked ? h1_write_chunk(&w, data, len) : w_down(t, data, len);
 
-	flush_down(t);
-	return r;
+	/* Written out after the parser's pass (up_on_data), with the head and the end it may
+	 * carry: one write rather than one per piece. */
+	return t->down_chunked ? h1_write_chunk(&w, data, len) : w_down(t, data, len);
 }
 
 static int
@@ -890,12 +889,14 @@ send_request_head(struct tun *t)
 
 		h1_write_last_chunk(&w, NULL, 0);
 	}
-	flush_up(t);
-	/* Now the body may flow: resume the request parser. */
+	/* Now the body may flow: resume the request parser. The head goes out with the body that
+	 * is here already, in one write (one HTTP/2 frame, one TLS record), when there is one. */
 	if (!t->req_body_done) {
 		h1_pause(t->req_p, false);
 		feed_down(t);
 	}
+	if (t->up != NULL)
+		flush_up(t);
 }
 
 static const struct hbone_stream_cb up_cb = {
