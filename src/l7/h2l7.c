@@ -906,6 +906,10 @@ request_head(struct h2r *r)
 		local_reply(r, 414, "URI too long", "-");
 		return;
 	}
+	if (strchr(r->path, '#') != NULL) {
+		local_reply(r, 400, "a fragment in the request target", "-");
+		return;
+	}
 	q = strchr(r->path, '?');
 	plen = q != NULL ? (size_t)(q - r->path) : strlen(r->path);
 	/* Routes and policy judge, and the application gets, the normalized path. */

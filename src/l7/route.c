@@ -205,10 +205,11 @@ route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const c
 	size_t o = 0, i = 0;
 	int rc = -1;
 
+	*why = "the path is too long";
 	if (outlen == 0)
 		return -1;
 	/* Absolute form: scheme "://" authority, then the path. */
-	for (size_t k = 0; k + 2 < n && k < 16; k++) {
+	for (size_t k = 0; k + 2 < n; k++) {
 		if (in[k] == ':' && in[k + 1] == '/' && in[k + 2] == '/') {
 			const char *p = memchr(in + k + 3, '/', n - k - 3);
 
@@ -227,13 +228,16 @@ route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const c
 		memcpy(out, "/", 2);
 		return 0;
 	}
-	if (i == n || in[i] != '/') {
-		/* "*" (OPTIONS) or another form: nothing to normalize. */
-		if (n - i >= outlen)
+	if (n == 1 && in[0] == '*') {
+		/* OPTIONS *: nothing to normalize. */
+		if (outlen < 2)
 			goto toolong;
-		memcpy(out, in + i, n - i);
-		out[n - i] = '\0';
+		memcpy(out, "*", 2);
 		return 0;
+	}
+	if (i == n || in[i] != '/') {
+		*why = "a request target that is not a path";
+		return -1;
 	}
 	/* Pass 1: escapes, into tmp. */
 	if ((tmp = malloc(n - i + 1)) == NULL) {

@@ -183,7 +183,8 @@ void wp_request_telemetry(struct tun *t, const struct wp_request_log *q);
  * force. Its service, workload and client are found again by name; a kept upstream tunnel is let
  * go (its endpoint may be gone). The caller must hold no pointer into the old snapshot beyond the
  * request (an HTTP/2 request takes its own reference). False when what the tunnel addresses is no
- * longer in the registry.
+ * longer in the registry: the tunnel then stays on its snapshot, and the caller refuses the
+ * request.
  */
 bool wp_tun_refresh_registry(struct tun *t);
 

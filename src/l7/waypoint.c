@@ -245,15 +245,31 @@ finish_l4_telemetry(struct tun *t)
 	    uv_now(t->wp->loop) - t->start, l.response_flags);
 }
 
-/* Upgrades proxied as such (WebSocket...): not CONNECT, and not h2c, whose HTTP/2 requests would
- * then pass as bytes, unread by routes and policy (h2c is served with prior knowledge only). */
+/* The one Upgrade field of h, or NULL when it has none or several. */
+static const char *
+upgrade_field(const struct h1_head *h)
+{
+	const char *u = NULL;
+
+	for (size_t i = 0; i < h->n_headers; i++)
+		if (h->headers[i].name_len == 7 && strncasecmp(h->headers[i].name, "upgrade", 7) == 0) {
+			if (u != NULL)
+				return NULL;
+			u = h->headers[i].value;
+		}
+	return u;
+}
+
+/* Upgrades proxied as such: WebSocket only, asked for once, by a request without a body. Not h2c
+ * (its HTTP/2 requests would then pass as bytes, unread by routes and policy: h2c is served with
+ * prior knowledge only), not CONNECT, not TLS or anything else the engine cannot vouch for. */
 static bool
 upgrade_allowed(const struct h1_head *req)
 {
-	const char *u = h1_header_get(req, "upgrade");
+	const char *u = upgrade_field(req);
 
-	return req->upgrade && strcmp(req->method, "CONNECT") != 0 && u != NULL &&
-	    strcasestr(u, "h2c") == NULL;
+	return req->upgrade && strcmp(req->method, "GET") == 0 && req->framing == H1_FRAMING_NONE &&
+	    u != NULL && strcasecmp(u, "websocket") == 0;
 }
 
 /* --- writing --- */
@@ -543,7 +559,15 @@ resp_head(void *arg, const struct h1_head *h)
 	struct h1_field set[32], add[32];
 	const char *rm[32];
 
-	if (h->status == 101 && upgrade_allowed(t->req)) {
+	if (h->status == 101) {
+		const char *u = upgrade_field(h);
+
+		/* Only to what was asked for and let through; anything else is not HTTP/1.1 we can
+		 * forward (the client would wait for an answer that never comes). */
+		if (!upgrade_allowed(t->req) || u == NULL || strcasecmp(u, "websocket") != 0)
+			return AMESH_ERR_INVALID; /* a bad response: 502, and the tunnel closes */
+	}
+	if (h->status == 101) {
 		/* Switching protocols (WebSocket): the 101 goes down with its Upgrade field, then
 		 * the tunnel carries bytes (up_on_data switches it to L4). */
 		struct h1_writer w = { w_down, t };
@@ -1273,6 +1297,13 @@ wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp
 	} else {
 		v->ep = t->side == SIDE_IN ? t->direct : wp_pick_endpoint(t, t->svc);
 	}
+	if (t->side == SIDE_IN && v->ep == NULL) {
+		/* Never to the app unjudged: its workload is the one policy is looked up for. */
+		v->status = 503;
+		v->body = "no longer in the registry";
+		v->flags = "NR";
+		return;
+	}
 	/* L7 authorization, against the workload the request is going to; a sidecar's outbound
 	 * leaves that to the destination. */
 	if (t->side == SIDE_OUT)
@@ -1358,7 +1389,12 @@ req_head(void *arg, const struct h1_head *h)
 		reply_and_finish(t, 414, "URI too long", NULL, "-");
 		return 0;
 	}
-	/* Routes and policy judge, and the application gets, the normalized path. */
+	/* Routes and policy judge, and the application gets, the normalized path. A fragment has
+	 * no place in a request (RFC 9112 3.2), and an app could read it as part of the path. */
+	if (memchr(h->target, '#', h->target_len) != NULL) {
+		reply_and_finish(t, 400, "a fragment in the request target", NULL, "-");
+		return 0;
+	}
 	if (route_normalize_path(h->target, h->path_len, path, sizeof(path), &why) != 0) {
 		log_info("%s: %s: bad request from %s: %s", wp->role, t->authority, t->peer_id, why);
 		reply_and_finish(t, 400, why, NULL, "-");
@@ -1811,28 +1847,33 @@ bool
 wp_tun_refresh_registry(struct tun *t)
 {
 	struct registry *cur = registry_holder_get(t->wp->reg), *old = t->reg;
-	bool ok = true;
+	const struct reg_service *svc = NULL;
+	const struct reg_workload *direct = NULL;
 
 	if (cur == NULL || cur == old) {
 		registry_unref(cur);
 		return true;
 	}
+	if (t->svc != NULL)
+		svc = registry_service_by_hostname(cur, t->svc->hostname);
+	if (t->direct != NULL)
+		direct = registry_find(cur, REG_WORKLOAD, t->direct->h.name);
+	if ((t->svc != NULL && svc == NULL) || (t->direct != NULL && direct == NULL)) {
+		/* Gone from the registry: the tunnel stays on its snapshot (every pointer valid) and
+		 * this request is refused; a later one moves when it is back. */
+		registry_unref(cur);
+		return false;
+	}
 	if (t->up != NULL && t->up_idle)
 		drop_up(t, false);
-	if (t->svc != NULL) {
-		t->svc = registry_service_by_hostname(cur, t->svc->hostname);
-		ok = t->svc != NULL;
-	}
-	if (t->direct != NULL) {
-		t->direct = registry_find(cur, REG_WORKLOAD, t->direct->h.name);
-		ok = ok && t->direct != NULL;
-	}
+	t->svc = svc;
+	t->direct = direct;
 	if (t->src_wl != NULL)
 		t->src_wl = registry_find(cur, REG_WORKLOAD, t->src_wl->h.name);
 	t->up_ep = NULL;
 	t->reg = cur;
 	registry_unref(old);
-	return ok;
+	return true;
 }
 
 /* Resets both sides; the downstream on_close frees the tunnel. */
@@ -1844,6 +1885,25 @@ wp_tun_abort(struct tun *t)
 		t->closing = true;
 		hbone_stream_reset(t->down, 0x8);
 	}
+}
+
+/* The workload an HBONE peer ("ADDR:PORT") is: HBONE leaves from the caller's own address. */
+static const struct reg_workload *
+peer_workload(const struct registry *reg, const char *peer_addr)
+{
+	struct sockaddr_storage ps;
+	struct ip_addr peer;
+	const char *why;
+
+	if (parse_sockaddr(peer_addr, &ps, &why) != 0)
+		return NULL;
+	memset(&peer, 0, sizeof(peer));
+	peer.family = (uint8_t)ps.ss_family;
+	if (ps.ss_family == AF_INET)
+		memcpy(peer.a, &((struct sockaddr_in *)&ps)->sin_addr, 4);
+	else
+		memcpy(peer.a, &((struct sockaddr_in6 *)&ps)->sin6_addr, 16);
+	return registry_workload_by_addr(reg, &peer);
 }
 
 static struct tun *
@@ -1894,8 +1954,7 @@ on_request(struct hbone_server *srv, struct hbone_stream *s, const struct hbone_
 {
 	struct waypoint *wp = hbone_server_user(srv);
 	struct registry *reg = registry_holder_get(wp->reg);
-	struct ip_addr ip, peer;
-	struct sockaddr_storage ps;
+	struct ip_addr ip;
 	const char *why;
 	struct tun *t;
 
@@ -1933,15 +1992,7 @@ on_request(struct hbone_server *srv, struct hbone_stream *s, const struct hbone_
 	t->peer_id = strdup(req->peer_id);
 	t->forwarded = req->forwarded ? strdup(req->forwarded) : NULL;
 	t->baggage = req->baggage ? strdup(req->baggage) : NULL;
-	if (parse_sockaddr(req->peer_addr, &ps, &why) == 0) {
-		memset(&peer, 0, sizeof(peer));
-		peer.family = (uint8_t)ps.ss_family;
-		if (ps.ss_family == AF_INET)
-			memcpy(peer.a, &((struct sockaddr_in *)&ps)->sin_addr, 4);
-		else
-			memcpy(peer.a, &((struct sockaddr_in6 *)&ps)->sin6_addr, 16);
-		t->src_wl = registry_workload_by_addr(reg, &peer);
-	}
+	t->src_wl = peer_workload(reg, req->peer_addr);
 	if (t->peer_id == NULL) {
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
@@ -1958,9 +2009,6 @@ waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
     const struct sockaddr_storage *app, const char *svc_host)
 {
 	struct registry *reg = registry_holder_get(wp->reg);
-	struct ip_addr peer;
-	struct sockaddr_storage ps;
-	const char *why;
 	struct tun *t;
 
 	t = reg != NULL && !wp->draining ? tun_new(wp, reg, SIDE_IN) : NULL;
@@ -1975,15 +2023,7 @@ waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
 	t->client = *client;
 	snprintf(t->authority, sizeof(t->authority), "%s", req->authority);
 	t->peer_id = strdup(req->peer_id);
-	if (parse_sockaddr(req->peer_addr, &ps, &why) == 0) {
-		memset(&peer, 0, sizeof(peer));
-		peer.family = (uint8_t)ps.ss_family;
-		if (ps.ss_family == AF_INET)
-			memcpy(peer.a, &((struct sockaddr_in *)&ps)->sin_addr, 4);
-		else
-			memcpy(peer.a, &((struct sockaddr_in6 *)&ps)->sin6_addr, 16);
-		t->src_wl = registry_workload_by_addr(reg, &peer);
-	}
+	t->src_wl = peer_workload(reg, req->peer_addr);
 	if (t->direct == NULL || t->peer_id == NULL) {
 		free(t->peer_id);
 		tun_discard(t);
@@ -2333,6 +2373,24 @@ waypoint_stats(const struct waypoint *wp, struct waypoint_stats *st)
 	*st = wp->st;
 }
 
+json_t *
+waypoint_stats_json(const struct waypoint *wp)
+{
+	const struct waypoint_stats *st = &wp->st;
+
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	    "tunnels", (json_int_t)st->tunnels, "tunnels_l4", (json_int_t)st->tunnels_l4,
+	    "tunnels_h2", (json_int_t)st->tunnels_h2,
+	    "requests", (json_int_t)st->requests, "denied", (json_int_t)st->denied,
+	    "local_replies", (json_int_t)st->local_replies,
+	    "retries", (json_int_t)st->retries, "timeouts", (json_int_t)st->timeouts,
+	    "upstream_failures", (json_int_t)st->upstream_failures,
+	    "upstream_reused", (json_int_t)st->upstream_reused,
+	    "mirrors", (json_int_t)st->mirrors,
+	    "mirrors_dropped", (json_int_t)st->mirrors_dropped,
+	    "active", (json_int_t)st->active);
+}
+
 char *
 waypoint_dump(struct waypoint *wp)
 {
@@ -2354,17 +2412,7 @@ waypoint_dump(struct waypoint *wp)
 		    "timeout_ms", (json_int_t)rt->timeout, "retries", (json_int_t)rt->retries));
 	}
 	json_object_set_new(root, "routes", routes);
-	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-	    "tunnels", (json_int_t)wp->st.tunnels, "tunnels_l4", (json_int_t)wp->st.tunnels_l4,
-	    "tunnels_h2", (json_int_t)wp->st.tunnels_h2,
-	    "requests", (json_int_t)wp->st.requests, "denied", (json_int_t)wp->st.denied,
-	    "local_replies", (json_int_t)wp->st.local_replies,
-	    "retries", (json_int_t)wp->st.retries, "timeouts", (json_int_t)wp->st.timeouts,
-	    "upstream_failures", (json_int_t)wp->st.upstream_failures,
-	    "upstream_reused", (json_int_t)wp->st.upstream_reused,
-	    "mirrors", (json_int_t)wp->st.mirrors,
-	    "mirrors_dropped", (json_int_t)wp->st.mirrors_dropped,
-	    "active", (json_int_t)wp->st.active));
+	json_object_set_new(root, "stats", waypoint_stats_json(wp));
 	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(root);
 	registry_unref(r);

@@ -81,6 +81,9 @@ size_t waypoint_active(const struct waypoint *wp);
 void waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg);
 void waypoint_free(struct waypoint *wp);
 void waypoint_stats(const struct waypoint *wp, struct waypoint_stats *st);
+/* The counters of waypoint_stats as a JSON object (config dumps of the waypoint and the sidecar). */
+struct json_t;
+struct json_t *waypoint_stats_json(const struct waypoint *wp);
 /* The routes of the registry snapshot in force, as JSON (admin /config_dump); malloc'd. */
 char *waypoint_dump(struct waypoint *wp);
 

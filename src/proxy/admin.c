@@ -123,22 +123,8 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 		    (json_int_t)ps.streams, "connections_opened", (json_int_t)ps.connections_opened,
 		    "connect_failures", (json_int_t)ps.connect_failures, "streams_retried",
 		    (json_int_t)ps.streams_retried);
-		if (e != NULL && w->l7 != NULL) {
-			/* A sidecar's L7 engine: what its requests met. */
-			struct waypoint_stats st;
-
-			waypoint_stats(w->l7, &st);
-			json_object_set_new(e, "l7", json_pack(
-			    "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-			    "tunnels", (json_int_t)st.tunnels, "tunnels_l4", (json_int_t)st.tunnels_l4,
-			    "tunnels_h2", (json_int_t)st.tunnels_h2,
-			    "requests", (json_int_t)st.requests, "denied", (json_int_t)st.denied,
-			    "local_replies", (json_int_t)st.local_replies,
-			    "retries", (json_int_t)st.retries, "timeouts", (json_int_t)st.timeouts,
-			    "upstream_failures", (json_int_t)st.upstream_failures,
-			    "upstream_reused", (json_int_t)st.upstream_reused,
-			    "active", (json_int_t)st.active));
-		}
+		if (e != NULL && w->l7 != NULL)
+			json_object_set_new(e, "l7", waypoint_stats_json(w->l7)); /* what its requests met */
 		json_array_append_new(enrolled, e);
 	}
 	json_object_set_new(root, "enrolled", enrolled);

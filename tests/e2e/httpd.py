@@ -7,10 +7,11 @@ serve --name NAME [--port 8080] [--log FILE]
     "METHOD PATH HOST BODY_BYTES". Every answer is JSON: {"server": NAME, "method", "path", "headers",
     "body_bytes", "body_sha256"}. /slow sleeps 2 s first; /flaky/KEY answers 503 the first time
     a KEY is seen and 200 after; /status/N answers N; /bytes/N answers N bytes "b" (not JSON).
-    A request with "Upgrade: echo" (or h2c) is answered 101 and the connection then echoes bytes.
+    A request with "Upgrade: websocket" (or echo, or h2c) is answered 101 and the connection then
+    echoes bytes.
     Prints "listening PORT".
 upgrade --url URL [--msg M] [--proto P]
-    Sends a GET with "Connection: Upgrade" and "Upgrade: P" (echo), prints the status line, then
+    Sends a GET with "Connection: Upgrade" and "Upgrade: P" (websocket), prints the status line, then
     sends M and prints what is echoed ("echo M").
 get --url URL [--count N] [--method M] [--header 'K: V' ...] [--upload BYTES] [--pause S]
     Sends N requests on one keep-alive connection (S seconds apart with --pause); prints one line per distinct
@@ -40,7 +41,7 @@ def serve(a):
             pass
 
         def answer(self):
-            if self.headers.get("upgrade", "").lower() in ("echo", "h2c"):
+            if self.headers.get("upgrade", "").lower() in ("websocket", "echo", "h2c"):
                 self.send_response(101)
                 self.send_header("Upgrade", self.headers["upgrade"])
                 self.send_header("Connection", "Upgrade")
@@ -202,7 +203,7 @@ def main():
     up = sub.add_parser("upgrade")
     up.add_argument("--url", required=True)
     up.add_argument("--msg", default="hello")
-    up.add_argument("--proto", default="echo")
+    up.add_argument("--proto", default="websocket")
     g.add_argument("--count", type=int, default=1)
     g.add_argument("--method", default="GET")
     g.add_argument("--header", action="append", default=[])

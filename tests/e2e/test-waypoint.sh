@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 39
+plan 40
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -276,12 +276,16 @@ check "the same path with GET passes" 'echo "$OUT" | grep -q "^200 echo-"'
 run lab_exec a1 curl -sS -m 5 -o /dev/null -w "%{http_code} %{http_version}" "http://$LAB_VIP/curl"
 check "curl (HTTP/1.1) through the waypoint" '[ "$OUT" = "200 1.1" ]'
 
-# An upgrade request (WebSocket) is not proxied at L7: Upgrade is dropped, the application answers
-# the plain request, and the client's connection carries the next request.
+# An h2c upgrade is not proxied (its requests would escape routes and policy): Upgrade is dropped,
+# the application answers the plain request, and the client's connection carries the next request.
 run lab_exec a1 curl -sS -m 5 -o /dev/null -o /dev/null -w "%{http_code} " -H "Connection: Upgrade" \
-	-H "Upgrade: websocket" "http://$LAB_VIP/up1" "http://$LAB_VIP/up2"
-check "an Upgrade request gets the application's plain answer, and the next one follows ($OUT)" \
+	-H "Upgrade: h2c" "http://$LAB_VIP/up1" "http://$LAB_VIP/up2"
+check "an h2c Upgrade request gets the application's plain answer, and the next one follows ($OUT)" \
 	'[ "$OUT" = "200 200 " ]'
+# A WebSocket upgrade is: 101, then the tunnel carries the new protocol (the app echoes).
+run lab_exec a1 $PY "$HTTPD" upgrade --url "http://$LAB_VIP/ws" --msg "through-the-waypoint"
+check "a WebSocket upgrade through the waypoint: 101, then bytes both ways" \
+	'echo "$OUT" | grep -q "^HTTP/1.1 101 " && echo "$OUT" | grep -q "^echo through-the-waypoint$"'
 
 # Expect: 100-continue: the client holds its body until the backend's 100 Continue reaches it
 # through the waypoint (it gives up waiting after 3 s and reports "no 100").
