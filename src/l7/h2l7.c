@@ -1196,6 +1196,16 @@ h2d_on_eof(struct h2d *d)
 }
 
 void
+h2d_goaway(struct h2d *d)
+{
+	if (d == NULL || d->s == NULL || d->gone)
+		return;
+	nghttp2_submit_goaway(d->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(d->s),
+	    NGHTTP2_NO_ERROR, NULL, 0);
+	d_flush(d);
+}
+
+void
 h2d_on_writable(struct h2d *d)
 {
 	d_flush(d);

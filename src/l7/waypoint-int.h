@@ -202,6 +202,8 @@ int h2d_start(struct tun *t);
 void h2d_on_data(struct h2d *d, const uint8_t *data, size_t len);
 void h2d_on_eof(struct h2d *d);
 void h2d_on_writable(struct h2d *d);
+/* Draining: GOAWAY, so the client opens no more requests on this tunnel; those begun finish. */
+void h2d_goaway(struct h2d *d);
 /* The downstream tunnel is gone: every request is cancelled. */
 void h2d_on_close(struct h2d *d);
 /* True when nothing of d is left open (requests, timers, upstream tunnels). */

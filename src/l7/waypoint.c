@@ -2333,12 +2333,34 @@ on_drain_deadline(uv_timer_t *h)
 	waypoint_abort_all(wp);
 }
 
+/* Draining: clients are asked to go, as HTTP lets a server do. An HTTP/1.1 connection between
+ * requests is closed (FIN), one in a request gets "Connection: close" on its answer and is closed
+ * after it; an HTTP/2 one gets GOAWAY. What is left at the deadline is reset. */
+static void
+drain_tunnels(struct waypoint *wp)
+{
+	for (struct tun *t = wp->tuns; t != NULL; t = t->next) {
+		if (t->closing || t->down == NULL)
+			continue;
+		if (t->mode == MODE_H2) {
+			h2d_goaway(t->h2);
+		} else if (t->mode == MODE_HTTP) {
+			t->close_after = true;
+			if (!t->in_request) {
+				drop_up(t, false);
+				shutdown_down(t);
+			}
+		}
+	}
+}
+
 void
 waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
 {
 	if (wp->draining)
 		return;
 	wp->draining = true;
+	drain_tunnels(wp);
 	wp->done = done;
 	wp->done_arg = arg;
 	uv_timer_stop(&wp->refresh);

@@ -329,11 +329,24 @@ run lab_exec hb $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8080 --msg plain
 check "plaintext from outside the mesh is refused by the sidecar (strict); metrics scrape ($scrape)" \
 	'! echo "$OUT" | grep -q "msg plain" && [ "$scrape" = 200 ]'
 
-# SIGTERM with a kept-alive request connection open: echo-a's sidecar drains and exits 0 once the
-# drain timeout (5 s) has reset what was left.
-lab_exec a2 $PY "$HTTPD" get --url http://10.96.0.17/ --count 2 --pause 20 >"$TMP/kept.out" 2>&1 &
+# SIGTERM with two kept-alive request connections open: echo-a's sidecar closes them (a FIN
+# between requests, as an HTTP server may). One client closes in turn; the other never reads, so
+# its connection is reset at the drain timeout (5 s), and then the sidecar exits 0.
+lab_exec a2 $PY "$HTTPD" get --url http://10.96.0.17/deaf --count 2 --pause 20 >/dev/null 2>&1 &
+deaf=$!
+lab_exec a2 $PY -c 'import http.client, sys, time
+c = http.client.HTTPConnection("10.96.0.17", 80, timeout=10)
+c.request("GET", "/kept")
+r = c.getresponse()
+r.read()
+print("first", r.status, flush=True)
+t0 = time.time()
+d = c.sock.recv(1)
+print("closed by the proxy" if d == b"" else "data", round(time.time() - t0, 1), flush=True)
+c.close()' >"$TMP/kept.out" 2>&1 &
 kept=$!
-sleep 1
+i=0
+while ! grep -q "^first 200" "$TMP/kept.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 eval "kill -TERM \$PID_sc_a2"
 t0=$(date +%s%N)
 rc=timeout
@@ -346,10 +359,12 @@ for i in $(seq 1 100); do
 	sleep 0.1
 done
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-kill $kept 2>/dev/null
 wait $kept 2>/dev/null
-check "SIGTERM drains the sidecar's L7 tunnels: exit $rc after ${ms} ms" \
-	'[ "$rc" = 0 ] && [ "$ms" -ge 4000 ] && [ "$ms" -lt 9000 ]'
+kill $deaf 2>/dev/null
+wait $deaf 2>/dev/null
+check "SIGTERM: kept-alive clients are closed at once ($(tr '\n' ' ' <"$TMP/kept.out")), one that never reads is reset at the drain timeout, exit $rc after ${ms} ms" \
+	'[ "$rc" = 0 ] && [ "$ms" -ge 4000 ] && [ "$ms" -lt 9000 ] &&
+	 grep -q "^closed by the proxy 0\.[0-9]" "$TMP/kept.out" && grep -q "drain timeout" "$TMP/sc_a2.err"'
 
 # Killed, the sidecar leaves its rules: nothing reaches echo-b in the clear, nothing leaves it.
 eval "kill -KILL \$PID_sc_b1"
