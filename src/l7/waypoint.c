@@ -268,7 +268,9 @@ upgrade_allowed(const struct h1_head *req)
 {
 	const char *u = upgrade_field(req);
 
-	return req->upgrade && strcmp(req->method, "GET") == 0 && req->framing == H1_FRAMING_NONE &&
+	return req->upgrade && strcmp(req->method, "GET") == 0 &&
+	    (req->framing == H1_FRAMING_NONE ||
+	    (req->framing == H1_FRAMING_LENGTH && req->content_length == 0)) &&
 	    u != NULL && strcasecmp(u, "websocket") == 0;
 }
 
@@ -1395,6 +1397,12 @@ req_head(void *arg, const struct h1_head *h)
 		reply_and_finish(t, 400, "a fragment in the request target", NULL, "-");
 		return 0;
 	}
+	if (strcmp(h->method, "CONNECT") == 0) {
+		/* Not proxied at L7 (the HTTP/2 path refuses it too): a tunnel inside a tunnel. */
+		t->close_after = true;
+		reply_and_finish(t, 405, "CONNECT is not served here", NULL, "-");
+		return 0;
+	}
 	if (route_normalize_path(h->target, h->path_len, path, sizeof(path), &why) != 0) {
 		log_info("%s: %s: bad request from %s: %s", wp->role, t->authority, t->peer_id, why);
 		reply_and_finish(t, 400, why, NULL, "-");
@@ -1631,6 +1639,10 @@ go_l4(struct tun *t)
 			if (t->svc->ports.v[i].port == t->port)
 				t->target = t->svc->ports.v[i].target;
 	t->start = uv_now(t->wp->loop);
+	if (t->side == SIDE_IN && t->ep == NULL) {
+		wp_tun_abort(t); /* never to the app unjudged */
+		return;
+	}
 	if (t->ep != NULL && t->side != SIDE_OUT) {
 		struct authz_l4_req q = { 0 };
 		const struct reg_policy *m = NULL;
@@ -1858,7 +1870,10 @@ wp_tun_refresh_registry(struct tun *t)
 		svc = registry_service_by_hostname(cur, t->svc->hostname);
 	if (t->direct != NULL)
 		direct = registry_find(cur, REG_WORKLOAD, t->direct->h.name);
-	if ((t->svc != NULL && svc == NULL) || (t->direct != NULL && direct == NULL)) {
+	/* A sidecar's inbound service is the caller's word (baggage), a label: only its workload
+	 * must still be there. */
+	if ((t->svc != NULL && svc == NULL && t->side != SIDE_IN) ||
+	    (t->direct != NULL && direct == NULL)) {
 		/* Gone from the registry: the tunnel stays on its snapshot (every pointer valid) and
 		 * this request is refused; a later one moves when it is back. */
 		registry_unref(cur);
