@@ -9,12 +9,14 @@
 #            workload address, so echo-a's sidecar relays at L4 and other-b's reads the requests
 #            (L7 authorization, request metrics);
 #   routed   the same pair through the VIP of a service with a route, so echo-a's sidecar routes
-#            each request too (L7 on both sides, as Envoy sidecars run).
+#            each request too (L7 on both sides, as Envoy sidecars run);
+#   l4       last, the sidecar path again with both sidecars restarted with [sidecar] l7 = off
+#            (L4 both sides, what the ztunnel does).
 # The proxied paths cross the same links and run in interleaved rounds of HTTP/1.1
 # GETs with 1 KB answers at a fixed rate (bench/loadgen, default 1000/s over 4 connections).
 # Reported: median p50/p90/p99 and the latency added over direct; vCPU per 1000 req/s and peak
 # RSS of each proxy; maximum req/s (wrk) with requests per proxy CPU-second. Goal of issue 6:
-# <= 0.08 vCPU and <= 6 MB per sidecar per 1000 req/s. Bounded (watchdog 200 s).
+# <= 0.08 vCPU and <= 6 MB per sidecar per 1000 req/s. Bounded (watchdog 300 s).
 #
 # usage: run.sh [-B BUILDDIR] [-o FILE|-] [-r RATE] [-c CONNS] [-R ROUNDS] [-d SECS] [-w SECS]
 #               [-t SECS]
@@ -27,7 +29,7 @@ export LC_ALL=C
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 NAME=sidecar-bench
 OUTFILE=$SRC/bench/sidecar/RESULTS.md
-LIMIT=200
+LIMIT=300
 CMDLINE="bench/sidecar/run.sh $*"
 # shellcheck source=/dev/null
 . "$SRC/bench/opts.sh" "$@"
@@ -117,35 +119,68 @@ V_RA=$(vcpu "${CPUT[routed.1]}" "$ROUNDS") V_RB=$(vcpu "${CPUT[routed.2]}" "$ROU
 
 log "maximum rate: wrk -t1 -c32 -d${WDUR}s through each proxied path"
 for path in ztunnel sidecar routed; do maxrate "$path"; done
+
+log "l7 = off: both sidecars restarted, $ROUNDS rounds and wrk of the sidecar path at L4"
+for p in "$PID_sc_a" "$PID_sc_b"; do kill -TERM "$p" 2>/dev/null; done
+for p in "$PID_sc_a" "$PID_sc_b"; do
+	i=0
+	while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+done
+for c in A B; do
+	v=LAB_CONF_$c
+	{ cat "${!v}"; printf '\n[sidecar]\nl7 = off\n'; } >"$TMP/l4-$c.conf"
+done
+bg sc4_a a2 "$AMESH" -c "$TMP/l4-A.conf" sidecar --workload echo-a
+bg sc4_b b2 "$AMESH" -c "$TMP/l4-B.conf" sidecar --workload other-b
+wait_ready a2 15021 sc4_a
+wait_ready b2 15021 sc4_b
+URL_l4=$URL_sidecar NS_l4=a2 PROXY_l4="$PID_sc4_a $PID_sc4_b"
+for p in $PROXY_l4; do echo 5 >"/proc/$p/clear_refs"; done
+for r in $(seq "$ROUNDS"); do fixed l4 "$r"; done
+for q in p50 p90 p99; do
+	printf -v "M_l4_$q" %s "$(median l4 "$q")"
+	m=M_l4_$q d=M_direct_$q
+	printf -v "ADD_l4_$q" %s "$(calc "${!m} - ${!d}" 3)"
+done
+V_LA=$(vcpu "${CPUT[l4.1]}" "$ROUNDS") V_LB=$(vcpu "${CPUT[l4.2]}" "$ROUNDS")
+HWM_LA=$(status_kb "$PID_sc4_a" VmHWM) HWM_LB=$(status_kb "$PID_sc4_b" VmHWM)
+maxrate l4
+PC_L4=$(calc "${RPS[l4]} * $WDUR / (${WCPU[l4.1]} + ${WCPU[l4.2]})" 0)
 PC_ZT=$(calc "${RPS[ztunnel]} * $WDUR / (${WCPU[ztunnel.1]} + ${WCPU[ztunnel.2]})" 0)
 PC_SC=$(calc "${RPS[sidecar]} * $WDUR / (${WCPU[sidecar.1]} + ${WCPU[sidecar.2]})" 0)
 PC_RT=$(calc "${RPS[routed]} * $WDUR / (${WCPU[routed.1]} + ${WCPU[routed.2]})" 0)
 
 G_CPU=$(verdict "$V_SA <= 0.08 && $V_SB <= 0.08")
 G_CPU_RT=$(verdict "$V_RA <= 0.08 && $V_RB <= 0.08")
+G_CPU_L4=$(verdict "$V_LA <= 0.08 && $V_LB <= 0.08")
 G_MEM=$(verdict "$HWM_SA <= 6144 && $HWM_SB <= 6144")
-row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@"; }
+row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
 TABLE=$(
 	row "" "direct (first phase)" "ztunnel pair (ambient)" "sidecar pair (L4 out, L7 in)" \
-		"sidecar pair, routed (L7 out and in)" "goal: verdict"
-	row "---" "---" "---" "---" "---" "---"
+		"sidecar pair, routed (L7 out and in)" "sidecar pair, l7 = off (last phase)" \
+		"goal: verdict"
+	row "---" "---" "---" "---" "---" "---" "---"
 	row "latency p50 / p90 / p99 at $RATE req/s, ms (median of $ROUNDS runs)" \
 		"$M_direct_p50 / $M_direct_p90 / $M_direct_p99" \
 		"$M_ztunnel_p50 / $M_ztunnel_p90 / $M_ztunnel_p99" \
 		"$M_sidecar_p50 / $M_sidecar_p90 / $M_sidecar_p99" \
-		"$M_routed_p50 / $M_routed_p90 / $M_routed_p99" ""
+		"$M_routed_p50 / $M_routed_p90 / $M_routed_p99" \
+		"$M_l4_p50 / $M_l4_p90 / $M_l4_p99" ""
 	row "**added** over direct, p50 / p90 / p99, ms" "-" \
 		"$ADD_ztunnel_p50 / $ADD_ztunnel_p90 / $ADD_ztunnel_p99" \
 		"**$ADD_sidecar_p50 / $ADD_sidecar_p90 / $ADD_sidecar_p99**" \
-		"**$ADD_routed_p50 / $ADD_routed_p90 / $ADD_routed_p99**" ""
+		"**$ADD_routed_p50 / $ADD_routed_p90 / $ADD_routed_p99**" \
+		"$ADD_l4_p50 / $ADD_l4_p90 / $ADD_l4_p99" ""
 	row "**vCPU per 1000 req/s**, each proxy" "-" "$V_ZA + $V_ZB" "**$V_SA + $V_SB**" \
-		"**$V_RA + $V_RB**" "<= 0.08 per sidecar: **$G_CPU** (routed: **$G_CPU_RT**)"
-	row "**peak RSS**, each proxy, MiB (the two sidecar paths share the processes)" "-" \
+		"**$V_RA + $V_RB**" "$V_LA + $V_LB" \
+		"<= 0.08 per sidecar: **$G_CPU** (routed: **$G_CPU_RT**; l7 = off: **$G_CPU_L4**)"
+	row "**peak RSS**, each proxy, MiB (the L7 sidecar paths share the processes)" "-" \
 		"$(mib "$HWM_ZA") + $(mib "$HWM_ZB")" \
 		"**$(mib "$HWM_SA") + $(mib "$HWM_SB")** (idle: $(mib "$BASE_SA") + $(mib "$BASE_SB"))" \
-		"(same)" "<= 6 MB per sidecar: **$G_MEM**"
+		"(same)" "$(mib "$HWM_LA") + $(mib "$HWM_LB")" "<= 6 MB per sidecar: **$G_MEM**"
 	row "maximum req/s (wrk -t1 -c32), requests per proxy CPU-second" "-" \
-		"${RPS[ztunnel]}, $PC_ZT" "${RPS[sidecar]}, $PC_SC" "${RPS[routed]}, $PC_RT" ""
+		"${RPS[ztunnel]}, $PC_ZT" "${RPS[sidecar]}, $PC_SC" "${RPS[routed]}, $PC_RT" \
+		"${RPS[l4]}, $PC_L4" ""
 )
 echo
 echo "$TABLE"
@@ -168,7 +203,8 @@ if [ "$OUTFILE" != - ]; then
 		echo "Goal of issue 6: <= 0.08 vCPU and <= 6 MB per sidecar per 1000 req/s (Envoy sidecar:" \
 			"0.20 vCPU, 60 MB). The sidecar reads its inbound requests at L7 (authorization," \
 			"request metrics); the routed path adds the caller's L7 (routes), as Envoy sidecars run" \
-			"both sides. The ztunnel pair is L4 both sides."
+			"both sides. The ztunnel pair is L4 both sides, as is the sidecar pair with l7 = off," \
+			"measured last (not interleaved with the others: compare it with care)."
 	} >"$OUTFILE.tmp" && mv "$OUTFILE.tmp" "$OUTFILE"
 	log "written to $OUTFILE"
 fi
