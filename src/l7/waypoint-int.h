@@ -23,9 +23,6 @@ struct mirror;
 #define WP_UP_IDLE_MS 4000
 /* A mirrored copy still open this long after it started is reset. */
 #define WP_MIRROR_TIMEOUT_MS 10000
-/* A tunnel whose client has sent nothing that tells its protocol for this long is relayed at L4
- * (a server-first protocol: the client waits for the server's greeting). */
-#define WP_DETECT_MS 1000
 /* Mirrored requests in flight at once; more are not mirrored (mirrors_dropped). */
 #define WP_MAX_MIRRORS 1024
 
@@ -64,6 +61,9 @@ struct waypoint {
 	/* A sidecar's engine (waypoint_embed): no server of its own, the pool is the host's. */
 	bool embedded;
 	uint64_t idle_ms; /* a tunnel without a byte either way this long is reset (0: never) */
+	/* A tunnel whose client has sent nothing that tells its protocol for this long is relayed
+	 * at L4 (a server-first protocol: the client waits for the server's greeting); 0: never. */
+	uint64_t detect_ms;
 	struct l7_host host;
 	const char *role; /* "waypoint" or "sidecar", for logs */
 	struct tun *tuns; /* every tunnel, for waypoint_abort_all */

@@ -1674,7 +1674,7 @@ go_l4(struct tun *t)
 	start_upstream(t);
 }
 
-/* Nothing decided the protocol in WP_DETECT_MS: the client waits for the server to speak. */
+/* Nothing decided the protocol in detect_ms: the client waits for the server to speak. */
 static void
 on_detect_timeout(uv_timer_t *h)
 {
@@ -1952,7 +1952,8 @@ tun_start(struct tun *t, struct hbone_stream *s)
 	uv_timer_init(wp->loop, &t->wait);
 	t->timer.data = t->wait.data = t;
 	t->timers_open = 2;
-	uv_timer_start(&t->timer, on_detect_timeout, WP_DETECT_MS, 0);
+	if (wp->detect_ms > 0)
+		uv_timer_start(&t->timer, on_detect_timeout, wp->detect_ms, 0);
 	t->down = s;
 	t->last = uv_now(wp->loop);
 	t->next = wp->tuns;
@@ -2220,6 +2221,7 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	wp->metrics = metrics;
 	wp->role = "waypoint";
 	wp->idle_ms = conf->waypoint.idle_timeout;
+	wp->detect_ms = conf->waypoint.protocol_detection_timeout;
 	wp->ns = strdup(wr->namespace);
 	wp->sa = strdup(wr->service_account);
 	registry_unref(r);
@@ -2297,6 +2299,7 @@ waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	wp->host = *host;
 	wp->role = host->role;
 	wp->idle_ms = host->idle_timeout_ms;
+	wp->detect_ms = host->detect_ms;
 	wp->pool = host->pool;
 	wp->ns = strdup(host->ns);
 	wp->sa = strdup(host->sa);

@@ -54,6 +54,7 @@ struct l7_host {
 	 * address when it can be (so the app sees its real peer). An fd or -errno. */
 	int (*app_socket)(void *arg, const struct sockaddr_storage *client, int family);
 	uint64_t idle_timeout_ms; /* a tunnel idle both ways this long is reset (0: never) */
+	uint64_t detect_ms;       /* a client silent this long is relayed at L4 (0: never) */
 	/* A tunnel ended (the host counts them for its drain). */
 	void (*tun_gone)(void *arg);
 	void *arg;

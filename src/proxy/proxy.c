@@ -114,6 +114,7 @@ start_l7(struct pworkload *w)
 		.sa = w->sa,
 		.pool = w->pool,
 		.idle_timeout_ms = px->pc->idle_timeout,
+		.detect_ms = px->conf->sidecar.protocol_detection_timeout,
 		.app_socket = l7_app_socket,
 		.tun_gone = on_l7_tun_gone,
 		.arg = w,

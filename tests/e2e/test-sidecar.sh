@@ -84,6 +84,8 @@ sidecar() { # sidecar NS CONF WORKLOAD: as amesh-sidecar@WORKLOAD.service runs i
 	spawn "sc_$1" $(lab_in "$1") $(lab_unit_privs amesh-sidecar@.service) "$AMESH" -c "$2" \
 		sidecar --workload "$3"
 }
+# echo-b's sidecar gives a silent client 300 ms (not the default 1 s) before relaying it at L4.
+printf '\n[sidecar]\nprotocol_detection_timeout = 300ms\n' >>"$LAB_CONF_B"
 sidecar a2 "$LAB_CONF_A" echo-a
 # echo-b the way a runtime would set it up: captured by amesh cni first, its sidecar after.
 run lab_exec hb "$AMESH" -c "$LAB_CONF_B" cni add --mode sidecar --netns "$(lab_ns_path b1)" \
@@ -317,8 +319,9 @@ check "20 MB up and 20 MB down through both sidecars' L7 engines arrive whole" \
 t0=$(date +%s%N)
 run lab_exec a1 $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8082 --greeted --msg hi --timeout 5
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-check "a server-first protocol through the sidecar: relayed at L4 once the client stays silent (${ms} ms)" \
-	'echo "$OUT" | grep -q "^greeting 220 echo-b ready" && echo "$OUT" | grep -q "msg hi"'
+check "a server-first protocol through the sidecar: relayed at L4 once the client stays silent for protocol_detection_timeout (300 ms; greeting after ${ms} ms)" \
+	'echo "$OUT" | grep -q "^greeting 220 echo-b ready" && echo "$OUT" | grep -q "msg hi" &&
+	 [ "$ms" -ge 300 ] && [ "$ms" -lt 1000 ]'
 
 # Strict mTLS: a plaintext client (host B itself, outside the mesh) cannot reach echo-b; it can
 # scrape the sidecar's metrics (their port is left out of the capture).
