@@ -254,20 +254,49 @@ parse_sockaddr(const char *s, struct sockaddr_storage *out, const char **why)
 	}
 	if (parse_port(colon + 1, &port, why) != 0)
 		return -1;
-	if (ip.family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)out;
-
-		sin->sin_family = AF_INET;
-		memcpy(&sin->sin_addr, ip.a, 4);
-		sin->sin_port = htons(port);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
-
-		sin6->sin6_family = AF_INET6;
-		memcpy(&sin6->sin6_addr, ip.a, 16);
-		sin6->sin6_port = htons(port);
-	}
+	sockaddr_from_ip(out, &ip, port);
 	return 0;
+}
+
+void
+sockaddr_from_ip(struct sockaddr_storage *ss, const struct ip_addr *ip, uint16_t port)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (ip->family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, ip->a, 16);
+		s6->sin6_port = htons(port);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, ip->a, 4);
+		s4->sin_port = htons(port);
+	}
+}
+
+void
+ip_from_sockaddr(const struct sockaddr_storage *ss, struct ip_addr *ip, uint16_t *port)
+{
+	uint16_t p;
+
+	memset(ip, 0, sizeof(*ip));
+	ip->family = (uint8_t)ss->ss_family;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		memcpy(ip->a, &s6->sin6_addr, 16);
+		p = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		memcpy(ip->a, &s4->sin_addr, 4);
+		p = ntohs(s4->sin_port);
+	}
+	if (port != NULL)
+		*port = p;
 }
 
 bool

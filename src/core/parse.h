@@ -37,6 +37,11 @@ int parse_prefix(const char *s, struct ip_prefix *out, const char **why);
 /* "IPv4:PORT" or "[IPv6]:PORT"; port 1-65535. */
 int parse_sockaddr(const char *s, struct sockaddr_storage *out, const char **why);
 
+/* ip and port as a sockaddr (the rest of ss zeroed). */
+void sockaddr_from_ip(struct sockaddr_storage *ss, const struct ip_addr *ip, uint16_t port);
+/* The address of ss (family 0 when ss is unset), and its port when port is not NULL. */
+void ip_from_sockaddr(const struct sockaddr_storage *ss, struct ip_addr *ip, uint16_t *port);
+
 bool ip_equal(const struct ip_addr *a, const struct ip_addr *b);
 bool ip_in_prefix(const struct ip_addr *ip, const struct ip_prefix *p);
 /* Formats an address into buf (INET6_ADDRSTRLEN is enough); returns buf. */

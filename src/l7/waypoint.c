@@ -195,20 +195,6 @@ finish_request_telemetry(struct tun *t)
 	wp_request_telemetry(t, &q);
 }
 
-/* A sidecar's inbound client, as its app will see it. */
-static void
-wp_client_ip(const struct tun *t, struct ip_addr *ip)
-{
-	memset(ip, 0, sizeof(*ip));
-	if (t->client.ss_family == AF_INET) {
-		ip->family = AF_INET;
-		memcpy(ip->a, &((const struct sockaddr_in *)&t->client)->sin_addr, 4);
-	} else if (t->client.ss_family == AF_INET6) {
-		ip->family = AF_INET6;
-		memcpy(ip->a, &((const struct sockaddr_in6 *)&t->client)->sin6_addr, 16);
-	}
-}
-
 /* Istio's TCP labels for a tunnel relayed at L4; dp holds the principal. */
 static void
 l4_labels(struct tun *t, struct tcp_labels *l, char *dp, size_t len)
@@ -941,42 +927,29 @@ wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
 	struct waypoint *wp = t->wp;
 	const struct ip_addr *ip;
 	struct sockaddr_storage dst;
-	char dst_id[SPIFFE_ID_MAX], auth[128], a[INET6_ADDRSTRLEN];
+	char dst_id[SPIFFE_ID_MAX], auth[128];
 	struct hbone_open o = { 0 };
 
 	if (t->side == SIDE_IN) {
 		/* A sidecar's own app, over TCP from the client's address: where the CONNECT said. */
-		struct sockaddr_storage app = t->app;
-		int fd = wp->host.app_socket(wp->host.arg, &t->client, app.ss_family);
+		struct sockaddr_storage app;
+		struct ip_addr aip;
+		int fd = wp->host.app_socket(wp->host.arg, &t->client, t->app.ss_family);
 
 		if (fd < 0)
 			return fd;
-		if (app.ss_family == AF_INET6)
-			((struct sockaddr_in6 *)&app)->sin6_port = htons(target);
-		else
-			((struct sockaddr_in *)&app)->sin_port = htons(target);
+		ip_from_sockaddr(&t->app, &aip, NULL);
+		sockaddr_from_ip(&app, &aip, target);
 		return hbone_tcp_connect(wp->loop, fd, (struct sockaddr *)&app, cb, user, out);
 	}
 	if (wp->embedded && wp->draining)
 		return -ESHUTDOWN; /* the sidecar's pool is draining, or gone */
 	if (ep == NULL || (ip = reg_workload_addr(ep, AF_INET)) == NULL)
 		return -ENOENT;
-	memset(&dst, 0, sizeof(dst));
-	if (ip->family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&dst;
-
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, ip->a, 16);
-		s6->sin6_port = htons(wp->conf->ztunnel.proxy.hbone_port);
-		snprintf(auth, sizeof(auth), "[%s]:%u", ip_str(ip, a, sizeof(a)), target);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&dst;
-
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, ip->a, 4);
-		s4->sin_port = htons(wp->conf->ztunnel.proxy.hbone_port);
-		snprintf(auth, sizeof(auth), "%s:%u", ip_str(ip, a, sizeof(a)), target);
-	}
+	/* The CONNECT names the endpoint's application port; the tunnel goes to its HBONE port. */
+	sockaddr_from_ip(&dst, ip, target);
+	sockaddr_str(&dst, auth, sizeof(auth));
+	sockaddr_from_ip(&dst, ip, wp->conf->ztunnel.proxy.hbone_port);
 	snprintf(dst_id, sizeof(dst_id), "spiffe://%s/ns/%s/sa/%s", wp->conf->mesh.trust_domain,
 	    ep->namespace, ep->service_account);
 	o.src = wp->id;
@@ -1313,7 +1286,7 @@ wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp
 	memset(&aq, 0, sizeof(aq));
 	memset(&src_ip, 0, sizeof(src_ip));
 	if (t->side == SIDE_IN)
-		wp_client_ip(t, &src_ip);
+		ip_from_sockaddr(&t->client, &src_ip, NULL); /* as the app will see it */
 	aq.l4.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
 	    t->peer_id;
 	aq.l4.src_namespace = "";
@@ -1648,7 +1621,7 @@ go_l4(struct tun *t)
 		const struct reg_policy *m = NULL;
 		struct ip_addr ip;
 
-		wp_client_ip(t, &ip);
+		ip_from_sockaddr(&t->client, &ip, NULL); /* family 0 unless SIDE_IN */
 		q.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
 		    t->peer_id;
 		q.src_namespace = "";
@@ -1912,12 +1885,7 @@ peer_workload(const struct registry *reg, const char *peer_addr)
 
 	if (parse_sockaddr(peer_addr, &ps, &why) != 0)
 		return NULL;
-	memset(&peer, 0, sizeof(peer));
-	peer.family = (uint8_t)ps.ss_family;
-	if (ps.ss_family == AF_INET)
-		memcpy(peer.a, &((struct sockaddr_in *)&ps)->sin_addr, 4);
-	else
-		memcpy(peer.a, &((struct sockaddr_in6 *)&ps)->sin6_addr, 16);
+	ip_from_sockaddr(&ps, &peer, NULL);
 	return registry_workload_by_addr(reg, &peer);
 }
 

@@ -318,43 +318,6 @@ accept_flow(uv_stream_t *l, enum flow_kind kind)
 	return f;
 }
 
-static void
-set_port(struct sockaddr_storage *ss, const struct ip_addr *ip, uint16_t port)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (ip->family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, ip->a, 16);
-		s6->sin6_port = htons(port);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, ip->a, 4);
-		s4->sin_port = htons(port);
-	}
-}
-
-static void
-ip_of(const struct sockaddr_storage *ss, struct ip_addr *ip, uint16_t *port)
-{
-	memset(ip, 0, sizeof(*ip));
-	ip->family = (uint8_t)ss->ss_family;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-
-		memcpy(ip->a, &s6->sin6_addr, 16);
-		*port = ntohs(s6->sin6_port);
-	} else {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-
-		memcpy(ip->a, &s4->sin_addr, 4);
-		*port = ntohs(s4->sin_port);
-	}
-}
-
 /* --- outbound --- */
 
 static void
@@ -520,7 +483,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 		relay_abort(f->r);
 		return;
 	}
-	ip_of(&f->dst, &dip, &dport);
+	ip_from_sockaddr(&f->dst, &dip, &dport);
 	f->src_wl = registry_find(f->reg, REG_WORKLOAD, w->name);
 	vip = registry_service_by_vip(f->reg, &dip, dport);
 	if (vip != NULL) {
@@ -560,7 +523,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 			f->lb_key = f->dst_wl;
 			tip = reg_workload_addr(f->dst_wl, dip.family);
 			if (f->dst_wl->protocol == REG_PROTO_TCP) {
-				set_port(&f->dst, tip, vip->port->target);
+				sockaddr_from_ip(&f->dst, tip, vip->port->target);
 				passthrough(f);
 				return;
 			}
@@ -580,11 +543,11 @@ proxy_on_outbound(uv_stream_t *l, int status)
 		return;
 	}
 	if (wp != NULL) {
-		set_port(&hb, &wp->address, hport);
+		sockaddr_from_ip(&hb, &wp->address, hport);
 		dst_ns = wp->namespace;
 		dst_sa = wp->service_account;
 	} else {
-		set_port(&hb, tip, hport);
+		sockaddr_from_ip(&hb, tip, hport);
 		dst_ns = f->dst_wl->namespace;
 		dst_sa = f->dst_wl->service_account;
 	}
@@ -639,8 +602,8 @@ proxy_app_socket(struct pworkload *w, const struct sockaddr_storage *client, int
 	int fd;
 
 	if (client != NULL && client->ss_family == family) {
-		ip_of(client, &cip, &p);
-		set_port(&bind_to, &cip, 0);
+		ip_from_sockaddr(client, &cip, &p);
+		sockaddr_from_ip(&bind_to, &cip, 0);
 		o.bind = (struct sockaddr *)&bind_to;
 	}
 	fd = netns_tcp_socket(w->nsfd, family, &o);
@@ -662,7 +625,7 @@ connect_app(struct flow *f, const struct ip_addr *client, uv_tcp_t *h, uv_connec
 	int fd;
 
 	if (client != NULL)
-		set_port(&cs, client, 0);
+		sockaddr_from_ip(&cs, client, 0);
 	fd = proxy_app_socket(f->w, client != NULL ? &cs : NULL, f->dst.ss_family);
 	if (fd < 0)
 		return fd;
@@ -818,7 +781,7 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	if (spiffe_split(req->peer_id, td, ns, NULL) != 0)
 		ns[0] = '\0';
 	if (parse_sockaddr(req->peer_addr, &peer, &why) == 0)
-		ip_of(&peer, &peer_ip, &port);
+		ip_from_sockaddr(&peer, &peer_ip, &port);
 	else
 		memset(&peer_ip, 0, sizeof(peer_ip));
 	q.src_principal = principal;
@@ -840,16 +803,16 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	/* HBONE leaves from the source workload's own address, so the peer address names it. */
 	f->src_wl = registry_workload_by_addr(reg, &peer_ip);
 	f->peer_principal = strdup(req->peer_id);
-	set_port(&f->dst, &dst, req->port);
+	sockaddr_from_ip(&f->dst, &dst, req->port);
 	/* The client address a peer claims is believed only from a waypoint (which forwards others'
 	 * connections); a workload's HBONE leaves from its own address. Else any mesh peer could
 	 * reach the app from 127.0.0.1 or from another workload's address. */
 	client = peer_ip;
-	set_port(&f->src, &client, 0);
+	sockaddr_from_ip(&f->src, &client, 0);
 	if (forwarded_for(req->forwarded, &fwd)) {
 		struct ip_addr fip;
 
-		ip_of(&fwd, &fip, &port);
+		ip_from_sockaddr(&fwd, &fip, &port);
 		if (ip_equal(&fip, &peer_ip) || from_waypoint(reg, &peer_ip)) {
 			f->src = fwd;
 			client = fip;
@@ -927,8 +890,8 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 		relay_abort(f->r);
 		return;
 	}
-	ip_of(&f->src, &client, &cport);
-	ip_of(&f->dst, &dst, &dport);
+	ip_from_sockaddr(&f->src, &client, &cport);
+	ip_from_sockaddr(&f->dst, &dst, &dport);
 	f->dst_wl = registry_find(f->reg, REG_WORKLOAD, w->name);
 	f->src_wl = registry_workload_by_addr(f->reg, &client);
 	if (f->dst_wl == NULL || f->dst_wl->mtls_mode == REG_MTLS_STRICT) {
