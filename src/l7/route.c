@@ -334,15 +334,6 @@ out:
 	return rc;
 }
 
-bool
-route_any(const struct registry *r, const struct reg_service *svc)
-{
-	for (size_t i = 0; r != NULL && i < r->n[REG_ROUTE]; i++)
-		if (REG_ROUTES(r)[i]->service_p == svc)
-			return true;
-	return false;
-}
-
 const struct reg_route *
 route_select(const struct registry *r, const struct reg_service *svc, const struct route_req *q)
 {

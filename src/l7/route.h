@@ -86,8 +86,6 @@ bool route_matches(const struct reg_route *rt, const struct route_req *q);
  * is), or a result that does not fit in outlen. in is n bytes (the path, without the query).
  */
 int route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const char **why);
-/* True when some route of the registry is for svc. */
-bool route_any(const struct registry *r, const struct reg_service *svc);
 const struct reg_route *route_select(const struct registry *r, const struct reg_service *svc,
     const struct route_req *q);
 

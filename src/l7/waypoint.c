@@ -648,17 +648,11 @@ upgrade_to_l4(struct tun *t, const uint8_t *rest, size_t n)
 {
 	/* The request parser stopped at its head (one request at a time): let it reach the end of
 	 * the Upgrade request, where it stops by itself, so only the new protocol's bytes remain. */
-	if (t->req_p != NULL && h1_in_message(t->req_p) && t->in_len > 0) {
-		size_t used = 0;
-
+	if (t->req_p != NULL && h1_in_message(t->req_p)) {
 		h1_pause(t->req_p, false);
-		t->in_feed = true;
-		h1_feed(t->req_p, t->in, t->in_len, &used);
-		t->in_feed = false;
-		memmove(t->in, t->in + used, t->in_len - used);
-		t->in_len -= used;
-		if (t->down != NULL && used > 0)
-			hbone_stream_consumed(t->down, used);
+		feed_down(t);
+		if (t->closing)
+			return; /* it was not a valid end of the request */
 	}
 	stop_timer(t);
 	mirror_detach(t, t->req_body_done);
@@ -1287,8 +1281,7 @@ wp_decide(struct tun *t, const struct route_req *rq, const char *host, struct wp
 	memset(&src_ip, 0, sizeof(src_ip));
 	if (t->side == SIDE_IN)
 		ip_from_sockaddr(&t->client, &src_ip, NULL); /* as the app will see it */
-	aq.l4.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
-	    t->peer_id;
+	aq.l4.src_principal = authz_principal(t->peer_id);
 	aq.l4.src_namespace = "";
 	aq.l4.src_ip = src_ip.family ? &src_ip : NULL;
 	aq.l4.dst_port = v->target;
@@ -1622,8 +1615,7 @@ go_l4(struct tun *t)
 		struct ip_addr ip;
 
 		ip_from_sockaddr(&t->client, &ip, NULL); /* family 0 unless SIDE_IN */
-		q.src_principal = strncmp(t->peer_id, "spiffe://", 9) == 0 ? t->peer_id + 9 :
-		    t->peer_id;
+		q.src_principal = authz_principal(t->peer_id);
 		q.src_namespace = "";
 		q.src_ip = ip.family ? &ip : NULL;
 		q.dst_port = t->target;
@@ -2037,7 +2029,7 @@ waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storag
 {
 	struct registry *reg = registry_holder_get(wp->reg);
 	struct hbone_stream *s;
-	char a[80];
+	char a[80], id[SPIFFE_ID_MAX];
 	struct tun *t;
 	bool bad;
 
@@ -2052,9 +2044,8 @@ waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storag
 	t->port = port;
 	snprintf(t->authority, sizeof(t->authority), "%s:%u", svc_host, port);
 	/* Who calls, for the destination's telemetry and policy (as the L4 path sends them). */
-	if (asprintf(&t->peer_id, "spiffe://%s/ns/%s/sa/%s", wp->conf->mesh.trust_domain,
-	    wp->host.ns, wp->host.sa) < 0)
-		t->peer_id = NULL;
+	t->peer_id = spiffe_format(id, sizeof(id), wp->conf->mesh.trust_domain, wp->host.ns,
+	    wp->host.sa) == 0 ? strdup(id) : NULL;
 	if (asprintf(&t->forwarded, "for=\"%s\"", sockaddr_str(src, a, sizeof(a))) < 0)
 		t->forwarded = NULL;
 	if (asprintf(&t->baggage, "k8s.namespace.name=%s,k8s.workload.name=%s,"

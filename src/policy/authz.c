@@ -267,6 +267,12 @@ subject_init(struct subject *s, const struct authz_l4_req *q, struct ip_addr *ip
 	}
 }
 
+const char *
+authz_principal(const char *spiffe_id)
+{
+	return strncmp(spiffe_id, "spiffe://", 9) == 0 ? spiffe_id + 9 : spiffe_id;
+}
+
 enum authz_decision
 authz_l4(const struct registry *r, const struct reg_workload *dst, const struct authz_l4_req *q,
     const struct reg_policy **matched)

@@ -43,6 +43,9 @@ struct authz_l4_req {
 
 enum authz_decision { AUTHZ_ALLOW, AUTHZ_DENY };
 
+/* The principal policies match, "TD/ns/NS/sa/SA", of a peer's SPIFFE ID (spiffe:// dropped). */
+const char *authz_principal(const char *spiffe_id);
+
 /*
  * L4 decision (ztunnel): evaluates from.principals, from.namespaces, from.ip_blocks, to.ports and
  * their not_ forms. A policy with L7 fields (has_l7) cannot be enforced here: an allow policy with

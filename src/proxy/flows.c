@@ -22,7 +22,6 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "hbone/hbone.h"
-#include "l7/route.h"
 #include "l7/waypoint.h"
 #include "net/netns.h"
 #include "net/relay.h"
@@ -431,6 +430,8 @@ endpoints_hbone(const struct reg_service *svc)
 static bool
 routable_here(const struct registry *reg, const struct reg_service *svc)
 {
+	bool routed = false; /* some route is for svc: else there is nothing to apply here */
+
 	if (!endpoints_hbone(svc))
 		return false;
 	for (size_t i = 0; i < reg->n[REG_ROUTE]; i++) {
@@ -438,6 +439,7 @@ routable_here(const struct registry *reg, const struct reg_service *svc)
 
 		if (rt->service_p != svc)
 			continue;
+		routed = true;
 		if (!endpoints_hbone(rt->mirror_p))
 			return false;
 		for (size_t j = 0; j < rt->backends.n; j++) {
@@ -448,7 +450,7 @@ routable_here(const struct registry *reg, const struct reg_service *svc)
 				return false;
 		}
 	}
-	return true;
+	return routed;
 }
 
 void
@@ -489,7 +491,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 	if (vip != NULL) {
 		f->dst_svc = vip->service;
 		if (w->l7 != NULL && vip->service->waypoint_p == NULL &&
-		    route_any(f->reg, vip->service) && routable_here(f->reg, vip->service)) {
+		    routable_here(f->reg, vip->service)) {
 			/* A sidecar applies the routes of the service it calls (Envoy: client-side). */
 			int hfd = relay_hand_off(f->r);
 
@@ -777,7 +779,7 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 		registry_unref(reg);
 		return;
 	}
-	principal = strncmp(req->peer_id, "spiffe://", 9) == 0 ? req->peer_id + 9 : req->peer_id;
+	principal = authz_principal(req->peer_id);
 	if (spiffe_split(req->peer_id, td, ns, NULL) != 0)
 		ns[0] = '\0';
 	if (parse_sockaddr(req->peer_addr, &peer, &why) == 0)
