@@ -7,13 +7,13 @@
  */
 #include "config.h"
 
-#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "hbone/h2.h"
+#include "net/netns.h"
 
 /* A leg its owner let go of (callbacks cleared) is reset this long after our FIN if the peer
  * has not closed its side by then. */
@@ -62,15 +62,12 @@ leg_close(struct tcp_leg *l, bool reset)
 	l->reset = reset;
 	uv_timer_stop(&l->linger);
 	uv_close((uv_handle_t *)&l->linger, on_closed);
-	if (reset && !l->connecting && uv_tcp_close_reset(&l->h, on_closed) == 0)
-		return;
-	if (reset) {
-		/* uv_tcp_close_reset refuses while a shutdown is pending: an RST all the same. */
-		struct linger lg = { 1, 0 };
+	if (reset && !l->connecting) {
+		/* Not uv_tcp_close_reset: it refuses while a shutdown is pending. */
 		uv_os_fd_t fd;
 
 		if (uv_fileno((uv_handle_t *)&l->h, &fd) == 0)
-			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			sock_rst_on_close(fd);
 	}
 	uv_close((uv_handle_t *)&l->h, on_closed);
 }

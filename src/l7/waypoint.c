@@ -25,6 +25,7 @@
 #include "l7/route.h"
 #include "l7/waypoint.h"
 #include "l7/waypoint-int.h"
+#include "net/netns.h"
 #include "policy/authz.h"
 #include "telemetry/accesslog.h"
 #include "telemetry/metrics.h"
@@ -2017,9 +2018,7 @@ waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
 static void
 close_reset(int fd)
 {
-	struct linger lg = { 1, 0 };
-
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	sock_rst_on_close(fd);
 	close(fd);
 }
 

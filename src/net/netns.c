@@ -174,6 +174,14 @@ netns_listen(int nsfd, const struct sockaddr *addr, int backlog)
 	return fd;
 }
 
+void
+sock_rst_on_close(int fd)
+{
+	struct linger lg = { 1, 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
 int
 sock_original_dst(int fd, struct sockaddr_storage *out)
 {

@@ -34,6 +34,9 @@ int netns_tcp_socket(int nsfd, int family, const struct netns_sock_opts *o);
 /* A listening TCP socket in nsfd on addr (IPv6 ones are IPv6-only). Returns it or -errno. */
 int netns_listen(int nsfd, const struct sockaddr *addr, int backlog);
 
+/* SO_LINGER 0: closing fd then resets the connection (RST) instead of a FIN. */
+void sock_rst_on_close(int fd);
+
 /* The destination a redirected connection had before nat REDIRECT (SO_ORIGINAL_DST). */
 int sock_original_dst(int fd, struct sockaddr_storage *out);
 
