@@ -243,20 +243,30 @@ TEST(authz_l4_table)
 	ASSERT_EQ(failed, 0);
 }
 
-/* The example registry: reviews is reachable from productpage on 9080 only, and its L7-only deny
- * (methods DELETE, PUT) makes ztunnel deny every connection to it (fail closed). */
-TEST(authz_l4_example_registry)
+/* etc/registry.d, the example registry the package ships. */
+static struct registry *
+load_example(void)
 {
 	struct registry *r;
 	struct diag d;
 	char *dir;
-	const struct reg_workload *rv, *pp;
-	const struct reg_policy *m;
-	struct authz_l4_req q = { "cluster.local/ns/default/sa/productpage", "", NULL, 9080 };
 
 	ASSERT(asprintf(&dir, "%s/etc/registry.d", TOP_SRCDIR) > 0);
 	diag_init(&d);
 	ASSERT(registry_load_dir(dir, &r, &d) == 0);
+	free(dir);
+	return r;
+}
+
+/* The example registry: reviews is reachable from productpage on 9080 only, and its L7-only deny
+ * (methods DELETE, PUT) makes ztunnel deny every connection to it (fail closed). */
+TEST(authz_l4_example_registry)
+{
+	struct registry *r = load_example();
+	const struct reg_workload *rv, *pp;
+	const struct reg_policy *m;
+	struct authz_l4_req q = { "cluster.local/ns/default/sa/productpage", "", NULL, 9080 };
+
 	rv = registry_find(r, REG_WORKLOAD, "reviews-v1");
 	pp = registry_find(r, REG_WORKLOAD, "productpage-v1");
 	ASSERT(rv != NULL);
@@ -274,23 +284,17 @@ TEST(authz_l4_example_registry)
 	if (pp != NULL)
 		ASSERT(authz_l4(r, pp, &q, &m) == AUTHZ_ALLOW && m == NULL);
 	registry_unref(r);
-	free(dir);
 }
 
 /* The sidecar's prefilter on the same registry: the L7-only deny no longer refuses the connection
  * (the requests decide), the allow's L4 part still does. */
 TEST(authz_l4_prefilter_example_registry)
 {
-	struct registry *r;
-	struct diag d;
-	char *dir;
+	struct registry *r = load_example();
 	const struct reg_workload *rv;
 	const struct reg_policy *m;
 	struct authz_l4_req q = { "cluster.local/ns/default/sa/productpage", "", NULL, 9080 };
 
-	ASSERT(asprintf(&dir, "%s/etc/registry.d", TOP_SRCDIR) > 0);
-	diag_init(&d);
-	ASSERT(registry_load_dir(dir, &r, &d) == 0);
 	rv = registry_find(r, REG_WORKLOAD, "reviews-v1");
 	ASSERT(rv != NULL);
 	ASSERT(authz_l4_prefilter(r, rv, &q, &m) == AUTHZ_ALLOW);
@@ -304,7 +308,6 @@ TEST(authz_l4_prefilter_example_registry)
 	ASSERT(authz_l4(r, rv, &q, &m) == AUTHZ_DENY);
 	ASSERT(authz_l4_prefilter(r, rv, &q, &m) == AUTHZ_DENY && m == NULL);
 	registry_unref(r);
-	free(dir);
 }
 
 TEST(authz_l4_prefilter_l7_policies)
