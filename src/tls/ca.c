@@ -283,6 +283,33 @@ make_dir(const char *dir, mode_t mode, char *why, size_t whylen)
 	return 0;
 }
 
+/*
+ * Creates the missing ancestors of path, mode 0700, as `mkdir -p` would: the paths the examples
+ * use (/srv/node-a/certs) have no parent on a fresh host. path itself is left to the caller.
+ */
+static int
+make_parents(const char *path, char *why, size_t whylen)
+{
+	char buf[PATH_MAX], *p;
+	size_t n = strlen(path);
+	int r = 0;
+
+	if (n >= sizeof(buf))
+		return fail(why, whylen, AMESH_ERR_TOOLONG, "%s: path too long", path);
+	memcpy(buf, path, n + 1);
+	/* A trailing slash would make path itself look like a parent. */
+	while (n > 1 && buf[n - 1] == '/')
+		buf[--n] = '\0';
+	for (p = strchr(buf + 1, '/'); p != NULL && r == 0; p = strchr(p + 1, '/')) {
+		if (p[-1] == '/')
+			continue;
+		*p = '\0';
+		r = make_dir(buf, 0700, why, whylen);
+		*p = '/';
+	}
+	return r;
+}
+
 static int
 path_in(char *buf, size_t len, const char *dir, const char *name, const char *ext, char *why,
     size_t whylen)
@@ -316,7 +343,9 @@ ca_save(struct ca *ca, const char *dir, char *why, size_t whylen)
 		    lstat(key, &st) == 0 ? key : crt);
 		goto out;
 	}
-	r = make_dir(dir, 0700, why, whylen);
+	r = make_parents(dir, why, whylen);
+	if (r == 0)
+		r = make_dir(dir, 0700, why, whylen);
 	if (r != 0)
 		goto out;
 	crt_pem = malloc(PEM_MAX);
@@ -661,7 +690,9 @@ ca_issued_write(const struct ca_issued *is, const char *cert_dir, char *why, siz
 	char dir[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
 	int r;
 
-	r = make_dir(cert_dir, 0755, why, whylen);
+	r = make_parents(cert_dir, why, whylen);
+	if (r == 0)
+		r = make_dir(cert_dir, 0755, why, whylen);
 	if (r != 0)
 		goto out;
 	r = path_in(dir, sizeof(dir), cert_dir, is->ns, "", why, whylen);

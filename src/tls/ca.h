@@ -57,8 +57,8 @@ bool ca_valid_name(const char *s);
 int ca_create(const char *trust_domain, unsigned days, time_t now, struct ca **out, char *why,
     size_t whylen);
 /*
- * Stores ca as dir/ca.key (0600) and dir/ca.crt (0644), creating dir (0700) if needed. Never
- * replaces a file: if either exists, returns AMESH_ERR_EXISTS and why names it.
+ * Stores ca as dir/ca.key (0600) and dir/ca.crt (0644), creating dir and its missing parents
+ * (0700) if needed. Never replaces a file: if either exists, returns AMESH_ERR_EXISTS and why names it.
  */
 int ca_save(struct ca *ca, const char *dir, char *why, size_t whylen);
 /* Loads dir/ca.crt and dir/ca.key and checks they are a CA and its key. Returns 0 or a negative code. */
@@ -75,7 +75,8 @@ int ca_issue(struct ca *ca, const char *ns, const char *sa, unsigned days, time_
     struct ca_issued **out, char *why, size_t whylen);
 /*
  * Writes the identity as cert_dir/NS/SA.key (0600) and then cert_dir/NS/SA.crt (0644), each
- * atomically, replacing what was there (rotation). Creates cert_dir and cert_dir/NS (0755) as needed.
+ * atomically, replacing what was there (rotation). Creates cert_dir and cert_dir/NS (0755) and the
+ * missing parents of cert_dir (0700) as needed.
  */
 int ca_issued_write(const struct ca_issued *is, const char *cert_dir, char *why, size_t whylen);
 /* Accepts NULL. */

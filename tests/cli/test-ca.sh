@@ -12,7 +12,7 @@ fi
 CA=$TMP/ca
 CERTS=$TMP/certs
 ID=spiffe://cluster.local/ns/default/sa/reviews
-plan 27
+plan 29
 
 mode() { stat -c %a "$1"; }
 
@@ -104,6 +104,17 @@ run "$AMESH" ca init --dir "$TMP/td" --trust-domain example.org --days 10
 run "$AMESH" ca issue --dir "$TMP/td" --namespace ns1 --service-account sa1 --out "$TMP/tdcerts"
 check "--trust-domain: the CA's domain goes into the identities it issues" \
 	'[ "$RC" -eq 0 ] && "$OPENSSL" x509 -in "$TMP/tdcerts/ns1/sa1.crt" -noout -text | grep -q "URI:spiffe://example.org/ns/ns1/sa/sa1"'
+
+# The examples' staging paths (/srv/node-a/certs) have no parent on a fresh host.
+run "$AMESH" ca issue --dir "$CA" --namespace default --service-account reviews --out "$TMP/srv/node-a/certs"
+check "ca issue creates the missing parents of --out (0700), --out itself 0755" \
+	'[ "$RC" -eq 0 ] && [ -s "$TMP/srv/node-a/certs/default/reviews.key" ] &&
+	 [ "$(mode "$TMP/srv")" = 700 ] && [ "$(mode "$TMP/srv/node-a")" = 700 ] &&
+	 [ "$(mode "$TMP/srv/node-a/certs")" = 755 ]'
+run "$AMESH" ca init --dir "$TMP/fresh/amesh-ca"
+check "ca init creates the missing parents of --dir (0700)" \
+	'[ "$RC" -eq 0 ] && [ -s "$TMP/fresh/amesh-ca/ca.key" ] && [ "$(mode "$TMP/fresh")" = 700 ] &&
+	 [ "$(mode "$TMP/fresh/amesh-ca")" = 700 ]'
 
 run "$AMESH" ca issue --dir "$TMP/missing" --namespace a --service-account b --out "$CERTS"
 check "ca issue without a CA exits 1, naming the file" \
