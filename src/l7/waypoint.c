@@ -2185,8 +2185,10 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	registry_unref(r);
 	wp->id = identity_store_get_sa(ids, wp->ns, wp->sa);
 	if (wp->id == NULL) {
-		log_error("waypoint: no certificate for spiffe://%s/ns/%s/sa/%s in %s",
-		    conf->mesh.trust_domain, wp->ns, wp->sa, conf->identity.cert_dir);
+		log_error("waypoint: no certificate for spiffe://%s/ns/%s/sa/%s in %s (issue it with "
+		    "amesh ca issue --namespace %s --service-account %s --out %s)",
+		    conf->mesh.trust_domain, wp->ns, wp->sa, conf->identity.cert_dir, wp->ns, wp->sa,
+		    conf->identity.cert_dir);
 		free(wp->ns);
 		free(wp->sa);
 		free(wp);
@@ -2217,9 +2219,22 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 
 		rc = hbone_server_listen(loop, &sc, &wp->srv);
 		if (rc != 0) {
-			log_error("waypoint: cannot listen on %s: %s",
-			    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)),
-			    uv_strerror(rc));
+			struct ip_addr ip;
+			char ips[INET6_ADDRSTRLEN], hint[256] = "";
+
+			/* The registry address is the waypoint's own, not its node's: say how to add it. */
+			ip_from_sockaddr(&conf->waypoint.hbone_address, &ip, NULL);
+			if (rc == UV_EADDRNOTAVAIL)
+				snprintf(hint, sizeof(hint), "; %s is not an address of this host: add it "
+				    "where the ztunnels reach it (ip addr add %s/%d dev IFACE), or change "
+				    "[waypoint] hbone_address", ip_str(&ip, ips, sizeof(ips)), ips,
+				    ip.family == AF_INET6 ? 128 : 32);
+			else if (rc == UV_EADDRINUSE)
+				snprintf(hint, sizeof(hint), "; another process listens there (each waypoint "
+				    "of a host needs its own [waypoint] hbone_address)");
+			log_error("waypoint: cannot listen on %s: %s%s",
+			    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)), uv_strerror(rc),
+			    hint);
 			identity_unref(wp->id);
 			free(wp->ns);
 			free(wp->sa);

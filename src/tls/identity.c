@@ -364,7 +364,8 @@ scan_cert_dir(struct identity_store *s, struct scan *sc)
 	d = opendir(s->cert_dir);
 	if (d == NULL) {
 		if (errno == ENOENT) {
-			log_warn("identity %s: no such directory; no identities", s->cert_dir);
+			log_warn("identity %s: no such directory; no identities (amesh ca issue --out %s "
+			    "makes one)", s->cert_dir, s->cert_dir);
 			return 0;
 		}
 		r = -errno;
@@ -510,10 +511,12 @@ cmp_identity(const void *a, const void *b)
 }
 
 static int
-load_bundle(const char *path, struct trust_bundle **out)
+load_bundle(struct identity_store *s, struct trust_bundle **out)
 {
+	const char *path = s->trust_bundle;
 	struct trust_bundle *b;
 	char why[512];
+	bool had;
 	int r;
 
 	*out = NULL;
@@ -523,8 +526,16 @@ load_bundle(const char *path, struct trust_bundle **out)
 	b->refs = 1;
 	r = cert_load_chain(path, &b->crt, why, sizeof(why));
 	if (r != 0) {
-		log_error("identity: trust bundle %s: %s; the previous identities stay in force", path,
-		    why);
+		pthread_mutex_lock(&s->mu);
+		had = s->cur != NULL;
+		pthread_mutex_unlock(&s->mu);
+		/* At start there is nothing to keep: say what is missing instead. */
+		if (had)
+			log_error("identity: trust bundle %s: %s; the previous identities stay in force",
+			    path, why);
+		else
+			log_error("identity: trust bundle %s: %s; no identity is loaded without it: "
+			    "install the CA certificate there (ca.crt of amesh ca init)", path, why);
 		trust_bundle_unref(b);
 		return r;
 	}
@@ -564,7 +575,7 @@ reload_locked(struct identity_store *s)
 	if (r != 0)
 		return r;
 	set_ns_dirs(s, &sc);
-	r = load_bundle(s->trust_bundle, &b);
+	r = load_bundle(s, &b);
 	if (r != 0)
 		goto out;
 	set = calloc(1, sizeof(*set));

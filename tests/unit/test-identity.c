@@ -249,6 +249,19 @@ TEST(identity_reload_rotation)
 
 	setup(&f);
 	s = new_store(&f);
+	/* At start, without a bundle, there are no previous identities to keep: the log says so. */
+	snprintf(bundle_away, sizeof(bundle_away), "%s.away", f.bundle);
+	ASSERT(rename(f.bundle, bundle_away) == 0);
+	{
+		int r;
+		char *log = capture_stderr(identity_store_reload, s, &r);
+
+		ASSERT(r < 0);
+		ASSERT(has_line(log, "no identity is loaded without it", "amesh ca init"));
+		ASSERT(strstr(log, "previous identities stay") == NULL);
+		free(log);
+	}
+	ASSERT(rename(bundle_away, f.bundle) == 0);
 	ASSERT_EQ(identity_store_reload(s), 3);
 	old = identity_store_get_sa(s, "default", "reviews");
 	ASSERT(old != NULL);
@@ -272,9 +285,15 @@ TEST(identity_reload_rotation)
 
 	/* A missing bundle fails the reload and keeps the previous set. */
 	cur = identity_store_get_sa(s, "default", "reviews");
-	snprintf(bundle_away, sizeof(bundle_away), "%s.away", f.bundle);
 	ASSERT(rename(f.bundle, bundle_away) == 0);
-	ASSERT(identity_store_reload(s) < 0);
+	{
+		int r;
+		char *log = capture_stderr(identity_store_reload, s, &r);
+
+		ASSERT(r < 0);
+		ASSERT(has_line(log, "the previous identities stay in force", NULL));
+		free(log);
+	}
 	old = identity_store_get_sa(s, "default", "reviews");
 	ASSERT(old == cur);
 	identity_unref(old);
