@@ -12,7 +12,7 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 	exit 0
 fi
 trap cleanup EXIT
-plan 10
+plan 11
 
 U=$BUILDDIR/packaging/systemd
 # verify needs ExecStart's binary and Documentation's man pages to exist: point both at the tree.
@@ -31,6 +31,14 @@ check "systemd-analyze verify passes on the three units" '[ "$RC" -eq 0 ] && [ -
 has() { grep -qx "$2" "$U/$1"; }
 check "the built units run this build's binary (${sbin:=$(sed -n 's/^ExecStart=\([^ ]*\) .*/\1/p' "$U/amesh-ztunnel.service")})" \
 	'[ "$(basename "$sbin")" = amesh ] && grep -q "^ExecStart=$sbin -c \${AMESH_CONFIG} waypoint --name %i$" "$U/amesh-waypoint@.service"'
+# amesh(8) SYSTEMD: a drop-in with Environment=AMESH_CONFIG=FILE points any unit at another file.
+reads_config() {
+	for f in amesh-ztunnel.service amesh-waypoint@.service amesh-sidecar@.service; do
+		grep -q "^Environment=AMESH_CONFIG=/.*/amesh/amesh.conf$" "$U/$f" &&
+			grep -q "^ExecStart=$sbin -c \${AMESH_CONFIG} [a-z]" "$U/$f" || return 1
+	done
+}
+check "every unit runs with -c \${AMESH_CONFIG}, by default the amesh.conf of this build" reads_config
 check "ztunnel: Type=notify, WatchdogSec, Restart=on-failure, ExecReload sends SIGHUP" \
 	'has amesh-ztunnel.service Type=notify && has amesh-ztunnel.service WatchdogSec=30s &&
 	 has amesh-ztunnel.service Restart=on-failure &&
