@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #include "core/parse.h"
 #include "core/util.h"
 #include "net/handoff.h"
+#include "net/netns.h"
 #include "nft/rules.h"
 
 /* CNI error codes: 1-11 and 50 from the spec, 100 and up our own (amesh-cni(8)). */
@@ -44,6 +46,8 @@ enum {
 	CNI_ERR_WORKLOAD = 100,   /* the workload is not in the registry, or not on this node */
 	CNI_ERR_ZTUNNEL = 101,    /* the ztunnel refused the request, or does not have the workload */
 	CNI_ERR_RULES = 102,      /* the interception rules could not be installed, removed, or are wrong */
+	CNI_ERR_CONFLICT = 103,   /* the namespace belongs to another workload, or the workload to
+	                             another namespace that still exists: nothing was changed */
 };
 
 static const char *const cni_versions[] = { "1.0.0", "1.1.0", NULL };
@@ -139,8 +143,10 @@ ctx_load(struct ctx *x, const char *path, bool reg_optional, struct fail *f)
 
 /* --- the ztunnel side: requests, enrolled list, records ------------------------------------ */
 
+/* state: "serving", "failed" (held by the ztunnel, not served: why says why) or "recorded" (from
+ * the records: the ztunnel is not running). Either way the namespace is the workload's. */
 struct enrolled {
-	char *workload, *netns;
+	char *workload, *netns, *state, *why;
 };
 
 struct enrolled_list {
@@ -154,6 +160,8 @@ enrolled_free(struct enrolled_list *l)
 	for (size_t i = 0; i < l->n; i++) {
 		free(l->v[i].workload);
 		free(l->v[i].netns);
+		free(l->v[i].state);
+		free(l->v[i].why);
 	}
 	free(l->v);
 	l->v = NULL;
@@ -161,12 +169,25 @@ enrolled_free(struct enrolled_list *l)
 }
 
 static void
-enrolled_add(struct enrolled_list *l, const char *w, const char *ns)
+enrolled_add(struct enrolled_list *l, const char *w, const char *ns, const char *state,
+    const char *why)
 {
 	l->v = xrealloc(l->v, l->n + 1, sizeof(*l->v));
 	l->v[l->n].workload = xstrdup(w);
 	l->v[l->n].netns = xstrdup(ns);
+	l->v[l->n].state = xstrdup(state);
+	l->v[l->n].why = xstrdup(why);
 	l->n++;
+}
+
+/* The entry whose namespace path names the namespace id now; none when id is unknown. */
+static const struct enrolled *
+enrolled_in(const struct enrolled_list *l, const struct netns_id *id)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (netns_path_is(l->v[i].netns, id))
+			return &l->v[i];
+	return NULL;
 }
 
 static const struct enrolled *
@@ -250,11 +271,13 @@ zt_list(const struct ctx *x, struct enrolled_list *out, bool *down, struct fail 
 		free(buf);
 		return -1;
 	}
+	/* "NAME NETNS [STATE [REASON]]": an older ztunnel sends no state, and serves what it lists. */
 	for (line = strtok_r(buf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
-		char w[256], ns[4096], extra[2];
+		char w[256], ns[4096], st[32] = "serving";
+		int at = 0, n = sscanf(line, "%255s %4095s %31s %n", w, ns, st, &at);
 
-		if (sscanf(line, "%255s %4095s %1s", w, ns, extra) == 2)
-			enrolled_add(out, w, ns);
+		if (n >= 2)
+			enrolled_add(out, w, ns, st, n == 3 && at > 0 ? line + at : "");
 		else
 			log_warn("ztunnel at %s: ignoring LIST line '%.80s'", x->conf->cni.socket, line);
 	}
@@ -313,7 +336,7 @@ records_list(const struct ctx *x, struct enrolled_list *out)
 		if (de->d_name[0] == '.' || !kw_is_hostname(de->d_name))
 			continue;
 		if ((ns = record_read(x, de->d_name)) != NULL) {
-			enrolled_add(out, de->d_name, ns);
+			enrolled_add(out, de->d_name, ns, "recorded", "");
 			free(ns);
 		}
 	}
@@ -381,13 +404,115 @@ workload_fail(const struct ctx *x, const char *name, enum wl_state st,
 
 /* --- enroll and unenroll ------------------------------------------------------------------- */
 
-/* Removes the rules from path; a namespace that is gone took them with it. */
+/*
+ * Test hook (amesh-cni(8), ENVIRONMENT): AMESH_TEST_KILL_AT=STEP kills this process with SIGKILL
+ * once it reaches STEP, so tests can see the namespace an interrupted add or del leaves.
+ */
+static void
+kill_point(const char *step)
+{
+	const char *at = getenv("AMESH_TEST_KILL_AT");
+
+	if (at != NULL && strcmp(at, step) == 0) {
+		fflush(NULL);
+		raise(SIGKILL);
+	}
+}
+
+/* The owner comment the rules of one workload carry: "ztunnel NAME" or "sidecar NAME". */
+static void
+owner_format(char *buf, size_t len, bool sidecar, const char *name)
+{
+	snprintf(buf, len, "%s %s", sidecar ? "sidecar" : "ztunnel", name);
+}
+
+/* What a namespace holds before an add or a del changes anything in it. */
+struct ns_view {
+	const char *path;
+	struct netns_id id;
+	int table;                   /* 1: table inet amesh is there */
+	char owner[NFT_OWNER_MAX];   /* its comment; "" when it has none (rules of amesh 0.1) */
+	const struct enrolled *here; /* the workload the ztunnel holds (or recorded) here */
+};
+
+/* Fills v for the namespace fd (path) from the enrolled list el. Returns 0 or -1 with f. */
 static int
-rules_remove_path(const char *path, struct fail *f)
+ns_inspect(int fd, const char *path, const struct enrolled_list *el, struct ns_view *v,
+    struct fail *f)
 {
 	char err[512];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int r;
 
+	memset(v, 0, sizeof(*v));
+	v->path = path;
+	if ((r = netns_id_of_fd(fd, &v->id)) != 0) {
+		set_fail(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: %s", path,
+		    strerror(-r));
+		return -1;
+	}
+	v->here = enrolled_in(el, &v->id);
+	r = nft_rules_owner(fd, path, v->owner, sizeof(v->owner), err, sizeof(err));
+	if (r < 0) {
+		set_fail(f, CNI_ERR_RULES, "cannot read the interception rules", "%s", err);
+		return -1;
+	}
+	v->table = r;
+	return 0;
+}
+
+/*
+ * Whether the namespace in v may become the namespace of workload name in the given mode: it
+ * must hold nothing, or only what that workload already has there. Returns 0, or -1 with f
+ * (CNI_ERR_CONFLICT) naming who has it and what to run.
+ */
+static int
+ns_claimable(const struct ns_view *v, bool sidecar, const char *name, struct fail *f)
+{
+	char own[NFT_OWNER_MAX];
+
+	owner_format(own, sizeof(own), sidecar, name);
+	if (v->here != NULL && (sidecar || strcmp(v->here->workload, name) != 0)) {
+		set_fail(f, CNI_ERR_CONFLICT, "namespace enrolled as another workload", "netns %s is "
+		    "enrolled with the ztunnel as workload %s (%s): one namespace, one workload; "
+		    "amesh cni del --workload %s first if that is wrong", v->path,
+		    v->here->workload, v->here->state, v->here->workload);
+		return -1;
+	}
+	if (!v->table || strcmp(v->owner, own) == 0)
+		return 0;
+	if (v->owner[0] == '\0') {
+		if (v->here != NULL)
+			return 0; /* this workload's, installed by amesh 0.1 */
+		set_fail(f, CNI_ERR_CONFLICT, "namespace holds unrecorded rules", "netns %s holds "
+		    "a table inet amesh that no enrolled workload owns: amesh cni del --netns %s "
+		    "removes it, if it is stale", v->path, v->path);
+	} else if (strncmp(v->owner, "sidecar ", 8) == 0) {
+		set_fail(f, CNI_ERR_CONFLICT, "namespace captured for a sidecar", "netns %s is "
+		    "captured for the sidecar of workload %s: amesh cni del --mode sidecar --netns "
+		    "%s first if that is wrong", v->path, v->owner + 8, v->path);
+	} else {
+		set_fail(f, CNI_ERR_CONFLICT, "namespace holds another workload's rules", "netns %s "
+		    "holds the interception rules of %s, left by an add or del that did not finish: "
+		    "amesh cni del --netns %s first if that is stale", v->path, v->owner, v->path);
+	}
+	return -1;
+}
+
+/*
+ * Removes the rules from path when they are those of mode (sidecar or not) and, unless name is
+ * NULL, of that workload; rules without an owner comment (amesh 0.1) count as anyone's. A
+ * namespace that is gone took them with it. Rules of another owner are left in place: *kept
+ * says so (may be NULL). Returns 0 or -1 with f.
+ */
+static int
+rules_remove_owned(const char *path, bool sidecar, const char *name, bool *kept, struct fail *f)
+{
+	char err[512], owner[NFT_OWNER_MAX], want[NFT_OWNER_MAX];
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+	const char *kind = sidecar ? "sidecar " : "ztunnel ";
+
+	if (kept != NULL)
+		*kept = false;
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return 0;
@@ -395,53 +520,143 @@ rules_remove_path(const char *path, struct fail *f)
 		    "open: %s", path, strerror(errno));
 		return -1;
 	}
-	if (nft_rules_remove(fd, path, err, sizeof(err)) != 0) {
+	r = nft_rules_owner(fd, path, owner, sizeof(owner), err, sizeof(err));
+	if (name != NULL)
+		owner_format(want, sizeof(want), sidecar, name);
+	if (r == 1 && owner[0] != '\0' && (name != NULL ? strcmp(owner, want) != 0 :
+	    strncmp(owner, kind, strlen(kind)) != 0)) {
+		log_warn("netns %s: its rules belong to %s: left in place", path, owner);
+		if (kept != NULL)
+			*kept = true;
 		close(fd);
+		return 0;
+	}
+	if (r >= 0)
+		r = nft_rules_remove(fd, path, err, sizeof(err));
+	close(fd);
+	if (r != 0) {
 		set_fail(f, CNI_ERR_RULES, "cannot remove the interception rules", "%s", err);
 		return -1;
 	}
-	close(fd);
 	return 0;
+}
+
+/* Opens the namespace for an add, after checking its path. Returns the fd, or -1 with f. */
+static int
+ns_open_for_add(const char *netns_path, struct fail *f)
+{
+	int fd;
+
+	if (!token_ok(netns_path) || strlen(netns_path) >= sizeof(((struct handoff_msg *)0)->netns)) {
+		set_fail(f, CNI_ERR_ENV, "bad namespace path", "netns '%s': the path must be a single "
+		    "word (no blanks) shorter than %zu bytes", netns_path,
+		    sizeof(((struct handoff_msg *)0)->netns));
+		return -1;
+	}
+	fd = open(netns_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		set_fail(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: cannot "
+		    "open: %s", netns_path, strerror(errno));
+	return fd;
+}
+
+/*
+ * Installs w's rules (owner comment of mode) in the namespace v describes, after which it is
+ * captured. On failure the namespace is put back as v found it: rules that were there stay
+ * (with their owner), a namespace that had none is emptied. Returns 0 or -1 with f.
+ */
+static int
+rules_claim(int fd, const struct ns_view *v, const struct nft_rules_params *base, bool sidecar,
+    const char *name, struct fail *f)
+{
+	struct nft_rules_params p = *base;
+	char own[NFT_OWNER_MAX], err[512];
+
+	owner_format(own, sizeof(own), sidecar, name);
+	p.owner = own;
+	if (nft_rules_install(fd, v->path, &p, err, sizeof(err)) == 0)
+		return 0;
+	set_fail(f, CNI_ERR_RULES, "cannot install the interception rules", "%s (workload %s)",
+	    err, name);
+	if (!v->table)
+		nft_rules_remove(fd, v->path, err, sizeof(err));
+	return -1;
+}
+
+/* After a failed hand-off: the namespace goes back to what v found (see rules_claim). */
+static void
+rules_unclaim(int fd, const struct ns_view *v, const struct nft_rules_params *base, const char *name,
+    struct fail *f)
+{
+	struct nft_rules_params p = *base;
+	char err[512];
+	size_t n = strlen(f->details);
+	int r;
+
+	if (v->table) {
+		/* It was captured before (this workload's, or one it may take over): it stays
+		 * captured, fail closed, with the owner it had. */
+		log_warn("workload %s: netns %s was captured before: its rules stay", name, v->path);
+		if (strcmp(v->owner, p.owner ? p.owner : "") == 0)
+			return;
+		p.owner = v->owner;
+		r = nft_rules_install(fd, v->path, &p, err, sizeof(err));
+	} else {
+		r = nft_rules_remove(fd, v->path, err, sizeof(err));
+	}
+	if (r != 0)
+		snprintf(f->details + n, sizeof(f->details) - n, "; and putting the namespace back "
+		    "failed: %s", err);
 }
 
 /*
  * --mode sidecar: the rules alone, with [sidecar]'s ports, and no hand-off: the amesh sidecar
  * started in that namespace serves it (and installs the same rules itself). Until it runs, the
  * workload's TCP goes to ports nobody listens on: captured from the start, never in the clear.
- * add false removes them. Returns 0 or -1 with f.
+ * The namespace must hold nothing else, and the workload must not be enrolled with the ztunnel.
+ * Returns 0 or -1 with f.
  */
 static int
-sidecar_rules(const struct ctx *x, const struct reg_workload *w, const char *netns_path, bool add,
+sidecar_capture(const struct ctx *x, const struct reg_workload *w, const char *netns_path,
     struct fail *f)
 {
+	struct enrolled_list el = { 0 };
+	const struct enrolled *e;
 	struct nft_rules_params p;
-	char err[512];
-	int fd, r;
+	struct ns_view v;
+	bool from_records;
+	int fd, rc = -1;
 
-	if (!add)
-		return rules_remove_path(netns_path, f);
-	fd = open(netns_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		set_fail(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: cannot "
-		    "open: %s", netns_path, strerror(errno));
+	if ((fd = ns_open_for_add(netns_path, f)) < 0)
 		return -1;
+	if (enrolled_get(x, &el, &from_records, f) != 0 || ns_inspect(fd, netns_path, &el, &v, f) != 0)
+		goto out;
+	/* One proxy per workload: a ztunnel's workload first leaves it (cni del), or a later del
+	 * would take the rules from under the sidecar. */
+	if ((e = enrolled_find(&el, w->h.name)) != NULL) {
+		set_fail(f, CNI_ERR_CONFLICT, "workload enrolled with the ztunnel", "workload %s/%s "
+		    "is enrolled with the ztunnel (netns %s): amesh cni del --workload %s first",
+		    w->namespace, w->h.name, e->netns, w->h.name);
+		goto out;
 	}
+	if (ns_claimable(&v, true, w->h.name, f) != 0)
+		goto out;
+	kill_point("inspected");
 	nft_rules_params_for_sidecar(&p, &x->conf->sidecar.proxy);
-	r = nft_rules_install(fd, netns_path, &p, err, sizeof(err));
+	rc = rules_claim(fd, &v, &p, true, w->h.name, f);
+out:
+	enrolled_free(&el);
 	close(fd);
-	if (r != 0) {
-		set_fail(f, CNI_ERR_RULES, "cannot install the interception rules", "%s (workload %s)",
-		    err, w->h.name);
-		return -1;
-	}
-	return 0;
+	return rc;
 }
 
 /*
- * Installs the rules in netns_path and hands it to the ztunnel as w. Any failure after the rules
- * went in takes them out again, unless the workload was enrolled in that namespace before (a repeated
- * add must not undo a working one). A workload that was enrolled in another namespace moves: the
- * rules there are removed once the ztunnel took the new one. Returns 0 or -1 with f.
+ * Enrollment as a transaction over the namespace's whole state. First, changing nothing: the
+ * ztunnel must answer; the namespace must be empty or already this workload's (ns_claimable); the
+ * workload must not live in another namespace that still exists. Then the rules (captured from
+ * here on: what the proxy does not serve yet is refused), then the hand-off. A failed hand-off
+ * puts the namespace back as it was (rules_unclaim), and the ztunnel changes nothing on a refusal.
+ * Returns 0 or -1 with f.
  */
 static int
 enroll(const struct ctx *x, const struct reg_workload *w, const char *netns_path, struct fail *f)
@@ -449,43 +664,36 @@ enroll(const struct ctx *x, const struct reg_workload *w, const char *netns_path
 	struct handoff_msg m = { .op = HANDOFF_ADD, .fd = -1 };
 	struct enrolled_list el = { 0 };
 	const struct enrolled *e;
-	char err[512], ack[1024], *moved_from = NULL;
-	bool down, before, reached;
+	struct ns_view v;
+	char ack[1024];
+	bool down, reached;
 	int fd, r, rc = -1;
 
-	if (!token_ok(netns_path) || strlen(netns_path) >= sizeof(m.netns)) {
-		set_fail(f, CNI_ERR_ENV, "bad namespace path", "netns '%s': the path must be a single "
-		    "word (no blanks) shorter than %zu bytes", netns_path, sizeof(m.netns));
+	if ((fd = ns_open_for_add(netns_path, f)) < 0)
 		return -1;
-	}
-	fd = open(netns_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		set_fail(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: cannot "
-		    "open: %s", netns_path, strerror(errno));
-		return -1;
-	}
 	/* Ask the ztunnel first: if it is not there, leave the namespace alone. */
-	if (zt_list(x, &el, &down, f) != 0)
+	if (zt_list(x, &el, &down, f) != 0 || ns_inspect(fd, netns_path, &el, &v, f) != 0)
+		goto out;
+	if (ns_claimable(&v, false, w->h.name, f) != 0)
 		goto out;
 	e = enrolled_find(&el, w->h.name);
-	before = e != NULL && strcmp(e->netns, netns_path) == 0;
-	if (e != NULL && !before)
-		moved_from = xstrdup(e->netns);
-	r = nft_rules_install(fd, netns_path, &x->params, err, sizeof(err));
-	if (r != 0) {
-		set_fail(f, CNI_ERR_RULES, "cannot install the interception rules", "%s", err);
+	if (e != NULL && e != v.here && access(e->netns, F_OK) == 0) {
+		set_fail(f, CNI_ERR_CONFLICT, "workload enrolled in another namespace", "workload "
+		    "%s/%s is enrolled in netns %s (%s), which still exists: amesh cni del --workload "
+		    "%s first to move it", w->namespace, w->h.name, e->netns, e->state, w->h.name);
 		goto out;
 	}
+	kill_point("inspected");
+	if (rules_claim(fd, &v, &x->params, false, w->h.name, f) != 0)
+		goto out;
+	kill_point("rules");
 	m.fd = fd;
 	snprintf(m.workload, sizeof(m.workload), "%s", w->h.name);
 	snprintf(m.netns, sizeof(m.netns), "%s", netns_path);
 	r = zt_request(x, &m, ack, sizeof(ack), &reached);
 	if (r == 1) {
+		kill_point("handoff");
 		log_debug("workload %s/%s: enrolled, netns %s", w->namespace, w->h.name, netns_path);
-		/* It lived in another namespace before: that one is no longer served, free it. */
-		if (moved_from != NULL && rules_remove_path(moved_from, &(struct fail){ 0 }) != 0)
-			log_warn("workload %s/%s moved from %s: cannot remove the rules there",
-			    w->namespace, w->h.name, moved_from);
 		rc = 0;
 		goto out;
 	}
@@ -494,28 +702,27 @@ enroll(const struct ctx *x, const struct reg_workload *w, const char *netns_path
 		    "workload %s/%s: %s", x->conf->cni.socket, w->namespace, w->h.name, ack);
 	else
 		zt_unreachable(x, r, reached, f);
-	if (before) {
-		log_warn("workload %s/%s was enrolled in %s before: its rules stay", w->namespace,
-		    w->h.name, netns_path);
-	} else if (nft_rules_remove(fd, netns_path, err, sizeof(err)) != 0) {
-		size_t n = strlen(f->details);
+	{
+		struct nft_rules_params p = x->params;
+		char own[NFT_OWNER_MAX];
 
-		snprintf(f->details + n, sizeof(f->details) - n, "; and removing the rules again "
-		    "failed: %s", err);
+		owner_format(own, sizeof(own), false, w->h.name);
+		p.owner = own;
+		rules_unclaim(fd, &v, &p, w->h.name, f);
 	}
 out:
-	free(moved_from);
 	enrolled_free(&el);
 	close(fd);
 	return rc;
 }
 
 /*
- * Tells the ztunnel to let name go (DEL), then removes the rules from its namespace: in that order
- * so the workload is never reachable around the proxy. When the ztunnel is not running its record
- * is removed instead, so a restarted ztunnel does not bring the workload back. only_netns (CNI DEL)
- * restricts the work to that namespace: a workload enrolled elsewhere since stays enrolled.
- * Returns 0 (with *done false when nothing was enrolled) or -1 with f.
+ * Tells the ztunnel to let name go (DEL), then removes its rules from its namespace: in that order
+ * so the workload is never reachable around the proxy (in between, its traffic is refused). When
+ * the ztunnel is not running its record is removed instead, so a restarted ztunnel does not bring
+ * the workload back. only_netns (CNI DEL) restricts the work to that namespace: a workload
+ * enrolled elsewhere since stays enrolled. Rules are removed only when they are this workload's
+ * (rules_remove_owned). Returns 0 (with *done false when nothing was enrolled) or -1 with f.
  */
 static int
 unenroll(const struct ctx *x, const char *name, const char *only_netns, bool *done, struct fail *f)
@@ -536,7 +743,7 @@ unenroll(const struct ctx *x, const char *name, const char *only_netns, bool *do
 	if (only_netns != NULL && netns != NULL && strcmp(netns, only_netns) != 0) {
 		log_info("workload %s is enrolled in %s, not %s: leaving it enrolled", name, netns,
 		    only_netns);
-		rc = rules_remove_path(only_netns, f);
+		rc = rules_remove_owned(only_netns, false, name, NULL, f);
 		goto out;
 	}
 	if (e != NULL) {
@@ -555,9 +762,10 @@ unenroll(const struct ctx *x, const char *name, const char *only_netns, bool *do
 		/* Not running, or it does not know the workload: the record is stale. */
 		record_remove(x, name);
 	}
+	kill_point("released");
 	if (netns == NULL && only_netns != NULL)
 		netns = xstrdup(only_netns);
-	if (netns != NULL && rules_remove_path(netns, f) != 0)
+	if (netns != NULL && rules_remove_owned(netns, false, name, NULL, f) != 0)
 		goto out;
 	*done = e != NULL || (netns != NULL && only_netns == NULL);
 	if (*done)
@@ -570,11 +778,49 @@ out:
 	return rc;
 }
 
+/*
+ * Frees a namespace by its path: the workload enrolled (or recorded) there is unenrolled; with no
+ * workload, rules of the mode's kind (an interrupted add, a sidecar's) are removed. Another
+ * kind's rules or workload make it fail with what to run instead. *what is set to the workload
+ * unenrolled, or NULL. Returns 0 or -1 with f.
+ */
+static int
+ns_release(const struct ctx *x, const char *path, bool sidecar, char **what, struct fail *f)
+{
+	struct enrolled_list el = { 0 };
+	struct netns_id id;
+	const struct enrolled *e = NULL;
+	bool from_records, done, kept;
+	int rc = -1;
+
+	*what = NULL;
+	if (netns_id_of_path(path, &id) == 0 && enrolled_get(x, &el, &from_records, f) != 0)
+		return -1;
+	e = enrolled_in(&el, &id);
+	if (e != NULL && sidecar) {
+		set_fail(f, CNI_ERR_CONFLICT, "namespace enrolled with the ztunnel", "netns %s is "
+		    "enrolled with the ztunnel as workload %s: amesh cni del --workload %s", path,
+		    e->workload, e->workload);
+	} else if (e != NULL) {
+		*what = xstrdup(e->workload);
+		rc = unenroll(x, e->workload, NULL, &done, f);
+	} else if ((rc = rules_remove_owned(path, sidecar, NULL, &kept, f)) == 0 && kept) {
+		set_fail(f, CNI_ERR_CONFLICT, "rules of another kind", "netns %s: its rules are not "
+		    "%s's; %s", path, sidecar ? "a sidecar" : "the ztunnel", sidecar ?
+		    "amesh cni del --netns PATH removes those" : "amesh cni del --mode sidecar "
+		    "--netns PATH removes a sidecar's");
+		rc = -1;
+	}
+	enrolled_free(&el);
+	return rc;
+}
+
 /* --- command line ---------------------------------------------------------------------------- */
 
 static const char usage_add[] =
     "amesh cni add --netns PATH --workload NAME [--mode ztunnel|sidecar]";
-static const char usage_del[] = "amesh cni del --workload NAME | --mode sidecar --netns PATH";
+static const char usage_del[] =
+    "amesh cni del --workload NAME | --netns PATH [--mode ztunnel|sidecar]";
 static const char usage_list[] = "amesh cni list";
 static const char usage_check[] = "amesh cni check";
 
@@ -630,10 +876,14 @@ parse_opts(int argc, char **argv, const char *usage, bool want_netns, bool want_
 	}
 	if (optind < argc - 1)
 		return cmd_usage_error("cni", sub, usage, "unexpected argument '%s'", argv[optind + 1]);
-	/* cni del --mode sidecar: the namespace, not the workload (no ztunnel knows of it). */
-	if (o->sidecar && strcmp(sub, "del") == 0) {
+	/* cni del --netns: the namespace rather than the workload (a sidecar's, which no ztunnel
+	 * knows of, or whatever an interrupted add or del left). */
+	if (strcmp(sub, "del") == 0 && (o->sidecar || o->netns != NULL)) {
 		if (o->netns == NULL)
 			return cmd_usage_error("cni", sub, usage, "--mode sidecar needs --netns");
+		if (o->workload != NULL)
+			return cmd_usage_error("cni", sub, usage, "give --workload or --netns, not "
+			    "both");
 		want_workload = false;
 	} else if (o->netns != NULL && !want_netns) {
 		return cmd_usage_error("cni", sub, usage, "unknown option '--netns'");
@@ -684,22 +934,7 @@ cli_add(const struct cmd_globals *g, int argc, char **argv)
 		goto out;
 	}
 	if (o.sidecar) {
-		struct enrolled_list el = { 0 };
-		const struct enrolled *e;
-		bool from_records;
-
-		/* One proxy per workload: a ztunnel's workload first leaves it (cni del), or a later
-		 * del would take the rules from under the sidecar. */
-		if (enrolled_get(&x, &el, &from_records, &f) == 0 &&
-		    (e = enrolled_find(&el, w->h.name)) != NULL) {
-			fprintf(stderr, "amesh cni add: workload %s/%s is enrolled with the ztunnel "
-			    "(netns %s): amesh cni del --workload %s first\n", w->namespace, w->h.name,
-			    e->netns, w->h.name);
-			enrolled_free(&el);
-			goto out;
-		}
-		enrolled_free(&el);
-		if (sidecar_rules(&x, w, o.netns, true, &f) != 0) {
+		if (sidecar_capture(&x, w, o.netns, &f) != 0) {
 			fprintf(stderr, "amesh cni add: %s\n", f.details);
 			goto out;
 		}
@@ -733,14 +968,19 @@ cli_del(const struct cmd_globals *g, int argc, char **argv)
 	/* The workload may have left the registry already: del works without it. */
 	if (cli_load(g, "del", &x, true) != 0)
 		return EXIT_FAIL;
-	if (o.sidecar) {
+	if (o.netns != NULL) {
+		char *name;
+
 		rc = EXIT_OK;
-		if (sidecar_rules(&x, NULL, o.netns, false, &f) != 0) {
+		if (ns_release(&x, o.netns, o.sidecar, &name, &f) != 0) {
 			fprintf(stderr, "amesh cni del: %s\n", f.details);
 			rc = EXIT_FAIL;
+		} else if (name != NULL) {
+			printf("removed %s (netns %s)\n", name, o.netns);
 		} else {
 			printf("removed the rules of %s\n", o.netns);
 		}
+		free(name);
 		ctx_free(&x);
 		return rc;
 	}
@@ -778,7 +1018,8 @@ cli_list(const struct cmd_globals *g, int argc, char **argv)
 		fprintf(stderr, "amesh cni list: ztunnel not reachable at %s; showing the records in "
 		    "%s\n", x.conf->cni.socket, x.conf->ztunnel.state_dir);
 	for (size_t i = 0; i < el.n; i++)
-		printf("%s %s\n", el.v[i].workload, el.v[i].netns);
+		printf("%s %s %s%s%s\n", el.v[i].workload, el.v[i].netns, el.v[i].state,
+		    el.v[i].why[0] ? ": " : "", el.v[i].why);
 	enrolled_free(&el);
 	ctx_free(&x);
 	return EXIT_OK;
@@ -823,6 +1064,9 @@ cli_check(const struct cmd_globals *g, int argc, char **argv)
 			workload_fail(&x, e->workload, st, w, &f);
 			diag_add(&d, e->netns, 0, "%s", f.details);
 		}
+		if (strcmp(e->state, "failed") == 0)
+			diag_add(&d, e->netns, 0, "not served by the ztunnel, its traffic is refused: "
+			    "%s", e->why);
 		fd = open(e->netns, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
 			diag_add(&d, e->netns, 0, "cannot open: %s", strerror(errno));
@@ -874,9 +1118,11 @@ const struct cmd_entry cmd_cni_entry = {
 	"  add ... --mode sidecar\n"
 	"                        install the rules only, for the namespace's own amesh sidecar\n"
 	"  del --workload NAME   unenroll NAME and remove its rules\n"
+	"  del --netns PATH      unenroll whatever workload PATH holds, or remove rules an\n"
+	"                        interrupted add left there\n"
 	"  del --mode sidecar --netns PATH\n"
 	"                        remove the rules a sidecar's namespace got\n"
-	"  list                  show the enrolled workloads: NAME NETNS\n"
+	"  list                  show the enrolled workloads: NAME NETNS STATE\n"
 	"  check                 verify the rules of every enrolled workload\n",
 	exec_cni, "amesh-cni(8)",
 };
@@ -1202,6 +1448,7 @@ plugin_check(struct plugin *p, struct fail *f)
 	const struct reg_workload *w;
 	struct enrolled_list el;
 	const struct enrolled *e;
+	struct netns_id id;
 	struct diag d;
 	const char *netns;
 	char err[512];
@@ -1221,10 +1468,18 @@ plugin_check(struct plugin *p, struct fail *f)
 	if (zt_list(&p->x, &el, &down, f) != 0)
 		return -1;
 	e = enrolled_find(&el, w->h.name);
-	if (e == NULL || strcmp(e->netns, netns) != 0) {
+	if (e == NULL || (strcmp(e->netns, netns) != 0 && (netns_id_of_path(netns, &id) != 0 ||
+	    !netns_path_is(e->netns, &id)))) {
 		set_fail(f, CNI_ERR_ZTUNNEL, "workload not enrolled", "the ztunnel at %s has workload "
 		    "%s %s%s", p->x.conf->cni.socket, w->h.name, e ? "enrolled in " : "not enrolled",
 		    e ? e->netns : "");
+		enrolled_free(&el);
+		return -1;
+	}
+	if (strcmp(e->state, "serving") != 0) {
+		set_fail(f, CNI_ERR_ZTUNNEL, "workload not served", "the ztunnel at %s holds workload "
+		    "%s but does not serve it (its traffic is refused): %s", p->x.conf->cni.socket,
+		    w->h.name, e->why);
 		enrolled_free(&el);
 		return -1;
 	}
@@ -1255,17 +1510,19 @@ plugin_check(struct plugin *p, struct fail *f)
 }
 
 /*
- * The namespace is the ground truth of a DEL: the workload enrolled in CNI_NETNS (by the ztunnel's
- * list, or its records when it is down) is the one to let go; else the one the request names or
- * whose address prevResult has; else there is nothing to unenroll, only rules an interrupted ADD
- * may have left.
+ * A DEL lets go of the workload the request names (amesh.workload, or the owner of prevResult's
+ * addresses); with none named, of the workload enrolled in CNI_NETNS (by the ztunnel's list, or
+ * its records when it is down). A namespace that holds another workload than the one named is
+ * left alone: a runtime sends DEL after an ADD refused for that very conflict. With no workload
+ * at all, only rules an interrupted ADD left are removed. Rules go only with their owner
+ * (rules_remove_owned).
  */
 static int
 plugin_del(struct plugin *p, struct fail *f)
 {
 	const struct reg_workload *w = NULL;
 	const char *netns = getenv("CNI_NETNS");
-	char *name = NULL;
+	char *name = NULL, *here = NULL;
 	bool done;
 	int rc = -1;
 
@@ -1275,6 +1532,8 @@ plugin_del(struct plugin *p, struct fail *f)
 		netns = NULL;
 	if (netns != NULL) {
 		struct enrolled_list el;
+		const struct enrolled *e = NULL;
+		struct netns_id id;
 		bool down;
 
 		if (zt_list(&p->x, &el, &down, f) != 0) {
@@ -1282,27 +1541,40 @@ plugin_del(struct plugin *p, struct fail *f)
 				return -1;
 			records_list(&p->x, &el);
 		}
-		for (size_t i = 0; i < el.n && name == NULL; i++)
-			if (strcmp(el.v[i].netns, netns) == 0)
-				name = xstrdup(el.v[i].workload);
+		if (netns_id_of_path(netns, &id) == 0)
+			e = enrolled_in(&el, &id);
+		for (size_t i = 0; i < el.n && e == NULL; i++)
+			if (strcmp(el.v[i].netns, netns) == 0) /* its path is gone already */
+				e = &el.v[i];
+		if (e != NULL)
+			here = xstrdup(e->workload);
 		enrolled_free(&el);
 	}
-	if (name == NULL && named_workload(p->config, &name, f) != 0)
-		return -1;
+	if (named_workload(p->config, &name, f) != 0)
+		goto out;
 	if (name == NULL && workload_by_result(&p->x, json_object_get(p->config, "prevResult"), &w,
 	    f) == 0 && w != NULL)
 		name = xstrdup(w->h.name);
+	if (name != NULL && here != NULL && strcmp(name, here) != 0)
+		log_info("container %s: netns %s holds workload %s, not %s: left alone",
+		    getenv("CNI_CONTAINERID"), netns, here, name);
+	if (name == NULL) {
+		name = here;
+		here = NULL;
+	}
 	if (name != NULL) {
 		rc = unenroll(&p->x, name, netns, &done, f);
 		if (rc == 0 && done)
 			log_info("container %s: workload %s unenrolled", getenv("CNI_CONTAINERID"),
 			    name);
 	} else if (netns != NULL) {
-		rc = rules_remove_path(netns, f);
+		rc = rules_remove_owned(netns, false, NULL, NULL, f);
 	} else {
 		rc = 0;
 	}
+out:
 	free(name);
+	free(here);
 	return rc;
 }
 

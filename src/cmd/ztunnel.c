@@ -118,10 +118,12 @@ static int
 sidecar_setup(struct zt *z)
 {
 	struct nft_rules_params p;
-	char err[256], why[256];
+	char err[256], why[256], owner[NFT_OWNER_MAX];
 	int r;
 
 	nft_rules_params_for_sidecar(&p, z->pc);
+	snprintf(owner, sizeof(owner), "sidecar %s", z->workload);
+	p.owner = owner; /* as amesh cni add --mode sidecar writes it */
 	r = nft_rules_install(-1, "this namespace", &p, err, sizeof(err));
 	if (r != 0) {
 		log_error("sidecar: cannot install the interception rules: %s", err);
@@ -239,6 +241,9 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	else
 		log_info("ztunnel: node %s ready: %zu workloads, hand-off on %s", z->conf->mesh.node,
 		    z->px.nworkloads, z->conf->ztunnel.socket);
+	if (z->px.nfailed > 0)
+		log_warn("ztunnel: %zu recorded workloads not served (their traffic is refused): "
+		    "not ready until they are; see amesh cni list", z->px.nfailed);
 	cmd_notify_ready(&z->watchdog);
 	uv_run(z->loop, UV_RUN_DEFAULT);
 	proxy_free(&z->px);

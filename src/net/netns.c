@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -100,6 +101,46 @@ bool
 netns_is_netns(int fd)
 {
 	return ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET;
+}
+
+int
+netns_id_of_fd(int fd, struct netns_id *out)
+{
+	struct stat st;
+
+	out->dev = out->ino = 0;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	out->dev = (uint64_t)st.st_dev;
+	out->ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
+int
+netns_id_of_path(const char *path, struct netns_id *out)
+{
+	struct stat st;
+
+	out->dev = out->ino = 0;
+	if (stat(path, &st) != 0)
+		return -errno;
+	out->dev = (uint64_t)st.st_dev;
+	out->ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
+bool
+netns_id_eq(const struct netns_id *a, const struct netns_id *b)
+{
+	return a->ino != 0 && a->dev == b->dev && a->ino == b->ino;
+}
+
+bool
+netns_path_is(const char *path, const struct netns_id *id)
+{
+	struct netns_id now;
+
+	return netns_id_of_path(path, &now) == 0 && netns_id_eq(&now, id);
 }
 
 int

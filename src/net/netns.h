@@ -15,6 +15,19 @@
 int netns_open(const char *path);
 /* True if fd is a network namespace. */
 bool netns_is_netns(int fd);
+/* Which namespace a descriptor or path names: its nsfs device and inode (the same for
+ * /run/netns/NAME and /proc/PID/ns/net of one namespace). */
+struct netns_id {
+	uint64_t dev, ino;
+};
+/* The identity of namespace fd. Returns 0 or -errno. */
+int netns_id_of_fd(int fd, struct netns_id *out);
+/* The identity of the namespace path names now. Returns 0 or -errno (-ENOENT: no such path). */
+int netns_id_of_path(const char *path, struct netns_id *out);
+/* True when a and b are set (non-zero) and name the same namespace. */
+bool netns_id_eq(const struct netns_id *a, const struct netns_id *b);
+/* True when path still names the namespace id: its namespace was not deleted or replaced. */
+bool netns_path_is(const char *path, const struct netns_id *id);
 /* The caller's own namespace, for nsfd arguments: a sidecar runs inside its workload's. */
 #define NETNS_SELF (-1)
 /* A non-blocking, close-on-exec socket created inside the namespace nsfd (NETNS_SELF: here, with

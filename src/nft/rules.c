@@ -11,6 +11,7 @@
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/table.h>
+#include <libnftnl/udata.h>
 #include <linux/fib_rules.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_nat.h>
@@ -78,6 +79,7 @@ nft_rules_params_from_conf(struct nft_rules_params *p, const struct conf_proxy *
 	p->dns_port = px->dns_port;
 	p->dns_capture = px->dns_capture;
 	p->n_pass_inbound = 0;
+	p->owner = NULL;
 }
 
 static bool
@@ -764,8 +766,9 @@ ruleset_build(struct ruleset *rs, const struct nft_rules_params *p)
 	v_restore_mark(r);
 }
 
+/* The table; with owner, its comment (what `nft list` shows) names who installed it. */
 static struct nftnl_table *
-table_new(void)
+table_new(const char *owner)
 {
 	struct nftnl_table *t = nftnl_table_alloc();
 
@@ -773,6 +776,15 @@ table_new(void)
 		fatalx("out of memory");
 	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
 	nftnl_table_set_str(t, NFTNL_TABLE_NAME, AMESH_NFT_TABLE);
+	if (owner != NULL && *owner != '\0') {
+		struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN);
+
+		if (ud == NULL || !nftnl_udata_put_strz(ud, NFTNL_UDATA_TABLE_COMMENT, owner))
+			fatalx("out of memory");
+		nftnl_table_set_data(t, NFTNL_TABLE_USERDATA, nftnl_udata_buf_data(ud),
+		    nftnl_udata_buf_len(ud));
+		nftnl_udata_buf_free(ud);
+	}
 	return t;
 }
 
@@ -829,7 +841,7 @@ batch_msg(struct batch *bt, uint16_t type, uint16_t flags, const char *fmt, ...)
 static void
 batch_build(struct batch *bt, const struct nft_rules_params *p)
 {
-	struct nftnl_table *t = table_new();
+	struct nftnl_table *t = table_new(NULL);
 	struct nlmsghdr *nlh;
 
 	nftnl_batch_begin(mnl_nlmsg_batch_current(bt->b), bt->seq++);
@@ -844,9 +856,12 @@ batch_build(struct batch *bt, const struct nft_rules_params *p)
 		struct ruleset rs;
 		size_t k[NCHAINS] = { 0 };
 
+		struct nftnl_table *owned = table_new(p->owner);
+
 		nlh = batch_msg(bt, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, "table inet %s",
 		    AMESH_NFT_TABLE);
-		nftnl_table_nlmsg_build_payload(nlh, t);
+		nftnl_table_nlmsg_build_payload(nlh, owned);
+		nftnl_table_free(owned);
 		mnl_nlmsg_batch_next(bt->b);
 		for (size_t i = 0; i < NCHAINS; i++) {
 			struct nftnl_chain *c = chain_new(&chains[i]);
@@ -991,7 +1006,33 @@ struct dump_state {
 	size_t n;
 	size_t other; /* chains past the array */
 	int table;    /* 1 when the table was seen */
+	char owner[NFT_OWNER_MAX]; /* its comment, "" when it has none */
 };
+
+/* The table comment from a table's userdata (TLV), into owner. */
+static void
+table_owner(const struct nftnl_table *t, char *owner, size_t len)
+{
+	const struct nftnl_udata *attr;
+	const void *data;
+	uint32_t dlen = 0;
+
+	owner[0] = '\0';
+	if (!nftnl_table_is_set(t, NFTNL_TABLE_USERDATA) ||
+	    (data = nftnl_table_get_data(t, NFTNL_TABLE_USERDATA, &dlen)) == NULL)
+		return;
+	for (attr = data; (const char *)attr + 2 <= (const char *)data + dlen;
+	     attr = nftnl_udata_next(attr)) {
+		uint8_t n = nftnl_udata_len(attr);
+
+		if ((const char *)nftnl_udata_get(attr) + n > (const char *)data + dlen)
+			break;
+		if (nftnl_udata_type(attr) == NFTNL_UDATA_TABLE_COMMENT && n > 0) {
+			snprintf(owner, len, "%.*s", (int)n, (const char *)nftnl_udata_get(attr));
+			return;
+		}
+	}
+}
 
 static int
 nft_dump_cb(const struct nlmsghdr *nlh, void *data)
@@ -1003,8 +1044,10 @@ nft_dump_cb(const struct nlmsghdr *nlh, void *data)
 		struct nftnl_table *t = nftnl_table_alloc();
 
 		if (t != NULL && nftnl_table_nlmsg_parse(nlh, t) == 0 &&
-		    strcmp(nftnl_table_get_str(t, NFTNL_TABLE_NAME), AMESH_NFT_TABLE) == 0)
+		    strcmp(nftnl_table_get_str(t, NFTNL_TABLE_NAME), AMESH_NFT_TABLE) == 0) {
 			ds->table = 1;
+			table_owner(t, ds->owner, sizeof(ds->owner));
+		}
 		nftnl_table_free(t);
 	} else if (type == NFT_MSG_NEWCHAIN) {
 		struct nftnl_chain *c = nftnl_chain_alloc();
@@ -1052,7 +1095,7 @@ nft_get(struct nl *nl, uint16_t type, uint16_t flags, struct dump_state *ds)
 
 	nlh = nftnl_nlmsg_build_hdr(buf, type, NFPROTO_INET, flags, ++nl->seq);
 	if (type == NFT_MSG_GETTABLE) {
-		struct nftnl_table *t = table_new();
+		struct nftnl_table *t = table_new(NULL);
 
 		nftnl_table_nlmsg_build_payload(nlh, t);
 		nftnl_table_free(t);
@@ -1165,12 +1208,10 @@ nft_rules_install(int netns_fd, const char *what, const struct nft_rules_params 
 		goto out;
 	if ((r = batch_run(&nl, p)) != 0)
 		goto out;
-	if ((r = routing_add(&nl, lo.index)) != 0) {
-		/* All or nothing: take the table and any routing already added away again. */
-		batch_run(&nl, NULL);
-		routing_del(&nl, lo.index);
+	/* A routing failure leaves the table in: captured without reply routing fails closed, and
+	 * only the caller knows whether the namespace had rules before (amesh-cni(8)). */
+	if ((r = routing_add(&nl, lo.index)) != 0)
 		goto out;
-	}
 	log_debug("netns %s: table inet %s and policy routing installed", what, AMESH_NFT_TABLE);
 out:
 	nl_close(&nl);
@@ -1264,6 +1305,32 @@ nft_rules_check(int netns_fd, const char *what, const struct nft_rules_params *p
 	r = 0;
 out:
 	dump_free(&ds);
+	nl_close(&nl);
+	return r;
+}
+
+int
+nft_rules_owner(int netns_fd, const char *what, char *owner, size_t len, char *err, size_t errlen)
+{
+	struct nl nl = { .what = what, .err = err, .errlen = errlen };
+	struct dump_state ds = { .n = 0 };
+	int r;
+
+	owner[0] = '\0';
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if ((r = nl_open(&nl, netns_fd)) != 0)
+		return r;
+	r = nft_get(&nl, NFT_MSG_GETTABLE, NLM_F_ACK, &ds);
+	if (r == -ENOENT) {
+		r = 0;
+	} else if (r != 0) {
+		set_err(&nl, "nftables: cannot read table inet %s: %s", AMESH_NFT_TABLE,
+		    strerror(-r));
+	} else {
+		snprintf(owner, len, "%s", ds.owner);
+		r = 1;
+	}
 	nl_close(&nl);
 	return r;
 }

@@ -45,7 +45,13 @@ struct nft_rules_params {
 	 * in the workload's namespace (none for a ztunnel, whose endpoints are on the host). */
 	uint16_t pass_inbound[2];
 	size_t n_pass_inbound;
+	/* Who the rules belong to, kept as the table's comment ("ztunnel NAME" or "sidecar NAME",
+	 * amesh-cni(8)) so that any later add or del can tell whose namespace this is; NULL: none. */
+	const char *owner;
 };
+
+/* The longest owner comment kept (the kernel allows 256 bytes of table userdata). */
+#define NFT_OWNER_MAX 240
 
 void nft_rules_params_from_conf(struct nft_rules_params *p, const struct conf_proxy *px);
 /* The same for a sidecar: [sidecar]'s ports, and its metrics and readiness ports passed when they
@@ -57,7 +63,9 @@ void nft_rules_params_for_sidecar(struct nft_rules_params *p, const struct conf_
  * present) and created with its chains and rules in the same batch, so the namespace sees either
  * the old rules or the new ones, and installing twice leaves the same state. Routing entries that
  * exist already are kept. The loopback interface is brought up if it is down: the redirects deliver
- * through it. IPv6 routing is skipped when the namespace has no IPv6. Returns 0 or -errno.
+ * through it. IPv6 routing is skipped when the namespace has no IPv6. Returns 0 or -errno; when
+ * the routing fails the new table stays (fail closed): the caller removes it if the namespace had
+ * none before.
  */
 int nft_rules_install(int netns_fd, const char *what, const struct nft_rules_params *p, char *err,
     size_t errlen);
@@ -67,6 +75,13 @@ int nft_rules_install(int netns_fd, const char *what, const struct nft_rules_par
  * absent already is not an error, so removing twice is fine. Returns 0 or -errno.
  */
 int nft_rules_remove(int netns_fd, const char *what, char *err, size_t errlen);
+
+/*
+ * Whether the namespace holds table inet amesh, and its owner comment. Returns 1 (present; owner
+ * is its comment, "" when it has none: rules of an older amesh), 0 (absent), or -errno with err.
+ */
+int nft_rules_owner(int netns_fd, const char *what, char *owner, size_t len, char *err,
+    size_t errlen);
 
 /*
  * Compares the namespace with what nft_rules_install(p) would leave: the table, each chain's type,

@@ -26,7 +26,7 @@ struct admin {
 	void *quit_arg;
 	bool ready;
 	struct http_server *srv[3];
-	struct metric_gauge *g_active, *g_workloads;
+	struct metric_gauge *g_active, *g_workloads, *g_failed;
 	struct metric_counter *c_denied;
 	uint64_t denied_seen;
 };
@@ -57,7 +57,8 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 {
 	struct registry *r = registry_holder_get(rh);
 	json_t *root = json_object(), *reg = json_object(), *wls = json_array(),
-	    *svcs = json_array(), *enrolled = json_array(), *idents = json_array();
+	    *svcs = json_array(), *enrolled = json_array(), *idents = json_array(),
+	    *failed = json_array();
 	struct identity **list = NULL;
 	size_t n;
 	char buf[64];
@@ -102,6 +103,8 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 		}
 		json_object_set_new(reg, "workload_list", wls);
 		json_object_set_new(reg, "service_list", svcs);
+		/* Sidecars route; every role shows what each backend name resolved to. */
+		json_object_set_new(reg, "route_list", waypoint_routes_json(r));
 	} else {
 		json_decref(wls);
 		json_decref(svcs);
@@ -128,6 +131,10 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 		json_array_append_new(enrolled, e);
 	}
 	json_object_set_new(root, "enrolled", enrolled);
+	for (const struct pfailed *f = px->failed; f != NULL; f = f->next)
+		json_array_append_new(failed, json_pack("{s:s,s:s,s:s}", "name", f->name, "netns",
+		    f->netns_path, "reason", f->why));
+	json_object_set_new(root, "failed", failed);
 	n = identity_store_list(ids, &list);
 	for (size_t i = 0; i < n; i++) {
 		char nb[32];
@@ -189,6 +196,7 @@ h_metrics(struct http_req *req, struct http_resp *resp, void *user)
 
 	metrics_gauge_set(a->g_active, (int64_t)a->px->st.active);
 	metrics_gauge_set(a->g_workloads, (int64_t)a->px->nworkloads);
+	metrics_gauge_set(a->g_failed, (int64_t)a->px->nfailed);
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";
 	metrics_render(a->metrics, &text);
@@ -199,10 +207,22 @@ static void
 h_ready(struct http_req *req, struct http_resp *resp, void *user)
 {
 	struct admin *a = user;
-	bool ok = a->ready && !a->px->draining;
+	bool ok = a->ready && !a->px->draining && a->px->nfailed == 0;
+	char *body = NULL;
+	size_t len = 0;
+	FILE *fp;
 
 	resp->status = ok ? 200 : 503;
-	resp->body = strdup(ok ? "ready\n" : "not ready\n");
+	if (ok || !a->ready || a->px->draining || (fp = open_memstream(&body, &len)) == NULL) {
+		resp->body = strdup(ok ? "ready\n" : "not ready\n");
+		return;
+	}
+	/* A workload it holds but cannot serve: its traffic is refused, so say which and why. */
+	fprintf(fp, "not ready: %zu recorded workloads not served\n", a->px->nfailed);
+	for (const struct pfailed *f = a->px->failed; f != NULL; f = f->next)
+		fprintf(fp, "workload %s (netns %s): %s\n", f->name, f->netns_path, f->why);
+	fclose(fp);
+	resp->body = body;
 }
 
 static const struct http_route admin_routes[] = {
@@ -253,6 +273,8 @@ admin_start(uv_loop_t *loop, const struct amesh_conf *conf, const struct conf_pr
 	    "Relayed connections open now.");
 	a->g_workloads = metrics_gauge(metrics, "amesh_proxy_workloads_enrolled",
 	    "Workloads enrolled in this proxy.");
+	a->g_failed = metrics_gauge(metrics, "amesh_proxy_workloads_failed",
+	    "Workloads recorded for this proxy that it cannot serve (their traffic is refused).");
 	for (int i = 0; i < 3; i++) {
 		int r = http_server_listen(loop, (const struct sockaddr *)l[i].addr, l[i].routes, a,
 		    &a->srv[i]);

@@ -29,6 +29,9 @@
 #include "proxy/enroll.h"
 
 #define ENROLL_MAX_CLIENTS 64
+/* How often recorded workloads that could not be served are tried again (a certificate issued,
+ * the registry fixed). */
+#define ENROLL_RETRY_MS 2000
 
 struct eclient {
 	struct enroll *e;
@@ -44,6 +47,7 @@ struct enroll {
 	uv_poll_t poll;
 	struct eclient *clients;
 	size_t nclients;
+	uv_timer_t retry;
 	bool closing;
 	int open_handles;
 	void (*done)(void *);
@@ -94,6 +98,7 @@ static void
 handle(struct eclient *c, struct handoff_msg *m)
 {
 	struct enroll *e = c->e;
+	struct pworkload *before, *now;
 	char why[512];
 	int r;
 
@@ -109,18 +114,28 @@ handle(struct eclient *c, struct handoff_msg *m)
 			handoff_ack(c->fd, 0, "the descriptor is not a network namespace");
 			return;
 		}
+		before = proxy_find(e->px, m->workload);
 		r = proxy_enroll(e->px, m->workload, m->fd, m->netns, why, sizeof(why));
 		if (r != 0) {
+			struct pfailed *f = proxy_find_failed(e->px, m->workload);
+
+			/* A failed workload asked again keeps its entry, with the latest reason. */
+			if (f != NULL && r != AMESH_ERR_EXISTS)
+				proxy_fail(e->px, m->workload, f->netns_path, NULL, why);
 			log_warn("enroll: workload %s: %s", m->workload, why);
 			handoff_ack(c->fd, 0, why);
 			return;
 		}
-		r = record_write(e, m->workload, m->netns);
+		now = proxy_find(e->px, m->workload);
+		/* The namespace it is served in: a repeated add may name it another way. */
+		r = record_write(e, m->workload, now->netns_path);
 		if (r != 0) {
-			/* Without its record a restart would lose the workload: refuse the enrollment. */
 			snprintf(why, sizeof(why), "cannot write %s/%s: %s", e->state_dir,
 			    m->workload, strerror(-r));
-			proxy_unenroll(e->px, m->workload);
+			/* Without its record a restart would lose the workload: refuse a new
+			 * enrollment (one that was served before stays). */
+			if (now != before)
+				proxy_unenroll(e->px, m->workload);
 			handoff_ack(c->fd, 0, why);
 			return;
 		}
@@ -128,6 +143,7 @@ handle(struct eclient *c, struct handoff_msg *m)
 		return;
 	case HANDOFF_DEL:
 		proxy_unenroll(e->px, m->workload);
+		proxy_unfail(e->px, m->workload);
 		if (name_ok(m->workload))
 			record_remove(e, m->workload);
 		handoff_ack(c->fd, 1, NULL); /* idempotent: not enrolled is fine */
@@ -142,7 +158,9 @@ handle(struct eclient *c, struct handoff_msg *m)
 			return;
 		}
 		for (struct pworkload *w = e->px->workloads; w != NULL; w = w->next)
-			fprintf(fp, "%s %s\n", w->name, w->netns_path);
+			fprintf(fp, "%s %s serving\n", w->name, w->netns_path);
+		for (struct pfailed *f = e->px->failed; f != NULL; f = f->next)
+			fprintf(fp, "%s %s failed %s\n", f->name, f->netns_path, f->why);
 		fclose(fp);
 		handoff_ack(c->fd, 1, list);
 		free(list);
@@ -300,10 +318,79 @@ enroll_start(struct proxy *px, const char *socket_path, const char *state_dir,
 	}
 	uv_poll_init(px->loop, &e->poll, e->fd);
 	e->poll.data = e;
-	e->open_handles = 1;
+	uv_timer_init(px->loop, &e->retry);
+	e->retry.data = e;
+	e->open_handles = 2;
 	uv_poll_start(&e->poll, UV_READABLE, on_accept);
 	*out = e;
 	return 0;
+}
+
+/*
+ * Serves the recorded workload name in netns again. A namespace that is gone (or, with was, is
+ * no longer the one it was) takes the workload with it: the record goes. A failure keeps the
+ * record and makes a pfailed entry: the namespace keeps its rules, so its traffic is refused
+ * until a retry works. Returns 0 when served, 1 when forgotten, -1 when failed.
+ */
+static int
+restore_one(struct enroll *e, const char *name, const char *netns, const struct netns_id *was)
+{
+	struct netns_id nsid = { 0, 0 };
+	char why[512];
+	int fd = netns[0] ? netns_open(netns) : -ENOENT;
+
+	if (fd >= 0 && (netns_id_of_fd(fd, &nsid) != 0 || (was != NULL && was->ino != 0 &&
+	    !netns_id_eq(&nsid, was)))) {
+		close(fd);
+		fd = -ESTALE;
+	}
+	if (fd < 0) {
+		log_info("enroll: workload %s: namespace %s is gone (%s); forgetting it", name,
+		    netns, fd == -ESTALE ? "replaced by another" : strerror(-fd));
+		proxy_unfail(e->px, name);
+		record_remove(e, name);
+		return 1;
+	}
+	if (proxy_enroll(e->px, name, fd, netns, why, sizeof(why)) != 0) {
+		if (proxy_fail(e->px, name, netns, &nsid, why))
+			log_warn("enroll: workload %s: not served, its traffic is refused: %s", name,
+			    why);
+		return -1;
+	}
+	return 0;
+}
+
+/* Tries the failed workloads again; stops itself once none is left. */
+static void
+on_retry(uv_timer_t *t)
+{
+	struct enroll *e = t->data;
+	size_t n = e->px->nfailed, k = 0;
+	struct {
+		char *name, *netns;
+		struct netns_id nsid;
+	} *todo;
+
+	if (n == 0 || e->closing) {
+		uv_timer_stop(t);
+		return;
+	}
+	/* A copy: restore_one changes the list. */
+	todo = xcalloc(n, sizeof(*todo));
+	for (struct pfailed *f = e->px->failed; f != NULL && k < n; f = f->next, k++) {
+		todo[k].name = xstrdup(f->name);
+		todo[k].netns = xstrdup(f->netns_path);
+		todo[k].nsid = f->nsid;
+	}
+	for (size_t i = 0; i < k; i++) {
+		if (restore_one(e, todo[i].name, todo[i].netns, &todo[i].nsid) == 0)
+			log_info("enroll: workload %s: served after all", todo[i].name);
+		free(todo[i].name);
+		free(todo[i].netns);
+	}
+	free(todo);
+	if (e->px->nfailed == 0)
+		uv_timer_stop(t);
 }
 
 size_t
@@ -316,9 +403,8 @@ enroll_restore(struct enroll *e)
 	if (d == NULL)
 		return 0;
 	while ((de = readdir(d)) != NULL) {
-		char *path, netns[4096] = "", why[512];
+		char *path, netns[4096] = "";
 		FILE *fp;
-		int fd;
 
 		if (de->d_name[0] == '.' || !name_ok(de->d_name))
 			continue;
@@ -331,21 +417,12 @@ enroll_restore(struct enroll *e)
 		}
 		netns[strcspn(netns, "\n")] = '\0';
 		free(path);
-		fd = netns[0] ? netns_open(netns) : -ENOENT;
-		if (fd < 0) {
-			/* The namespace is gone: so is the workload. */
-			log_info("enroll: workload %s: namespace %s is gone (%s); forgetting it",
-			    de->d_name, netns, strerror(-fd));
-			record_remove(e, de->d_name);
-			continue;
-		}
-		if (proxy_enroll(e->px, de->d_name, fd, netns, why, sizeof(why)) != 0) {
-			log_warn("enroll: workload %s: not restored: %s", de->d_name, why);
-			continue;
-		}
-		n++;
+		if (restore_one(e, de->d_name, netns, NULL) == 0)
+			n++;
 	}
 	closedir(d);
+	if (e->px->nfailed > 0)
+		uv_timer_start(&e->retry, on_retry, ENROLL_RETRY_MS, ENROLL_RETRY_MS);
 	return n;
 }
 
@@ -360,6 +437,15 @@ listener_closed(uv_handle_t *h)
 		e->done(e->done_arg);
 }
 
+static void
+retry_closed(uv_handle_t *h)
+{
+	struct enroll *e = h->data;
+
+	if (--e->open_handles == 0 && e->done != NULL)
+		e->done(e->done_arg);
+}
+
 void
 enroll_stop(struct enroll *e, void (*done)(void *arg), void *arg)
 {
@@ -368,6 +454,8 @@ enroll_stop(struct enroll *e, void (*done)(void *arg), void *arg)
 	e->done_arg = arg;
 	uv_poll_stop(&e->poll);
 	uv_close((uv_handle_t *)&e->poll, listener_closed);
+	uv_timer_stop(&e->retry);
+	uv_close((uv_handle_t *)&e->retry, retry_closed);
 	while (e->clients != NULL)
 		client_close(e->clients);
 }

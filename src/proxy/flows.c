@@ -928,6 +928,8 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 void
 proxy_free(struct proxy *px)
 {
+	while (px->failed != NULL)
+		proxy_unfail(px, px->failed->name);
 	htab_free(&px->lb);
 	free(px->lb_mem);
 	px->lb_mem = NULL;

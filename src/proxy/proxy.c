@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
 #include "net/netns.h"
@@ -262,6 +264,98 @@ listen_in(struct pworkload *w, int family, uint16_t port, uv_tcp_t *h, uv_connec
 	return 0;
 }
 
+struct pfailed *
+proxy_find_failed(struct proxy *px, const char *name)
+{
+	for (struct pfailed *f = px->failed; f != NULL; f = f->next)
+		if (strcmp(f->name, name) == 0)
+			return f;
+	return NULL;
+}
+
+bool
+proxy_fail(struct proxy *px, const char *name, const char *path, const struct netns_id *nsid,
+    const char *why)
+{
+	struct pfailed *f = proxy_find_failed(px, name);
+	bool news = f == NULL || strcmp(f->why, why) != 0 || strcmp(f->netns_path, path) != 0;
+
+	if (f == NULL) {
+		if (px->nfailed >= PROXY_MAX_WORKLOADS)
+			return false; /* bounded: the record stays on disk for the next start */
+		f = xcalloc(1, sizeof(*f));
+		f->name = xstrdup(name);
+		f->netns_path = xstrdup(path);
+		f->next = px->failed;
+		px->failed = f;
+		px->nfailed++;
+	} else if (strcmp(f->netns_path, path) != 0) {
+		free(f->netns_path);
+		f->netns_path = xstrdup(path);
+	}
+	snprintf(f->why, sizeof(f->why), "%s", why);
+	if (nsid != NULL && nsid->ino != 0)
+		f->nsid = *nsid;
+	return news;
+}
+
+void
+proxy_unfail(struct proxy *px, const char *name)
+{
+	for (struct pfailed **pp = &px->failed; *pp != NULL; pp = &(*pp)->next) {
+		struct pfailed *f = *pp;
+
+		if (strcmp(f->name, name) != 0)
+			continue;
+		*pp = f->next;
+		px->nfailed--;
+		free(f->name);
+		free(f->netns_path);
+		free(f);
+		return;
+	}
+}
+
+/*
+ * Whether enrolling name in namespace nsid would take something from another workload: the
+ * namespace is another workload's (served or failed), or name still lives in a namespace that
+ * exists (old, or its failed entry). Returns 0 or AMESH_ERR_EXISTS with why.
+ */
+static int
+ns_conflict(struct proxy *px, const char *name, const struct pworkload *old,
+    const struct netns_id *nsid, const char *path, char *why, size_t whylen)
+{
+	const struct pfailed *mine = NULL;
+
+	for (const struct pworkload *w = px->workloads; w != NULL; w = w->next)
+		if (w != old && netns_id_eq(&w->nsid, nsid)) {
+			snprintf(why, whylen, "namespace %s is enrolled as workload %s (netns %s); "
+			    "a namespace serves one workload", path, w->name, w->netns_path);
+			return AMESH_ERR_EXISTS;
+		}
+	for (const struct pfailed *f = px->failed; f != NULL; f = f->next) {
+		if (strcmp(f->name, name) == 0)
+			mine = f;
+		else if (netns_id_eq(&f->nsid, nsid)) {
+			snprintf(why, whylen, "namespace %s belongs to workload %s, recorded but not "
+			    "served (%s)", path, f->name, f->why);
+			return AMESH_ERR_EXISTS;
+		}
+	}
+	if (old != NULL && netns_path_is(old->netns_path, &old->nsid)) {
+		snprintf(why, whylen, "workload %s is enrolled in namespace %s, which still exists: "
+		    "amesh cni del --workload %s first", name, old->netns_path, name);
+		return AMESH_ERR_EXISTS;
+	}
+	if (old == NULL && mine != NULL && !netns_id_eq(&mine->nsid, nsid) &&
+	    netns_path_is(mine->netns_path, &mine->nsid)) {
+		snprintf(why, whylen, "workload %s is recorded in namespace %s, which still exists: "
+		    "amesh cni del --workload %s first", name, mine->netns_path, name);
+		return AMESH_ERR_EXISTS;
+	}
+	return 0;
+}
+
 int
 proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, char *why,
     size_t whylen)
@@ -269,7 +363,8 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 	struct registry *reg = registry_holder_get(px->reg);
 	const struct reg_workload *wl;
 	struct identity *id = NULL;
-	struct pworkload *w = NULL;
+	struct pworkload *w = NULL, *old;
+	struct netns_id nsid = { 0, 0 };
 	bool fam[2] = { false, false };
 	int r = AMESH_ERR_INVALID;
 
@@ -292,16 +387,30 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		snprintf(why, whylen, "workload %s has protocol tcp: it is not captured", name);
 		goto fail;
 	}
+	if (nsfd != NETNS_SELF && (r = netns_id_of_fd(nsfd, &nsid)) != 0) {
+		snprintf(why, whylen, "namespace %s: %s", path, strerror(-r));
+		goto fail;
+	}
+	old = proxy_find(px, name);
+	if (old != NULL && netns_id_eq(&old->nsid, &nsid)) {
+		/* Already served there: a repeated add changes nothing. */
+		log_debug("workload %s: enrolled in %s already", name, old->netns_path);
+		r = 0;
+		goto fail;
+	}
+	if ((r = ns_conflict(px, name, old, &nsid, path, why, whylen)) != 0)
+		goto fail;
+	r = AMESH_ERR_INVALID;
 	id = identity_store_get_sa(px->ids, wl->namespace, wl->service_account);
 	if (id == NULL) {
-		snprintf(why, whylen, "no certificate for spiffe://%s/ns/%s/sa/%s in %s",
+		snprintf(why, whylen, "no certificate for spiffe://%s/ns/%s/sa/%s in %s: issue it "
+		    "with amesh ca issue --dir CA_DIR --namespace %s --service-account %s --out %s",
 		    px->conf->mesh.trust_domain, wl->namespace, wl->service_account,
+		    px->conf->identity.cert_dir, wl->namespace, wl->service_account,
 		    px->conf->identity.cert_dir);
 		goto fail;
 	}
-	if (proxy_find(px, name) != NULL)
-		proxy_unenroll(px, name);
-	if (px->nworkloads >= PROXY_MAX_WORKLOADS) {
+	if (px->nworkloads - (old != NULL ? 1 : 0) >= PROXY_MAX_WORKLOADS) {
 		snprintf(why, whylen, "%d workloads enrolled already", PROXY_MAX_WORKLOADS);
 		goto fail;
 	}
@@ -316,6 +425,7 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 	}
 	w->px = px;
 	px->alive++;
+	w->nsid = nsid;
 	w->nsfd = nsfd;
 	nsfd = -1;
 	w->id = id;
@@ -399,11 +509,18 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		snprintf(why, whylen, "L7 engine: %s", amesh_strerror(r));
 		goto fail_open;
 	}
+	if (old != NULL) {
+		/* Its old namespace is gone (ns_conflict checked): the new listeners are up, so
+		 * the old ones can go. */
+		log_info("workload %s: moves from %s (gone) to %s", name, old->netns_path, path);
+		proxy_unenroll(px, name);
+	}
 	w->next = px->workloads;
 	if (px->workloads != NULL)
 		px->workloads->prev = w;
 	px->workloads = w;
 	px->nworkloads++;
+	proxy_unfail(px, name);
 	log_info("workload %s: enrolled (namespace %s, %s)", name, path, w->id->spiffe_id);
 	registry_unref(reg);
 	return 0;

@@ -18,6 +18,7 @@
 #include "config/conf.h"
 #include "config/registry.h"
 #include "core/htab.h"
+#include "net/netns.h"
 
 #define PROXY_MAX_WORKLOADS 1024
 /* The mark every socket the proxy opens inside a workload namespace carries (DESIGN.md 2). */
@@ -37,6 +38,7 @@ struct pworkload {
 	struct proxy *px;
 	char *name, *netns_path;
 	int nsfd;
+	struct netns_id nsid; /* which namespace nsfd is (zero for NETNS_SELF) */
 	char *ns, *sa; /* from the registry when enrolled */
 	/* Per address family (0: IPv4, 1: IPv6), for the families the workload has addresses in. */
 	uv_tcp_t outbound_l[2], inbound_l[2];
@@ -51,6 +53,19 @@ struct pworkload {
 	struct waypoint *l7;
 	struct pworkload *l7_prev, *l7_next;
 	struct pworkload *prev, *next;
+};
+
+/*
+ * A workload recorded for this proxy (a state_dir record) that it could not serve: no certificate,
+ * not in the registry, a listener that failed. Its namespace keeps its rules, so its traffic is
+ * refused, never sent around the mesh; readiness says not ready while any is left. enroll.c
+ * retries them; a successful enrollment or a DEL of the workload ends the entry.
+ */
+struct pfailed {
+	char *name, *netns_path;
+	char why[256];
+	struct netns_id nsid; /* its namespace when the failure was seen (zero: unknown) */
+	struct pfailed *next;
 };
 
 struct flow;
@@ -72,6 +87,8 @@ struct proxy {
 	struct metrics *metrics;
 	struct pworkload *workloads;
 	size_t nworkloads;
+	struct pfailed *failed; /* recorded workloads not served (at most PROXY_MAX_WORKLOADS) */
+	size_t nfailed;
 	bool draining;
 	struct proxy_stats st;
 	/* Round-robin and failure state per service/endpoint, reset when the registry changes;
@@ -99,11 +116,22 @@ int proxy_init(struct proxy *px, uv_loop_t *loop, const struct amesh_conf *conf,
 
 /*
  * Enrolls workload name (from the current registry; it must be on this node and speak HBONE) in
- * the namespace nsfd (taken over; path is what to record). Opens its listeners there. Enrolling
- * an enrolled workload again replaces it. Returns 0 or a negative code with a reason in why.
+ * the namespace nsfd (taken over; path is what to record). Opens its listeners there. Changes
+ * nothing and returns AMESH_ERR_EXISTS when the namespace is another workload's (enrolled or
+ * failed), or when the workload is enrolled in another namespace that its path still names.
+ * Enrolling a workload again in its own namespace is a no-op (0). A workload whose old namespace
+ * is gone moves: the new listeners open first, the old ones close only once they did. Success
+ * ends the workload's pfailed entry. Returns 0 or a negative code with a reason in why.
  */
 int proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, char *why,
     size_t whylen);
+/* Records (or updates) name as failed with why; nsid may be NULL. Returns true when this is news
+ * (a new entry or another reason), for logging once. */
+bool proxy_fail(struct proxy *px, const char *name, const char *path, const struct netns_id *nsid,
+    const char *why);
+/* Ends name's pfailed entry, if any. */
+void proxy_unfail(struct proxy *px, const char *name);
+struct pfailed *proxy_find_failed(struct proxy *px, const char *name);
 /* Closes the workload's listeners and forgets it. Returns 0, or AMESH_ERR_NOTFOUND. */
 int proxy_unenroll(struct proxy *px, const char *name);
 struct pworkload *proxy_find(struct proxy *px, const char *name);

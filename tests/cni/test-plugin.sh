@@ -12,7 +12,7 @@ if [ ! -x /usr/lib/cni/bridge ] || [ ! -x /usr/lib/cni/host-local ]; then
 	exit 0
 fi
 
-plan 44
+plan 46
 
 netns_add host
 netns_add pod
@@ -136,16 +136,27 @@ check "DEL without names or prevResult finds the workload by its namespace" \
 plugin DEL CNI_CONTAINERID=c4 CNI_IFNAME=eth0 <"$TMP/bare.json"
 check "DEL without CNI_NETNS and nothing enrolled succeeds" '[ "$RC" -eq 0 ] && [ -z "$OUT" ]'
 
-# A DEL for a namespace the workload has left does not unenroll it from its new one.
+# An ADD of a workload whose namespace still exists, in another namespace, is refused with our
+# code 103 and changes nothing; the DEL a runtime sends after the failed ADD leaves the workload
+# where it is. Once the old namespace is let go, the ADD works.
 plugin ADD CNI_CONTAINERID=c11 CNI_NETNS="$POD" CNI_IFNAME=eth0 <"$TMP/add11.json"
 plugin ADD CNI_CONTAINERID=c12 CNI_NETNS="$POD2" CNI_IFNAME=eth0 <"$TMP/add11.json"
-plugin DEL CNI_CONTAINERID=c11 CNI_NETNS="$POD" CNI_IFNAME=eth0 <"$TMP/add11.json"
-check "DEL of the old namespace leaves the workload enrolled in the new one" \
+check "ADD in a second namespace while the first exists: code 103, nothing changed" \
+	'[ "$RC" -ne 0 ] && echo "$OUT" | grep -q "\"code\":103" &&
+	 echo "$OUT" | grep -q "enrolled in netns $POD" && [ -z "$(in_ns pod2 nft list ruleset)" ] &&
+	 [ "$(grep -c "^ADD web2 $POD2" "$TMP/peer.out")" -eq 0 ]'
+plugin DEL CNI_CONTAINERID=c12 CNI_NETNS="$POD2" CNI_IFNAME=eth0 <"$TMP/add11.json"
+check "the DEL after the refused ADD leaves the workload in its namespace" \
 	'[ "$RC" -eq 0 ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 2 ] &&
+	 in_ns pod nft list table inet amesh >/dev/null'
+plugin DEL CNI_CONTAINERID=c11 CNI_NETNS="$POD" CNI_IFNAME=eth0 <"$TMP/add11.json"
+plugin ADD CNI_CONTAINERID=c12 CNI_NETNS="$POD2" CNI_IFNAME=eth0 <"$TMP/add11.json"
+check "after the DEL of the old namespace the ADD in the new one works" \
+	'[ "$RC" -eq 0 ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 3 ] &&
 	 in_ns pod2 nft list table inet amesh >/dev/null && [ -z "$(in_ns pod nft list ruleset)" ]'
 plugin DEL CNI_CONTAINERID=c12 CNI_NETNS="$POD2" CNI_IFNAME=eth0 <"$TMP/add11.json"
 check "DEL of the new namespace unenrolls it" \
-	'[ "$RC" -eq 0 ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 3 ] && [ -z "$(in_ns pod2 nft list ruleset)" ]'
+	'[ "$RC" -eq 0 ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 4 ] && [ -z "$(in_ns pod2 nft list ruleset)" ]'
 
 # GC: a workload whose namespace went away without a DEL is let go.
 netns_add gone
@@ -155,7 +166,7 @@ echo '{"cniVersion": "1.1.0", "name": "amesh-test", "type": "amesh-cni", "conf":
 	>"$TMP/gc.json"
 plugin GC <"$TMP/gc.json"
 check "GC unenrolls workloads whose namespace is gone" \
-	'[ "$RC" -eq 0 ] && [ -z "$OUT" ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 4 ] && [ ! -e "$STATE/web2" ]'
+	'[ "$RC" -eq 0 ] && [ -z "$OUT" ] && [ "$(grep -c "^DEL web2$" "$TMP/peer.out")" -eq 5 ] && [ ! -e "$STATE/web2" ]'
 
 # An address in no registry workload: fail, or pass through with on_unknown = skip.
 : >"$TMP/peer.out" # (appended to: the requests from here on)

@@ -6,7 +6,7 @@
 # leave nothing behind. Root only; no traffic.
 . "$(dirname "$0")/lib-cni.sh"
 
-plan 48
+plan 49
 
 A="$AMESH -c $CONF"
 netns_add pod
@@ -119,7 +119,8 @@ run cmp "$TMP/routing.1" "$TMP/routing.2"
 check "installing twice leaves the same routing" '[ "$RC" -eq 0 ]'
 
 run $A cni list
-check "cni list shows the workload and its namespace" '[ "$RC" -eq 0 ] && [ "$OUT" = "web $POD" ]'
+check "cni list shows the workload, its namespace and its state" \
+	'[ "$RC" -eq 0 ] && [ "$OUT" = "web $POD serving" ]'
 run $A cni check
 check "cni check passes" '[ "$RC" -eq 0 ] && echo "$OUT" | grep -qx "ok web $POD"'
 
@@ -205,7 +206,7 @@ run $A cni add --netns "$POD" --workload web
 stop_peer
 run $A cni list
 check "cni list falls back to the records" \
-	'[ "$RC" -eq 0 ] && [ "$OUT" = "web $POD" ] && echo "$ERR" | grep -q "showing the records in $STATE"'
+	'[ "$RC" -eq 0 ] && [ "$OUT" = "web $POD recorded" ] && echo "$ERR" | grep -q "showing the records in $STATE"'
 run $A cni check
 check "cni check with the ztunnel down fails and says why" \
 	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "ztunnel not reachable" && echo "$OUT" | grep -qx "ok web $POD"'
@@ -213,14 +214,22 @@ run $A cni del --workload web
 check "cni del with the ztunnel down removes rules and record" \
 	'[ "$RC" -eq 0 ] && nothing_left && [ ! -e "$STATE/web" ]'
 
-# A workload added in a second namespace moves there; the first one is freed.
+# A workload whose namespace still exists is not taken from it by an add elsewhere (a mistaken
+# --netns): refused, nothing changed. Once its namespace is gone, an add moves it.
 netns_add pod2
 start_peer
 run $A cni add --netns "$POD" --workload web
+render >"$TMP/rendered.pod"
 run $A cni add --netns "/run/netns/$NS_PREFIX-pod2" --workload web
-check "adding in another namespace moves the workload" \
-	'[ "$RC" -eq 0 ] && [ "$($A cni list)" = "web /run/netns/$NS_PREFIX-pod2" ] && nothing_left &&
-	 in_ns pod2 nft list table inet amesh >/dev/null'
+check "adding in another namespace while the first exists is refused, nothing changed" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "workload default/web is enrolled in netns $POD (serving), which still exists: amesh cni del --workload web first" &&
+	 [ "$($A cni list)" = "web $POD serving" ] && [ -z "$(in_ns pod2 nft list ruleset)" ] &&
+	 render | cmp -s - "$TMP/rendered.pod" && [ "$(grep -c "^ADD web" "$TMP/peer.out")" -eq 1 ]'
+ip netns del "$NS_PREFIX-pod"
+run $A cni add --netns "/run/netns/$NS_PREFIX-pod2" --workload web
+check "once its namespace is gone, an add moves the workload" \
+	'[ "$RC" -eq 0 ] && [ "$($A cni list)" = "web /run/netns/$NS_PREFIX-pod2 serving" ] &&
+	 in_ns pod2 nft list table inet amesh | grep -q "comment \"ztunnel web\""'
 run $A cni del --workload web
 check "del of the moved workload empties its namespace" \
 	'[ "$RC" -eq 0 ] && [ -z "$(in_ns pod2 nft list ruleset)" ]'
