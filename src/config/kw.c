@@ -185,6 +185,39 @@ header_name_ok(char *s)
 	return true;
 }
 
+/*
+ * A KW_WEIGHTED_LIST name: a DNS name, or KIND/NAME when kw->enums lists the kinds (route backends:
+ * service/NAME or workload/NAME, to say which a name means when it is both).
+ */
+static bool
+weighted_name_ok(const struct kw *kw, const char *item, char *why, size_t whylen)
+{
+	const char *slash = strchr(item, '/'), *name = item;
+
+	if (slash != NULL && kw->enums != NULL) {
+		char allowed[256] = "";
+		size_t kl = (size_t)(slash - item), e;
+
+		for (e = 0; kw->enums[e] != NULL; e++) {
+			if (strlen(kw->enums[e]) == kl && strncmp(kw->enums[e], item, kl) == 0)
+				break;
+			snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed),
+			    "%s%s", e ? ", " : "", kw->enums[e]);
+		}
+		if (kw->enums[e] == NULL) {
+			fail(why, whylen, "'%s': expected NAME or KIND/NAME, KIND one of %s", item,
+			    allowed);
+			return false;
+		}
+		name = slash + 1;
+	}
+	if (!kw_is_hostname(name)) {
+		fail(why, whylen, "'%s' is not a valid name", item);
+		return false;
+	}
+	return true;
+}
+
 static int
 set_list(const struct kw *kw, void *base, const char *value, bool append, char *why,
     size_t whylen)
@@ -386,10 +419,8 @@ set_list(const struct kw *kw, void *base, const char *value, bool append, char *
 					goto bad;
 				}
 			}
-			if (!kw_is_hostname(item)) {
-				fail(why, whylen, "'%s' is not a valid name", item);
+			if (!weighted_name_ok(kw, item, why, whylen))
 				goto bad;
-			}
 			for (size_t j = 0; j < i; j++)
 				if (strcmp(l->v[j].name, item) == 0) {
 					fail(why, whylen, "'%s' listed twice", item);

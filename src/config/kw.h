@@ -30,7 +30,7 @@ enum kw_type {
 	KW_STR_LIST,  /* struct str_list */
 	KW_PATTERN_LIST, /* struct str_list of match patterns: exact, "prefix*", "*suffix", "*" */
 	KW_HEADER_LIST,  /* struct label_list: "name: value, name: value" */
-	KW_WEIGHTED_LIST, /* struct weighted_list: "name [weight], ..." */
+	KW_WEIGHTED_LIST, /* struct weighted_list: "name [weight], ..."; "KIND/name" when enums */
 	KW_ENUM_LIST, /* struct str_list whose items are from enums */
 	KW_HEADER_NAME_LIST, /* struct str_list of HTTP header names, lower-cased */
 };
@@ -54,7 +54,8 @@ struct kw {
 	const char *dflt;           /* default, in config syntax; NULL for none */
 	uint64_t min, max;          /* KW_UINT bounds; KW_DURATION minimum (ms) in min;
 	                               KW_WEIGHTED_LIST weight bound in max */
-	const char *const *enums;   /* KW_ENUM, KW_ENUM_LIST: NULL-terminated values */
+	const char *const *enums;   /* KW_ENUM, KW_ENUM_LIST: NULL-terminated values;
+	                               KW_WEIGHTED_LIST: the KIND prefixes allowed, or NULL */
 	bool required;
 };
 

@@ -36,6 +36,8 @@ static const char *const retry_ons[] = {
 	"5xx", "gateway-error", "connect-failure", "reset", "refused-stream", NULL,
 };
 static const char *const schemes[] = { "http", "https", NULL };
+/* The kinds a route backend may name; the order is REG_SERVICE's, then REG_WORKLOAD's. */
+static const char *const backend_kinds[] = { "service", "workload", NULL };
 
 #define K(kind, key, type, st, field, dflt, req) \
 	{ kind, key, type, offsetof(st, field), dflt, 0, 0, NULL, req }
@@ -126,7 +128,7 @@ static const struct kw route_kw[] = {
 		NULL, 0, 0, http_methods, false },
 	RK(RT_QUERY, "match.query", KW_LABELS, match_query),
 	[RT_BACKENDS] = { "route", "backends", KW_WEIGHTED_LIST, offsetof(struct reg_route, backends),
-		NULL, 0, 1000000, NULL, false },
+		NULL, 0, 1000000, backend_kinds, false },
 	RK(RT_TIMEOUT, "timeout", KW_DURATION, timeout),
 	RK(RT_PER_TRY, "per_try_timeout", KW_DURATION, per_try_timeout),
 	RU(RT_RETRIES, "retries", retries, 0, 10),
@@ -898,6 +900,77 @@ ns_differ(const char *a, const char *b)
 	return a != NULL && b != NULL && strcmp(a, b) != 0;
 }
 
+/*
+ * Resolves backend j of rt as written: service/NAME, workload/NAME, or a bare NAME, which is the
+ * service or the workload of that name in the route's namespace. A bare NAME that is both is an
+ * error: taking the service would spread over all its endpoints requests meant for one workload,
+ * silently.
+ */
+static void
+resolve_backend(struct builder *b, struct reg_route *rt, size_t j)
+{
+	struct registry *r = b->r;
+	const char *nm = rt->h.name, *written = rt->backends.v[j].name, *bn = written;
+	const char *slash = strchr(written, '/'), *ns;
+	struct reg_backend *be = &rt->backends_p[j];
+	const struct reg_service *sv;
+	const struct reg_workload *wl;
+	int kind = -1;
+
+	if (slash != NULL) {
+		/* The parser let only the prefixes of backend_kinds through. */
+		kind = strncmp(written, "service/", 8) == 0 ? REG_SERVICE : REG_WORKLOAD;
+		bn = slash + 1;
+	}
+	sv = kind != REG_WORKLOAD ? find(r, REG_SERVICE, bn) : NULL;
+	wl = kind != REG_SERVICE ? find(r, REG_WORKLOAD, bn) : NULL;
+	if (sv != NULL && wl != NULL) {
+		bool sv_here = !ns_differ(sv->namespace, rt->namespace);
+		bool wl_here = !ns_differ(wl->namespace, rt->namespace);
+
+		if (sv_here && wl_here) {
+			ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is both service "
+			    "\"%s\" (%s:%d) and workload \"%s\" (%s:%d); write service/%s or "
+			    "workload/%s", nm, written, bn, sv->h.file, sv->h.line, bn, wl->h.file,
+			    wl->h.line, bn, bn);
+			return;
+		}
+		/* A backend outside the route's namespace is refused: the other one is meant. */
+		if (wl_here)
+			sv = NULL;
+		else
+			wl = NULL;
+	}
+	if (sv == NULL && wl == NULL) {
+		if (kind < 0)
+			ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is neither a "
+			    "service nor a workload", nm, bn);
+		else
+			ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\": %s \"%s\" is not "
+			    "defined", nm, written, kind_names[kind], bn);
+		return;
+	}
+	ns = sv != NULL ? sv->namespace : wl->namespace;
+	if (ns_differ(ns, rt->namespace)) {
+		ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is in namespace %s, the "
+		    "route in %s", nm, written, ns, rt->namespace);
+		return;
+	}
+	/* "echo" and "service/echo" differ as text; listed together they are one backend twice. */
+	for (size_t k = 0; k < j; k++) {
+		const struct reg_backend *o = &rt->backends_p[k];
+
+		if ((sv != NULL && o->service == sv) || (wl != NULL && o->workload == wl)) {
+			ERR(&rt->h, RT_BACKENDS, "route \"%s\": backends \"%s\" and \"%s\" are "
+			    "the same %s", nm, rt->backends.v[k].name, written,
+			    sv != NULL ? "service" : "workload");
+			return;
+		}
+	}
+	be->service = sv;
+	be->workload = wl;
+}
+
 static void
 check_routes(struct builder *b)
 {
@@ -976,22 +1049,9 @@ check_routes(struct builder *b)
 		}
 		rt->backends_p = xcalloc(rt->backends.n, sizeof(*rt->backends_p));
 		for (size_t j = 0; j < rt->backends.n; j++) {
-			const char *bn = rt->backends.v[j].name;
-			struct reg_backend *be = &rt->backends_p[j];
-
-			be->service = find(r, REG_SERVICE, bn);
-			if (be->service == NULL)
-				be->workload = find(r, REG_WORKLOAD, bn);
-			be->weight = rt->backends.v[j].weight;
-			total += be->weight;
-			if (be->service == NULL && be->workload == NULL)
-				ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is neither a "
-				    "service nor a workload", nm, bn);
-			else if (ns_differ(be->service ? be->service->namespace :
-			    be->workload->namespace, rt->namespace))
-				ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is in namespace "
-				    "%s, the route in %s", nm, bn, be->service ? be->service->namespace :
-				    be->workload->namespace, rt->namespace);
+			rt->backends_p[j].weight = rt->backends.v[j].weight;
+			total += rt->backends_p[j].weight;
+			resolve_backend(b, rt, j);
 		}
 		(void)total; /* all weights 0 is valid: the waypoint answers 500, as Istio does */
 		if (rt->per_try_timeout && rt->timeout && rt->per_try_timeout > rt->timeout)

@@ -76,7 +76,11 @@ struct reg_policy {
 	bool has_l7; /* any of methods, paths, hosts, when: ztunnel cannot enforce it alone */
 };
 
-/* A route backend resolves to a service (preferred) or a workload of that name. */
+/*
+ * A route backend: the service or the workload its name resolved to (exactly one is set). Its name
+ * as written, "NAME", "service/NAME" or "workload/NAME", is the route's backends.v[] at the same
+ * index.
+ */
 struct reg_backend {
 	const struct reg_service *service;
 	const struct reg_workload *workload;

@@ -20,6 +20,7 @@
 	X(registry_lookups)                 \
 	X(registry_endpoints_and_policies)  \
 	X(registry_bad_inputs)              \
+	X(registry_backend_kinds)           \
 	X(registry_cross_file)              \
 	X(registry_reload_keeps_old)        \
 	X(registry_list_keys_repeat)        \

@@ -314,6 +314,27 @@ static const struct {
 	{ "[workload \"b\"]\nnamespace = default\nnode = node-a\naddresses = 10.1.1.3\n"
 	    "addresses = fd00::3, 10.1.1.3",
 	    "reg.conf:20: workload \"b\": addresses: '10.1.1.3' listed twice" },
+	/* A backend name that is both a service and a workload of the route's namespace. */
+	{ "[service \"a\"]\nnamespace = default\nports = 80\nselector = app=a\n"
+	    "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc 1, a 9",
+	    "reg.conf:23: route \"r\": backend \"a\" is both service \"a\" (reg.conf:16) and "
+	    "workload \"a\" (reg.conf:3); write service/a or workload/a" },
+	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = pod/a",
+	    "reg.conf:19: route \"r\": backends: 'pod/a': expected NAME or KIND/NAME, KIND one of "
+	    "service, workload" },
+	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = workload/",
+	    "reg.conf:19: route \"r\": backends: 'workload/' is not a valid name" },
+	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = service/a",
+	    "reg.conf:19: route \"r\": backend \"service/a\": service \"a\" is not defined" },
+	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = workload/svc",
+	    "reg.conf:19: route \"r\": backend \"workload/svc\": workload \"svc\" is not defined" },
+	{ "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = svc 1\n"
+	    "backends = service/svc 2",
+	    "reg.conf:19: route \"r\": backends \"svc\" and \"service/svc\" are the same service" },
+	{ "[service \"o\"]\nnamespace = other\nports = 80\nselector = app=a\n"
+	    "[route \"r\"]\nnamespace = default\nservice = svc\nbackends = service/o",
+	    "reg.conf:23: route \"r\": backend \"service/o\" is in namespace other, the route in "
+	    "default" },
 };
 
 TEST(registry_bad_inputs)
@@ -341,6 +362,48 @@ TEST(registry_bad_inputs)
 		diag_clear(&d);
 		free(text);
 	}
+}
+
+TEST(registry_backend_kinds)
+{
+	/* "echo" is a service and a workload of namespace default; "x" a workload there and a
+	 * service of namespace other; "echo-b" only a workload, "web" only a service. */
+	struct registry *r = parse_ok(
+	    "[node \"n\"]\naddress = 192.168.0.1\n"
+	    "[workload \"echo\"]\nnamespace = default\nnode = n\naddresses = 10.0.0.1\n"
+	    "labels = app=echo\n"
+	    "[workload \"echo-b\"]\nnamespace = default\nnode = n\naddresses = 10.0.0.2\n"
+	    "labels = app=echo\n"
+	    "[workload \"x\"]\nnamespace = default\nnode = n\naddresses = 10.0.0.3\n"
+	    "[service \"echo\"]\nnamespace = default\nports = 80\nselector = app=echo\n"
+	    "[service \"web\"]\nnamespace = default\nports = 80\nselector = app=echo\n"
+	    "[service \"x\"]\nnamespace = other\nports = 80\nselector = app=x\n"
+	    "[route \"split\"]\nnamespace = default\nservice = echo\n"
+	    "backends = service/echo 90, workload/echo 10\n"
+	    "[route \"bare\"]\nnamespace = default\nservice = echo\n"
+	    "backends = echo-b 1, web 2, x 3\n");
+	const struct reg_route *split = registry_find(r, REG_ROUTE, "split");
+	const struct reg_route *bare = registry_find(r, REG_ROUTE, "bare");
+	const struct reg_service *echo_svc = registry_find(r, REG_SERVICE, "echo");
+	const struct reg_workload *echo_wl = registry_find(r, REG_WORKLOAD, "echo");
+
+	ASSERT(echo_svc != NULL && echo_wl != NULL);
+	/* The prefixes say which; the name as written is kept for messages and dumps. */
+	ASSERT(split->backends_p[0].service == echo_svc && split->backends_p[0].workload == NULL);
+	ASSERT_EQ(split->backends_p[0].weight, 90);
+	ASSERT_STREQ(split->backends.v[0].name, "service/echo");
+	ASSERT(split->backends_p[1].workload == echo_wl && split->backends_p[1].service == NULL);
+	ASSERT_EQ(split->backends_p[1].weight, 10);
+	ASSERT_STREQ(split->backends.v[1].name, "workload/echo");
+	/* Bare names that are one thing in the route's namespace resolve as before. */
+	ASSERT(bare->backends_p[0].workload == registry_find(r, REG_WORKLOAD, "echo-b") &&
+	    bare->backends_p[0].service == NULL);
+	ASSERT(bare->backends_p[1].service == registry_find(r, REG_SERVICE, "web") &&
+	    bare->backends_p[1].workload == NULL);
+	/* The service "x" is in another namespace, where no backend may be: the workload is meant. */
+	ASSERT(bare->backends_p[2].workload == registry_find(r, REG_WORKLOAD, "x") &&
+	    bare->backends_p[2].service == NULL);
+	registry_unref(r);
 }
 
 TEST(registry_cross_file)
