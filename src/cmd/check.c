@@ -51,6 +51,27 @@ add_ident(struct ident *v, size_t *n, const char *ns, const char *sa, const char
 	(*n)++;
 }
 
+/* Where a route sends requests: each backend as written and what it resolved to. */
+static void
+print_route(const struct reg_route *rt)
+{
+	if (rt->redirect) {
+		printf("route     %s/%s: redirect\n", rt->namespace, rt->h.name);
+		return;
+	}
+	if (rt->backends.n == 0)
+		printf("route     %s/%s: no backends -> service %s/%s\n", rt->namespace, rt->h.name,
+		    rt->service_p->namespace, rt->service_p->h.name);
+	for (size_t j = 0; j < rt->backends.n; j++) {
+		const struct reg_backend *be = &rt->backends_p[j];
+
+		printf("route     %s/%s: backend %s -> %s %s/%s, weight %u\n", rt->namespace,
+		    rt->h.name, rt->backends.v[j].name, be->service ? "service" : "workload",
+		    be->service ? be->service->namespace : be->workload->namespace,
+		    be->service ? be->service->h.name : be->workload->h.name, be->weight);
+	}
+}
+
 static int
 exec_check(const struct cmd_globals *g, int argc, char **argv)
 {
@@ -85,6 +106,8 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	printf("          nodes: %zu, workloads: %zu, services: %zu, waypoints: %zu, "
 	    "policies: %zu, routes: %zu\n", r->n[REG_NODE], r->n[REG_WORKLOAD], r->n[REG_SERVICE],
 	    r->n[REG_WAYPOINT], r->n[REG_POLICY], r->n[REG_ROUTE]);
+	for (size_t i = 0; i < r->n[REG_ROUTE]; i++)
+		print_route(REG_ROUTES(r)[i]);
 
 	node = registry_find(r, REG_NODE, c->mesh.node);
 	if (node == NULL) {

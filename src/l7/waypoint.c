@@ -2404,27 +2404,45 @@ waypoint_stats_json(const struct waypoint *wp)
 	    "active", (json_int_t)st->active);
 }
 
-char *
-waypoint_dump(struct waypoint *wp)
+json_t *
+waypoint_routes_json(const struct registry *r)
 {
-	struct registry *r = registry_holder_get(wp->reg);
-	json_t *root = json_object(), *routes = json_array();
-	char *out;
+	json_t *routes = json_array();
+	char target[320];
 
-	json_object_set_new(root, "waypoint", json_string(wp->conf->waypoint.name));
-	json_object_set_new(root, "identity", json_string(wp->id ? wp->id->spiffe_id : ""));
 	for (size_t i = 0; r != NULL && i < r->n[REG_ROUTE]; i++) {
 		const struct reg_route *rt = REG_ROUTES(r)[i];
 		json_t *be = json_array();
 
-		for (size_t j = 0; j < rt->backends.n; j++)
-			json_array_append_new(be, json_pack("{s:s,s:i}", "name",
-			    rt->backends.v[j].name, "weight", rt->backends.v[j].weight));
+		/* Each backend as written and what it resolved to, so a name that is both a service
+		 * and a workload shows which one it means. */
+		for (size_t j = 0; j < rt->backends.n; j++) {
+			const struct reg_backend *b = &rt->backends_p[j];
+
+			snprintf(target, sizeof(target), "%s/%s", b->service ? b->service->namespace :
+			    b->workload->namespace, b->service ? b->service->h.name :
+			    b->workload->h.name);
+			json_array_append_new(be, json_pack("{s:s,s:i,s:s,s:s}", "name",
+			    rt->backends.v[j].name, "weight", rt->backends.v[j].weight, "kind",
+			    b->service ? "service" : "workload", "target", target));
+		}
 		json_array_append_new(routes, json_pack("{s:s,s:s,s:s,s:o,s:I,s:I}", "name",
 		    rt->h.name, "namespace", rt->namespace, "service", rt->service, "backends", be,
 		    "timeout_ms", (json_int_t)rt->timeout, "retries", (json_int_t)rt->retries));
 	}
-	json_object_set_new(root, "routes", routes);
+	return routes;
+}
+
+char *
+waypoint_dump(struct waypoint *wp)
+{
+	struct registry *r = registry_holder_get(wp->reg);
+	json_t *root = json_object();
+	char *out;
+
+	json_object_set_new(root, "waypoint", json_string(wp->conf->waypoint.name));
+	json_object_set_new(root, "identity", json_string(wp->id ? wp->id->spiffe_id : ""));
+	json_object_set_new(root, "routes", waypoint_routes_json(r));
 	json_object_set_new(root, "stats", waypoint_stats_json(wp));
 	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(root);

@@ -85,6 +85,11 @@ void waypoint_stats(const struct waypoint *wp, struct waypoint_stats *st);
 /* The counters of waypoint_stats as a JSON object (config dumps of the waypoint and the sidecar). */
 struct json_t;
 struct json_t *waypoint_stats_json(const struct waypoint *wp);
+/*
+ * The routes of registry r (NULL: none) as a new JSON array, each backend with the kind
+ * ("service" or "workload") and "NS/NAME" it resolved to (config dumps of every role).
+ */
+struct json_t *waypoint_routes_json(const struct registry *r);
 /* The routes of the registry snapshot in force, as JSON (admin /config_dump); malloc'd. */
 char *waypoint_dump(struct waypoint *wp);
 

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 CONF=$SRCDIR/etc/amesh.conf
-plan 26
+plan 29
 
 run "$AMESH" --help
 check "--help exits 0" '[ "$RC" -eq 0 ]'
@@ -24,9 +24,12 @@ check "check shows counts per kind" \
 	'echo "$OUT" | grep -q "nodes: 2, workloads: 4, services: 2, waypoints: 1, policies: 2, routes: 1"'
 check "check shows this node's workloads" \
 	'echo "$OUT" | grep -q "^workload  default/reviews-v1 sa=reviews addresses=10.1.1.3,fd00:1::3 protocol=hbone" &&
-	 ! echo "$OUT" | grep -q "reviews-v2"'
+	 ! echo "$OUT" | grep -q "^workload .*reviews-v2"'
 check "check lists the expected identities" \
 	'echo "$OUT" | grep -q "^identity  spiffe://cluster.local/ns/default/sa/productpage (workload): missing"'
+check "check shows what each route backend resolved to" \
+	'echo "$OUT" | grep -qxF "route     default/reviews-canary: backend reviews-v1 -> workload default/reviews-v1, weight 90" &&
+	 echo "$OUT" | grep -qxF "route     default/reviews-canary: backend reviews-v2 -> workload default/reviews-v2, weight 10"'
 first=$OUT
 
 run "$AMESH" -c "$CONF" check
@@ -104,6 +107,17 @@ bad_reg "registry: duplicate workload address" \
 bad_reg "registry: route to a missing service" \
 	'\n[route "r"]\nnamespace = default\nservice = ratings\nbackends = reviews\n' \
 	"4: route \"r\": service \"ratings\" is not defined"
+# A workload named as the sample's service "reviews": a bare backend "reviews" could mean either.
+amb='[workload "reviews"]\nnamespace = default\nnode = node-a\naddresses = 10.1.1.5\n\n[route "r"]\nnamespace = default\nservice = reviews\n'
+bad_reg "registry: a backend that is both a service and a workload" \
+	"${amb}backends = reviews\n" \
+	"9: route \"r\": backend \"reviews\" is both service \"reviews\" ($TMP/reg.d/10-example.conf:44) and workload \"reviews\" ($TMP/reg.d/20-bad.conf:1); write service/reviews or workload/reviews"
+printf "${amb}backends = service/reviews 90, workload/reviews 10\n" >"$TMP/reg.d/20-bad.conf"
+run "$AMESH" check -c "$TMP/reg.conf"
+check "check: service/ and workload/ say which, and check shows it" \
+	'[ "$RC" -eq 0 ] &&
+	 echo "$OUT" | grep -qxF "route     default/r: backend service/reviews -> service default/reviews, weight 90" &&
+	 echo "$OUT" | grep -qxF "route     default/r: backend workload/reviews -> workload default/reviews, weight 10"'
 
 printf '[mesh]\nnode = node-z\nregistry = %s/etc/registry.d\n' "$SRCDIR" >"$TMP/node.conf"
 run "$AMESH" check -c "$TMP/node.conf"

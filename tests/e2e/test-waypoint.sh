@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 40
+plan 41
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -170,6 +170,18 @@ a=$(echo "$OUT" | sed -n 's/^200 echo-a \([0-9]*\)$/\1/p')
 b=$(echo "$OUT" | sed -n 's/^200 echo-b \([0-9]*\)$/\1/p')
 check "90/10 split over 1,000 requests (echo-a ${a:-0}, echo-b ${b:-0})" \
 	'[ -n "$a" ] && [ -n "$b" ] && [ $((a + b)) -eq 1000 ] && [ "$a" -ge 853 ] && [ "$a" -le 947 ]'
+
+# Each backend as written and what it resolved to, in the waypoint's and the ztunnel's dumps.
+resolved() { lab_exec ha $PY -c 'import json,sys,urllib.request
+d=json.load(urllib.request.urlopen("http://127.0.0.1:%s/config_dump" % sys.argv[1],timeout=2))
+routes=d["routes"] if "routes" in d else d["registry"]["route_list"]
+print(" ".join("%s=%s:%s" % (b["name"], b["kind"], b["target"]) for r in routes
+               if r["name"] in ("split", "hole-ok") for b in r["backends"]))' "$1"; }
+rw=$(resolved 15100)
+rz=$(resolved 15000)
+check "config_dump: each backend's kind and target (waypoint: $rw; ztunnel: $rz)" \
+	'[ "$rw" = "echo-a=workload:default/echo-a echo-b=workload:default/echo-b h2=service:default/h2" ] &&
+	 [ "$rz" = "$rw" ]'
 
 reused() { lab_exec ha $PY -c 'import json,urllib.request
 print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"]["upstream_reused"])'; }
