@@ -4,7 +4,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 CONF=$SRCDIR/etc/amesh.conf
-plan 29
+plan 32
 
 run "$AMESH" --help
 check "--help exits 0" '[ "$RC" -eq 0 ]'
@@ -123,5 +123,29 @@ printf '[mesh]\nnode = node-z\nregistry = %s/etc/registry.d\n' "$SRCDIR" >"$TMP/
 run "$AMESH" check -c "$TMP/node.conf"
 check "check: node missing from the registry" \
 	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$TMP/node.conf:2: [mesh] node \"node-z\" is not defined in the registry $SRCDIR/etc/registry.d"'
+
+# A waypoint that cannot start says what to do. Nothing here listens: it exits before.
+WP=$TMP/wp
+"$AMESH" ca init --dir "$WP/ca" >/dev/null
+mkdir -p "$WP/certs"
+wp_conf() { # wp_conf TRUST_BUNDLE HBONE_ADDRESS
+	printf '[mesh]\nnode = node-a\nregistry = %s/etc/registry.d\ntrust_bundle = %s\n[identity]\ncert_dir = %s\n[waypoint]\nname = default-wp\nhbone_address = %s\nadmin_address = 127.0.0.1:25100\nmetrics_address = 127.0.0.1:25120\nreadiness_address = 127.0.0.1:25121\n' \
+		"$SRCDIR" "$1" "$WP/certs" "$2" >"$WP/wp.conf"
+}
+wp_conf "$WP/nope.crt" 127.0.0.1:25108
+run timeout 10 "$AMESH" -c "$WP/wp.conf" waypoint
+check "waypoint: a trust bundle missing at start says no identity is loaded, not that previous ones stay" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "trust bundle $WP/nope.crt: .*no identity is loaded without it" &&
+	 ! echo "$ERR" | grep -q "previous identities"'
+wp_conf "$WP/ca/ca.crt" 127.0.0.1:25108
+run timeout 10 "$AMESH" -c "$WP/wp.conf" waypoint
+check "waypoint: a missing certificate names the amesh ca issue that makes it" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qF "(issue it with amesh ca issue --namespace default --service-account waypoint --out $WP/certs)"'
+"$AMESH" ca issue --dir "$WP/ca" --namespace default --service-account waypoint --out "$WP/certs" >/dev/null
+# 192.0.2.77 (TEST-NET-1) is on no host: bind fails with EADDRNOTAVAIL, and nothing is sent.
+wp_conf "$WP/ca/ca.crt" 192.0.2.77:15008
+run timeout 10 "$AMESH" -c "$WP/wp.conf" waypoint
+check "waypoint: an hbone_address not on the host says to add it (ip addr add)" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qF "cannot listen on 192.0.2.77:15008: address not available; 192.0.2.77 is not an address of this host: add it where the ztunnels reach it (ip addr add 192.0.2.77/32 dev IFACE)"'
 
 tap_done
