@@ -110,7 +110,7 @@ int hbone_tcp_connect(uv_loop_t *loop, int fd, const struct sockaddr *dst,
 
 struct hbone_server_cfg {
 	const struct sockaddr *addr;     /* where to listen */
-	int fd;                          /* or an already bound listening socket (addr NULL) */
+	int fd;                          /* or an already bound socket (addr NULL): see below */
 	struct identity *id;             /* the certificate it presents */
 	const char *trust_domain;        /* clients must be in it */
 	uint64_t handshake_timeout_ms;
@@ -122,6 +122,9 @@ struct hbone_server_cfg {
 	void *user;
 };
 
+/* Starts listening; *out is set only on success. 0, or a negative uv/AMESH_ERR code. A cfg->fd
+ * passes to the server on success only (it closes it when drained); on failure it is untouched
+ * and the caller still owns it and closes it. */
 int hbone_server_listen(uv_loop_t *loop, const struct hbone_server_cfg *cfg,
     struct hbone_server **out);
 /* Changes the certificate used for new connections (rotation); live ones keep theirs. */

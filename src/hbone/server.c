@@ -2,8 +2,11 @@
 /* HBONE server: accepts mTLS connections from the trust domain and hands each CONNECT to its owner. */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "core/log.h"
@@ -145,7 +148,7 @@ hbone_server_listen(uv_loop_t *loop, const struct hbone_server_cfg *cfg,
     struct hbone_server **out)
 {
 	struct hbone_server *srv;
-	int r;
+	int fd, r;
 
 	*out = NULL;
 	srv = calloc(1, sizeof(*srv));
@@ -167,10 +170,16 @@ hbone_server_listen(uv_loop_t *loop, const struct hbone_server_cfg *cfg,
 	uv_timer_init(loop, &srv->drain_timer);
 	srv->listener.data = srv;
 	srv->drain_timer.data = srv;
-	if (cfg->addr != NULL)
+	if (cfg->addr != NULL) {
 		r = uv_tcp_bind(&srv->listener, cfg->addr, 0);
-	else
-		r = uv_tcp_open(&srv->listener, cfg->fd);
+	} else {
+		/* The listener gets a copy: closing the handle on failure leaves cfg->fd to the
+		 * caller, which owns it until this succeeds (see hbone.h). */
+		fd = fcntl(cfg->fd, F_DUPFD_CLOEXEC, 0);
+		r = fd < 0 ? -errno : uv_tcp_open(&srv->listener, fd);
+		if (r != 0 && fd >= 0)
+			close(fd); /* uv_tcp_open failed: the handle did not take it */
+	}
 	if (r == 0)
 		r = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
 	if (r != 0) {
@@ -178,6 +187,8 @@ hbone_server_listen(uv_loop_t *loop, const struct hbone_server_cfg *cfg,
 		hbone_server_drain(srv, 0, NULL, NULL);
 		return r;
 	}
+	if (cfg->addr == NULL)
+		close(cfg->fd); /* the listener holds its copy */
 	*out = srv;
 	return 0;
 }

@@ -479,7 +479,7 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 
 			r = hbone_server_listen(px->loop, &sc, &w->hbone_s[f]);
 			if (r != 0) {
-				close(fd);
+				close(fd); /* a failed listen leaves the fd to us (hbone.h) */
 				snprintf(why, whylen, "HBONE listener: %s", uv_strerror(r));
 				goto fail_open;
 			}

@@ -6,8 +6,10 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -1355,4 +1357,42 @@ TEST(hbone_handshake_timeout)
 	ASSERT_EQ(ps.connections, 0);
 	cs_free(&a);
 	env_done(&e);
+}
+
+/*
+ * A listen that fails after the socket was handed over (listen() on a UDP socket fails once
+ * uv_tcp_open took it) leaves the caller's fd open and its own: the caller closes it exactly once.
+ * It used to be closed by the server's drain as well, so the caller's close hit whatever reused
+ * the number. A success takes the fd: it is closed when the server is drained.
+ */
+TEST(hbone_server_listen_fd_owner)
+{
+	uv_loop_t loop;
+	struct hbone_server_cfg cfg = { .trust_domain = TD };
+	struct hbone_server *srv = (struct hbone_server *)1;
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	int fd;
+
+	ASSERT_EQ(uv_loop_init(&loop), 0);
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ASSERT(fd >= 0);
+	cfg.fd = fd;
+	ASSERT(hbone_server_listen(&loop, &cfg, &srv) < 0);
+	ASSERT(srv == NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	ASSERT(fcntl(fd, F_GETFD) != -1); /* still the caller's */
+	ASSERT_EQ(close(fd), 0);
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT(fd >= 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_EQ(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cfg.fd = fd;
+	ASSERT_EQ(hbone_server_listen(&loop, &cfg, &srv), 0);
+	ASSERT(srv != NULL);
+	ASSERT(hbone_server_port(srv) > 0);
+	hbone_server_drain(srv, 0, NULL, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	ASSERT(fcntl(fd, F_GETFD) == -1); /* the server took it and closed it */
+	ASSERT_EQ(uv_loop_close(&loop), 0);
 }

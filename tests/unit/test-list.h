@@ -78,6 +78,7 @@
 	X(hbone_pool_per_key)                 \
 	X(hbone_identity_mismatch)            \
 	X(hbone_handshake_timeout)            \
+	X(hbone_server_listen_fd_owner)       \
 	X(route_precedence)                   \
 	X(route_normalize_path)           \
 	X(route_default_route)                \
