@@ -19,6 +19,7 @@
 #include "core/util.h"
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
+#include "net/listen.h"
 #include "net/netns.h"
 #include "proxy/proxy-int.h"
 #include "tls/identity.h"
@@ -249,11 +250,8 @@ listen_in(struct pworkload *w, int family, uint16_t port, uv_tcp_t *h, uv_connec
 	fd = netns_listen(w->nsfd, (struct sockaddr *)&ss, 511);
 	if (fd < 0)
 		return fd;
-	uv_tcp_init(w->px->loop, h);
+	r = net_listen_fd(w->px->loop, h, fd, 511, cb); /* takes fd, even when it fails */
 	h->data = w;
-	r = uv_tcp_open(h, fd);
-	if (r == 0)
-		r = uv_listen((uv_stream_t *)h, 511, cb);
 	if (r != 0) {
 		/* The handle is initialised: it must be closed, and it holds the workload. */
 		w->open_handles++;

@@ -79,6 +79,7 @@
 	X(hbone_identity_mismatch)            \
 	X(hbone_handshake_timeout)            \
 	X(hbone_server_listen_fd_owner)       \
+	X(listen_fd_failures_close_fd)        \
 	X(route_precedence)                   \
 	X(route_normalize_path)           \
 	X(route_default_route)                \
