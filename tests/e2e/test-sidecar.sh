@@ -349,7 +349,13 @@ print("closed by the proxy" if d == b"" else "data", round(time.time() - t0, 1),
 c.close()' >"$TMP/kept.out" 2>&1 &
 kept=$!
 i=0
-while ! grep -q "^first 200" "$TMP/kept.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+# Both connections must be open first: the deaf client's request in the access log too (it starts
+# as slowly as the other one, and lost that race on a loaded machine).
+while ! { grep -q "^first 200" "$TMP/kept.out" && grep -q "path=/deaf " "$TMP/sc_a2.err"; } &&
+	[ $i -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
 eval "kill -TERM \$PID_sc_a2"
 t0=$(date +%s%N)
 rc=timeout
