@@ -118,12 +118,24 @@ static int
 sidecar_setup(struct zt *z)
 {
 	struct nft_rules_params p;
-	char err[256], why[256], owner[NFT_OWNER_MAX];
+	char err[256], why[256], owner[NFT_OWNER_MAX], had[NFT_OWNER_MAX];
 	int r;
 
 	nft_rules_params_for_sidecar(&p, z->pc);
 	snprintf(owner, sizeof(owner), "sidecar %s", z->workload);
 	p.owner = owner; /* as amesh cni add --mode sidecar writes it */
+	/* A namespace whose rules are another's (a ztunnel's workload, another sidecar) is not
+	 * taken over: its traffic would leave the proxy that serves it. */
+	r = nft_rules_owner(-1, "this namespace", had, sizeof(had), err, sizeof(err));
+	if (r < 0) {
+		log_error("sidecar: cannot read the interception rules: %s", err);
+		return -1;
+	}
+	if (r == 1 && had[0] != '\0' && strcmp(had, owner) != 0) {
+		log_error("sidecar: workload %s: this namespace's rules belong to %s (table inet amesh): "
+		    "amesh cni del first if that is wrong", z->workload, had);
+		return -1;
+	}
 	r = nft_rules_install(-1, "this namespace", &p, err, sizeof(err));
 	if (r != 0) {
 		log_error("sidecar: cannot install the interception rules: %s", err);

@@ -20,7 +20,7 @@ for t in nft tcpdump; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 42
+plan 43
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -157,6 +157,9 @@ check "the runtime's DEL after it succeeds and leaves client-a and echo-a as the
 run acni add --mode sidecar --netns "$A1" --workload echo-a
 check "cni add --mode sidecar into client-a's namespace is refused too" \
 	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "enrolled with the ztunnel" && ns_state a1 | cmp -s - "$TMP/a1.before"'
+run lab_exec a1 timeout 10 "$AMESH" -c "$LAB_CONF_A" sidecar --workload echo-a
+check "amesh sidecar started in client-a's namespace refuses to take it over" \
+	'[ "$RC" -ne 0 ] && echo "$ERR" | grep -q "rules belong to ztunnel client-a" && ns_state a1 | cmp -s - "$TMP/a1.before"'
 run lab_exec a1 nft list table inet amesh
 check "the rules name their owner (nft list shows comment \"ztunnel client-a\")" \
 	'echo "$OUT" | grep -q "comment \"ztunnel client-a\""'
