@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/err.h"
 #include "telemetry/metrics.h"
 
@@ -416,45 +417,30 @@ metrics_gauge_value(const struct metric_gauge *g)
 	return g != NULL ? g->p.gauge : 0;
 }
 
-/* Rendering: a growing buffer; a failed allocation sticks and the render returns nothing. */
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool failed;
+/* Rendering: core's buffer (METRICS_RENDER_MAX at most); a failed append sticks and the render
+ * returns nothing. */
+#define METRICS_RENDER_MAX (64u * 1024 * 1024)
+
+struct mtext {
+	struct buf b;
+	int err; /* the first append that failed */
 };
 
 static void
-buf_put(struct buf *b, const char *s, size_t n)
+mt_put(struct mtext *t, const char *s, size_t n)
 {
-	if (b->failed)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (p == NULL) {
-			b->failed = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
+	if (t->err == 0)
+		t->err = buf_put(&t->b, s, n);
 }
 
 static void
-buf_str(struct buf *b, const char *s)
+mt_str(struct mtext *b, const char *s)
 {
-	buf_put(b, s, strlen(s));
+	mt_put(b, s, strlen(s));
 }
 
 static void __attribute__((format(printf, 2, 3)))
-buf_printf(struct buf *b, const char *fmt, ...)
+mt_printf(struct mtext *b, const char *fmt, ...)
 {
 	char tmp[128];
 	va_list ap;
@@ -464,12 +450,12 @@ buf_printf(struct buf *b, const char *fmt, ...)
 	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
 	if (n > 0)
-		buf_put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+		mt_put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
 }
 
 /* Label values: backslash, double quote and line feed are escaped. HELP text: backslash, LF. */
 static void
-buf_escaped(struct buf *b, const char *s, bool quote)
+mt_escaped(struct mtext *b, const char *s, bool quote)
 {
 	const char *run = s;
 
@@ -483,12 +469,12 @@ buf_escaped(struct buf *b, const char *s, bool quote)
 		else if (*s == '"' && quote)
 			esc = "\\\"";
 		if (esc != NULL) {
-			buf_put(b, run, (size_t)(s - run));
-			buf_str(b, esc);
+			mt_put(b, run, (size_t)(s - run));
+			mt_str(b, esc);
 			run = s + 1;
 		}
 	}
-	buf_put(b, run, (size_t)(s - run));
+	mt_put(b, run, (size_t)(s - run));
 }
 
 /* Numbers as Prometheus and Envoy print them: integers without a fraction, others shortest. */
@@ -509,47 +495,47 @@ fmt_double(char *out, size_t len, double v)
 }
 
 static void
-family_head(struct buf *b, const char *name, const char *type, const char *help)
+family_head(struct mtext *b, const char *name, const char *type, const char *help)
 {
-	buf_str(b, "# HELP ");
-	buf_str(b, name);
-	buf_str(b, " ");
-	buf_escaped(b, help, false);
-	buf_str(b, "\n# TYPE ");
-	buf_str(b, name);
-	buf_str(b, " ");
-	buf_str(b, type);
-	buf_str(b, "\n");
+	mt_str(b, "# HELP ");
+	mt_str(b, name);
+	mt_str(b, " ");
+	mt_escaped(b, help, false);
+	mt_str(b, "\n# TYPE ");
+	mt_str(b, name);
+	mt_str(b, " ");
+	mt_str(b, type);
+	mt_str(b, "\n");
 }
 
 /* name{labels[,le="x"]} value */
 static void
-sample(struct buf *b, const char *name, const char *suffix, const char *const *names,
+sample(struct mtext *b, const char *name, const char *suffix, const char *const *names,
     const struct series *s, size_t nlabels, const char *le, const char *value)
 {
-	buf_str(b, name);
-	buf_str(b, suffix);
-	buf_str(b, "{");
+	mt_str(b, name);
+	mt_str(b, suffix);
+	mt_str(b, "{");
 	for (size_t i = 0; i < nlabels; i++) {
 		if (i > 0)
-			buf_str(b, ",");
-		buf_str(b, names[i]);
-		buf_str(b, "=\"");
-		buf_escaped(b, s->val[i], true);
-		buf_str(b, "\"");
+			mt_str(b, ",");
+		mt_str(b, names[i]);
+		mt_str(b, "=\"");
+		mt_escaped(b, s->val[i], true);
+		mt_str(b, "\"");
 	}
 	if (le != NULL) {
-		buf_str(b, ",le=\"");
-		buf_str(b, le);
-		buf_str(b, "\"");
+		mt_str(b, ",le=\"");
+		mt_str(b, le);
+		mt_str(b, "\"");
 	}
-	buf_str(b, "} ");
-	buf_str(b, value);
-	buf_str(b, "\n");
+	mt_str(b, "} ");
+	mt_str(b, value);
+	mt_str(b, "\n");
 }
 
 static void
-render_tcp(struct metrics *m, struct buf *b)
+render_tcp(struct metrics *m, struct mtext *b)
 {
 	static const struct {
 		const char *name, *help;
@@ -582,7 +568,7 @@ render_tcp(struct metrics *m, struct buf *b)
 }
 
 static void
-render_hist(struct buf *b, const char *name, const struct series *s, const struct hist *h)
+render_hist(struct mtext *b, const char *name, const struct series *s, const struct hist *h)
 {
 	uint64_t cum = 0;
 	char le[32], v[48];
@@ -603,7 +589,7 @@ render_hist(struct buf *b, const char *name, const struct series *s, const struc
 }
 
 static void
-render_http(struct metrics *m, struct buf *b)
+render_http(struct metrics *m, struct mtext *b)
 {
 	static const struct {
 		const char *name, *help;
@@ -638,26 +624,27 @@ render_http(struct metrics *m, struct buf *b)
 size_t
 metrics_render(struct metrics *m, char **out)
 {
-	struct buf b = { NULL, 0, 0, false };
+	struct mtext b = { .err = 0 };
+	size_t len;
 
 	*out = NULL;
+	buf_init(&b.b, METRICS_RENDER_MAX);
 	for (const struct proc_metric *p = m->procs; p != NULL; p = p->next) {
 		family_head(&b, p->name, p->type == PROC_COUNTER ? "counter" : "gauge", p->help);
-		buf_str(&b, p->name);
+		mt_str(&b, p->name);
 		if (p->type == PROC_COUNTER)
-			buf_printf(&b, " %" PRIu64 "\n", p->counter);
+			mt_printf(&b, " %" PRIu64 "\n", p->counter);
 		else
-			buf_printf(&b, " %" PRId64 "\n", p->gauge);
+			mt_printf(&b, " %" PRId64 "\n", p->gauge);
 	}
 	render_tcp(m, &b);
 	render_http(m, &b);
 	family_head(&b, "amesh_metrics_series_dropped_total", "counter",
 	    "Metric events not counted because the label-set limit was reached.");
-	buf_printf(&b, "amesh_metrics_series_dropped_total %" PRIu64 "\n", m->dropped);
-	if (b.failed) {
-		free(b.p);
+	mt_printf(&b, "amesh_metrics_series_dropped_total %" PRIu64 "\n", m->dropped);
+	if (b.err != 0 || (*out = buf_take_str(&b.b, &len)) == NULL) {
+		buf_reset(&b.b);
 		return 0;
 	}
-	*out = b.p;
-	return b.len;
+	return len;
 }

@@ -10,6 +10,11 @@
 	X(pattern_match)                    \
 	X(log_text_json_journal)            \
 	X(htab_basic)                       \
+	X(buf_order_and_offset)              \
+	X(buf_limit)                        \
+	X(buf_amortized_growth)             \
+	X(buf_alloc_failure)                \
+	X(buf_take_str)                     \
 	X(conf_defaults)                    \
 	X(conf_sample_file)                 \
 	X(conf_relative_paths)              \
