@@ -4,9 +4,10 @@
  * read offset, so a partial write consumes without moving the rest; storage grows by doubling, so
  * appends are amortized O(1); and the bytes it holds never exceed its limit.
  *
- * The limit: buf_put() that would make the unread bytes exceed b->max appends nothing and returns
- * AMESH_ERR_TOOLONG; the buffer is unchanged and stays usable (a later, smaller append, or one after
- * buf_consume(), may succeed). A failed allocation is AMESH_ERR_NOMEM, with the same guarantee.
+ * The limit: buf_put() that would make the unread bytes exceed b->max appends nothing and
+ * returns AMESH_ERR_TOOLONG; the buffer is unchanged and stays usable (a later, smaller append,
+ * or one after buf_consume(), may succeed). A failed allocation is AMESH_ERR_NOMEM, with the
+ * same guarantee.
  *
  * Ownership: a struct buf is embedded in its owner and owns its storage; buf_reset() frees it.
  * Pointers from buf_ptr() are borrowed and valid until the next buf_put(), buf_consume(),

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The waypoint's data path (DESIGN.md sections 1 and 3, issue "waypoint"): HBONE in, as the
- * registry's [waypoint "NAME"]; the inner stream is HTTP/1.1 (routes, L7 authorization, timeouts,
- * retries, faults, request telemetry), HTTP/2 with prior knowledge (h2l7.c: the same per stream,
- * gRPC included, without retries) or, for anything else, relayed at L4; then HBONE out, as the
- * waypoint, to the chosen endpoint's ztunnel.
+ * registry's [waypoint "NAME"]; the inner stream is HTTP/1.1 (proto-h1.c: routes, L7
+ * authorization, timeouts, retries, faults, request telemetry), HTTP/2 with prior knowledge
+ * (proto-h2.c: the same per stream, gRPC included, without retries) or, for anything else, relayed
+ * at L4 (proto-l4.c); then HBONE out, as the waypoint, to the chosen endpoint's ztunnel.
  *
  * Bounds: at most [waypoint] max_connections tunnels; per HTTP/1.1 tunnel one request at a time
  * (pipelined requests wait), per HTTP/2 tunnel 100 streams; bytes held for each direction at most

@@ -43,7 +43,8 @@ TEST(buf_order_and_offset)
 	buf_reset(NULL);
 }
 
-/* The limit counts unread bytes: an append past it changes nothing and fails; reading makes room. */
+/* The limit counts unread bytes: an append past it changes nothing and fails; reading makes
+ * room. */
 TEST(buf_limit)
 {
 	struct buf b;

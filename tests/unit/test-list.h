@@ -96,4 +96,9 @@
 	X(route_redirect)                     \
 	X(route_retry_decisions)              \
 	X(route_backoff)                      \
-	X(route_fault_and_mirror_percentages)
+	X(route_fault_and_mirror_percentages) \
+	X(decide_default_route_round_robin)   \
+	X(decide_route_backend_port)          \
+	X(decide_l7_deny_and_sides)           \
+	X(decide_fault_and_redirect)          \
+	X(decide_l4)

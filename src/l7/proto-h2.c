@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The waypoint's HTTP/2 path: h2c with prior knowledge, so cleartext gRPC too, inside a tunnel
- * from a ztunnel (waypoint-int.h). The tunnel's bytes feed an nghttp2 server session; each request
- * stream is routed, authorized and answered locally or sent on in its own HBONE tunnel, as the
- * waypoint, to the chosen endpoint, where an nghttp2 client session speaks h2c to the application.
+ * The HTTP/2 module of the L7 engine (struct l7_proto_ops): h2c with prior knowledge, so
+ * cleartext gRPC too, inside a tunnel from a ztunnel (tunnel.h). The tunnel's bytes feed an
+ * nghttp2 server session; each request stream is routed, authorized and answered locally or sent
+ * on in its own HBONE tunnel, as the waypoint, to the chosen endpoint, where an nghttp2 client
+ * session speaks h2c to the application.
  * Headers, DATA and trailers (grpc-status) are forwarded as they come; nothing is buffered whole.
  *
  * Flow control, end to end: both sessions run without automatic WINDOW_UPDATE. Request DATA is
@@ -13,8 +14,9 @@
  * direction, and the tunnels' own bytes are returned as soon as nghttp2 has parsed them.
  *
  * Not on this path (amesh-waypoint(8) CAVEATS): retries and per-try timeouts (a request body is
- * never held for replay); the route's overall timeout, faults, redirects, header edits, rewrites,
- * L7 policy and request telemetry are applied as on the HTTP/1.1 path.
+ * never held for replay); the request pipeline (pipeline.c: registry refresh, checks, route, L7
+ * policy, faults, rewrites) is the HTTP/1.1 path's, and so are header edits, the route's overall
+ * timeout and request telemetry.
  */
 #include "config.h"
 
@@ -25,9 +27,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/err.h"
 #include "core/log.h"
+#include "l7/pipeline.h"
 #include "l7/route.h"
-#include "l7/waypoint-int.h"
+#include "l7/tunnel.h"
 #include "tls/rng.h"
 
 #define H2_STREAM_WINDOW (64u * 1024)
@@ -41,21 +45,22 @@
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/* Bytes of one direction of one request, in order. */
-struct bbuf {
-	uint8_t *p;
-	size_t len, off;
-};
-
 struct h2r;
+
+/* The tunnel's HTTP/2 connection. */
+enum h2_conn_state {
+	H2_CS_OPEN, /* the server session reads requests and answers them */
+	H2_CS_EOF,  /* the client ended its side: requests already whole finish, then we end ours */
+	H2_CS_GONE, /* the tunnel closed: every request is cancelled, the session is done */
+};
 
 struct h2d {
 	struct tun *t;
 	nghttp2_session *s;
-	struct obuf out;
+	enum h2_conn_state state;
 	struct h2r *reqs;
 	int nreqs, open_streams;
-	bool sending, in_recv, eof, gone;
+	bool sending, in_recv; /* inside nghttp2_session_send / _mem_recv */
 };
 
 /* One request: a downstream stream and, once it goes upstream, its tunnel and client session. */
@@ -79,10 +84,10 @@ struct h2r {
 	/* Upstream: HBONE tunnel, h2c client session on it, its stream. */
 	struct hbone_stream *up;
 	nghttp2_session *us;
-	struct obuf up_out;
+	struct l7_sendq up_out;
 	int32_t usid;
 	bool up_sending, up_in_recv, up_done, up_shut;
-	struct bbuf req_body, resp_body;
+	struct buf req_body, resp_body; /* each bounded by a stream window */
 	bool resp_eof, resp_headers_sent, down_closed, reset_sent;
 	nghttp2_nv *trailers;
 	size_t ntrailers;
@@ -104,10 +109,10 @@ static void d_flush(struct h2d *d);
 static void up_flush(struct h2r *r);
 static void r_cancel_up(struct h2r *r);
 static void r_maybe_free(struct h2r *r);
-static void on_timeout(uv_timer_t *h);
+static void h2_on_timeout(uv_timer_t *h);
 
 bool
-h2d_preface(const uint8_t *p, size_t n, bool *complete)
+h2_preface(const uint8_t *p, size_t n, bool *complete)
 {
 	size_t m = n < sizeof(preface) - 1 ? n : sizeof(preface) - 1;
 
@@ -115,34 +120,14 @@ h2d_preface(const uint8_t *p, size_t n, bool *complete)
 	return memcmp(p, preface, m) == 0;
 }
 
-static int
-bbuf_add(struct bbuf *b, const uint8_t *data, size_t len)
-{
-	uint8_t *n;
-
-	/* Sent bytes go first, so the buffer holds only what is unsent: at most one window. */
-	if (b->off > 0) {
-		memmove(b->p, b->p + b->off, b->len - b->off);
-		b->len -= b->off;
-		b->off = 0;
-	}
-	n = realloc(b->p, b->len + len);
-	if (n == NULL)
-		return -1;
-	memcpy(n + b->len, data, len);
-	b->p = n;
-	b->len += len;
-	return 0;
-}
-
 /* Request bytes that will never go upstream: back to the client's windows (the connection's even
  * when the stream is gone), or the tunnel's other streams would starve. */
 static void
 r_drop_req_body(struct h2r *r)
 {
-	size_t n = r->req_body.len - r->req_body.off;
+	size_t n = buf_len(&r->req_body);
 
-	r->req_body.off = r->req_body.len;
+	buf_consume(&r->req_body, n);
 	if (n == 0 || r->d->s == NULL)
 		return;
 	if (r->down_closed)
@@ -195,7 +180,7 @@ resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *f
 		r->resp_bytes += n;
 		return (ssize_t)n;
 	}
-	n = r->resp_body.len - r->resp_body.off;
+	n = buf_len(&r->resp_body);
 	if (n == 0) {
 		if (!r->resp_eof)
 			return NGHTTP2_ERR_DEFERRED;
@@ -209,8 +194,8 @@ resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *f
 	}
 	if (n > len)
 		n = len;
-	memcpy(buf, r->resp_body.p + r->resp_body.off, n);
-	r->resp_body.off += n;
+	memcpy(buf, buf_ptr(&r->resp_body), n);
+	buf_consume(&r->resp_body, n);
 	r->resp_bytes += n;
 	/* Sent on: the application may send that much more. */
 	if (r->us != NULL && r->usid > 0) {
@@ -222,7 +207,7 @@ resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *f
 
 /* Answers the request ourselves (deny, fault, timeout, no route, upstream failure). */
 static void
-local_reply(struct h2r *r, int status, const char *body, const char *flags)
+h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 {
 	struct h2d *d = r->d;
 	char st[8], cl[24];
@@ -233,7 +218,7 @@ local_reply(struct h2r *r, int status, const char *body, const char *flags)
 		{ (uint8_t *)"content-length", (uint8_t *)cl, 14, 0, NGHTTP2_NV_FLAG_NONE },
 	};
 
-	/* Status first: cancelling the upstream may call back into us (up_on_response). */
+	/* Status first: cancelling the upstream may call back into us (h2_up_on_response). */
 	if (!r->resp_headers_sent) {
 		r->status = status;
 		r->flags = flags;
@@ -279,9 +264,9 @@ up_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void 
 {
 	struct h2r *r = user;
 
-	if (r->up == NULL || r->up_out.len >= WP_BUF)
+	if (r->up == NULL || l7_sendq_len(&r->up_out) >= WP_BUF)
 		return NGHTTP2_ERR_WOULDBLOCK;
-	if (wp_obuf_add(&r->up_out, data, len) != 0)
+	if (l7_sendq_put(&r->up_out, data, len) != 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	return (ssize_t)len;
 }
@@ -294,18 +279,18 @@ up_flush(struct h2r *r)
 		return;
 	r->up_sending = true;
 	for (;;) {
-		wp_obuf_flush(&r->up_out, r->up);
-		if (r->up_out.len >= WP_BUF || !nghttp2_session_want_write(r->us))
+		l7_sendq_flush(&r->up_out, r->up);
+		if (l7_sendq_len(&r->up_out) >= WP_BUF || !nghttp2_session_want_write(r->us))
 			break;
 		if (nghttp2_session_send(r->us) != 0) {
 			r->up_sending = false;
-			local_reply(r, 503, "upstream protocol error", "UPE");
+			h2_local_reply(r, 503, "upstream protocol error", "UPE");
 			return;
 		}
-		if (r->up_out.len == 0)
+		if (l7_sendq_len(&r->up_out) == 0)
 			break;
 	}
-	wp_obuf_flush(&r->up_out, r->up);
+	l7_sendq_flush(&r->up_out, r->up);
 	r->up_sending = false;
 }
 
@@ -316,7 +301,7 @@ req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *fl
 {
 	struct h2r *r = src->ptr;
 	struct h2d *d = r->d;
-	size_t n = r->req_body.len - r->req_body.off;
+	size_t n = buf_len(&r->req_body);
 
 	if (n == 0) {
 		if (!r->req_eof)
@@ -326,8 +311,8 @@ req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *fl
 	}
 	if (n > len)
 		n = len;
-	memcpy(buf, r->req_body.p + r->req_body.off, n);
-	r->req_body.off += n;
+	memcpy(buf, buf_ptr(&r->req_body), n);
+	buf_consume(&r->req_body, n);
 	/* Sent on: the client may send that much more. */
 	if (!r->down_closed) {
 		nghttp2_session_consume(d->s, r->sid, n);
@@ -397,12 +382,12 @@ send_response_head(struct h2r *r, bool no_body)
 			hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
 	}
 	if (st == NULL) {
-		local_reply(r, 502, "upstream sent no :status", "UPE");
+		h2_local_reply(r, 502, "upstream sent no :status", "UPE");
 		return;
 	}
 	r->status = atoi(st);
 	if (r->rt != NULL && route_edit_response_headers(r->rt, &l) != 0) {
-		local_reply(r, 500, "response headers do not fit", "UPE");
+		h2_local_reply(r, 500, "response headers do not fit", "UPE");
 		return;
 	}
 	nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)st, 7, strlen(st),
@@ -473,7 +458,7 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 			send_response_head(r, (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
 		} else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
 			if (keep_trailers(r) != 0) {
-				local_reply(r, 502, "out of memory", "UPE");
+				h2_local_reply(r, 502, "out of memory", "UPE");
 				return 0;
 			}
 		}
@@ -498,7 +483,7 @@ up_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *
 	if (sid != r->usid || !r->resp_headers_sent || r->down_closed)
 		return 0;
 	/* Bounded by the stream window we give the application: consumed only once sent on. */
-	if (bbuf_add(&r->resp_body, data, len) != 0)
+	if (buf_put(&r->resp_body, data, len) != 0)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	nghttp2_session_resume_data(r->d->s, r->sid);
 	d_flush(r->d);
@@ -515,10 +500,10 @@ up_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	r->up_done = true;
 	if (!r->resp_eof) {
 		if (!r->resp_headers_sent)
-			local_reply(r, 503, "upstream connect error or disconnect/reset before headers",
+			h2_local_reply(r, 503, "upstream connect error or disconnect/reset before headers",
 			    err == NGHTTP2_REFUSED_STREAM ? "UR" : "UC");
 		else
-			local_reply(r, r->status, "", "UR"); /* cut mid-response: reset downstream */
+			h2_local_reply(r, r->status, "", "UR"); /* cut mid-response: reset downstream */
 		return 0;
 	}
 	/* The exchange is complete: the tunnel ends (the application sees its connection close). */
@@ -529,7 +514,7 @@ up_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 static nghttp2_session_callbacks *up_callbacks;
 
 static void
-up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
+h2_up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 {
 	struct h2r *r = hbone_stream_user(s);
 	ssize_t n;
@@ -548,48 +533,48 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 		log_debug("waypoint: h2c from %s: %s", r->ep ? r->ep->h.name : "?",
 		    nghttp2_strerror((int)n));
 		if (!r->resp_headers_sent)
-			local_reply(r, 502, "upstream protocol error", "UPE");
+			h2_local_reply(r, 502, "upstream protocol error", "UPE");
 		else
-			local_reply(r, r->status, "", "UPE");
+			h2_local_reply(r, r->status, "", "UPE");
 		return;
 	}
 	up_flush(r);
 }
 
 static void
-up_on_eof(struct hbone_stream *s)
+h2_up_on_eof(struct hbone_stream *s)
 {
 	struct h2r *r = hbone_stream_user(s);
 
 	if (!r->up_done && !r->resp_eof) {
 		r->up_done = true;
-		local_reply(r, r->resp_headers_sent ? r->status : 503,
+		h2_local_reply(r, r->resp_headers_sent ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
 }
 
 static void
-up_on_writable(struct hbone_stream *s)
+h2_up_on_writable(struct hbone_stream *s)
 {
 	up_flush(hbone_stream_user(s));
 }
 
 static void
-up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
+h2_up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 {
 	struct h2r *r = hbone_stream_user(s);
 
 	r->up = NULL;
 	if (!r->up_done && !r->resp_eof) {
 		r->up_done = true;
-		local_reply(r, r->resp_headers_sent ? r->status : 503,
+		h2_local_reply(r, r->resp_headers_sent ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
 	r_maybe_free(r); /* the client session goes with r: this may be inside its callbacks */
 }
 
 static void
-up_on_response(struct hbone_stream *s, int status)
+h2_up_on_response(struct hbone_stream *s, int status)
 {
 	struct h2r *r = hbone_stream_user(s);
 	struct hdr storage[H2_MAX_HEADERS + 16];
@@ -612,7 +597,7 @@ up_on_response(struct hbone_stream *s, int status)
 		if (!ours)
 			r->d->t->wp->st.upstream_failures++;
 		if (!ours && r->status == 0 && !r->down_closed)
-			local_reply(r, 503, status == 401 ? "upstream refused the waypoint" :
+			h2_local_reply(r, 503, status == 401 ? "upstream refused the waypoint" :
 			    "upstream connect error", status == 401 ? "DENY" : "UF");
 		r_maybe_free(r);
 		return;
@@ -620,14 +605,14 @@ up_on_response(struct hbone_stream *s, int status)
 	if (r->up_done || r->down_closed || r->status != 0)
 		return; /* answered or gone meanwhile: r_cancel_up has reset the tunnel */
 	if (nghttp2_option_new(&opt) != 0) {
-		local_reply(r, 500, "out of memory", "UPE");
+		h2_local_reply(r, 500, "out of memory", "UPE");
 		return;
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	if (nghttp2_session_client_new2(&r->us, up_callbacks, r, opt) != 0) {
 		nghttp2_option_del(opt);
 		r->us = NULL;
-		local_reply(r, 500, "out of memory", "UPE");
+		h2_local_reply(r, 500, "out of memory", "UPE");
 		return;
 	}
 	nghttp2_option_del(opt);
@@ -636,7 +621,7 @@ up_on_response(struct hbone_stream *s, int status)
 	for (size_t i = 0; i < r->nh; i++)
 		hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
 	if (r->rt != NULL && route_edit_request_headers(r->rt, &l) != 0) {
-		local_reply(r, 500, "request headers do not fit", "UPE");
+		h2_local_reply(r, 500, "request headers do not fit", "UPE");
 		return;
 	}
 	if (r->add_tp)
@@ -652,21 +637,21 @@ up_on_response(struct hbone_stream *s, int status)
 		nv[n++] = (nghttp2_nv){ (uint8_t *)l.v[i].name, (uint8_t *)l.v[i].value,
 			strlen(l.v[i].name), strlen(l.v[i].value), NGHTTP2_NV_FLAG_NONE };
 	r->usid = nghttp2_submit_request(r->us, NULL, nv, n,
-	    r->req_eof && r->req_body.len == r->req_body.off ? NULL : &dp, r);
+	    r->req_eof && buf_len(&r->req_body) == 0 ? NULL : &dp, r);
 	clear_headers(r); /* the request's fields are sent; hv now collects the response's */
 	if (r->usid < 0) {
-		local_reply(r, 500, "cannot forward the request", "UPE");
+		h2_local_reply(r, 500, "cannot forward the request", "UPE");
 		return;
 	}
 	up_flush(r);
 }
 
-static const struct hbone_stream_cb up_cb = {
-	.on_data = up_on_data,
-	.on_eof = up_on_eof,
-	.on_writable = up_on_writable,
-	.on_response = up_on_response,
-	.on_close = up_on_close,
+static const struct hbone_stream_cb h2_up_cb = {
+	.on_data = h2_up_on_data,
+	.on_eof = h2_up_on_eof,
+	.on_writable = h2_up_on_writable,
+	.on_response = h2_up_on_response,
+	.on_close = h2_up_on_close,
 };
 
 /* Stops the upstream of r, if any: RST_STREAM to the application and the tunnel closed. */
@@ -686,32 +671,32 @@ r_cancel_up(struct h2r *r)
 		if (!r->timers_closing) {
 			r->lingering = true;
 			uv_timer_stop(&r->wait);
-			uv_timer_start(&r->timer, on_timeout, H2_LINGER_MS, 0);
+			uv_timer_start(&r->timer, h2_on_timeout, H2_LINGER_MS, 0);
 		}
 	} else {
 		/* Cancelled (or still connecting): the application's connection is reset. */
 		hbone_stream_reset(r->up, NGHTTP2_CANCEL);
 	}
-	/* up_on_close lets r go. */
+	/* h2_up_on_close lets r go. */
 }
 
 static void
 start_up(struct h2r *r)
 {
-	int rc = wp_open_upstream(r->d->t, r->ep, r->target, r->traceparent, &up_cb, r, &r->up);
+	int rc = wp_open_upstream(r->d->t, r->ep, r->target, r->traceparent, &h2_up_cb, r, &r->up);
 
 	if (rc == -ENOENT) {
 		r->up = NULL;
-		local_reply(r, 503, "no healthy upstream", "UH");
+		h2_local_reply(r, 503, "no healthy upstream", "UH");
 	} else if (rc != 0) {
 		r->up = NULL;
 		r->d->t->wp->st.upstream_failures++;
-		local_reply(r, 503, "upstream connect error", "UO");
+		h2_local_reply(r, 503, "upstream connect error", "UO");
 	}
 }
 
 static void
-on_wait(uv_timer_t *h)
+h2_on_wait(uv_timer_t *h)
 {
 	struct h2r *r = h->data;
 
@@ -720,7 +705,7 @@ on_wait(uv_timer_t *h)
 }
 
 static void
-on_timeout(uv_timer_t *h)
+h2_on_timeout(uv_timer_t *h)
 {
 	struct h2r *r = h->data;
 
@@ -733,7 +718,7 @@ on_timeout(uv_timer_t *h)
 	if (r->down_closed || r->resp_eof)
 		return;
 	r->d->t->wp->st.timeouts++;
-	local_reply(r, 504, "upstream request timeout", "UT");
+	h2_local_reply(r, 504, "upstream request timeout", "UT");
 }
 
 /* --- downstream: the server session on the tunnel --- */
@@ -745,9 +730,9 @@ d_send_cb(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *
 
 	if (d->t->down == NULL)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	if (d->out.len >= WP_BUF)
+	if (l7_sendq_len(&d->t->out) >= WP_BUF)
 		return NGHTTP2_ERR_WOULDBLOCK;
-	if (wp_obuf_add(&d->out, data, len) != 0)
+	if (l7_sendq_put(&d->t->out, data, len) != 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	return (ssize_t)len;
 }
@@ -758,29 +743,29 @@ d_flush(struct h2d *d)
 	struct tun *t = d->t;
 
 	/* Never from inside the server session's own callbacks: the caller flushes after. */
-	if (d->sending || d->in_recv || d->gone || d->s == NULL)
+	if (d->sending || d->in_recv || d->state == H2_CS_GONE || d->s == NULL)
 		return;
 	d->sending = true;
 	for (;;) {
-		wp_obuf_flush(&d->out, t->down);
-		if (d->out.len >= WP_BUF || !nghttp2_session_want_write(d->s))
+		l7_sendq_flush(&t->out, t->down);
+		if (l7_sendq_len(&t->out) >= WP_BUF || !nghttp2_session_want_write(d->s))
 			break;
 		if (nghttp2_session_send(d->s) != 0) {
 			d->sending = false;
 			wp_tun_abort(t);
 			return;
 		}
-		if (d->out.len == 0)
+		if (l7_sendq_len(&t->out) == 0)
 			break;
 	}
-	wp_obuf_flush(&d->out, t->down);
+	l7_sendq_flush(&t->out, t->down);
 	d->sending = false;
 	/* The client ended the tunnel and every stream is done (or the session is): end ours
 	 * once the bytes are out. */
-	if (d->out.len == 0 && t->down != NULL && !t->down_shut_pending &&
-	    ((d->eof && d->open_streams == 0) ||
+	if (l7_sendq_len(&t->out) == 0 && t->down != NULL && !t->shut_pending &&
+	    ((d->state == H2_CS_EOF && d->open_streams == 0) ||
 	    (!nghttp2_session_want_read(d->s) && !nghttp2_session_want_write(d->s)))) {
-		t->down_shut_pending = true;
+		t->shut_pending = true; /* (set: it is sent now, and only once) */
 		hbone_stream_shutdown(t->down);
 	}
 }
@@ -809,6 +794,9 @@ d_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	uv_timer_init(d->t->wp->loop, &r->wait);
 	r->timer.data = r->wait.data = r;
 	r->timers_open = 2;
+	l7_sendq_init(&r->up_out);
+	buf_init(&r->req_body, WP_QUEUE_MAX);
+	buf_init(&r->resp_body, WP_QUEUE_MAX);
 	r->next = d->reqs;
 	d->reqs = r;
 	d->nreqs++;
@@ -862,103 +850,74 @@ hlookup(void *arg, const char *name)
 	return NULL;
 }
 
-/* The request head is complete: route, authorize, then answer or go upstream. */
+/* The request's trace context, for a reply made before the pipeline ran. */
 static void
-request_head(struct h2r *r)
+early_traceparent(struct h2r *r)
 {
-	struct tun *t = r->d->t;
-	char path[2048], query[2048];
-	const char *q, *ct, *tp, *why;
-	struct route_req rq;
-	struct wp_verdict v;
-	uint64_t delay;
-	size_t plen;
-	bool normalized;
+	const char *tp = hlookup(r, "traceparent");
 
-	r->req_headers_done = true;
-	ct = hlookup(r, "content-type");
-	r->grpc = ct != NULL && strncmp(ct, "application/grpc", 16) == 0;
-	tp = hlookup(r, "traceparent");
 	r->add_tp = tp == NULL;
 	if (tp != NULL)
 		snprintf(r->traceparent, sizeof(r->traceparent), "%s", tp);
 	else
 		rng_traceparent(r->traceparent, sizeof(r->traceparent));
-	if (r->too_big) {
-		local_reply(r, 431, "request header fields too large", "-");
-		return;
-	}
-	if (r->method == NULL || r->path == NULL || strcmp(r->method, "CONNECT") == 0) {
-		local_reply(r, 400, "bad request", "-");
-		return;
-	}
-	/* The policies and routes in force now; requests still in flight keep theirs. */
-	if (!wp_tun_refresh_registry(t)) {
-		local_reply(r, 503, "no longer in the registry", "NR");
-		return;
-	}
-	r->reg = registry_ref(t->reg);
-	if (r->authority == NULL && (r->authority = strdup(t->authority)) == NULL) {
-		local_reply(r, 500, "out of memory", "-");
-		return;
-	}
-	if (strlen(r->path) >= sizeof(path)) {
-		local_reply(r, 414, "URI too long", "-");
-		return;
-	}
-	if (strchr(r->path, '#') != NULL) {
-		local_reply(r, 400, "a fragment in the request target", "-");
-		return;
-	}
-	q = strchr(r->path, '?');
-	plen = q != NULL ? (size_t)(q - r->path) : strlen(r->path);
-	/* Routes and policy judge, and the application gets, the normalized path. */
-	if (route_normalize_path(r->path, plen, path, sizeof(path), &why) != 0) {
-		local_reply(r, 400, why, "-");
-		return;
-	}
-	normalized = strlen(path) != plen || memcmp(path, r->path, plen) != 0;
-	snprintf(query, sizeof(query), "%s", q ? q + 1 : "");
-	rq.method = r->method;
-	rq.path = path;
-	rq.query = query;
-	rq.header = hlookup;
-	rq.header_arg = r;
-	wp_decide(t, &rq, r->authority, &v);
-	r->rt = v.rt;
-	r->ep = v.ep;
-	r->target = v.target;
-	if (r->rt != NULL && r->rt->redirect) {
-		/* Redirects are for browsers; an h2c client is not one (amesh-waypoint(8)). */
-		local_reply(r, 500, "redirect routes are not served over HTTP/2", "-");
-		return;
-	}
-	if (v.status != 0) {
-		local_reply(r, v.status, v.body, v.flags);
-		return;
-	}
-	r->up_path = NULL;
-	if (r->rt != NULL && r->rt->rewrite_path_prefix != NULL) {
-		char rw[2048];
+}
 
-		if (route_rewrite_path(r->rt, path, rw, sizeof(rw)) == 0 &&
-		    asprintf(&r->up_path, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
-			r->up_path = NULL;
+/* The request head is complete: the pipeline (route, authorize...), then answer or go upstream. */
+static void
+request_head(struct h2r *r)
+{
+	struct tun *t = r->d->t;
+	const char *ct;
+	struct l7_req rq;
+	struct l7_plan p;
+
+	r->req_headers_done = true;
+	ct = hlookup(r, "content-type");
+	r->grpc = ct != NULL && strncmp(ct, "application/grpc", 16) == 0;
+	if (r->too_big) {
+		early_traceparent(r);
+		h2_local_reply(r, 431, "request header fields too large", "-");
+		return;
 	}
-	if (r->up_path == NULL && normalized &&
-	    asprintf(&r->up_path, "%s%s%s", path, query[0] ? "?" : "", query) < 0)
-		r->up_path = NULL; /* (then 500 below: never the raw path) */
-	else if (r->up_path == NULL && !normalized)
-		r->up_path = strdup(r->path);
+	/* Malformed for us: no :method or :path (CONNECT has none: a tunnel inside a tunnel). */
+	if (r->method == NULL || r->path == NULL || strcmp(r->method, "CONNECT") == 0) {
+		early_traceparent(r);
+		h2_local_reply(r, 400, "bad request", "-");
+		return;
+	}
+	if (r->authority == NULL && (r->authority = strdup(t->authority)) == NULL) {
+		early_traceparent(r);
+		h2_local_reply(r, 500, "out of memory", "-");
+		return;
+	}
+	rq = (struct l7_req){
+		.method = r->method, .target = r->path, .target_len = strlen(r->path),
+		.host = r->authority, .header = hlookup, .header_arg = r, .redirects = false,
+	};
+	l7_pipeline(t, &rq, &p);
+	/* The snapshot rt and ep belong to, while the request lives (requests in flight keep
+	 * theirs when a later one moves the tunnel). */
+	r->reg = registry_ref(t->reg);
+	snprintf(r->traceparent, sizeof(r->traceparent), "%s", p.traceparent);
+	r->add_tp = p.add_traceparent;
+	r->rt = p.rt;
+	r->ep = p.ep;
+	r->target = p.target;
+	if (p.status != 0) {
+		h2_local_reply(r, p.status, p.body, p.flags);
+		return;
+	}
+	r->up_path = p.upstream_target != NULL ? p.upstream_target : strdup(r->path);
 	if (r->up_path == NULL) {
-		local_reply(r, 500, "out of memory", "-");
+		h2_local_reply(r, 500, "out of memory", "-");
 		return;
 	}
 	if (r->rt != NULL && r->rt->timeout > 0)
-		uv_timer_start(&r->timer, on_timeout, r->rt->timeout, 0);
-	if (r->rt != NULL && route_fault_delay(r->rt, wp_rnd(), &delay)) {
+		uv_timer_start(&r->timer, h2_on_timeout, r->rt->timeout, 0);
+	if (p.delay) {
 		r->flags = "DI";
-		uv_timer_start(&r->wait, on_wait, delay, 0);
+		uv_timer_start(&r->wait, h2_on_wait, p.delay_ms, 0);
 		return;
 	}
 	start_up(r);
@@ -1004,7 +963,7 @@ d_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *d
 		return 0;
 	}
 	/* Bounded by the stream window: consumed only once sent upstream (req_read). */
-	if (bbuf_add(&r->req_body, data, len) != 0)
+	if (buf_put(&r->req_body, data, len) != 0)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	if (r->us != NULL && r->usid > 0) {
 		nghttp2_session_resume_data(r->us, r->usid);
@@ -1037,7 +996,7 @@ d_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 static nghttp2_session_callbacks *d_callbacks;
 
 static void
-timer_closed(uv_handle_t *h)
+h2_timer_closed(uv_handle_t *h)
 {
 	struct h2r *r = h->data;
 
@@ -1055,8 +1014,8 @@ r_maybe_free(struct h2r *r)
 		return;
 	if (!r->timers_closing) {
 		r->timers_closing = true;
-		uv_close((uv_handle_t *)&r->timer, timer_closed);
-		uv_close((uv_handle_t *)&r->wait, timer_closed);
+		uv_close((uv_handle_t *)&r->timer, h2_timer_closed);
+		uv_close((uv_handle_t *)&r->wait, h2_timer_closed);
 		return;
 	}
 	if (r->timers_open > 0)
@@ -1076,13 +1035,13 @@ r_maybe_free(struct h2r *r)
 	free(r->authority);
 	free(r->path);
 	free(r->up_path);
-	free(r->req_body.p);
-	free(r->resp_body.p);
-	free(r->up_out.p);
+	buf_reset(&r->req_body);
+	buf_reset(&r->resp_body);
+	l7_sendq_reset(&r->up_out);
 	free(r->trailers);
 	free(r->tstore);
 	free(r);
-	if (d->gone && d->reqs == NULL)
+	if (d->state == H2_CS_GONE && d->reqs == NULL)
 		wp_tun_maybe_free(d->t);
 }
 
@@ -1108,8 +1067,10 @@ init_callbacks(void)
 	return 0;
 }
 
-int
-h2d_start(struct tun *t)
+static void h2m_on_data(struct tun *t, const uint8_t *data, size_t len);
+
+static int
+h2m_start(struct tun *t)
 {
 	struct h2d *d;
 	nghttp2_option *opt;
@@ -1121,47 +1082,44 @@ h2d_start(struct tun *t)
 	};
 
 	if (init_callbacks() != 0 || (d = calloc(1, sizeof(*d))) == NULL)
-		return -1;
+		return AMESH_ERR_NOMEM;
 	d->t = t;
 	if (nghttp2_option_new(&opt) != 0) {
 		free(d);
-		return -1;
+		return AMESH_ERR_NOMEM;
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	if (nghttp2_session_server_new2(&d->s, d_callbacks, d, opt) != 0) {
 		nghttp2_option_del(opt);
 		free(d);
-		return -1;
+		return AMESH_ERR_NOMEM;
 	}
 	nghttp2_option_del(opt);
 	nghttp2_submit_settings(d->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
 	/* A connection window larger than one stream's, so a stalled stream does not stall the
 	 * others; its bytes are returned as each stream's are. */
 	nghttp2_session_set_local_window_size(d->s, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
-	t->h2 = d;
-	t->mode = MODE_H2;
+	t->ps = d;
 	t->wp->st.tunnels_h2++;
-	if (t->in_len > 0) {
-		uint8_t *in = t->in;
-		size_t n = t->in_len;
+	if (buf_len(&t->in) > 0) {
+		struct buf in = t->in;
 
-		t->in = NULL;
-		t->in_len = 0;
-		h2d_on_data(d, in, n);
-		free(in);
+		buf_init(&t->in, WP_QUEUE_MAX);
+		h2m_on_data(t, buf_ptr(&in), buf_len(&in));
+		buf_reset(&in);
 	} else {
 		d_flush(d);
 	}
 	return 0;
 }
 
-void
-h2d_on_data(struct h2d *d, const uint8_t *data, size_t len)
+static void
+h2m_on_data(struct tun *t, const uint8_t *data, size_t len)
 {
-	struct tun *t = d->t;
+	struct h2d *d = t->ps;
 	ssize_t n;
 
-	if (d->gone || d->s == NULL)
+	if (d->state == H2_CS_GONE || d->s == NULL)
 		return;
 	d->in_recv = true;
 	n = nghttp2_session_mem_recv(d->s, data, len);
@@ -1169,7 +1127,7 @@ h2d_on_data(struct h2d *d, const uint8_t *data, size_t len)
 	/* Parsed: DATA is held per request, within the windows we advertised. */
 	if (t->down != NULL)
 		hbone_stream_consumed(t->down, len);
-	if (d->gone) {
+	if (d->state == H2_CS_GONE) {
 		wp_tun_maybe_free(t); /* the tunnel closed under us: it may go now */
 		return;
 	}
@@ -1181,12 +1139,14 @@ h2d_on_data(struct h2d *d, const uint8_t *data, size_t len)
 	d_flush(d);
 }
 
-void
-h2d_on_eof(struct h2d *d)
+static void
+h2m_on_eof(struct tun *t)
 {
+	struct h2d *d = t->ps;
+
 	/* The client ended its side: streams with a whole request finish, then the tunnel ends;
 	 * those still waiting for request bytes can never get them and are reset. */
-	d->eof = true;
+	d->state = H2_CS_EOF;
 	for (struct h2r *r = d->reqs; r != NULL; r = r->next)
 		if (!r->down_closed && !r->req_eof && !r->reset_sent && d->s != NULL) {
 			r->reset_sent = true;
@@ -1195,30 +1155,35 @@ h2d_on_eof(struct h2d *d)
 	d_flush(d);
 }
 
-void
-h2d_goaway(struct h2d *d)
+/* Draining: GOAWAY, so the client opens no more requests on this tunnel; those begun finish. */
+static void
+h2m_drain(struct tun *t)
 {
-	if (d == NULL || d->s == NULL || d->gone)
+	struct h2d *d = t->ps;
+
+	if (d == NULL || d->s == NULL || d->state == H2_CS_GONE)
 		return;
 	nghttp2_submit_goaway(d->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(d->s),
 	    NGHTTP2_NO_ERROR, NULL, 0);
 	d_flush(d);
 }
 
-void
-h2d_on_writable(struct h2d *d)
+static void
+h2m_on_writable(struct tun *t)
 {
-	d_flush(d);
+	d_flush(t->ps);
 }
 
-void
-h2d_on_close(struct h2d *d)
+/* The downstream tunnel is gone: every request is cancelled. */
+static void
+h2m_on_close(struct tun *t)
 {
+	struct h2d *d = t->ps;
 	struct h2r *r, *next;
 
-	if (d->gone)
+	if (d->state == H2_CS_GONE)
 		return;
-	d->gone = true;
+	d->state = H2_CS_GONE;
 	for (r = d->reqs; r != NULL; r = next) {
 		next = r->next;
 		if (!r->down_closed) {
@@ -1239,19 +1204,43 @@ h2d_on_close(struct h2d *d)
 	}
 }
 
-bool
-h2d_idle(const struct h2d *d)
+/* Nothing of d is left open (requests, timers, upstream tunnels). */
+static bool
+h2m_idle(const struct tun *t)
 {
+	const struct h2d *d = t->ps;
+
 	return d == NULL || (d->reqs == NULL && !d->in_recv && !d->sending);
 }
 
-void
-h2d_free(struct h2d *d)
+static void
+h2m_free(struct tun *t)
 {
+	struct h2d *d = t->ps;
+
 	if (d == NULL)
 		return;
 	if (d->s != NULL)
 		nghttp2_session_del(d->s);
-	free(d->out.p);
 	free(d);
+	t->ps = NULL;
 }
+
+/* Before the core resets the tunnel: nothing (requests are cancelled when it closes). */
+static void
+h2m_abort(struct tun *t)
+{
+}
+
+const struct l7_proto_ops l7_h2_ops = {
+	.name = "h2c",
+	.start = h2m_start,
+	.on_data = h2m_on_data,
+	.on_eof = h2m_on_eof,
+	.on_writable = h2m_on_writable,
+	.on_close = h2m_on_close,
+	.abort = h2m_abort,
+	.drain = h2m_drain,
+	.idle = h2m_idle,
+	.free = h2m_free,
+};
