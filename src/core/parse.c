@@ -364,3 +364,15 @@ duration_str(uint64_t ms, char *buf, size_t len)
 		snprintf(buf, len, "%" PRIu64 "ms", ms);
 	return buf;
 }
+
+int
+parse_hexdigit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

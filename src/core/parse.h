@@ -51,4 +51,7 @@ const char *sockaddr_str(const struct sockaddr_storage *ss, char *buf, size_t le
 /* Formats milliseconds back the way a user would write them ("5m", "500ms"). */
 const char *duration_str(uint64_t ms, char *buf, size_t len);
 
+/* The value of hexadecimal digit c (either case), or -1 when c is not one. */
+int parse_hexdigit(int c);
+
 #endif

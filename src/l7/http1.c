@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/parse.h"
 #include "core/util.h"
 #include "l7/http1.h"
 
@@ -160,18 +161,6 @@ static bool
 is_ctl(unsigned char c)
 {
 	return c < 0x20 || c == 0x7f;
-}
-
-static int
-hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 static unsigned char
@@ -341,7 +330,7 @@ scan(struct scan *s, const uint8_t *d, size_t n)
 				s->bad = "H1_BAD_CHUNK";
 				return i;
 			}
-			h = hexval(c);
+			h = parse_hexdigit(c);
 			if (s->st == SC_CHUNK_SIZE0) {
 				if (h < 0) {
 					s->bad = "H1_BAD_CHUNK";

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/parse.h"
 #include "l7/route.h"
 
 /* ---- Random values ---------------------------------------------------------------------- */
@@ -49,18 +50,6 @@ prefix_match_len(const char *prefix, const char *path)
 	return (long)pl;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* True if enc[0..len), %XX-decoded, equals plain. A malformed escape stands for itself. */
 static bool
 pct_equal(const char *enc, size_t len, const char *plain)
@@ -71,8 +60,8 @@ pct_equal(const char *enc, size_t len, const char *plain)
 		char c = enc[i];
 		int hi, lo;
 
-		if (c == '%' && i + 2 < len && (hi = hexval(enc[i + 1])) >= 0 &&
-		    (lo = hexval(enc[i + 2])) >= 0) {
+		if (c == '%' && i + 2 < len && (hi = parse_hexdigit(enc[i + 1])) >= 0 &&
+		    (lo = parse_hexdigit(enc[i + 2])) >= 0) {
 			c = (char)(hi << 4 | lo);
 			i += 3;
 		} else {
@@ -252,7 +241,8 @@ route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const c
 			goto out;
 		}
 		if (c == '%') {
-			int hi = i + 2 < n ? hexval(in[i + 1]) : -1, lo = i + 2 < n ? hexval(in[i + 2]) : -1;
+			int hi = i + 2 < n ? parse_hexdigit(in[i + 1]) : -1;
+			int lo = i + 2 < n ? parse_hexdigit(in[i + 2]) : -1;
 			unsigned char d;
 
 			if (hi < 0 || lo < 0) {
