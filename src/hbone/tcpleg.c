@@ -48,7 +48,7 @@ on_closed(uv_handle_t *h)
 	if (--l->handles > 0)
 		return;
 	if (s->cb != NULL && s->cb->on_close != NULL)
-		s->cb->on_close(s, l->reset, l->reset ? 0x8 /* CANCEL */ : 0);
+		s->cb->on_close(s, l->reset, l->reset ? NGHTTP2_CANCEL : NGHTTP2_NO_ERROR);
 	free(l);
 }
 
