@@ -29,7 +29,7 @@ struct buf {
 
 /* Storage larger than this is released when the buffer empties; smaller storage is kept for the
  * next append. */
-#define BUF_KEEP (16u * 1024)
+#define BUF_KEEP (4u * 1024)
 
 /* An empty buffer holding at most max bytes (max > 0). Allocates nothing. */
 void buf_init(struct buf *b, size_t max);

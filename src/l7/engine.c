@@ -115,6 +115,24 @@ wp_socket(void *arg, int family)
 	return fd;
 }
 
+/* An engine with its parts given, nothing started; NULL when out of memory. */
+static struct waypoint *
+engine_new(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
+    struct identity_store *ids, struct metrics *metrics)
+{
+	struct waypoint *wp = calloc(1, sizeof(*wp));
+
+	if (wp == NULL)
+		return NULL;
+	wp->loop = loop;
+	wp->conf = conf;
+	wp->reg = reg;
+	wp->ids = ids;
+	wp->metrics = metrics;
+	wp->gone = embedded_idle_check;
+	return wp;
+}
+
 int
 waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
     struct identity_store *ids, struct metrics *metrics, struct waypoint **out)
@@ -132,20 +150,14 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 		registry_unref(r);
 		return AMESH_ERR_NOTFOUND;
 	}
-	wp = calloc(1, sizeof(*wp));
+	wp = engine_new(loop, conf, reg, ids, metrics);
 	if (wp == NULL) {
 		registry_unref(r);
 		return AMESH_ERR_NOMEM;
 	}
-	wp->loop = loop;
-	wp->conf = conf;
-	wp->reg = reg;
-	wp->ids = ids;
-	wp->metrics = metrics;
 	wp->role = "waypoint";
 	wp->idle_ms = conf->waypoint.idle_timeout;
 	wp->detect_ms = conf->waypoint.protocol_detection_timeout;
-	wp->gone = embedded_idle_check;
 	wp->ns = strdup(wr->namespace);
 	wp->sa = strdup(wr->service_account);
 	registry_unref(r);
@@ -224,22 +236,16 @@ waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
     struct identity_store *ids, struct metrics *metrics, const struct l7_host *host,
     struct waypoint **out)
 {
-	struct waypoint *wp = calloc(1, sizeof(*wp));
+	struct waypoint *wp = engine_new(loop, conf, reg, ids, metrics);
 
 	*out = NULL;
 	if (wp == NULL)
 		return AMESH_ERR_NOMEM;
-	wp->loop = loop;
-	wp->conf = conf;
-	wp->reg = reg;
-	wp->ids = ids;
-	wp->metrics = metrics;
 	wp->embedded = true;
 	wp->host = *host;
 	wp->role = host->role;
 	wp->idle_ms = host->idle_timeout_ms;
 	wp->detect_ms = host->detect_ms;
-	wp->gone = embedded_idle_check;
 	wp->pool = host->pool;
 	wp->ns = strdup(host->ns);
 	wp->sa = strdup(host->sa);

@@ -602,6 +602,23 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 	}
 }
 
+/* The attempt's upstream ended (o) before the exchange did: before any answer, once more on a
+ * new tunnel or a retry, else 503; with half an answer sent, the tunnel is cut. */
+static void
+upstream_lost(struct tun *t, enum route_outcome o)
+{
+	struct h1t *ht = t->ps;
+
+	if (ht->state != H1X_RESPONSE) {
+		if (retry_stale(t) || retry_if_allowed(t, o, 0))
+			return;
+		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
+		    NULL, "UC");
+		return;
+	}
+	wp_tun_abort(t);
+}
+
 static void
 up_on_eof(struct hbone_stream *s)
 {
@@ -617,14 +634,7 @@ up_on_eof(struct hbone_stream *s)
 		request_done(t);
 		return;
 	}
-	if (ht->state != H1X_RESPONSE) {
-		if (retry_stale(t) || retry_if_allowed(t, ROUTE_OUT_RESET, 0))
-			return;
-		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
-		    NULL, "UC");
-		return;
-	}
-	wp_tun_abort(t);
+	upstream_lost(t, ROUTE_OUT_RESET);
 }
 
 static void
@@ -662,16 +672,8 @@ up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	ht->up_unconsumed = 0;
 	if (ht->state == H1X_IDLE)
 		return;
-	if (ht->state != H1X_RESPONSE) {
-		if (retry_stale(t) ||
-		    retry_if_allowed(t, err == NGHTTP2_REFUSED_STREAM ? ROUTE_OUT_REFUSED_STREAM :
-		    ROUTE_OUT_RESET, 0))
-			return;
-		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
-		    NULL, "UC");
-		return;
-	}
-	wp_tun_abort(t);
+	upstream_lost(t, err == NGHTTP2_REFUSED_STREAM ? ROUTE_OUT_REFUSED_STREAM :
+	    ROUTE_OUT_RESET);
 }
 
 static void
