@@ -101,4 +101,8 @@
 	X(decide_route_backend_port)          \
 	X(decide_l7_deny_and_sides)           \
 	X(decide_fault_and_redirect)          \
-	X(decide_l4)
+	X(decide_l4)                          \
+	X(pipeline_forward)                   \
+	X(pipeline_checks)                    \
+	X(pipeline_redirect_rewrite)          \
+	X(pipeline_registry_refresh)
