@@ -27,9 +27,9 @@
 
 /* Where the tunnel is in its exchange. */
 enum h1_state {
-	H1X_IDLE,     /* no request in flight: the parser reads the next request head */
-	H1X_REQUEST,  /* a request in flight, nothing of its answer sent yet (it may be retried) */
-	H1X_RESPONSE, /* its answer (the app's, or ours) has started going down: no retry */
+	H1_EX_IDLE,     /* no request in flight: the parser reads the next request head */
+	H1_EX_REQUEST,  /* a request in flight, nothing of its answer sent yet (it may be retried) */
+	H1_EX_RESPONSE, /* its answer (the app's, or ours) has started going down: no retry */
 };
 
 /* The upstream tunnel of the request in flight. */
@@ -87,8 +87,8 @@ static void h1t_free(void *arg);
 static void
 h1_responding(struct h1t *ht)
 {
-	if (ht->state == H1X_REQUEST)
-		ht->state = H1X_RESPONSE;
+	if (ht->state == H1_EX_REQUEST)
+		ht->state = H1_EX_RESPONSE;
 }
 
 static void
@@ -280,11 +280,11 @@ request_done(struct tun *t)
 		if (t->timers_open == 2)
 			uv_timer_start(&t->wait, on_up_idle, WP_UP_IDLE_MS, 0);
 	} else
-		drop_up(t, ht->state != H1X_RESPONSE || ht->status == 0);
+		drop_up(t, ht->state != H1_EX_RESPONSE || ht->status == 0);
 	free(ht->rewritten);
 	ht->rewritten = NULL;
 	buf_reset(&ht->replay);
-	ht->state = H1X_IDLE;
+	ht->state = H1_EX_IDLE;
 	ht->rt = NULL;
 	ht->ep = NULL;
 	if (ht->close_after || !ht->req || !ht->req->keep_alive) {
@@ -297,7 +297,7 @@ request_done(struct tun *t)
 	/* From inside the request parser, its own h1_feed goes on; else feed it here. */
 	if (!ht->in_feed)
 		feed_down(t);
-	if (ht->state == H1X_IDLE && t->down_eof && !ht->in_feed)
+	if (ht->state == H1_EX_IDLE && t->down_eof && !ht->in_feed)
 		shutdown_down(t);
 }
 
@@ -327,7 +327,7 @@ retry_if_allowed(struct tun *t, enum route_outcome o, int status)
 
 	/* A body is sent again from the copy kept of it: all of it (the request has ended), or none
 	 * yet (the parser still holds it) - never from the middle of a stream. */
-	if (ht->rt == NULL || ht->state == H1X_RESPONSE ||
+	if (ht->rt == NULL || ht->state == H1_EX_RESPONSE ||
 	    (ht->req_has_body && !(ht->replay_ok && (ht->req_body_done || !ht->body_started))) ||
 	    !route_should_retry(ht->rt, ht->attempt, o, status))
 		return false;
@@ -350,7 +350,7 @@ retry_stale(struct tun *t)
 	const char *m = ht->req ? ht->req->method : "";
 
 	/* Only when no byte came back on it, and only what may be sent twice (RFC 9110 9.2.1). */
-	if (!ht->reused || ht->up_answered || ht->state == H1X_RESPONSE || ht->req_has_body ||
+	if (!ht->reused || ht->up_answered || ht->state == H1_EX_RESPONSE || ht->req_has_body ||
 	    (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0 && strcmp(m, "OPTIONS") != 0))
 		return false;
 	ht->reused = false;
@@ -366,7 +366,7 @@ on_per_try(uv_timer_t *h)
 	struct tun *t = h->data;
 	struct h1t *ht = t->ps;
 
-	if (ht->state == H1X_RESPONSE || ht->state == H1X_IDLE)
+	if (ht->state == H1_EX_RESPONSE || ht->state == H1_EX_IDLE)
 		return;
 	t->wp->st.timeouts++;
 	if (retry_if_allowed(t, ROUTE_OUT_TIMEOUT, 0))
@@ -391,7 +391,7 @@ on_timeout(uv_timer_t *h)
 	struct h1t *ht = t->ps;
 
 	t->wp->st.timeouts++;
-	if (ht->state == H1X_RESPONSE) {
+	if (ht->state == H1_EX_RESPONSE) {
 		/* Half a response went out: the only honest end is to cut the tunnel. */
 		ht->flags = "UT";
 		wp_tun_abort(t);
@@ -542,7 +542,7 @@ upgrade_to_l4(struct tun *t, const uint8_t *rest, size_t n)
 	stop_timer(t);
 	l7_mirror_detach(&ht->mirror, ht->req_body_done);
 	finish_request_telemetry(t);
-	ht->state = H1X_IDLE;
+	ht->state = H1_EX_IDLE;
 	ho = (struct l4_handover){
 		.up = ht->up, .ep = ht->ep, .target = ht->target, .flags = ht->flags,
 		.to_down = rest, .to_down_len = n, .to_up = &ht->to_up,
@@ -570,7 +570,7 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 
 	t->last = uv_now(t->wp->loop);
 	ht->up_unconsumed += len;
-	if (ht->up_state == H1_UP_KEPT || ht->state == H1X_IDLE || ht->resp_p == NULL) {
+	if (ht->up_state == H1_UP_KEPT || ht->state == H1_EX_IDLE || ht->resp_p == NULL) {
 		/* Bytes on a kept tunnel before a request went on it: the application broke HTTP. */
 		drop_up(t, true);
 		return;
@@ -587,7 +587,7 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 		log_info("waypoint: %s: bad response from %s: %s", t->authority,
 		    ht->ep ? ht->ep->h.name : "?", h1_error_text(ht->resp_p));
 		t->wp->st.upstream_failures++;
-		if (ht->state != H1X_RESPONSE) {
+		if (ht->state != H1_EX_RESPONSE) {
 			reply_and_finish(t, 502, "upstream sent a bad response", NULL, "UPE");
 			return;
 		}
@@ -609,7 +609,7 @@ upstream_lost(struct tun *t, enum route_outcome o)
 {
 	struct h1t *ht = t->ps;
 
-	if (ht->state != H1X_RESPONSE) {
+	if (ht->state != H1_EX_RESPONSE) {
 		if (retry_stale(t) || retry_if_allowed(t, o, 0))
 			return;
 		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
@@ -625,12 +625,12 @@ up_on_eof(struct hbone_stream *s)
 	struct tun *t = hbone_stream_user(s);
 	struct h1t *ht = t->ps;
 
-	if (ht->up_state == H1_UP_KEPT || ht->state == H1X_IDLE) {
+	if (ht->up_state == H1_UP_KEPT || ht->state == H1_EX_IDLE) {
 		drop_up(t, false); /* the application closed a kept connection */
 		return;
 	}
 	/* A body delimited by the close ends here; anything else was cut short. */
-	if (ht->resp_p != NULL && h1_finish(ht->resp_p) == 0 && ht->state == H1X_RESPONSE) {
+	if (ht->resp_p != NULL && h1_finish(ht->resp_p) == 0 && ht->state == H1_EX_RESPONSE) {
 		request_done(t);
 		return;
 	}
@@ -670,7 +670,7 @@ up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	ht->up = NULL;
 	ht->up_state = H1_UP_NONE;
 	ht->up_unconsumed = 0;
-	if (ht->state == H1X_IDLE)
+	if (ht->state == H1_EX_IDLE)
 		return;
 	upstream_lost(t, err == NGHTTP2_REFUSED_STREAM ? ROUTE_OUT_REFUSED_STREAM :
 	    ROUTE_OUT_RESET);
@@ -843,7 +843,7 @@ req_head(void *arg, const struct h1_head *h)
 	/* One request at a time: the next waits until this one is answered. */
 	h1_pause(ht->req_p, true);
 	ht->req = h;
-	ht->state = H1X_REQUEST;
+	ht->state = H1_EX_REQUEST;
 	ht->start = uv_now(wp->loop);
 	ht->req_bytes = 0;
 	ht->resp_bytes = 0;
@@ -934,7 +934,7 @@ req_end(void *arg)
 	flush_up(t);
 	/* The next request waits while this one is in flight. A request without a body may have
 	 * been answered already (its end comes after its head was handled): then go on. */
-	if (ht->state != H1X_IDLE)
+	if (ht->state != H1_EX_IDLE)
 		h1_pause(ht->req_p, true);
 	else
 		h1_pause(ht->req_p, false); /* an Upgrade request, answered as plain HTTP: the parser
@@ -970,7 +970,7 @@ feed_down(struct tun *t)
 			log_info("waypoint: %s: bad request from %s: %s", t->authority, t->peer_id,
 			    h1_error_text(ht->req_p));
 			ht->close_after = true;
-			if (ht->state == H1X_IDLE) {
+			if (ht->state == H1_EX_IDLE) {
 				ht->req = NULL;
 				ht->start = uv_now(t->wp->loop);
 				local_reply(t, st ? st : 400, "bad request", NULL);
@@ -987,7 +987,7 @@ feed_down(struct tun *t)
 			break;
 	}
 	/* A request answered inside the parser may have left the connection to close. */
-	if (ht->state == H1X_IDLE && (t->down_eof || ht->close_after))
+	if (ht->state == H1_EX_IDLE && (t->down_eof || ht->close_after))
 		shutdown_down(t);
 }
 
@@ -1026,9 +1026,9 @@ h1m_on_eof(struct tun *t)
 {
 	struct h1t *ht = t->ps;
 
-	if (ht->req_p != NULL && ht->state == H1X_IDLE)
+	if (ht->req_p != NULL && ht->state == H1_EX_IDLE)
 		feed_down(t);
-	if (ht->state == H1X_IDLE)
+	if (ht->state == H1_EX_IDLE)
 		shutdown_down(t);
 }
 
@@ -1043,10 +1043,10 @@ h1m_on_close(struct tun *t)
 {
 	struct h1t *ht = t->ps;
 
-	if (ht->state == H1X_REQUEST && ht->status == 0) {
+	if (ht->state == H1_EX_REQUEST && ht->status == 0) {
 		ht->flags = "DC"; /* downstream went away */
 		finish_request_telemetry(t);
-		ht->state = H1X_IDLE;
+		ht->state = H1_EX_IDLE;
 	}
 	drop_up(t, ht->up_state != H1_UP_KEPT);
 	l7_mirror_detach(&ht->mirror, false);
@@ -1066,7 +1066,7 @@ h1m_drain(struct tun *t)
 	struct h1t *ht = t->ps;
 
 	ht->close_after = true;
-	if (ht->state == H1X_IDLE) {
+	if (ht->state == H1_EX_IDLE) {
 		drop_up(t, false);
 		shutdown_down(t);
 	}

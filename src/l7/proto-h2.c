@@ -63,6 +63,13 @@ struct h2d {
 	bool sending, in_recv; /* inside nghttp2_session_send / _mem_recv */
 };
 
+/* Where a request's answer is, downstream. */
+enum h2r_answer {
+	H2R_NO_ANSWER, /* nothing sent to the client yet: a local reply may still answer it */
+	H2R_ANSWERING, /* its head went down (the app's or ours); body and trailers follow */
+	H2R_ANSWERED,  /* the app's whole answer has come (END_STREAM): what is left goes down */
+};
+
 /* One request: a downstream stream and, once it goes upstream, its tunnel and client session. */
 struct h2r {
 	struct h2d *d;
@@ -88,7 +95,8 @@ struct h2r {
 	int32_t usid;
 	bool up_sending, up_in_recv, up_done, up_shut;
 	struct buf req_body, resp_body; /* each bounded by a stream window */
-	bool resp_eof, resp_headers_sent, down_closed, reset_sent;
+	enum h2r_answer answer;
+	bool down_closed, reset_sent;
 	nghttp2_nv *trailers;
 	size_t ntrailers;
 	char *tstore; /* trailer names and values, back to back */
@@ -182,7 +190,7 @@ resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *f
 	}
 	n = buf_len(&r->resp_body);
 	if (n == 0) {
-		if (!r->resp_eof)
+		if (r->answer != H2R_ANSWERED)
 			return NGHTTP2_ERR_DEFERRED;
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (r->ntrailers > 0) {
@@ -219,7 +227,7 @@ h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 	};
 
 	/* Status first: cancelling the upstream may call back into us (h2_up_on_response). */
-	if (!r->resp_headers_sent) {
+	if (r->answer == H2R_NO_ANSWER) {
 		r->status = status;
 		r->flags = flags;
 	} else if (r->flags == NULL) {
@@ -231,7 +239,7 @@ h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 		uv_timer_stop(&r->timer);
 		uv_timer_stop(&r->wait);
 	}
-	if (r->resp_headers_sent || r->down_closed) {
+	if (r->answer != H2R_NO_ANSWER || r->down_closed) {
 		/* Half a response went out: the only honest end is to reset the stream. */
 		if (!r->down_closed && !r->reset_sent) {
 			r->reset_sent = true;
@@ -248,7 +256,7 @@ h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 	r->lbody = body;
 	r->lbody_len = strlen(body);
 	r->lbody_off = 0;
-	r->resp_headers_sent = true;
+	r->answer = H2R_ANSWERING;
 	if (nghttp2_submit_response(d->s, r->sid, nv, 3, r->lbody_len ? &dp : NULL) != 0 &&
 	    !r->reset_sent) {
 		r->reset_sent = true;
@@ -395,10 +403,10 @@ send_response_head(struct h2r *r, bool no_body)
 	for (size_t i = 0; i < l.n; i++)
 		nv[n++] = (nghttp2_nv){ (uint8_t *)l.v[i].name, (uint8_t *)l.v[i].value,
 			strlen(l.v[i].name), strlen(l.v[i].value), NGHTTP2_NV_FLAG_NONE };
-	r->resp_headers_sent = true;
+	r->answer = H2R_ANSWERING;
 	/* Without a body (gRPC's Trailers-Only) the head carries END_STREAM itself. */
 	if (no_body)
-		r->resp_eof = true;
+		r->answer = H2R_ANSWERED;
 	if (nghttp2_submit_response(d->s, r->sid, nv, n, no_body ? NULL : &dp) != 0) {
 		r->reset_sent = true;
 		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
@@ -445,7 +453,7 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if (f->hd.type == NGHTTP2_HEADERS) {
 		/* The final response follows any 1xx as a plain HEADERS block (nghttp2's category
 		 * HCAT_HEADERS): the first non-1xx block is the head, a later one the trailers. */
-		if (!r->resp_headers_sent) {
+		if (r->answer == H2R_NO_ANSWER) {
 			const char *st = NULL;
 
 			for (size_t i = 0; i < r->nh; i++)
@@ -464,8 +472,8 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		}
 	}
 	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
-	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && r->resp_headers_sent) {
-		r->resp_eof = true;
+	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && r->answer != H2R_NO_ANSWER) {
+		r->answer = H2R_ANSWERED;
 		if (!r->timers_closing)
 			uv_timer_stop(&r->timer); /* all of it is here: the route timeout is met */
 		nghttp2_session_resume_data(r->d->s, r->sid);
@@ -480,7 +488,7 @@ up_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *
 {
 	struct h2r *r = user;
 
-	if (sid != r->usid || !r->resp_headers_sent || r->down_closed)
+	if (sid != r->usid || r->answer == H2R_NO_ANSWER || r->down_closed)
 		return 0;
 	/* Bounded by the stream window we give the application: consumed only once sent on. */
 	if (buf_put(&r->resp_body, data, len) != 0)
@@ -498,8 +506,8 @@ up_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	if (sid != r->usid || r->up_done)
 		return 0;
 	r->up_done = true;
-	if (!r->resp_eof) {
-		if (!r->resp_headers_sent)
+	if (r->answer != H2R_ANSWERED) {
+		if (r->answer == H2R_NO_ANSWER)
 			h2_local_reply(r, 503, "upstream connect error or disconnect/reset before headers",
 			    err == NGHTTP2_REFUSED_STREAM ? "UR" : "UC");
 		else
@@ -532,7 +540,7 @@ h2_up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 	if (n < 0) {
 		log_debug("waypoint: h2c from %s: %s", r->ep ? r->ep->h.name : "?",
 		    nghttp2_strerror((int)n));
-		if (!r->resp_headers_sent)
+		if (r->answer == H2R_NO_ANSWER)
 			h2_local_reply(r, 502, "upstream protocol error", "UPE");
 		else
 			h2_local_reply(r, r->status, "", "UPE");
@@ -546,9 +554,9 @@ h2_up_on_eof(struct hbone_stream *s)
 {
 	struct h2r *r = hbone_stream_user(s);
 
-	if (!r->up_done && !r->resp_eof) {
+	if (!r->up_done && r->answer != H2R_ANSWERED) {
 		r->up_done = true;
-		h2_local_reply(r, r->resp_headers_sent ? r->status : 503,
+		h2_local_reply(r, r->answer != H2R_NO_ANSWER ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
 }
@@ -565,9 +573,9 @@ h2_up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	struct h2r *r = hbone_stream_user(s);
 
 	r->up = NULL;
-	if (!r->up_done && !r->resp_eof) {
+	if (!r->up_done && r->answer != H2R_ANSWERED) {
 		r->up_done = true;
-		h2_local_reply(r, r->resp_headers_sent ? r->status : 503,
+		h2_local_reply(r, r->answer != H2R_NO_ANSWER ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
 	r_maybe_free(r); /* the client session goes with r: this may be inside its callbacks */
@@ -715,7 +723,7 @@ h2_on_timeout(uv_timer_t *h)
 			hbone_stream_reset(r->up, NGHTTP2_CANCEL);
 		return;
 	}
-	if (r->down_closed || r->resp_eof)
+	if (r->down_closed || r->answer == H2R_ANSWERED)
 		return;
 	r->d->t->wp->st.timeouts++;
 	h2_local_reply(r, 504, "upstream request timeout", "UT");
@@ -982,7 +990,7 @@ d_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	nghttp2_session_set_stream_user_data(s, sid, NULL);
 	r->d->open_streams--;
 	r->down_closed = true;
-	if (err != NGHTTP2_NO_ERROR && r->status == 0 && !r->resp_headers_sent)
+	if (err != NGHTTP2_NO_ERROR && r->status == 0 && r->answer == H2R_NO_ANSWER)
 		r->flags = "DC"; /* the client went away */
 	r_telemetry(r);
 	if (!r->timers_closing && !r->lingering)
@@ -1188,7 +1196,7 @@ h2m_on_close(struct tun *t)
 		next = r->next;
 		if (!r->down_closed) {
 			r->down_closed = true;
-			if (r->status == 0 && !r->resp_headers_sent)
+			if (r->status == 0 && r->answer == H2R_NO_ANSWER)
 				r->flags = "DC";
 			r_telemetry(r);
 		}
