@@ -154,6 +154,8 @@ l7_pipeline(struct tun *t, const struct l7_req *rq, struct l7_plan *p)
 		reply(p, 500, "out of memory", "-");
 		return;
 	}
+	if (p->rt != NULL)
+		p->timeout_ms = p->rt->timeout;
 	if (p->rt != NULL && route_fault_delay(p->rt, wp_rnd(), &p->delay_ms))
 		p->delay = true;
 }

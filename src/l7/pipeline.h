@@ -3,8 +3,9 @@
  * The request pipeline both HTTP protocols run on a request head, once, in this order: trace
  * context, move to the registry in force, 414 for a target too long, 400 for a fragment, CONNECT
  * refused, path normalization, the routing decision (decide.h), redirect, local replies the
- * decision asks for, the rewritten target, then the fault delay. The protocol module then answers
- * locally or forwards as the plan says, with its own framing and timers.
+ * decision asks for, the rewritten target, then the route's timeout and the fault delay. The
+ * protocol module then answers locally or forwards as the plan says, with its own framing and
+ * timers.
  */
 #ifndef AMESH_L7_PIPELINE_H
 #define AMESH_L7_PIPELINE_H
@@ -46,6 +47,7 @@ struct l7_plan {
 	uint16_t target;
 	char *upstream_target;  /* malloc'd, the caller's: the target to send (rewritten or
 				   normalized); NULL: the target as received */
+	uint64_t timeout_ms;    /* the route's overall timeout from now (0: none) */
 	bool delay;             /* fault delay: wait delay_ms before going upstream */
 	uint64_t delay_ms;
 	char traceparent[64];   /* the request's, or a new one to add (add_traceparent) */

@@ -881,8 +881,8 @@ req_head(void *arg, const struct h1_head *h)
 		if (!ht->req_has_body)
 			l7_mirror_detach(&ht->mirror, true);
 	}
-	if (ht->rt != NULL && ht->rt->timeout > 0)
-		uv_timer_start(&t->timer, on_timeout, ht->rt->timeout, 0);
+	if (p.timeout_ms > 0)
+		uv_timer_start(&t->timer, on_timeout, p.timeout_ms, 0);
 	if (p.delay) {
 		ht->flags = "DI";
 		uv_timer_start(&t->wait, on_wait, p.delay_ms, 0);

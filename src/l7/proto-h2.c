@@ -921,8 +921,8 @@ request_head(struct h2r *r)
 		h2_local_reply(r, 500, "out of memory", "-");
 		return;
 	}
-	if (r->rt != NULL && r->rt->timeout > 0)
-		uv_timer_start(&r->timer, h2_on_timeout, r->rt->timeout, 0);
+	if (p.timeout_ms > 0)
+		uv_timer_start(&r->timer, h2_on_timeout, p.timeout_ms, 0);
 	if (p.delay) {
 		r->flags = "DI";
 		uv_timer_start(&r->wait, h2_on_wait, p.delay_ms, 0);

@@ -22,7 +22,7 @@ static const char base[] =
     "[route \"moved\"]\nnamespace = default\nservice = svc\nmatch.path_prefix = /old\n"
     "redirect.path = /new\n"
     "[route \"rw\"]\nnamespace = default\nservice = svc\nbackends = svc\n"
-    "match.path_prefix = /foo\nrewrite.path_prefix = /xyz\n"
+    "match.path_prefix = /foo\nrewrite.path_prefix = /xyz\ntimeout = 2s\n"
     "[policy \"no-admin\"]\nnamespace = default\nselector = app=a\naction = deny\n"
     "to.paths = /admin*\n";
 
@@ -115,6 +115,7 @@ TEST(pipeline_forward)
 	ASSERT(p.add_traceparent);
 	ASSERT_EQ(strlen(p.traceparent), 55);
 	ASSERT(!p.moved && !p.close && !p.delay);
+	ASSERT_EQ(p.timeout_ms, 0);
 	run(&f, "GET", "/a", true, tp, &p);
 	ASSERT(!p.add_traceparent);
 	ASSERT_STREQ(p.traceparent, tp[0] + 13);
@@ -171,6 +172,7 @@ TEST(pipeline_redirect_rewrite)
 	ASSERT_EQ(p.status, 0);
 	ASSERT_STREQ(p.rt->h.name, "rw");
 	ASSERT_STREQ(p.upstream_target, "/xyz/bar?z=2");
+	ASSERT_EQ(p.timeout_ms, 2000);
 	free(p.upstream_target);
 	teardown(&f);
 }
