@@ -941,9 +941,16 @@ request_head(struct h2r *r)
 	if (r->rt != NULL && r->rt->rewrite_path_prefix != NULL) {
 		char rw[2048];
 
-		if (route_rewrite_path(r->rt, path, rw, sizeof(rw)) == 0 &&
-		    asprintf(&r->up_path, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
+		/* Never the path un-rewritten instead: the route said where it goes. */
+		if (route_rewrite_path(r->rt, path, rw, sizeof(rw)) != 0) {
+			local_reply(r, 414, "URI too long after the route's rewrite", "-");
+			return;
+		}
+		if (asprintf(&r->up_path, "%s%s%s", rw, query[0] ? "?" : "", query) < 0) {
 			r->up_path = NULL;
+			local_reply(r, 500, "out of memory", "-");
+			return;
+		}
 	}
 	if (r->up_path == NULL && normalized &&
 	    asprintf(&r->up_path, "%s%s%s", path, query[0] ? "?" : "", query) < 0)

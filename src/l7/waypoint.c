@@ -1427,9 +1427,16 @@ req_head(void *arg, const struct h1_head *h)
 	if (t->rt != NULL && t->rt->rewrite_path_prefix != NULL) {
 		char rw[2048];
 
-		if (route_rewrite_path(t->rt, path, rw, sizeof(rw)) == 0 &&
-		    asprintf(&t->rewritten, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
+		/* Never the path un-rewritten instead: the route said where it goes. */
+		if (route_rewrite_path(t->rt, path, rw, sizeof(rw)) != 0) {
+			reply_and_finish(t, 414, "URI too long after the route's rewrite", NULL, "-");
+			return 0;
+		}
+		if (asprintf(&t->rewritten, "%s%s%s", rw, query[0] ? "?" : "", query) < 0) {
 			t->rewritten = NULL;
+			reply_and_finish(t, 500, "out of memory", NULL, "-");
+			return 0;
+		}
 	}
 	if (t->rewritten == NULL && normalized &&
 	    asprintf(&t->rewritten, "%s%s%s", path, query[0] ? "?" : "", query) < 0) {

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 41
+plan 42
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -112,6 +112,20 @@ namespace = default
 service = grpc
 match.headers = x-canary: true
 backends = echo-b
+
+[route "longrw"]
+namespace = default
+service = echo
+match.path_prefix = /longrw
+rewrite.path_prefix = /longrw/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+backends = echo-a
+
+[route "h2-longrw"]
+namespace = default
+service = h2
+match.path_prefix = /longrw
+rewrite.path_prefix = /longrw/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+backends = h2
 
 [route "flaky"]
 namespace = default
@@ -406,6 +420,14 @@ check "curl --http2-prior-knowledge (h2c) through the waypoint ($OUT)" \
 run lab_exec a1 nghttp -n -s http://10.96.0.13/who http://10.96.0.13/who?again http://10.96.0.13/missing
 check "nghttp: three requests on one h2c connection (2 x 200, 1 x 404)" \
 	'[ "$(echo "$OUT" | grep -c " 200 ")" -eq 2 ] && [ "$(echo "$OUT" | grep -c " 404 ")" -eq 1 ]'
+# A path of 1,998 bytes fits; rewritten with 101 more it does not: 414, never the path un-rewritten.
+long=$(printf 'a%.0s' $(seq 1990))
+get "longrw/$long"
+h1=$OUT
+run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -o /dev/null -w "%{http_code}" \
+	"http://10.96.0.13/longrw/$long"
+check "a rewrite past the path limit is answered 414 (HTTP/1.1: $(echo "$h1" | head -n 1); h2: $OUT)" \
+	'echo "$h1" | grep -q "^414 URI_too_long_after_the_route" && [ "$OUT" = 414 ]'
 run lab_exec ha $PY -c 'import json,urllib.request
 t=urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode()
 n=sum(float(l.rsplit(" ",1)[1]) for l in t.splitlines() if l.startswith("istio_requests_total{")
