@@ -888,7 +888,12 @@ request_head(struct h2r *r)
 		local_reply(r, 431, "request header fields too large", "-");
 		return;
 	}
-	if (r->method == NULL || r->path == NULL || strcmp(r->method, "CONNECT") == 0) {
+	/* Before the :path check (a CONNECT has none): 405, as over HTTP/1.1 (amesh-waypoint(8)). */
+	if (r->method != NULL && strcmp(r->method, "CONNECT") == 0) {
+		local_reply(r, 405, "CONNECT is not served here", "-");
+		return;
+	}
+	if (r->method == NULL || r->path == NULL) {
 		local_reply(r, 400, "bad request", "-");
 		return;
 	}

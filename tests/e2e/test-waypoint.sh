@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 42
+plan 43
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -428,6 +428,28 @@ run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -o /dev/null -w "%{http_co
 	"http://10.96.0.13/longrw/$long"
 check "a rewrite past the path limit is answered 414 (HTTP/1.1: $(echo "$h1" | head -n 1); h2: $OUT)" \
 	'echo "$h1" | grep -q "^414 URI_too_long_after_the_route" && [ "$OUT" = 414 ]'
+# CONNECT inside the tunnel is not served at L7: one answer, 405, over HTTP/1.1 and HTTP/2.
+run lab_exec a1 $PY -c 'import socket,sys
+import h2.config,h2.connection,h2.events
+s=socket.create_connection((sys.argv[1],80),timeout=3)
+s.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+print("h1", s.recv(4096).split(b" ")[1].decode())
+s=socket.create_connection(("10.96.0.13",80),timeout=3)
+c=h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,validate_outbound_headers=False))
+c.initiate_connection()
+c.send_headers(1,[(":method","CONNECT"),(":authority","example.com:443")])
+s.sendall(c.data_to_send())
+st="none"
+while st=="none":
+    d=s.recv(65536)
+    if not d: break
+    for e in c.receive_data(d):
+        if isinstance(e,h2.events.ResponseReceived): st=dict(e.headers)[b":status"].decode()
+        elif isinstance(e,h2.events.StreamReset) and st=="none": st="reset"
+    s.sendall(c.data_to_send())
+print("h2", st)' "$LAB_VIP"
+check "CONNECT is answered 405 over HTTP/1.1 and HTTP/2 alike ($(echo $OUT))" \
+	'[ "$OUT" = "$(printf "h1 405\nh2 405")" ]'
 run lab_exec ha $PY -c 'import json,urllib.request
 t=urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode()
 n=sum(float(l.rsplit(" ",1)[1]) for l in t.splitlines() if l.startswith("istio_requests_total{")
