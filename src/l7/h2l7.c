@@ -382,14 +382,24 @@ static void
 send_response_head(struct h2r *r, bool no_body)
 {
 	struct h2d *d = r->d;
-	struct hdr storage[H2_MAX_HEADERS + 16];
+	struct hdr *storage;
 	struct hdr_list l;
-	nghttp2_nv nv[H2_MAX_HEADERS + 17]; /* :status and a full list */
+	nghttp2_nv *nv;
 	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = resp_read };
 	const char *st = NULL;
-	size_t n = 0;
+	/* Room for every field and every edit of the route: all are applied (amesh-waypoint(8)). */
+	size_t n = 0, cap = r->nh + (r->rt != NULL ? r->rt->response_set.n +
+	    r->rt->response_add.n : 0) + 1;
 
-	hdr_list_init(&l, storage, sizeof(storage) / sizeof(storage[0]));
+	storage = calloc(cap, sizeof(*storage));
+	nv = calloc(cap + 1, sizeof(*nv)); /* :status and the list */
+	if (storage == NULL || nv == NULL) {
+		free(storage);
+		free(nv);
+		local_reply(r, 502, "out of memory", "UPE");
+		return;
+	}
+	hdr_list_init(&l, storage, cap);
 	for (size_t i = 0; i < r->nh; i++) {
 		if (strcmp(r->hv[i].name, ":status") == 0)
 			st = r->hv[i].value;
@@ -397,11 +407,15 @@ send_response_head(struct h2r *r, bool no_body)
 			hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
 	}
 	if (st == NULL) {
+		free(storage);
+		free(nv);
 		local_reply(r, 502, "upstream sent no :status", "UPE");
 		return;
 	}
 	r->status = atoi(st);
 	if (r->rt != NULL && route_edit_response_headers(r->rt, &l) != 0) {
+		free(storage);
+		free(nv);
 		local_reply(r, 500, "response headers do not fit", "UPE");
 		return;
 	}
@@ -418,6 +432,8 @@ send_response_head(struct h2r *r, bool no_body)
 		r->reset_sent = true;
 		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
 	}
+	free(storage); /* nghttp2 copied the fields */
+	free(nv);
 	clear_headers(r);
 	d_flush(d);
 }
@@ -592,16 +608,16 @@ static void
 up_on_response(struct hbone_stream *s, int status)
 {
 	struct h2r *r = hbone_stream_user(s);
-	struct hdr storage[H2_MAX_HEADERS + 16];
+	struct hdr *storage;
 	struct hdr_list l;
-	nghttp2_nv nv[H2_MAX_HEADERS + 20];
+	nghttp2_nv *nv;
 	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = req_read };
 	nghttp2_settings_entry iv[] = {
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
 	};
 	nghttp2_option *opt;
-	size_t n = 0;
+	size_t n = 0, cap;
 
 	if (status != 200) {
 		bool ours = r->up_shut; /* our own cancel, not a failure */
@@ -632,10 +648,23 @@ up_on_response(struct hbone_stream *s, int status)
 	}
 	nghttp2_option_del(opt);
 	nghttp2_submit_settings(r->us, NGHTTP2_FLAG_NONE, iv, 2);
-	hdr_list_init(&l, storage, sizeof(storage) / sizeof(storage[0]));
+	/* Room for every field, every edit of the route (all are applied, as over HTTP/1.1:
+	 * amesh-waypoint(8)) and a traceparent. */
+	cap = r->nh + (r->rt != NULL ? r->rt->request_set.n + r->rt->request_add.n : 0) + 1;
+	storage = calloc(cap, sizeof(*storage));
+	nv = calloc(cap + 4, sizeof(*nv)); /* the four pseudo-fields and the list */
+	if (storage == NULL || nv == NULL) {
+		free(storage);
+		free(nv);
+		local_reply(r, 500, "out of memory", "UPE");
+		return;
+	}
+	hdr_list_init(&l, storage, cap);
 	for (size_t i = 0; i < r->nh; i++)
 		hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
 	if (r->rt != NULL && route_edit_request_headers(r->rt, &l) != 0) {
+		free(storage);
+		free(nv);
 		local_reply(r, 500, "request headers do not fit", "UPE");
 		return;
 	}
@@ -653,6 +682,8 @@ up_on_response(struct hbone_stream *s, int status)
 			strlen(l.v[i].name), strlen(l.v[i].value), NGHTTP2_NV_FLAG_NONE };
 	r->usid = nghttp2_submit_request(r->us, NULL, nv, n,
 	    r->req_eof && r->req_body.len == r->req_body.off ? NULL : &dp, r);
+	free(storage); /* nghttp2 copied the fields */
+	free(nv);
 	clear_headers(r); /* the request's fields are sent; hv now collects the response's */
 	if (r->usid < 0) {
 		local_reply(r, 500, "cannot forward the request", "UPE");

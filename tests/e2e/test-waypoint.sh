@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 43
+plan 44
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -136,6 +136,14 @@ retries = 2
 retry_on = 5xx
 
 EOF
+# Two routes with 80 edits in each header list (the registry takes up to 1,024 per list).
+edits() { for i in $(seq 80); do echo "request_headers.add = x-edit-$i: $i"; echo "response_headers.add = x-redit-$i: $i"; done; }
+{
+	printf '\n[route "many-edits"]\nnamespace = default\nservice = echo\nmatch.path_prefix = /manyedits\nbackends = echo-a\n'
+	edits
+	printf '\n[route "h2-many-edits"]\nnamespace = default\nservice = h2\nmatch.path_prefix = /who\nmatch.headers = x-many: 1\nbackends = h2\n'
+	edits
+} >>"$LAB_REGISTRY/40-waypoint.conf"
 
 for ns in a2 b1; do
 	name=$( [ $ns = a2 ] && echo echo-a || echo echo-b )
@@ -428,6 +436,18 @@ run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -o /dev/null -w "%{http_co
 	"http://10.96.0.13/longrw/$long"
 check "a rewrite past the path limit is answered 414 (HTTP/1.1: $(echo "$h1" | head -n 1); h2: $OUT)" \
 	'echo "$h1" | grep -q "^414 URI_too_long_after_the_route" && [ "$OUT" = 414 ]'
+# A route's 80 header edits of each list are all applied, over HTTP/1.1 and HTTP/2 alike (80: the
+# echo server takes at most 100 fields; HTTP/2 used to have room for 80 in all).
+get manyedits --show
+h1req=$(echo "$OUT" | grep -o '"x-edit-[0-9]*"' | sort -u | wc -l)
+run lab_exec a1 curl -sS -m 5 -D - -o /dev/null "http://$LAB_VIP/manyedits"
+h1resp=$(echo "$OUT" | grep -ci '^x-redit-')
+run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -D - -o /dev/null -H "x-many: 1" \
+	http://10.96.0.13/who
+h2resp=$(echo "$OUT" | grep -ci '^x-redit-')
+h2st=$(echo "$OUT" | sed -n 's/^HTTP\/2 \([0-9]*\).*/\1/p')
+check "80 header edits per list all applied (HTTP/1.1: $h1req request, $h1resp response; h2: $h2st, $h2resp response)" \
+	'[ "$h1req" = 80 ] && [ "$h1resp" = 80 ] && [ "$h2st" = 200 ] && [ "$h2resp" = 80 ]'
 # CONNECT inside the tunnel is not served at L7: one answer, 405, over HTTP/1.1 and HTTP/2.
 run lab_exec a1 $PY -c 'import socket,sys
 import h2.config,h2.connection,h2.events
