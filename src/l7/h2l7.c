@@ -221,6 +221,61 @@ resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *f
 }
 
 /* Answers the request ourselves (deny, fault, timeout, no route, upstream failure). */
+/* The gRPC status a local reply of this HTTP status stands for, as gRPC's own mapping
+ * (doc/http-grpc-status-mapping.md) and Envoy have it. */
+static int
+grpc_status_of(int status)
+{
+	switch (status) {
+	case 400:
+		return 13; /* INTERNAL */
+	case 401:
+		return 16; /* UNAUTHENTICATED */
+	case 403:
+		return 7; /* PERMISSION_DENIED */
+	case 404:
+		return 12; /* UNIMPLEMENTED */
+	case 429:
+	case 502:
+	case 503:
+	case 504:
+		return 14; /* UNAVAILABLE */
+	default:
+		return 2; /* UNKNOWN */
+	}
+}
+
+/* A local reply to a gRPC request, as gRPC servers and Envoy send it: Trailers-Only (:status 200,
+ * grpc-status and the percent-encoded grpc-message in the one HEADERS frame that ends the
+ * stream), so that clients read a status instead of failing to parse an HTTP error. */
+static int
+grpc_local_reply(struct h2r *r, int status, const char *body)
+{
+	char gs[8], msg[512];
+	size_t m = 0;
+	nghttp2_nv nv[] = {
+		{ (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+		    NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"grpc-status", (uint8_t *)gs, 11, 0, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"grpc-message", (uint8_t *)msg, 12, 0, NGHTTP2_NV_FLAG_NONE },
+	};
+
+	snprintf(gs, sizeof(gs), "%d", grpc_status_of(status));
+	for (const unsigned char *p = (const unsigned char *)body; *p && m + 4 < sizeof(msg); p++) {
+		if (*p >= 0x20 && *p <= 0x7e && *p != '%')
+			msg[m++] = (char)*p;
+		else
+			m += (size_t)snprintf(msg + m, sizeof(msg) - m, "%%%02X", *p);
+	}
+	nv[2].valuelen = strlen(gs);
+	nv[3].valuelen = m;
+	r->resp_eof = true;
+	/* No RST_STREAM after it for a request body still coming (it is dropped as it arrives):
+	 * gRPC clients take a reset that races the status for the call's failure. */
+	return nghttp2_submit_response(r->d->s, r->sid, nv, m > 0 ? 4 : 3, NULL);
+}
+
 static void
 local_reply(struct h2r *r, int status, const char *body, const char *flags)
 {
@@ -264,7 +319,9 @@ local_reply(struct h2r *r, int status, const char *body, const char *flags)
 	r->lbody_len = strlen(body);
 	r->lbody_off = 0;
 	r->resp_headers_sent = true;
-	if (nghttp2_submit_response(d->s, r->sid, nv, 3, r->lbody_len ? &dp : NULL) != 0 &&
+	/* The HTTP status stays in r->status: metrics and the access log show what it stands for. */
+	if ((r->grpc ? grpc_local_reply(r, status, body) :
+	    nghttp2_submit_response(d->s, r->sid, nv, 3, r->lbody_len ? &dp : NULL)) != 0 &&
 	    !r->reset_sent) {
 		r->reset_sent = true;
 		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);

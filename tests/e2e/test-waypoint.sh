@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 44
+plan 45
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -380,12 +380,19 @@ secret=$OUT
 grpc_call --method /amesh.Echo/Unary
 check "gRPC L7 deny by path: PERMISSION_DENIED for Secret ($secret), Unary passes" \
 	'echo "$secret" | grep -q "^status PERMISSION_DENIED " && echo "$OUT" | grep -q "^echo-[ab] 1$"'
+# The deny is a gRPC answer, as Envoy gives it: Trailers-Only, grpc-status 7 and the reason.
+run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -D - -o /dev/null -X POST --data-binary '' \
+	-H "content-type: application/grpc" -H "te: trailers" http://10.96.0.12/amesh.Echo/Secret
+wire=$(echo "$OUT" | tr -d '\r' | grep -Ei '^(HTTP/2|content-type|grpc-)' | sed 's/ *$//' | tr '\n' ';')
+check "gRPC deny: Trailers-Only grpc-status 7 ($wire client: $secret)" \
+	'[ "$wire" = "HTTP/2 200;content-type: application/grpc;grpc-status: 7;grpc-message: RBAC: access denied;" ] &&
+	 [ "$secret" = "status PERMISSION_DENIED RBAC: access denied 1" ]'
 rm -f "$LAB_REGISTRY/46-grpc-policy.conf"
 t0=$(date +%s%N)
 grpc_call --method /amesh.Echo/Slow
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 check "gRPC route timeout: 504 at 500 ms, UNAVAILABLE for the client (${ms} ms: $OUT)" \
-	'echo "$OUT" | grep -q "^status UNAVAILABLE .*504" && [ "$ms" -lt 1800 ]'
+	'[ "$OUT" = "status UNAVAILABLE upstream request timeout 1" ] && [ "$ms" -lt 1800 ]'
 # A client that gives up (deadline) and one that sends DATA on stream 0 after the preface lose their own
 # call or connection only; the waypoint holds nothing of them afterwards.
 grpc_call --method /amesh.Echo/Slow --deadline 0.3
