@@ -9,7 +9,6 @@
  */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,10 +21,10 @@
 
 #include "core/err.h"
 #include "core/log.h"
-#include "config/kw.h"
 #include "core/util.h"
 #include "net/handoff.h"
 #include "net/netns.h"
+#include "net/records.h"
 #include "proxy/enroll.h"
 
 #define ENROLL_MAX_CLIENTS 64
@@ -54,44 +53,13 @@ struct enroll {
 	void *done_arg;
 };
 
-static bool
-name_ok(const char *name)
-{
-	/* A record file is named after the workload: no path tricks. */
-	return kw_is_hostname(name);
-}
-
-static int
-record_write(const struct enroll *e, const char *name, const char *netns)
-{
-	char *path = xasprintf("%s/%s", e->state_dir, name);
-	char *tmp = xasprintf("%s/.%s.tmp", e->state_dir, name);
-	FILE *fp;
-	int r = 0;
-
-	fp = fopen(tmp, "w");
-	if (fp == NULL || fprintf(fp, "%s\n", netns) < 0 || fflush(fp) != 0 ||
-	    fsync(fileno(fp)) != 0)
-		r = -errno;
-	if (fp != NULL && fclose(fp) != 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) != 0)
-		r = -errno;
-	if (r != 0)
-		unlink(tmp);
-	free(path);
-	free(tmp);
-	return r;
-}
-
 static void
 record_remove(const struct enroll *e, const char *name)
 {
-	char *path = xasprintf("%s/%s", e->state_dir, name);
+	int r = records_remove(e->state_dir, name);
 
-	if (unlink(path) != 0 && errno != ENOENT)
-		log_warn("enroll: cannot remove %s: %s", path, strerror(errno));
-	free(path);
+	if (r != 0)
+		log_warn("enroll: cannot remove %s/%s: %s", e->state_dir, name, strerror(-r));
 }
 
 static void
@@ -104,7 +72,7 @@ handle(struct eclient *c, struct handoff_msg *m)
 
 	switch (m->op) {
 	case HANDOFF_ADD:
-		if (!name_ok(m->workload)) {
+		if (!records_name_ok(m->workload)) {
 			close(m->fd);
 			handoff_ack(c->fd, 0, "bad workload name");
 			return;
@@ -128,7 +96,7 @@ handle(struct eclient *c, struct handoff_msg *m)
 		}
 		now = proxy_find(e->px, m->workload);
 		/* The namespace it is served in: a repeated add may name it another way. */
-		r = record_write(e, m->workload, now->netns_path);
+		r = records_write(e->state_dir, m->workload, now->netns_path);
 		if (r != 0) {
 			snprintf(why, sizeof(why), "cannot write %s/%s: %s", e->state_dir,
 			    m->workload, strerror(-r));
@@ -144,7 +112,7 @@ handle(struct eclient *c, struct handoff_msg *m)
 	case HANDOFF_DEL:
 		proxy_unenroll(e->px, m->workload);
 		proxy_unfail(e->px, m->workload);
-		if (name_ok(m->workload))
+		if (records_name_ok(m->workload))
 			record_remove(e, m->workload);
 		handoff_ack(c->fd, 1, NULL); /* idempotent: not enrolled is fine */
 		return;
@@ -158,9 +126,9 @@ handle(struct eclient *c, struct handoff_msg *m)
 			return;
 		}
 		for (struct pworkload *w = e->px->workloads; w != NULL; w = w->next)
-			fprintf(fp, "%s %s serving\n", w->name, w->netns_path);
+			handoff_list_line(fp, w->name, w->netns_path, "serving", "");
 		for (struct pfailed *f = e->px->failed; f != NULL; f = f->next)
-			fprintf(fp, "%s %s failed %s\n", f->name, f->netns_path, f->why);
+			handoff_list_line(fp, f->name, f->netns_path, "failed", f->why);
 		fclose(fp);
 		handoff_ack(c->fd, 1, list);
 		free(list);
@@ -393,37 +361,29 @@ on_retry(uv_timer_t *t)
 		uv_timer_stop(t);
 }
 
+struct restore_count {
+	struct enroll *e;
+	size_t n;
+};
+
+static void
+restore_record(const char *name, const char *netns, void *arg)
+{
+	struct restore_count *rc = arg;
+
+	if (restore_one(rc->e, name, netns, NULL) == 0)
+		rc->n++;
+}
+
 size_t
 enroll_restore(struct enroll *e)
 {
-	DIR *d = opendir(e->state_dir);
-	struct dirent *de;
-	size_t n = 0;
+	struct restore_count rc = { e, 0 };
 
-	if (d == NULL)
-		return 0;
-	while ((de = readdir(d)) != NULL) {
-		char *path, netns[4096] = "";
-		FILE *fp;
-
-		if (de->d_name[0] == '.' || !name_ok(de->d_name))
-			continue;
-		path = xasprintf("%s/%s", e->state_dir, de->d_name);
-		fp = fopen(path, "r");
-		if (fp != NULL) {
-			if (fgets(netns, sizeof(netns), fp) == NULL)
-				netns[0] = '\0';
-			fclose(fp);
-		}
-		netns[strcspn(netns, "\n")] = '\0';
-		free(path);
-		if (restore_one(e, de->d_name, netns, NULL) == 0)
-			n++;
-	}
-	closedir(d);
+	records_foreach(e->state_dir, restore_record, &rc);
 	if (e->px->nfailed > 0)
 		uv_timer_start(&e->retry, on_retry, ENROLL_RETRY_MS, ENROLL_RETRY_MS);
-	return n;
+	return rc.n;
 }
 
 static void

@@ -24,7 +24,7 @@
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
 #include "net/netns.h"
-#include "net/relay.h"
+#include "hbone/relay.h"
 #include "policy/authz.h"
 #include "proxy/proxy-int.h"
 #include "telemetry/accesslog.h"

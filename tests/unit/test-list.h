@@ -10,6 +10,8 @@
 	X(pattern_match)                    \
 	X(log_text_json_journal)            \
 	X(htab_basic)                       \
+	X(handoff_list_lines)               \
+	X(records_roundtrip)                \
 	X(conf_defaults)                    \
 	X(conf_sample_file)                 \
 	X(conf_relative_paths)              \

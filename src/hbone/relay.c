@@ -10,7 +10,7 @@
 
 #include "core/log.h"
 #include "hbone/hbone.h"
-#include "net/relay.h"
+#include "hbone/relay.h"
 
 #define DEFAULT_BUFFER (64u * 1024)
 
