@@ -10,6 +10,7 @@
 	X(pattern_match)                    \
 	X(log_text_json_journal)            \
 	X(htab_basic)                       \
+	X(err_strings)                      \
 	X(handoff_list_lines)               \
 	X(records_roundtrip)                \
 	X(conf_defaults)                    \
