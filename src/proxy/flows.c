@@ -23,6 +23,7 @@
 #include "core/parse.h"
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
+#include "net/lb.h"
 #include "net/netns.h"
 #include "net/relay.h"
 #include "policy/authz.h"
@@ -45,7 +46,7 @@ struct flow {
 	enum flow_kind kind;
 	const struct reg_workload *src_wl, *dst_wl;
 	const struct reg_service *dst_svc;
-	const void *lb_key; /* the endpoint chosen, for the failure penalty */
+	const struct reg_workload *lb_key; /* the endpoint the balancer chose, for its penalty */
 	char *peer_principal; /* inbound: the client's SPIFFE ID */
 	char *dst_principal;  /* outbound: the SPIFFE ID we expected */
 	const char *flags;
@@ -56,75 +57,11 @@ struct flow {
 	struct flow *prev, *next;
 };
 
-/* --- load balancing state, keyed by registry entry, reset when the registry changes --- */
-
-struct lb_ent {
-	const void *key;
-	uint32_t rr;
-	uint64_t penalty_until;
-};
-
-static struct lb_ent *
-lb_get(struct proxy *px, const struct registry *reg, const void *key)
-{
-	struct lb_ent *e;
-
-	if (px->lb_reg != reg) {
-		htab_free(&px->lb);
-		free(px->lb_mem);
-		/* Hold the snapshot: its address cannot then be reused by a newer one (ABA). */
-		registry_unref((struct registry *)px->lb_reg);
-		px->lb_reg = registry_ref((struct registry *)reg);
-		px->lb_cap = reg->n[REG_SERVICE] + reg->n[REG_WORKLOAD] + 1;
-		px->lb_mem = calloc(px->lb_cap, sizeof(struct lb_ent));
-		px->lb_used = 0;
-		if (px->lb_mem == NULL) {
-			px->lb_cap = 0;
-			return NULL;
-		}
-		htab_init(&px->lb, px->lb_cap);
-	}
-	e = htab_get(&px->lb, &key, sizeof(key));
-	if (e != NULL || px->lb_used >= px->lb_cap)
-		return e;
-	e = (struct lb_ent *)px->lb_mem + px->lb_used++;
-	e->key = key;
-	htab_put(&px->lb, &e->key, sizeof(e->key), e);
-	return e;
-}
-
-/* Round robin over the service's endpoints, skipping ones that failed recently. */
-static const struct reg_workload *
-pick_endpoint(struct proxy *px, const struct registry *reg, const struct reg_service *svc)
-{
-	struct lb_ent *e = lb_get(px, reg, svc);
-	uint64_t now = uv_now(px->loop);
-	size_t n = svc->n_endpoints;
-	uint32_t start;
-
-	if (n == 0)
-		return NULL;
-	start = e != NULL ? e->rr++ : 0;
-	for (size_t i = 0; i < n; i++) {
-		const struct reg_workload *ep = svc->endpoints[(start + i) % n];
-		struct lb_ent *pe = lb_get(px, reg, ep);
-
-		if (pe == NULL || pe->penalty_until <= now)
-			return ep;
-	}
-	return svc->endpoints[start % n]; /* all failed recently: try anyway */
-}
-
+/* A connect to the endpoint the balancer chose failed: it skips it for a while (net/lb.h). */
 static void
 penalize(struct flow *f)
 {
-	struct lb_ent *e;
-
-	if (f->lb_key == NULL || f->reg == NULL)
-		return;
-	e = lb_get(f->px, f->reg, f->lb_key);
-	if (e != NULL)
-		e->penalty_until = uv_now(f->px->loop) + PROXY_ENDPOINT_PENALTY_MS;
+	lb_fail(f->px->lb, f->reg, f->lb_key, uv_now(f->px->loop));
 }
 
 /* --- flows --- */
@@ -514,7 +451,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 			wp = vip->service->waypoint_p;
 			snprintf(authority, sizeof(authority), "%s:%u", vip->service->hostname, dport);
 		} else {
-			f->dst_wl = pick_endpoint(px, f->reg, vip->service);
+			f->dst_wl = lb_pick(px->lb, f->reg, vip->service, uv_now(px->loop));
 			if (f->dst_wl == NULL) {
 				log_info("workload %s: service %s has no endpoints", w->name,
 				    vip->service->h.name);
@@ -930,11 +867,8 @@ proxy_free(struct proxy *px)
 {
 	while (px->failed != NULL)
 		proxy_unfail(px, px->failed->name);
-	htab_free(&px->lb);
-	free(px->lb_mem);
-	px->lb_mem = NULL;
-	registry_unref((struct registry *)px->lb_reg);
-	px->lb_reg = NULL;
+	lb_free(px->lb);
+	px->lb = NULL;
 }
 
 void

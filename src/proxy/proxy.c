@@ -19,6 +19,7 @@
 #include "core/util.h"
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
+#include "net/lb.h"
 #include "net/listen.h"
 #include "net/netns.h"
 #include "proxy/proxy-int.h"
@@ -160,6 +161,8 @@ proxy_init(struct proxy *px, uv_loop_t *loop, const struct amesh_conf *conf,
 	uv_timer_init(loop, &px->drain_timer);
 	px->refresh.data = px->drain_timer.data = px;
 	px->timers_open = 2;
+	if (lb_new(&px->lb) != 0)
+		fatalx("out of memory");
 	proxy_start_refresh(px);
 	return 0;
 }

@@ -23,8 +23,6 @@
 #define PROXY_MAX_WORKLOADS 1024
 /* The mark every socket the proxy opens inside a workload namespace carries (DESIGN.md 2). */
 #define PROXY_MARK 0x539
-/* An endpoint whose connect failed is skipped by round robin for this long. */
-#define PROXY_ENDPOINT_PENALTY_MS 5000
 
 struct identity_store;
 struct metrics;
@@ -32,6 +30,7 @@ struct waypoint;
 struct hbone_server;
 struct hbone_pool;
 struct proxy;
+struct lb;
 
 /* One enrolled workload: its namespace and its listeners there. */
 struct pworkload {
@@ -91,12 +90,7 @@ struct proxy {
 	size_t nfailed;
 	bool draining;
 	struct proxy_stats st;
-	/* Round-robin and failure state per service/endpoint, reset when the registry changes;
-	 * lb_reg is a reference to the snapshot it belongs to. */
-	const struct registry *lb_reg;
-	struct htab lb;
-	void *lb_mem;
-	size_t lb_used, lb_cap;
+	struct lb *lb; /* services' endpoints: round robin, failure penalty (net/lb.h) */
 	uv_timer_t refresh; /* picks up rotated certificates for the HBONE servers */
 	uv_timer_t drain_timer;
 	void (*on_drained)(struct proxy *px);

@@ -80,6 +80,10 @@
 	X(hbone_handshake_timeout)            \
 	X(hbone_server_listen_fd_owner)       \
 	X(listen_fd_failures_close_fd)        \
+	X(lb_round_robin_per_service)         \
+	X(lb_failure_penalty)                 \
+	X(lb_registry_change_resets)          \
+	X(lb_alloc_failure_stateless)         \
 	X(route_precedence)                   \
 	X(route_normalize_path)           \
 	X(route_default_route)                \
