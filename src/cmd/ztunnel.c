@@ -24,10 +24,11 @@
 #include "core/log.h"
 #include "net/netns.h"
 #include "nft/rules.h"
-#include "proxy/admin.h"
 #include "proxy/enroll.h"
 #include "proxy/proxy.h"
+#include "proxy/report.h"
 #include "telemetry/accesslog.h"
+#include "telemetry/admin.h"
 #include "telemetry/metrics.h"
 #include "tls/identity.h"
 
@@ -43,6 +44,7 @@ struct zt {
 	struct metrics *metrics;
 	struct proxy px;
 	struct enroll *en;
+	struct proxy_report *report; /* what the admin endpoints show of the proxy */
 	struct admin *admin;
 	uv_signal_t sig_hup, sig_term, sig_int;
 	struct regwatch regw;
@@ -149,6 +151,38 @@ sidecar_setup(struct zt *z)
 	return 0;
 }
 
+/* The host endpoints show the proxy's report; /quitquitquit stops like SIGTERM. */
+static char *
+admin_dump(void *arg)
+{
+	struct zt *z = arg;
+
+	return proxy_report_config_dump(z->report);
+}
+
+static bool
+admin_ready(void *arg, FILE *why)
+{
+	struct zt *z = arg;
+
+	return proxy_report_ready(z->report, why);
+}
+
+static void
+admin_refresh_metrics(void *arg)
+{
+	struct zt *z = arg;
+
+	proxy_report_refresh_metrics(z->report);
+}
+
+static const struct admin_ops zt_admin_ops = {
+	.config_dump = admin_dump,
+	.ready = admin_ready,
+	.refresh_metrics = admin_refresh_metrics,
+	.quit = ztunnel_stop,
+};
+
 static int
 run_proxy(const struct cmd_globals *g, struct zt *z)
 {
@@ -232,8 +266,20 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 			log_info("ztunnel: %zu workloads restored from %s", restored,
 			    z->conf->ztunnel.state_dir);
 	}
-	rc = admin_start(z->loop, z->conf, z->pc, &z->px, z->ids, &z->reg, z->metrics,
-	    ztunnel_stop, z, &z->admin);
+	z->report = proxy_report_new(&z->px, z->conf, z->pc, z->role, z->ids, &z->reg, z->metrics);
+	{
+		struct admin_cfg ac = {
+			.role = z->role,
+			.admin_address = &z->pc->admin_address,
+			.metrics_address = &z->pc->metrics_address,
+			.readiness_address = &z->pc->readiness_address,
+			.metrics = z->metrics,
+			.ops = &zt_admin_ops,
+			.arg = z,
+		};
+
+		rc = admin_start(z->loop, &ac, &z->admin);
+	}
 	if (rc != 0)
 		return EXIT_FAIL;
 	uv_timer_init(z->loop, &z->watchdog);
@@ -262,6 +308,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	identity_store_free(z->ids);
 	enroll_free(z->en);
 	admin_free(z->admin);
+	proxy_report_free(z->report);
 	metrics_free(z->metrics);
 	registry_holder_destroy(&z->reg);
 	uv_loop_close(z->loop);

@@ -39,6 +39,8 @@
 	X(metrics_process_registration)     \
 	X(http_server_requests)             \
 	X(http_server_close_busy)           \
+	X(admin_role_callbacks)             \
+	X(admin_not_ready_and_listen_failure) \
 	X(h1_content_length)               \
 	X(h1_chunked)                      \
 	X(h1_no_body)                      \

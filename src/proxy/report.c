@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Admin, metrics and readiness endpoints of a proxy role (admin.h). */
+/* What the L4 proxy reports to the host endpoints: config dump, readiness, gauges (report.h). */
 #include "config.h"
 
 #include <jansson.h>
@@ -12,23 +12,19 @@
 #include "core/parse.h"
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
-#include "proxy/admin.h"
-#include "telemetry/http.h"
+#include "core/util.h"
+#include "proxy/report.h"
 #include "telemetry/metrics.h"
 #include "tls/identity.h"
 
-struct admin {
+struct proxy_report {
 	struct proxy *px;
+	const struct amesh_conf *conf;
+	const struct conf_proxy *pc;
+	const char *role;
 	struct identity_store *ids;
 	struct registry_holder *reg;
-	struct metrics *metrics;
-	void (*quit)(void *);
-	void *quit_arg;
-	bool ready;
-	struct http_server *srv[3];
 	struct metric_gauge *g_active, *g_workloads, *g_failed;
-	struct metric_counter *c_denied;
-	uint64_t denied_seen;
 };
 
 static const char *
@@ -53,9 +49,10 @@ addr_list(const struct ip_list *l)
 }
 
 char *
-admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_holder *rh)
+proxy_report_config_dump(struct proxy_report *rp)
 {
-	struct registry *r = registry_holder_get(rh);
+	struct proxy *px = rp->px;
+	struct registry *r = registry_holder_get(rp->reg);
 	json_t *root = json_object(), *reg = json_object(), *wls = json_array(),
 	    *svcs = json_array(), *enrolled = json_array(), *idents = json_array(),
 	    *failed = json_array();
@@ -64,11 +61,11 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 	char buf[64];
 	char *out;
 
-	json_object_set_new(root, "role", json_string(px->role));
-	json_object_set_new(root, "node", json_string(px->conf->mesh.node));
-	json_object_set_new(root, "trust_domain", json_string(px->conf->mesh.trust_domain));
+	json_object_set_new(root, "role", json_string(rp->role));
+	json_object_set_new(root, "node", json_string(rp->conf->mesh.node));
+	json_object_set_new(root, "trust_domain", json_string(rp->conf->mesh.trust_domain));
 	if (r != NULL) {
-		json_object_set_new(reg, "directory", json_string(px->conf->mesh.registry));
+		json_object_set_new(reg, "directory", json_string(rp->conf->mesh.registry));
 		json_object_set_new(reg, "files", json_integer((json_int_t)r->n_files));
 		static const char *const plural[REG_NKINDS] = {
 			"nodes", "workloads", "services", "waypoints", "policies", "routes",
@@ -119,8 +116,8 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 		e = json_pack(
 		    "{s:s,s:s,s:s,s:{s:i,s:i,s:i},s:I,s:{s:I,s:I,s:I,s:I,s:I}}",
 		    "name", w->name, "netns", w->netns_path, "identity", w->id->spiffe_id,
-		    "ports", "outbound", px->pc->outbound_port, "inbound_plaintext",
-		    px->pc->inbound_plaintext_port, "hbone", px->pc->hbone_port,
+		    "ports", "outbound", rp->pc->outbound_port, "inbound_plaintext",
+		    rp->pc->inbound_plaintext_port, "hbone", rp->pc->hbone_port,
 		    "connections", (json_int_t)w->connections,
 		    "pool", "connections", (json_int_t)ps.connections, "streams",
 		    (json_int_t)ps.streams, "connections_opened", (json_int_t)ps.connections_opened,
@@ -135,7 +132,7 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 		json_array_append_new(failed, json_pack("{s:s,s:s,s:s}", "name", f->name, "netns",
 		    f->netns_path, "reason", f->why));
 	json_object_set_new(root, "failed", failed);
-	n = identity_store_list(ids, &list);
+	n = identity_store_list(rp->ids, &list);
 	for (size_t i = 0; i < n; i++) {
 		char nb[32];
 
@@ -165,157 +162,56 @@ admin_config_dump(struct proxy *px, struct identity_store *ids, struct registry_
 	return out;
 }
 
-static void
-h_config_dump(struct http_req *req, struct http_resp *resp, void *user)
+bool
+proxy_report_ready(struct proxy_report *rp, FILE *why)
 {
-	struct admin *a = user;
+	struct proxy *px = rp->px;
 
-	resp->status = 200;
-	resp->content_type = "application/json";
-	resp->body = admin_config_dump(a->px, a->ids, a->reg);
-	if (resp->body == NULL)
-		resp->status = 500;
-}
-
-static void
-h_quit(struct http_req *req, struct http_resp *resp, void *user)
-{
-	struct admin *a = user;
-
-	resp->status = 200;
-	resp->body = strdup("draining\n");
-	a->ready = false;
-	a->quit(a->quit_arg);
-}
-
-static void
-h_metrics(struct http_req *req, struct http_resp *resp, void *user)
-{
-	struct admin *a = user;
-	char *text = NULL;
-
-	metrics_gauge_set(a->g_active, (int64_t)a->px->st.active);
-	metrics_gauge_set(a->g_workloads, (int64_t)a->px->nworkloads);
-	metrics_gauge_set(a->g_failed, (int64_t)a->px->nfailed);
-	resp->status = 200;
-	resp->content_type = "text/plain; version=0.0.4";
-	metrics_render(a->metrics, &text);
-	resp->body = text;
-}
-
-static void
-h_ready(struct http_req *req, struct http_resp *resp, void *user)
-{
-	struct admin *a = user;
-	bool ok = a->ready && !a->px->draining && a->px->nfailed == 0;
-	char *body = NULL;
-	size_t len = 0;
-	FILE *fp;
-
-	resp->status = ok ? 200 : 503;
-	if (ok || !a->ready || a->px->draining || (fp = open_memstream(&body, &len)) == NULL) {
-		resp->body = strdup(ok ? "ready\n" : "not ready\n");
-		return;
-	}
+	if (px->draining)
+		return false;
+	if (px->nfailed == 0)
+		return true;
+	if (why == NULL)
+		return false;
 	/* A workload it holds but cannot serve: its traffic is refused, so say which and why. */
-	fprintf(fp, "not ready: %zu recorded workloads not served\n", a->px->nfailed);
-	for (const struct pfailed *f = a->px->failed; f != NULL; f = f->next)
-		fprintf(fp, "workload %s (netns %s): %s\n", f->name, f->netns_path, f->why);
-	fclose(fp);
-	resp->body = body;
+	fprintf(why, "not ready: %zu recorded workloads not served\n", px->nfailed);
+	for (const struct pfailed *f = px->failed; f != NULL; f = f->next)
+		fprintf(why, "workload %s (netns %s): %s\n", f->name, f->netns_path, f->why);
+	return false;
 }
 
-static const struct http_route admin_routes[] = {
-	{ "GET", "/config_dump", h_config_dump },
-	{ "GET", "/logging", http_handle_logging },
-	{ "POST", "/logging", http_handle_logging },
-	{ "POST", "/quitquitquit", h_quit },
-	{ "GET", "/healthz/ready", h_ready },
-	{ NULL, NULL, NULL },
-};
-static const struct http_route metrics_routes[] = {
-	{ "GET", "/metrics", h_metrics },
-	{ "GET", "/stats/prometheus", h_metrics },
-	{ NULL, NULL, NULL },
-};
-static const struct http_route ready_routes[] = {
-	{ "GET", "/healthz/ready", h_ready },
-	{ NULL, NULL, NULL },
-};
-
-int
-admin_start(uv_loop_t *loop, const struct amesh_conf *conf, const struct conf_proxy *pc,
-    struct proxy *px, struct identity_store *ids, struct registry_holder *reg,
-    struct metrics *metrics, void (*quit)(void *arg), void *quit_arg, struct admin **out)
+void
+proxy_report_refresh_metrics(struct proxy_report *rp)
 {
-	const struct {
-		const struct sockaddr_storage *addr;
-		const struct http_route *routes;
-		const char *what;
-	} l[3] = {
-		{ &pc->admin_address, admin_routes, "admin" },
-		{ &pc->metrics_address, metrics_routes, "metrics" },
-		{ &pc->readiness_address, ready_routes, "readiness" },
-	};
-	struct admin *a = calloc(1, sizeof(*a));
-	char buf[80];
+	metrics_gauge_set(rp->g_active, (int64_t)rp->px->st.active);
+	metrics_gauge_set(rp->g_workloads, (int64_t)rp->px->nworkloads);
+	metrics_gauge_set(rp->g_failed, (int64_t)rp->px->nfailed);
+}
 
-	*out = NULL;
-	if (a == NULL)
-		return -1;
-	a->px = px;
-	a->ids = ids;
-	a->reg = reg;
-	a->metrics = metrics;
-	a->quit = quit;
-	a->quit_arg = quit_arg;
-	a->g_active = metrics_gauge(metrics, "amesh_proxy_connections_active",
+struct proxy_report *
+proxy_report_new(struct proxy *px, const struct amesh_conf *conf, const struct conf_proxy *pc,
+    const char *role, struct identity_store *ids, struct registry_holder *reg,
+    struct metrics *metrics)
+{
+	struct proxy_report *rp = xcalloc(1, sizeof(*rp));
+
+	rp->px = px;
+	rp->conf = conf;
+	rp->pc = pc;
+	rp->role = role;
+	rp->ids = ids;
+	rp->reg = reg;
+	rp->g_active = metrics_gauge(metrics, "amesh_proxy_connections_active",
 	    "Relayed connections open now.");
-	a->g_workloads = metrics_gauge(metrics, "amesh_proxy_workloads_enrolled",
+	rp->g_workloads = metrics_gauge(metrics, "amesh_proxy_workloads_enrolled",
 	    "Workloads enrolled in this proxy.");
-	a->g_failed = metrics_gauge(metrics, "amesh_proxy_workloads_failed",
+	rp->g_failed = metrics_gauge(metrics, "amesh_proxy_workloads_failed",
 	    "Workloads recorded for this proxy that it cannot serve (their traffic is refused).");
-	for (int i = 0; i < 3; i++) {
-		int r = http_server_listen(loop, (const struct sockaddr *)l[i].addr, l[i].routes, a,
-		    &a->srv[i]);
-
-		if (r != 0) {
-			log_error("%s: cannot listen on %s (%s): %s", px->role,
-			    sockaddr_str(l[i].addr, buf, sizeof(buf)), l[i].what, uv_strerror(r));
-			for (int j = 0; j < i; j++)
-				http_server_close(a->srv[j], NULL, NULL);
-			a->srv[0] = a->srv[1] = a->srv[2] = NULL;
-			*out = a; /* freed by the caller after the loop ran the closes */
-			return r;
-		}
-		log_info("%s: %s on %s", px->role, l[i].what,
-		    sockaddr_str(l[i].addr, buf, sizeof(buf)));
-	}
-	*out = a;
-	return 0;
+	return rp;
 }
 
 void
-admin_set_ready(struct admin *a, bool ready)
+proxy_report_free(struct proxy_report *rp)
 {
-	a->ready = ready;
-}
-
-void
-admin_stop(struct admin *a)
-{
-	if (a == NULL)
-		return;
-	a->ready = false;
-	for (int i = 0; i < 3; i++) {
-		if (a->srv[i] != NULL)
-			http_server_close(a->srv[i], NULL, NULL);
-		a->srv[i] = NULL;
-	}
-}
-
-void
-admin_free(struct admin *a)
-{
-	free(a);
+	free(rp);
 }
