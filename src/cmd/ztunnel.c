@@ -42,7 +42,7 @@ struct zt {
 	struct registry_holder reg;
 	struct identity_store *ids;
 	struct metrics *metrics;
-	struct proxy px;
+	struct proxy *px;
 	struct enroll *en;
 	struct proxy_report *report; /* what the admin endpoints show of the proxy */
 	struct admin *admin;
@@ -60,9 +60,9 @@ describe(const struct registry *r, char *buf, size_t n)
 }
 
 static void
-proxy_drained(struct proxy *px)
+proxy_drained(void *arg)
 {
-	struct zt *z = (struct zt *)((char *)px - offsetof(struct zt, px));
+	struct zt *z = arg;
 
 	log_info("%s: drained", z->role);
 	uv_close((uv_handle_t *)&z->sig_hup, cmd_handle_closed);
@@ -97,7 +97,7 @@ ztunnel_stop(void *arg)
 	    (unsigned long long)z->pc->drain_timeout);
 	if (z->en != NULL)
 		enroll_stop(z->en, enroll_stopped, z);
-	proxy_drain(&z->px, z->pc->drain_timeout, proxy_drained);
+	proxy_drain(z->px, z->pc->drain_timeout, proxy_drained, z);
 }
 
 static void
@@ -143,7 +143,7 @@ sidecar_setup(struct zt *z)
 		log_error("sidecar: cannot install the interception rules: %s", err);
 		return -1;
 	}
-	r = proxy_enroll(&z->px, z->workload, NETNS_SELF, "(this namespace)", why, sizeof(why));
+	r = proxy_enroll(z->px, z->workload, NETNS_SELF, "(this namespace)", why, sizeof(why));
 	if (r != 0) {
 		log_error("sidecar: workload %s: %s", z->workload, why);
 		return -1;
@@ -252,13 +252,26 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	identity_store_watch(z->ids, z->loop);
 	if (metrics_new(&z->metrics) != 0)
 		fatalx("out of memory");
-	proxy_init(&z->px, z->loop, z->conf, z->pc, z->role, &z->reg, z->ids, z->metrics);
-	z->px.l7 = z->workload != NULL && z->conf->sidecar.l7;
+	{
+		struct proxy_cfg pc = {
+			.loop = z->loop,
+			.conf = z->conf,
+			.pc = z->pc,
+			.role = z->role,
+			.reg = &z->reg,
+			.ids = z->ids,
+			.metrics = z->metrics,
+			.l7 = z->workload != NULL && z->conf->sidecar.l7,
+		};
+
+		z->px = proxy_new(&pc);
+	}
 	if (z->workload != NULL) {
 		if (sidecar_setup(z) != 0)
 			return EXIT_FAIL;
 	} else {
-		rc = enroll_start(&z->px, z->conf->ztunnel.socket, z->conf->ztunnel.state_dir, &z->en);
+		rc = enroll_start(z->loop, z->px, z->conf->ztunnel.socket, z->conf->ztunnel.state_dir,
+		    &z->en);
 		if (rc != 0)
 			return EXIT_FAIL;
 		restored = enroll_restore(z->en);
@@ -266,7 +279,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 			log_info("ztunnel: %zu workloads restored from %s", restored,
 			    z->conf->ztunnel.state_dir);
 	}
-	z->report = proxy_report_new(&z->px, z->conf, z->pc, z->role, z->ids, &z->reg, z->metrics);
+	z->report = proxy_report_new(z->px, z->conf, z->pc, z->role, z->ids, &z->reg, z->metrics);
 	{
 		struct admin_cfg ac = {
 			.role = z->role,
@@ -298,13 +311,13 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 		    z->conf->mesh.node);
 	else
 		log_info("ztunnel: node %s ready: %zu workloads, hand-off on %s", z->conf->mesh.node,
-		    z->px.nworkloads, z->conf->ztunnel.socket);
-	if (z->px.nfailed > 0)
+		    proxy_nworkloads(z->px), z->conf->ztunnel.socket);
+	if (proxy_nfailed(z->px) > 0)
 		log_warn("ztunnel: %zu recorded workloads not served (their traffic is refused): "
-		    "not ready until they are; see amesh cni list", z->px.nfailed);
+		    "not ready until they are; see amesh cni list", proxy_nfailed(z->px));
 	cmd_notify_ready(&z->watchdog);
 	uv_run(z->loop, UV_RUN_DEFAULT);
-	proxy_free(&z->px);
+	proxy_free(z->px);
 	identity_store_free(z->ids);
 	enroll_free(z->en);
 	admin_free(z->admin);

@@ -10,9 +10,8 @@
 
 #include "core/log.h"
 #include "core/parse.h"
-#include "hbone/hbone.h"
-#include "l7/waypoint.h"
 #include "core/util.h"
+#include "l7/waypoint.h"
 #include "proxy/report.h"
 #include "telemetry/metrics.h"
 #include "tls/identity.h"
@@ -48,10 +47,43 @@ addr_list(const struct ip_list *l)
 	return a;
 }
 
+struct dump_ctx {
+	const struct proxy_report *rp;
+	json_t *list;
+};
+
+static void
+dump_workload(const struct proxy_workload_view *w, void *arg)
+{
+	const struct dump_ctx *c = arg;
+	const struct conf_proxy *pc = c->rp->pc;
+	json_t *e = json_pack(
+	    "{s:s,s:s,s:s,s:{s:i,s:i,s:i},s:I,s:{s:I,s:I,s:I,s:I,s:I}}",
+	    "name", w->name, "netns", w->netns_path, "identity", w->spiffe_id,
+	    "ports", "outbound", pc->outbound_port, "inbound_plaintext",
+	    pc->inbound_plaintext_port, "hbone", pc->hbone_port,
+	    "connections", (json_int_t)w->connections,
+	    "pool", "connections", (json_int_t)w->pool.connections, "streams",
+	    (json_int_t)w->pool.streams, "connections_opened", (json_int_t)w->pool.connections_opened,
+	    "connect_failures", (json_int_t)w->pool.connect_failures, "streams_retried",
+	    (json_int_t)w->pool.streams_retried);
+
+	if (e != NULL && w->l7 != NULL)
+		json_object_set_new(e, "l7", waypoint_stats_json(w->l7)); /* what its requests met */
+	json_array_append_new(c->list, e);
+}
+
+static void
+dump_failed(const struct proxy_failed_view *f, void *arg)
+{
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:s}", "name", f->name, "netns",
+	    f->netns_path, "reason", f->why));
+}
+
 char *
 proxy_report_config_dump(struct proxy_report *rp)
 {
-	struct proxy *px = rp->px;
+	struct proxy_stats st;
 	struct registry *r = registry_holder_get(rp->reg);
 	json_t *root = json_object(), *reg = json_object(), *wls = json_array(),
 	    *svcs = json_array(), *enrolled = json_array(), *idents = json_array(),
@@ -107,30 +139,9 @@ proxy_report_config_dump(struct proxy_report *rp)
 		json_decref(svcs);
 	}
 	json_object_set_new(root, "registry", reg);
-	for (struct pworkload *w = px->workloads; w != NULL; w = w->next) {
-		struct hbone_pool_stats ps = { 0 };
-		json_t *e;
-
-		if (w->pool != NULL)
-			hbone_pool_stats(w->pool, &ps);
-		e = json_pack(
-		    "{s:s,s:s,s:s,s:{s:i,s:i,s:i},s:I,s:{s:I,s:I,s:I,s:I,s:I}}",
-		    "name", w->name, "netns", w->netns_path, "identity", w->id->spiffe_id,
-		    "ports", "outbound", rp->pc->outbound_port, "inbound_plaintext",
-		    rp->pc->inbound_plaintext_port, "hbone", rp->pc->hbone_port,
-		    "connections", (json_int_t)w->connections,
-		    "pool", "connections", (json_int_t)ps.connections, "streams",
-		    (json_int_t)ps.streams, "connections_opened", (json_int_t)ps.connections_opened,
-		    "connect_failures", (json_int_t)ps.connect_failures, "streams_retried",
-		    (json_int_t)ps.streams_retried);
-		if (e != NULL && w->l7 != NULL)
-			json_object_set_new(e, "l7", waypoint_stats_json(w->l7)); /* what its requests met */
-		json_array_append_new(enrolled, e);
-	}
+	proxy_foreach_workload(rp->px, dump_workload, &(struct dump_ctx){ rp, enrolled });
 	json_object_set_new(root, "enrolled", enrolled);
-	for (const struct pfailed *f = px->failed; f != NULL; f = f->next)
-		json_array_append_new(failed, json_pack("{s:s,s:s,s:s}", "name", f->name, "netns",
-		    f->netns_path, "reason", f->why));
+	proxy_foreach_failed(rp->px, dump_failed, failed);
 	json_object_set_new(root, "failed", failed);
 	n = identity_store_list(rp->ids, &list);
 	for (size_t i = 0; i < n; i++) {
@@ -145,47 +156,57 @@ proxy_report_config_dump(struct proxy_report *rp)
 	}
 	free(list);
 	json_object_set_new(root, "identities", idents);
+	proxy_get_stats(rp->px, &st);
 	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-	    "accepted", (json_int_t)px->st.accepted, "active", (json_int_t)px->st.active,
-	    "refused_limit", (json_int_t)px->st.refused_limit,
-	    "outbound_hbone", (json_int_t)px->st.outbound_hbone,
-	    "outbound_passthrough", (json_int_t)px->st.outbound_passthrough,
-	    "inbound_hbone", (json_int_t)px->st.inbound_hbone,
-	    "inbound_plaintext", (json_int_t)px->st.inbound_plaintext,
-	    "denied", (json_int_t)px->st.denied,
-	    "connect_failures", (json_int_t)px->st.connect_failures,
-	    "inbound_l7", (json_int_t)px->st.inbound_l7,
-	    "outbound_l7", (json_int_t)px->st.outbound_l7));
+	    "accepted", (json_int_t)st.accepted, "active", (json_int_t)st.active,
+	    "refused_limit", (json_int_t)st.refused_limit,
+	    "outbound_hbone", (json_int_t)st.outbound_hbone,
+	    "outbound_passthrough", (json_int_t)st.outbound_passthrough,
+	    "inbound_hbone", (json_int_t)st.inbound_hbone,
+	    "inbound_plaintext", (json_int_t)st.inbound_plaintext,
+	    "denied", (json_int_t)st.denied,
+	    "connect_failures", (json_int_t)st.connect_failures,
+	    "inbound_l7", (json_int_t)st.inbound_l7,
+	    "outbound_l7", (json_int_t)st.outbound_l7));
 	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(root);
 	registry_unref(r);
 	return out;
 }
 
+static void
+ready_failed(const struct proxy_failed_view *f, void *arg)
+{
+	fprintf(arg, "workload %s (netns %s): %s\n", f->name, f->netns_path, f->why);
+}
+
 bool
 proxy_report_ready(struct proxy_report *rp, FILE *why)
 {
-	struct proxy *px = rp->px;
+	struct proxy_stats st;
 
-	if (px->draining)
+	proxy_get_stats(rp->px, &st);
+	if (st.draining)
 		return false;
-	if (px->nfailed == 0)
+	if (st.failed == 0)
 		return true;
 	if (why == NULL)
 		return false;
 	/* A workload it holds but cannot serve: its traffic is refused, so say which and why. */
-	fprintf(why, "not ready: %zu recorded workloads not served\n", px->nfailed);
-	for (const struct pfailed *f = px->failed; f != NULL; f = f->next)
-		fprintf(why, "workload %s (netns %s): %s\n", f->name, f->netns_path, f->why);
+	fprintf(why, "not ready: %zu recorded workloads not served\n", st.failed);
+	proxy_foreach_failed(rp->px, ready_failed, why);
 	return false;
 }
 
 void
 proxy_report_refresh_metrics(struct proxy_report *rp)
 {
-	metrics_gauge_set(rp->g_active, (int64_t)rp->px->st.active);
-	metrics_gauge_set(rp->g_workloads, (int64_t)rp->px->nworkloads);
-	metrics_gauge_set(rp->g_failed, (int64_t)rp->px->nfailed);
+	struct proxy_stats st;
+
+	proxy_get_stats(rp->px, &st);
+	metrics_gauge_set(rp->g_active, (int64_t)st.active);
+	metrics_gauge_set(rp->g_workloads, (int64_t)st.workloads);
+	metrics_gauge_set(rp->g_failed, (int64_t)st.failed);
 }
 
 struct proxy_report *
