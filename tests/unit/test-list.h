@@ -42,6 +42,8 @@
 	X(metrics_process_registration)     \
 	X(http_server_requests)             \
 	X(http_server_close_busy)           \
+	X(admin_role_callbacks)             \
+	X(admin_not_ready_and_listen_failure) \
 	X(h1_content_length)               \
 	X(h1_chunked)                      \
 	X(h1_no_body)                      \
@@ -83,6 +85,10 @@
 	X(hbone_handshake_timeout)            \
 	X(hbone_server_listen_fd_owner)       \
 	X(listen_fd_failures_close_fd)        \
+	X(lb_round_robin_per_service)         \
+	X(lb_failure_penalty)                 \
+	X(lb_registry_change_resets)          \
+	X(lb_alloc_failure_stateless)         \
 	X(route_precedence)                   \
 	X(route_normalize_path)           \
 	X(route_default_route)                \
