@@ -331,7 +331,7 @@ tcp_leg_connected(uv_connect_t *req, int status)
 static void
 passthrough(struct flow *f)
 {
-	struct netns_sock_opts o = { .mark = PROXY_MARK };
+	struct netns_sock_opts o = { .mark = AMESH_MARK };
 	int fd = netns_tcp_socket(f->w->nsfd, f->dst.ss_family, &o);
 
 	f->kind = FLOW_OUT_PASS;

@@ -77,7 +77,7 @@ int
 pw_socket(void *arg, int family)
 {
 	struct pworkload *w = arg;
-	struct netns_sock_opts o = { .mark = PROXY_MARK };
+	struct netns_sock_opts o = { .mark = AMESH_MARK };
 
 	return netns_tcp_socket(w->nsfd, family, &o);
 }
@@ -86,7 +86,7 @@ int
 pw_app_socket(struct pworkload *w, const struct sockaddr_storage *client, int family)
 {
 	struct sockaddr_storage bind_to;
-	struct netns_sock_opts o = { .mark = PROXY_MARK, .transparent = true };
+	struct netns_sock_opts o = { .mark = AMESH_MARK, .transparent = true };
 	struct ip_addr cip;
 	uint16_t p;
 	int fd;

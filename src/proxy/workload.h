@@ -14,10 +14,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
-#include "net/netns.h"
-
-/* The mark every socket the proxy opens inside a workload namespace carries (DESIGN.md 2). */
-#define PROXY_MARK 0x539
+#include "net/netns.h" /* AMESH_MARK */
 
 struct flows;
 struct hbone_pool;
