@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,11 +83,9 @@ penalize(struct flow *f)
 static void
 principal_of(const struct flows *fl, const struct reg_workload *wl, char *buf, size_t len)
 {
-	if (wl == NULL)
+	if (wl == NULL || spiffe_format(buf, len, fl->cfg.conf->mesh.trust_domain, wl->namespace,
+	    wl->service_account) != 0)
 		snprintf(buf, len, "unknown");
-	else
-		snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", fl->cfg.conf->mesh.trust_domain,
-		    wl->namespace, wl->service_account);
 }
 
 static void
@@ -416,7 +415,7 @@ flows_on_outbound(uv_stream_t *l, int status)
 	const struct reg_waypoint *wp = NULL;
 	const struct ip_addr *tip = NULL;
 	struct sockaddr_storage hb;
-	char authority[300], fwd[128], a[80], bag[512], tp[64];
+	char authority[300], fwd[128], a[80], bag[512], tp[64], sid[SPIFFE_ID_MAX];
 	const char *dst_ns = NULL, *dst_sa = NULL;
 	struct identity *id;
 	struct hbone_open o;
@@ -504,16 +503,16 @@ flows_on_outbound(uv_stream_t *l, int status)
 		dst_ns = f->dst_wl->namespace;
 		dst_sa = f->dst_wl->service_account;
 	}
-	if (asprintf(&f->dst_principal, "spiffe://%s/ns/%s/sa/%s", fl->cfg.conf->mesh.trust_domain,
-	    dst_ns, dst_sa) < 0) {
-		f->dst_principal = NULL;
+	if (spiffe_format(sid, sizeof(sid), fl->cfg.conf->mesh.trust_domain, dst_ns, dst_sa) != 0 ||
+	    (f->dst_principal = strdup(sid)) == NULL) {
 		relay_abort(f->r);
 		return;
 	}
 	id = identity_store_get_sa(fl->cfg.ids, w->ns, w->sa);
 	if (id == NULL) {
-		log_warn("workload %s: no certificate for spiffe://%s/ns/%s/sa/%s", w->name,
-		    fl->cfg.conf->mesh.trust_domain, w->ns, w->sa);
+		if (spiffe_format(sid, sizeof(sid), fl->cfg.conf->mesh.trust_domain, w->ns, w->sa) != 0)
+			snprintf(sid, sizeof(sid), "(too long)");
+		log_warn("workload %s: no certificate for %s", w->name, sid);
 		f->flags = "UF";
 		relay_abort(f->r);
 		return;
@@ -585,7 +584,7 @@ in_hbone_connected(uv_connect_t *req, int status)
 		 * is about to be freed. */
 		if (f->s != NULL) {
 			hbone_stream_set_cb(f->s, NULL, NULL);
-			hbone_stream_reset(f->s, 0x8 /* CANCEL */);
+			hbone_stream_reset(f->s, NGHTTP2_CANCEL);
 			f->s = NULL;
 		}
 		return;

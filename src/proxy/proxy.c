@@ -26,6 +26,7 @@
 #include "proxy/flows.h"
 #include "proxy/proxy.h"
 #include "proxy/workload.h"
+#include "tls/cert.h"
 #include "tls/identity.h"
 
 /* A recorded workload not served (proxy_failed_view). */
@@ -474,9 +475,13 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 	r = AMESH_ERR_INVALID;
 	id = identity_store_get_sa(px->cfg.ids, wl->namespace, wl->service_account);
 	if (id == NULL) {
-		snprintf(why, whylen, "no certificate for spiffe://%s/ns/%s/sa/%s in %s: issue it "
-		    "with amesh ca issue --dir CA_DIR --namespace %s --service-account %s --out %s",
-		    px->cfg.conf->mesh.trust_domain, wl->namespace, wl->service_account,
+		char sid[SPIFFE_ID_MAX];
+
+		if (spiffe_format(sid, sizeof(sid), px->cfg.conf->mesh.trust_domain, wl->namespace,
+		    wl->service_account) != 0)
+			snprintf(sid, sizeof(sid), "(too long)");
+		snprintf(why, whylen, "no certificate for %s in %s: issue it with amesh ca issue "
+		    "--dir CA_DIR --namespace %s --service-account %s --out %s", sid,
 		    px->cfg.conf->identity.cert_dir, wl->namespace, wl->service_account,
 		    px->cfg.conf->identity.cert_dir);
 		goto fail;
@@ -513,7 +518,7 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		    flows_on_outbound);
 		if (r != 0) {
 			snprintf(why, whylen, "outbound listener on port %u: %s", px->cfg.pc->outbound_port,
-			    uv_strerror(r));
+			    amesh_strerror(r));
 			goto fail_open;
 		}
 		w->has_outbound[f] = true;
@@ -521,7 +526,7 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		    &w->inbound_l[f], flows_on_inbound_plain);
 		if (r != 0) {
 			snprintf(why, whylen, "inbound listener on port %u: %s",
-			    px->cfg.pc->inbound_plaintext_port, uv_strerror(r));
+			    px->cfg.pc->inbound_plaintext_port, amesh_strerror(r));
 			goto fail_open;
 		}
 		w->has_inbound[f] = true;
@@ -534,7 +539,7 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		if (fd < 0) {
 			r = fd;
 			snprintf(why, whylen, "HBONE listener on port %u: %s", px->cfg.pc->hbone_port,
-			    uv_strerror(r));
+			    amesh_strerror(r));
 			goto fail_open;
 		}
 		{
@@ -552,7 +557,7 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 			r = hbone_server_listen(px->cfg.loop, &sc, &w->hbone_s[f]);
 			if (r != 0) {
 				close(fd); /* a failed listen leaves the fd to us (hbone.h) */
-				snprintf(why, whylen, "HBONE listener: %s", uv_strerror(r));
+				snprintf(why, whylen, "HBONE listener: %s", amesh_strerror(r));
 				goto fail_open;
 			}
 			w->open_handles++;

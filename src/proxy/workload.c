@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
 #include "l7/waypoint.h"
@@ -100,7 +101,7 @@ pw_app_socket(struct pworkload *w, const struct sockaddr_storage *client, int fa
 	if (fd < 0 && o.bind != NULL) {
 		/* Could not take the client's address: still deliver, from our own. */
 		log_debug("workload %s: cannot bind the client address: %s", w->name,
-		    uv_strerror(fd));
+		    amesh_strerror(fd));
 		o.bind = NULL;
 		fd = netns_tcp_socket(w->nsfd, family, &o);
 	}

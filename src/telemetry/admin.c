@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
 #include "core/util.h"
@@ -120,7 +121,7 @@ admin_start(uv_loop_t *loop, const struct admin_cfg *cfg, struct admin **out)
 
 		if (r != 0) {
 			log_error("%s: cannot listen on %s (%s): %s", cfg->role,
-			    sockaddr_str(l[i].addr, buf, sizeof(buf)), l[i].what, uv_strerror(r));
+			    sockaddr_str(l[i].addr, buf, sizeof(buf)), l[i].what, amesh_strerror(r));
 			for (int j = 0; j < i; j++)
 				http_server_close(a->srv[j], NULL, NULL);
 			a->srv[0] = a->srv[1] = a->srv[2] = NULL;
