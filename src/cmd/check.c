@@ -80,6 +80,7 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	const struct reg_node *node;
 	struct ident *ids = NULL;
 	size_t nids = 0, nlocal = 0, missing = 0;
+	bool wp_named;
 	struct diag d;
 	char a[64];
 	int rc = EXIT_FAIL;
@@ -96,12 +97,32 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		goto out;
 	}
 	cmd_log_setup(g, c);
-	printf("config    %s: ok\n", c->path);
 	if (registry_load_dir(c->mesh.registry, &r, &d) != 0) {
+		printf("config    %s: ok\n", c->path);
 		diag_print(&d, stderr);
 		fprintf(stderr, "amesh check: registry %s: invalid\n", c->mesh.registry);
 		goto out;
 	}
+	/* The names amesh.conf gives must be in the registry: the config is not ok otherwise. */
+	node = registry_find(r, REG_NODE, c->mesh.node);
+	if (node == NULL)
+		diag_add(&d, c->path, conf_line(c, "mesh", "node"), "[mesh] node \"%s\" is not "
+		    "defined in the registry %s", c->mesh.node, c->mesh.registry);
+	/* Without a name, the file serves every waypoint of the node, each picked by --name. */
+	wp_named = conf_line(c, "waypoint", "name") > 0;
+	if (wp_named && registry_find(r, REG_WAYPOINT, c->waypoint.name) == NULL)
+		diag_add(&d, c->path, conf_line(c, "waypoint", "name"), "[waypoint] name "
+		    "\"%s\" is not defined in the registry", c->waypoint.name);
+	if (conf_has_section(c, "sidecar") &&
+	    registry_find(r, REG_WORKLOAD, c->sidecar.workload) == NULL)
+		diag_add(&d, c->path, conf_line(c, "sidecar", "workload"), "[sidecar] workload "
+		    "\"%s\" is not defined in the registry", c->sidecar.workload);
+	if (d.n > 0) {
+		diag_print(&d, stderr);
+		fprintf(stderr, "amesh check: %s: invalid\n", c->path);
+		goto out;
+	}
+	printf("config    %s: ok\n", c->path);
 	printf("registry  %s: ok (files: %zu)\n", c->mesh.registry, r->n_files);
 	printf("          nodes: %zu, workloads: %zu, services: %zu, waypoints: %zu, "
 	    "policies: %zu, routes: %zu\n", r->n[REG_NODE], r->n[REG_WORKLOAD], r->n[REG_SERVICE],
@@ -109,14 +130,7 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	for (size_t i = 0; i < r->n[REG_ROUTE]; i++)
 		print_route(REG_ROUTES(r)[i]);
 
-	node = registry_find(r, REG_NODE, c->mesh.node);
-	if (node == NULL) {
-		diag_add(&d, c->path, conf_line(c, "mesh", "node"), "[mesh] node \"%s\" is not "
-		    "defined in the registry %s", c->mesh.node, c->mesh.registry);
-		diag_print(&d, stderr);
-		goto out;
-	}
-	ids = xcalloc(r->n[REG_WORKLOAD] + 2, sizeof(*ids));
+	ids = xcalloc(r->n[REG_WORKLOAD] + r->n[REG_WAYPOINT] + 1, sizeof(*ids));
 	printf("node      %s (%s)\n", node->h.name, ip_str(&node->address, a, sizeof(a)));
 	for (size_t i = 0; i < r->n[REG_WORKLOAD]; i++) {
 		const struct reg_workload *w = REG_WORKLOADS(r)[i];
@@ -136,27 +150,25 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	if (nlocal == 0)
 		printf("workload  (none on this node)\n");
 	if (conf_has_section(c, "waypoint")) {
-		const struct reg_waypoint *wp = registry_find(r, REG_WAYPOINT, c->waypoint.name);
+		size_t nwp = 0;
 
-		if (wp == NULL) {
-			diag_add(&d, c->path, conf_line(c, "waypoint", "name"), "[waypoint] name "
-			    "\"%s\" is not defined in the registry", c->waypoint.name);
-			diag_print(&d, stderr);
-			goto out;
+		for (size_t i = 0; i < r->n[REG_WAYPOINT]; i++) {
+			const struct reg_waypoint *wp = REG_WAYPOINTS(r)[i];
+
+			/* Named: that one. Unnamed: each of this node's, as --name would pick. */
+			if (wp_named ? strcmp(wp->h.name, c->waypoint.name) != 0 : wp->node_p != node)
+				continue;
+			nwp++;
+			printf("waypoint  %s/%s sa=%s address=%s\n", wp->namespace, wp->h.name,
+			    wp->service_account, ip_str(&wp->address, a, sizeof(a)));
+			add_ident(ids, &nids, wp->namespace, wp->service_account, "waypoint");
 		}
-		printf("waypoint  %s/%s sa=%s address=%s\n", wp->namespace, wp->h.name,
-		    wp->service_account, ip_str(&wp->address, a, sizeof(a)));
-		add_ident(ids, &nids, wp->namespace, wp->service_account, "waypoint");
+		if (nwp == 0)
+			printf("waypoint  (none on this node; amesh waypoint --name NAME serves one)\n");
 	}
 	if (conf_has_section(c, "sidecar")) {
 		const struct reg_workload *w = registry_find(r, REG_WORKLOAD, c->sidecar.workload);
 
-		if (w == NULL) {
-			diag_add(&d, c->path, conf_line(c, "sidecar", "workload"), "[sidecar] workload "
-			    "\"%s\" is not defined in the registry", c->sidecar.workload);
-			diag_print(&d, stderr);
-			goto out;
-		}
 		printf("sidecar   %s/%s\n", w->namespace, w->h.name);
 		if (w->protocol == REG_PROTO_HBONE)
 			add_ident(ids, &nids, w->namespace, w->service_account, "sidecar");

@@ -17,6 +17,7 @@
 #include "config/registry.h"
 #include "config/regwatch.h"
 #include "core/diag.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
 #include "l7/waypoint.h"
@@ -238,7 +239,7 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 		    &z.http[i]);
 		if (rc != 0) {
 			log_error("waypoint: cannot listen on %s: %s",
-			    sockaddr_str(addrs[i], a, sizeof(a)), uv_strerror(rc));
+			    sockaddr_str(addrs[i], a, sizeof(a)), amesh_strerror(rc));
 			return EXIT_FAIL;
 		}
 	}

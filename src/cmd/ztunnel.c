@@ -24,10 +24,11 @@
 #include "core/log.h"
 #include "net/netns.h"
 #include "nft/rules.h"
-#include "proxy/admin.h"
 #include "proxy/enroll.h"
 #include "proxy/proxy.h"
+#include "proxy/report.h"
 #include "telemetry/accesslog.h"
+#include "telemetry/admin.h"
 #include "telemetry/metrics.h"
 #include "tls/identity.h"
 
@@ -41,8 +42,9 @@ struct zt {
 	struct registry_holder reg;
 	struct identity_store *ids;
 	struct metrics *metrics;
-	struct proxy px;
+	struct proxy *px;
 	struct enroll *en;
+	struct proxy_report *report; /* what the admin endpoints show of the proxy */
 	struct admin *admin;
 	uv_signal_t sig_hup, sig_term, sig_int;
 	struct regwatch regw;
@@ -58,9 +60,9 @@ describe(const struct registry *r, char *buf, size_t n)
 }
 
 static void
-proxy_drained(struct proxy *px)
+proxy_drained(void *arg)
 {
-	struct zt *z = (struct zt *)((char *)px - offsetof(struct zt, px));
+	struct zt *z = arg;
 
 	log_info("%s: drained", z->role);
 	uv_close((uv_handle_t *)&z->sig_hup, cmd_handle_closed);
@@ -95,7 +97,7 @@ ztunnel_stop(void *arg)
 	    (unsigned long long)z->pc->drain_timeout);
 	if (z->en != NULL)
 		enroll_stop(z->en, enroll_stopped, z);
-	proxy_drain(&z->px, z->pc->drain_timeout, proxy_drained);
+	proxy_drain(z->px, z->pc->drain_timeout, proxy_drained, z);
 }
 
 static void
@@ -141,13 +143,45 @@ sidecar_setup(struct zt *z)
 		log_error("sidecar: cannot install the interception rules: %s", err);
 		return -1;
 	}
-	r = proxy_enroll(&z->px, z->workload, NETNS_SELF, "(this namespace)", why, sizeof(why));
+	r = proxy_enroll(z->px, z->workload, NETNS_SELF, "(this namespace)", why, sizeof(why));
 	if (r != 0) {
 		log_error("sidecar: workload %s: %s", z->workload, why);
 		return -1;
 	}
 	return 0;
 }
+
+/* The host endpoints show the proxy's report; /quitquitquit stops like SIGTERM. */
+static char *
+admin_dump(void *arg)
+{
+	struct zt *z = arg;
+
+	return proxy_report_config_dump(z->report);
+}
+
+static bool
+admin_ready(void *arg, FILE *why)
+{
+	struct zt *z = arg;
+
+	return proxy_report_ready(z->report, why);
+}
+
+static void
+admin_refresh_metrics(void *arg)
+{
+	struct zt *z = arg;
+
+	proxy_report_refresh_metrics(z->report);
+}
+
+static const struct admin_ops zt_admin_ops = {
+	.config_dump = admin_dump,
+	.ready = admin_ready,
+	.refresh_metrics = admin_refresh_metrics,
+	.quit = ztunnel_stop,
+};
 
 static int
 run_proxy(const struct cmd_globals *g, struct zt *z)
@@ -218,13 +252,26 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	identity_store_watch(z->ids, z->loop);
 	if (metrics_new(&z->metrics) != 0)
 		fatalx("out of memory");
-	proxy_init(&z->px, z->loop, z->conf, z->pc, z->role, &z->reg, z->ids, z->metrics);
-	z->px.l7 = z->workload != NULL && z->conf->sidecar.l7;
+	{
+		struct proxy_cfg pc = {
+			.loop = z->loop,
+			.conf = z->conf,
+			.pc = z->pc,
+			.role = z->role,
+			.reg = &z->reg,
+			.ids = z->ids,
+			.metrics = z->metrics,
+			.l7 = z->workload != NULL && z->conf->sidecar.l7,
+		};
+
+		z->px = proxy_new(&pc);
+	}
 	if (z->workload != NULL) {
 		if (sidecar_setup(z) != 0)
 			return EXIT_FAIL;
 	} else {
-		rc = enroll_start(&z->px, z->conf->ztunnel.socket, z->conf->ztunnel.state_dir, &z->en);
+		rc = enroll_start(z->loop, z->px, z->conf->ztunnel.socket, z->conf->ztunnel.state_dir,
+		    &z->en);
 		if (rc != 0)
 			return EXIT_FAIL;
 		restored = enroll_restore(z->en);
@@ -232,8 +279,20 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 			log_info("ztunnel: %zu workloads restored from %s", restored,
 			    z->conf->ztunnel.state_dir);
 	}
-	rc = admin_start(z->loop, z->conf, z->pc, &z->px, z->ids, &z->reg, z->metrics,
-	    ztunnel_stop, z, &z->admin);
+	z->report = proxy_report_new(z->px, z->conf, z->pc, z->role, z->ids, &z->reg, z->metrics);
+	{
+		struct admin_cfg ac = {
+			.role = z->role,
+			.admin_address = &z->pc->admin_address,
+			.metrics_address = &z->pc->metrics_address,
+			.readiness_address = &z->pc->readiness_address,
+			.metrics = z->metrics,
+			.ops = &zt_admin_ops,
+			.arg = z,
+		};
+
+		rc = admin_start(z->loop, &ac, &z->admin);
+	}
 	if (rc != 0)
 		return EXIT_FAIL;
 	uv_timer_init(z->loop, &z->watchdog);
@@ -252,16 +311,17 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 		    z->conf->mesh.node);
 	else
 		log_info("ztunnel: node %s ready: %zu workloads, hand-off on %s", z->conf->mesh.node,
-		    z->px.nworkloads, z->conf->ztunnel.socket);
-	if (z->px.nfailed > 0)
+		    proxy_nworkloads(z->px), z->conf->ztunnel.socket);
+	if (proxy_nfailed(z->px) > 0)
 		log_warn("ztunnel: %zu recorded workloads not served (their traffic is refused): "
-		    "not ready until they are; see amesh cni list", z->px.nfailed);
+		    "not ready until they are; see amesh cni list", proxy_nfailed(z->px));
 	cmd_notify_ready(&z->watchdog);
 	uv_run(z->loop, UV_RUN_DEFAULT);
-	proxy_free(&z->px);
+	proxy_free(z->px);
 	identity_store_free(z->ids);
 	enroll_free(z->en);
 	admin_free(z->admin);
+	proxy_report_free(z->report);
 	metrics_free(z->metrics);
 	registry_holder_destroy(&z->reg);
 	uv_loop_close(z->loop);

@@ -218,222 +218,251 @@ weighted_name_ok(const struct kw *kw, const char *item, char *why, size_t whylen
 	return true;
 }
 
+/*
+ * List items, one kind per list type: parse() turns an item's text into *out, which then owns what
+ * it allocated (kw_free releases it), or fails with why; repeats(), when a list refuses repeats,
+ * says whether b repeats a and names the repeat in why.
+ */
+struct list_item_ops {
+	enum kw_type type;
+	size_t size;
+	int (*parse)(const struct kw *kw, char *text, void *out, char *why, size_t whylen);
+	bool (*repeats)(const void *a, const void *b, const char *text, char *why, size_t whylen);
+};
+
+static int
+item_ip(const struct kw *kw, char *text, void *out, char *why, size_t whylen)
+{
+	const char *reason;
+
+	return parse_ip(text, out, &reason) == 0 ? 0 : fail(why, whylen, "'%s': %s", text, reason);
+}
+
+static bool
+repeats_ip(const void *a, const void *b, const char *text, char *why, size_t whylen)
+{
+	if (!ip_equal(a, b))
+		return false;
+	fail(why, whylen, "'%s' listed twice", text);
+	return true;
+}
+
+static int
+item_prefix(const struct kw *kw, char *text, void *out, char *why, size_t whylen)
+{
+	const char *reason;
+
+	return parse_prefix(text, out, &reason) == 0 ? 0 :
+	    fail(why, whylen, "'%s': %s", text, reason);
+}
+
+static int
+item_port(const struct kw *kw, char *text, void *out, char *why, size_t whylen)
+{
+	const char *reason;
+
+	return parse_port(text, out, &reason) == 0 ? 0 : fail(why, whylen, "'%s': %s", text, reason);
+}
+
+/* PORT or PORT:TARGET_PORT. */
+static int
+item_portmap(const struct kw *kw, char *text, void *out, char *why, size_t whylen)
+{
+	struct portmap *pm = out;
+	char *colon = strchr(text, ':');
+	const char *reason;
+	int bad;
+
+	if (colon != NULL)
+		*colon = '\0';
+	bad = parse_port(text, &pm->port, &reason) != 0 ||
+	    (colon != NULL && parse_port(colon + 1, &pm->target, &reason) != 0);
+	if (colon != NULL)
+		*colon = ':';
+	if (bad)
+		return fail(why, whylen, "'%s': %s (expected PORT or PORT:TARGET_PORT)", text, reason);
+	if (colon == NULL)
+		pm->target = pm->port;
+	return 0;
+}
+
+static bool
+repeats_portmap(const void *a, const void *b, const char *text, char *why, size_t whylen)
+{
+	const struct portmap *x = a, *y = b;
+
+	if (x->port != y->port)
+		return false;
+	fail(why, whylen, "port %u listed twice", y->port);
+	return true;
+}
+
+/* KEY=VALUE (labels) or NAME: VALUE (headers). */
+static int
+item_pair(const struct kw *kw, char *text, void *out, char *why, size_t whylen)
+{
+	struct label *lb = out;
+	bool labels = kw->type == KW_LABELS;
+	char *s = strchr(text, labels ? '=' : ':'), *k, *v;
+
+	if (s == NULL)
+		return fail(why, whylen, labels ? "'%s': expected KEY=VALUE" :
+		    "'%s': expected NAME: VALUE", text);
+	*s = '\0';
+	k = strtrim(text);
+	v = strtrim(s + 1);
+	if (labels) {
+		const char *slash = strchr(k, '/');
+		bool prefix_ok = true;
+
+		if (slash != NULL) {
+			char *prefix = xstrndup(k, (size_t)(slash - k));
+
+			prefix_ok = kw_is_hostname(prefix);
+			free(prefix);
+		}
+		if (*k == '\0' || !prefix_ok || !label_part_ok(slash ? slash + 1 : k, 63, false) ||
+		    (slash ? slash[1] == '\0' : false))
+			return fail(why, whylen, "bad label key '%s'", k);
+		if (!label_part_ok(v, 63, false))
+			return fail(why, whylen, "bad label value '%s' for '%s'", v, k);
+	} else {
+		if (!header_name_ok(k))
+			return fail(why, whylen, "bad header name '%s'", k);
+		if (*v == '\0')
+			return fail(why, whylen, "header '%s' has no value", k);
+	}
+	lb->key = xstrdup(k);
+	lb->value = xstrdup(v);
+	return 0;
+}
+
+static bool
+repeats_pair(const void *a, const void *b, const char *text, char *why, size_t whylen)
+{
+	const struct label *x = a, *y = b;
+
+	if (strcmp(x->key, y->key) != 0)
+		return false;
+	fail(why, whylen, "'%s' given twice", y->key);
+	return true;
+}
+
+/* A string, checked as the type says: a pattern, a header name, one of kw->enums, or anything. */
+static int
+item_str(const struct kw *kw, char *text, void *out, char *why, size_t whylen)
+{
+	const char *reason;
+
+	if (kw->type == KW_PATTERN_LIST && (reason = kw_pattern_check(text)) != NULL)
+		return fail(why, whylen, "'%s': %s", text, reason);
+	if (kw->type == KW_HEADER_NAME_LIST && !header_name_ok(text))
+		return fail(why, whylen, "bad header name '%s'", text);
+	if (kw->type == KW_ENUM_LIST) {
+		size_t e;
+
+		for (e = 0; kw->enums[e] != NULL; e++)
+			if (strcmp(kw->enums[e], text) == 0)
+				break;
+		if (kw->enums[e] == NULL)
+			return fail(why, whylen, "unknown value '%s'", text);
+	}
+	*(char **)out = xstrdup(text);
+	return 0;
+}
+
+/* NAME [WEIGHT]. */
+static int
+item_weighted(const struct kw *kw, char *text, void *out, char *why, size_t whylen)
+{
+	struct weighted *wt = out;
+	char *sp = strpbrk(text, " \t");
+	const char *reason;
+	uint64_t w = 1;
+
+	if (sp != NULL) {
+		*sp = '\0';
+		if (parse_uint(strtrim(sp + 1), 0, kw->max, &w, &reason) != 0)
+			return fail(why, whylen, "'%s': weight must be 0-%llu", text,
+			    (unsigned long long)kw->max);
+	}
+	if (!weighted_name_ok(kw, text, why, whylen))
+		return -1;
+	wt->name = xstrdup(text);
+	wt->weight = (uint32_t)w;
+	return 0;
+}
+
+static bool
+repeats_weighted(const void *a, const void *b, const char *text, char *why, size_t whylen)
+{
+	const struct weighted *x = a, *y = b;
+
+	if (strcmp(x->name, y->name) != 0)
+		return false;
+	fail(why, whylen, "'%s' listed twice", y->name);
+	return true;
+}
+
+static const struct list_item_ops list_items[] = {
+	{ KW_IP_LIST, sizeof(struct ip_addr), item_ip, repeats_ip },
+	{ KW_PREFIX_LIST, sizeof(struct ip_prefix), item_prefix, NULL },
+	{ KW_PORT_LIST, sizeof(uint16_t), item_port, NULL },
+	{ KW_PORTMAP_LIST, sizeof(struct portmap), item_portmap, repeats_portmap },
+	{ KW_LABELS, sizeof(struct label), item_pair, repeats_pair },
+	{ KW_HEADER_LIST, sizeof(struct label), item_pair, repeats_pair },
+	{ KW_STR_LIST, sizeof(char *), item_str, NULL },
+	{ KW_PATTERN_LIST, sizeof(char *), item_str, NULL },
+	{ KW_ENUM_LIST, sizeof(char *), item_str, NULL },
+	{ KW_HEADER_NAME_LIST, sizeof(char *), item_str, NULL },
+	{ KW_WEIGHTED_LIST, sizeof(struct weighted), item_weighted, repeats_weighted },
+};
+
+/* Every list struct of kw.h: a pointer to its items and their count. */
+struct any_list {
+	void *v;
+	size_t n;
+};
+
+/*
+ * Parses a comma-separated value into kw's list, appended to what is there (append) or in its
+ * place. A bad item or a repeat fails the whole key: the list is freed, why says which item.
+ */
 static int
 set_list(const struct kw *kw, void *base, const char *value, bool append, char *why,
     size_t whylen)
 {
+	const struct list_item_ops *ops = NULL;
+	struct any_list *l = FIELD(base, kw, struct any_list);
 	char **items;
 	size_t n, at;
-	const char *reason;
 
+	for (size_t i = 0; i < sizeof(list_items) / sizeof(list_items[0]); i++)
+		if (list_items[i].type == kw->type)
+			ops = &list_items[i];
+	if (ops == NULL)
+		return fail(why, whylen, "not a list");
 	if (split_list(value, &items, &n, why, whylen) != 0)
 		return -1;
 	if (!append)
 		kw_free(kw, base);
-	/* Every list struct starts with a pointer and a count; at is where new items go. */
-	at = FIELD(base, kw, struct str_list)->n;
+	at = l->n;
 	if (at + n > KW_LIST_MAX) {
 		free_items(items, n);
 		return fail(why, whylen, "list longer than %d items", KW_LIST_MAX);
 	}
-	switch (kw->type) {
-	case KW_IP_LIST: {
-		struct ip_list *l = FIELD(base, kw, struct ip_list);
+	l->v = xrealloc(l->v, at + n, ops->size);
+	for (size_t i = at; i < at + n; i++) {
+		char *item = (char *)l->v + i * ops->size;
 
-		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
-		for (size_t i = at; i < at + n; i++) {
-			if (parse_ip(items[i - at], &l->v[i], &reason) != 0) {
-				fail(why, whylen, "'%s': %s", items[i - at], reason);
+		memset(item, 0, ops->size);
+		if (ops->parse(kw, items[i - at], item, why, whylen) != 0)
+			goto bad;
+		l->n = i + 1; /* kw_free releases it from here on */
+		for (size_t j = 0; ops->repeats != NULL && j < i; j++)
+			if (ops->repeats((char *)l->v + j * ops->size, item, items[i - at], why,
+			    whylen))
 				goto bad;
-			}
-			for (size_t j = 0; j < i; j++)
-				if (ip_equal(&l->v[i], &l->v[j])) {
-					fail(why, whylen, "'%s' listed twice", items[i - at]);
-					goto bad;
-				}
-			l->n = i + 1;
-		}
-		break;
-	}
-	case KW_PREFIX_LIST: {
-		struct prefix_list *l = FIELD(base, kw, struct prefix_list);
-
-		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
-		for (size_t i = at; i < at + n; i++) {
-			if (parse_prefix(items[i - at], &l->v[i], &reason) != 0) {
-				fail(why, whylen, "'%s': %s", items[i - at], reason);
-				goto bad;
-			}
-			l->n = i + 1;
-		}
-		break;
-	}
-	case KW_PORT_LIST: {
-		struct port_list *l = FIELD(base, kw, struct port_list);
-
-		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
-		for (size_t i = at; i < at + n; i++) {
-			if (parse_port(items[i - at], &l->v[i], &reason) != 0) {
-				fail(why, whylen, "'%s': %s", items[i - at], reason);
-				goto bad;
-			}
-			l->n = i + 1;
-		}
-		break;
-	}
-	case KW_PORTMAP_LIST: {
-		struct portmap_list *l = FIELD(base, kw, struct portmap_list);
-
-		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
-		for (size_t i = at; i < at + n; i++) {
-			char *item = items[i - at], *colon = strchr(item, ':');
-
-			if (colon != NULL)
-				*colon = '\0';
-			if (parse_port(item, &l->v[i].port, &reason) != 0 ||
-			    (colon != NULL && parse_port(colon + 1, &l->v[i].target, &reason) != 0)) {
-				if (colon != NULL)
-					*colon = ':';
-				fail(why, whylen, "'%s': %s (expected PORT or PORT:TARGET_PORT)", item,
-				    reason);
-				goto bad;
-			}
-			if (colon == NULL)
-				l->v[i].target = l->v[i].port;
-			for (size_t j = 0; j < i; j++)
-				if (l->v[j].port == l->v[i].port) {
-					fail(why, whylen, "port %u listed twice", l->v[i].port);
-					goto bad;
-				}
-			l->n = i + 1;
-		}
-		break;
-	}
-	case KW_LABELS:
-	case KW_HEADER_LIST: {
-		struct label_list *l = FIELD(base, kw, struct label_list);
-		const char sep = kw->type == KW_LABELS ? '=' : ':';
-
-		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
-		for (size_t i = at; i < at + n; i++) {
-			char *s = strchr(items[i - at], sep);
-			char *k, *v;
-
-			if (s == NULL) {
-				fail(why, whylen, kw->type == KW_LABELS ?
-				    "'%s': expected KEY=VALUE" : "'%s': expected NAME: VALUE",
-				    items[i - at]);
-				goto bad;
-			}
-			*s = '\0';
-			k = strtrim(items[i - at]);
-			v = strtrim(s + 1);
-			if (kw->type == KW_LABELS) {
-				const char *slash = strchr(k, '/');
-
-				bool prefix_ok = true;
-
-				if (slash != NULL) {
-					char *prefix = xstrndup(k, (size_t)(slash - k));
-
-					prefix_ok = kw_is_hostname(prefix);
-					free(prefix);
-				}
-				if (*k == '\0' || !prefix_ok ||
-				    !label_part_ok(slash ? slash + 1 : k, 63, false) ||
-				    (slash ? slash[1] == '\0' : false)) {
-					fail(why, whylen, "bad label key '%s'", k);
-					goto bad;
-				}
-				if (!label_part_ok(v, 63, false)) {
-					fail(why, whylen, "bad label value '%s' for '%s'", v, k);
-					goto bad;
-				}
-			} else {
-				if (!header_name_ok(k)) {
-					fail(why, whylen, "bad header name '%s'", k);
-					goto bad;
-				}
-				if (*v == '\0') {
-					fail(why, whylen, "header '%s' has no value", k);
-					goto bad;
-				}
-			}
-			for (size_t j = 0; j < i; j++)
-				if (strcmp(l->v[j].key, k) == 0) {
-					fail(why, whylen, "'%s' given twice", k);
-					goto bad;
-				}
-			l->v[i].key = xstrdup(k);
-			l->v[i].value = xstrdup(v);
-			l->n = i + 1;
-		}
-		break;
-	}
-	case KW_STR_LIST:
-	case KW_PATTERN_LIST:
-	case KW_ENUM_LIST:
-	case KW_HEADER_NAME_LIST: {
-		struct str_list *l = FIELD(base, kw, struct str_list);
-
-		for (size_t i = 0; i < n; i++) {
-			if (kw->type == KW_PATTERN_LIST && (reason = kw_pattern_check(items[i])) != NULL) {
-				fail(why, whylen, "'%s': %s", items[i], reason);
-				goto bad;
-			}
-			if (kw->type == KW_HEADER_NAME_LIST && !header_name_ok(items[i])) {
-				fail(why, whylen, "bad header name '%s'", items[i]);
-				goto bad;
-			}
-			if (kw->type == KW_ENUM_LIST) {
-				size_t e;
-
-				for (e = 0; kw->enums[e] != NULL; e++)
-					if (strcmp(kw->enums[e], items[i]) == 0)
-						break;
-				if (kw->enums[e] == NULL) {
-					fail(why, whylen, "unknown value '%s'", items[i]);
-					goto bad;
-				}
-			}
-		}
-		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
-		memcpy(l->v + at, items, n * sizeof(*items));
-		l->n = at + n;
-		free(items);
-		return 0;
-	}
-	case KW_WEIGHTED_LIST: {
-		struct weighted_list *l = FIELD(base, kw, struct weighted_list);
-
-		l->v = xrealloc(l->v, at + n, sizeof(*l->v));
-		for (size_t i = at; i < at + n; i++) {
-			char *item = items[i - at], *sp = strpbrk(item, " \t");
-			uint64_t w = 1;
-
-			if (sp != NULL) {
-				*sp = '\0';
-				if (parse_uint(strtrim(sp + 1), 0, kw->max, &w, &reason) != 0) {
-					fail(why, whylen, "'%s': weight must be 0-%llu", item,
-					    (unsigned long long)kw->max);
-					goto bad;
-				}
-			}
-			if (!weighted_name_ok(kw, item, why, whylen))
-				goto bad;
-			for (size_t j = 0; j < i; j++)
-				if (strcmp(l->v[j].name, item) == 0) {
-					fail(why, whylen, "'%s' listed twice", item);
-					goto bad;
-				}
-			l->v[i].name = xstrdup(item);
-			l->v[i].weight = (uint32_t)w;
-			l->n = i + 1;
-		}
-		break;
-	}
-	default:
-		break;
 	}
 	free_items(items, n);
 	return 0;

@@ -2,7 +2,7 @@
 /* Text for the error codes of err.h. */
 #include "config.h"
 
-#include <string.h>
+#include <uv.h>
 
 #include "core/err.h"
 
@@ -19,7 +19,8 @@ amesh_strerror(int code)
 	case AMESH_ERR_TOOLONG: return "too long";
 	case AMESH_ERR_EXISTS: return "already exists";
 	}
-	if (code < 0 && code > -4096)
-		return strerror(-code);
+	/* libuv's codes are -errno on Linux, plus its own (UV_EOF, UV_EAI_*): it names both. */
+	if (code < 0)
+		return uv_strerror(code);
 	return "unknown error";
 }

@@ -13,7 +13,8 @@ enum {
 	AMESH_ERR_EXISTS = -1006,   /* object already exists */
 };
 
-/* Returns a static string for a code from this table or a negative errno. */
+/* Returns a static string for a code from this table, a negative errno or a libuv code: the one
+ * function that names an error, whichever layer made it. */
 const char *amesh_strerror(int code);
 
 #endif

@@ -47,7 +47,7 @@ struct hbone_stream_cb {
 	void (*on_eof)(struct hbone_stream *s);
 	/* Room again after hbone_stream_write() took less than offered. It may be called from inside
 	 * hbone_stream_write() or hbone_stream_consumed() (their flush made room at once): an owner
-	 * that writes from here must guard against that re-entry (see src/net/relay.c). */
+	 * that writes from here must guard against that re-entry (see src/hbone/relay.c). */
 	void (*on_writable)(struct hbone_stream *s);
 	/* Client: the response. 200: the tunnel is up. Other codes or a negative error: it failed and
 	 * on_close follows. */

@@ -192,7 +192,7 @@ pconn_new(struct hbone_pool *p, const struct h2_open *o, const char *key)
 			char a[80];
 
 			log_warn("hbone %s: cannot make a socket: %s",
-			    sockaddr_str(&o->dst, a, sizeof(a)), uv_strerror(to.fd));
+			    sockaddr_str(&o->dst, a, sizeof(a)), amesh_strerror(to.fd));
 			h2_conn_free_unstarted(pc->c);
 			free(pc->key);
 			free(pc);

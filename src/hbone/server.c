@@ -112,7 +112,7 @@ on_connection(uv_stream_t *l, int status)
 	int r;
 
 	if (status < 0) {
-		log_warn("hbone: accept: %s", uv_strerror(status));
+		log_warn("hbone: accept: %s", amesh_strerror(status));
 		return;
 	}
 	if (srv->draining || srv->nconns >= srv->cfg.max_connections) {

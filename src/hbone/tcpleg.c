@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/err.h"
 #include "core/log.h"
 #include "hbone/h2.h"
 #include "net/netns.h"
@@ -113,7 +114,7 @@ read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		uv_read_stop(st);
 		l->reading = false;
 		if (n != UV_EOF) {
-			log_debug("tcp leg: read: %s", uv_strerror((int)n));
+			log_debug("tcp leg: read: %s", amesh_strerror((int)n));
 			leg_close(l, true);
 			return;
 		}

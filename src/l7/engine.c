@@ -211,7 +211,7 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 				snprintf(hint, sizeof(hint), "; another process listens there (each waypoint "
 				    "of a host needs its own [waypoint] hbone_address)");
 			log_error("waypoint: cannot listen on %s: %s%s",
-			    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)), uv_strerror(rc),
+			    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)), amesh_strerror(rc),
 			    hint);
 			identity_unref(wp->id);
 			free(wp->ns);

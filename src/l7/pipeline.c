@@ -143,9 +143,16 @@ l7_pipeline(struct tun *t, const struct l7_req *rq, struct l7_plan *p)
 	if (p->rt != NULL && p->rt->rewrite_path_prefix != NULL) {
 		char rw[L7_TARGET_MAX];
 
-		if (route_rewrite_path(p->rt, path, rw, sizeof(rw)) == 0 &&
-		    asprintf(&p->upstream_target, "%s%s%s", rw, query[0] ? "?" : "", query) < 0)
+		/* Never the path un-rewritten instead: the route said where it goes. */
+		if (route_rewrite_path(p->rt, path, rw, sizeof(rw)) != 0) {
+			reply(p, 414, "URI too long after the route's rewrite", "-");
+			return;
+		}
+		if (asprintf(&p->upstream_target, "%s%s%s", rw, query[0] ? "?" : "", query) < 0) {
 			p->upstream_target = NULL;
+			reply(p, 500, "out of memory", "-");
+			return;
+		}
 	}
 	if (p->upstream_target == NULL && normalized &&
 	    asprintf(&p->upstream_target, "%s%s%s", path, query[0] ? "?" : "", query) < 0) {
@@ -158,4 +165,26 @@ l7_pipeline(struct tun *t, const struct l7_req *rq, struct l7_plan *p)
 		p->timeout_ms = p->rt->timeout;
 	if (p->rt != NULL && route_fault_delay(p->rt, wp_rnd(), &p->delay_ms))
 		p->delay = true;
+}
+
+int
+l7_grpc_status(int status)
+{
+	switch (status) {
+	case 400:
+		return 13; /* INTERNAL */
+	case 401:
+		return 16; /* UNAUTHENTICATED */
+	case 403:
+		return 7; /* PERMISSION_DENIED */
+	case 404:
+		return 12; /* UNIMPLEMENTED */
+	case 429:
+	case 502:
+	case 503:
+	case 504:
+		return 14; /* UNAVAILABLE */
+	default:
+		return 2; /* UNKNOWN */
+	}
 }

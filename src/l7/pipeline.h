@@ -3,9 +3,9 @@
  * The request pipeline both HTTP protocols run on a request head, once, in this order: trace
  * context, move to the registry in force, 414 for a target too long, 400 for a fragment, CONNECT
  * refused, path normalization, the routing decision (decide.h), redirect, local replies the
- * decision asks for, the rewritten target, then the route's timeout and the fault delay. The
- * protocol module then answers locally or forwards as the plan says, with its own framing and
- * timers.
+ * decision asks for, the rewritten target (414 when the rewrite would pass the limit), then the
+ * route's timeout and the fault delay. The protocol module then answers locally or forwards as
+ * the plan says, with its own framing and timers.
  */
 #ifndef AMESH_L7_PIPELINE_H
 #define AMESH_L7_PIPELINE_H
@@ -56,5 +56,11 @@ struct l7_plan {
 
 /* Runs the pipeline on a request of tunnel t; fills plan (the caller frees upstream_target). */
 void l7_pipeline(struct tun *t, const struct l7_req *rq, struct l7_plan *plan);
+
+/* The gRPC status a local reply of HTTP status stands for, by gRPC's own mapping
+ * (doc/http-grpc-status-mapping.md) as Envoy has it: 7 for 403, 14 for 429/502/503/504, 2 for
+ * what has no mapping. The HTTP/2 module answers a gRPC request's local reply Trailers-Only
+ * with it. */
+int l7_grpc_status(int status);
 
 #endif

@@ -401,18 +401,44 @@ on_timeout(uv_timer_t *h)
 	reply_and_finish(t, 504, "upstream request timeout", NULL, "UT");
 }
 
-/* A route's header edits (set, add, remove; 32 of each at most) as h1_write_head takes them, in
- * the caller's arrays. */
-static void
-route_h1_edits(struct h1_edits *e, struct h1_field *set, struct h1_field *add, const char **rm,
-    const struct label_list *s, const struct label_list *a, const struct str_list *r)
+/* A route's header edits as h1_write_head takes them: every one of them, however many the
+ * registry allows (HTTP/2 applies them all too; amesh-waypoint(8)), with extra free slots at the
+ * end of add for the caller. 0, or AMESH_ERR_NOMEM with e untouched; free with h1_edits_free(). */
+static int
+route_h1_edits(struct h1_edits *e, const struct label_list *s, const struct label_list *a,
+    const struct str_list *r, size_t extra)
 {
-	for (size_t i = 0; i < s->n && i < 32; i++)
-		set[e->n_set++] = (struct h1_field){ s->v[i].key, s->v[i].value };
-	for (size_t i = 0; i < a->n && i < 32; i++)
-		add[e->n_add++] = (struct h1_field){ a->v[i].key, a->v[i].value };
-	for (size_t i = 0; i < r->n && i < 32; i++)
-		rm[e->n_remove++] = r->v[i];
+	struct h1_field *set = calloc(s->n + 1, sizeof(*set));
+	struct h1_field *add = calloc(a->n + extra + 1, sizeof(*add));
+	const char **rm = calloc(r->n + 1, sizeof(*rm));
+
+	if (set == NULL || add == NULL || rm == NULL) {
+		free(set);
+		free(add);
+		free(rm);
+		return AMESH_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < s->n; i++)
+		set[i] = (struct h1_field){ s->v[i].key, s->v[i].value };
+	for (size_t i = 0; i < a->n; i++)
+		add[i] = (struct h1_field){ a->v[i].key, a->v[i].value };
+	for (size_t i = 0; i < r->n; i++)
+		rm[i] = r->v[i];
+	e->set = set;
+	e->n_set = s->n;
+	e->add = add;
+	e->n_add = a->n;
+	e->remove = rm;
+	e->n_remove = r->n;
+	return 0;
+}
+
+static void
+h1_edits_free(struct h1_edits *e)
+{
+	free((void *)e->set);
+	free((void *)e->add);
+	free((void *)e->remove);
 }
 
 /* Response parser callbacks (upstream -> downstream). */
@@ -424,8 +450,7 @@ resp_head(void *arg, const struct h1_head *h)
 	struct h1t *ht = t->ps;
 	struct h1_head out = *h;
 	struct h1_edits e = { 0 };
-	struct h1_field set[32], add[32];
-	const char *rm[32];
+	int r;
 
 	if (h->status == 101) {
 		const char *u = upgrade_field(h);
@@ -471,12 +496,9 @@ resp_head(void *arg, const struct h1_head *h)
 	ht->resp_keep_alive = h->keep_alive && h->framing != H1_FRAMING_CLOSE;
 	uv_timer_stop(&t->wait); /* per_try_timeout: answered */
 	h1_responding(ht);
-	if (ht->rt != NULL)
-		route_h1_edits(&e, set, add, rm, &ht->rt->response_set, &ht->rt->response_add,
-		    &ht->rt->response_remove);
-	e.set = set;
-	e.add = add;
-	e.remove = rm;
+	if (ht->rt != NULL && route_h1_edits(&e, &ht->rt->response_set, &ht->rt->response_add,
+	    &ht->rt->response_remove, 0) != 0)
+		return AMESH_ERR_NOMEM; /* a response we cannot forward as the route says: 502 */
 	out.framing = h1_forward_framing(h, true);
 	ht->down_chunked = out.framing == H1_FRAMING_CHUNKED;
 	if (ht->close_after || !ht->req->keep_alive)
@@ -484,9 +506,11 @@ resp_head(void *arg, const struct h1_head *h)
 	{
 		struct h1_writer w = { w_down, t };
 
-		if (h1_write_head(&w, &out, &e) != 0)
-			return AMESH_ERR_INVALID;
+		r = h1_write_head(&w, &out, &e);
 	}
+	h1_edits_free(&e);
+	if (r != 0)
+		return AMESH_ERR_INVALID;
 	return 0; /* flushed after the parser's pass, with the body that came with it */
 }
 
@@ -705,8 +729,8 @@ send_request_head(struct tun *t)
 	struct h1t *ht = t->ps;
 	struct h1_head out;
 	struct h1_edits e = { 0 };
-	struct h1_field set[32], add[33];
-	const char *rm[32];
+	struct h1_field tp[1];
+	int r;
 
 	ht->up_state = H1_UP_READY;
 	out = *ht->req;
@@ -714,14 +738,23 @@ send_request_head(struct tun *t)
 		out.target = ht->rewritten;
 		out.target_len = strlen(ht->rewritten);
 	}
-	if (ht->rt != NULL)
-		route_h1_edits(&e, set, add, rm, &ht->rt->request_set, &ht->rt->request_add,
-		    &ht->rt->request_remove);
-	if (ht->add_traceparent)
-		add[e.n_add++] = (struct h1_field){ "traceparent", ht->traceparent };
-	e.set = set;
-	e.add = add;
-	e.remove = rm;
+	if (ht->rt != NULL && route_h1_edits(&e, &ht->rt->request_set, &ht->rt->request_add,
+	    &ht->rt->request_remove, 1) != 0) {
+		drop_up(t, true);
+		reply_and_finish(t, 500, "out of memory", NULL, "UPE");
+		return;
+	}
+	if (ht->add_traceparent) {
+		struct h1_field f = { "traceparent", ht->traceparent };
+
+		if (e.add == NULL) {
+			tp[0] = f;
+			e.add = tp;
+		} else {
+			((struct h1_field *)e.add)[e.n_add] = f; /* the extra slot */
+		}
+		e.n_add++;
+	}
 	/* An Upgrade request (WebSocket) is forwarded as one, authorized like any other. */
 	e.keep_upgrade = upgrade_allowed(ht->req);
 	out.framing = out.framing == H1_FRAMING_CHUNKED ? H1_FRAMING_CHUNKED : out.framing;
@@ -729,7 +762,12 @@ send_request_head(struct tun *t)
 	{
 		struct h1_writer w = { w_up, t };
 
-		if (h1_write_head(&w, &out, &e) != 0) {
+		r = h1_write_head(&w, &out, &e);
+		if (e.add != tp)
+			h1_edits_free(&e);
+		else
+			e.add = NULL;
+		if (r != 0) {
 			drop_up(t, true);
 			reply_and_finish(t, 500, "cannot forward the request", NULL, "UPE");
 			return;

@@ -213,6 +213,37 @@ resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *f
 	return (ssize_t)n;
 }
 
+/* A local reply to a gRPC request, as gRPC servers and Envoy send it: Trailers-Only (:status 200,
+ * grpc-status and the percent-encoded grpc-message in the one HEADERS frame that ends the
+ * stream), so that clients read a status instead of failing to parse an HTTP error. */
+static int
+grpc_local_reply(struct h2r *r, int status, const char *body)
+{
+	char gs[8], msg[512];
+	size_t m = 0;
+	nghttp2_nv nv[] = {
+		{ (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+		    NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"grpc-status", (uint8_t *)gs, 11, 0, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"grpc-message", (uint8_t *)msg, 12, 0, NGHTTP2_NV_FLAG_NONE },
+	};
+
+	snprintf(gs, sizeof(gs), "%d", l7_grpc_status(status));
+	for (const unsigned char *p = (const unsigned char *)body; *p && m + 4 < sizeof(msg); p++) {
+		if (*p >= 0x20 && *p <= 0x7e && *p != '%')
+			msg[m++] = (char)*p;
+		else
+			m += (size_t)snprintf(msg + m, sizeof(msg) - m, "%%%02X", *p);
+	}
+	nv[2].valuelen = strlen(gs);
+	nv[3].valuelen = m;
+	r->answer = H2R_ANSWERED; /* the one HEADERS frame is the whole answer */
+	/* No RST_STREAM after it for a request body still coming (it is dropped as it arrives):
+	 * gRPC clients take a reset that races the status for the call's failure. */
+	return nghttp2_submit_response(r->d->s, r->sid, nv, m > 0 ? 4 : 3, NULL);
+}
+
 /* Answers the request ourselves (deny, fault, timeout, no route, upstream failure). */
 static void
 h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
@@ -257,7 +288,9 @@ h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 	r->lbody_len = strlen(body);
 	r->lbody_off = 0;
 	r->answer = H2R_ANSWERING;
-	if (nghttp2_submit_response(d->s, r->sid, nv, 3, r->lbody_len ? &dp : NULL) != 0 &&
+	/* The HTTP status stays in r->status: metrics and the access log show what it stands for. */
+	if ((r->grpc ? grpc_local_reply(r, status, body) :
+	    nghttp2_submit_response(d->s, r->sid, nv, 3, r->lbody_len ? &dp : NULL)) != 0 &&
 	    !r->reset_sent) {
 		r->reset_sent = true;
 		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
@@ -375,14 +408,24 @@ static void
 send_response_head(struct h2r *r, bool no_body)
 {
 	struct h2d *d = r->d;
-	struct hdr storage[H2_MAX_HEADERS + 16];
+	struct hdr *storage;
 	struct hdr_list l;
-	nghttp2_nv nv[H2_MAX_HEADERS + 17]; /* :status and a full list */
+	nghttp2_nv *nv;
 	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = resp_read };
 	const char *st = NULL;
-	size_t n = 0;
+	/* Room for every field and every edit of the route: all are applied (amesh-waypoint(8)). */
+	size_t n = 0, cap = r->nh + (r->rt != NULL ? r->rt->response_set.n +
+	    r->rt->response_add.n : 0) + 1;
 
-	hdr_list_init(&l, storage, sizeof(storage) / sizeof(storage[0]));
+	storage = calloc(cap, sizeof(*storage));
+	nv = calloc(cap + 1, sizeof(*nv)); /* :status and the list */
+	if (storage == NULL || nv == NULL) {
+		free(storage);
+		free(nv);
+		h2_local_reply(r, 502, "out of memory", "UPE");
+		return;
+	}
+	hdr_list_init(&l, storage, cap);
 	for (size_t i = 0; i < r->nh; i++) {
 		if (strcmp(r->hv[i].name, ":status") == 0)
 			st = r->hv[i].value;
@@ -390,11 +433,15 @@ send_response_head(struct h2r *r, bool no_body)
 			hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
 	}
 	if (st == NULL) {
+		free(storage);
+		free(nv);
 		h2_local_reply(r, 502, "upstream sent no :status", "UPE");
 		return;
 	}
 	r->status = atoi(st);
 	if (r->rt != NULL && route_edit_response_headers(r->rt, &l) != 0) {
+		free(storage);
+		free(nv);
 		h2_local_reply(r, 500, "response headers do not fit", "UPE");
 		return;
 	}
@@ -411,6 +458,8 @@ send_response_head(struct h2r *r, bool no_body)
 		r->reset_sent = true;
 		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
 	}
+	free(storage); /* nghttp2 copied the fields */
+	free(nv);
 	clear_headers(r);
 	d_flush(d);
 }
@@ -585,16 +634,16 @@ static void
 h2_up_on_response(struct hbone_stream *s, int status)
 {
 	struct h2r *r = hbone_stream_user(s);
-	struct hdr storage[H2_MAX_HEADERS + 16];
+	struct hdr *storage;
 	struct hdr_list l;
-	nghttp2_nv nv[H2_MAX_HEADERS + 20];
+	nghttp2_nv *nv;
 	nghttp2_data_provider dp = { .source.ptr = r, .read_callback = req_read };
 	nghttp2_settings_entry iv[] = {
 		{ NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
 	};
 	nghttp2_option *opt;
-	size_t n = 0;
+	size_t n = 0, cap;
 
 	if (status != 200) {
 		bool ours = r->up_shut; /* our own cancel, not a failure */
@@ -625,10 +674,23 @@ h2_up_on_response(struct hbone_stream *s, int status)
 	}
 	nghttp2_option_del(opt);
 	nghttp2_submit_settings(r->us, NGHTTP2_FLAG_NONE, iv, 2);
-	hdr_list_init(&l, storage, sizeof(storage) / sizeof(storage[0]));
+	/* Room for every field, every edit of the route (all are applied, as over HTTP/1.1:
+	 * amesh-waypoint(8)) and a traceparent. */
+	cap = r->nh + (r->rt != NULL ? r->rt->request_set.n + r->rt->request_add.n : 0) + 1;
+	storage = calloc(cap, sizeof(*storage));
+	nv = calloc(cap + 4, sizeof(*nv)); /* the four pseudo-fields and the list */
+	if (storage == NULL || nv == NULL) {
+		free(storage);
+		free(nv);
+		h2_local_reply(r, 500, "out of memory", "UPE");
+		return;
+	}
+	hdr_list_init(&l, storage, cap);
 	for (size_t i = 0; i < r->nh; i++)
 		hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
 	if (r->rt != NULL && route_edit_request_headers(r->rt, &l) != 0) {
+		free(storage);
+		free(nv);
 		h2_local_reply(r, 500, "request headers do not fit", "UPE");
 		return;
 	}
@@ -646,6 +708,8 @@ h2_up_on_response(struct hbone_stream *s, int status)
 			strlen(l.v[i].name), strlen(l.v[i].value), NGHTTP2_NV_FLAG_NONE };
 	r->usid = nghttp2_submit_request(r->us, NULL, nv, n,
 	    r->req_eof && buf_len(&r->req_body) == 0 ? NULL : &dp, r);
+	free(storage); /* nghttp2 copied the fields */
+	free(nv);
 	clear_headers(r); /* the request's fields are sent; hv now collects the response's */
 	if (r->usid < 0) {
 		h2_local_reply(r, 500, "cannot forward the request", "UPE");
@@ -888,8 +952,9 @@ request_head(struct h2r *r)
 		h2_local_reply(r, 431, "request header fields too large", "-");
 		return;
 	}
-	/* Malformed for us: no :method or :path (CONNECT has none: a tunnel inside a tunnel). */
-	if (r->method == NULL || r->path == NULL || strcmp(r->method, "CONNECT") == 0) {
+	/* Malformed for us: no :method or :path. A CONNECT has no :path: the pipeline answers it
+	 * 405, as over HTTP/1.1 (amesh-waypoint(8)). */
+	if (r->method == NULL || (r->path == NULL && strcmp(r->method, "CONNECT") != 0)) {
 		early_traceparent(r);
 		h2_local_reply(r, 400, "bad request", "-");
 		return;
@@ -900,7 +965,8 @@ request_head(struct h2r *r)
 		return;
 	}
 	rq = (struct l7_req){
-		.method = r->method, .target = r->path, .target_len = strlen(r->path),
+		.method = r->method, .target = r->path != NULL ? r->path : "",
+		.target_len = r->path != NULL ? strlen(r->path) : 0,
 		.host = r->authority, .header = hlookup, .header_arg = r, .redirects = false,
 	};
 	l7_pipeline(t, &rq, &p);

@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/util.h"
 #include "net/handoff.h"
 
 static bool
@@ -229,4 +230,82 @@ handoff_connect(const char *path)
 		return -e;
 	}
 	return fd;
+}
+
+int
+handoff_request(const char *path, const struct handoff_msg *m, int timeout_ms, char *buf,
+    size_t len, bool *reached)
+{
+	int s = handoff_connect(path), r;
+
+	*reached = s >= 0;
+	buf[0] = '\0';
+	if (s < 0)
+		return s;
+	r = handoff_send(s, m);
+	if (r == 0)
+		r = handoff_wait_ack(s, timeout_ms, buf, len);
+	close(s);
+	return r;
+}
+
+void
+handoff_list_line(FILE *fp, const char *workload, const char *netns, const char *state,
+    const char *why)
+{
+	fprintf(fp, "%s %s %s%s%s\n", workload, netns, state, why[0] ? " " : "", why);
+}
+
+size_t
+handoff_list_parse(char *text, struct handoff_list *out)
+{
+	char *save = NULL, *line;
+	size_t bad = 0;
+
+	handoff_list_free(out);
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		char w[256], ns[4096], st[32] = "serving";
+		int at = 0, n = sscanf(line, "%255s %4095s %31s %n", w, ns, st, &at);
+
+		if (n >= 2)
+			handoff_list_add(out, w, ns, st, n == 3 && at > 0 ? line + at : "");
+		else
+			bad++;
+	}
+	return bad;
+}
+
+void
+handoff_list_add(struct handoff_list *l, const char *workload, const char *netns,
+    const char *state, const char *why)
+{
+	l->v = xrealloc(l->v, l->n + 1, sizeof(*l->v));
+	l->v[l->n].workload = xstrdup(workload);
+	l->v[l->n].netns = xstrdup(netns);
+	l->v[l->n].state = xstrdup(state);
+	l->v[l->n].why = xstrdup(why);
+	l->n++;
+}
+
+const struct handoff_entry *
+handoff_list_find(const struct handoff_list *l, const char *workload)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i].workload, workload) == 0)
+			return &l->v[i];
+	return NULL;
+}
+
+void
+handoff_list_free(struct handoff_list *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].workload);
+		free(l->v[i].netns);
+		free(l->v[i].state);
+		free(l->v[i].why);
+	}
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
 }

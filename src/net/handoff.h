@@ -7,14 +7,16 @@
  *
  *   ADD <workload> <netns-path>      + fd   -> "OK" or "ERR <message>"
  *   DEL <workload>                           -> "OK" or "ERR <message>"
- *   LIST                                     -> "OK <workload> <netns-path>\n..." (one message)
+ *   LIST                                     -> "OK <workload> <netns-path> <state>...\n..."
  *
  * Names and paths are single tokens (no blanks). A message is at most HANDOFF_MAX bytes.
  */
 #ifndef AMESH_NET_HANDOFF_H
 #define AMESH_NET_HANDOFF_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define HANDOFF_MAX 65536
 /* How long the cni side waits for an ack before giving up (CNI error 11, try again later). */
@@ -43,5 +45,37 @@ int handoff_ack(int sock, int ok, const char *text);
 int handoff_wait_ack(int sock, int timeout_ms, char *buf, size_t len);
 /* Connects a SOCK_SEQPACKET socket to path. Returns the fd or -errno. */
 int handoff_connect(const char *path);
+/*
+ * The client's whole exchange: connects to path, sends m, waits up to timeout_ms for the ack.
+ * Returns 1 (OK, text in buf), 0 (ERR, message in buf) or -errno; *reached says whether the
+ * connect worked, so "not running" and "not answering" differ.
+ */
+int handoff_request(const char *path, const struct handoff_msg *m, int timeout_ms, char *buf,
+    size_t len, bool *reached);
+
+/*
+ * LIST: one line per workload, "NAME NETNS STATE[ REASON]". STATE is "serving" or "failed" (held,
+ * not served: REASON says why); readers also take "recorded" for an entry read from the records
+ * (the ztunnel down), and a line without STATE (an older ztunnel) as serving.
+ */
+struct handoff_entry {
+	char *workload, *netns, *state, *why; /* why: "" when none */
+};
+struct handoff_list {
+	struct handoff_entry *v;
+	size_t n;
+};
+/* Writes one LIST line to fp. */
+void handoff_list_line(FILE *fp, const char *workload, const char *netns, const char *state,
+    const char *why);
+/* Parses a LIST answer (modified in place) into out (emptied first). Returns how many lines were
+ * malformed and skipped. */
+size_t handoff_list_parse(char *text, struct handoff_list *out);
+/* Appends a copy of the entry. */
+void handoff_list_add(struct handoff_list *l, const char *workload, const char *netns,
+    const char *state, const char *why);
+const struct handoff_entry *handoff_list_find(const struct handoff_list *l, const char *workload);
+/* Frees the entries; the list is empty after. */
+void handoff_list_free(struct handoff_list *l);
 
 #endif

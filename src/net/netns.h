@@ -34,6 +34,10 @@ bool netns_path_is(const char *path, const struct netns_id *id);
  * no namespace change). Returns it or -errno. */
 int netns_socket(int nsfd, int family, int type);
 
+/* SO_MARK of every socket the proxy opens in a workload namespace: the interception rules let
+ * such sockets through (DESIGN.md section 2). The one definition, for the rules and the proxy. */
+#define AMESH_MARK 0x539u
+
 struct netns_sock_opts {
 	uint32_t mark;      /* SO_MARK (0: none) */
 	bool transparent;   /* IP_TRANSPARENT / IPV6_TRANSPARENT: bind to a foreign address */

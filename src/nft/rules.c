@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The interception rules of rules.h: one libnftnl batch and a few rtnetlink requests per namespace. */
+/* The interception rules of rules.h: one libnftnl batch per namespace (routing.c: the rest). */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -32,43 +32,12 @@
 
 #include "config/conf.h"
 #include "core/log.h"
+#include "nft/nl.h"
+#include "nft/routing.h"
 #include "nft/rules.h"
 
-/* Dumps come in messages of up to 32 KiB; the kernel sizes them after our receive buffer. */
-#define NL_BUF 65536
 /* Upper bound on messages in one batch: 4 chains, at most 13 rules, the table three times. */
 #define BATCH_MAX 32
-/* One request: a header and a few attributes. */
-#define MSG_BUF 8192
-
-struct nl {
-	struct mnl_socket *nf, *rt;
-	bool ipv6; /* the namespace has IPv6 enabled on lo: its routing gets the IPv6 twins */
-	uint32_t seq;
-	const char *what;
-	char *err;
-	size_t errlen;
-};
-
-static void
-set_err(struct nl *nl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Writes "netns WHAT: message" into the caller's buffer, keeping the first error only. */
-static void
-set_err(struct nl *nl, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (nl->err == NULL || nl->errlen == 0 || nl->err[0] != '\0')
-		return;
-	n = snprintf(nl->err, nl->errlen, "netns %s: ", nl->what);
-	if (n < 0 || (size_t)n >= nl->errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(nl->err + n, nl->errlen - (size_t)n, fmt, ap);
-	va_end(ap);
-}
 
 void
 nft_rules_params_from_conf(struct nft_rules_params *p, const struct conf_proxy *px)
@@ -107,380 +76,6 @@ nft_rules_params_for_sidecar(struct nft_rules_params *p, const struct conf_proxy
 	for (int i = 0; i < 2; i++)
 		if (!is_loopback(a[i]) && port_of(a[i]) != 0)
 			p->pass_inbound[p->n_pass_inbound++] = port_of(a[i]);
-}
-
-/* --- entering the namespace --------------------------------------------------------------- */
-
-static void
-nl_close(struct nl *nl)
-{
-	if (nl->nf != NULL)
-		mnl_socket_close(nl->nf);
-	if (nl->rt != NULL)
-		mnl_socket_close(nl->rt);
-	nl->nf = nl->rt = NULL;
-}
-
-static struct mnl_socket *
-nl_socket(int bus, int *e)
-{
-	struct mnl_socket *s = mnl_socket_open2(bus, SOCK_CLOEXEC);
-
-	if (s == NULL) {
-		*e = errno;
-		return NULL;
-	}
-	if (mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) != 0) {
-		*e = errno;
-		mnl_socket_close(s);
-		return NULL;
-	}
-	return s;
-}
-
-/* Read from inside the namespace: /proc/sys/net shows the namespace of the opener. */
-static bool
-ipv6_enabled(void)
-{
-	FILE *fp = fopen("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "re");
-	int c;
-
-	if (fp == NULL)
-		return false; /* no IPv6 in this kernel */
-	c = fgetc(fp);
-	fclose(fp);
-	return c == '0';
-}
-
-/*
- * Creates the netfilter and route netlink sockets inside netns_fd's namespace. The thread is in
- * the workload's namespace only between the two setns() calls; the sockets stay bound to it.
- */
-static int
-nl_open(struct nl *nl, int netns_fd)
-{
-	int self = -1, e = 0;
-
-	nl->seq = (uint32_t)time(NULL);
-	if (netns_fd >= 0) {
-		self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-		if (self < 0) {
-			e = errno;
-			set_err(nl, "cannot open this thread's network namespace: %s", strerror(e));
-			return -e;
-		}
-		if (setns(netns_fd, CLONE_NEWNET) != 0) {
-			e = errno;
-			close(self);
-			set_err(nl, "cannot enter the namespace: %s", e == EINVAL ?
-			    "not a network namespace" : strerror(e));
-			return -e;
-		}
-	}
-	nl->ipv6 = ipv6_enabled();
-	nl->nf = nl_socket(NETLINK_NETFILTER, &e);
-	if (nl->nf != NULL)
-		nl->rt = nl_socket(NETLINK_ROUTE, &e);
-	if (self >= 0) {
-		/* Going on in the wrong namespace would put every later socket there: stop. */
-		if (setns(self, CLONE_NEWNET) != 0)
-			fatal("netns %s: cannot return to the original network namespace", nl->what);
-		close(self);
-	}
-	if (nl->nf == NULL || nl->rt == NULL) {
-		nl_close(nl);
-		set_err(nl, "netlink socket: %s", strerror(e));
-		return -e;
-	}
-	return 0;
-}
-
-/* --- rtnetlink ---------------------------------------------------------------------------- */
-
-/* Sends one request on sock and runs cb on each answer until the ack or the end of the dump. */
-static int
-nl_talk(struct mnl_socket *sock, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
-{
-	uint32_t portid = mnl_socket_get_portid(sock);
-	char *buf;
-	ssize_t n;
-	int r;
-
-	if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) < 0)
-		return -errno;
-	buf = malloc(NL_BUF);
-	if (buf == NULL)
-		return -ENOMEM;
-	do {
-		n = mnl_socket_recvfrom(sock, buf, NL_BUF);
-		if (n < 0) {
-			r = -errno;
-			break;
-		}
-		r = mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, portid, cb, data);
-		if (r < 0)
-			r = errno > 0 ? -errno : -EPROTO;
-	} while (r > 0);
-	free(buf);
-	return r < 0 ? r : 0;
-}
-
-/* An rtnetlink request, numbered on the shared sequence. */
-static int
-rt_talk(struct nl *nl, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
-{
-	nlh->nlmsg_seq = ++nl->seq;
-	return nl_talk(nl->rt, nlh, cb, data);
-}
-
-struct link_info {
-	int index;
-	unsigned flags;
-};
-
-static int
-link_cb(const struct nlmsghdr *nlh, void *data)
-{
-	const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
-	struct link_info *li = data;
-
-	if (nlh->nlmsg_type == RTM_NEWLINK) {
-		li->index = ifi->ifi_index;
-		li->flags = ifi->ifi_flags;
-	}
-	return MNL_CB_OK;
-}
-
-static int
-lo_info(struct nl *nl, struct link_info *li)
-{
-	char buf[MSG_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-	struct ifinfomsg *ifi;
-	int r;
-
-	nlh->nlmsg_type = RTM_GETLINK;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-	ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
-	ifi->ifi_family = AF_UNSPEC;
-	mnl_attr_put_strz(nlh, IFLA_IFNAME, "lo");
-	li->index = 0;
-	r = rt_talk(nl, nlh, link_cb, li);
-	if (r == 0 && li->index == 0)
-		r = -ENODEV;
-	if (r != 0)
-		set_err(nl, "loopback interface: %s", strerror(-r));
-	return r;
-}
-
-static int
-lo_up(struct nl *nl, const struct link_info *li)
-{
-	char buf[MSG_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-	struct ifinfomsg *ifi;
-	int r;
-
-	if (li->flags & IFF_UP)
-		return 0;
-	nlh->nlmsg_type = RTM_NEWLINK;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-	ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
-	ifi->ifi_family = AF_UNSPEC;
-	ifi->ifi_index = li->index;
-	ifi->ifi_flags = IFF_UP;
-	ifi->ifi_change = IFF_UP;
-	r = rt_talk(nl, nlh, NULL, NULL);
-	if (r != 0)
-		set_err(nl, "cannot bring the loopback interface up: %s", strerror(-r));
-	return r;
-}
-
-static const char *
-fam_name(int family)
-{
-	return family == AF_INET ? "IPv4" : "IPv6";
-}
-
-/* "fwmark 0x111 lookup 100": added with NLM_F_EXCL so an identical rule makes EEXIST. */
-static struct nlmsghdr *
-fwrule_msg(char *buf, int family, uint16_t type, uint16_t flags, bool with_prio)
-{
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-	struct fib_rule_hdr *frh;
-
-	nlh->nlmsg_type = type;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-	frh = mnl_nlmsg_put_extra_header(nlh, sizeof(*frh));
-	frh->family = (uint8_t)family;
-	frh->action = FR_ACT_TO_TBL;
-	frh->table = AMESH_ROUTE_TABLE;
-	mnl_attr_put_u32(nlh, FRA_FWMARK, AMESH_CONNMARK);
-	mnl_attr_put_u32(nlh, FRA_TABLE, AMESH_ROUTE_TABLE);
-	if (with_prio)
-		mnl_attr_put_u32(nlh, FRA_PRIORITY, AMESH_RULE_PRIORITY);
-	return nlh;
-}
-
-/* "local 0.0.0.0/0 dev lo table 100" (or ::/0). */
-static struct nlmsghdr *
-local_route_msg(char *buf, int family, uint16_t type, uint16_t flags, int lo)
-{
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-	struct rtmsg *rtm;
-
-	nlh->nlmsg_type = type;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
-	rtm->rtm_family = (uint8_t)family;
-	rtm->rtm_dst_len = 0;
-	rtm->rtm_table = AMESH_ROUTE_TABLE;
-	rtm->rtm_protocol = RTPROT_BOOT;
-	rtm->rtm_scope = RT_SCOPE_HOST;
-	rtm->rtm_type = RTN_LOCAL;
-	mnl_attr_put_u32(nlh, RTA_TABLE, AMESH_ROUTE_TABLE);
-	mnl_attr_put_u32(nlh, RTA_OIF, (uint32_t)lo);
-	return nlh;
-}
-
-/* A namespace without IPv6 answers this way: its IPv6 half is skipped (EACCES: IPv6 disabled on
- * lo, found after the check in nl_open; EAFNOSUPPORT: no IPv6 at all). */
-static bool
-no_ipv6(int family, int r)
-{
-	return family == AF_INET6 && (r == -EAFNOSUPPORT || r == -EACCES);
-}
-
-static int
-routing_add(struct nl *nl, int lo)
-{
-	static const int fams[2] = { AF_INET, AF_INET6 };
-	char buf[MSG_BUF];
-	int r;
-
-	for (int i = 0; i < (nl->ipv6 ? 2 : 1); i++) {
-		r = rt_talk(nl, fwrule_msg(buf, fams[i], RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL,
-		    true), NULL, NULL);
-		if (no_ipv6(fams[i], r))
-			continue;
-		if (r != 0 && r != -EEXIST) {
-			set_err(nl, "%s rule fwmark 0x%x lookup %u: %s", fam_name(fams[i]),
-			    AMESH_CONNMARK, AMESH_ROUTE_TABLE, strerror(-r));
-			return r;
-		}
-		r = rt_talk(nl, local_route_msg(buf, fams[i], RTM_NEWROUTE,
-		    NLM_F_CREATE | NLM_F_EXCL, lo), NULL, NULL);
-		if (no_ipv6(fams[i], r))
-			continue;
-		if (r != 0 && r != -EEXIST) {
-			set_err(nl, "%s route local %s dev lo table %u: %s", fam_name(fams[i]),
-			    fams[i] == AF_INET ? "0.0.0.0/0" : "::/0", AMESH_ROUTE_TABLE,
-			    strerror(-r));
-			return r;
-		}
-	}
-	return 0;
-}
-
-/* Deletes every copy (any priority) until the kernel finds none. */
-static int
-routing_del(struct nl *nl, int lo)
-{
-	static const int fams[2] = { AF_INET, AF_INET6 };
-	char buf[MSG_BUF];
-	int r = 0, first = 0;
-
-	for (int i = 0; i < 2; i++) {
-		for (int k = 0; k < 16; k++) {
-			r = rt_talk(nl, fwrule_msg(buf, fams[i], RTM_DELRULE, 0, false), NULL, NULL);
-			if (r != 0)
-				break;
-		}
-		if (r != 0 && r != -ENOENT && !no_ipv6(fams[i], r)) {
-			set_err(nl, "cannot delete %s rule fwmark 0x%x lookup %u: %s",
-			    fam_name(fams[i]), AMESH_CONNMARK, AMESH_ROUTE_TABLE, strerror(-r));
-			first = first ? first : r;
-		}
-		for (int k = 0; k < 16; k++) {
-			r = rt_talk(nl, local_route_msg(buf, fams[i], RTM_DELROUTE, 0, lo), NULL,
-			    NULL);
-			if (r != 0)
-				break;
-		}
-		if (r != 0 && r != -ESRCH && r != -ENOENT && !no_ipv6(fams[i], r)) {
-			set_err(nl, "cannot delete %s route local %s dev lo table %u: %s",
-			    fam_name(fams[i]), fams[i] == AF_INET ? "0.0.0.0/0" : "::/0",
-			    AMESH_ROUTE_TABLE, strerror(-r));
-			first = first ? first : r;
-		}
-	}
-	return first;
-}
-
-struct routing_seen {
-	int lo;
-	bool rule[2], route[2];
-	int idx; /* 0 IPv4, 1 IPv6: the family being dumped */
-};
-
-static int
-rule_dump_cb(const struct nlmsghdr *nlh, void *data)
-{
-	const struct fib_rule_hdr *frh = mnl_nlmsg_get_payload(nlh);
-	struct routing_seen *s = data;
-	const struct nlattr *a;
-	uint32_t table = frh->table, mark = 0;
-	bool has_mark = false;
-
-	if (nlh->nlmsg_type != RTM_NEWRULE || frh->action != FR_ACT_TO_TBL)
-		return MNL_CB_OK;
-	mnl_attr_for_each(a, nlh, sizeof(*frh)) {
-		if (mnl_attr_get_type(a) == FRA_TABLE && mnl_attr_get_payload_len(a) == 4)
-			table = mnl_attr_get_u32(a);
-		else if (mnl_attr_get_type(a) == FRA_FWMARK && mnl_attr_get_payload_len(a) == 4) {
-			mark = mnl_attr_get_u32(a);
-			has_mark = true;
-		}
-	}
-	if (has_mark && mark == AMESH_CONNMARK && table == AMESH_ROUTE_TABLE)
-		s->rule[s->idx] = true;
-	return MNL_CB_OK;
-}
-
-static int
-route_dump_cb(const struct nlmsghdr *nlh, void *data)
-{
-	const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
-	struct routing_seen *s = data;
-	const struct nlattr *a;
-	uint32_t table = rtm->rtm_table, oif = 0;
-
-	if (nlh->nlmsg_type != RTM_NEWROUTE || rtm->rtm_type != RTN_LOCAL || rtm->rtm_dst_len != 0)
-		return MNL_CB_OK;
-	mnl_attr_for_each(a, nlh, sizeof(*rtm)) {
-		if (mnl_attr_get_type(a) == RTA_TABLE && mnl_attr_get_payload_len(a) == 4)
-			table = mnl_attr_get_u32(a);
-		else if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_get_payload_len(a) == 4)
-			oif = mnl_attr_get_u32(a);
-	}
-	if (table == AMESH_ROUTE_TABLE && (int)oif == s->lo)
-		s->route[s->idx] = true;
-	return MNL_CB_OK;
-}
-
-static int
-dump(struct nl *nl, uint16_t type, int family, size_t hdrlen, mnl_cb_t cb, void *data)
-{
-	char buf[MSG_BUF];
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-	struct rtgenmsg *g;
-
-	nlh->nlmsg_type = type;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	/* struct rtmsg and struct fib_rule_hdr both start with the family byte. */
-	g = mnl_nlmsg_put_extra_header(nlh, hdrlen);
-	g->rtgen_family = (unsigned char)family;
-	return rt_talk(nl, nlh, cb, data);
 }
 
 /* --- nftables ----------------------------------------------------------------------------- */
@@ -904,7 +499,7 @@ batch_run(struct nl *nl, const struct nft_rules_params *p)
 
 	if (bt == NULL || (bt->buf = malloc(NL_BUF)) == NULL) {
 		free(bt);
-		set_err(nl, "nftables: out of memory");
+		nl_set_err(nl, "nftables: out of memory");
 		return -ENOMEM;
 	}
 	bt->b = mnl_nlmsg_batch_start(bt->buf, NL_BUF);
@@ -914,7 +509,7 @@ batch_run(struct nl *nl, const struct nft_rules_params *p)
 	fd = mnl_socket_get_fd(nl->nf);
 	if (mnl_socket_sendto(nl->nf, mnl_nlmsg_batch_head(bt->b), mnl_nlmsg_batch_size(bt->b)) < 0) {
 		r = -errno;
-		set_err(nl, "nftables: cannot send the batch: %s", strerror(-r));
+		nl_set_err(nl, "nftables: cannot send the batch: %s", strerror(-r));
 		goto out;
 	}
 	while (acks < bt->nacks && r == 0) {
@@ -928,13 +523,13 @@ batch_run(struct nl *nl, const struct nft_rules_params *p)
 		while (pr < 0 && errno == EINTR);
 		if (pr <= 0) {
 			r = pr == 0 ? -ETIMEDOUT : -errno;
-			set_err(nl, "nftables: no answer to the batch: %s", strerror(-r));
+			nl_set_err(nl, "nftables: no answer to the batch: %s", strerror(-r));
 			break;
 		}
 		got = recv(fd, bt->buf, NL_BUF, 0);
 		if (got < 0) {
 			r = -errno;
-			set_err(nl, "nftables: %s", strerror(-r));
+			nl_set_err(nl, "nftables: %s", strerror(-r));
 			break;
 		}
 		n = (int)got;
@@ -949,7 +544,7 @@ batch_run(struct nl *nl, const struct nft_rules_params *p)
 			acks++;
 			if (e->error != 0 && r == 0) {
 				r = e->error;
-				set_err(nl, "nftables: %s: %s", i < BATCH_MAX + 4 ? bt->label[i] :
+				nl_set_err(nl, "nftables: %s: %s", i < BATCH_MAX + 4 ? bt->label[i] :
 				    "batch", strerror(-r));
 			}
 		}
@@ -1204,7 +799,7 @@ nft_rules_install(int netns_fd, const char *what, const struct nft_rules_params 
 		err[0] = '\0';
 	if ((r = nl_open(&nl, netns_fd)) != 0)
 		return r;
-	if ((r = lo_info(&nl, &lo)) != 0 || (r = lo_up(&nl, &lo)) != 0)
+	if ((r = routing_lo_info(&nl, &lo)) != 0 || (r = routing_lo_up(&nl, &lo)) != 0)
 		goto out;
 	if ((r = batch_run(&nl, p)) != 0)
 		goto out;
@@ -1230,7 +825,7 @@ nft_rules_remove(int netns_fd, const char *what, char *err, size_t errlen)
 	if ((r = nl_open(&nl, netns_fd)) != 0)
 		return r;
 	r = batch_run(&nl, NULL);
-	if ((r2 = lo_info(&nl, &lo)) == 0)
+	if ((r2 = routing_lo_info(&nl, &lo)) == 0)
 		r2 = routing_del(&nl, lo.index);
 	r = r != 0 ? r : r2;
 	if (r == 0)
@@ -1246,7 +841,6 @@ nft_rules_check(int netns_fd, const char *what, const struct nft_rules_params *p
 {
 	struct nl nl = { .what = what, .err = err, .errlen = errlen };
 	struct dump_state ds = { .n = 0 };
-	struct routing_seen rs = { .lo = 0 };
 	struct link_info lo;
 	int r;
 
@@ -1254,7 +848,7 @@ nft_rules_check(int netns_fd, const char *what, const struct nft_rules_params *p
 		err[0] = '\0';
 	if ((r = nl_open(&nl, netns_fd)) != 0)
 		return r;
-	if ((r = lo_info(&nl, &lo)) != 0)
+	if ((r = routing_lo_info(&nl, &lo)) != 0)
 		goto out;
 	if (!(lo.flags & IFF_UP))
 		diag_add(problems, what, 0, "the loopback interface is down");
@@ -1262,46 +856,20 @@ nft_rules_check(int netns_fd, const char *what, const struct nft_rules_params *p
 	if (r == -ENOENT) {
 		diag_add(problems, what, 0, "table inet %s is missing", AMESH_NFT_TABLE);
 	} else if (r != 0) {
-		set_err(&nl, "nftables: cannot read table inet %s: %s", AMESH_NFT_TABLE,
+		nl_set_err(&nl, "nftables: cannot read table inet %s: %s", AMESH_NFT_TABLE,
 		    strerror(-r));
 		goto out;
 	} else {
 		if ((r = nft_get(&nl, NFT_MSG_GETCHAIN, NLM_F_DUMP, &ds)) != 0 ||
 		    (r = nft_get(&nl, NFT_MSG_GETRULE, NLM_F_DUMP, &ds)) != 0) {
-			set_err(&nl, "nftables: cannot list table inet %s: %s", AMESH_NFT_TABLE,
+			nl_set_err(&nl, "nftables: cannot list table inet %s: %s", AMESH_NFT_TABLE,
 			    strerror(-r));
 			goto out;
 		}
 		check_chains(&ds, p, what, problems);
 	}
-	rs.lo = lo.index;
-	if (!nl.ipv6)
-		rs.rule[1] = rs.route[1] = true; /* nothing to expect */
-	for (rs.idx = 0; rs.idx < (nl.ipv6 ? 2 : 1); rs.idx++) {
-		int fam = rs.idx == 0 ? AF_INET : AF_INET6;
-
-		r = dump(&nl, RTM_GETRULE, fam, sizeof(struct fib_rule_hdr), rule_dump_cb, &rs);
-		if (r == 0)
-			r = dump(&nl, RTM_GETROUTE, fam, sizeof(struct rtmsg), route_dump_cb, &rs);
-		if (no_ipv6(fam, r)) {
-			r = 0;
-			rs.rule[1] = rs.route[1] = true;
-			continue;
-		}
-		if (r != 0) {
-			set_err(&nl, "cannot read the %s routing: %s", fam_name(fam), strerror(-r));
-			goto out;
-		}
-	}
-	for (int i = 0; i < 2; i++) {
-		if (!rs.rule[i])
-			diag_add(problems, what, 0, "%s rule fwmark 0x%x lookup %u is missing",
-			    fam_name(i == 0 ? AF_INET : AF_INET6), AMESH_CONNMARK, AMESH_ROUTE_TABLE);
-		if (!rs.route[i])
-			diag_add(problems, what, 0, "%s route local %s dev lo table %u is missing",
-			    fam_name(i == 0 ? AF_INET : AF_INET6), i == 0 ? "0.0.0.0/0" : "::/0",
-			    AMESH_ROUTE_TABLE);
-	}
+	if ((r = routing_check(&nl, lo.index, what, problems)) != 0)
+		goto out;
 	r = 0;
 out:
 	dump_free(&ds);
@@ -1325,7 +893,7 @@ nft_rules_owner(int netns_fd, const char *what, char *owner, size_t len, char *e
 	if (r == -ENOENT) {
 		r = 0;
 	} else if (r != 0) {
-		set_err(&nl, "nftables: cannot read table inet %s: %s", AMESH_NFT_TABLE,
+		nl_set_err(&nl, "nftables: cannot read table inet %s: %s", AMESH_NFT_TABLE,
 		    strerror(-r));
 	} else {
 		snprintf(owner, len, "%s", ds.owner);

@@ -25,9 +25,9 @@
 #include <stdint.h>
 
 #include "core/diag.h"
+#include "net/netns.h" /* AMESH_MARK */
 
 #define AMESH_NFT_TABLE "amesh"     /* family inet */
-#define AMESH_MARK 0x539u           /* SO_MARK of every socket the proxy opens in a workload netns */
 #define AMESH_CONNMARK 0x111u       /* ct mark of connections the proxy delivered inbound */
 #define AMESH_ROUTE_TABLE 100u      /* policy routing table for replies to those connections */
 #define AMESH_RULE_PRIORITY 32764u  /* of the fwmark rule: before "main" (32766), like Istio */

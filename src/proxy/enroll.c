@@ -9,7 +9,6 @@
  */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,10 +21,10 @@
 
 #include "core/err.h"
 #include "core/log.h"
-#include "config/kw.h"
 #include "core/util.h"
 #include "net/handoff.h"
 #include "net/netns.h"
+#include "net/records.h"
 #include "proxy/enroll.h"
 
 #define ENROLL_MAX_CLIENTS 64
@@ -41,6 +40,7 @@ struct eclient {
 };
 
 struct enroll {
+	uv_loop_t *loop;
 	struct proxy *px;
 	char *path, *state_dir;
 	int fd;
@@ -54,57 +54,39 @@ struct enroll {
 	void *done_arg;
 };
 
-static bool
-name_ok(const char *name)
-{
-	/* A record file is named after the workload: no path tricks. */
-	return kw_is_hostname(name);
-}
-
-static int
-record_write(const struct enroll *e, const char *name, const char *netns)
-{
-	char *path = xasprintf("%s/%s", e->state_dir, name);
-	char *tmp = xasprintf("%s/.%s.tmp", e->state_dir, name);
-	FILE *fp;
-	int r = 0;
-
-	fp = fopen(tmp, "w");
-	if (fp == NULL || fprintf(fp, "%s\n", netns) < 0 || fflush(fp) != 0 ||
-	    fsync(fileno(fp)) != 0)
-		r = -errno;
-	if (fp != NULL && fclose(fp) != 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) != 0)
-		r = -errno;
-	if (r != 0)
-		unlink(tmp);
-	free(path);
-	free(tmp);
-	return r;
-}
-
 static void
 record_remove(const struct enroll *e, const char *name)
 {
-	char *path = xasprintf("%s/%s", e->state_dir, name);
+	int r = records_remove(e->state_dir, name);
 
-	if (unlink(path) != 0 && errno != ENOENT)
-		log_warn("enroll: cannot remove %s: %s", path, strerror(errno));
-	free(path);
+	if (r != 0)
+		log_warn("enroll: cannot remove %s/%s: %s", e->state_dir, name, strerror(-r));
+}
+
+/* HANDOFF_LIST: one line per served and per failed workload. */
+static void
+list_served(const struct proxy_workload_view *w, void *arg)
+{
+	handoff_list_line(arg, w->name, w->netns_path, "serving", "");
+}
+
+static void
+list_failed(const struct proxy_failed_view *f, void *arg)
+{
+	handoff_list_line(arg, f->name, f->netns_path, "failed", f->why);
 }
 
 static void
 handle(struct eclient *c, struct handoff_msg *m)
 {
 	struct enroll *e = c->e;
-	struct pworkload *before, *now;
+	const struct pworkload *before, *now;
 	char why[512];
 	int r;
 
 	switch (m->op) {
 	case HANDOFF_ADD:
-		if (!name_ok(m->workload)) {
+		if (!records_name_ok(m->workload)) {
 			close(m->fd);
 			handoff_ack(c->fd, 0, "bad workload name");
 			return;
@@ -117,18 +99,18 @@ handle(struct eclient *c, struct handoff_msg *m)
 		before = proxy_find(e->px, m->workload);
 		r = proxy_enroll(e->px, m->workload, m->fd, m->netns, why, sizeof(why));
 		if (r != 0) {
-			struct pfailed *f = proxy_find_failed(e->px, m->workload);
+			struct proxy_failed_view f;
 
 			/* A failed workload asked again keeps its entry, with the latest reason. */
-			if (f != NULL && r != AMESH_ERR_EXISTS)
-				proxy_fail(e->px, m->workload, f->netns_path, NULL, why);
+			if (proxy_find_failed(e->px, m->workload, &f) && r != AMESH_ERR_EXISTS)
+				proxy_fail(e->px, m->workload, f.netns_path, NULL, why);
 			log_warn("enroll: workload %s: %s", m->workload, why);
 			handoff_ack(c->fd, 0, why);
 			return;
 		}
 		now = proxy_find(e->px, m->workload);
 		/* The namespace it is served in: a repeated add may name it another way. */
-		r = record_write(e, m->workload, now->netns_path);
+		r = records_write(e->state_dir, m->workload, proxy_workload_netns(now));
 		if (r != 0) {
 			snprintf(why, sizeof(why), "cannot write %s/%s: %s", e->state_dir,
 			    m->workload, strerror(-r));
@@ -144,7 +126,7 @@ handle(struct eclient *c, struct handoff_msg *m)
 	case HANDOFF_DEL:
 		proxy_unenroll(e->px, m->workload);
 		proxy_unfail(e->px, m->workload);
-		if (name_ok(m->workload))
+		if (records_name_ok(m->workload))
 			record_remove(e, m->workload);
 		handoff_ack(c->fd, 1, NULL); /* idempotent: not enrolled is fine */
 		return;
@@ -157,10 +139,8 @@ handle(struct eclient *c, struct handoff_msg *m)
 			handoff_ack(c->fd, 0, "out of memory");
 			return;
 		}
-		for (struct pworkload *w = e->px->workloads; w != NULL; w = w->next)
-			fprintf(fp, "%s %s serving\n", w->name, w->netns_path);
-		for (struct pfailed *f = e->px->failed; f != NULL; f = f->next)
-			fprintf(fp, "%s %s failed %s\n", f->name, f->netns_path, f->why);
+		proxy_foreach_workload(e->px, list_served, fp);
+		proxy_foreach_failed(e->px, list_failed, fp);
 		fclose(fp);
 		handoff_ack(c->fd, 1, list);
 		free(list);
@@ -248,7 +228,7 @@ on_accept(uv_poll_t *p, int status, int events)
 	c->next = e->clients;
 	e->clients = c;
 	e->nclients++;
-	uv_poll_init(e->px->loop, &c->poll, fd);
+	uv_poll_init(e->loop, &c->poll, fd);
 	c->poll.data = c;
 	e->open_handles++;
 	uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, on_client);
@@ -275,7 +255,7 @@ mkdir_p(const char *dir, mode_t mode)
 }
 
 int
-enroll_start(struct proxy *px, const char *socket_path, const char *state_dir,
+enroll_start(uv_loop_t *loop, struct proxy *px, const char *socket_path, const char *state_dir,
     struct enroll **out)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -298,6 +278,7 @@ enroll_start(struct proxy *px, const char *socket_path, const char *state_dir,
 		return r;
 	}
 	e = xcalloc(1, sizeof(*e));
+	e->loop = loop;
 	e->px = px;
 	e->path = xstrdup(socket_path);
 	e->state_dir = xstrdup(state_dir);
@@ -316,9 +297,9 @@ enroll_start(struct proxy *px, const char *socket_path, const char *state_dir,
 		free(e);
 		return r;
 	}
-	uv_poll_init(px->loop, &e->poll, e->fd);
+	uv_poll_init(loop, &e->poll, e->fd);
 	e->poll.data = e;
-	uv_timer_init(px->loop, &e->retry);
+	uv_timer_init(loop, &e->retry);
 	e->retry.data = e;
 	e->open_handles = 2;
 	uv_poll_start(&e->poll, UV_READABLE, on_accept);
@@ -329,8 +310,8 @@ enroll_start(struct proxy *px, const char *socket_path, const char *state_dir,
 /*
  * Serves the recorded workload name in netns again. A namespace that is gone (or, with was, is
  * no longer the one it was) takes the workload with it: the record goes. A failure keeps the
- * record and makes a pfailed entry: the namespace keeps its rules, so its traffic is refused
- * until a retry works. Returns 0 when served, 1 when forgotten, -1 when failed.
+ * record and makes a failed entry (proxy_fail): the namespace keeps its rules, so its traffic is
+ * refused until a retry works. Returns 0 when served, 1 when forgotten, -1 when failed.
  */
 static int
 restore_one(struct enroll *e, const char *name, const char *netns, const struct netns_id *was)
@@ -360,70 +341,78 @@ restore_one(struct enroll *e, const char *name, const char *netns, const struct 
 	return 0;
 }
 
+/* A copy of the failed entries (at most n): restore_one changes the list. */
+struct retry_todo {
+	size_t n, k;
+	struct {
+		char *name, *netns;
+		struct netns_id nsid;
+	} *v;
+};
+
+static void
+copy_failed(const struct proxy_failed_view *f, void *arg)
+{
+	struct retry_todo *t = arg;
+
+	if (t->k >= t->n)
+		return;
+	t->v[t->k].name = xstrdup(f->name);
+	t->v[t->k].netns = xstrdup(f->netns_path);
+	t->v[t->k].nsid = f->nsid;
+	t->k++;
+}
+
 /* Tries the failed workloads again; stops itself once none is left. */
 static void
 on_retry(uv_timer_t *t)
 {
 	struct enroll *e = t->data;
-	size_t n = e->px->nfailed, k = 0;
-	struct {
-		char *name, *netns;
-		struct netns_id nsid;
-	} *todo;
+	size_t n = proxy_nfailed(e->px), k;
+	struct retry_todo todo = { .n = n };
 
 	if (n == 0 || e->closing) {
 		uv_timer_stop(t);
 		return;
 	}
 	/* A copy: restore_one changes the list. */
-	todo = xcalloc(n, sizeof(*todo));
-	for (struct pfailed *f = e->px->failed; f != NULL && k < n; f = f->next, k++) {
-		todo[k].name = xstrdup(f->name);
-		todo[k].netns = xstrdup(f->netns_path);
-		todo[k].nsid = f->nsid;
-	}
+	todo.v = xcalloc(n, sizeof(*todo.v));
+	proxy_foreach_failed(e->px, copy_failed, &todo);
+	k = todo.k;
 	for (size_t i = 0; i < k; i++) {
-		if (restore_one(e, todo[i].name, todo[i].netns, &todo[i].nsid) == 0)
-			log_info("enroll: workload %s: served after all", todo[i].name);
-		free(todo[i].name);
-		free(todo[i].netns);
+		if (restore_one(e, todo.v[i].name, todo.v[i].netns, &todo.v[i].nsid) == 0)
+			log_info("enroll: workload %s: served after all", todo.v[i].name);
+		free(todo.v[i].name);
+		free(todo.v[i].netns);
 	}
-	free(todo);
-	if (e->px->nfailed == 0)
+	free(todo.v);
+	if (proxy_nfailed(e->px) == 0)
 		uv_timer_stop(t);
+}
+
+struct restore_count {
+	struct enroll *e;
+	size_t n;
+};
+
+static void
+restore_record(const char *name, const char *netns, void *arg)
+{
+	struct restore_count *rc = arg;
+
+	if (restore_one(rc->e, name, netns, NULL) == 0)
+		rc->n++;
 }
 
 size_t
 enroll_restore(struct enroll *e)
 {
-	DIR *d = opendir(e->state_dir);
-	struct dirent *de;
-	size_t n = 0;
+	struct restore_count rc = { e, 0 };
 
-	if (d == NULL)
-		return 0;
-	while ((de = readdir(d)) != NULL) {
-		char *path, netns[4096] = "";
-		FILE *fp;
-
-		if (de->d_name[0] == '.' || !name_ok(de->d_name))
-			continue;
-		path = xasprintf("%s/%s", e->state_dir, de->d_name);
-		fp = fopen(path, "r");
-		if (fp != NULL) {
-			if (fgets(netns, sizeof(netns), fp) == NULL)
-				netns[0] = '\0';
-			fclose(fp);
-		}
-		netns[strcspn(netns, "\n")] = '\0';
-		free(path);
-		if (restore_one(e, de->d_name, netns, NULL) == 0)
-			n++;
-	}
-	closedir(d);
-	if (e->px->nfailed > 0)
+	records_foreach(e->state_dir, restore_record, &rc);
+	if (proxy_nfailed(e->px) > 0)
 		uv_timer_start(&e->retry, on_retry, ENROLL_RETRY_MS, ENROLL_RETRY_MS);
-	return n;
+	return rc.n;
 }
 
 static void

@@ -4,6 +4,7 @@
 #define AMESH_PROXY_ENROLL_H
 
 #include <stddef.h>
+#include <uv.h>
 
 #include "proxy/proxy.h"
 
@@ -13,8 +14,8 @@ struct enroll;
  * Listens on socket_path (SOCK_SEQPACKET, mode 0600; a stale socket file is replaced) and keeps
  * one record per enrolled workload in state_dir (created 0700). Returns 0 or -errno.
  */
-int enroll_start(struct proxy *px, const char *socket_path, const char *state_dir,
-    struct enroll **out);
+int enroll_start(uv_loop_t *loop, struct proxy *px, const char *socket_path,
+    const char *state_dir, struct enroll **out);
 /* Re-enrolls the workloads recorded in state_dir (after a restart); drops records whose
  * namespace is gone. Returns how many came back. */
 size_t enroll_restore(struct enroll *e);

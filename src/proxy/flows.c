@@ -9,10 +9,13 @@
  *  plaintext (15006): non-mesh clients: refused in strict mode, policy (no principal) in
  *            permissive mode.
  * Every relayed connection is a flow: counted, bounded, logged and measured when it ends.
+ * Calls below it only (workload.c, the HBONE engine, the relay, the balancer, policy, telemetry
+ * and the sidecar's L7 engine); the proxy hears of it through flows_cfg.on_idle alone.
  */
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +24,15 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "core/util.h"
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
+#include "net/lb.h"
 #include "net/netns.h"
-#include "net/relay.h"
+#include "hbone/relay.h"
 #include "policy/authz.h"
-#include "proxy/proxy-int.h"
+#include "proxy/flows.h"
+#include "proxy/workload.h"
 #include "telemetry/accesslog.h"
 #include "telemetry/metrics.h"
 #include "tls/cert.h"
@@ -36,7 +42,7 @@
 enum flow_kind { FLOW_OUT_HBONE, FLOW_OUT_PASS, FLOW_IN_HBONE, FLOW_IN_PLAIN };
 
 struct flow {
-	struct proxy *px;
+	struct flows *fl;
 	struct pworkload *w;
 	struct registry *reg; /* the snapshot the decision used: label strings point into it */
 	struct relay *r;
@@ -45,7 +51,7 @@ struct flow {
 	enum flow_kind kind;
 	const struct reg_workload *src_wl, *dst_wl;
 	const struct reg_service *dst_svc;
-	const void *lb_key; /* the endpoint chosen, for the failure penalty */
+	const struct reg_workload *lb_key; /* the endpoint the balancer chose, for its penalty */
 	char *peer_principal; /* inbound: the client's SPIFFE ID */
 	char *dst_principal;  /* outbound: the SPIFFE ID we expected */
 	const char *flags;
@@ -56,87 +62,30 @@ struct flow {
 	struct flow *prev, *next;
 };
 
-/* --- load balancing state, keyed by registry entry, reset when the registry changes --- */
-
-struct lb_ent {
-	const void *key;
-	uint32_t rr;
-	uint64_t penalty_until;
+struct flows {
+	struct flows_cfg cfg;
+	struct flow_counters st;
+	size_t l7_active; /* tunnels given to a sidecar's L7 engine and not yet gone */
+	bool draining;    /* accepts nothing more */
+	struct lb *lb;    /* services' endpoints: round robin, failure penalty */
+	struct flow *list;
 };
 
-static struct lb_ent *
-lb_get(struct proxy *px, const struct registry *reg, const void *key)
-{
-	struct lb_ent *e;
-
-	if (px->lb_reg != reg) {
-		htab_free(&px->lb);
-		free(px->lb_mem);
-		/* Hold the snapshot: its address cannot then be reused by a newer one (ABA). */
-		registry_unref((struct registry *)px->lb_reg);
-		px->lb_reg = registry_ref((struct registry *)reg);
-		px->lb_cap = reg->n[REG_SERVICE] + reg->n[REG_WORKLOAD] + 1;
-		px->lb_mem = calloc(px->lb_cap, sizeof(struct lb_ent));
-		px->lb_used = 0;
-		if (px->lb_mem == NULL) {
-			px->lb_cap = 0;
-			return NULL;
-		}
-		htab_init(&px->lb, px->lb_cap);
-	}
-	e = htab_get(&px->lb, &key, sizeof(key));
-	if (e != NULL || px->lb_used >= px->lb_cap)
-		return e;
-	e = (struct lb_ent *)px->lb_mem + px->lb_used++;
-	e->key = key;
-	htab_put(&px->lb, &e->key, sizeof(e->key), e);
-	return e;
-}
-
-/* Round robin over the service's endpoints, skipping ones that failed recently. */
-static const struct reg_workload *
-pick_endpoint(struct proxy *px, const struct registry *reg, const struct reg_service *svc)
-{
-	struct lb_ent *e = lb_get(px, reg, svc);
-	uint64_t now = uv_now(px->loop);
-	size_t n = svc->n_endpoints;
-	uint32_t start;
-
-	if (n == 0)
-		return NULL;
-	start = e != NULL ? e->rr++ : 0;
-	for (size_t i = 0; i < n; i++) {
-		const struct reg_workload *ep = svc->endpoints[(start + i) % n];
-		struct lb_ent *pe = lb_get(px, reg, ep);
-
-		if (pe == NULL || pe->penalty_until <= now)
-			return ep;
-	}
-	return svc->endpoints[start % n]; /* all failed recently: try anyway */
-}
-
+/* A connect to the endpoint the balancer chose failed: it skips it for a while (net/lb.h). */
 static void
 penalize(struct flow *f)
 {
-	struct lb_ent *e;
-
-	if (f->lb_key == NULL || f->reg == NULL)
-		return;
-	e = lb_get(f->px, f->reg, f->lb_key);
-	if (e != NULL)
-		e->penalty_until = uv_now(f->px->loop) + PROXY_ENDPOINT_PENALTY_MS;
+	lb_fail(f->fl->lb, f->reg, f->lb_key, uv_now(f->fl->cfg.loop));
 }
 
 /* --- flows --- */
 
 static void
-principal_of(const struct proxy *px, const struct reg_workload *wl, char *buf, size_t len)
+principal_of(const struct flows *fl, const struct reg_workload *wl, char *buf, size_t len)
 {
-	if (wl == NULL)
+	if (wl == NULL || spiffe_format(buf, len, fl->cfg.conf->mesh.trust_domain, wl->namespace,
+	    wl->service_account) != 0)
 		snprintf(buf, len, "unknown");
-	else
-		snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", px->conf->mesh.trust_domain,
-		    wl->namespace, wl->service_account);
 }
 
 static void
@@ -153,7 +102,7 @@ labels_of(const struct flow *f, struct tcp_labels *l, char *sp, char *dp, size_t
 	else if (f->kind == FLOW_IN_PLAIN)
 		snprintf(sp, len, "unknown");
 	else
-		principal_of(f->px, f->src_wl, sp, len);
+		principal_of(f->fl, f->src_wl, sp, len);
 	l->source_principal = sp;
 	l->destination_workload = f->dst_wl ? f->dst_wl->h.name : "unknown";
 	l->destination_workload_namespace = f->dst_wl ? f->dst_wl->namespace : "unknown";
@@ -161,7 +110,7 @@ labels_of(const struct flow *f, struct tcp_labels *l, char *sp, char *dp, size_t
 	if (f->kind == FLOW_OUT_HBONE && f->dst_principal != NULL)
 		snprintf(dp, len, "%s", f->dst_principal);
 	else if (f->kind == FLOW_IN_HBONE || f->kind == FLOW_IN_PLAIN)
-		principal_of(f->px, f->dst_wl, dp, len);
+		principal_of(f->fl, f->dst_wl, dp, len);
 	else
 		snprintf(dp, len, "unknown");
 	l->destination_principal = dp;
@@ -178,8 +127,8 @@ flow_opened(struct flow *f)
 
 	f->opened = true;
 	labels_of(f, &l, sp, dp, sizeof(sp));
-	if (f->px->metrics != NULL)
-		metrics_tcp_opened(f->px->metrics, &l);
+	if (f->fl->cfg.metrics != NULL)
+		metrics_tcp_opened(f->fl->cfg.metrics, &l);
 }
 
 /* A flow that ends before it was opened (denied, failed) still counts as one connection. */
@@ -190,33 +139,34 @@ flow_record(struct flow *f, uint64_t sent, uint64_t received)
 	struct tcp_labels l;
 
 	labels_of(f, &l, sp, dp, sizeof(sp));
-	if (!f->opened && f->px->metrics != NULL)
-		metrics_tcp_opened(f->px->metrics, &l);
-	if (f->px->metrics != NULL)
-		metrics_tcp_closed(f->px->metrics, &l, sent, received);
+	if (!f->opened && f->fl->cfg.metrics != NULL)
+		metrics_tcp_opened(f->fl->cfg.metrics, &l);
+	if (f->fl->cfg.metrics != NULL)
+		metrics_tcp_closed(f->fl->cfg.metrics, &l, sent, received);
 	accesslog_tcp(&l, sockaddr_str(&f->src, a, sizeof(a)), sockaddr_str(&f->dst, b, sizeof(b)),
-	    sent, received, uv_now(f->px->loop) - f->start, l.response_flags);
+	    sent, received, uv_now(f->fl->cfg.loop) - f->start, l.response_flags);
 }
 
 static void
 flow_free(struct flow *f)
 {
-	struct proxy *px = f->px;
+	struct flows *fl = f->fl;
 
 	if (f->prev != NULL)
 		f->prev->next = f->next;
 	else
-		px->flows = f->next;
+		fl->list = f->next;
 	if (f->next != NULL)
 		f->next->prev = f->prev;
-	px->st.active--;
+	fl->st.active--;
 	registry_unref(f->reg);
 	free(f->peer_principal);
 	free(f->dst_principal);
 	if (f->w != NULL)
 		pw_release(f->w);
 	free(f);
-	proxy_check_drained(px);
+	if (fl->list == NULL && fl->cfg.on_idle != NULL)
+		fl->cfg.on_idle(fl->cfg.arg);
 }
 
 static void
@@ -241,10 +191,10 @@ flow_done(struct relay *r, const struct relay_stats *st, void *user)
 static struct flow *
 flow_new(struct pworkload *w, enum flow_kind kind)
 {
-	struct proxy *px = w->px;
+	struct flows *fl = w->fl;
 	struct relay_cfg rc = {
-		.buffer_size = px->pc->buffer_size,
-		.idle_timeout_ms = px->pc->idle_timeout,
+		.buffer_size = fl->cfg.pc->buffer_size,
+		.idle_timeout_ms = fl->cfg.pc->idle_timeout,
 		.on_done = flow_done,
 	};
 	struct flow *f = calloc(1, sizeof(*f));
@@ -252,22 +202,22 @@ flow_new(struct pworkload *w, enum flow_kind kind)
 	if (f == NULL)
 		return NULL;
 	rc.user = f;
-	f->r = relay_new(px->loop, &rc);
+	f->r = relay_new(fl->cfg.loop, &rc);
 	if (f->r == NULL) {
 		free(f);
 		return NULL;
 	}
-	f->px = px;
+	f->fl = fl;
 	f->w = w;
 	pw_hold(w);
 	f->kind = kind;
-	f->start = uv_now(px->loop);
-	f->next = px->flows;
-	if (px->flows != NULL)
-		px->flows->prev = f;
-	px->flows = f;
-	px->st.active++;
-	px->st.accepted++;
+	f->start = uv_now(fl->cfg.loop);
+	f->next = fl->list;
+	if (fl->list != NULL)
+		fl->list->prev = f;
+	fl->list = f;
+	fl->st.active++;
+	fl->st.accepted++;
 	w->connections++;
 	return f;
 }
@@ -283,19 +233,19 @@ static struct flow *
 accept_flow(uv_stream_t *l, enum flow_kind kind)
 {
 	struct pworkload *w = l->data;
-	struct proxy *px = w->px;
+	struct flows *fl = w->fl;
 	struct flow *f = NULL;
 	int len;
 
-	if (!px->draining && px->st.active + px->l7_active < px->pc->max_connections)
+	if (!fl->draining && fl->st.active + fl->l7_active < fl->cfg.pc->max_connections)
 		f = flow_new(w, kind);
 	if (f == NULL) {
 		/* Over the limit, draining or out of memory: take it off the backlog and reset it. */
 		uv_tcp_t *t = malloc(sizeof(*t));
 
-		px->st.refused_limit++;
+		fl->st.refused_limit++;
 		if (t != NULL) {
-			uv_tcp_init(px->loop, t);
+			uv_tcp_init(fl->cfg.loop, t);
 			if (uv_accept(l, (uv_stream_t *)t) != 0 ||
 			    uv_tcp_close_reset(t, free_handle) != 0)
 				uv_close((uv_handle_t *)t, free_handle);
@@ -308,7 +258,7 @@ accept_flow(uv_stream_t *l, enum flow_kind kind)
 	}
 	len = sizeof(f->src);
 	uv_tcp_getpeername(relay_tcp_a(f->r), (struct sockaddr *)&f->src, &len);
-	f->reg = registry_holder_get(px->reg);
+	f->reg = registry_holder_get(fl->cfg.reg);
 	if (f->reg == NULL) {
 		f->flags = "NR";
 		relay_abort(f->r);
@@ -335,7 +285,7 @@ out_on_response(struct hbone_stream *s, int status)
 	f->flags = status == 401 ? "DENY" : status > 0 ? "URX" : "UF";
 	if (status < 0) {
 		penalize(f);
-		f->px->st.connect_failures++;
+		f->fl->st.connect_failures++;
 	}
 	log_info("workload %s: outbound to %s: %s %d", f->w->name,
 	    sockaddr_str(&f->dst, a, sizeof(a)), status > 0 ? "refused with" : "failed:", status);
@@ -367,7 +317,7 @@ tcp_leg_connected(uv_connect_t *req, int status)
 		return;
 	if (status < 0) {
 		f->flags = "UF";
-		f->px->st.connect_failures++;
+		f->fl->st.connect_failures++;
 		relay_abort(f->r);
 		return;
 	}
@@ -380,11 +330,11 @@ tcp_leg_connected(uv_connect_t *req, int status)
 static void
 passthrough(struct flow *f)
 {
-	struct netns_sock_opts o = { .mark = PROXY_MARK };
+	struct netns_sock_opts o = { .mark = AMESH_MARK };
 	int fd = netns_tcp_socket(f->w->nsfd, f->dst.ss_family, &o);
 
 	f->kind = FLOW_OUT_PASS;
-	f->px->st.outbound_passthrough++;
+	f->fl->st.outbound_passthrough++;
 	if (fd >= 0 && uv_tcp_open(relay_tcp_b(f->r), fd) != 0) {
 		close(fd);
 		fd = -1;
@@ -454,18 +404,18 @@ routable_here(const struct registry *reg, const struct reg_service *svc)
 }
 
 void
-proxy_on_outbound(uv_stream_t *l, int status)
+flows_on_outbound(uv_stream_t *l, int status)
 {
 	struct pworkload *w = l->data;
-	struct proxy *px = w->px;
+	struct flows *fl = w->fl;
 	struct flow *f;
 	struct ip_addr dip;
-	uint16_t dport, hport = px->pc->hbone_port;
+	uint16_t dport, hport = fl->cfg.pc->hbone_port;
 	const struct reg_vip *vip;
 	const struct reg_waypoint *wp = NULL;
 	const struct ip_addr *tip = NULL;
 	struct sockaddr_storage hb;
-	char authority[300], fwd[128], a[80], bag[512], tp[64];
+	char authority[300], fwd[128], a[80], bag[512], tp[64], sid[SPIFFE_ID_MAX];
 	const char *dst_ns = NULL, *dst_sa = NULL;
 	struct identity *id;
 	struct hbone_open o;
@@ -495,11 +445,11 @@ proxy_on_outbound(uv_stream_t *l, int status)
 			/* A sidecar applies the routes of the service it calls (Envoy: client-side). */
 			int hfd = relay_hand_off(f->r);
 
-			px->st.outbound_l7++;
+			fl->st.outbound_l7++;
 			f->handed = hfd >= 0;
 			if (hfd >= 0 && waypoint_take_outbound(w->l7, hfd, &f->src,
 			    vip->service->hostname, dport) == 0) {
-				px->l7_active++;
+				fl->l7_active++;
 				return;
 			}
 			/* The app's connection is reset: recorded here as a failed one. */
@@ -507,14 +457,14 @@ proxy_on_outbound(uv_stream_t *l, int status)
 			    vip->service->hostname);
 			f->handed = false;
 			f->flags = "UF";
-			px->st.connect_failures++;
+			fl->st.connect_failures++;
 			return;
 		}
 		if (vip->service->waypoint_p != NULL) {
 			wp = vip->service->waypoint_p;
 			snprintf(authority, sizeof(authority), "%s:%u", vip->service->hostname, dport);
 		} else {
-			f->dst_wl = pick_endpoint(px, f->reg, vip->service);
+			f->dst_wl = lb_pick(fl->lb, f->reg, vip->service, uv_now(fl->cfg.loop));
 			if (f->dst_wl == NULL) {
 				log_info("workload %s: service %s has no endpoints", w->name,
 				    vip->service->h.name);
@@ -553,16 +503,16 @@ proxy_on_outbound(uv_stream_t *l, int status)
 		dst_ns = f->dst_wl->namespace;
 		dst_sa = f->dst_wl->service_account;
 	}
-	if (asprintf(&f->dst_principal, "spiffe://%s/ns/%s/sa/%s", px->conf->mesh.trust_domain,
-	    dst_ns, dst_sa) < 0) {
-		f->dst_principal = NULL;
+	if (spiffe_format(sid, sizeof(sid), fl->cfg.conf->mesh.trust_domain, dst_ns, dst_sa) != 0 ||
+	    (f->dst_principal = strdup(sid)) == NULL) {
 		relay_abort(f->r);
 		return;
 	}
-	id = identity_store_get_sa(px->ids, w->ns, w->sa);
+	id = identity_store_get_sa(fl->cfg.ids, w->ns, w->sa);
 	if (id == NULL) {
-		log_warn("workload %s: no certificate for spiffe://%s/ns/%s/sa/%s", w->name,
-		    px->conf->mesh.trust_domain, w->ns, w->sa);
+		if (spiffe_format(sid, sizeof(sid), fl->cfg.conf->mesh.trust_domain, w->ns, w->sa) != 0)
+			snprintf(sid, sizeof(sid), "(too long)");
+		log_warn("workload %s: no certificate for %s", w->name, sid);
 		f->flags = "UF";
 		relay_abort(f->r);
 		return;
@@ -581,7 +531,7 @@ proxy_on_outbound(uv_stream_t *l, int status)
 	o.forwarded = fwd;
 	o.baggage = bag;
 	o.traceparent = tp;
-	px->st.outbound_hbone++;
+	fl->st.outbound_hbone++;
 	r = hbone_pool_open(w->pool, &o, &out_cb, f, &f->s);
 	identity_unref(id);
 	if (r != 0) {
@@ -594,31 +544,6 @@ proxy_on_outbound(uv_stream_t *l, int status)
 
 /* --- inbound --- */
 
-int
-proxy_app_socket(struct pworkload *w, const struct sockaddr_storage *client, int family)
-{
-	struct sockaddr_storage bind_to;
-	struct netns_sock_opts o = { .mark = PROXY_MARK, .transparent = true };
-	struct ip_addr cip;
-	uint16_t p;
-	int fd;
-
-	if (client != NULL && client->ss_family == family) {
-		ip_from_sockaddr(client, &cip, &p);
-		sockaddr_from_ip(&bind_to, &cip, 0);
-		o.bind = (struct sockaddr *)&bind_to;
-	}
-	fd = netns_tcp_socket(w->nsfd, family, &o);
-	if (fd < 0 && o.bind != NULL) {
-		/* Could not take the client's address: still deliver, from our own. */
-		log_debug("workload %s: cannot bind the client address: %s", w->name,
-		    uv_strerror(fd));
-		o.bind = NULL;
-		fd = netns_tcp_socket(w->nsfd, family, &o);
-	}
-	return fd;
-}
-
 /* Connects handle h to the app inside the namespace, from the client's own address. */
 static int
 connect_app(struct flow *f, const struct ip_addr *client, uv_tcp_t *h, uv_connect_cb cb)
@@ -628,7 +553,7 @@ connect_app(struct flow *f, const struct ip_addr *client, uv_tcp_t *h, uv_connec
 
 	if (client != NULL)
 		sockaddr_from_ip(&cs, client, 0);
-	fd = proxy_app_socket(f->w, client != NULL ? &cs : NULL, f->dst.ss_family);
+	fd = pw_app_socket(f->w, client != NULL ? &cs : NULL, f->dst.ss_family);
 	if (fd < 0)
 		return fd;
 	if (uv_tcp_open(h, fd) != 0) {
@@ -659,7 +584,7 @@ in_hbone_connected(uv_connect_t *req, int status)
 		 * is about to be freed. */
 		if (f->s != NULL) {
 			hbone_stream_set_cb(f->s, NULL, NULL);
-			hbone_stream_reset(f->s, 0x8 /* CANCEL */);
+			hbone_stream_reset(f->s, NGHTTP2_CANCEL);
 			f->s = NULL;
 		}
 		return;
@@ -670,7 +595,7 @@ in_hbone_connected(uv_connect_t *req, int status)
 	}
 	if (status < 0) {
 		f->flags = "UF";
-		f->px->st.connect_failures++;
+		f->fl->st.connect_failures++;
 		hbone_stream_set_cb(f->s, NULL, NULL);
 		hbone_stream_respond(f->s, 503);
 		f->s = NULL;
@@ -754,12 +679,12 @@ from_waypoint(const struct registry *reg, const struct ip_addr *ip)
 }
 
 void
-proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
+flows_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
     const struct hbone_request *req)
 {
 	struct pworkload *w = hbone_server_user(srv);
-	struct proxy *px = w->px;
-	struct registry *reg = registry_holder_get(px->reg);
+	struct flows *fl = w->fl;
+	struct registry *reg = registry_holder_get(fl->cfg.reg);
 	const struct reg_workload *wl = reg ? registry_find(reg, REG_WORKLOAD, w->name) : NULL;
 	struct authz_l4_req q;
 	const struct reg_policy *matched = NULL;
@@ -771,7 +696,7 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	uint16_t port;
 	int r;
 
-	px->st.inbound_hbone++;
+	fl->st.inbound_hbone++;
 	if (wl == NULL || parse_ip(req->host, &dst, &why) != 0 || !has_address(wl, &dst)) {
 		log_info("workload %s: HBONE from %s (%s): authority %s is not this workload",
 		    w->name, req->peer_addr, req->peer_id, req->authority);
@@ -792,10 +717,10 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	q.dst_port = req->port;
 	/* The same bound as accepted connections: past it the tunnel is refused (the client's
 	 * ztunnel resets its app's connection). */
-	f = px->st.active + px->l7_active < px->pc->max_connections && !px->draining ?
+	f = fl->st.active + fl->l7_active < fl->cfg.pc->max_connections && !fl->draining ?
 	    flow_new(w, FLOW_IN_HBONE) : NULL;
 	if (f == NULL) {
-		px->st.refused_limit++;
+		fl->st.refused_limit++;
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
 		return;
@@ -833,7 +758,7 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 		q.src_ip = &client;
 	if ((w->l7 != NULL ? authz_l4_prefilter(reg, wl, &q, &matched) :
 	    authz_l4(reg, wl, &q, &matched)) == AUTHZ_DENY) {
-		px->st.denied++;
+		fl->st.denied++;
 		f->flags = "DENY";
 		log_info("workload %s: denied %s from %s to port %u%s%s", w->name, req->peer_id,
 		    req->peer_addr, req->port, matched ? " by policy " : "",
@@ -844,14 +769,14 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	}
 	if (w->l7 != NULL) {
 		f->handed = true;
-		px->st.inbound_l7++;
+		fl->st.inbound_l7++;
 		if (waypoint_take_inbound(w->l7, s, req, &f->src, &f->dst,
 		    f->dst_svc ? f->dst_svc->hostname : NULL) != 0) {
 			f->handed = false;
 			f->flags = "UF";
 			hbone_stream_respond(s, 503);
 		} else {
-			px->l7_active++;
+			fl->l7_active++;
 		}
 		relay_abort(f->r);
 		return;
@@ -869,10 +794,10 @@ proxy_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 }
 
 void
-proxy_on_inbound_plain(uv_stream_t *l, int status)
+flows_on_inbound_plain(uv_stream_t *l, int status)
 {
 	struct pworkload *w = l->data;
-	struct proxy *px = w->px;
+	struct flows *fl = w->fl;
 	struct authz_l4_req q = { .src_principal = "", .src_namespace = "" };
 	const struct reg_policy *matched = NULL;
 	struct ip_addr client, dst;
@@ -885,7 +810,7 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 	f = accept_flow(l, FLOW_IN_PLAIN);
 	if (f == NULL)
 		return;
-	px->st.inbound_plaintext++;
+	fl->st.inbound_plaintext++;
 	uv_fileno((uv_handle_t *)relay_tcp_a(f->r), &fd);
 	if (sock_original_dst(fd, &f->dst) != 0) {
 		f->flags = "NR";
@@ -897,7 +822,7 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 	f->dst_wl = registry_find(f->reg, REG_WORKLOAD, w->name);
 	f->src_wl = registry_workload_by_addr(f->reg, &client);
 	if (f->dst_wl == NULL || f->dst_wl->mtls_mode == REG_MTLS_STRICT) {
-		px->st.denied++;
+		fl->st.denied++;
 		f->flags = "DENY";
 		log_info("workload %s: plaintext connection from %s refused: %s", w->name,
 		    inet_ntop(client.family, client.a, (char[64]){ 0 }, 64),
@@ -909,7 +834,7 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 	q.src_ip = &client;
 	q.dst_port = dport;
 	if (authz_l4(f->reg, f->dst_wl, &q, &matched) == AUTHZ_DENY) {
-		px->st.denied++;
+		fl->st.denied++;
 		f->flags = "DENY";
 		log_info("workload %s: plaintext connection denied%s%s", w->name,
 		    matched ? " by policy " : "", matched ? matched->h.name : "");
@@ -923,59 +848,61 @@ proxy_on_inbound_plain(uv_stream_t *l, int status)
 	}
 }
 
-/* --- maintenance --- */
+/* --- the flows of a proxy --- */
 
-void
-proxy_free(struct proxy *px)
+struct flows *
+flows_new(const struct flows_cfg *cfg)
 {
-	while (px->failed != NULL)
-		proxy_unfail(px, px->failed->name);
-	htab_free(&px->lb);
-	free(px->lb_mem);
-	px->lb_mem = NULL;
-	registry_unref((struct registry *)px->lb_reg);
-	px->lb_reg = NULL;
+	struct flows *fl = xcalloc(1, sizeof(*fl));
+
+	fl->cfg = *cfg;
+	if (lb_new(&fl->lb) != 0)
+		fatalx("out of memory");
+	return fl;
 }
 
 void
-proxy_abort_flows(struct proxy *px)
+flows_free(struct flows *fl)
+{
+	if (fl == NULL)
+		return;
+	lb_free(fl->lb);
+	free(fl);
+}
+
+void
+flows_stop_accepting(struct flows *fl)
+{
+	fl->draining = true;
+}
+
+void
+flows_abort_all(struct flows *fl)
 {
 	struct flow *f, *next;
 
-	for (f = px->flows; f != NULL; f = next) {
+	for (f = fl->list; f != NULL; f = next) {
 		next = f->next;
 		relay_abort(f->r);
 	}
-	for (struct pworkload *w = px->l7_ws; w != NULL; w = w->l7_next)
-		waypoint_abort_all(w->l7);
 }
 
-static void
-on_refresh(uv_timer_t *t)
+bool
+flows_idle(const struct flows *fl)
 {
-	struct proxy *px = t->data;
-
-	for (struct pworkload *w = px->workloads; w != NULL; w = w->next) {
-		struct identity *id = identity_store_get_sa(px->ids, w->ns, w->sa);
-
-		/* A reload makes new objects for unchanged files: only a new certificate counts. */
-		if (id == NULL || id == w->id || (id->chain.raw.len == w->id->chain.raw.len &&
-		    memcmp(id->chain.raw.p, w->id->chain.raw.p, id->chain.raw.len) == 0)) {
-			identity_unref(id);
-			continue;
-		}
-		log_info("workload %s: new certificate (valid until %ld)", w->name,
-		    (long)id->not_after);
-		for (int fam = 0; fam < 2; fam++)
-			if (w->hbone_s[fam] != NULL)
-				hbone_server_set_identity(w->hbone_s[fam], id);
-		identity_unref(w->id);
-		w->id = id;
-	}
+	return fl->list == NULL;
 }
 
 void
-proxy_start_refresh(struct proxy *px)
+flows_counters(const struct flows *fl, struct flow_counters *out)
 {
-	uv_timer_start(&px->refresh, on_refresh, 1000, 1000);
+	*out = fl->st;
+}
+
+void
+flows_on_l7_tun_gone(void *arg)
+{
+	struct pworkload *w = arg;
+
+	w->fl->l7_active--;
 }

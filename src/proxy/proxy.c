@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Enrolled workloads and their listeners. Each workload gets, inside its own network namespace,
- * the outbound capture listener, the inbound plaintext listener and an HBONE server, for each
- * address family it has an address in. A workload lives until its listeners, its HBONE server, its
- * pool and every flow that refers to it are gone (a count of those parts, released one by one).
+ * The workloads a proxy serves (proxy.h). Each gets, inside its own network namespace, the
+ * outbound capture listener, the inbound plaintext listener and an HBONE server, for each address
+ * family it has an address in, plus its HBONE pool (and a sidecar's L7 engine). Their connections
+ * go to flows.c; a workload lives until every part that holds it let go (workload.c). Also here:
+ * the recorded workloads it could not serve, certificate rotation, and the drain.
+ * Calls below it only: flows.c (never calling back but through on_idle) and workload.c.
  */
 #include "config.h"
 
@@ -21,108 +23,81 @@
 #include "l7/waypoint.h"
 #include "net/listen.h"
 #include "net/netns.h"
-#include "proxy/proxy-int.h"
+#include "proxy/flows.h"
+#include "proxy/proxy.h"
+#include "proxy/workload.h"
+#include "tls/cert.h"
 #include "tls/identity.h"
 
+/* A recorded workload not served (proxy_failed_view). */
+struct pfailed {
+	char *name, *netns_path;
+	char why[256];
+	struct netns_id nsid;
+	struct pfailed *next;
+};
+
+struct proxy {
+	struct proxy_cfg cfg;
+	struct flows *fl;
+	struct pworkload *workloads; /* enrolled, newest first */
+	size_t nworkloads;
+	struct pfailed *failed; /* recorded workloads not served (at most PROXY_MAX_WORKLOADS) */
+	size_t nfailed;
+	bool draining;
+	uv_timer_t refresh; /* picks up rotated certificates for the HBONE servers */
+	uv_timer_t drain_timer;
+	void (*on_drained)(void *arg);
+	void *drained_arg;
+	size_t alive;    /* workloads not yet freed (enrolled or shutting down) */
+	int timers_open;
+	struct pworkload *l7_ws; /* workloads with an L7 engine, enrolled or shutting down */
+};
+
+static void check_drained(struct proxy *px);
+
+/* A workload's last part let go: it is no longer alive, nor in the L7 list. */
 static void
-pw_free(struct pworkload *w)
+workload_freed(struct pworkload *w, void *arg)
 {
-	struct proxy *px = w->px;
+	struct proxy *px = arg;
 
 	if (w->l7 != NULL) {
 		if (w->l7_prev != NULL)
 			w->l7_prev->l7_next = w->l7_next;
-		else if (px != NULL)
+		else
 			px->l7_ws = w->l7_next;
 		if (w->l7_next != NULL)
 			w->l7_next->l7_prev = w->l7_prev;
-		waypoint_free(w->l7);
 	}
-	identity_unref(w->id);
-	if (w->nsfd >= 0)
-		close(w->nsfd);
-	free(w->name);
-	free(w->netns_path);
-	free(w->ns);
-	free(w->sa);
-	free(w);
-	if (px != NULL) {
-		px->alive--;
-		proxy_check_drained(px);
-	}
-}
-
-void
-pw_release(struct pworkload *w)
-{
-	if (--w->open_handles > 0)
-		return;
-	log_debug("workload %s: released", w->name);
-	pw_free(w);
-}
-
-void
-pw_hold(struct pworkload *w)
-{
-	w->open_handles++;
-}
-
-static void
-on_listener_closed(uv_handle_t *h)
-{
-	pw_release(h->data);
-}
-
-static void
-on_hbone_drained(void *arg)
-{
-	pw_release(arg);
-}
-
-static void
-on_pool_drained(void *arg)
-{
-	pw_release(arg);
-}
-
-static void
-on_l7_drained(void *arg)
-{
-	pw_release(arg);
-}
-
-static void
-on_l7_tun_gone(void *arg)
-{
-	struct pworkload *w = arg;
-
-	w->px->l7_active--;
+	px->alive--;
+	check_drained(px);
 }
 
 static int
 l7_app_socket(void *arg, const struct sockaddr_storage *client, int family)
 {
-	return proxy_app_socket(arg, client, family);
+	return pw_app_socket(arg, client, family);
 }
 
-/* A sidecar's L7 engine for w (proxy.l7): it answers for w alone, with w's pool and identity. */
+/* A sidecar's L7 engine for w (proxy_cfg.l7): it answers for w alone, with w's pool and identity. */
 static int
-start_l7(struct pworkload *w)
+start_l7(struct proxy *px, struct pworkload *w)
 {
-	struct proxy *px = w->px;
 	struct l7_host h = {
-		.role = px->role,
+		.role = px->cfg.role,
 		.workload = w->name,
 		.ns = w->ns,
 		.sa = w->sa,
 		.pool = w->pool,
-		.idle_timeout_ms = px->pc->idle_timeout,
-		.detect_ms = px->conf->sidecar.protocol_detection_timeout,
+		.idle_timeout_ms = px->cfg.pc->idle_timeout,
+		.detect_ms = px->cfg.conf->sidecar.protocol_detection_timeout,
 		.app_socket = l7_app_socket,
-		.tun_gone = on_l7_tun_gone,
+		.tun_gone = flows_on_l7_tun_gone,
 		.arg = w,
 	};
-	int r = waypoint_embed(px->loop, px->conf, px->reg, px->ids, px->metrics, &h, &w->l7);
+	int r = waypoint_embed(px->cfg.loop, px->cfg.conf, px->cfg.reg, px->cfg.ids,
+	    px->cfg.metrics, &h, &w->l7);
 
 	if (r != 0)
 		return r;
@@ -133,39 +108,42 @@ start_l7(struct pworkload *w)
 	return 0;
 }
 
-/* The pool's socket factory: HBONE leaves from inside the workload's namespace, marked. */
-static int
-pw_socket(void *arg, int family)
-{
-	struct pworkload *w = arg;
-	struct netns_sock_opts o = { .mark = PROXY_MARK };
+static void start_refresh(struct proxy *px);
 
-	return netns_tcp_socket(w->nsfd, family, &o);
+/* The last flow ended: a drain may be over. */
+static void
+flows_idle_cb(void *arg)
+{
+	check_drained(arg);
 }
 
-int
-proxy_init(struct proxy *px, uv_loop_t *loop, const struct amesh_conf *conf,
-    const struct conf_proxy *pc, const char *role, struct registry_holder *reg,
-    struct identity_store *ids, struct metrics *metrics)
+struct proxy *
+proxy_new(const struct proxy_cfg *cfg)
 {
-	memset(px, 0, sizeof(*px));
-	px->loop = loop;
-	px->conf = conf;
-	px->pc = pc;
-	px->role = role;
-	px->reg = reg;
-	px->ids = ids;
-	px->metrics = metrics;
-	uv_timer_init(loop, &px->refresh);
-	uv_timer_init(loop, &px->drain_timer);
+	struct proxy *px = xcalloc(1, sizeof(*px));
+	struct flows_cfg fc = {
+		.loop = cfg->loop,
+		.conf = cfg->conf,
+		.pc = cfg->pc,
+		.reg = cfg->reg,
+		.ids = cfg->ids,
+		.metrics = cfg->metrics,
+		.on_idle = flows_idle_cb,
+		.arg = px,
+	};
+
+	px->cfg = *cfg;
+	px->fl = flows_new(&fc);
+	uv_timer_init(cfg->loop, &px->refresh);
+	uv_timer_init(cfg->loop, &px->drain_timer);
 	px->refresh.data = px->drain_timer.data = px;
 	px->timers_open = 2;
-	proxy_start_refresh(px);
-	return 0;
+	start_refresh(px);
+	return px;
 }
 
-struct pworkload *
-proxy_find(struct proxy *px, const char *name)
+static struct pworkload *
+find(struct proxy *px, const char *name)
 {
 	for (struct pworkload *w = px->workloads; w != NULL; w = w->next)
 		if (strcmp(w->name, name) == 0)
@@ -186,28 +164,93 @@ unlink_workload(struct proxy *px, struct pworkload *w)
 	px->nworkloads--;
 }
 
+const struct pworkload *
+proxy_find(struct proxy *px, const char *name)
+{
+	return find(px, name);
+}
+
+const char *
+proxy_workload_netns(const struct pworkload *w)
+{
+	return w->netns_path;
+}
+
+void
+proxy_foreach_workload(struct proxy *px,
+    void (*fn)(const struct proxy_workload_view *v, void *arg), void *arg)
+{
+	for (const struct pworkload *w = px->workloads; w != NULL; w = w->next) {
+		struct proxy_workload_view v = {
+			.name = w->name,
+			.netns_path = w->netns_path,
+			.spiffe_id = w->id->spiffe_id,
+			.connections = w->connections,
+			.l7 = w->l7,
+		};
+
+		if (w->pool != NULL)
+			hbone_pool_stats(w->pool, &v.pool);
+		fn(&v, arg);
+	}
+}
+
+size_t
+proxy_nworkloads(const struct proxy *px)
+{
+	return px->nworkloads;
+}
+
+size_t
+proxy_nfailed(const struct proxy *px)
+{
+	return px->nfailed;
+}
+
+void
+proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
+{
+	struct flow_counters c;
+
+	flows_counters(px->fl, &c);
+	memset(out, 0, sizeof(*out));
+	out->accepted = c.accepted;
+	out->refused_limit = c.refused_limit;
+	out->outbound_hbone = c.outbound_hbone;
+	out->outbound_passthrough = c.outbound_passthrough;
+	out->inbound_hbone = c.inbound_hbone;
+	out->inbound_plaintext = c.inbound_plaintext;
+	out->denied = c.denied;
+	out->connect_failures = c.connect_failures;
+	out->inbound_l7 = c.inbound_l7;
+	out->outbound_l7 = c.outbound_l7;
+	out->active = c.active;
+	out->workloads = px->nworkloads;
+	out->failed = px->nfailed;
+	out->draining = px->draining;
+}
+
 /* Closes what the workload holds; each part releases it as it finishes. */
 static void
 shut_workload(struct pworkload *w, uint64_t drain_ms)
 {
-	w->closing = true;
 	if (w->l7 != NULL) {
 		/* First, so that it opens nothing more on the pool drained below. */
 		pw_hold(w);
-		waypoint_drain(w->l7, drain_ms, on_l7_drained, w);
+		waypoint_drain(w->l7, drain_ms, pw_release_cb, w);
 	}
 	for (int f = 0; f < 2; f++) {
 		if (w->has_outbound[f])
-			uv_close((uv_handle_t *)&w->outbound_l[f], on_listener_closed);
+			uv_close((uv_handle_t *)&w->outbound_l[f], pw_handle_closed);
 		if (w->has_inbound[f])
-			uv_close((uv_handle_t *)&w->inbound_l[f], on_listener_closed);
+			uv_close((uv_handle_t *)&w->inbound_l[f], pw_handle_closed);
 		if (w->hbone_s[f] != NULL) {
-			hbone_server_drain(w->hbone_s[f], drain_ms, on_hbone_drained, w);
+			hbone_server_drain(w->hbone_s[f], drain_ms, pw_release_cb, w);
 			w->hbone_s[f] = NULL;
 		}
 	}
 	if (w->pool != NULL) {
-		hbone_pool_drain(w->pool, drain_ms, on_pool_drained, w);
+		hbone_pool_drain(w->pool, drain_ms, pw_release_cb, w);
 		w->pool = NULL;
 	}
 	pw_release(w); /* the enrollment's own hold */
@@ -216,7 +259,7 @@ shut_workload(struct pworkload *w, uint64_t drain_ms)
 int
 proxy_unenroll(struct proxy *px, const char *name)
 {
-	struct pworkload *w = proxy_find(px, name);
+	struct pworkload *w = find(px, name);
 
 	if (w == NULL)
 		return AMESH_ERR_NOTFOUND;
@@ -229,7 +272,7 @@ proxy_unenroll(struct proxy *px, const char *name)
 
 /* Opens a listener of the given family and port inside the workload's namespace. */
 static int
-listen_in(struct pworkload *w, int family, uint16_t port, uv_tcp_t *h, uv_connection_cb cb)
+listen_in(uv_loop_t *loop, struct pworkload *w, int family, uint16_t port, uv_tcp_t *h, uv_connection_cb cb)
 {
 	struct sockaddr_storage ss;
 	int fd, r;
@@ -250,20 +293,20 @@ listen_in(struct pworkload *w, int family, uint16_t port, uv_tcp_t *h, uv_connec
 	fd = netns_listen(w->nsfd, (struct sockaddr *)&ss, 511);
 	if (fd < 0)
 		return fd;
-	r = net_listen_fd(w->px->loop, h, fd, 511, cb); /* takes fd, even when it fails */
+	r = net_listen_fd(loop, h, fd, 511, cb); /* takes fd, even when it fails */
 	h->data = w;
 	if (r != 0) {
 		/* The handle is initialised: it must be closed, and it holds the workload. */
 		w->open_handles++;
-		uv_close((uv_handle_t *)h, on_listener_closed);
+		uv_close((uv_handle_t *)h, pw_handle_closed);
 		return r;
 	}
 	w->open_handles++;
 	return 0;
 }
 
-struct pfailed *
-proxy_find_failed(struct proxy *px, const char *name)
+static struct pfailed *
+find_failed(struct proxy *px, const char *name)
 {
 	for (struct pfailed *f = px->failed; f != NULL; f = f->next)
 		if (strcmp(f->name, name) == 0)
@@ -271,11 +314,42 @@ proxy_find_failed(struct proxy *px, const char *name)
 	return NULL;
 }
 
+static void
+failed_view(const struct pfailed *f, struct proxy_failed_view *v)
+{
+	v->name = f->name;
+	v->netns_path = f->netns_path;
+	v->why = f->why;
+	v->nsid = f->nsid;
+}
+
+bool
+proxy_find_failed(struct proxy *px, const char *name, struct proxy_failed_view *out)
+{
+	const struct pfailed *f = find_failed(px, name);
+
+	if (f != NULL && out != NULL)
+		failed_view(f, out);
+	return f != NULL;
+}
+
+void
+proxy_foreach_failed(struct proxy *px,
+    void (*fn)(const struct proxy_failed_view *v, void *arg), void *arg)
+{
+	for (const struct pfailed *f = px->failed; f != NULL; f = f->next) {
+		struct proxy_failed_view v;
+
+		failed_view(f, &v);
+		fn(&v, arg);
+	}
+}
+
 bool
 proxy_fail(struct proxy *px, const char *name, const char *path, const struct netns_id *nsid,
     const char *why)
 {
-	struct pfailed *f = proxy_find_failed(px, name);
+	struct pfailed *f = find_failed(px, name);
 	bool news = f == NULL || strcmp(f->why, why) != 0 || strcmp(f->netns_path, path) != 0;
 
 	if (f == NULL) {
@@ -358,7 +432,7 @@ int
 proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, char *why,
     size_t whylen)
 {
-	struct registry *reg = registry_holder_get(px->reg);
+	struct registry *reg = registry_holder_get(px->cfg.reg);
 	const struct reg_workload *wl;
 	struct identity *id = NULL;
 	struct pworkload *w = NULL, *old;
@@ -376,9 +450,9 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		r = AMESH_ERR_NOTFOUND;
 		goto fail;
 	}
-	if (strcmp(wl->node, px->conf->mesh.node) != 0) {
+	if (strcmp(wl->node, px->cfg.conf->mesh.node) != 0) {
 		snprintf(why, whylen, "workload %s runs on node %s, this is node %s", name, wl->node,
-		    px->conf->mesh.node);
+		    px->cfg.conf->mesh.node);
 		goto fail;
 	}
 	if (wl->protocol != REG_PROTO_HBONE) {
@@ -389,7 +463,7 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		snprintf(why, whylen, "namespace %s: %s", path, strerror(-r));
 		goto fail;
 	}
-	old = proxy_find(px, name);
+	old = find(px, name);
 	if (old != NULL && netns_id_eq(&old->nsid, &nsid)) {
 		/* Already served there: a repeated add changes nothing. */
 		log_debug("workload %s: enrolled in %s already", name, old->netns_path);
@@ -399,13 +473,17 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 	if ((r = ns_conflict(px, name, old, &nsid, path, why, whylen)) != 0)
 		goto fail;
 	r = AMESH_ERR_INVALID;
-	id = identity_store_get_sa(px->ids, wl->namespace, wl->service_account);
+	id = identity_store_get_sa(px->cfg.ids, wl->namespace, wl->service_account);
 	if (id == NULL) {
-		snprintf(why, whylen, "no certificate for spiffe://%s/ns/%s/sa/%s in %s: issue it "
-		    "with amesh ca issue --dir CA_DIR --namespace %s --service-account %s --out %s",
-		    px->conf->mesh.trust_domain, wl->namespace, wl->service_account,
-		    px->conf->identity.cert_dir, wl->namespace, wl->service_account,
-		    px->conf->identity.cert_dir);
+		char sid[SPIFFE_ID_MAX];
+
+		if (spiffe_format(sid, sizeof(sid), px->cfg.conf->mesh.trust_domain, wl->namespace,
+		    wl->service_account) != 0)
+			snprintf(sid, sizeof(sid), "(too long)");
+		snprintf(why, whylen, "no certificate for %s in %s: issue it with amesh ca issue "
+		    "--dir CA_DIR --namespace %s --service-account %s --out %s", sid,
+		    px->cfg.conf->identity.cert_dir, wl->namespace, wl->service_account,
+		    px->cfg.conf->identity.cert_dir);
 		goto fail;
 	}
 	if (px->nworkloads - (old != NULL ? 1 : 0) >= PROXY_MAX_WORKLOADS) {
@@ -414,21 +492,21 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 	}
 	for (size_t i = 0; i < wl->addresses.n; i++)
 		fam[wl->addresses.v[i].family == AF_INET6] = true;
-	w = calloc(1, sizeof(*w));
-	if (w == NULL || (w->name = strdup(name)) == NULL || (w->netns_path = strdup(path)) == NULL ||
-	    (w->ns = strdup(wl->namespace)) == NULL || (w->sa = strdup(wl->service_account)) == NULL) {
+	w = pw_new(name, path, wl->namespace, wl->service_account); /* the enrollment's hold */
+	if (w == NULL) {
 		snprintf(why, whylen, "out of memory");
 		r = AMESH_ERR_NOMEM;
 		goto fail;
 	}
-	w->px = px;
+	w->fl = px->fl;
+	w->on_free = workload_freed;
+	w->on_free_arg = px;
 	px->alive++;
 	w->nsid = nsid;
 	w->nsfd = nsfd;
 	nsfd = -1;
 	w->id = id;
 	id = NULL;
-	w->open_handles = 1; /* the enrollment itself */
 	for (int f = 0; f < 2; f++) {
 		int family = f ? AF_INET6 : AF_INET;
 		struct sockaddr_storage ss;
@@ -436,49 +514,50 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 
 		if (!fam[f])
 			continue;
-		r = listen_in(w, family, px->pc->outbound_port, &w->outbound_l[f], proxy_on_outbound);
+		r = listen_in(px->cfg.loop, w, family, px->cfg.pc->outbound_port, &w->outbound_l[f],
+		    flows_on_outbound);
 		if (r != 0) {
-			snprintf(why, whylen, "outbound listener on port %u: %s", px->pc->outbound_port,
-			    uv_strerror(r));
+			snprintf(why, whylen, "outbound listener on port %u: %s", px->cfg.pc->outbound_port,
+			    amesh_strerror(r));
 			goto fail_open;
 		}
 		w->has_outbound[f] = true;
-		r = listen_in(w, family, px->pc->inbound_plaintext_port, &w->inbound_l[f],
-		    proxy_on_inbound_plain);
+		r = listen_in(px->cfg.loop, w, family, px->cfg.pc->inbound_plaintext_port,
+		    &w->inbound_l[f], flows_on_inbound_plain);
 		if (r != 0) {
 			snprintf(why, whylen, "inbound listener on port %u: %s",
-			    px->pc->inbound_plaintext_port, uv_strerror(r));
+			    px->cfg.pc->inbound_plaintext_port, amesh_strerror(r));
 			goto fail_open;
 		}
 		w->has_inbound[f] = true;
 		memset(&ss, 0, sizeof(ss));
 		ss.ss_family = (sa_family_t)family;
-		((struct sockaddr_in *)&ss)->sin_port = htons(px->pc->hbone_port);
+		((struct sockaddr_in *)&ss)->sin_port = htons(px->cfg.pc->hbone_port);
 		if (family == AF_INET6)
-			((struct sockaddr_in6 *)&ss)->sin6_port = htons(px->pc->hbone_port);
+			((struct sockaddr_in6 *)&ss)->sin6_port = htons(px->cfg.pc->hbone_port);
 		fd = netns_listen(w->nsfd, (struct sockaddr *)&ss, 511);
 		if (fd < 0) {
 			r = fd;
-			snprintf(why, whylen, "HBONE listener on port %u: %s", px->pc->hbone_port,
-			    uv_strerror(r));
+			snprintf(why, whylen, "HBONE listener on port %u: %s", px->cfg.pc->hbone_port,
+			    amesh_strerror(r));
 			goto fail_open;
 		}
 		{
 			struct hbone_server_cfg sc = {
 				.fd = fd,
 				.id = w->id,
-				.trust_domain = px->conf->mesh.trust_domain,
-				.handshake_timeout_ms = px->pc->handshake_timeout,
-				.max_connections = px->pc->max_connections,
-				.max_streams = (uint32_t)px->pc->pool_max_streams,
-				.on_request = proxy_on_hbone_request,
+				.trust_domain = px->cfg.conf->mesh.trust_domain,
+				.handshake_timeout_ms = px->cfg.pc->handshake_timeout,
+				.max_connections = px->cfg.pc->max_connections,
+				.max_streams = (uint32_t)px->cfg.pc->pool_max_streams,
+				.on_request = flows_on_hbone_request,
 				.user = w,
 			};
 
-			r = hbone_server_listen(px->loop, &sc, &w->hbone_s[f]);
+			r = hbone_server_listen(px->cfg.loop, &sc, &w->hbone_s[f]);
 			if (r != 0) {
 				close(fd); /* a failed listen leaves the fd to us (hbone.h) */
-				snprintf(why, whylen, "HBONE listener: %s", uv_strerror(r));
+				snprintf(why, whylen, "HBONE listener: %s", amesh_strerror(r));
 				goto fail_open;
 			}
 			w->open_handles++;
@@ -486,9 +565,9 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 	}
 	{
 		struct hbone_pool_cfg pc = {
-			.max_streams = (uint32_t)px->pc->pool_max_streams,
-			.idle_timeout_ms = px->pc->pool_idle_timeout,
-			.connect_timeout_ms = px->pc->connect_timeout,
+			.max_streams = (uint32_t)px->cfg.pc->pool_max_streams,
+			.idle_timeout_ms = px->cfg.pc->pool_idle_timeout,
+			.connect_timeout_ms = px->cfg.pc->connect_timeout,
 			.ping_interval_ms = 10000,
 			.ping_timeout_ms = 20000,
 			.max_connections = 4096,
@@ -496,14 +575,14 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 			.socket_arg = w,
 		};
 
-		r = hbone_pool_new(px->loop, &pc, &w->pool);
+		r = hbone_pool_new(px->cfg.loop, &pc, &w->pool);
 		if (r != 0) {
 			snprintf(why, whylen, "out of memory");
 			goto fail_open;
 		}
 		w->open_handles++;
 	}
-	if (px->l7 && (r = start_l7(w)) != 0) {
+	if (px->cfg.l7 && (r = start_l7(px, w)) != 0) {
 		snprintf(why, whylen, "L7 engine: %s", amesh_strerror(r));
 		goto fail_open;
 	}
@@ -528,14 +607,41 @@ fail_open:
 	return r < 0 ? r : AMESH_ERR_INVALID;
 fail:
 	identity_unref(id);
-	if (w != NULL) {
-		w->nsfd = nsfd; /* calloc left 0 there: pw_free would close stdin */
-		pw_free(w);
-	} else if (nsfd >= 0) {
+	if (nsfd >= 0)
 		close(nsfd);
-	}
 	registry_unref(reg);
 	return r;
+}
+
+static void
+on_refresh(uv_timer_t *t)
+{
+	struct proxy *px = t->data;
+
+	for (struct pworkload *w = px->workloads; w != NULL; w = w->next) {
+		struct identity *id = identity_store_get_sa(px->cfg.ids, w->ns, w->sa);
+
+		/* A reload makes new objects for unchanged files: only a new certificate counts. */
+		if (id == NULL || id == w->id || (id->chain.raw.len == w->id->chain.raw.len &&
+		    memcmp(id->chain.raw.p, w->id->chain.raw.p, id->chain.raw.len) == 0)) {
+			identity_unref(id);
+			continue;
+		}
+		log_info("workload %s: new certificate (valid until %ld)", w->name,
+		    (long)id->not_after);
+		for (int fam = 0; fam < 2; fam++)
+			if (w->hbone_s[fam] != NULL)
+				hbone_server_set_identity(w->hbone_s[fam], id);
+		identity_unref(w->id);
+		w->id = id;
+	}
+}
+
+/* Checks the certificates of enrolled workloads every second (rotation). */
+static void
+start_refresh(struct proxy *px)
+{
+	uv_timer_start(&px->refresh, on_refresh, 1000, 1000);
 }
 
 static void
@@ -543,8 +649,10 @@ drain_timer_fired(uv_timer_t *t)
 {
 	struct proxy *px = t->data;
 
-	log_info("%s: drain timeout: resetting the remaining connections", px->role);
-	proxy_abort_flows(px);
+	log_info("%s: drain timeout: resetting the remaining connections", px->cfg.role);
+	flows_abort_all(px->fl);
+	for (struct pworkload *w = px->l7_ws; w != NULL; w = w->l7_next)
+		waypoint_abort_all(w->l7);
 }
 
 static void
@@ -553,17 +661,18 @@ timer_closed(uv_handle_t *h)
 	struct proxy *px = h->data;
 
 	if (--px->timers_open == 0 && px->on_drained != NULL) {
-		void (*done)(struct proxy *) = px->on_drained;
+		void (*done)(void *) = px->on_drained;
 
 		px->on_drained = NULL;
-		done(px);
+		done(px->drained_arg);
 	}
 }
 
-void
-proxy_check_drained(struct proxy *px)
+/* Called when a workload is freed or the last flow ends: finishes a drain when all is gone. */
+static void
+check_drained(struct proxy *px)
 {
-	if (!px->draining || px->alive > 0 || px->flows != NULL ||
+	if (!px->draining || px->alive > 0 || !flows_idle(px->fl) ||
 	    uv_is_closing((uv_handle_t *)&px->refresh))
 		return;
 	uv_timer_stop(&px->refresh);
@@ -573,14 +682,16 @@ proxy_check_drained(struct proxy *px)
 }
 
 void
-proxy_drain(struct proxy *px, uint64_t timeout_ms, void (*done)(struct proxy *px))
+proxy_drain(struct proxy *px, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
 {
 	if (px->draining)
 		return;
 	px->draining = true;
 	px->on_drained = done;
-	log_info("%s: draining %zu workloads for up to %llu ms", px->role, px->nworkloads,
+	px->drained_arg = arg;
+	log_info("%s: draining %zu workloads for up to %llu ms", px->cfg.role, px->nworkloads,
 	    (unsigned long long)timeout_ms);
+	flows_stop_accepting(px->fl);
 	uv_timer_stop(&px->refresh);
 	uv_timer_start(&px->drain_timer, drain_timer_fired, timeout_ms, 0);
 	while (px->workloads != NULL) {
@@ -589,5 +700,16 @@ proxy_drain(struct proxy *px, uint64_t timeout_ms, void (*done)(struct proxy *px
 		unlink_workload(px, w);
 		shut_workload(w, timeout_ms);
 	}
-	proxy_check_drained(px);
+	check_drained(px);
+}
+
+void
+proxy_free(struct proxy *px)
+{
+	if (px == NULL)
+		return;
+	while (px->failed != NULL)
+		proxy_unfail(px, px->failed->name);
+	flows_free(px->fl);
+	free(px);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/err.h"
 #include "core/log.h"
 #include "telemetry/http.h"
 
@@ -500,7 +501,7 @@ on_connection(uv_stream_t *ls, int status)
 	int r;
 
 	if (status < 0) {
-		log_warn("http: accept: %s", uv_strerror(status));
+		log_warn("http: accept: %s", amesh_strerror(status));
 		return;
 	}
 	if (s->closing)
@@ -540,7 +541,7 @@ on_connection(uv_stream_t *ls, int status)
 		r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 	}
 	if (r != 0) {
-		log_debug("http: accept: %s", uv_strerror(r));
+		log_debug("http: accept: %s", amesh_strerror(r));
 		conn_close(c);
 		return;
 	}

@@ -713,7 +713,7 @@ on_fs_event(uv_fs_event_t *ev, const char *filename, int events, int status)
 
 	(void)events;
 	if (status < 0)
-		log_warn("identity %s: watch: %s", w->path, uv_strerror(status));
+		log_warn("identity %s: watch: %s", w->path, amesh_strerror(status));
 	if (w->only != NULL && filename != NULL && strcmp(filename, w->only) != 0)
 		return;
 	arm(w->s);
@@ -807,8 +807,7 @@ sync_ns_watches(struct identity_store *s)
 			s->watches->keep = true;
 			added++;
 		} else {
-			log_warn("identity %s: cannot watch: %s", path, r == AMESH_ERR_NOMEM ?
-			    amesh_strerror(r) : uv_strerror(r));
+			log_warn("identity %s: cannot watch: %s", path, amesh_strerror(r));
 		}
 		free(path);
 	}
@@ -859,7 +858,7 @@ start_reload(struct identity_store *s)
 	r = uv_queue_work(s->loop, &s->work, reload_work, reload_done);
 	if (r != 0) {
 		s->in_flight = false;
-		log_error("identity %s: cannot start a reload: %s", s->cert_dir, uv_strerror(r));
+		log_error("identity %s: cannot start a reload: %s", s->cert_dir, amesh_strerror(r));
 	}
 }
 
@@ -894,8 +893,7 @@ identity_store_watch(struct identity_store *s, uv_loop_t *loop)
 	s->watching = true;
 	r = add_watch(s, s->cert_dir, NULL, false);
 	if (r != 0) {
-		log_error("identity %s: cannot watch: %s", s->cert_dir, r == AMESH_ERR_NOMEM ?
-		    amesh_strerror(r) : uv_strerror(r));
+		log_error("identity %s: cannot watch: %s", s->cert_dir, amesh_strerror(r));
 		goto out;
 	}
 	slash = strrchr(s->trust_bundle, '/');
@@ -913,8 +911,7 @@ identity_store_watch(struct identity_store *s, uv_loop_t *loop)
 	if (strcmp(bdir, s->cert_dir) != 0) {
 		r = add_watch(s, bdir, slash ? slash + 1 : s->trust_bundle, false);
 		if (r != 0) {
-			log_error("identity %s: cannot watch: %s", bdir, r == AMESH_ERR_NOMEM ?
-			    amesh_strerror(r) : uv_strerror(r));
+			log_error("identity %s: cannot watch: %s", bdir, amesh_strerror(r));
 			goto out;
 		}
 	}

@@ -168,7 +168,7 @@ on_write(uv_write_t *req, int status)
 	c->queued -= w->len;
 	chunk_put(w);
 	if (status < 0 && c->state != TLS_CLOSED) {
-		fail_conn(c, status, "write failed: %s", uv_strerror(status));
+		fail_conn(c, status, "write failed: %s", amesh_strerror(status));
 		return;
 	}
 	if (c->above_high_water && c->queued < TLS_WRITE_HIGH_WATER / 2 &&
@@ -282,7 +282,7 @@ on_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	if (n == UV_EOF) {
 		c->eof = true;
 	} else if (n < 0) {
-		fail_conn(c, (int)n, "read failed: %s", uv_strerror((int)n));
+		fail_conn(c, (int)n, "read failed: %s", amesh_strerror((int)n));
 		return;
 	} else {
 		c->in_len += (size_t)n;
@@ -561,7 +561,7 @@ on_connect(uv_connect_t *req, int status)
 	if (c->state == TLS_CLOSED)
 		return;
 	if (status < 0) {
-		fail_conn(c, status, "connect failed: %s", uv_strerror(status));
+		fail_conn(c, status, "connect failed: %s", amesh_strerror(status));
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 CONF=$SRCDIR/etc/amesh.conf
-plan 32
+plan 34
 
 run "$AMESH" --help
 check "--help exits 0" '[ "$RC" -eq 0 ]'
@@ -122,7 +122,24 @@ check "check: service/ and workload/ say which, and check shows it" \
 printf '[mesh]\nnode = node-z\nregistry = %s/etc/registry.d\n' "$SRCDIR" >"$TMP/node.conf"
 run "$AMESH" check -c "$TMP/node.conf"
 check "check: node missing from the registry" \
-	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$TMP/node.conf:2: [mesh] node \"node-z\" is not defined in the registry $SRCDIR/etc/registry.d"'
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$TMP/node.conf:2: [mesh] node \"node-z\" is not defined in the registry $SRCDIR/etc/registry.d" &&
+	 echo "$ERR" | grep -qxF "amesh check: $TMP/node.conf: invalid" && ! echo "$OUT" | grep -q ": ok"'
+
+# One amesh.conf serves every waypoint of the host (amesh waypoint --name): without [waypoint] name
+# check shows this node's waypoints; a name the registry lacks is an error, never after "ok".
+mkdir -p "$TMP/wpreg.d"
+sed 's/default-wp/wp-a/' "$SRCDIR/etc/registry.d/example.conf" >"$TMP/wpreg.d/example.conf"
+printf '[mesh]\nnode = node-a\nregistry = wpreg.d\n[waypoint]\nhbone_address = 10.1.1.9:15008\n' \
+	>"$TMP/wpname.conf"
+run "$AMESH" check -c "$TMP/wpname.conf"
+check "check: [waypoint] without a name shows this node's waypoints ($(echo "$ERR" | head -n 1))" \
+	'[ "$RC" -eq 0 ] && echo "$OUT" | grep -qxF "waypoint  default/wp-a sa=waypoint address=10.1.1.9" &&
+	 echo "$OUT" | grep -q "^identity  spiffe://cluster.local/ns/default/sa/waypoint (waypoint): missing"'
+printf 'name = wp-z\n' >>"$TMP/wpname.conf"
+run "$AMESH" check -c "$TMP/wpname.conf"
+check "check: a [waypoint] name the registry lacks fails, and config is not said ok" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$TMP/wpname.conf:6: [waypoint] name \"wp-z\" is not defined in the registry" &&
+	 ! echo "$OUT" | grep -q ": ok"'
 
 # A waypoint that cannot start says what to do. Nothing here listens: it exits before.
 WP=$TMP/wp

@@ -302,8 +302,9 @@ secret=$OUT
 grpc_b --method /amesh.Echo/Unary --count 5
 unary=$OUT
 grpc_b --stream 200 --size 16384
+# The deny is a gRPC answer (grpc-status 7 with its reason), not an HTTP 403 the client decodes.
 check "gRPC into the sidecar: Secret denied ($secret), Unary x5 and a 200 x 16 KiB stream pass" \
-	'echo "$secret" | grep -q "^status PERMISSION_DENIED " && echo "$unary" | grep -q "^echo-b 5$" &&
+	'[ "$secret" = "status PERMISSION_DENIED RBAC: access denied 1" ] && echo "$unary" | grep -q "^echo-b 5$" &&
 	 echo "$OUT" | grep -q "^stream 200 ok"'
 rm -f "$LAB_REGISTRY/50-policy.conf"
 sleep 1.5

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 41
+plan 45
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -113,6 +113,20 @@ service = grpc
 match.headers = x-canary: true
 backends = echo-b
 
+[route "longrw"]
+namespace = default
+service = echo
+match.path_prefix = /longrw
+rewrite.path_prefix = /longrw/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+backends = echo-a
+
+[route "h2-longrw"]
+namespace = default
+service = h2
+match.path_prefix = /longrw
+rewrite.path_prefix = /longrw/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+backends = h2
+
 [route "flaky"]
 namespace = default
 service = echo
@@ -122,6 +136,14 @@ retries = 2
 retry_on = 5xx
 
 EOF
+# Two routes with 80 edits in each header list (the registry takes up to 1,024 per list).
+edits() { for i in $(seq 80); do echo "request_headers.add = x-edit-$i: $i"; echo "response_headers.add = x-redit-$i: $i"; done; }
+{
+	printf '\n[route "many-edits"]\nnamespace = default\nservice = echo\nmatch.path_prefix = /manyedits\nbackends = echo-a\n'
+	edits
+	printf '\n[route "h2-many-edits"]\nnamespace = default\nservice = h2\nmatch.path_prefix = /who\nmatch.headers = x-many: 1\nbackends = h2\n'
+	edits
+} >>"$LAB_REGISTRY/40-waypoint.conf"
 
 for ns in a2 b1; do
 	name=$( [ $ns = a2 ] && echo echo-a || echo echo-b )
@@ -358,12 +380,19 @@ secret=$OUT
 grpc_call --method /amesh.Echo/Unary
 check "gRPC L7 deny by path: PERMISSION_DENIED for Secret ($secret), Unary passes" \
 	'echo "$secret" | grep -q "^status PERMISSION_DENIED " && echo "$OUT" | grep -q "^echo-[ab] 1$"'
+# The deny is a gRPC answer, as Envoy gives it: Trailers-Only, grpc-status 7 and the reason.
+run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -D - -o /dev/null -X POST --data-binary '' \
+	-H "content-type: application/grpc" -H "te: trailers" http://10.96.0.12/amesh.Echo/Secret
+wire=$(echo "$OUT" | tr -d '\r' | grep -Ei '^(HTTP/2|content-type|grpc-)' | sed 's/ *$//' | tr '\n' ';')
+check "gRPC deny: Trailers-Only grpc-status 7 ($wire client: $secret)" \
+	'[ "$wire" = "HTTP/2 200;content-type: application/grpc;grpc-status: 7;grpc-message: RBAC: access denied;" ] &&
+	 [ "$secret" = "status PERMISSION_DENIED RBAC: access denied 1" ]'
 rm -f "$LAB_REGISTRY/46-grpc-policy.conf"
 t0=$(date +%s%N)
 grpc_call --method /amesh.Echo/Slow
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 check "gRPC route timeout: 504 at 500 ms, UNAVAILABLE for the client (${ms} ms: $OUT)" \
-	'echo "$OUT" | grep -q "^status UNAVAILABLE .*504" && [ "$ms" -lt 1800 ]'
+	'[ "$OUT" = "status UNAVAILABLE upstream request timeout 1" ] && [ "$ms" -lt 1800 ]'
 # A client that gives up (deadline) and one that sends DATA on stream 0 after the preface lose their own
 # call or connection only; the waypoint holds nothing of them afterwards.
 grpc_call --method /amesh.Echo/Slow --deadline 0.3
@@ -406,6 +435,48 @@ check "curl --http2-prior-knowledge (h2c) through the waypoint ($OUT)" \
 run lab_exec a1 nghttp -n -s http://10.96.0.13/who http://10.96.0.13/who?again http://10.96.0.13/missing
 check "nghttp: three requests on one h2c connection (2 x 200, 1 x 404)" \
 	'[ "$(echo "$OUT" | grep -c " 200 ")" -eq 2 ] && [ "$(echo "$OUT" | grep -c " 404 ")" -eq 1 ]'
+# A path of 1,998 bytes fits; rewritten with 101 more it does not: 414, never the path un-rewritten.
+long=$(printf 'a%.0s' $(seq 1990))
+get "longrw/$long"
+h1=$OUT
+run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -o /dev/null -w "%{http_code}" \
+	"http://10.96.0.13/longrw/$long"
+check "a rewrite past the path limit is answered 414 (HTTP/1.1: $(echo "$h1" | head -n 1); h2: $OUT)" \
+	'echo "$h1" | grep -q "^414 URI_too_long_after_the_route" && [ "$OUT" = 414 ]'
+# A route's 80 header edits of each list are all applied, over HTTP/1.1 and HTTP/2 alike (80: the
+# echo server takes at most 100 fields; HTTP/2 used to have room for 80 in all).
+get manyedits --show
+h1req=$(echo "$OUT" | grep -o '"x-edit-[0-9]*"' | sort -u | wc -l)
+run lab_exec a1 curl -sS -m 5 -D - -o /dev/null "http://$LAB_VIP/manyedits"
+h1resp=$(echo "$OUT" | grep -ci '^x-redit-')
+run lab_exec a1 curl -sS -m 5 --http2-prior-knowledge -D - -o /dev/null -H "x-many: 1" \
+	http://10.96.0.13/who
+h2resp=$(echo "$OUT" | grep -ci '^x-redit-')
+h2st=$(echo "$OUT" | sed -n 's/^HTTP\/2 \([0-9]*\).*/\1/p')
+check "80 header edits per list all applied (HTTP/1.1: $h1req request, $h1resp response; h2: $h2st, $h2resp response)" \
+	'[ "$h1req" = 80 ] && [ "$h1resp" = 80 ] && [ "$h2st" = 200 ] && [ "$h2resp" = 80 ]'
+# CONNECT inside the tunnel is not served at L7: one answer, 405, over HTTP/1.1 and HTTP/2.
+run lab_exec a1 $PY -c 'import socket,sys
+import h2.config,h2.connection,h2.events
+s=socket.create_connection((sys.argv[1],80),timeout=3)
+s.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+print("h1", s.recv(4096).split(b" ")[1].decode())
+s=socket.create_connection(("10.96.0.13",80),timeout=3)
+c=h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,validate_outbound_headers=False))
+c.initiate_connection()
+c.send_headers(1,[(":method","CONNECT"),(":authority","example.com:443")])
+s.sendall(c.data_to_send())
+st="none"
+while st=="none":
+    d=s.recv(65536)
+    if not d: break
+    for e in c.receive_data(d):
+        if isinstance(e,h2.events.ResponseReceived): st=dict(e.headers)[b":status"].decode()
+        elif isinstance(e,h2.events.StreamReset) and st=="none": st="reset"
+    s.sendall(c.data_to_send())
+print("h2", st)' "$LAB_VIP"
+check "CONNECT is answered 405 over HTTP/1.1 and HTTP/2 alike ($(echo $OUT))" \
+	'[ "$OUT" = "$(printf "h1 405\nh2 405")" ]'
 run lab_exec ha $PY -c 'import json,urllib.request
 t=urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode()
 n=sum(float(l.rsplit(" ",1)[1]) for l in t.splitlines() if l.startswith("istio_requests_total{")

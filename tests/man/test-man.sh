@@ -67,7 +67,7 @@ registry_keys() {
 	sed -n \
 	    -e 's/^[[:space:]]*\[[A-Z_]*\] *= *[A-Z]*[({] *"[a-z_]*", *"\([a-z_.]*\)".*/\1/p' \
 	    -e 's/^[[:space:]]*[A-Z][A-Z]*([A-Z_]*, *"\([a-z_.]*\)".*/\1/p' \
-	    "$SRCDIR/src/config/registry.c" | sort -u
+	    "$SRCDIR/src/config/regkw.c" | sort -u
 }
 
 # Prints the keys (from standard input) that page does not document as "Cm KEY".

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "net/handoff.h"
+#include "net/records.h"
 
 enum mode { M_OK, M_ERR, M_SILENT };
 
@@ -58,27 +59,17 @@ parse_mode(const char *s, enum mode *m)
 	return 0;
 }
 
+/* The records as the ztunnel keeps them (net/records.h): the same module writes them. */
 static void
 record(const char *dir, const char *name, const char *netns)
 {
-	char path[4096], tmp[4200];
-	FILE *fp;
+	int r;
 
 	if (dir == NULL)
 		return;
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if (netns == NULL) {
-		unlink(path);
-		return;
-	}
-	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name);
-	if ((fp = fopen(tmp, "w")) == NULL) {
-		fprintf(stderr, "handoff-peer: %s: %s\n", tmp, strerror(errno));
-		return;
-	}
-	fprintf(fp, "%s\n", netns);
-	if (fclose(fp) != 0 || rename(tmp, path) != 0)
-		fprintf(stderr, "handoff-peer: %s: %s\n", path, strerror(errno));
+	r = netns == NULL ? records_remove(dir, name) : records_write(dir, name, netns);
+	if (r != 0)
+		fprintf(stderr, "handoff-peer: %s/%s: %s\n", dir, name, strerror(-r));
 }
 
 static size_t

@@ -18,7 +18,7 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "hbone/hbone.h"
-#include "net/relay.h"
+#include "hbone/relay.h"
 #include "tls/identity.h"
 
 static struct {

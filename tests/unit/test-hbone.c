@@ -15,7 +15,7 @@
 
 #include "hbone/h2.h"
 #include "hbone/hbone.h"
-#include "net/relay.h"
+#include "hbone/relay.h"
 #include "runner.h"
 #include "tls/ca.h"
 #include "tls/identity.h"

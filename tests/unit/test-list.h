@@ -10,11 +10,14 @@
 	X(pattern_match)                    \
 	X(log_text_json_journal)            \
 	X(htab_basic)                       \
-	X(buf_order_and_offset)              \
+	X(buf_order_and_offset)             \
 	X(buf_limit)                        \
 	X(buf_amortized_growth)             \
 	X(buf_alloc_failure)                \
 	X(buf_take_str)                     \
+	X(err_strings)                      \
+	X(handoff_list_lines)               \
+	X(records_roundtrip)                \
 	X(conf_defaults)                    \
 	X(conf_sample_file)                 \
 	X(conf_relative_paths)              \
@@ -44,6 +47,8 @@
 	X(metrics_process_registration)     \
 	X(http_server_requests)             \
 	X(http_server_close_busy)           \
+	X(admin_role_callbacks)             \
+	X(admin_not_ready_and_listen_failure) \
 	X(h1_content_length)               \
 	X(h1_chunked)                      \
 	X(h1_no_body)                      \
@@ -85,6 +90,10 @@
 	X(hbone_handshake_timeout)            \
 	X(hbone_server_listen_fd_owner)       \
 	X(listen_fd_failures_close_fd)        \
+	X(lb_round_robin_per_service)         \
+	X(lb_failure_penalty)                 \
+	X(lb_registry_change_resets)          \
+	X(lb_alloc_failure_stateless)         \
 	X(route_precedence)                   \
 	X(route_normalize_path)           \
 	X(route_default_route)                \

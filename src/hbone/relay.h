@@ -6,8 +6,8 @@
  * from it, the HTTP/2 window); past that it stops reading. FIN maps to FIN or END_STREAM, a reset to
  * a reset or RST_STREAM, both ways. An idle timeout resets both sides.
  */
-#ifndef AMESH_NET_RELAY_H
-#define AMESH_NET_RELAY_H
+#ifndef AMESH_HBONE_RELAY_H
+#define AMESH_HBONE_RELAY_H
 
 #include <stdbool.h>
 #include <stddef.h>

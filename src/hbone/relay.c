@@ -8,9 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "core/log.h"
 #include "hbone/hbone.h"
-#include "net/relay.h"
+#include "hbone/relay.h"
 
 #define DEFAULT_BUFFER (64u * 1024)
 
@@ -163,7 +164,7 @@ on_shutdown(uv_shutdown_t *req, int status)
 	struct relay *r = req->data;
 
 	if (status < 0 && status != UV_ECANCELED && !r->aborting)
-		log_debug("relay: shutdown: %s", uv_strerror(status));
+		log_debug("relay: shutdown: %s", amesh_strerror(status));
 	maybe_done(r);
 }
 

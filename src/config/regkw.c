@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The registry's keyword tables, one per kind (amesh-registry(5)), for the parser and the checks. */
+#include "config.h"
+
+#include <stddef.h>
+
+#include "config/registry-int.h"
+#include "core/util.h"
+
+static const char *const kind_names[REG_NKINDS] = {
+	"node", "workload", "service", "waypoint", "policy", "route",
+};
+static const char *const protocols[] = { "hbone", "tcp", NULL };
+static const char *const mtls_modes[] = { "strict", "permissive", NULL };
+static const char *const actions[] = { "allow", "deny", NULL };
+static const char *const http_methods[] = {
+	"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", NULL,
+};
+static const char *const retry_ons[] = {
+	"5xx", "gateway-error", "connect-failure", "reset", "refused-stream", NULL,
+};
+static const char *const schemes[] = { "http", "https", NULL };
+/* The kinds a route backend may name; the order is REG_SERVICE's, then REG_WORKLOAD's. */
+static const char *const backend_kinds[] = { "service", "workload", NULL };
+
+#define K(kind, key, type, st, field, dflt, req) \
+	{ kind, key, type, offsetof(st, field), dflt, 0, 0, NULL, req }
+#define KE(kind, key, st, field, dflt, enums) \
+	{ kind, key, KW_ENUM, offsetof(st, field), dflt, 0, 0, enums, false }
+#define KU(kind, key, st, field, min, max) \
+	{ kind, key, KW_UINT, offsetof(st, field), NULL, min, max, NULL, false }
+
+static const struct kw node_kw[] = {
+	[N_ADDRESS] = K("node", "address", KW_IP, struct reg_node, address, NULL, true),
+};
+
+static const struct kw waypoint_kw[] = {
+	[WP_NAMESPACE] = K("waypoint", "namespace", KW_NAME, struct reg_waypoint, namespace, NULL, true),
+	[WP_SA] = K("waypoint", "service_account", KW_NAME, struct reg_waypoint, service_account, NULL, false),
+	[WP_ADDRESS] = K("waypoint", "address", KW_IP, struct reg_waypoint, address, NULL, true),
+	[WP_NODE] = K("waypoint", "node", KW_HOSTNAME, struct reg_waypoint, node, NULL, false),
+};
+
+static const struct kw workload_kw[] = {
+	[WL_NAMESPACE] = K("workload", "namespace", KW_NAME, struct reg_workload, namespace, NULL, true),
+	[WL_SA] = K("workload", "service_account", KW_NAME, struct reg_workload, service_account, "default", false),
+	[WL_NODE] = K("workload", "node", KW_HOSTNAME, struct reg_workload, node, NULL, true),
+	[WL_ADDRESSES] = K("workload", "addresses", KW_IP_LIST, struct reg_workload, addresses, NULL, true),
+	[WL_LABELS] = K("workload", "labels", KW_LABELS, struct reg_workload, labels, NULL, false),
+	[WL_PROTOCOL] = KE("workload", "protocol", struct reg_workload, protocol, "hbone", protocols),
+	[WL_WAYPOINT] = K("workload", "waypoint", KW_HOSTNAME, struct reg_workload, waypoint, NULL, false),
+	[WL_MTLS] = KE("workload", "mtls_mode", struct reg_workload, mtls_mode, "strict", mtls_modes),
+};
+
+static const struct kw service_kw[] = {
+	[SV_NAMESPACE] = K("service", "namespace", KW_NAME, struct reg_service, namespace, NULL, true),
+	[SV_HOSTNAME] = K("service", "hostname", KW_HOSTNAME, struct reg_service, hostname, NULL, false),
+	[SV_VIP] = K("service", "vip", KW_IP_LIST, struct reg_service, vips, NULL, false),
+	[SV_PORTS] = K("service", "ports", KW_PORTMAP_LIST, struct reg_service, ports, NULL, true),
+	[SV_SELECTOR] = K("service", "selector", KW_LABELS, struct reg_service, selector, NULL, true),
+	[SV_WAYPOINT] = K("service", "waypoint", KW_HOSTNAME, struct reg_service, waypoint, NULL, false),
+};
+
+#define PK(idx, key, type, field) [idx] = K("policy", key, type, struct reg_policy, field, NULL, false)
+static const struct kw policy_kw[] = {
+	[PO_NAMESPACE] = K("policy", "namespace", KW_NAME, struct reg_policy, namespace, NULL, true),
+	PK(PO_SELECTOR, "selector", KW_LABELS, selector),
+	[PO_ACTION] = KE("policy", "action", struct reg_policy, action, "allow", actions),
+	PK(PO_PRINCIPALS, "from.principals", KW_PATTERN_LIST, principals),
+	PK(PO_NOT_PRINCIPALS, "from.not_principals", KW_PATTERN_LIST, not_principals),
+	PK(PO_NAMESPACES, "from.namespaces", KW_PATTERN_LIST, namespaces),
+	PK(PO_NOT_NAMESPACES, "from.not_namespaces", KW_PATTERN_LIST, not_namespaces),
+	PK(PO_IP_BLOCKS, "from.ip_blocks", KW_PREFIX_LIST, ip_blocks),
+	PK(PO_NOT_IP_BLOCKS, "from.not_ip_blocks", KW_PREFIX_LIST, not_ip_blocks),
+	PK(PO_PORTS, "to.ports", KW_PORT_LIST, ports),
+	PK(PO_NOT_PORTS, "to.not_ports", KW_PORT_LIST, not_ports),
+	PK(PO_METHODS, "to.methods", KW_PATTERN_LIST, methods),
+	PK(PO_NOT_METHODS, "to.not_methods", KW_PATTERN_LIST, not_methods),
+	PK(PO_PATHS, "to.paths", KW_PATTERN_LIST, paths),
+	PK(PO_NOT_PATHS, "to.not_paths", KW_PATTERN_LIST, not_paths),
+	PK(PO_HOSTS, "to.hosts", KW_PATTERN_LIST, hosts),
+	PK(PO_NOT_HOSTS, "to.not_hosts", KW_PATTERN_LIST, not_hosts),
+	PK(PO_WHEN_HEADERS, "when.headers", KW_HEADER_LIST, when_headers),
+};
+
+#define RK(idx, key, type, field) [idx] = K("route", key, type, struct reg_route, field, NULL, false)
+#define RU(idx, key, field, min, max) [idx] = KU("route", key, struct reg_route, field, min, max)
+static const struct kw route_kw[] = {
+	[RT_NAMESPACE] = K("route", "namespace", KW_NAME, struct reg_route, namespace, NULL, true),
+	[RT_SERVICE] = K("route", "service", KW_HOSTNAME, struct reg_route, service, NULL, true),
+	RK(RT_PATH_EXACT, "match.path_exact", KW_STRING, path_exact),
+	RK(RT_PATH_PREFIX, "match.path_prefix", KW_STRING, path_prefix),
+	RK(RT_PATH_REGEX, "match.path_regex", KW_STRING, path_regex),
+	RK(RT_HEADERS, "match.headers", KW_HEADER_LIST, match_headers),
+	[RT_METHOD] = { "route", "match.method", KW_ENUM_LIST, offsetof(struct reg_route, match_methods),
+		NULL, 0, 0, http_methods, false },
+	RK(RT_QUERY, "match.query", KW_LABELS, match_query),
+	[RT_BACKENDS] = { "route", "backends", KW_WEIGHTED_LIST, offsetof(struct reg_route, backends),
+		NULL, 0, 1000000, backend_kinds, false },
+	RK(RT_TIMEOUT, "timeout", KW_DURATION, timeout),
+	RK(RT_PER_TRY, "per_try_timeout", KW_DURATION, per_try_timeout),
+	RU(RT_RETRIES, "retries", retries, 0, 10),
+	[RT_RETRY_ON] = { "route", "retry_on", KW_ENUM_LIST, offsetof(struct reg_route, retry_on),
+		NULL, 0, 0, retry_ons, false },
+	RK(RT_BACKOFF, "retry_backoff", KW_DURATION, retry_backoff),
+	RK(RT_DELAY, "fault.delay", KW_DURATION, fault_delay),
+	RU(RT_DELAY_PCT, "fault.delay_percent", fault_delay_percent, 0, 100),
+	RU(RT_ABORT, "fault.abort", fault_abort, 200, 599),
+	RU(RT_ABORT_PCT, "fault.abort_percent", fault_abort_percent, 0, 100),
+	RK(RT_MIRROR, "mirror", KW_HOSTNAME, mirror),
+	RU(RT_MIRROR_PCT, "mirror_percent", mirror_percent, 0, 100),
+	RK(RT_REQ_SET, "request_headers.set", KW_HEADER_LIST, request_set),
+	RK(RT_REQ_ADD, "request_headers.add", KW_HEADER_LIST, request_add),
+	RK(RT_REQ_REMOVE, "request_headers.remove", KW_HEADER_NAME_LIST, request_remove),
+	RK(RT_RESP_SET, "response_headers.set", KW_HEADER_LIST, response_set),
+	RK(RT_RESP_ADD, "response_headers.add", KW_HEADER_LIST, response_add),
+	RK(RT_RESP_REMOVE, "response_headers.remove", KW_HEADER_NAME_LIST, response_remove),
+	RK(RT_REWRITE, "rewrite.path_prefix", KW_STRING, rewrite_path_prefix),
+	[RT_RD_SCHEME] = KE("route", "redirect.scheme", struct reg_route, redirect_scheme, NULL, schemes),
+	RK(RT_RD_HOST, "redirect.host", KW_HOSTNAME, redirect_host),
+	RU(RT_RD_PORT, "redirect.port", redirect_port, 1, 65535),
+	RK(RT_RD_PATH, "redirect.path", KW_STRING, redirect_path),
+	RU(RT_RD_STATUS, "redirect.status", redirect_status, 301, 308),
+};
+
+static const struct {
+	const struct kw *kw;
+	size_t n;
+} tables[REG_NKINDS] = {
+	{ node_kw, ARRAY_SIZE(node_kw) }, { workload_kw, ARRAY_SIZE(workload_kw) },
+	{ service_kw, ARRAY_SIZE(service_kw) }, { waypoint_kw, ARRAY_SIZE(waypoint_kw) },
+	{ policy_kw, ARRAY_SIZE(policy_kw) }, { route_kw, ARRAY_SIZE(route_kw) },
+};
+
+const char *
+registry_kind_name(enum reg_kind k)
+{
+	return kind_names[k];
+}
+
+const struct kw *
+registry_keywords(enum reg_kind k, size_t *n)
+{
+	*n = tables[k].n;
+	return tables[k].kw;
+}
