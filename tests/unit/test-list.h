@@ -114,4 +114,5 @@
 	X(pipeline_forward)                   \
 	X(pipeline_checks)                    \
 	X(pipeline_redirect_rewrite)          \
+	X(pipeline_grpc_status)               \
 	X(pipeline_registry_refresh)

@@ -23,6 +23,8 @@ static const char base[] =
     "redirect.path = /new\n"
     "[route \"rw\"]\nnamespace = default\nservice = svc\nbackends = svc\n"
     "match.path_prefix = /foo\nrewrite.path_prefix = /xyz\ntimeout = 2s\n"
+    "[route \"grow\"]\nnamespace = default\nservice = svc\nbackends = svc\n"
+    "match.path_prefix = /g/\nrewrite.path_prefix = /a-much-longer-prefix/\n"
     "[policy \"no-admin\"]\nnamespace = default\nselector = app=a\naction = deny\n"
     "to.paths = /admin*\n";
 
@@ -141,6 +143,9 @@ TEST(pipeline_checks)
 	run(&f, "CONNECT", "/a", true, NULL, &p);
 	ASSERT_EQ(p.status, 405);
 	ASSERT(p.close);
+	/* An HTTP/2 CONNECT has no :path: 405 all the same, not 400. */
+	run(&f, "CONNECT", "", false, NULL, &p);
+	ASSERT_EQ(p.status, 405);
 	/* Normalized: policy judges, and the app gets, the normalized path (query kept). */
 	run(&f, "GET", "/public/../admin", true, NULL, &p);
 	ASSERT_EQ(p.status, 403);
@@ -174,7 +179,38 @@ TEST(pipeline_redirect_rewrite)
 	ASSERT_STREQ(p.upstream_target, "/xyz/bar?z=2");
 	ASSERT_EQ(p.timeout_ms, 2000);
 	free(p.upstream_target);
+	/* A rewrite that would push the path past the limit is 414, never the path un-rewritten. */
+	{
+		char t[L7_TARGET_MAX - 8];
+
+		memset(t, 'a', sizeof(t) - 1);
+		memcpy(t, "/g/", 3);
+		t[sizeof(t) - 1] = '\0';
+		run(&f, "GET", t, true, NULL, &p);
+		ASSERT_EQ(p.status, 414);
+		ASSERT_STREQ(p.body, "URI too long after the route's rewrite");
+		ASSERT(p.upstream_target == NULL);
+		t[100] = '\0';
+		run(&f, "GET", t, true, NULL, &p);
+		ASSERT_EQ(p.status, 0);
+		ASSERT(strncmp(p.upstream_target, "/a-much-longer-prefix/aaa", 25) == 0);
+		free(p.upstream_target);
+	}
 	teardown(&f);
+}
+
+/* A gRPC request's local reply carries the gRPC status gRPC's HTTP mapping gives. */
+TEST(pipeline_grpc_status)
+{
+	ASSERT_EQ(l7_grpc_status(403), 7);
+	ASSERT_EQ(l7_grpc_status(502), 14);
+	ASSERT_EQ(l7_grpc_status(503), 14);
+	ASSERT_EQ(l7_grpc_status(504), 14);
+	ASSERT_EQ(l7_grpc_status(429), 14);
+	ASSERT_EQ(l7_grpc_status(401), 16);
+	ASSERT_EQ(l7_grpc_status(404), 12);
+	ASSERT_EQ(l7_grpc_status(400), 13);
+	ASSERT_EQ(l7_grpc_status(500), 2);
 }
 
 /* Each request meets the registry in force: the tunnel moves to a new snapshot, and a service
