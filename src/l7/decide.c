@@ -8,13 +8,12 @@
 #include "policy/authz.h"
 
 const struct reg_workload *
-l7_pick_endpoint(const struct reg_service *svc, const struct reg_workload *direct, uint32_t *rr)
+l7_pick_endpoint(const struct l7_choice *c, const struct registry *reg,
+    const struct reg_service *svc, const struct reg_workload *direct)
 {
 	if (svc == NULL)
 		return direct;
-	if (svc->n_endpoints == 0)
-		return NULL;
-	return svc->endpoints[(*rr)++ % svc->n_endpoints];
+	return lb_pick(c->lb, reg, svc, c->now_ms);
 }
 
 /* The addressed service's target for the port asked (the port itself when it maps none). */
@@ -55,8 +54,9 @@ l7_decide(const struct l7_dest *d, const struct l7_peer *p, const struct route_r
 			v->flags = "NR";
 			return;
 		}
+		v->balanced = be->workload == NULL;
 		v->ep = be->workload != NULL ? be->workload :
-		    l7_pick_endpoint(be->service, NULL, c->rr);
+		    l7_pick_endpoint(c, d->reg, be->service, NULL);
 		if (be->service != NULL) {
 			/* The backend service's port with the same number, else its first. */
 			const struct reg_service *bs = be->service;
@@ -67,7 +67,8 @@ l7_decide(const struct l7_dest *d, const struct l7_peer *p, const struct route_r
 					v->target = bs->ports.v[i].target;
 		}
 	} else {
-		v->ep = d->side == SIDE_IN ? d->direct : l7_pick_endpoint(d->svc, d->direct, c->rr);
+		v->balanced = d->side != SIDE_IN && d->svc != NULL;
+		v->ep = d->side == SIDE_IN ? d->direct : l7_pick_endpoint(c, d->reg, d->svc, d->direct);
 	}
 	if (d->side == SIDE_IN && v->ep == NULL) {
 		/* Never to the app unjudged: its workload is the one policy is looked up for. */
@@ -108,7 +109,8 @@ l7_decide_l4(const struct l7_dest *d, const struct l7_peer *p, const struct l7_c
     struct wp_verdict *v)
 {
 	memset(v, 0, sizeof(*v));
-	v->ep = d->side == SIDE_IN ? d->direct : l7_pick_endpoint(d->svc, d->direct, c->rr);
+	v->balanced = d->side != SIDE_IN && d->svc != NULL;
+	v->ep = d->side == SIDE_IN ? d->direct : l7_pick_endpoint(c, d->reg, d->svc, d->direct);
 	v->target = service_target(d);
 	if (d->side == SIDE_IN && v->ep == NULL) {
 		v->status = 503; /* never to the app unjudged */

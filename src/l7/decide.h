@@ -3,16 +3,18 @@
  * The L7 engine's routing decision, a pure function of (registry, destination, peer, request):
  * route (Gateway API precedence), backend, endpoint and target port, L7 authorization against that
  * endpoint, then fault abort; and its L4 counterpart for a tunnel relayed as bytes. No I/O, no
- * logging, no counters: what is random (backend weights, faults) and the round robin come from the
- * caller, so tests can fix them.
+ * logging, no counters: what is random (backend weights, faults), the balancer (net/lb.h) and the
+ * time come from the caller, so tests can fix them.
  */
 #ifndef AMESH_L7_DECIDE_H
 #define AMESH_L7_DECIDE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config/registry.h"
 #include "l7/route.h"
+#include "net/lb.h"
 
 /* Whose tunnel: the waypoint's, or a sidecar's inbound (HBONE in, its app over TCP) or outbound
  * (its app's captured connection in, HBONE out). */
@@ -33,11 +35,12 @@ struct l7_peer {
 	const struct ip_addr *ip;    /* as the app will see it (SIDE_IN), else NULL */
 };
 
-/* The decision's choices: rnd() for backend weights and faults; *rr the round robin over a
- * service's endpoints (advanced here). */
+/* The decision's choices: rnd() for backend weights and faults; lb the balancer that picks a
+ * service's endpoint (round robin per service, skipping one whose connect failed), at now_ms. */
 struct l7_choice {
 	uint32_t (*rnd)(void);
-	uint32_t *rr;
+	struct lb *lb;
+	uint64_t now_ms;
 };
 
 /* What routing and policy decided for one request (or one L4 tunnel). */
@@ -49,12 +52,14 @@ struct wp_verdict {
 	                                   local reply's status, with body and flags */
 	const char *body, *flags;
 	const struct reg_policy *policy; /* status 403: the deny (or the missing allow) that decided */
+	bool balanced;                  /* ep is the balancer's pick: report a connect failure to it
+	                                   (lb_fail) */
 };
 
-/* The endpoint for a request to svc: its endpoints in round robin (*rr advances); svc NULL:
- * direct. */
-const struct reg_workload *l7_pick_endpoint(const struct reg_service *svc,
-    const struct reg_workload *direct, uint32_t *rr);
+/* The endpoint for a request to svc of reg: the balancer's pick (lb_pick; NULL when svc has no
+ * endpoints); svc NULL: direct. */
+const struct reg_workload *l7_pick_endpoint(const struct l7_choice *c, const struct registry *reg,
+    const struct reg_service *svc, const struct reg_workload *direct);
 
 /*
  * One request: v is filled (all of it, whatever the outcome). host is the request's :authority or

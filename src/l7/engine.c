@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "l7/tunnel.h"
+#include "net/lb.h"
 #include "tls/identity.h"
 
 static void embedded_idle_check(struct waypoint *wp);
@@ -124,6 +125,10 @@ engine_new(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holde
 
 	if (wp == NULL)
 		return NULL;
+	if (lb_new(&wp->lb) != 0) {
+		free(wp);
+		return NULL;
+	}
 	wp->loop = loop;
 	wp->conf = conf;
 	wp->reg = reg;
@@ -169,6 +174,7 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 		    conf->identity.cert_dir);
 		free(wp->ns);
 		free(wp->sa);
+		lb_free(wp->lb);
 		free(wp);
 		return AMESH_ERR_NOTFOUND;
 	}
@@ -216,6 +222,7 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 			identity_unref(wp->id);
 			free(wp->ns);
 			free(wp->sa);
+			lb_free(wp->lb);
 			free(wp);
 			return rc;
 		}
@@ -342,6 +349,7 @@ waypoint_free(struct waypoint *wp)
 	identity_unref(wp->id);
 	free(wp->ns);
 	free(wp->sa);
+	lb_free(wp->lb);
 	free(wp);
 }
 

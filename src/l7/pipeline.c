@@ -114,12 +114,13 @@ l7_pipeline(struct tun *t, const struct l7_req *rq, struct l7_plan *p)
 	{
 		struct l7_dest d = { t->reg, t->side, t->svc, t->direct, t->port };
 		struct l7_peer peer = { authz_principal(t->peer_id), src_ip.family ? &src_ip : NULL };
-		struct l7_choice c = { wp_rnd, &wp->rr };
+		struct l7_choice c = { wp_rnd, wp->lb, uv_now(wp->loop) };
 
 		l7_decide(&d, &peer, &rr, rq->host ? rq->host : t->authority, &c, &v);
 	}
 	p->rt = v.rt;
 	p->ep = v.ep;
+	p->balanced = v.balanced;
 	p->target = v.target;
 	if (v.status == 403 && v.flags != NULL && strcmp(v.flags, "DENY") == 0) {
 		wp->st.denied++;

@@ -44,6 +44,7 @@ struct l7_plan {
 	/* Forwarding (status 0): the route, endpoint and port decided. */
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
+	bool balanced;          /* ep is the balancer's pick: a connect failure goes to lb_fail */
 	uint16_t target;
 	char *upstream_target;  /* malloc'd, the caller's: the target to send (rewritten or
 				   normalized); NULL: the target as received */

@@ -48,6 +48,7 @@ struct h1t {
 	const struct h1_head *req; /* valid while the request parser is paused */
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
+	bool balanced; /* ep is the balancer's pick (lb_fail when it cannot be reached) */
 	uint16_t target;
 	int attempt;
 	struct hbone_stream *up;
@@ -711,6 +712,9 @@ up_on_response(struct hbone_stream *s, int status)
 		ht->up = NULL;
 		ht->up_state = H1_UP_NONE;
 		t->wp->st.upstream_failures++;
+		/* The pool could not connect: the balancer skips the endpoint for a while. */
+		if (status < 0 && ht->balanced)
+			lb_fail(t->wp->lb, t->reg, ht->ep, uv_now(t->wp->loop));
 		if (retry_if_allowed(t, ROUTE_OUT_CONNECT_FAILURE, 0))
 			return;
 		reply_and_finish(t, 503, status == 401 ? "upstream refused the waypoint" :
@@ -906,6 +910,7 @@ req_head(void *arg, const struct h1_head *h)
 	ht->add_traceparent = p.add_traceparent;
 	ht->rt = p.rt;
 	ht->ep = p.ep;
+	ht->balanced = p.balanced;
 	ht->target = p.target;
 	if (p.status != 0) {
 		if (p.close)

@@ -84,6 +84,7 @@ struct h2r {
 	struct registry *reg; /* the snapshot rt and ep belong to, held while the request lives */
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
+	bool balanced; /* ep is the balancer's pick (lb_fail when it cannot be reached) */
 	uint16_t target;
 	char traceparent[64];
 	bool add_tp;
@@ -653,6 +654,9 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		r->up_done = true;
 		if (!ours)
 			r->d->t->wp->st.upstream_failures++;
+		/* The pool could not connect: the balancer skips the endpoint for a while. */
+		if (!ours && status < 0 && r->balanced)
+			lb_fail(r->d->t->wp->lb, r->reg, r->ep, uv_now(r->d->t->wp->loop));
 		if (!ours && r->status == 0 && !r->down_closed)
 			h2_local_reply(r, 503, status == 401 ? "upstream refused the waypoint" :
 			    "upstream connect error", status == 401 ? "DENY" : "UF");
@@ -977,6 +981,7 @@ request_head(struct h2r *r)
 	r->add_tp = p.add_traceparent;
 	r->rt = p.rt;
 	r->ep = p.ep;
+	r->balanced = p.balanced;
 	r->target = p.target;
 	if (p.status != 0) {
 		h2_local_reply(r, p.status, p.body, p.flags);

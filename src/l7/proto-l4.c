@@ -34,6 +34,7 @@ struct l4t {
 	bool up_eof;          /* the app sent its FIN: ours follows once t->out is written */
 	bool opened;          /* istio_tcp_connections_opened_total counted */
 	const struct reg_workload *ep;
+	bool balanced; /* ep is the balancer's pick (lb_fail when it cannot be reached) */
 	uint16_t target;
 	uint64_t start, sent, received; /* to the client, from the client */
 	void *prior;
@@ -182,6 +183,9 @@ l4_up_on_response(struct hbone_stream *hs, int status)
 		s->up = NULL;
 		s->state = L4_GONE;
 		t->wp->st.upstream_failures++;
+		/* The pool could not connect: the balancer skips the endpoint for a while. */
+		if (status < 0 && s->balanced)
+			lb_fail(t->wp->lb, t->reg, s->ep, uv_now(t->wp->loop));
 		wp_tun_abort(t);
 		return;
 	}
@@ -233,11 +237,12 @@ l4_start(struct tun *t)
 	{
 		struct l7_dest d = { t->reg, t->side, t->svc, t->direct, t->port };
 		struct l7_peer p = { authz_principal(t->peer_id), ip.family ? &ip : NULL };
-		struct l7_choice c = { wp_rnd, &wp->rr };
+		struct l7_choice c = { wp_rnd, wp->lb, uv_now(wp->loop) };
 
 		l7_decide_l4(&d, &p, &c, &v);
 	}
 	s->ep = v.ep;
+	s->balanced = v.balanced;
 	s->target = v.target;
 	if (v.status == 503) {
 		wp_tun_abort(t); /* never to the app unjudged */

@@ -61,7 +61,7 @@ struct waypoint {
 	void (*gone)(struct waypoint *wp);
 	struct waypoint_stats st;
 	size_t mirrors_open;
-	uint32_t rr;
+	struct lb *lb; /* picks a service's endpoint (net/lb.h), skipping one that failed to connect */
 	/* A sidecar's engine (waypoint_embed): no server of its own, the pool is the host's. */
 	bool embedded;
 	uint64_t idle_ms; /* a tunnel without a byte either way this long is reset (0: never) */

@@ -59,9 +59,21 @@ no_header(void *arg, const char *name)
 	return NULL;
 }
 
+/* The clock the balancer sees (milliseconds). */
+static uint64_t now_ms = 1000;
+
+static struct lb *
+fresh_lb(void)
+{
+	struct lb *lb;
+
+	ASSERT_EQ(lb_new(&lb), 0);
+	return lb;
+}
+
 static void
 decide(const struct registry *r, enum tun_side side, const char *svc, const char *direct,
-    const char *principal, const char *method, const char *path, uint32_t *rr,
+    const char *principal, const char *method, const char *path, struct lb *lb,
     struct wp_verdict *v)
 {
 	struct l7_dest d = {
@@ -70,7 +82,7 @@ decide(const struct registry *r, enum tun_side side, const char *svc, const char
 		.direct = direct ? registry_find(r, REG_WORKLOAD, direct) : NULL,
 	};
 	struct l7_peer p = { principal, NULL };
-	struct l7_choice c = { rnd, rr };
+	struct l7_choice c = { rnd, lb, now_ms };
 	struct route_req rq = { method, path, "", no_header, NULL };
 
 	l7_decide(&d, &p, &rq, "svc.default", &c, v);
@@ -81,23 +93,37 @@ TEST(decide_default_route_round_robin)
 {
 	struct registry *r = reg_with("");
 	struct wp_verdict v;
-	uint32_t rr = 0;
+	struct lb *lb = fresh_lb();
 
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", &rr, &v);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_EQ(v.status, 0);
 	ASSERT(v.rt == NULL);
 	ASSERT_EQ(v.target, 8080);
 	ASSERT_STREQ(v.ep->h.name, "a1");
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", &rr, &v);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a2");
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", &rr, &v);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a1");
-	ASSERT_EQ(rr, 3);
-	/* Addressed by workload: that workload, the port asked. */
-	decide(r, SIDE_WAYPOINT, NULL, "b1", FRONT, "GET", "/", &rr, &v);
+	ASSERT(v.balanced);
+	/* Addressed by workload: that workload, the port asked; the round robin does not move. */
+	decide(r, SIDE_WAYPOINT, NULL, "b1", FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "b1");
 	ASSERT_EQ(v.target, 80);
-	ASSERT_EQ(rr, 3);
+	ASSERT(!v.balanced);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	ASSERT_STREQ(v.ep->h.name, "a2");
+	/* A connect to a2 failed: skipped for LB_PENALTY_MS, then in turn again. */
+	lb_fail(lb, r, v.ep, now_ms);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	ASSERT_STREQ(v.ep->h.name, "a1");
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	ASSERT_STREQ(v.ep->h.name, "a1");
+	now_ms += LB_PENALTY_MS;
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	ASSERT_STREQ(v.ep->h.name, "a1");
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	ASSERT_STREQ(v.ep->h.name, "a2");
+	lb_free(lb);
 	registry_unref(r);
 }
 
@@ -108,16 +134,17 @@ TEST(decide_route_backend_port)
 	    "[route \"to-b\"]\nnamespace = default\nservice = svc\nbackends = bsvc\n"
 	    "match.path_prefix = /b\n");
 	struct wp_verdict v;
-	uint32_t rr = 0;
+	struct lb *lb = fresh_lb();
 
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/b/x", &rr, &v);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/b/x", lb, &v);
 	ASSERT_EQ(v.status, 0);
 	ASSERT_STREQ(v.rt->h.name, "to-b");
 	ASSERT_STREQ(v.ep->h.name, "b1");
 	ASSERT_EQ(v.target, 8888);
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/a", &rr, &v);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/a", lb, &v);
 	ASSERT(v.rt == NULL);
 	ASSERT_EQ(v.target, 8080);
+	lb_free(lb);
 	registry_unref(r);
 }
 
@@ -129,26 +156,27 @@ TEST(decide_l7_deny_and_sides)
 	    "[policy \"no-admin\"]\nnamespace = default\nselector = app=a\naction = deny\n"
 	    "to.paths = /admin*\n");
 	struct wp_verdict v;
-	uint32_t rr = 0;
+	struct lb *lb = fresh_lb();
 
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/admin/x", &rr, &v);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/admin/x", lb, &v);
 	ASSERT_EQ(v.status, 403);
 	ASSERT_STREQ(v.flags, "DENY");
 	ASSERT_STREQ(v.body, "RBAC: access denied");
 	ASSERT_STREQ(v.policy->h.name, "no-admin");
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/public", &rr, &v);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/public", lb, &v);
 	ASSERT_EQ(v.status, 0);
-	decide(r, SIDE_OUT, "svc", NULL, FRONT, "GET", "/admin/x", &rr, &v);
+	decide(r, SIDE_OUT, "svc", NULL, FRONT, "GET", "/admin/x", lb, &v);
 	ASSERT_EQ(v.status, 0);
 	ASSERT(v.ep != NULL);
-	decide(r, SIDE_IN, "svc", "a2", FRONT, "GET", "/admin/x", &rr, &v);
+	decide(r, SIDE_IN, "svc", "a2", FRONT, "GET", "/admin/x", lb, &v);
 	ASSERT_EQ(v.status, 403);
 	ASSERT_STREQ(v.ep->h.name, "a2");
 	ASSERT_EQ(v.target, 80); /* inbound: the port the CONNECT named */
 	/* Inbound whose workload left the registry: never to the app unjudged. */
-	decide(r, SIDE_IN, "svc", NULL, FRONT, "GET", "/", &rr, &v);
+	decide(r, SIDE_IN, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_EQ(v.status, 503);
 	ASSERT_STREQ(v.flags, "NR");
+	lb_free(lb);
 	registry_unref(r);
 }
 
@@ -161,13 +189,13 @@ TEST(decide_fault_and_redirect)
 	    "[route \"moved\"]\nnamespace = default\nservice = svc\nmatch.path_prefix = /old\n"
 	    "redirect.path = /new\n");
 	struct wp_verdict v;
-	uint32_t rr = 0;
+	struct lb *lb = fresh_lb();
 	int aborted = 0;
 
 	/* 100 draws spread over the whole 32-bit range: about half abort. */
 	for (int i = 0; i < 100; i++) {
 		fixed_rnd = (uint32_t)i * (UINT32_MAX / 100);
-		decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/f", &rr, &v);
+		decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/f", lb, &v);
 		if (v.status == 503) {
 			ASSERT_STREQ(v.flags, "FI");
 			aborted++;
@@ -177,10 +205,11 @@ TEST(decide_fault_and_redirect)
 	}
 	ASSERT(aborted >= 45 && aborted <= 55);
 	fixed_rnd = 0;
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/old/x", &rr, &v);
+	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/old/x", lb, &v);
 	ASSERT_EQ(v.status, 0);
 	ASSERT(v.rt != NULL && v.rt->redirect);
 	ASSERT(v.ep == NULL);
+	lb_free(lb);
 	registry_unref(r);
 }
 
@@ -192,8 +221,8 @@ TEST(decide_l4)
 	    "from.principals = " FRONT "\n");
 	struct l7_dest d = { .reg = r, .side = SIDE_WAYPOINT, .port = 80 };
 	struct l7_peer front = { FRONT, NULL }, evil = { EVIL, NULL };
-	uint32_t rr = 0;
-	struct l7_choice c = { rnd, &rr };
+	struct lb *lb = fresh_lb();
+	struct l7_choice c = { rnd, lb, 0 };
 	struct wp_verdict v;
 
 	d.svc = registry_find(r, REG_SERVICE, "svc");
@@ -212,5 +241,6 @@ TEST(decide_l4)
 	d.direct = NULL;
 	l7_decide_l4(&d, &front, &c, &v);
 	ASSERT_EQ(v.status, 503);
+	lb_free(lb);
 	registry_unref(r);
 }

@@ -59,6 +59,7 @@ struct fixture {
 	struct registry_holder holder;
 	struct waypoint wp;
 	struct tun t;
+	uv_loop_t loop; /* the balancer's clock */
 };
 
 static void
@@ -69,6 +70,9 @@ setup(struct fixture *f)
 	registry_holder_set(&f->holder, parse(base));
 	f->wp.role = "waypoint";
 	f->wp.reg = &f->holder;
+	ASSERT_EQ(uv_loop_init(&f->loop), 0);
+	f->wp.loop = &f->loop;
+	ASSERT_EQ(lb_new(&f->wp.lb), 0);
 	f->t.wp = &f->wp;
 	f->t.side = SIDE_WAYPOINT;
 	f->t.reg = registry_holder_get(&f->holder);
@@ -82,6 +86,8 @@ static void
 teardown(struct fixture *f)
 {
 	registry_unref(f->t.reg);
+	lb_free(f->wp.lb);
+	uv_loop_close(&f->loop);
 	registry_holder_destroy(&f->holder);
 	free(f->t.peer_id);
 }
