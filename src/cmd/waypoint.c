@@ -17,12 +17,10 @@
 #include "config/registry.h"
 #include "config/regwatch.h"
 #include "core/diag.h"
-#include "core/err.h"
 #include "core/log.h"
-#include "core/parse.h"
 #include "l7/waypoint.h"
 #include "telemetry/accesslog.h"
-#include "telemetry/http.h"
+#include "telemetry/admin.h"
 #include "telemetry/metrics.h"
 #include "tls/identity.h"
 
@@ -33,14 +31,12 @@ struct wpd {
 	struct identity_store *ids;
 	struct metrics *metrics;
 	struct waypoint *wp;
-	struct http_server *http[3];
+	struct admin *admin; /* admin, metrics and readiness endpoints */
 	uv_signal_t sig_hup, sig_term, sig_int;
 	struct regwatch regw;
 	uv_timer_t watchdog;
-	bool stopping, ready;
+	bool stopping;
 };
-
-static struct wpd *the; /* the HTTP handlers' context (one waypoint per process) */
 
 static void
 describe(const struct registry *r, char *buf, size_t n)
@@ -60,9 +56,7 @@ drained(void *arg)
 	regwatch_stop(&z->regw);
 	uv_close((uv_handle_t *)&z->watchdog, cmd_handle_closed);
 	identity_store_unwatch(z->ids);
-	for (int i = 0; i < 3; i++)
-		if (z->http[i] != NULL)
-			http_server_close(z->http[i], NULL, NULL);
+	admin_stop(z->admin);
 }
 
 static void
@@ -71,7 +65,7 @@ stop(struct wpd *z)
 	if (z->stopping)
 		return;
 	z->stopping = true;
-	z->ready = false;
+	admin_set_ready(z->admin, false);
 #ifdef HAVE_LIBSYSTEMD
 	sd_notify(0, "STOPPING=1");
 #endif
@@ -108,65 +102,35 @@ on_signal(uv_signal_t *s, int signum)
 	stop(z);
 }
 
-/* --- host endpoints --- */
-
-static void
-h_metrics(struct http_req *req, struct http_resp *resp, void *user)
+/* The host endpoints (telemetry/admin.h): /config_dump is the engine's; /quitquitquit stops
+ * like SIGTERM, from a zero-delay timer: quit is called from inside the HTTP handler, where the
+ * admin's listeners must not close. */
+static char *
+admin_dump(void *arg)
 {
-	char *text = NULL;
+	struct wpd *z = arg;
 
-	resp->status = 200;
-	resp->content_type = "text/plain; version=0.0.4";
-	metrics_render(the->metrics, &text);
-	resp->body = text;
+	return waypoint_dump(z->wp);
 }
 
 static void
-h_ready(struct http_req *req, struct http_resp *resp, void *user)
+admin_quit(void *arg)
 {
-	resp->status = the->ready ? 200 : 503;
-	resp->body = strdup(the->ready ? "ready\n" : "not ready\n");
-}
-
-static void
-h_dump(struct http_req *req, struct http_resp *resp, void *user)
-{
-	resp->status = 200;
-	resp->content_type = "application/json";
-	resp->body = waypoint_dump(the->wp);
-}
-
-static void
-h_quit(struct http_req *req, struct http_resp *resp, void *user)
-{
+	struct wpd *z = arg;
 	uv_timer_t *t = malloc(sizeof(*t));
 
-	resp->status = 200;
-	resp->body = strdup("draining\n");
-	/* Not from inside the handler: the HTTP server must not close itself there. */
 	if (t != NULL) {
-		uv_timer_init(the->loop, t);
-		t->data = the;
+		uv_timer_init(z->loop, t);
+		t->data = z;
 		uv_timer_start(t, on_quit_timer, 0, 0);
 	}
 }
 
-static const struct http_route admin_routes[] = {
-	{ "GET", "/config_dump", h_dump },
-	{ "GET", "/logging", http_handle_logging },
-	{ "POST", "/logging", http_handle_logging },
-	{ "POST", "/quitquitquit", h_quit },
-	{ "GET", "/healthz/ready", h_ready },
-	{ NULL, NULL, NULL },
-};
-static const struct http_route metrics_routes[] = {
-	{ "GET", "/metrics", h_metrics },
-	{ "GET", "/stats/prometheus", h_metrics },
-	{ NULL, NULL, NULL },
-};
-static const struct http_route ready_routes[] = {
-	{ "GET", "/healthz/ready", h_ready },
-	{ NULL, NULL, NULL },
+static const struct admin_ops wp_ops = {
+	.config_dump = admin_dump,
+	.ready = NULL,
+	.refresh_metrics = NULL,
+	.quit = admin_quit,
 };
 
 static int
@@ -175,11 +139,7 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	static struct wpd z;
 	struct diag d;
 	struct identity_store_config ic = { 0 };
-	const struct sockaddr_storage *addrs[3];
-	const struct http_route *routes[3] = { admin_routes, metrics_routes, ready_routes };
 	const char *name = NULL;
-	char a[80];
-	int rc;
 
 	for (int i = 1; i < argc; i++) {
 		/* --name lets one amesh.conf serve amesh-waypoint@NAME.service instances. */
@@ -195,7 +155,6 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 			return cmd_usage_error("waypoint", NULL, "amesh waypoint [-c FILE] [--name NAME]",
 			    "--name '%s': not a waypoint name (letters, digits, '-' and '.')", name);
 	}
-	the = &z;
 	diag_init(&d);
 	if (conf_load(g->conf_path, &z.conf, &d) != 0) {
 		diag_print(&d, stderr);
@@ -231,18 +190,16 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 		fatalx("out of memory");
 	if (waypoint_start(z.loop, z.conf, &z.reg, z.ids, z.metrics, &z.wp) != 0)
 		return EXIT_FAIL;
-	addrs[0] = &z.conf->waypoint.admin_address;
-	addrs[1] = &z.conf->waypoint.metrics_address;
-	addrs[2] = &z.conf->waypoint.readiness_address;
-	for (int i = 0; i < 3; i++) {
-		rc = http_server_listen(z.loop, (const struct sockaddr *)addrs[i], routes[i], &z,
-		    &z.http[i]);
-		if (rc != 0) {
-			log_error("waypoint: cannot listen on %s: %s",
-			    sockaddr_str(addrs[i], a, sizeof(a)), amesh_strerror(rc));
-			return EXIT_FAIL;
-		}
-	}
+	if (admin_start(z.loop, &(struct admin_cfg){
+		.role = "waypoint",
+		.admin_address = &z.conf->waypoint.admin_address,
+		.metrics_address = &z.conf->waypoint.metrics_address,
+		.readiness_address = &z.conf->waypoint.readiness_address,
+		.metrics = z.metrics,
+		.ops = &wp_ops,
+		.arg = &z,
+	    }, &z.admin) != 0)
+		return EXIT_FAIL; /* logged, with the address */
 	uv_timer_init(z.loop, &z.watchdog);
 	if (regwatch_start(&z.regw, z.loop, z.conf->mesh.registry, &z.reg, describe) != 0)
 		log_warn("waypoint: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
@@ -253,9 +210,10 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	uv_signal_start(&z.sig_hup, on_signal, SIGHUP);
 	uv_signal_start(&z.sig_term, on_signal, SIGTERM);
 	uv_signal_start(&z.sig_int, on_signal, SIGINT);
-	z.ready = true;
+	admin_set_ready(z.admin, true);
 	cmd_notify_ready(&z.watchdog);
 	uv_run(z.loop, UV_RUN_DEFAULT);
+	admin_free(z.admin);
 	waypoint_free(z.wp);
 	identity_store_free(z.ids);
 	metrics_free(z.metrics);
