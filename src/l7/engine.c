@@ -364,7 +364,7 @@ waypoint_stats_json(const struct waypoint *wp)
 {
 	const struct waypoint_stats *st = &wp->st;
 
-	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "tunnels", (json_int_t)st->tunnels, "tunnels_l4", (json_int_t)st->tunnels_l4,
 	    "tunnels_h2", (json_int_t)st->tunnels_h2,
 	    "requests", (json_int_t)st->requests, "denied", (json_int_t)st->denied,
@@ -374,6 +374,7 @@ waypoint_stats_json(const struct waypoint *wp)
 	    "upstream_reused", (json_int_t)st->upstream_reused,
 	    "mirrors", (json_int_t)st->mirrors,
 	    "mirrors_dropped", (json_int_t)st->mirrors_dropped,
+	    "l4_resets", (json_int_t)st->l4_resets,
 	    "active", (json_int_t)st->active);
 }
 

@@ -131,6 +131,23 @@ l4_drop_up(struct tun *t)
 	s->state = L4_GONE;
 }
 
+/* Queues bytes of the relay; when q cannot take them (a peer past its window: WP_QUEUE_MAX, or out
+ * of memory) they must not vanish mid-stream while their window is returned: the tunnel is reset
+ * and counted (l4_resets). Returns whether they were queued; if not, t is being reset. */
+static bool
+l4_put(struct tun *t, struct l7_sendq *q, const uint8_t *data, size_t len)
+{
+	int r = l7_sendq_put(q, data, len);
+
+	if (r == 0)
+		return true;
+	t->wp->st.l4_resets++;
+	log_info("%s: L4 tunnel %s for %s reset: %zu bytes not queued: %s", t->wp->role,
+	    t->authority, t->peer_id, len, amesh_strerror(r));
+	wp_tun_abort(t);
+	return false;
+}
+
 static void
 l4_up_on_data(struct hbone_stream *hs, const uint8_t *data, size_t len)
 {
@@ -139,7 +156,8 @@ l4_up_on_data(struct hbone_stream *hs, const uint8_t *data, size_t len)
 
 	t->last = uv_now(t->wp->loop);
 	s->sent += len;
-	l7_sendq_put(&t->out, data, len);
+	if (!l4_put(t, &t->out, data, len))
+		return;
 	s->up_unconsumed += len;
 	l4_flush_down(t);
 }
@@ -229,7 +247,8 @@ l4_start(struct tun *t)
 	wp->st.tunnels_l4++;
 	if (t->timers_open == 2)
 		uv_timer_stop(&t->timer);
-	l7_sendq_put(&s->to_up, buf_ptr(&t->in), buf_len(&t->in));
+	if (!l4_put(t, &s->to_up, buf_ptr(&t->in), buf_len(&t->in)))
+		return 0;
 	s->in_unconsumed += buf_len(&t->in);
 	s->received += buf_len(&t->in);
 	buf_reset(&t->in);
@@ -317,7 +336,8 @@ l4_on_data(struct tun *t, const uint8_t *data, size_t len)
 	struct l4t *s = l4_of(t);
 
 	s->received += len;
-	l7_sendq_put(&s->to_up, data, len);
+	if (!l4_put(t, &s->to_up, data, len))
+		return;
 	s->in_unconsumed += len;
 	if (s->state == L4_OPEN)
 		l4_flush_up(t);

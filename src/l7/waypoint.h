@@ -32,6 +32,7 @@ struct waypoint;
 struct waypoint_stats {
 	uint64_t tunnels, tunnels_l4, tunnels_h2, requests, denied, local_replies, retries, timeouts,
 	    upstream_failures, upstream_reused, mirrors, mirrors_dropped;
+	uint64_t l4_resets; /* L4 tunnels reset because bytes could not be queued (l4_put) */
 	size_t active;
 };
 

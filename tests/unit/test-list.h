@@ -115,4 +115,5 @@
 	X(pipeline_checks)                    \
 	X(pipeline_redirect_rewrite)          \
 	X(pipeline_grpc_status)               \
-	X(pipeline_registry_refresh)
+	X(pipeline_registry_refresh)          \
+	X(l4_unqueued_bytes_reset)
