@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 45
+plan 46
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -134,6 +134,25 @@ match.path_prefix = /flaky
 backends = echo-b
 retries = 2
 retry_on = 5xx
+
+EOF
+# Service "lbt": echo-a and "ghost", an endpoint nobody answers HBONE for (host A's bridge address:
+# nothing listens on its port 15008 there, so the connect is refused at once).
+sed -i 's/^labels = app=echo, version=a$/labels = app=echo, version=a, lbt=1/' "$LAB_REGISTRY/00-lab.conf"
+cat >>"$LAB_REGISTRY/40-waypoint.conf" <<EOF
+[workload "ghost"]
+namespace = default
+service_account = echo
+node = node-a
+addresses = 10.1.1.1
+labels = lbt=1
+
+[service "lbt"]
+namespace = default
+vip = 10.96.0.18
+ports = 80:8080
+selector = lbt=1
+waypoint = wp
 
 EOF
 # Two routes with 80 edits in each header list (the registry takes up to 1,024 per list).
@@ -569,6 +588,16 @@ run lab_exec ha $PY -c 'import urllib.request
 print(urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode())'
 check "request metrics: istio_requests_total with response_code 403 and reporter waypoint" \
 	'echo "$OUT" | grep "^istio_requests_total{" | grep "reporter=\"waypoint\"" | grep -q "response_code=\"403\""'
+
+# The balancer: an endpoint the waypoint could not connect to is skipped for 5 s, then tried again.
+run lab_exec a1 $PY "$HTTPD" get --url "http://10.96.0.18/" --count 8
+lb1=$(echo "$OUT" | tr '\n' ';')
+sleep 5.5
+run lab_exec a1 $PY "$HTTPD" get --url "http://10.96.0.18/" --count 4
+lb2=$(echo "$OUT" | tr '\n' ';')
+check "a failed endpoint is skipped for 5 s, then tried again (8 requests: $lb1 4 after 5 s: $lb2)" \
+	'echo "$lb1" | grep -q "200 echo-a 7;" && echo "$lb1" | grep -q "503 upstream_connect_error 1;" &&
+	 echo "$lb2" | grep -q "200 echo-a 3;" && echo "$lb2" | grep -q "503 upstream_connect_error 1;"'
 
 # The admin /logging endpoint: a level is set and reported, an unknown one is refused with 400.
 run lab_exec ha $PY -c 'import urllib.request,urllib.error
