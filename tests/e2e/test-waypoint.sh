@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 46
+plan 47
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -182,6 +182,7 @@ start hole_a2 $(lab_in a2) $PY "$SRCDIR/tests/e2e/h2window.py" hole --port 9092 
 spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
 spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
 spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
+WP_PID=$pid
 lab_wait_ready ha && lab_wait_ready hb && lab_wait_ready ha 15121
 check "ztunnels and the waypoint are ready" 'lab_ready ha && lab_ready hb && lab_ready ha 15121'
 if ! { lab_ready ha && lab_ready hb && lab_ready ha 15121; }; then
@@ -610,5 +611,23 @@ def call(q,method):
 print(call("?level=debug","POST"), "|", call("?level=loud","GET"), "|", call("","GET"), "|", call("?level=info","POST"))'
 check "admin /logging sets the level and refuses an unknown one ($OUT)" \
 	'[ "$OUT" = "200 level: debug | 400 level: expected error, warn, info or debug | 200 level: debug | 200 level: info" ]'
+
+# POST /quitquitquit answers "draining"; readiness goes, and the waypoint drains and exits 0.
+run lab_exec ha $PY -c 'import urllib.request,urllib.error
+def call(port,path,method):
+    try:
+        r=urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:%d%s" % (port,path),method=method,data=b"" if method=="POST" else None),timeout=2)
+        return "%d %s" % (r.status, r.read().decode().strip())
+    except urllib.error.HTTPError as e:
+        return "%d %s" % (e.code, e.read().decode().strip())
+    except OSError as e:
+        return "closed"
+print(call(15100,"/healthz/ready","GET"), "|", call(15100,"/quitquitquit","POST"))'
+quit=$OUT
+for i in $(seq 100); do kill -0 "$WP_PID" 2>/dev/null || break; sleep 0.2; done
+wait "$WP_PID"
+rc=$?
+check "POST /quitquitquit: draining, then the waypoint exits 0 ($quit; exit $rc)" \
+	'[ "$quit" = "200 ready | 200 draining" ] && [ "$rc" -eq 0 ]'
 
 tap_done
