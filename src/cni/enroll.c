@@ -102,18 +102,6 @@ cni_enrolled_in(const struct handoff_list *l, const struct netns_id *id)
 	return NULL;
 }
 
-/* A token for the hand-off: non-empty, no blanks or control characters. */
-static bool
-token_ok(const char *s)
-{
-	if (*s == '\0')
-		return false;
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s <= ' ' || *s == 0x7f)
-			return false;
-	return true;
-}
-
 static int
 zt_request(const struct cni_ctx *x, const struct handoff_msg *m, char *buf, size_t len,
     bool *reached)
@@ -386,7 +374,7 @@ ns_open_for_add(const char *netns_path, struct cni_fail *f)
 {
 	int fd;
 
-	if (!token_ok(netns_path) || strlen(netns_path) >= sizeof(((struct handoff_msg *)0)->netns)) {
+	if (!str_is_word(netns_path) || strlen(netns_path) >= sizeof(((struct handoff_msg *)0)->netns)) {
 		cni_fail_set(f, CNI_ERR_ENV, "bad namespace path", "netns '%s': the path must be a single "
 		    "word (no blanks) shorter than %zu bytes", netns_path,
 		    sizeof(((struct handoff_msg *)0)->netns));

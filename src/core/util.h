@@ -20,6 +20,9 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Strips leading and trailing blanks in place; returns s. */
 char *strtrim(char *s);
 bool str_has_suffix(const char *s, const char *suffix);
+/* True when s is one word: non-empty, no blank and no control character (a hand-off token, an
+ * HTTP request target). */
+bool str_is_word(const char *s);
 
 /* Joins dir and a relative path ("dir/rel"); an absolute path is copied as is. */
 char *path_join(const char *dir, const char *rel);

@@ -1081,17 +1081,6 @@ is_field_text(const char *s)
 }
 
 static bool
-is_target(const char *s)
-{
-	if (*s == '\0')
-		return false;
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s <= ' ' || *s == 0x7f)
-			return false;
-	return true;
-}
-
-static bool
 is_hop_by_hop(const char *name)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(hop_by_hop); i++)
@@ -1219,7 +1208,7 @@ h1_write_head(const struct h1_writer *w, const struct h1_head *h, const struct h
 		if (!is_token(h->headers[i].name) || !is_field_text(h->headers[i].value))
 			return AMESH_ERR_INVALID;
 	if (h->request) {
-		if (h->method == NULL || !is_token(h->method) || h->target == NULL || !is_target(h->target) ||
+		if (h->method == NULL || !is_token(h->method) || h->target == NULL || !str_is_word(h->target) ||
 		    h->framing == H1_FRAMING_CLOSE)
 			return AMESH_ERR_INVALID;
 	} else {

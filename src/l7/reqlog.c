@@ -29,11 +29,9 @@ wp_security_policy(const struct tun *t)
 void
 wp_principal(const struct tun *t, const struct reg_workload *wl, char *buf, size_t len)
 {
-	if (wl == NULL)
+	if (wl == NULL || spiffe_format(buf, len, t->wp->conf->mesh.trust_domain, wl->namespace,
+	    wl->service_account) != 0)
 		snprintf(buf, len, "unknown");
-	else
-		snprintf(buf, len, "spiffe://%s/ns/%s/sa/%s", t->wp->conf->mesh.trust_domain,
-		    wl->namespace, wl->service_account);
 }
 
 void

@@ -118,8 +118,9 @@ wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
 	sockaddr_from_ip(&dst, ip, target);
 	sockaddr_str(&dst, auth, sizeof(auth));
 	sockaddr_from_ip(&dst, ip, wp->conf->ztunnel.proxy.hbone_port);
-	snprintf(dst_id, sizeof(dst_id), "spiffe://%s/ns/%s/sa/%s", wp->conf->mesh.trust_domain,
-	    ep->namespace, ep->service_account);
+	if (spiffe_format(dst_id, sizeof(dst_id), wp->conf->mesh.trust_domain, ep->namespace,
+	    ep->service_account) != 0)
+		return AMESH_ERR_TOOLONG;
 	o.src = wp->id;
 	o.dst_id = dst_id;
 	o.dst = (struct sockaddr *)&dst;

@@ -15,17 +15,6 @@
 #include "core/util.h"
 #include "net/handoff.h"
 
-static bool
-token_ok(const char *s)
-{
-	if (*s == '\0')
-		return false;
-	for (; *s != '\0'; s++)
-		if (*s <= ' ' || *s == 0x7f)
-			return false;
-	return true;
-}
-
 int
 handoff_send(int sock, const struct handoff_msg *m)
 {
@@ -40,12 +29,12 @@ handoff_send(int sock, const struct handoff_msg *m)
 
 	switch (m->op) {
 	case HANDOFF_ADD:
-		if (!token_ok(m->workload) || !token_ok(m->netns) || m->fd < 0)
+		if (!str_is_word(m->workload) || !str_is_word(m->netns) || m->fd < 0)
 			return -EINVAL;
 		n = snprintf(buf, sizeof(buf), "ADD %s %s", m->workload, m->netns);
 		break;
 	case HANDOFF_DEL:
-		if (!token_ok(m->workload))
+		if (!str_is_word(m->workload))
 			return -EINVAL;
 		n = snprintf(buf, sizeof(buf), "DEL %s", m->workload);
 		break;
