@@ -13,6 +13,7 @@
 #include "config/registry.h"
 #include "core/diag.h"
 #include "core/util.h"
+#include "tls/cert.h"
 
 /* "present", or what is missing of CERT_DIR/NS/SA.{crt,key}. */
 static const char *
@@ -179,8 +180,11 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		bool ok;
 		const char *st = identity_state(c->identity.cert_dir, ids[i].ns, ids[i].sa, &ok);
 
-		printf("identity  spiffe://%s/ns/%s/sa/%s (%s): %s\n", c->mesh.trust_domain,
-		    ids[i].ns, ids[i].sa, ids[i].who, st);
+		char sid[SPIFFE_ID_MAX];
+
+		if (spiffe_format(sid, sizeof(sid), c->mesh.trust_domain, ids[i].ns, ids[i].sa) != 0)
+			snprintf(sid, sizeof(sid), "(too long)");
+		printf("identity  %s (%s): %s\n", sid, ids[i].who, st);
 		missing += !ok;
 	}
 	printf("bundle    %s: %s\n", c->mesh.trust_bundle,

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <nghttp2/nghttp2.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,7 +124,7 @@ close_all(struct relay *r, bool reset)
 		r->s = NULL;
 		r->stream_closed = true;
 		hbone_stream_set_cb(s, NULL, NULL);
-		hbone_stream_reset(s, reset ? 0xa /* CONNECT_ERROR */ : 0x8 /* CANCEL */);
+		hbone_stream_reset(s, reset ? NGHTTP2_CONNECT_ERROR : NGHTTP2_CANCEL);
 	}
 }
 

@@ -21,6 +21,7 @@
 #include "core/parse.h"
 #include "l7/tunnel.h"
 #include "net/lb.h"
+#include "tls/cert.h"
 #include "tls/identity.h"
 
 static void embedded_idle_check(struct waypoint *wp);
@@ -168,10 +169,13 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	registry_unref(r);
 	wp->id = identity_store_get_sa(ids, wp->ns, wp->sa);
 	if (wp->id == NULL) {
-		log_error("waypoint: no certificate for spiffe://%s/ns/%s/sa/%s in %s (issue it with "
-		    "amesh ca issue --namespace %s --service-account %s --out %s)",
-		    conf->mesh.trust_domain, wp->ns, wp->sa, conf->identity.cert_dir, wp->ns, wp->sa,
-		    conf->identity.cert_dir);
+		char sid[SPIFFE_ID_MAX];
+
+		if (spiffe_format(sid, sizeof(sid), conf->mesh.trust_domain, wp->ns, wp->sa) != 0)
+			snprintf(sid, sizeof(sid), "(too long)");
+		log_error("waypoint: no certificate for %s in %s (issue it with amesh ca issue --dir "
+		    "CA_DIR --namespace %s --service-account %s --out %s)", sid,
+		    conf->identity.cert_dir, wp->ns, wp->sa, conf->identity.cert_dir);
 		free(wp->ns);
 		free(wp->sa);
 		lb_free(wp->lb);
@@ -231,8 +235,7 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	uv_timer_init(loop, &wp->refresh);
 	wp->refresh.data = wp;
 	uv_timer_start(&wp->refresh, on_refresh, 1000, 1000);
-	log_info("waypoint: %s (spiffe://%s/ns/%s/sa/%s) on %s", conf->waypoint.name,
-	    conf->mesh.trust_domain, wp->ns, wp->sa,
+	log_info("waypoint: %s (%s) on %s", conf->waypoint.name, wp->id->spiffe_id,
 	    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)));
 	*out = wp;
 	return 0;

@@ -157,7 +157,7 @@ check "waypoint: a trust bundle missing at start says no identity is loaded, not
 wp_conf "$WP/ca/ca.crt" 127.0.0.1:25108
 run timeout 10 "$AMESH" -c "$WP/wp.conf" waypoint
 check "waypoint: a missing certificate names the amesh ca issue that makes it" \
-	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qF "(issue it with amesh ca issue --namespace default --service-account waypoint --out $WP/certs)"'
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qF "(issue it with amesh ca issue --dir CA_DIR --namespace default --service-account waypoint --out $WP/certs)"'
 "$AMESH" ca issue --dir "$WP/ca" --namespace default --service-account waypoint --out "$WP/certs" >/dev/null
 # 192.0.2.77 (TEST-NET-1) is on no host: bind fails with EADDRNOTAVAIL, and nothing is sent.
 wp_conf "$WP/ca/ca.crt" 192.0.2.77:15008
