@@ -15,6 +15,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "config/registry.h"
+#include "core/diag.h"
 #include "runner.h"
 #include "test-list.h"
 
@@ -126,4 +128,19 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < NTESTS; i++)
 		failed += run_one(i) != 0;
 	return failed ? 1 : 0;
+}
+
+struct registry *
+test_registry(const char *text)
+{
+	struct registry *r;
+	struct diag d;
+
+	diag_init(&d);
+	if (registry_parse_buffer("reg.conf", text, strlen(text), &r, &d) != 0) {
+		diag_print(&d, stderr);
+		ASSERT(!"registry did not parse");
+	}
+	diag_clear(&d);
+	return r;
 }

@@ -39,6 +39,11 @@
 		}                                                                      \
 	} while (0)
 
+struct registry;
+/* Parses text as one registry file ("reg.conf"); prints the problems and fails the test when it
+ * does not parse. The caller unrefs the registry. */
+struct registry *test_registry(const char *text);
+
 /* Makes a fresh temporary directory; returns a static path reused by the calling test only. */
 const char *test_tmpdir(void);
 /* Writes data to dir/name (creating dir/); returns the path, valid until the next call. */

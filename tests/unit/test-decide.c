@@ -31,16 +31,10 @@ reg_with(const char *extra)
 	    "selector = app=a\n"
 	    "[service \"bsvc\"]\nnamespace = default\nports = 9090:9999, 80:8888\nselector = app=b\n";
 	struct registry *r;
-	struct diag d;
 	char *text;
 
 	ASSERT(asprintf(&text, "%s%s", base, extra) > 0);
-	diag_init(&d);
-	if (registry_parse_buffer("reg.conf", text, strlen(text), &r, &d) != 0) {
-		diag_print(&d, stderr);
-		ASSERT(!"registry did not parse");
-	}
-	diag_clear(&d);
+	r = test_registry(text);
 	free(text);
 	return r;
 }

@@ -25,16 +25,7 @@ static const char reg_text[] =
 static struct registry *
 parse_ok(void)
 {
-	struct registry *r;
-	struct diag d;
-
-	diag_init(&d);
-	if (registry_parse_buffer("reg.conf", reg_text, strlen(reg_text), &r, &d) != 0) {
-		diag_print(&d, stderr);
-		ASSERT(!"registry did not parse");
-	}
-	diag_clear(&d);
-	return r;
+	return test_registry(reg_text);
 }
 
 static const struct reg_service *

@@ -28,21 +28,6 @@ static const char base[] =
     "[policy \"no-admin\"]\nnamespace = default\nselector = app=a\naction = deny\n"
     "to.paths = /admin*\n";
 
-static struct registry *
-parse(const char *text)
-{
-	struct registry *r;
-	struct diag d;
-
-	diag_init(&d);
-	if (registry_parse_buffer("reg.conf", text, strlen(text), &r, &d) != 0) {
-		diag_print(&d, stderr);
-		ASSERT(!"registry did not parse");
-	}
-	diag_clear(&d);
-	return r;
-}
-
 /* Request fields "name: value", NULL-terminated. */
 static const char *
 header(void *arg, const char *name)
@@ -67,7 +52,7 @@ setup(struct fixture *f)
 {
 	memset(f, 0, sizeof(*f));
 	registry_holder_init(&f->holder);
-	registry_holder_set(&f->holder, parse(base));
+	registry_holder_set(&f->holder, test_registry(base));
 	f->wp.role = "waypoint";
 	f->wp.reg = &f->holder;
 	ASSERT_EQ(uv_loop_init(&f->loop), 0);
@@ -230,14 +215,14 @@ TEST(pipeline_registry_refresh)
 
 	setup(&f);
 	old = f.t.reg;
-	registry_holder_set(&f.holder, parse(base));
+	registry_holder_set(&f.holder, test_registry(base));
 	run(&f, "GET", "/a", true, NULL, &p);
 	ASSERT(p.moved);
 	ASSERT(f.t.reg != old);
 	ASSERT_EQ(p.status, 0);
 	old = f.t.reg;
 	ASSERT(asprintf(&text, "%.*s", (int)(strstr(base, "[service") - base), base) > 0);
-	registry_holder_set(&f.holder, parse(text));
+	registry_holder_set(&f.holder, test_registry(text));
 	free(text);
 	run(&f, "GET", "/a", true, NULL, &p);
 	ASSERT_EQ(p.status, 503);

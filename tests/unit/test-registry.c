@@ -23,21 +23,6 @@ load_ok_dir(const char *dir)
 	return r;
 }
 
-static struct registry *
-parse_ok(const char *text)
-{
-	struct registry *r;
-	struct diag d;
-
-	diag_init(&d);
-	if (registry_parse_buffer("reg.conf", text, strlen(text), &r, &d) != 0) {
-		diag_print(&d, stderr);
-		ASSERT(!"registry did not parse");
-	}
-	diag_clear(&d);
-	return r;
-}
-
 static struct ip_addr
 ip(const char *s)
 {
@@ -93,7 +78,7 @@ TEST(registry_example)
 
 TEST(registry_lookups)
 {
-	struct registry *r = parse_ok(
+	struct registry *r = test_registry(
 	    "[node \"n\"]\naddress = 192.168.0.1\n"
 	    "[workload \"a\"]\nnamespace = ns\nnode = n\naddresses = 10.0.0.1, fd00::1\nlabels = app=a\n"
 	    "[waypoint \"wp\"]\nnamespace = ns\naddress = 10.0.0.9\n"
@@ -134,7 +119,7 @@ TEST(registry_lookups)
 
 TEST(registry_endpoints_and_policies)
 {
-	struct registry *r = parse_ok(
+	struct registry *r = test_registry(
 	    "[node \"n\"]\naddress = 192.168.0.1\n"
 	    "[workload \"a1\"]\nnamespace = ns\nnode = n\naddresses = 10.0.0.1\nlabels = app=a, v=1\n"
 	    "[workload \"a2\"]\nnamespace = ns\nnode = n\naddresses = 10.0.0.2\nlabels = app=a, v=2\n"
@@ -343,7 +328,7 @@ TEST(registry_bad_inputs)
 	struct diag d;
 
 	/* The base alone is valid. */
-	registry_unref(parse_ok(reg_base));
+	registry_unref(test_registry(reg_base));
 	ASSERT(sizeof(reg_bad) / sizeof(reg_bad[0]) >= 30);
 	for (size_t i = 0; i < sizeof(reg_bad) / sizeof(reg_bad[0]); i++) {
 		char *text;
@@ -368,7 +353,7 @@ TEST(registry_backend_kinds)
 {
 	/* "echo" is a service and a workload of namespace default; "x" a workload there and a
 	 * service of namespace other; "echo-b" only a workload, "web" only a service. */
-	struct registry *r = parse_ok(
+	struct registry *r = test_registry(
 	    "[node \"n\"]\naddress = 192.168.0.1\n"
 	    "[workload \"echo\"]\nnamespace = default\nnode = n\naddresses = 10.0.0.1\n"
 	    "labels = app=echo\n"
@@ -484,7 +469,7 @@ TEST(registry_reload_keeps_old)
 
 TEST(registry_list_keys_repeat)
 {
-	struct registry *r = parse_ok(
+	struct registry *r = test_registry(
 	    "[node \"n\"]\naddress = 192.168.0.1\n"
 	    "[workload \"a\"]\nnamespace = ns\nnode = n\naddresses = 10.0.0.1\n"
 	    "addresses = fd00::1, 10.0.0.2\nlabels = app=a\nlabels = v=1\n"
@@ -534,7 +519,7 @@ TEST(registry_many_entries)
 		off += (size_t)snprintf(text + off, cap - off, "[service \"s%d\"]\nnamespace = ns%d\n"
 		    "vip = 10.96.%d.%d\nports = 80, 443:8443\nselector = app=s%d\n", i, (i * 10) % 20,
 		    i >> 8, i & 255, i);
-	r = parse_ok(text);
+	r = test_registry(text);
 	ASSERT_EQ(r->n[REG_WORKLOAD], 10000);
 	for (int i = 0; i < 10000; i++) {
 		char a[32];

@@ -13,21 +13,6 @@
 #include "l7/route.h"
 #include "runner.h"
 
-static struct registry *
-parse_ok(const char *text)
-{
-	struct registry *r;
-	struct diag d;
-
-	diag_init(&d);
-	if (registry_parse_buffer("reg.conf", text, strlen(text), &r, &d) != 0) {
-		diag_print(&d, stderr);
-		ASSERT(!"registry did not parse");
-	}
-	diag_clear(&d);
-	return r;
-}
-
 /* Parses base + routes. */
 static struct registry *
 parse_with(const char *routes)
@@ -48,7 +33,7 @@ parse_with(const char *routes)
 	struct registry *r;
 
 	ASSERT(asprintf(&text, "%s%s", base, routes) > 0);
-	r = parse_ok(text);
+	r = test_registry(text);
 	free(text);
 	return r;
 }
