@@ -124,8 +124,8 @@ sidecar_setup(struct zt *z)
 	int r;
 
 	nft_rules_params_for_sidecar(&p, z->pc);
-	snprintf(owner, sizeof(owner), "sidecar %s", z->workload);
-	p.owner = owner; /* as amesh cni add --mode sidecar writes it */
+	nft_rules_owner_format(owner, sizeof(owner), true, z->workload);
+	p.owner = owner;
 	/* A namespace whose rules are another's (a ztunnel's workload, another sidecar) is not
 	 * taken over: its traffic would leave the proxy that serves it. */
 	r = nft_rules_owner(-1, "this namespace", had, sizeof(had), err, sizeof(err));

@@ -251,13 +251,6 @@ kill_point(const char *step)
 	}
 }
 
-/* The owner comment the rules of one workload carry: "ztunnel NAME" or "sidecar NAME". */
-static void
-owner_format(char *buf, size_t len, bool sidecar, const char *name)
-{
-	snprintf(buf, len, "%s %s", sidecar ? "sidecar" : "ztunnel", name);
-}
-
 /* What a namespace holds before an add or a del changes anything in it. */
 struct ns_view {
 	const char *path;
@@ -302,7 +295,7 @@ ns_claimable(const struct ns_view *v, bool sidecar, const char *name, struct cni
 {
 	char own[NFT_OWNER_MAX];
 
-	owner_format(own, sizeof(own), sidecar, name);
+	nft_rules_owner_format(own, sizeof(own), sidecar, name);
 	if (v->here != NULL && (sidecar || strcmp(v->here->workload, name) != 0)) {
 		cni_fail_set(f, CNI_ERR_CONFLICT, "namespace enrolled as another workload", "netns %s is "
 		    "enrolled with the ztunnel as workload %s (%s): one namespace, one workload; "
@@ -349,7 +342,7 @@ cni_rules_remove_owned(const char *path, bool sidecar, const char *name, bool *k
 	}
 	r = nft_rules_owner(fd, path, owner, sizeof(owner), err, sizeof(err));
 	if (name != NULL)
-		owner_format(want, sizeof(want), sidecar, name);
+		nft_rules_owner_format(want, sizeof(want), sidecar, name);
 	if (r == 1 && owner[0] != '\0' && (name != NULL ? strcmp(owner, want) != 0 :
 	    strncmp(owner, kind, strlen(kind)) != 0)) {
 		log_warn("netns %s: its rules belong to %s: left in place", path, owner);
@@ -399,7 +392,7 @@ rules_claim(int fd, const struct ns_view *v, const struct nft_rules_params *base
 	struct nft_rules_params p = *base;
 	char own[NFT_OWNER_MAX], err[512];
 
-	owner_format(own, sizeof(own), sidecar, name);
+	nft_rules_owner_format(own, sizeof(own), sidecar, name);
 	p.owner = own;
 	if (nft_rules_install(fd, v->path, &p, err, sizeof(err)) == 0)
 		return 0;
@@ -410,13 +403,14 @@ rules_claim(int fd, const struct ns_view *v, const struct nft_rules_params *base
 	return -1;
 }
 
-/* After a failed hand-off: the namespace goes back to what v found (see rules_claim). */
+/* After a failed hand-off of workload name: the namespace goes back to what v found (see
+ * rules_claim). */
 static void
 rules_unclaim(int fd, const struct ns_view *v, const struct nft_rules_params *base, const char *name,
     struct cni_fail *f)
 {
 	struct nft_rules_params p = *base;
-	char err[512];
+	char err[512], own[NFT_OWNER_MAX];
 	size_t n = strlen(f->details);
 	int r;
 
@@ -424,7 +418,8 @@ rules_unclaim(int fd, const struct ns_view *v, const struct nft_rules_params *ba
 		/* It was captured before (this workload's, or one it may take over): it stays
 		 * captured, fail closed, with the owner it had. */
 		log_warn("workload %s: netns %s was captured before: its rules stay", name, v->path);
-		if (strcmp(v->owner, p.owner ? p.owner : "") == 0)
+		nft_rules_owner_format(own, sizeof(own), false, name);
+		if (strcmp(v->owner, own) == 0)
 			return;
 		p.owner = v->owner;
 		r = nft_rules_install(fd, v->path, &p, err, sizeof(err));
@@ -515,14 +510,7 @@ cni_enroll(const struct cni_ctx *x, const struct reg_workload *w, const char *ne
 		    "workload %s/%s: %s", x->conf->cni.socket, w->namespace, w->h.name, ack);
 	else
 		cni_zt_unreachable(x, r, reached, f);
-	{
-		struct nft_rules_params p = x->params;
-		char own[NFT_OWNER_MAX];
-
-		owner_format(own, sizeof(own), false, w->h.name);
-		p.owner = own;
-		rules_unclaim(fd, &v, &p, w->h.name, f);
-	}
+	rules_unclaim(fd, &v, &x->params, w->h.name, f);
 out:
 	handoff_list_free(&el);
 	close(fd);

@@ -68,6 +68,12 @@ port_of(const struct sockaddr_storage *ss)
 }
 
 void
+nft_rules_owner_format(char *buf, size_t len, bool sidecar, const char *workload)
+{
+	snprintf(buf, len, "%s %s", sidecar ? "sidecar" : "ztunnel", workload);
+}
+
+void
 nft_rules_params_for_sidecar(struct nft_rules_params *p, const struct conf_proxy *px)
 {
 	const struct sockaddr_storage *a[2] = { &px->metrics_address, &px->readiness_address };

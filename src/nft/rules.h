@@ -53,6 +53,10 @@ struct nft_rules_params {
 /* The longest owner comment kept (the kernel allows 256 bytes of table userdata). */
 #define NFT_OWNER_MAX 240
 
+/* The owner comment of one workload's rules: "ztunnel NAME" or, for its own sidecar, "sidecar
+ * NAME". The one format amesh cni and amesh sidecar write and compare. */
+void nft_rules_owner_format(char *buf, size_t len, bool sidecar, const char *workload);
+
 void nft_rules_params_from_conf(struct nft_rules_params *p, const struct conf_proxy *px);
 /* The same for a sidecar: [sidecar]'s ports, and its metrics and readiness ports passed when they
  * listen beyond loopback (so that scrapes and probes from outside reach them). */
