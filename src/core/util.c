@@ -2,10 +2,12 @@
 /* Allocation and string helpers. */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -126,4 +128,36 @@ str_is_word(const char *s)
 		if ((unsigned char)*s <= ' ' || *s == 0x7f)
 			return false;
 	return true;
+}
+
+int
+path_mkdir_parents(const char *path, mode_t mode, char **failed)
+{
+	char *buf = xstrdup(path), *p;
+	size_t n = strlen(buf);
+	int r = 0;
+
+	if (failed != NULL)
+		*failed = NULL;
+	/* A trailing slash would make path itself look like a parent. */
+	while (n > 1 && buf[n - 1] == '/')
+		buf[--n] = '\0';
+	for (p = strchr(buf + 1, '/'); p != NULL && r == 0; p = strchr(p + 1, '/')) {
+		struct stat st;
+
+		if (p[-1] == '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) != 0) {
+			if (errno != EEXIST)
+				r = -errno;
+			else if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+				r = -ENOTDIR;
+			if (r != 0 && failed != NULL)
+				*failed = xstrdup(buf);
+		}
+		*p = '/';
+	}
+	free(buf);
+	return r;
 }

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <time.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -28,6 +29,12 @@ bool str_is_word(const char *s);
 char *path_join(const char *dir, const char *rel);
 /* Directory part of path ("." when it has none); caller frees. */
 char *path_dirname(const char *path);
+/*
+ * Creates the missing ancestors of path with mode, as `mkdir -p` does for its parents; path itself
+ * is left to the caller. Returns 0, or -errno with *failed (when failed is not NULL; the caller
+ * frees it) naming the directory that could not be made: -ENOTDIR when it exists and is not one.
+ */
+int path_mkdir_parents(const char *path, mode_t mode, char **failed);
 
 /* ISO 8601 UTC text of a Unix time ("2026-11-26T06:00:00Z"; "@SECONDS" if it cannot be
  * formatted) in buf; returns buf. */

@@ -234,33 +234,12 @@ on_accept(uv_poll_t *p, int status, int events)
 	uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, on_client);
 }
 
-static int
-mkdir_p(const char *dir, mode_t mode)
-{
-	char *p = xstrdup(dir);
-	int r = 0;
-
-	for (char *s = p + 1; *s != '\0'; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0755) != 0 && errno != EEXIST)
-			r = -errno;
-		*s = '/';
-	}
-	if (r == 0 && mkdir(p, mode) != 0 && errno != EEXIST)
-		r = -errno;
-	free(p);
-	return r;
-}
-
 int
 enroll_start(uv_loop_t *loop, struct proxy *px, const char *socket_path, const char *state_dir,
     struct enroll **out)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct enroll *e;
-	char *dir;
 	int r;
 
 	*out = NULL;
@@ -268,11 +247,11 @@ enroll_start(uv_loop_t *loop, struct proxy *px, const char *socket_path, const c
 		log_error("enroll: socket path %s is too long", socket_path);
 		return -ENAMETOOLONG;
 	}
-	dir = path_dirname(socket_path);
-	r = mkdir_p(dir, 0755);
-	free(dir);
+	r = path_mkdir_parents(socket_path, 0755, NULL);
 	if (r == 0)
-		r = mkdir_p(state_dir, 0700);
+		r = path_mkdir_parents(state_dir, 0755, NULL);
+	if (r == 0 && mkdir(state_dir, 0700) != 0 && errno != EEXIST)
+		r = -errno;
 	if (r != 0) {
 		log_error("enroll: cannot create %s: %s", state_dir, strerror(-r));
 		return r;

@@ -290,23 +290,14 @@ make_dir(const char *dir, mode_t mode, char *why, size_t whylen)
 static int
 make_parents(const char *path, char *why, size_t whylen)
 {
-	char buf[PATH_MAX], *p;
-	size_t n = strlen(path);
-	int r = 0;
+	char *failed;
+	int r = path_mkdir_parents(path, 0700, &failed);
 
-	if (n >= sizeof(buf))
-		return fail(why, whylen, AMESH_ERR_TOOLONG, "%s: path too long", path);
-	memcpy(buf, path, n + 1);
-	/* A trailing slash would make path itself look like a parent. */
-	while (n > 1 && buf[n - 1] == '/')
-		buf[--n] = '\0';
-	for (p = strchr(buf + 1, '/'); p != NULL && r == 0; p = strchr(p + 1, '/')) {
-		if (p[-1] == '/')
-			continue;
-		*p = '\0';
-		r = make_dir(buf, 0700, why, whylen);
-		*p = '/';
-	}
+	if (r == -ENOTDIR)
+		fail(why, whylen, r, "%s: not a directory", failed);
+	else if (r != 0)
+		fail(why, whylen, r, "%s: cannot create: %s", failed, strerror(-r));
+	free(failed);
 	return r;
 }
 
