@@ -3,7 +3,6 @@
 #include "config.h"
 
 #include <getopt.h>
-#include <mbedtls/ecp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,25 +201,6 @@ out:
 	return rc;
 }
 
-/* "ECDSA P-256", "RSA 2048", ... */
-static void
-key_desc(const mbedtls_pk_context *pk, char *buf, size_t len)
-{
-	if (mbedtls_pk_can_do(pk, MBEDTLS_PK_ECKEY)) {
-		const mbedtls_ecp_keypair *ec = mbedtls_pk_ec(*pk);
-		const mbedtls_ecp_curve_info *ci = mbedtls_ecp_curve_info_from_grp_id(ec->grp.id);
-
-		switch (ec->grp.id) {
-		case MBEDTLS_ECP_DP_SECP256R1: snprintf(buf, len, "ECDSA P-256"); break;
-		case MBEDTLS_ECP_DP_SECP384R1: snprintf(buf, len, "ECDSA P-384"); break;
-		case MBEDTLS_ECP_DP_SECP521R1: snprintf(buf, len, "ECDSA P-521"); break;
-		default: snprintf(buf, len, "EC %s", ci ? ci->name : "unknown curve"); break;
-		}
-		return;
-	}
-	snprintf(buf, len, "%s %zu", mbedtls_pk_get_name(pk), mbedtls_pk_get_bitlen(pk));
-}
-
 static int
 ca_show(int argc, char **argv)
 {
@@ -261,7 +241,7 @@ ca_show(int argc, char **argv)
 		printf("serial      %s\n", buf);
 		printf("not before  %s\n", iso_time(cert_not_before(c), t, sizeof(t)));
 		printf("not after   %s\n", iso_time(cert_not_after(c), t, sizeof(t)));
-		key_desc(&c->pk, buf, sizeof(buf));
+		cert_key_desc(&c->pk, buf, sizeof(buf));
 		printf("key         %s\n", buf);
 		printf("ca          %s\n", c->ca_istrue ? "yes" : "no");
 	}

@@ -5,10 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <mbedtls/asn1.h>
+#include <mbedtls/asn1write.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/error.h>
 #include <mbedtls/oid.h>
+#include <mbedtls/pem.h>
 #include <mbedtls/platform_util.h>
+#include <mbedtls/sha256.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "tls/cert.h"
+#include "tls/rng.h"
 
 #define SPIFFE_PREFIX "spiffe://"
 #define SPIFFE_PREFIX_LEN (sizeof(SPIFFE_PREFIX) - 1)
@@ -26,14 +30,15 @@
 #define TRUST_DOMAIN_MAX 255
 /* GeneralName uniformResourceIdentifier: [6] IMPLICIT IA5String. */
 #define GN_URI (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 6)
+/* The path of node IDs, of the CA service's ID, and the longest node name (the registry's rule). */
+#define NODE_PATH "/amesh/node/"
+#define CA_PATH "/amesh/ca"
+#define NODE_NAME_MAX 63
+#define PEM_CRT_BEGIN "-----BEGIN CERTIFICATE-----\n"
+#define PEM_CRT_END "-----END CERTIFICATE-----\n"
 
-static int
-fail(char *why, size_t whylen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Writes a reason into why (if any) and returns code. */
-static int
-fail(char *why, size_t whylen, int code, const char *fmt, ...)
+int
+cert_fail(char *why, size_t whylen, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -51,6 +56,14 @@ mbed_err(int code, char *buf, size_t len)
 {
 	mbedtls_strerror(code, buf, len);
 	return buf;
+}
+
+int
+cert_mbed_fail(char *why, size_t whylen, const char *what, int code)
+{
+	char e[128];
+
+	return cert_fail(why, whylen, AMESH_ERR_INTERNAL, "%s: %s", what, mbed_err(code, e, sizeof(e)));
 }
 
 /* The URI SANs of one subjectAltName extension value (GeneralNames). */
@@ -186,24 +199,61 @@ copy_out(char *dst, const char *src, size_t n)
 	}
 }
 
+/*
+ * Length of the trust domain of id "spiffe://TD..." (up to the first '/' or the end): 0 if id is
+ * not a SPIFFE ID of at most SPIFFE_ID_MAX - 1 bytes or TD is empty, too long or has a bad byte.
+ */
+static size_t
+id_trust_domain(const char *id)
+{
+	const char *p;
+	size_t tdl = 0;
+
+	if (id == NULL || strnlen(id, SPIFFE_ID_MAX) >= SPIFFE_ID_MAX ||
+	    strncmp(id, SPIFFE_PREFIX, SPIFFE_PREFIX_LEN) != 0)
+		return 0;
+	p = id + SPIFFE_PREFIX_LEN;
+	while (p[tdl] != '\0' && p[tdl] != '/') {
+		if (!is_td_char(p[tdl]))
+			return 0;
+		tdl++;
+	}
+	return tdl <= TRUST_DOMAIN_MAX ? tdl : 0;
+}
+
+/* True if td is a whole trust domain name (what id_trust_domain accepts). */
+static bool
+valid_td(const char *td)
+{
+	size_t n = 0;
+
+	while (n <= TRUST_DOMAIN_MAX && td[n] != '\0' && is_td_char(td[n]))
+		n++;
+	return n > 0 && n <= TRUST_DOMAIN_MAX && td[n] == '\0';
+}
+
+/* Copies n bytes of src and a NUL into dst (if not NULL) of size len. */
+static int
+copy_bounded(char *dst, size_t len, const char *src, size_t n)
+{
+	if (dst == NULL)
+		return 0;
+	if (n >= len)
+		return AMESH_ERR_TOOLONG;
+	copy_out(dst, src, n);
+	return 0;
+}
+
 int
 spiffe_split(const char *id, char *td, char *ns, char *sa)
 {
 	const char *p, *nsp, *sap;
-	size_t tdl = 0, nsl, sal;
+	size_t tdl, nsl, sal;
 
-	if (id == NULL || strnlen(id, SPIFFE_ID_MAX) >= SPIFFE_ID_MAX ||
-	    strncmp(id, SPIFFE_PREFIX, SPIFFE_PREFIX_LEN) != 0)
+	tdl = id_trust_domain(id);
+	if (tdl == 0)
 		return AMESH_ERR_INVALID;
-	p = id + SPIFFE_PREFIX_LEN;
-	while (p[tdl] != '\0' && p[tdl] != '/') {
-		if (!is_td_char(p[tdl]))
-			return AMESH_ERR_INVALID;
-		tdl++;
-	}
-	if (tdl == 0 || tdl > TRUST_DOMAIN_MAX)
-		return AMESH_ERR_INVALID;
-	p += tdl;
+	p = id + SPIFFE_PREFIX_LEN + tdl;
 	if (strncmp(p, "/ns/", 4) != 0)
 		return AMESH_ERR_INVALID;
 	nsp = p + 4;
@@ -227,6 +277,225 @@ spiffe_format(char *buf, size_t len, const char *td, const char *ns, const char 
 
 	if (n < 0 || (size_t)n >= len)
 		return AMESH_ERR_TOOLONG;
+	return 0;
+}
+
+int
+spiffe_format_node(char *buf, size_t len, const char *td, const char *node)
+{
+	size_t nl = segment(node);
+	int n;
+
+	if (!valid_td(td) || nl == 0 || nl > NODE_NAME_MAX || node[nl] != '\0')
+		return AMESH_ERR_INVALID;
+	n = snprintf(buf, len, SPIFFE_PREFIX "%s" NODE_PATH "%s", td, node);
+	if (n < 0 || (size_t)n >= len)
+		return AMESH_ERR_TOOLONG;
+	return 0;
+}
+
+int
+spiffe_format_ca(char *buf, size_t len, const char *td)
+{
+	int n;
+
+	if (!valid_td(td))
+		return AMESH_ERR_INVALID;
+	n = snprintf(buf, len, SPIFFE_PREFIX "%s" CA_PATH, td);
+	if (n < 0 || (size_t)n >= len)
+		return AMESH_ERR_TOOLONG;
+	return 0;
+}
+
+int
+spiffe_split_node(const char *id, char *td, size_t tdlen, char *node, size_t nodelen)
+{
+	size_t tdl = id_trust_domain(id), nl;
+	const char *np;
+	int r;
+
+	if (tdl == 0 || strncmp(id + SPIFFE_PREFIX_LEN + tdl, NODE_PATH, strlen(NODE_PATH)) != 0)
+		return AMESH_ERR_INVALID;
+	np = id + SPIFFE_PREFIX_LEN + tdl + strlen(NODE_PATH);
+	nl = segment(np);
+	if (nl == 0 || nl > NODE_NAME_MAX || np[nl] != '\0')
+		return AMESH_ERR_INVALID;
+	r = copy_bounded(td, tdlen, id + SPIFFE_PREFIX_LEN, tdl);
+	if (r == 0)
+		r = copy_bounded(node, nodelen, np, nl);
+	return r;
+}
+
+int
+spiffe_trust_domain(const char *id, char *td, size_t tdlen)
+{
+	size_t tdl = id_trust_domain(id);
+	const char *path;
+
+	if (tdl == 0)
+		return AMESH_ERR_INVALID;
+	path = id + SPIFFE_PREFIX_LEN + tdl;
+	if (path[0] != '/' || path[1] == '\0')
+		return AMESH_ERR_INVALID;
+	return copy_bounded(td, tdlen, id + SPIFFE_PREFIX_LEN, tdl);
+}
+
+int
+cert_fingerprint(const mbedtls_x509_crt *crt, char *buf, size_t len)
+{
+	unsigned char h[32];
+
+	if (buf != NULL && len > 0)
+		buf[0] = '\0';
+	if (crt == NULL || crt->raw.p == NULL || crt->raw.len == 0)
+		return AMESH_ERR_INVALID;
+	if (buf == NULL || len < CERT_FINGERPRINT_LEN)
+		return AMESH_ERR_TOOLONG;
+	if (mbedtls_sha256_ret(crt->raw.p, crt->raw.len, h, 0) != 0)
+		return AMESH_ERR_INTERNAL;
+	memcpy(buf, "sha256:", 7);
+	for (size_t i = 0; i < sizeof(h); i++) {
+		buf[7 + 2 * i] = "0123456789abcdef"[h[i] >> 4];
+		buf[8 + 2 * i] = "0123456789abcdef"[h[i] & 15];
+	}
+	buf[CERT_FINGERPRINT_LEN - 1] = '\0';
+	return 0;
+}
+
+bool
+cert_key_is_p256(const mbedtls_pk_context *pk)
+{
+	return mbedtls_pk_get_type(pk) == MBEDTLS_PK_ECKEY &&
+	    mbedtls_pk_ec(*pk)->grp.id == MBEDTLS_ECP_DP_SECP256R1;
+}
+
+void
+cert_key_desc(const mbedtls_pk_context *pk, char *buf, size_t len)
+{
+	if (mbedtls_pk_can_do(pk, MBEDTLS_PK_ECKEY)) {
+		const mbedtls_ecp_keypair *ec = mbedtls_pk_ec(*pk);
+		const mbedtls_ecp_curve_info *ci = mbedtls_ecp_curve_info_from_grp_id(ec->grp.id);
+
+		switch (ec->grp.id) {
+		case MBEDTLS_ECP_DP_SECP256R1: snprintf(buf, len, "ECDSA P-256"); break;
+		case MBEDTLS_ECP_DP_SECP384R1: snprintf(buf, len, "ECDSA P-384"); break;
+		case MBEDTLS_ECP_DP_SECP521R1: snprintf(buf, len, "ECDSA P-521"); break;
+		default: snprintf(buf, len, "EC %s", ci ? ci->name : "unknown curve"); break;
+		}
+		return;
+	}
+	if (mbedtls_pk_get_type(pk) == MBEDTLS_PK_NONE) {
+		snprintf(buf, len, "no key");
+		return;
+	}
+	snprintf(buf, len, "%s %zu", mbedtls_pk_get_name(pk), mbedtls_pk_get_bitlen(pk));
+}
+
+int
+cert_key_new(mbedtls_pk_context *key, char *why, size_t whylen)
+{
+	int r;
+
+	r = mbedtls_pk_setup(key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
+	if (r == 0)
+		r = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*key), rng_fill,
+		    rng_ctx());
+	if (r != 0)
+		return cert_mbed_fail(why, whylen, "cannot generate a P-256 key", r);
+	return 0;
+}
+
+/* Wraps the n bytes written before *p (backwards, down to buf) in a SEQUENCE; sets start/len. */
+static int
+wrap_sequence(unsigned char *p, unsigned char *buf, int n, unsigned char **start, size_t *len)
+{
+	int r;
+
+	if ((r = mbedtls_asn1_write_len(&p, buf, (size_t)n)) < 0)
+		return r;
+	n += r;
+	if ((r = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED |
+	    MBEDTLS_ASN1_SEQUENCE)) < 0)
+		return r;
+	n += r;
+	*start = p;
+	*len = (size_t)n;
+	return 0;
+}
+
+/* subjectAltName: GeneralNames ::= SEQUENCE { [6] IMPLICIT IA5String uri }, built backwards. */
+int
+cert_san_uri_der(const char *uri, unsigned char *buf, size_t size, unsigned char **start,
+    size_t *len)
+{
+	unsigned char *p = buf + size;
+	size_t ul = strlen(uri);
+	int r, n = 0;
+
+	if ((r = mbedtls_asn1_write_raw_buffer(&p, buf, (const unsigned char *)uri, ul)) < 0)
+		return r;
+	n += r;
+	if ((r = mbedtls_asn1_write_len(&p, buf, ul)) < 0)
+		return r;
+	n += r;
+	if ((r = mbedtls_asn1_write_tag(&p, buf, GN_URI)) < 0)
+		return r;
+	n += r;
+	return wrap_sequence(p, buf, n, start, len);
+}
+
+/* extKeyUsage: SEQUENCE { id-kp-serverAuth?, id-kp-clientAuth? } (mbedTLS 2.28 has no setter). */
+int
+cert_eku_der(bool server, bool client, unsigned char *buf, size_t size, unsigned char **start,
+    size_t *len)
+{
+	unsigned char *p = buf + size;
+	int r, n = 0;
+
+	if (client) {
+		if ((r = mbedtls_asn1_write_oid(&p, buf, MBEDTLS_OID_CLIENT_AUTH,
+		    MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH))) < 0)
+			return r;
+		n += r;
+	}
+	if (server) {
+		if ((r = mbedtls_asn1_write_oid(&p, buf, MBEDTLS_OID_SERVER_AUTH,
+		    MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH))) < 0)
+			return r;
+		n += r;
+	}
+	return wrap_sequence(p, buf, n, start, len);
+}
+
+int
+cert_list_pem(const mbedtls_x509_crt *list, size_t max, char **pem, size_t *len)
+{
+	const mbedtls_x509_crt *c;
+	size_t size = 1, off = 0, olen;
+	char *buf;
+
+	*pem = NULL;
+	*len = 0;
+	/* Base64 grows 3 bytes to 4, plus a newline per 64 and the two armour lines. */
+	for (c = list; c != NULL && c->raw.p != NULL && off < max; c = c->next, off++)
+		size += c->raw.len / 3 * 4 + c->raw.len / 48 + 8 + sizeof(PEM_CRT_BEGIN PEM_CRT_END);
+	if (off == 0)
+		return AMESH_ERR_INVALID;
+	buf = malloc(size);
+	if (buf == NULL)
+		return AMESH_ERR_NOMEM;
+	max = off;
+	off = 0;
+	for (c = list; max > 0; c = c->next, max--) {
+		if (mbedtls_pem_write_buffer(PEM_CRT_BEGIN, PEM_CRT_END, c->raw.p, c->raw.len,
+		    (unsigned char *)buf + off, size - off, &olen) != 0 || olen == 0) {
+			free(buf);
+			return AMESH_ERR_NOMEM;
+		}
+		off += olen - 1; /* olen counts the NUL */
+	}
+	*pem = buf;
+	*len = off;
 	return 0;
 }
 
@@ -281,22 +550,22 @@ read_small_file(const char *path, unsigned char **out, size_t *outlen, char *why
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		r = -errno;
-		fail(why, whylen, r, "cannot open: %s", strerror(errno));
+		cert_fail(why, whylen, r, "cannot open: %s", strerror(errno));
 		goto out;
 	}
 	if (fstat(fd, &st) != 0) {
 		r = -errno;
-		fail(why, whylen, r, "cannot stat: %s", strerror(errno));
+		cert_fail(why, whylen, r, "cannot stat: %s", strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		r = fail(why, whylen, AMESH_ERR_INVALID, "not a regular file");
+		r = cert_fail(why, whylen, AMESH_ERR_INVALID, "not a regular file");
 		goto out;
 	}
 	/* One byte more than the limit, to notice a file that grew past it after fstat. */
 	buf = malloc(CERT_FILE_MAX + 2);
 	if (buf == NULL) {
-		r = fail(why, whylen, AMESH_ERR_NOMEM, "out of memory");
+		r = cert_fail(why, whylen, AMESH_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	for (;;) {
@@ -306,20 +575,20 @@ read_small_file(const char *path, unsigned char **out, size_t *outlen, char *why
 			continue;
 		if (k < 0) {
 			r = -errno;
-			fail(why, whylen, r, "cannot read: %s", strerror(errno));
+			cert_fail(why, whylen, r, "cannot read: %s", strerror(errno));
 			goto out;
 		}
 		if (k == 0)
 			break;
 		n += (size_t)k;
 		if (n > CERT_FILE_MAX) {
-			r = fail(why, whylen, AMESH_ERR_TOOLONG, "larger than %d KiB",
+			r = cert_fail(why, whylen, AMESH_ERR_TOOLONG, "larger than %d KiB",
 			    CERT_FILE_MAX / 1024);
 			goto out;
 		}
 	}
 	if (n == 0) {
-		r = fail(why, whylen, AMESH_ERR_INVALID, "empty file");
+		r = cert_fail(why, whylen, AMESH_ERR_INVALID, "empty file");
 		goto out;
 	}
 	buf[n] = '\0';
@@ -351,16 +620,16 @@ cert_load_chain(const char *path, mbedtls_x509_crt *out, char *why, size_t whyle
 		goto out;
 	r = mbedtls_x509_crt_parse(out, buf, len);
 	if (r < 0) {
-		r = fail(why, whylen, AMESH_ERR_INVALID, "not a certificate: %s",
+		r = cert_fail(why, whylen, AMESH_ERR_INVALID, "not a certificate: %s",
 		    mbed_err(r, e, sizeof(e)));
 		goto out;
 	}
 	if (r > 0) {
-		r = fail(why, whylen, AMESH_ERR_INVALID, "%d of its certificates cannot be parsed", r);
+		r = cert_fail(why, whylen, AMESH_ERR_INVALID, "%d of its certificates cannot be parsed", r);
 		goto out;
 	}
 	if (out->raw.p == NULL) {
-		r = fail(why, whylen, AMESH_ERR_INVALID, "no certificate in the file");
+		r = cert_fail(why, whylen, AMESH_ERR_INVALID, "no certificate in the file");
 		goto out;
 	}
 	r = 0;
@@ -387,12 +656,12 @@ cert_load_key(const char *path, mbedtls_pk_context *out, char *why, size_t whyle
 		goto out;
 	r = mbedtls_pk_parse_key(out, buf, len, NULL, 0);
 	if (r == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || r == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
-		r = fail(why, whylen, AMESH_ERR_INVALID, "encrypted keys are not supported");
+		r = cert_fail(why, whylen, AMESH_ERR_INVALID, "encrypted keys are not supported");
 		goto out;
 	}
 	/* mbedTLS's message names the failure, never the key bytes. */
 	if (r != 0) {
-		r = fail(why, whylen, AMESH_ERR_INVALID, "not a private key: %s",
+		r = cert_fail(why, whylen, AMESH_ERR_INVALID, "not a private key: %s",
 		    mbed_err(r, e, sizeof(e)));
 		goto out;
 	}
@@ -416,13 +685,15 @@ out:
 static int
 verify_at(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
-	time_t now = *(const time_t *)ctx;
+	const time_t *at = ctx;
 
 	(void)depth;
 	*flags &= ~(uint32_t)(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE);
-	if (now > cert_not_after(crt))
+	if (at == NULL)
+		return 0;
+	if (*at > cert_not_after(crt))
 		*flags |= MBEDTLS_X509_BADCERT_EXPIRED;
-	if (now < cert_not_before(crt))
+	if (*at < cert_not_before(crt))
 		*flags |= MBEDTLS_X509_BADCERT_FUTURE;
 	return 0;
 }
@@ -447,13 +718,27 @@ verify_text(uint32_t flags, char *buf, size_t len)
 }
 
 int
+cert_verify_chain(mbedtls_x509_crt *chain, mbedtls_x509_crt *roots, const time_t *at,
+    char *why, size_t whylen)
+{
+	uint32_t flags = 0;
+	char v[400];
+	int r;
+
+	r = mbedtls_x509_crt_verify(chain, roots, NULL, NULL, &flags, verify_at, (void *)at);
+	if (r != 0 || flags != 0) {
+		verify_text(flags, v, sizeof(v));
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "%s", v);
+	}
+	return 0;
+}
+
+int
 cert_check_identity(mbedtls_x509_crt *chain, const mbedtls_pk_context *key,
     mbedtls_x509_crt *bundle, const char *trust_domain, time_t now, char *id, size_t idlen,
     char *why, size_t whylen)
 {
 	char sid[SPIFFE_ID_MAX], td[SPIFFE_ID_MAX], t[32], v[400];
-	const mbedtls_ecp_keypair *ec;
-	uint32_t flags = 0;
 	int r;
 
 	if (id != NULL && idlen > 0)
@@ -461,56 +746,54 @@ cert_check_identity(mbedtls_x509_crt *chain, const mbedtls_pk_context *key,
 	if (why != NULL && whylen > 0)
 		why[0] = '\0';
 	if (chain == NULL || chain->raw.p == NULL)
-		return fail(why, whylen, AMESH_ERR_INVALID, "no certificate");
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "no certificate");
 	if (bundle == NULL || bundle->raw.p == NULL)
-		return fail(why, whylen, AMESH_ERR_INVALID, "no trust bundle");
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "no trust bundle");
 	if (chain->ca_istrue)
-		return fail(why, whylen, AMESH_ERR_INVALID,
+		return cert_fail(why, whylen, AMESH_ERR_INVALID,
 		    "a CA certificate (basicConstraints CA:TRUE) cannot be a workload identity");
 	r = cert_spiffe_id(chain, sid, sizeof(sid));
 	if (r == AMESH_ERR_NOTFOUND)
-		return fail(why, whylen, r, "no spiffe:// URI SAN");
+		return cert_fail(why, whylen, r, "no spiffe:// URI SAN");
 	if (r == AMESH_ERR_TOOLONG)
-		return fail(why, whylen, r, "SPIFFE ID longer than %d bytes", SPIFFE_ID_MAX - 1);
+		return cert_fail(why, whylen, r, "SPIFFE ID longer than %d bytes", SPIFFE_ID_MAX - 1);
 	if (r != 0)
-		return fail(why, whylen, r, "malformed subjectAltName or more than one URI SAN");
+		return cert_fail(why, whylen, r, "malformed subjectAltName or more than one URI SAN");
 	if (spiffe_split(sid, td, NULL, NULL) != 0)
-		return fail(why, whylen, AMESH_ERR_INVALID, "'%s' is not of the form "
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "'%s' is not of the form "
 		    "spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICEACCOUNT", sid);
 	if (trust_domain == NULL || strcmp(td, trust_domain) != 0)
-		return fail(why, whylen, AMESH_ERR_INVALID, "%s: trust domain '%s' is not '%s'", sid,
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "%s: trust domain '%s' is not '%s'", sid,
 		    td, trust_domain ? trust_domain : "");
-	if (!mbedtls_pk_can_do(&chain->pk, MBEDTLS_PK_ECKEY) ||
-	    (ec = mbedtls_pk_ec(chain->pk)) == NULL || ec->grp.id != MBEDTLS_ECP_DP_SECP256R1)
-		return fail(why, whylen, AMESH_ERR_INVALID, "%s: key is %s, not ECDSA P-256", sid,
-		    mbedtls_pk_get_name(&chain->pk));
+	if (!cert_key_is_p256(&chain->pk)) {
+		cert_key_desc(&chain->pk, v, sizeof(v));
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "%s: key is %s, not ECDSA P-256", sid,
+		    v);
+	}
 	if (!(chain->ext_types & MBEDTLS_X509_EXT_KEY_USAGE) ||
 	    mbedtls_x509_crt_check_key_usage(chain, MBEDTLS_X509_KU_DIGITAL_SIGNATURE) != 0)
-		return fail(why, whylen, AMESH_ERR_INVALID, "%s: keyUsage lacks digitalSignature", sid);
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "%s: keyUsage lacks digitalSignature", sid);
 	if (!(chain->ext_types & MBEDTLS_X509_EXT_EXTENDED_KEY_USAGE) ||
 	    mbedtls_x509_crt_check_extended_key_usage(chain, MBEDTLS_OID_SERVER_AUTH,
 	    MBEDTLS_OID_SIZE(MBEDTLS_OID_SERVER_AUTH)) != 0 ||
 	    mbedtls_x509_crt_check_extended_key_usage(chain, MBEDTLS_OID_CLIENT_AUTH,
 	    MBEDTLS_OID_SIZE(MBEDTLS_OID_CLIENT_AUTH)) != 0)
-		return fail(why, whylen, AMESH_ERR_INVALID,
+		return cert_fail(why, whylen, AMESH_ERR_INVALID,
 		    "%s: extendedKeyUsage lacks serverAuth or clientAuth", sid);
 	if (now < cert_not_before(chain))
-		return fail(why, whylen, AMESH_ERR_INVALID, "%s: not valid before %s", sid,
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "%s: not valid before %s", sid,
 		    iso_time(cert_not_before(chain), t, sizeof(t)));
 	if (now > cert_not_after(chain))
-		return fail(why, whylen, AMESH_ERR_INVALID, "%s: expired at %s", sid,
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "%s: expired at %s", sid,
 		    iso_time(cert_not_after(chain), t, sizeof(t)));
-	r = mbedtls_x509_crt_verify(chain, bundle, NULL, NULL, &flags, verify_at, &now);
-	if (r != 0 || flags != 0) {
-		verify_text(flags, v, sizeof(v));
-		return fail(why, whylen, AMESH_ERR_INVALID, "%s: does not verify against the trust "
+	if (cert_verify_chain(chain, bundle, &now, v, sizeof(v)) != 0)
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "%s: does not verify against the trust "
 		    "bundle: %s", sid, v);
-	}
 	if (key != NULL && mbedtls_pk_check_pair(&chain->pk, key) != 0)
-		return fail(why, whylen, AMESH_ERR_INVALID, "%s: private key does not match the "
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "%s: private key does not match the "
 		    "certificate", sid);
 	if (id != NULL && strlen(sid) >= idlen)
-		return fail(why, whylen, AMESH_ERR_TOOLONG, "%s: SPIFFE ID too long for the buffer",
+		return cert_fail(why, whylen, AMESH_ERR_TOOLONG, "%s: SPIFFE ID too long for the buffer",
 		    sid);
 	if (id != NULL)
 		memcpy(id, sid, strlen(sid) + 1);
