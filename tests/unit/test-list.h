@@ -75,6 +75,15 @@
 	X(cert_load_errors)                 \
 	X(ca_save_load)                     \
 	X(ca_write_file_atomic)             \
+	X(spiffe_node_forms)                \
+	X(cert_fingerprint_form)            \
+	X(ca_intermediate_round_trip)       \
+	X(ca_load_refusals)                 \
+	X(ca_sign_leaves)                   \
+	X(ca_sign_ttl_cut)                  \
+	X(ca_bundle_pem_roots)              \
+	X(csr_round_trip)                   \
+	X(csr_refusals)                     \
 	X(identity_load_good_only)          \
 	X(identity_reload_rotation)         \
 	X(identity_watch)                   \
