@@ -256,7 +256,6 @@ exec_ca(const struct cmd_globals *g, int argc, char **argv)
 {
 	const char *sub = argc > 1 ? argv[1] : NULL;
 
-	(void)g;
 	if (sub == NULL)
 		return cmd_usage_error("ca", NULL, "amesh ca init|issue|show [ARGS]", "a subcommand is required");
 	if (strcmp(sub, "init") == 0)
@@ -265,6 +264,12 @@ exec_ca(const struct cmd_globals *g, int argc, char **argv)
 		return ca_issue_cmd(argc, argv);
 	if (strcmp(sub, "show") == 0)
 		return ca_show(argc, argv);
+	{
+		int rc = cmd_ca_fleet(g, argc, argv);
+
+		if (rc >= 0)
+			return rc;
+	}
 	return cmd_usage_error("ca", NULL, "amesh ca init|issue|show [ARGS]", "unknown subcommand '%s'", sub);
 }
 

@@ -32,6 +32,10 @@ extern const struct cmd_entry cmd_cni_entry;
 extern const struct cmd_entry cmd_ca_entry;
 extern const struct cmd_entry cmd_check_entry;
 
+/* amesh ca serve|token|join|revoke-node (cmd/ca-serve.c); argv[1] is the subcommand. Returns
+ * an exit code, or -1 when argv[1] is none of these. */
+int cmd_ca_fleet(const struct cmd_globals *g, int argc, char **argv);
+
 /* The CNI plugin protocol path (argv[0] "amesh-cni" or CNI_COMMAND set). Returns an exit code. */
 int cmd_cni_plugin(void);
 

@@ -11,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "ca/agent.h"
 #include "cmd/cmd.h"
 #include "config/conf.h"
 #include "config/kw.h"
@@ -29,6 +30,8 @@ struct wpd {
 	struct amesh_conf *conf;
 	struct registry_holder reg;
 	struct identity_store *ids;
+	struct idagent *agent; /* its identity from the CA service; NULL: from files */
+	struct identity_gauges *id_gauges;
 	struct metrics *metrics;
 	struct waypoint *wp;
 	struct admin *admin; /* admin, metrics and readiness endpoints */
@@ -56,6 +59,8 @@ drained(void *arg)
 	regwatch_stop(&z->regw);
 	uv_close((uv_handle_t *)&z->watchdog, cmd_handle_closed);
 	identity_store_unwatch(z->ids);
+	if (z->agent != NULL)
+		idagent_close(z->agent, NULL, NULL);
 	admin_stop(z->admin);
 }
 
@@ -97,6 +102,7 @@ on_signal(uv_signal_t *s, int signum)
 		regwatch_trigger(&z->regw, 0);
 		if (identity_store_reload(z->ids) < 0)
 			log_error("waypoint: certificates: reload failed; the previous ones stay");
+		idagent_kick(z->agent);
 		return;
 	}
 	stop(z);
@@ -126,12 +132,73 @@ admin_quit(void *arg)
 	}
 }
 
+static void
+admin_refresh_metrics(void *arg)
+{
+	struct wpd *z = arg;
+
+	identity_gauges_refresh(&z->id_gauges, z->metrics, z->ids);
+}
+
 static const struct admin_ops wp_ops = {
 	.config_dump = admin_dump,
 	.ready = NULL,
-	.refresh_metrics = NULL,
+	.refresh_metrics = admin_refresh_metrics,
 	.quit = admin_quit,
 };
+
+struct wait_id {
+	bool done;
+	int status;
+	char why[512];
+};
+
+static void
+wait_id_done(void *arg, int status, const char *why)
+{
+	struct wait_id *w = arg;
+
+	w->done = true;
+	w->status = status;
+	snprintf(w->why, sizeof(w->why), "%s", why != NULL ? why : "");
+}
+
+/* With [identity] ca_address: the agent, and the waypoint's own identity before it serves. */
+static int
+start_agent(struct wpd *z)
+{
+	struct registry *r = registry_holder_get(&z->reg);
+	const struct reg_waypoint *w = registry_find(r, REG_WAYPOINT, z->conf->waypoint.name);
+	struct wait_id wi = { 0 };
+	char ns[256], sa[256];
+	int rc;
+
+	if (w == NULL) {
+		registry_unref(r);
+		return 0; /* waypoint_start says what is wrong */
+	}
+	snprintf(ns, sizeof(ns), "%s", w->namespace);
+	snprintf(sa, sizeof(sa), "%s", w->service_account);
+	registry_unref(r);
+	if (idagent_new(&(struct idagent_cfg){
+		.loop = z->loop, .conf = z->conf, .ids = z->ids, .metrics = z->metrics,
+	    }, &z->agent, wi.why, sizeof(wi.why)) != 0) {
+		log_error("waypoint: %s", wi.why);
+		return -1;
+	}
+	rc = idagent_want(z->agent, ns, sa, wait_id_done, &wi, wi.why, sizeof(wi.why));
+	if (rc == 1) {
+		log_info("waypoint: waiting for the certificate of %s/%s from the CA", ns, sa);
+		while (!wi.done && uv_run(z->loop, UV_RUN_ONCE) != 0)
+			;
+		rc = wi.done ? wi.status : -1;
+	}
+	if (rc < 0) {
+		log_error("waypoint: no certificate for %s/%s: %s", ns, sa, wi.why);
+		return -1;
+	}
+	return 0;
+}
 
 static int
 exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
@@ -181,6 +248,9 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	ic.trust_bundle = z.conf->mesh.trust_bundle;
 	ic.trust_domain = z.conf->mesh.trust_domain;
 	ic.expiry_warning_ms = z.conf->identity.expiry_warning;
+	if (z.conf->identity.ca_address.n > 0 &&
+	    ic.expiry_warning_ms > z.conf->identity.cert_ttl / 4)
+		ic.expiry_warning_ms = z.conf->identity.cert_ttl / 4;
 	if (identity_store_new(&ic, &z.ids) != 0 || identity_store_reload(z.ids) < 0) {
 		log_error("waypoint: cannot load the trust bundle %s", z.conf->mesh.trust_bundle);
 		return EXIT_FAIL;
@@ -188,6 +258,8 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	identity_store_watch(z.ids, z.loop);
 	if (metrics_new(&z.metrics) != 0)
 		fatalx("out of memory");
+	if (z.conf->identity.ca_address.n > 0 && start_agent(&z) != 0)
+		return EXIT_FAIL;
 	if (waypoint_start(z.loop, z.conf, &z.reg, z.ids, z.metrics, &z.wp) != 0)
 		return EXIT_FAIL;
 	if (admin_start(z.loop, &(struct admin_cfg){
@@ -215,6 +287,8 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	uv_run(z.loop, UV_RUN_DEFAULT);
 	admin_free(z.admin);
 	waypoint_free(z.wp);
+	idagent_free(z.agent);
+	identity_gauges_free(z.id_gauges);
 	identity_store_free(z.ids);
 	metrics_free(z.metrics);
 	registry_holder_destroy(&z.reg);

@@ -16,11 +16,13 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "ca/agent.h"
 #include "cmd/cmd.h"
 #include "config/conf.h"
 #include "config/registry.h"
 #include "config/regwatch.h"
 #include "core/diag.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "net/netns.h"
 #include "nft/rules.h"
@@ -41,6 +43,7 @@ struct zt {
 	struct amesh_conf *conf;
 	struct registry_holder reg;
 	struct identity_store *ids;
+	struct idagent *agent; /* identities from the CA service; NULL: from files */
 	struct metrics *metrics;
 	struct proxy *px;
 	struct enroll *en;
@@ -71,6 +74,8 @@ proxy_drained(void *arg)
 	regwatch_stop(&z->regw);
 	uv_close((uv_handle_t *)&z->watchdog, cmd_handle_closed);
 	identity_store_unwatch(z->ids);
+	if (z->agent != NULL)
+		idagent_close(z->agent, NULL, NULL);
 	admin_stop(z->admin);
 }
 
@@ -110,6 +115,7 @@ on_signal(uv_signal_t *s, int signum)
 		regwatch_trigger(&z->regw, 0);
 		if (identity_store_reload(z->ids) < 0)
 			log_error("%s: certificates: reload failed; the previous ones stay", z->role);
+		idagent_kick(z->agent);
 		return;
 	}
 	ztunnel_stop(z);
@@ -183,6 +189,85 @@ static const struct admin_ops zt_admin_ops = {
 	.quit = ztunnel_stop,
 };
 
+/* Whether an enrolled or failed workload of this proxy has identity ns/sa. */
+struct in_use_ctx {
+	struct zt *z;
+	struct registry *r;
+	const char *ns, *sa;
+	bool found;
+};
+
+static void
+in_use_served(const struct proxy_workload_view *v, void *arg)
+{
+	struct in_use_ctx *x = arg;
+	const struct reg_workload *w = x->r != NULL ? registry_find(x->r, REG_WORKLOAD, v->name) :
+	    NULL;
+
+	if (w != NULL && strcmp(w->namespace, x->ns) == 0 && strcmp(w->service_account, x->sa) == 0)
+		x->found = true;
+}
+
+static void
+in_use_failed(const struct proxy_failed_view *v, void *arg)
+{
+	struct in_use_ctx *x = arg;
+	const struct reg_workload *w = x->r != NULL ? registry_find(x->r, REG_WORKLOAD, v->name) :
+	    NULL;
+
+	if (w != NULL && strcmp(w->namespace, x->ns) == 0 && strcmp(w->service_account, x->sa) == 0)
+		x->found = true;
+}
+
+static bool
+identity_in_use(void *arg, const char *ns, const char *sa)
+{
+	struct in_use_ctx x = { arg, NULL, ns, sa, false };
+
+	if (x.z->px == NULL)
+		return true;
+	x.r = registry_holder_get(&x.z->reg);
+	proxy_foreach_workload(x.z->px, in_use_served, &x);
+	if (!x.found)
+		proxy_foreach_failed(x.z->px, in_use_failed, &x);
+	registry_unref(x.r);
+	return x.found;
+}
+
+struct wait_id {
+	bool done;
+	int status;
+	char why[512];
+};
+
+static void
+wait_id_done(void *arg, int status, const char *why)
+{
+	struct wait_id *w = arg;
+
+	w->done = true;
+	w->status = status;
+	snprintf(w->why, sizeof(w->why), "%s", why != NULL ? why : "");
+}
+
+/* Before serving its only workload, a sidecar waits for that identity from the CA. */
+static int
+sidecar_identity(struct zt *z, const char *ns, const char *sa)
+{
+	struct wait_id w = { 0 };
+	int r = idagent_want(z->agent, ns, sa, wait_id_done, &w, w.why, sizeof(w.why));
+
+	if (r == 1) {
+		log_info("sidecar: waiting for the certificate of %s/%s from the CA", ns, sa);
+		while (!w.done && uv_run(z->loop, UV_RUN_ONCE) != 0)
+			;
+		r = w.done ? w.status : AMESH_ERR_INTERNAL;
+	}
+	if (r < 0)
+		log_error("sidecar: no certificate for %s/%s: %s", ns, sa, w.why);
+	return r < 0 ? -1 : 0;
+}
+
 static int
 run_proxy(const struct cmd_globals *g, struct zt *z)
 {
@@ -238,6 +323,10 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	ic.trust_bundle = z->conf->mesh.trust_bundle;
 	ic.trust_domain = z->conf->mesh.trust_domain;
 	ic.expiry_warning_ms = z->conf->identity.expiry_warning;
+	/* Certificates from the CA live a day: warn only when renewal is badly late. */
+	if (z->conf->identity.ca_address.n > 0 &&
+	    ic.expiry_warning_ms > z->conf->identity.cert_ttl / 4)
+		ic.expiry_warning_ms = z->conf->identity.cert_ttl / 4;
 	if (wl != NULL) {
 		/* A sidecar holds its workload's identity and no other. */
 		ic.only_ns = wl->namespace;
@@ -252,6 +341,32 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	identity_store_watch(z->ids, z->loop);
 	if (metrics_new(&z->metrics) != 0)
 		fatalx("out of memory");
+	if (z->conf->identity.ca_address.n > 0) {
+		char why[512];
+
+		if (idagent_new(&(struct idagent_cfg){
+			.loop = z->loop,
+			.conf = z->conf,
+			.ids = z->ids,
+			.metrics = z->metrics,
+			.in_use = identity_in_use,
+			.arg = z,
+		    }, &z->agent, why, sizeof(why)) != 0) {
+			log_error("%s: %s", z->role, why);
+			return EXIT_FAIL;
+		}
+		if (z->workload != NULL) {
+			struct registry *cur = registry_holder_get(&z->reg);
+			const struct reg_workload *w = registry_find(cur, REG_WORKLOAD, z->workload);
+			char ns[256], sa[256];
+
+			snprintf(ns, sizeof(ns), "%s", w->namespace);
+			snprintf(sa, sizeof(sa), "%s", w->service_account);
+			registry_unref(cur);
+			if (sidecar_identity(z, ns, sa) != 0)
+				return EXIT_FAIL;
+		}
+	}
 	{
 		struct proxy_cfg pc = {
 			.loop = z->loop,
@@ -270,8 +385,8 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 		if (sidecar_setup(z) != 0)
 			return EXIT_FAIL;
 	} else {
-		rc = enroll_start(z->loop, z->px, z->conf->ztunnel.socket, z->conf->ztunnel.state_dir,
-		    &z->en);
+		rc = enroll_start(z->loop, z->px, z->agent, z->conf->ztunnel.socket,
+		    z->conf->ztunnel.state_dir, &z->en);
 		if (rc != 0)
 			return EXIT_FAIL;
 		restored = enroll_restore(z->en);
@@ -280,6 +395,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 			    z->conf->ztunnel.state_dir);
 	}
 	z->report = proxy_report_new(z->px, z->conf, z->pc, z->role, z->ids, &z->reg, z->metrics);
+	proxy_report_set_agent(z->report, z->agent);
 	{
 		struct admin_cfg ac = {
 			.role = z->role,
@@ -318,6 +434,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	cmd_notify_ready(&z->watchdog);
 	uv_run(z->loop, UV_RUN_DEFAULT);
 	proxy_free(z->px);
+	idagent_free(z->agent);
 	identity_store_free(z->ids);
 	enroll_free(z->en);
 	admin_free(z->admin);

@@ -18,7 +18,7 @@
 #define OFF(field) offsetof(struct amesh_conf, field)
 
 static const char *const sections[] = {
-	"mesh", "identity", "log", "ztunnel", "waypoint", "sidecar", "cni", NULL,
+	"mesh", "identity", "log", "ztunnel", "waypoint", "sidecar", "cni", "ca", NULL,
 };
 static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
 static const char *const log_formats[] = { "text", "json", NULL };
@@ -58,6 +58,11 @@ static const struct kw keywords[] = {
 	{ "mesh", "node", KW_HOSTNAME, OFF(mesh.node), NULL, 0, 0, NULL, false },
 	{ "identity", "cert_dir", KW_PATH, OFF(identity.cert_dir), LOCALSTATEDIR "/lib/amesh/certs", 0, 0, NULL, false },
 	{ "identity", "expiry_warning", KW_DURATION, OFF(identity.expiry_warning), "7d", 0, 0, NULL, false },
+	{ "identity", "ca_address", KW_STR_LIST, OFF(identity.ca_address), NULL, 0, 0, NULL, false },
+	{ "identity", "node_cert", KW_PATH, OFF(identity.node_cert), LOCALSTATEDIR "/lib/amesh/node/node.crt", 0, 0, NULL, false },
+	{ "identity", "node_key", KW_PATH, OFF(identity.node_key), LOCALSTATEDIR "/lib/amesh/node/node.key", 0, 0, NULL, false },
+	{ "identity", "cert_ttl", KW_DURATION, OFF(identity.cert_ttl), "24h", 10000, 0, NULL, false },
+	{ "identity", "ca_timeout", KW_DURATION, OFF(identity.ca_timeout), "10s", 100, 0, NULL, false },
 	{ "log", "level", KW_ENUM, OFF(log.level), "info", 0, 0, log_levels, false },
 	{ "log", "format", KW_ENUM, OFF(log.format), "text", 0, 0, log_formats, false },
 	{ "log", "access_log", KW_BOOL, OFF(log.access_log), "on", 0, 0, NULL, false },
@@ -84,6 +89,14 @@ static const struct kw keywords[] = {
 	PROXY_KEYS("sidecar", sidecar.proxy),
 	{ "cni", "socket", KW_PATH, OFF(cni.socket), NULL, 0, 0, NULL, false },
 	{ "cni", "on_unknown", KW_ENUM, OFF(cni.on_unknown), "fail", 0, 0, on_unknown, false },
+	{ "ca", "dir", KW_PATH, OFF(ca.dir), LOCALSTATEDIR "/lib/amesh/ca", 0, 0, NULL, false },
+	{ "ca", "address", KW_SOCKADDR, OFF(ca.address), "0.0.0.0:15012", 0, 0, NULL, false },
+	{ "ca", "admin_address", KW_SOCKADDR, OFF(ca.admin_address), "127.0.0.1:15010", 0, 0, NULL, false },
+	{ "ca", "metrics_address", KW_SOCKADDR, OFF(ca.metrics_address), "0.0.0.0:15014", 0, 0, NULL, false },
+	{ "ca", "readiness_address", KW_SOCKADDR, OFF(ca.readiness_address), "0.0.0.0:15013", 0, 0, NULL, false },
+	{ "ca", "max_ttl", KW_DURATION, OFF(ca.max_ttl), "24h", 10000, 0, NULL, false },
+	{ "ca", "node_ttl", KW_DURATION, OFF(ca.node_ttl), "30d", 60000, 0, NULL, false },
+	{ "ca", "handshake_timeout", KW_DURATION, OFF(ca.handshake_timeout), "10s", 100, 0, NULL, false },
 };
 
 #define NKW ARRAY_SIZE(keywords)
@@ -130,7 +143,7 @@ on_section(void *user, const char *text, int line)
 	x->section = i;
 	if (i < 0) {
 		diag_add(x->d, x->file, line, "unknown section [%s] (expected one of: mesh, identity, "
-		    "log, ztunnel, waypoint, sidecar, cni)", text);
+		    "log, ztunnel, waypoint, sidecar, cni, ca)", text);
 		return;
 	}
 	if (x->section_line[i] != 0) {

@@ -39,6 +39,10 @@ struct amesh_conf {
 	struct {
 		char *cert_dir;
 		uint64_t expiry_warning; /* ms before notAfter to start warning */
+		struct str_list ca_address; /* CA service addresses; empty: identities are files */
+		char *node_cert, *node_key; /* this node's certificate (amesh ca join) */
+		uint64_t cert_ttl;          /* ms asked of the CA for each workload certificate */
+		uint64_t ca_timeout;        /* ms per CA address and request */
 	} identity;
 	struct {
 		int level;  /* enum log_level */
@@ -67,9 +71,15 @@ struct amesh_conf {
 		char *socket;
 		int on_unknown; /* enum conf_on_unknown */
 	} cni;
+	struct {
+		char *dir; /* the CA it signs with: ca.crt, ca.key, bundle.crt, tokens/, revoked/ */
+		struct sockaddr_storage address, admin_address, metrics_address, readiness_address;
+		uint64_t max_ttl, node_ttl; /* ms */
+		uint64_t handshake_timeout; /* ms */
+	} ca;
 
 	/* Which sections the file has, by conf_sections() index. */
-	bool has_section[8];
+	bool has_section[9];
 	/* Line each keyword was set on (0: default), by conf_keywords() index. */
 	int *lines;
 };

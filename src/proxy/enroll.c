@@ -19,6 +19,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ca/agent.h"
+#include "config/registry.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -37,11 +39,16 @@ struct eclient {
 	int fd;
 	uv_poll_t poll;
 	struct eclient *next;
+	/* An ADD waiting for its workload's identity from the CA (at most one: the client waits
+	 * for its answer before it sends again). */
+	struct handoff_msg pending;
+	bool waiting;
 };
 
 struct enroll {
 	uv_loop_t *loop;
 	struct proxy *px;
+	struct idagent *agent; /* identities from the CA service; NULL: from files */
 	char *path, *state_dir;
 	int fd;
 	uv_poll_t poll;
@@ -76,13 +83,111 @@ list_failed(const struct proxy_failed_view *f, void *arg)
 	handoff_list_line(arg, f->name, f->netns_path, "failed", f->why);
 }
 
+/* The ADD once its identity is there (or files are the identities): enroll, record, answer. */
 static void
-handle(struct eclient *c, struct handoff_msg *m)
+finish_add(struct eclient *c, struct handoff_msg *m)
 {
 	struct enroll *e = c->e;
 	const struct pworkload *before, *now;
 	char why[512];
 	int r;
+
+	before = proxy_find(e->px, m->workload);
+	r = proxy_enroll(e->px, m->workload, m->fd, m->netns, why, sizeof(why));
+	if (r != 0) {
+		struct proxy_failed_view f;
+
+		/* A failed workload asked again keeps its entry, with the latest reason. */
+		if (proxy_find_failed(e->px, m->workload, &f) && r != AMESH_ERR_EXISTS)
+			proxy_fail(e->px, m->workload, f.netns_path, NULL, why);
+		log_warn("enroll: workload %s: %s", m->workload, why);
+		handoff_ack(c->fd, 0, why);
+		return;
+	}
+	now = proxy_find(e->px, m->workload);
+	/* The namespace it is served in: a repeated add may name it another way. */
+	r = records_write(e->state_dir, m->workload, proxy_workload_netns(now));
+	if (r != 0) {
+		snprintf(why, sizeof(why), "cannot write %s/%s: %s", e->state_dir,
+		    m->workload, strerror(-r));
+		/* Without its record a restart would lose the workload: refuse a new
+		 * enrollment (one that was served before stays). */
+		if (now != before)
+			proxy_unenroll(e->px, m->workload);
+		handoff_ack(c->fd, 0, why);
+		return;
+	}
+	handoff_ack(c->fd, 1, NULL);
+}
+
+/* The identity of the pending ADD arrived, or could not be had. */
+static void
+identity_ready(void *arg, int status, const char *why)
+{
+	struct eclient *c = arg;
+	char msg[1024];
+
+	c->waiting = false;
+	if (status != 0) {
+		snprintf(msg, sizeof(msg), "no certificate for workload %s: the CA: %s",
+		    c->pending.workload, why != NULL ? why : amesh_strerror(status));
+		log_warn("enroll: %s", msg);
+		close(c->pending.fd);
+		c->pending.fd = -1;
+		handoff_ack(c->fd, 0, msg);
+		return;
+	}
+	finish_add(c, &c->pending);
+	c->pending.fd = -1;
+}
+
+/*
+ * With a CA: the workload's identity is obtained before it is enrolled, so its first connection
+ * already has it. Returns 1 when the ADD now waits for it (m is kept), 0 to go on, -1 when it
+ * was answered (refused).
+ */
+static int
+want_identity(struct eclient *c, struct handoff_msg *m)
+{
+	struct enroll *e = c->e;
+	struct registry *reg;
+	const struct reg_workload *wl;
+	char ns[256], sa[256], why[512];
+	int r;
+
+	if (e->agent == NULL)
+		return 0;
+	reg = proxy_registry(e->px);
+	wl = reg != NULL ? registry_find(reg, REG_WORKLOAD, m->workload) : NULL;
+	if (wl == NULL) {
+		registry_unref(reg);
+		return 0; /* proxy_enroll says what is wrong */
+	}
+	snprintf(ns, sizeof(ns), "%s", wl->namespace);
+	snprintf(sa, sizeof(sa), "%s", wl->service_account);
+	registry_unref(reg);
+	r = idagent_want(e->agent, ns, sa, identity_ready, c, why, sizeof(why));
+	if (r == 0)
+		return 0;
+	if (r < 0) {
+		char msg[1024];
+
+		snprintf(msg, sizeof(msg), "no certificate for workload %.255s: %s", m->workload,
+		    why);
+		log_warn("enroll: %s", msg);
+		close(m->fd);
+		handoff_ack(c->fd, 0, msg);
+		return -1;
+	}
+	c->pending = *m;
+	c->waiting = true;
+	return 1;
+}
+
+static void
+handle(struct eclient *c, struct handoff_msg *m)
+{
+	struct enroll *e = c->e;
 
 	switch (m->op) {
 	case HANDOFF_ADD:
@@ -96,32 +201,14 @@ handle(struct eclient *c, struct handoff_msg *m)
 			handoff_ack(c->fd, 0, "the descriptor is not a network namespace");
 			return;
 		}
-		before = proxy_find(e->px, m->workload);
-		r = proxy_enroll(e->px, m->workload, m->fd, m->netns, why, sizeof(why));
-		if (r != 0) {
-			struct proxy_failed_view f;
-
-			/* A failed workload asked again keeps its entry, with the latest reason. */
-			if (proxy_find_failed(e->px, m->workload, &f) && r != AMESH_ERR_EXISTS)
-				proxy_fail(e->px, m->workload, f.netns_path, NULL, why);
-			log_warn("enroll: workload %s: %s", m->workload, why);
-			handoff_ack(c->fd, 0, why);
+		if (c->waiting) {
+			close(m->fd);
+			handoff_ack(c->fd, 0, "one request at a time");
 			return;
 		}
-		now = proxy_find(e->px, m->workload);
-		/* The namespace it is served in: a repeated add may name it another way. */
-		r = records_write(e->state_dir, m->workload, proxy_workload_netns(now));
-		if (r != 0) {
-			snprintf(why, sizeof(why), "cannot write %s/%s: %s", e->state_dir,
-			    m->workload, strerror(-r));
-			/* Without its record a restart would lose the workload: refuse a new
-			 * enrollment (one that was served before stays). */
-			if (now != before)
-				proxy_unenroll(e->px, m->workload);
-			handoff_ack(c->fd, 0, why);
+		if (want_identity(c, m) != 0)
 			return;
-		}
-		handoff_ack(c->fd, 1, NULL);
+		finish_add(c, m);
 		return;
 	case HANDOFF_DEL:
 		proxy_unenroll(e->px, m->workload);
@@ -202,6 +289,11 @@ client_close(struct eclient *c)
 			break;
 		}
 	e->nclients--;
+	if (c->waiting) {
+		idagent_cancel(e->agent, c);
+		close(c->pending.fd);
+		c->waiting = false;
+	}
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, client_closed);
 }
@@ -235,8 +327,8 @@ on_accept(uv_poll_t *p, int status, int events)
 }
 
 int
-enroll_start(uv_loop_t *loop, struct proxy *px, const char *socket_path, const char *state_dir,
-    struct enroll **out)
+enroll_start(uv_loop_t *loop, struct proxy *px, struct idagent *agent, const char *socket_path,
+    const char *state_dir, struct enroll **out)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct enroll *e;
@@ -259,6 +351,7 @@ enroll_start(uv_loop_t *loop, struct proxy *px, const char *socket_path, const c
 	e = xcalloc(1, sizeof(*e));
 	e->loop = loop;
 	e->px = px;
+	e->agent = agent;
 	e->path = xstrdup(socket_path);
 	e->state_dir = xstrdup(state_dir);
 	e->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -342,6 +435,37 @@ copy_failed(const struct proxy_failed_view *f, void *arg)
 	t->k++;
 }
 
+static void on_retry(uv_timer_t *t);
+
+/* The identity a failed workload lacked may be there now: try at once. */
+static void
+recorded_identity_ready(void *arg, int status, const char *why)
+{
+	struct enroll *e = arg;
+
+	(void)why;
+	if (status == 0 && !e->closing)
+		uv_timer_start(&e->retry, on_retry, 0, ENROLL_RETRY_MS);
+}
+
+/* With a CA: asks for the identity of a recorded workload (restored or failed). */
+static void
+want_recorded(struct enroll *e, const char *name)
+{
+	struct registry *reg;
+	const struct reg_workload *wl;
+	char why[512];
+
+	if (e->agent == NULL)
+		return;
+	reg = proxy_registry(e->px);
+	wl = reg != NULL ? registry_find(reg, REG_WORKLOAD, name) : NULL;
+	if (wl != NULL && idagent_want(e->agent, wl->namespace, wl->service_account,
+	    recorded_identity_ready, e, why, sizeof(why)) < 0)
+		log_warn("enroll: workload %s: %s", name, why);
+	registry_unref(reg);
+}
+
 /* Tries the failed workloads again; stops itself once none is left. */
 static void
 on_retry(uv_timer_t *t)
@@ -359,6 +483,7 @@ on_retry(uv_timer_t *t)
 	proxy_foreach_failed(e->px, copy_failed, &todo);
 	k = todo.k;
 	for (size_t i = 0; i < k; i++) {
+		want_recorded(e, todo.v[i].name);
 		if (restore_one(e, todo.v[i].name, todo.v[i].netns, &todo.v[i].nsid) == 0)
 			log_info("enroll: workload %s: served after all", todo.v[i].name);
 		free(todo.v[i].name);
@@ -379,6 +504,7 @@ restore_record(const char *name, const char *netns, void *arg)
 {
 	struct restore_count *rc = arg;
 
+	want_recorded(rc->e, name);
 	if (restore_one(rc->e, name, netns, NULL) == 0)
 		rc->n++;
 }
@@ -420,6 +546,8 @@ enroll_stop(struct enroll *e, void (*done)(void *arg), void *arg)
 	e->closing = true;
 	e->done = done;
 	e->done_arg = arg;
+	if (e->agent != NULL)
+		idagent_cancel(e->agent, e);
 	uv_poll_stop(&e->poll);
 	uv_close((uv_handle_t *)&e->poll, listener_closed);
 	uv_timer_stop(&e->retry);

@@ -10,12 +10,17 @@
 
 struct enroll;
 
+struct idagent;
+
 /*
  * Listens on socket_path (SOCK_SEQPACKET, mode 0600; a stale socket file is replaced) and keeps
- * one record per enrolled workload in state_dir (created 0700). Returns 0 or -errno.
+ * one record per enrolled workload in state_dir (created 0700). With agent (identities from the
+ * CA service), an ADD whose workload has no certificate yet is answered once the agent obtained
+ * it (or failed to), and a recorded workload that failed for want of one asks the agent for it.
+ * Returns 0 or -errno.
  */
-int enroll_start(uv_loop_t *loop, struct proxy *px, const char *socket_path,
-    const char *state_dir, struct enroll **out);
+int enroll_start(uv_loop_t *loop, struct proxy *px, struct idagent *agent,
+    const char *socket_path, const char *state_dir, struct enroll **out);
 /* Re-enrolls the workloads recorded in state_dir (after a restart); drops records whose
  * namespace is gone. Returns how many came back. */
 size_t enroll_restore(struct enroll *e);

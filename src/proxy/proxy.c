@@ -195,6 +195,12 @@ proxy_foreach_workload(struct proxy *px,
 	}
 }
 
+struct registry *
+proxy_registry(struct proxy *px)
+{
+	return registry_holder_get(px->cfg.reg);
+}
+
 size_t
 proxy_nworkloads(const struct proxy *px)
 {

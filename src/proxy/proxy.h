@@ -114,6 +114,9 @@ bool proxy_find_failed(struct proxy *px, const char *name, struct proxy_failed_v
 void proxy_foreach_failed(struct proxy *px,
     void (*fn)(const struct proxy_failed_view *v, void *arg), void *arg);
 
+/* A new reference to the registry snapshot in force (NULL before the first load). */
+struct registry *proxy_registry(struct proxy *px);
+
 size_t proxy_nworkloads(const struct proxy *px);
 size_t proxy_nfailed(const struct proxy *px);
 void proxy_get_stats(const struct proxy *px, struct proxy_stats *out);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ca/agent.h"
 #include "core/log.h"
 #include "core/parse.h"
 #include "core/util.h"
@@ -24,6 +25,9 @@ struct proxy_report {
 	struct identity_store *ids;
 	struct registry_holder *reg;
 	struct metric_gauge *g_active, *g_workloads, *g_failed;
+	struct metrics *metrics;
+	struct identity_gauges *id_gauges;
+	struct idagent *agent;
 };
 
 static const char *
@@ -156,6 +160,21 @@ proxy_report_config_dump(struct proxy_report *rp)
 	}
 	free(list);
 	json_object_set_new(root, "identities", idents);
+	if (rp->agent != NULL) {
+		char *txt = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&txt, &len);
+		json_t *ag = NULL;
+
+		if (f != NULL) {
+			idagent_dump(rp->agent, f);
+			fclose(f);
+			ag = json_loads(txt, 0, NULL);
+		}
+		free(txt);
+		if (ag != NULL)
+			json_object_set_new(root, "identity_agent", ag);
+	}
 	proxy_get_stats(rp->px, &st);
 	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "accepted", (json_int_t)st.accepted, "active", (json_int_t)st.active,
@@ -207,6 +226,13 @@ proxy_report_refresh_metrics(struct proxy_report *rp)
 	metrics_gauge_set(rp->g_active, (int64_t)st.active);
 	metrics_gauge_set(rp->g_workloads, (int64_t)st.workloads);
 	metrics_gauge_set(rp->g_failed, (int64_t)st.failed);
+	identity_gauges_refresh(&rp->id_gauges, rp->metrics, rp->ids);
+}
+
+void
+proxy_report_set_agent(struct proxy_report *rp, struct idagent *a)
+{
+	rp->agent = a;
 }
 
 struct proxy_report *
@@ -222,6 +248,7 @@ proxy_report_new(struct proxy *px, const struct amesh_conf *conf, const struct c
 	rp->role = role;
 	rp->ids = ids;
 	rp->reg = reg;
+	rp->metrics = metrics;
 	rp->g_active = metrics_gauge(metrics, "amesh_proxy_connections_active",
 	    "Relayed connections open now.");
 	rp->g_workloads = metrics_gauge(metrics, "amesh_proxy_workloads_enrolled",
@@ -234,5 +261,8 @@ proxy_report_new(struct proxy *px, const struct amesh_conf *conf, const struct c
 void
 proxy_report_free(struct proxy_report *rp)
 {
+	if (rp == NULL)
+		return;
+	identity_gauges_free(rp->id_gauges);
 	free(rp);
 }

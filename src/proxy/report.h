@@ -4,7 +4,8 @@
  * /config_dump document (the registry snapshot, the enrolled and the failed workloads, the
  * identities with their expiry, never keys, the pool state and the counters), its readiness (not
  * while draining, nor while a recorded workload is not served: those are listed) and its gauges
- * (amesh_proxy_connections_active, amesh_proxy_workloads_enrolled, amesh_proxy_workloads_failed).
+ * (amesh_proxy_connections_active, amesh_proxy_workloads_enrolled, amesh_proxy_workloads_failed,
+ * amesh_identity_expiry_timestamp_seconds per identity).
  */
 #ifndef AMESH_PROXY_REPORT_H
 #define AMESH_PROXY_REPORT_H
@@ -25,6 +26,9 @@ struct proxy_report;
 struct proxy_report *proxy_report_new(struct proxy *px, const struct amesh_conf *conf,
     const struct conf_proxy *pc, const char *role, struct identity_store *ids,
     struct registry_holder *reg, struct metrics *metrics);
+struct idagent;
+/* Adds the identity agent's state to /config_dump ("identity_agent"). */
+void proxy_report_set_agent(struct proxy_report *rp, struct idagent *a);
 /* Accepts NULL. The gauges stay with the metrics store. */
 void proxy_report_free(struct proxy_report *rp);
 /* The /config_dump document (JSON), malloc'd; NULL when out of memory. */

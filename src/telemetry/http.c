@@ -3,7 +3,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +12,12 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "telemetry/http.h"
+#include "telemetry/httpmsg.h"
 
 /* After the response, how long at most the server drains what the client still sends. */
 #define HTTP_LINGER_MS 2000
 
 enum conn_state { C_READING, C_WRITING, C_LINGER, C_CLOSING };
-/* What the arena received last, to know when one string ends and the next begins. */
-enum piece { P_NONE, P_URL, P_FIELD, P_VALUE };
-
-struct hdr_off {
-	size_t name, value;
-};
 
 struct conn {
 	struct conn *prev, *next;
@@ -32,23 +26,13 @@ struct conn {
 	uv_timer_t timer;
 	int closed_handles;
 	enum conn_state state;
-	http_parser parser;
-	size_t head_bytes; /* bytes fed to the parser before the head ended */
-	bool head_done, msg_done;
-	int err_status; /* set by parser callbacks: an HTTP status to answer, or -1 to close */
-	enum piece last;
-	size_t arena_len, n_headers;
-	struct hdr_off hdr[HTTP_MAX_HEADERS];
-	char *body;
-	size_t body_len, body_cap;
 	struct sockaddr_storage peer;
 	uv_write_t wr;
 	uv_shutdown_t sh;
 	char *resp_body;
 	bool resp_body_owned;
 	char resp_head[512];
-	/* The request target and headers, each NUL-terminated; the head bounds their size. */
-	char arena[HTTP_MAX_HEAD + 2 * HTTP_MAX_HEADERS + 8];
+	struct http_msg msg;
 };
 
 struct http_server {
@@ -71,142 +55,6 @@ static const char default_type[] = "text/plain; charset=utf-8";
 
 static void conn_close(struct conn *c);
 
-/* Appends to the arena; past its end the head is too large. */
-static int
-arena_put(struct conn *c, const char *p, size_t n)
-{
-	if (c->arena_len + n + 1 > sizeof(c->arena)) {
-		c->err_status = 431;
-		return -1;
-	}
-	memcpy(c->arena + c->arena_len, p, n);
-	c->arena_len += n;
-	return 0;
-}
-
-/* Ends the string being received before a new piece starts. */
-static int
-piece_switch(struct conn *c, enum piece next)
-{
-	if (c->last == next)
-		return 0;
-	if (c->last != P_NONE && arena_put(c, "", 1) != 0)
-		return -1;
-	if (c->last == P_FIELD) {
-		/* A header without a value callback: its value is empty. */
-		c->hdr[c->n_headers - 1].value = c->arena_len;
-		if (arena_put(c, "", 1) != 0)
-			return -1;
-	}
-	if (next == P_FIELD) {
-		if (c->n_headers == HTTP_MAX_HEADERS) {
-			c->err_status = 431;
-			return -1;
-		}
-		c->hdr[c->n_headers++].name = c->arena_len;
-	}
-	c->last = next;
-	return 0;
-}
-
-static int
-on_url(http_parser *p, const char *at, size_t n)
-{
-	struct conn *c = p->data;
-
-	return piece_switch(c, P_URL) != 0 || arena_put(c, at, n) != 0 ? -1 : 0;
-}
-
-static int
-on_header_field(http_parser *p, const char *at, size_t n)
-{
-	struct conn *c = p->data;
-
-	if (c->head_done)
-		return 0; /* trailers of a chunked body: ignored */
-	return piece_switch(c, P_FIELD) != 0 || arena_put(c, at, n) != 0 ? -1 : 0;
-}
-
-static int
-on_header_value(http_parser *p, const char *at, size_t n)
-{
-	struct conn *c = p->data;
-
-	if (c->head_done)
-		return 0;
-	if (c->last != P_VALUE) {
-		if (arena_put(c, "", 1) != 0)
-			return -1;
-		c->hdr[c->n_headers - 1].value = c->arena_len;
-		c->last = P_VALUE;
-	}
-	return arena_put(c, at, n) != 0 ? -1 : 0;
-}
-
-static int
-on_headers_complete(http_parser *p)
-{
-	struct conn *c = p->data;
-
-	if (piece_switch(c, P_NONE) != 0 || arena_put(c, "", 1) != 0)
-		return -1;
-	c->head_done = true;
-	/* ULLONG_MAX: no Content-Length. A declared body too large is refused before it arrives. */
-	if (p->content_length != (uint64_t)-1 && p->content_length > HTTP_MAX_BODY) {
-		c->err_status = 413;
-		return -1;
-	}
-	return 0;
-}
-
-static int
-on_body(http_parser *p, const char *at, size_t n)
-{
-	struct conn *c = p->data;
-
-	if (c->body_len + n > HTTP_MAX_BODY) {
-		c->err_status = 413;
-		return -1;
-	}
-	if (c->body_len + n + 1 > c->body_cap) {
-		size_t cap = c->body_cap ? c->body_cap : 1024;
-		char *nb;
-
-		while (cap < c->body_len + n + 1)
-			cap *= 2;
-		nb = realloc(c->body, cap);
-		if (nb == NULL) {
-			c->err_status = -1;
-			return -1;
-		}
-		c->body = nb;
-		c->body_cap = cap;
-	}
-	memcpy(c->body + c->body_len, at, n);
-	c->body_len += n;
-	c->body[c->body_len] = '\0';
-	return 0;
-}
-
-static int
-on_message_complete(http_parser *p)
-{
-	struct conn *c = p->data;
-
-	c->msg_done = true;
-	http_parser_pause(p, 1); /* one request per connection: a pipelined one is ignored */
-	return 0;
-}
-
-static const http_parser_settings parser_settings = {
-	.on_url = on_url,
-	.on_header_field = on_header_field,
-	.on_header_value = on_header_value,
-	.on_headers_complete = on_headers_complete,
-	.on_body = on_body,
-	.on_message_complete = on_message_complete,
-};
-
 static void
 on_handle_closed(uv_handle_t *h)
 {
@@ -222,7 +70,7 @@ on_handle_closed(uv_handle_t *h)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	s->nconns--;
-	free(c->body);
+	http_msg_free(&c->msg);
 	if (c->resp_body_owned)
 		free(c->resp_body);
 	free(c);
@@ -314,22 +162,15 @@ respond(struct conn *c, int status, const char *type, char *body, size_t len, bo
     const char *extra)
 {
 	uv_buf_t bufs[2];
-	int n;
+	size_t n;
 
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	c->resp_body = body;
 	c->resp_body_owned = owned;
-	if (status < 100 || status > 999)
-		status = 500;
-	n = snprintf(c->resp_head, sizeof(c->resp_head),
-	    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
-	    status, http_status_str((enum http_status)status), type, len, extra ? extra : "");
-	if (n < 0 || (size_t)n >= sizeof(c->resp_head)) {
-		n = snprintf(c->resp_head, sizeof(c->resp_head),
-		    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		    "Connection: close\r\n\r\n", status, http_status_str((enum http_status)status),
-		    default_type, len);
-	}
+	n = http_format_head(c->resp_head, sizeof(c->resp_head), status, type, len, extra, true);
+	if (n == 0)
+		n = http_format_head(c->resp_head, sizeof(c->resp_head), status, NULL, len, NULL,
+		    true);
 	bufs[0] = uv_buf_init(c->resp_head, (unsigned)n);
 	bufs[1] = uv_buf_init(body != NULL ? body : (char *)"", (unsigned)len);
 	c->state = C_WRITING;
@@ -343,80 +184,35 @@ respond(struct conn *c, int status, const char *type, char *body, size_t len, bo
 static void
 respond_error(struct conn *c, int status, const char *extra)
 {
-	static const struct {
-		int status;
-		const char *body;
-	} msgs[] = {
-		{ 400, "bad request\n" }, { 404, "not found\n" }, { 405, "method not allowed\n" },
-		{ 413, "request body too large\n" }, { 431, "request header fields too large\n" },
-		{ 500, "internal error\n" },
-	};
-	const char *body = "error\n";
+	const char *body = http_error_body(status);
 
-	for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++)
-		if (msgs[i].status == status)
-			body = msgs[i].body;
-	respond(c, status, default_type, (char *)body, strlen(body), false, extra);
+	respond(c, status, NULL, (char *)body, strlen(body), false, extra);
 }
 
 static void
 dispatch(struct conn *c)
 {
 	struct http_server *s = c->s;
-	const char *method = http_method_str((enum http_method)c->parser.method);
-	const char *target = c->arena, *q;
-	const struct http_route *hit = NULL;
+	const struct http_route *hit;
 	struct http_header hv[HTTP_MAX_HEADERS];
-	char path[HTTP_MAX_HEAD + 1], allow[64] = "";
+	char path[HTTP_MAX_HEAD + 1], allow[64];
 	struct http_req req;
-	struct http_resp resp = { 200, default_type, NULL, 0 };
-	bool path_known = false;
-	size_t plen;
+	struct http_resp resp = { 200, NULL, NULL, 0 };
+	int status;
 
-	if (target[0] != '/') {
-		respond_error(c, 400, NULL);
+	if ((status = http_msg_request(&c->msg, &req, hv, path)) != 0) {
+		respond_error(c, status, NULL);
 		return;
 	}
-	q = strchr(target, '?');
-	plen = q != NULL ? (size_t)(q - target) : strlen(target);
-	memcpy(path, target, plen);
-	path[plen] = '\0';
-	for (const struct http_route *r = s->routes; r->path != NULL; r++) {
-		if (strcmp(r->path, path) != 0)
-			continue;
-		if (!path_known || strstr(allow, r->method) == NULL) {
-			size_t al = strlen(allow);
-
-			snprintf(allow + al, sizeof(allow) - al, "%s%s", al ? ", " : "", r->method);
-		}
-		path_known = true;
-		if (hit == NULL && strcmp(r->method, method) == 0)
-			hit = r;
-	}
+	req.peer = &c->peer;
+	hit = http_route_find(s->routes, req.method, req.path, &status, allow, sizeof(allow));
 	if (hit == NULL) {
 		char extra[96];
 
-		if (!path_known) {
-			respond_error(c, 404, NULL);
-			return;
-		}
 		snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-		respond_error(c, 405, extra);
+		respond_error(c, status, status == 405 ? extra : NULL);
 		return;
 	}
-	for (size_t i = 0; i < c->n_headers; i++) {
-		hv[i].name = c->arena + c->hdr[i].name;
-		hv[i].value = c->arena + c->hdr[i].value;
-	}
-	req.method = method;
-	req.target = target;
-	req.path = path;
-	req.query = q != NULL ? q + 1 : "";
-	req.body = c->body != NULL ? c->body : "";
-	req.body_len = c->body_len;
-	req.headers = hv;
-	req.n_headers = c->n_headers;
-	req.peer = &c->peer;
 	hit->handler(&req, &resp, s->user);
 	if (c->state == C_CLOSING) {
 		/* The handler closed the server: nothing can be sent any more. */
@@ -429,46 +225,16 @@ dispatch(struct conn *c)
 	    resp.body, resp.body != NULL ? resp.body_len : 0, true, NULL);
 }
 
-/* Feeds bytes to the parser, holding the head to HTTP_MAX_HEAD bytes; acts when a request ends. */
+/* Feeds bytes to the request; acts when it is whole or refused. */
 static void
 feed(struct conn *c, const char *data, size_t n)
 {
-	size_t off = 0;
-
-	while (off < n && !c->msg_done && c->err_status == 0) {
-		size_t chunk = n - off, got;
-		bool in_head = !c->head_done;
-		enum http_errno e;
-
-		/* Within the head, feed no more than its budget: one byte past it is a 431. */
-		if (in_head && chunk > HTTP_MAX_HEAD - c->head_bytes)
-			chunk = HTTP_MAX_HEAD - c->head_bytes;
-		got = http_parser_execute(&c->parser, &parser_settings, data + off, chunk);
-		if (in_head)
-			c->head_bytes += got;
-		off += got;
-		e = HTTP_PARSER_ERRNO(&c->parser);
-		if (c->err_status != 0 || c->msg_done)
-			break;
-		if (e != HPE_OK) {
-			log_debug("http: bad request: %s", http_errno_description(e));
-			c->err_status = 400;
-			break;
-		}
-		if (!c->head_done && c->head_bytes >= HTTP_MAX_HEAD) {
-			c->err_status = 431;
-			break;
-		}
-		if (got < chunk) {
-			c->err_status = 400;
-			break;
-		}
-	}
-	if (c->err_status < 0)
+	http_msg_feed(&c->msg, data, n);
+	if (c->msg.err_status < 0)
 		conn_close(c);
-	else if (c->err_status > 0)
-		respond_error(c, c->err_status, NULL);
-	else if (c->msg_done)
+	else if (c->msg.err_status > 0)
+		respond_error(c, c->msg.err_status, NULL);
+	else if (c->msg.done)
 		dispatch(c);
 }
 
@@ -531,8 +297,7 @@ on_connection(uv_stream_t *ls, int status)
 		s->conns->prev = c;
 	s->conns = c;
 	s->nconns++;
-	http_parser_init(&c->parser, HTTP_REQUEST);
-	c->parser.data = c;
+	http_msg_init(&c->msg, true, HTTP_MAX_BODY);
 	r = uv_accept(ls, (uv_stream_t *)&c->tcp);
 	if (r == 0) {
 		int len = sizeof(c->peer);

@@ -48,6 +48,7 @@ struct http_req {
 	const struct http_header *headers; /* in the order sent */
 	size_t n_headers;
 	const struct sockaddr_storage *peer;
+	const char *peer_id; /* the client's verified SPIFFE ID over TLS (the CA service), else NULL */
 };
 
 /* What a handler answers. The server sets status 200, the default content type and no body. */

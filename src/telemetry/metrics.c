@@ -67,6 +67,7 @@ struct proc_metric {
 	struct proc_metric *next;
 	enum proc_type type;
 	char *name, *help;
+	char *label, *lvalue; /* one label (both NULL: none); one entry per value, kept adjacent */
 	uint64_t counter;
 	int64_t gauge;
 };
@@ -78,6 +79,8 @@ struct metric_counter {
 struct metric_gauge {
 	struct proc_metric p;
 };
+
+static void proc_free(struct proc_metric *p);
 
 struct metrics {
 	struct series **tab; /* chains; nbuckets is a power of two */
@@ -119,9 +122,7 @@ metrics_free(struct metrics *m)
 		}
 	for (struct proc_metric *p = m->procs, *next; p != NULL; p = next) {
 		next = p->next;
-		free(p->name);
-		free(p->help);
-		free(p);
+		proc_free(p);
 	}
 	free(m->tab);
 	free(m);
@@ -337,51 +338,115 @@ static const char *const builtin_names[] = { "istio_tcp_connections_opened_total
 	"istio_request_duration_milliseconds", "istio_request_bytes", "istio_response_bytes",
 	"amesh_metrics_series_dropped_total" };
 
-static struct proc_metric *
-proc_register(struct metrics *m, enum proc_type type, const char *name, const char *help)
+static void
+proc_free(struct proc_metric *p)
 {
-	struct proc_metric *p;
+	free(p->name);
+	free(p->help);
+	free(p->label);
+	free(p->lvalue);
+	free(p);
+}
+
+static struct proc_metric *
+proc_register(struct metrics *m, enum proc_type type, const char *name, const char *help,
+    const char *label, const char *lvalue)
+{
+	struct proc_metric *p, *after = NULL;
 	size_t sz = type == PROC_COUNTER ? sizeof(struct metric_counter) :
 	    sizeof(struct metric_gauge);
 
-	if (!name_ok(name))
+	if (!name_ok(name) || (label != NULL && (!name_ok(label) || lvalue == NULL)))
 		return NULL;
 	for (size_t i = 0; i < sizeof(builtin_names) / sizeof(builtin_names[0]); i++)
 		if (strcmp(name, builtin_names[i]) == 0)
 			return NULL;
-	for (p = m->procs; p != NULL; p = p->next)
-		if (strcmp(p->name, name) == 0)
-			return p->type == type ? p : NULL;
+	for (p = m->procs; p != NULL; p = p->next) {
+		if (strcmp(p->name, name) != 0)
+			continue;
+		/* One family: the same type and label name throughout. */
+		if (p->type != type || (p->label == NULL) != (label == NULL) ||
+		    (label != NULL && strcmp(p->label, label) != 0))
+			return NULL;
+		if (label == NULL || strcmp(p->lvalue, lvalue) == 0)
+			return p;
+		after = p;
+	}
 	p = calloc(1, sz);
 	if (p == NULL)
 		return NULL;
 	p->type = type;
 	p->name = strdup(name);
 	p->help = strdup(help != NULL ? help : "");
-	if (p->name == NULL || p->help == NULL) {
-		free(p->name);
-		free(p->help);
-		free(p);
+	if (label != NULL) {
+		p->label = strdup(label);
+		p->lvalue = strdup(lvalue);
+	}
+	if (p->name == NULL || p->help == NULL || (label != NULL && (p->label == NULL ||
+	    p->lvalue == NULL))) {
+		proc_free(p);
 		return NULL;
 	}
-	if (m->procs_tail != NULL)
-		m->procs_tail->next = p;
-	else
-		m->procs = p;
-	m->procs_tail = p;
+	if (after != NULL) {
+		p->next = after->next;
+		after->next = p;
+		if (m->procs_tail == after)
+			m->procs_tail = p;
+	} else {
+		if (m->procs_tail != NULL)
+			m->procs_tail->next = p;
+		else
+			m->procs = p;
+		m->procs_tail = p;
+	}
 	return p;
 }
 
 struct metric_counter *
 metrics_counter(struct metrics *m, const char *name, const char *help)
 {
-	return (struct metric_counter *)proc_register(m, PROC_COUNTER, name, help);
+	return (struct metric_counter *)proc_register(m, PROC_COUNTER, name, help, NULL, NULL);
 }
 
 struct metric_gauge *
 metrics_gauge(struct metrics *m, const char *name, const char *help)
 {
-	return (struct metric_gauge *)proc_register(m, PROC_GAUGE, name, help);
+	return (struct metric_gauge *)proc_register(m, PROC_GAUGE, name, help, NULL, NULL);
+}
+
+struct metric_counter *
+metrics_counter_l(struct metrics *m, const char *name, const char *help, const char *label,
+    const char *value)
+{
+	return (struct metric_counter *)proc_register(m, PROC_COUNTER, name, help, label, value);
+}
+
+struct metric_gauge *
+metrics_gauge_l(struct metrics *m, const char *name, const char *help, const char *label,
+    const char *value)
+{
+	return (struct metric_gauge *)proc_register(m, PROC_GAUGE, name, help, label, value);
+}
+
+void
+metrics_gauge_remove(struct metrics *m, struct metric_gauge *g)
+{
+	struct proc_metric *prev = NULL;
+
+	if (g == NULL)
+		return;
+	for (struct proc_metric *p = m->procs; p != NULL; prev = p, p = p->next) {
+		if (p != &g->p)
+			continue;
+		if (prev != NULL)
+			prev->next = p->next;
+		else
+			m->procs = p->next;
+		if (m->procs_tail == p)
+			m->procs_tail = prev;
+		proc_free(p);
+		return;
+	}
 }
 
 void
@@ -629,9 +694,18 @@ metrics_render(struct metrics *m, char **out)
 
 	*out = NULL;
 	buf_init(&b.b, METRICS_RENDER_MAX);
-	for (const struct proc_metric *p = m->procs; p != NULL; p = p->next) {
-		family_head(&b, p->name, p->type == PROC_COUNTER ? "counter" : "gauge", p->help);
+	for (const struct proc_metric *p = m->procs, *prev = NULL; p != NULL; prev = p, p = p->next) {
+		if (prev == NULL || strcmp(prev->name, p->name) != 0)
+			family_head(&b, p->name, p->type == PROC_COUNTER ? "counter" : "gauge",
+			    p->help);
 		mt_str(&b, p->name);
+		if (p->label != NULL) {
+			mt_str(&b, "{");
+			mt_str(&b, p->label);
+			mt_str(&b, "=\"");
+			mt_escaped(&b, p->lvalue, true);
+			mt_str(&b, "\"}");
+		}
 		if (p->type == PROC_COUNTER)
 			mt_printf(&b, " %" PRIu64 "\n", p->counter);
 		else

@@ -119,6 +119,17 @@ void metrics_http_request(struct metrics *m, const struct http_labels *l, double
  */
 struct metric_counter *metrics_counter(struct metrics *m, const char *name, const char *help);
 struct metric_gauge *metrics_gauge(struct metrics *m, const char *name, const char *help);
+/*
+ * The same with one label: one series per value of label, rendered in one family ("name{label=
+ * \"value\"} v"). A name is either labelled (always with the same label) or not. Callers bound
+ * the values (an identity per enrolled workload, a refusal reason from a fixed list).
+ */
+struct metric_counter *metrics_counter_l(struct metrics *m, const char *name, const char *help,
+    const char *label, const char *value);
+struct metric_gauge *metrics_gauge_l(struct metrics *m, const char *name, const char *help,
+    const char *label, const char *value);
+/* Forgets a gauge (a labelled series whose subject is gone); g is invalid afterwards. */
+void metrics_gauge_remove(struct metrics *m, struct metric_gauge *g);
 /* These accept NULL (and do nothing), so a failed registration does not crash the data path. */
 void metrics_counter_add(struct metric_counter *c, uint64_t v);
 uint64_t metrics_counter_value(const struct metric_counter *c);

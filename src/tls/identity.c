@@ -422,6 +422,47 @@ keep_previous(struct identity_store *s, struct identity_set *old, const char *wa
 	return identity_ref(prev);
 }
 
+static bool
+stamp_of(const char *path, struct file_stamp *st)
+{
+	struct stat sb;
+
+	memset(st, 0, sizeof(*st));
+	if (stat(path, &sb) != 0)
+		return false;
+	st->dev = sb.st_dev;
+	st->ino = sb.st_ino;
+	st->size = sb.st_size;
+	st->mtime = sb.st_mtim;
+	return true;
+}
+
+static bool
+stamp_eq(const struct file_stamp *a, const struct file_stamp *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	    a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/*
+ * The previous load's identity when neither of its files changed (files are replaced by rename,
+ * so a new inode) and it was checked against this same bundle: a renewal of one identity among
+ * thousands re-reads one pair, not all of them.
+ */
+static struct identity *
+reuse_unchanged(struct identity_set *old, const char *want, const char *crt, const char *key,
+    struct trust_bundle *b, time_t now)
+{
+	struct identity *prev = old != NULL ? htab_get_str(&old->by_id, want) : NULL;
+	struct file_stamp cs, ks;
+
+	if (prev == NULL || prev->bundle != b || prev->not_after <= now ||
+	    !stamp_of(crt, &cs) || !stamp_of(key, &ks) || !stamp_eq(&cs, &prev->crt_st) ||
+	    !stamp_eq(&ks, &prev->key_st))
+		return NULL;
+	return identity_ref(prev);
+}
+
 /* Loads and checks one identity; NULL (after logging why) if it is skipped. */
 static struct identity *
 load_one(struct identity_store *s, const struct scan_file *f, struct trust_bundle *b,
@@ -447,6 +488,11 @@ load_one(struct identity_store *s, const struct scan_file *f, struct trust_bundl
 		snprintf(why, sizeof(why), "SPIFFE ID too long");
 		goto out;
 	}
+	if ((res = reuse_unchanged(old, want, crt, key, b, now)) != NULL)
+		goto out;
+	/* Stamps first: a file replaced while it is read is read again next time. */
+	stamp_of(crt, &id->crt_st);
+	stamp_of(key, &id->key_st);
 	if (cert_load_chain(crt, &id->chain, e, sizeof(e)) != 0) {
 		snprintf(why, sizeof(why), "%s", e);
 		goto out;
@@ -524,6 +570,18 @@ load_bundle(struct identity_store *s, struct trust_bundle **out)
 	if (b == NULL)
 		return AMESH_ERR_NOMEM;
 	b->refs = 1;
+	/* An unchanged bundle is the same bundle, so the identities checked against it stay. */
+	if (stamp_of(path, &b->st)) {
+		struct identity_set *cur = current_set(s);
+
+		if (cur != NULL && cur->bundle != NULL && stamp_eq(&cur->bundle->st, &b->st)) {
+			*out = trust_bundle_ref(cur->bundle);
+			set_unref(cur);
+			free(b);
+			return 0;
+		}
+		set_unref(cur);
+	}
 	r = cert_load_chain(path, &b->crt, why, sizeof(why));
 	if (r != 0) {
 		pthread_mutex_lock(&s->mu);

@@ -12,6 +12,7 @@
 #include <mbedtls/x509_crt.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 #include <uv.h>
 
@@ -23,10 +24,19 @@
 /* A watched store reloads this long after the last change it saw, so writes can settle. */
 #define IDENTITY_SETTLE_MS 200
 
+/* What a file was when it was read: a reload re-reads only files whose stamp changed. */
+struct file_stamp {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+};
+
 /* The trust anchors one load was checked against; shared by that load's identities. */
 struct trust_bundle {
 	int refs;
 	mbedtls_x509_crt crt;
+	struct file_stamp st;
 };
 
 struct identity {
@@ -38,6 +48,7 @@ struct identity {
 	mbedtls_pk_context key;
 	time_t not_before, not_after;
 	struct trust_bundle *bundle;
+	struct file_stamp crt_st, key_st;
 	/* Ready-made TLS configurations for this identity (tls_conf_init). */
 	mbedtls_ssl_config server, client;
 };

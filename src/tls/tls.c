@@ -55,6 +55,8 @@ struct tls_conn {
 	void *user;
 	char *trust_domain;
 	char **expect;
+	const char *alpn;   /* required ALPN protocol (a literal or the owner's string) */
+	bool peer_optional; /* server: a client without a certificate is let through */
 
 	uint8_t in[TLS_IN_CAP];
 	size_t in_len, in_off;
@@ -330,7 +332,18 @@ verify_peer(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 		*flags |= MBEDTLS_X509_BADCERT_OTHER;
 		return 0;
 	}
-	if (c->is_server) {
+	if (c->is_server && c->peer_optional) {
+		/* The CA service: its clients are nodes (spiffe://TD/amesh/node/NAME). */
+		char node[SPIFFE_ID_MAX];
+
+		if (spiffe_split_node(id, td, sizeof(td), node, sizeof(node)) != 0 ||
+		    strcmp(td, c->trust_domain) != 0) {
+			snprintf(c->verify_why, sizeof(c->verify_why), "peer %.80s is not a node of "
+			    "trust domain %.40s", id, c->trust_domain);
+			*flags |= MBEDTLS_X509_BADCERT_OTHER;
+			return 0;
+		}
+	} else if (c->is_server) {
 		if (spiffe_split(id, td, NULL, NULL) != 0 || strcmp(td, c->trust_domain) != 0) {
 			snprintf(c->verify_why, sizeof(c->verify_why), "peer %.80s is not in trust "
 			    "domain %.40s", id, c->trust_domain);
@@ -385,13 +398,30 @@ handshake_step(struct tls_conn *c)
 		return;
 	}
 	alpn = mbedtls_ssl_get_alpn_protocol(&c->ssl);
-	if (alpn == NULL || strcmp(alpn, "h2") != 0) {
+	if (c->alpn[0] != '\0' && (alpn == NULL || strcmp(alpn, c->alpn) != 0)) {
 		mbedtls_ssl_send_alert_message(&c->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
 		    MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL);
-		fail_conn(c, AMESH_ERR_INVALID, "peer did not negotiate ALPN h2");
+		fail_conn(c, AMESH_ERR_INVALID, "peer did not negotiate ALPN %s", c->alpn);
 		return;
 	}
-	if (c->peer_id[0] == '\0') {
+	/* VERIFY_OPTIONAL lets a bad chain through the handshake: a certificate that is presented
+	 * must still verify; only its absence is allowed. */
+	if (c->is_server && c->peer_optional && mbedtls_ssl_get_peer_cert(&c->ssl) != NULL &&
+	    mbedtls_ssl_get_verify_result(&c->ssl) != 0) {
+		uint32_t vf = mbedtls_ssl_get_verify_result(&c->ssl);
+		char info[256] = "";
+
+		if (c->verify_why[0] == '\0' && vf != (uint32_t)-1) {
+			mbedtls_x509_crt_verify_info(info, sizeof(info), "", vf);
+			info[strcspn(info, "\n")] = '\0';
+		}
+		mbedtls_ssl_send_alert_message(&c->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+		    MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
+		fail_conn(c, AMESH_ERR_INVALID, "peer certificate rejected: %s",
+		    c->verify_why[0] != '\0' ? c->verify_why : info);
+		return;
+	}
+	if (c->peer_id[0] == '\0' && !(c->is_server && c->peer_optional)) {
 		fail_conn(c, AMESH_ERR_INVALID, "peer presented no certificate");
 		return;
 	}
@@ -470,6 +500,8 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
 	c->user = user;
 	c->is_server = server;
 	c->id = identity_ref(o->id);
+	c->alpn = o->alpn != NULL ? o->alpn : "h2";
+	c->peer_optional = o->peer_optional;
 	snprintf(c->peer_addr, sizeof(c->peer_addr), "-");
 	if (server && o->trust_domain != NULL)
 		c->trust_domain = strdup(o->trust_domain);
@@ -489,7 +521,12 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
 		goto nomem;
 	mbedtls_ssl_init(&c->ssl);
 	c->ssl_ready = true;
-	r = mbedtls_ssl_setup(&c->ssl, server ? &c->id->server : &c->id->client);
+	if (o->conf != NULL)
+		r = mbedtls_ssl_setup(&c->ssl, o->conf);
+	else if (c->id != NULL)
+		r = mbedtls_ssl_setup(&c->ssl, server ? &c->id->server : &c->id->client);
+	else
+		r = AMESH_ERR_INVALID;
 	if (r != 0)
 		goto nomem;
 	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);

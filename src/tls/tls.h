@@ -28,6 +28,14 @@ struct identity;
  */
 int tls_conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
     mbedtls_pk_context *key, mbedtls_x509_crt *bundle);
+/*
+ * The same for the CA service's protocol (amesh-ca(8)): ALPN TLS_ALPN_CA instead of "h2", and
+ * authmode as given (the CA's server takes MBEDTLS_SSL_VERIFY_OPTIONAL: a joining node has no
+ * certificate yet). chain and key may be NULL for a client that presents none.
+ */
+#define TLS_ALPN_CA "amesh-ca/1"
+int tls_conf_init_ca(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
+    mbedtls_pk_context *key, mbedtls_x509_crt *bundle, int authmode);
 
 /* Ciphertext queued for the socket above this stops the owner's writes (tls_conn_writable). */
 #define TLS_WRITE_HIGH_WATER (256u * 1024)
@@ -46,7 +54,14 @@ struct tls_conn_cb {
 };
 
 struct tls_conn_opts {
-	struct identity *id;      /* our certificate (a reference is taken) */
+	struct identity *id;      /* our certificate (a reference is taken); NULL with conf */
+	/* Instead of id's: this configuration (it must outlive the connection), the ALPN protocol
+	 * to require ("" : whatever was agreed, or none), and (server) whether a client may present
+	 * no certificate: then tls_conn_peer_id is "". Used by the CA service; HBONE uses id and
+	 * "h2". */
+	const mbedtls_ssl_config *conf;
+	const char *alpn;
+	bool peer_optional;
 	const char *trust_domain; /* server: required peer trust domain */
 	const char *const *expect; /* client: acceptable peer SPIFFE IDs, NULL-terminated */
 	uint64_t handshake_timeout_ms;

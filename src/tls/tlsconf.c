@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The one mbedTLS configuration every HBONE connection uses (see tls.h). */
+/* The mbedTLS configurations of HBONE and of the CA service (see tls.h). */
 #include "config.h"
 
 #include <mbedtls/ssl.h>
@@ -18,11 +18,13 @@ static const mbedtls_ecp_group_id curves[] = {
 	MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_NONE,
 };
 static const int sig_hashes[] = { MBEDTLS_MD_SHA256, MBEDTLS_MD_SHA384, MBEDTLS_MD_NONE };
-static const char *alpn[] = { "h2", NULL };
+static const char *alpn_h2[] = { "h2", NULL };
+/* http/1.1 too, so that curl and openssl s_client can talk to the CA service by hand. */
+static const char *alpn_ca[] = { TLS_ALPN_CA, "http/1.1", NULL };
 
-int
-tls_conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
-    mbedtls_pk_context *key, mbedtls_x509_crt *bundle)
+static int
+conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
+    mbedtls_pk_context *key, mbedtls_x509_crt *bundle, const char **alpn, int authmode)
 {
 	int r;
 
@@ -36,7 +38,7 @@ tls_conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
 	mbedtls_ssl_conf_ciphersuites(conf, suites);
 	mbedtls_ssl_conf_curves(conf, curves);
 	mbedtls_ssl_conf_sig_hashes(conf, sig_hashes);
-	mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+	mbedtls_ssl_conf_authmode(conf, authmode);
 	mbedtls_ssl_conf_ca_chain(conf, bundle, NULL);
 	mbedtls_ssl_conf_rng(conf, rng_fill, rng_ctx());
 	mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
@@ -44,5 +46,21 @@ tls_conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
 	r = mbedtls_ssl_conf_alpn_protocols(conf, alpn);
 	if (r != 0)
 		return r;
+	if (chain == NULL)
+		return 0;
 	return mbedtls_ssl_conf_own_cert(conf, chain, key);
+}
+
+int
+tls_conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
+    mbedtls_pk_context *key, mbedtls_x509_crt *bundle)
+{
+	return conf_init(conf, endpoint, chain, key, bundle, alpn_h2, MBEDTLS_SSL_VERIFY_REQUIRED);
+}
+
+int
+tls_conf_init_ca(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
+    mbedtls_pk_context *key, mbedtls_x509_crt *bundle, int authmode)
+{
+	return conf_init(conf, endpoint, chain, key, bundle, alpn_ca, authmode);
 }

@@ -7,7 +7,8 @@
 #
 #      0  core                     log, errors, buffers, parsing: needs nothing of ours
 #      1  config tls telemetry     amesh.conf and the registry; mbedTLS; metrics and admin HTTP
-#      2  net policy               namespaces, hand-off and records, listeners; authorization
+#      2  net policy ca            namespaces, hand-off and records, listeners; authorization;
+#                                  the CA service, its client and the roles' identity agent
 #      3  nft hbone                interception rules; HTTP/2 CONNECT over TLS, the relay
 #      4  l7                       the L7 engine over HBONE
 #      5  proxy                    the ztunnel and sidecar core, over HBONE and L7
@@ -26,7 +27,7 @@ rank() {
 	case $1 in
 	core) echo 0 ;;
 	config | tls | telemetry) echo 1 ;;
-	net | policy) echo 2 ;;
+	net | policy | ca) echo 2 ;;
 	nft | hbone) echo 3 ;;
 	l7) echo 4 ;;
 	proxy) echo 5 ;;
@@ -62,8 +63,17 @@ if [ ! -f "$LIB" ]; then
 	exit
 fi
 # "object defined-or-undefined symbol" lines; then every pair of objects that need each other.
-nm -A "$LIB" 2>/dev/null | awk '
-	{ split($1, p, ":"); obj = p[2]; sub(/^libamesh_a-/, "", obj) }
+# The objects of the library's sources, by path: two sources of one name in two directories
+# (cmd/ca.c, tls/ca.c) are two objects. An object whose source is gone is left out.
+objs=""
+for c in "$SRCDIR"/src/*/*.c; do
+	d=$(basename "$(dirname "$c")")
+	o="$BUILDDIR/src/$d/libamesh_a-$(basename "$c" .c).o"
+	[ -f "$o" ] && objs="$objs $o"
+done
+# shellcheck disable=SC2086
+nm -A $objs 2>/dev/null | awk '
+	{ split($1, p, ":"); obj = p[1]; sub(/.*\/src\//, "", obj); sub(/libamesh_a-/, "", obj) }
 	$(NF - 1) ~ /^[TDRB]$/ { def[$NF] = obj }
 	$(NF - 1) == "U" { use[obj, $NF] = 1 }
 	END {

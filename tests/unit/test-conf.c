@@ -149,7 +149,7 @@ static const struct {
 	{ "[mesh]\nbogus = 1",
 	    "t.conf:2: unknown key 'bogus' in [mesh]" },
 	{ "[meshy]\nnode = a",
-	    "t.conf:1: unknown section [meshy] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni)" },
+	    "t.conf:1: unknown section [meshy] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca)" },
 	{ "node = a",
 	    "t.conf:1: key 'node' outside of any section" },
 	{ "[mesh]\nnode = a\n[mesh]",
@@ -222,7 +222,7 @@ static const struct {
 	{ "[identity]\nexpiry_warning = 1y",
 	    "t.conf:2: [identity] expiry_warning: '1y': unknown duration unit (use ms, s, m, h or d)" },
 	{ "[waypoint \"x\"]\nname = a",
-	    "t.conf:1: unknown section [waypoint \"x\"] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni)" },
+	    "t.conf:1: unknown section [waypoint \"x\"] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca)" },
 	{ "[ztunnel]\nsocket =",
 	    "t.conf:2: [ztunnel] socket: empty value" },
 	{ "[waypoint]\nbuffer_size = 32M",
@@ -291,7 +291,7 @@ TEST(conf_all_errors_reported)
 	ASSERT_STREQ(d.msg[2], "t.conf:6: [ztunnel] drain_timeout: '5': duration needs a unit "
 	    "(ms, s, m, h or d)");
 	ASSERT_STREQ(d.msg[3], "t.conf:7: unknown section [nope] (expected one of: mesh, identity, "
-	    "log, ztunnel, waypoint, sidecar, cni)");
+	    "log, ztunnel, waypoint, sidecar, cni, ca)");
 	diag_clear(&d);
 }
 
