@@ -12,7 +12,7 @@ fi
 CA=$TMP/ca
 CERTS=$TMP/certs
 ID=spiffe://cluster.local/ns/default/sa/reviews
-plan 29
+plan 46
 
 mode() { stat -c %a "$1"; }
 
@@ -120,6 +120,93 @@ run "$AMESH" ca issue --dir "$TMP/missing" --namespace a --service-account b --o
 check "ca issue without a CA exits 1, naming the file" \
 	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "$TMP/missing/ca.crt: cannot open: No such file or directory"'
 
+# Fingerprints: lowercase hex of SHA-256 over the DER, as OpenSSL computes it.
+fpr() { "$OPENSSL" x509 -in "$1" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g' | tr A-F a-f; }
+run "$AMESH" ca init --dir "$TMP/root"
+ROOT_FP=sha256:$(fpr "$TMP/root/ca.crt")
+check "ca init prints the root's fingerprint" \
+	'[ "$RC" -eq 0 ] && echo "$OUT" | grep -qx "fingerprint $ROOT_FP"'
+
+# An intermediate per CA instance: the root key can stay offline.
+IM=$TMP/im
+run "$AMESH" ca intermediate --root-dir "$TMP/root" --dir "$IM" --name ca-1
+check "ca intermediate writes ca.crt, ca.key and bundle.crt, and prints the root's fingerprint" \
+	'[ "$RC" -eq 0 ] && echo "$OUT" | grep -q "^created $IM/ca.crt: intermediate CA ca-1 of trust domain cluster.local, valid until " &&
+	 echo "$OUT" | grep -qx "created $IM/ca.key (mode 0600): keep it secret" &&
+	 echo "$OUT" | grep -qx "created $IM/bundle.crt: the trust bundle (the root)" &&
+	 echo "$OUT" | grep -qx "root fingerprint $ROOT_FP"'
+check "ca.key 0600, ca.crt and bundle.crt 0644, the directory 0700; bundle.crt is the root" \
+	'[ "$(mode "$IM/ca.key")" = 600 ] && [ "$(mode "$IM/ca.crt")" = 644 ] &&
+	 [ "$(mode "$IM/bundle.crt")" = 644 ] && [ "$(mode "$IM")" = 700 ] &&
+	 cmp -s "$IM/bundle.crt" "$TMP/root/ca.crt"'
+run "$OPENSSL" x509 -in "$IM/ca.crt" -noout -text
+check "the intermediate: CA:TRUE pathlen:0, keyCertSign and cRLSign, issued by the root" \
+	'echo "$OUT" | grep -A1 "Basic Constraints: critical" | grep -q "CA:TRUE, pathlen:0" &&
+	 echo "$OUT" | grep -A1 "Key Usage: critical" | grep -q "Certificate Sign, CRL Sign" &&
+	 echo "$OUT" | grep -q "Subject: CN = amesh intermediate CA ca-1, O = cluster.local" &&
+	 echo "$OUT" | grep -q "Issuer: CN = amesh root CA, O = cluster.local"'
+run "$OPENSSL" verify -x509_strict -CAfile "$IM/bundle.crt" "$IM/ca.crt"
+check "openssl verify: the intermediate is OK under its bundle (x509_strict)" '[ "$RC" -eq 0 ]'
+sum=$(cksum <"$IM/ca.key")
+run "$AMESH" ca intermediate --root-dir "$TMP/root" --dir "$IM" --name ca-2
+check "ca intermediate refuses an existing CA and changes nothing" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "$IM/ca.key: already exists" &&
+	 [ "$(cksum <"$IM/ca.key")" = "$sum" ] && [ "$(ls -A "$IM" | wc -l)" -eq 3 ]'
+run "$AMESH" ca intermediate --root-dir "$IM" --dir "$TMP/im2" --name x
+check "an intermediate signs no intermediate" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "holds the intermediate CA .ca-1., not a root" &&
+	 [ ! -e "$TMP/im2" ]'
+
+# Issued from the intermediate: the chain is the leaf and the intermediate, never the root.
+second() { awk '/BEGIN CERT/ { n++ } n == 2' "$1"; }
+run "$AMESH" ca issue --dir "$IM" --namespace default --service-account reviews --out "$TMP/imcerts"
+check "ca issue from an intermediate writes the leaf and the intermediate" \
+	'[ "$RC" -eq 0 ] && [ "$(grep -c "BEGIN CERTIFICATE" "$TMP/imcerts/default/reviews.crt")" -eq 2 ] &&
+	 [ "$(second "$TMP/imcerts/default/reviews.crt")" = "$(cat "$IM/ca.crt")" ]'
+second "$TMP/imcerts/default/reviews.crt" >"$TMP/untrusted.pem"
+"$OPENSSL" x509 -in "$TMP/imcerts/default/reviews.crt" -out "$TMP/imleaf.pem"
+run "$OPENSSL" verify -x509_strict -purpose sslserver -CAfile "$IM/bundle.crt" -untrusted "$TMP/untrusted.pem" \
+	"$TMP/imleaf.pem"
+check "openssl verify: the workload chains through the intermediate to bundle.crt" \
+	'[ "$RC" -eq 0 ] && [ "$OUT" = "$TMP/imleaf.pem: OK" ]'
+run "$OPENSSL" verify -CAfile "$IM/bundle.crt" "$TMP/imleaf.pem"
+check "openssl verify: and not without the intermediate" '[ "$RC" -ne 0 ]'
+
+# Node identities, offline.
+NODE=$TMP/nodes/node-a
+run "$AMESH" ca issue --dir "$IM" --node node-a --out "$NODE"
+check "ca issue --node writes node.crt (0644) and node.key (0600)" \
+	'[ "$RC" -eq 0 ] && echo "$OUT" | grep -q "^issued spiffe://cluster.local/amesh/node/node-a, valid until " &&
+	 echo "$OUT" | grep -qx "wrote $NODE/node.crt (with the intermediate CA certificate)" &&
+	 [ "$(mode "$NODE/node.key")" = 600 ] && [ "$(mode "$NODE/node.crt")" = 644 ] &&
+	 [ "$(ls -A "$NODE" | tr "\n" " ")" = "node.crt node.key " ]'
+second "$NODE/node.crt" >"$TMP/untrusted.pem"
+"$OPENSSL" x509 -in "$NODE/node.crt" -out "$TMP/nodeleaf.pem"
+run "$OPENSSL" verify -x509_strict -purpose sslclient -CAfile "$IM/bundle.crt" -untrusted "$TMP/untrusted.pem" \
+	"$TMP/nodeleaf.pem"
+check "openssl verify: the node certificate chains to bundle.crt, fit for a TLS client" '[ "$RC" -eq 0 ]'
+run "$OPENSSL" verify -purpose sslserver -CAfile "$IM/bundle.crt" -untrusted "$TMP/untrusted.pem" "$TMP/nodeleaf.pem"
+check "openssl verify: but not for a TLS server (clientAuth only)" '[ "$RC" -ne 0 ]'
+run "$OPENSSL" x509 -in "$TMP/nodeleaf.pem" -noout -text
+check "the node certificate: the URI SAN spiffe://cluster.local/amesh/node/node-a alone" \
+	'[ "$(echo "$OUT" | grep -A1 "Subject Alternative Name" | tail -n 1 | sed "s/^ *//")" = "URI:spiffe://cluster.local/amesh/node/node-a" ]'
+pub_key=$("$OPENSSL" pkey -in "$NODE/node.key" -pubout)
+pub_crt=$("$OPENSSL" x509 -in "$TMP/nodeleaf.pem" -noout -pubkey)
+check "node.key matches node.crt" '[ -n "$pub_key" ] && [ "$pub_key" = "$pub_crt" ]'
+
+run "$AMESH" ca show "$NODE/node.crt"
+check "ca show prints each certificate's fingerprint" \
+	'[ "$RC" -eq 0 ] && echo "$OUT" | grep -qx "fingerprint sha256:$(fpr "$TMP/nodeleaf.pem")" &&
+	 echo "$OUT" | grep -qx "fingerprint sha256:$(fpr "$IM/ca.crt")"'
+
+# An intermediate whose ca.crt does not chain to its bundle.crt is refused.
+cp -R "$IM" "$TMP/imbad"
+cp "$TMP/other/ca.crt" "$TMP/imbad/bundle.crt"
+run "$AMESH" ca issue --dir "$TMP/imbad" --node node-a --out "$TMP/nodes/bad"
+check "ca issue refuses an intermediate that does not chain to bundle.crt" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "$TMP/imbad/ca.crt does not chain to a root of $TMP/imbad/bundle.crt" &&
+	 [ ! -e "$TMP/nodes/bad" ]'
+
 # Each line: arguments that must be refused with exit 2 and a usage line.
 bad=0
 while IFS= read -r args; do
@@ -146,6 +233,18 @@ ca issue --dir $CA --namespace default --out $CERTS
 ca issue --dir $CA --service-account a --namespace .. --out $CERTS
 ca issue --dir $CA --service-account a/b --namespace default --out $CERTS
 ca issue --dir $CA --service-account a --namespace default --out $CERTS --days 99999999
+ca issue --dir $CA --node n1 --namespace default --out $CERTS
+ca issue --dir $CA --node n1 --service-account sa --out $CERTS
+ca issue --dir $CA --node a/b --out $TMP/x
+ca issue --dir $CA --node .. --out $TMP/x
+ca issue --dir $CA --out $TMP/x
+ca intermediate
+ca intermediate --root-dir $CA --dir $TMP/x
+ca intermediate --root-dir $CA --name a
+ca intermediate --dir $TMP/x --name a
+ca intermediate --root-dir $CA --dir $TMP/x --name a/b
+ca intermediate --root-dir $CA --dir $TMP/x --name a --days 0
+ca intermediate --root-dir $CA --dir $TMP/x --name a extra
 ca show
 ca show a b
 ca show --dir x

@@ -798,3 +798,89 @@ TEST(csr_refusals)
 	mbedtls_pk_free(&k384);
 	mbedtls_pk_free(&k256);
 }
+
+#define OPENSSL "/usr/bin/openssl"
+
+/* Runs `openssl req -new` with a new key of keyalg (genpkey options) and the -addext arguments
+ * in ext (may be ""), into dir/name.{key,csr}; returns the CSR text (malloc'd). */
+static char *
+openssl_csr(const char *dir, const char *name, const char *keyalg, const char *ext)
+{
+	char cmd[1024], path[600];
+	FILE *fp;
+	char *buf = calloc(1, 16384);
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "cd '%s' && " OPENSSL " genpkey %s -out %s.key 2>/dev/null && "
+	    OPENSSL " req -new -key %s.key -subj /O=" TD " %s -out %s.csr 2>/dev/null", dir,
+	    keyalg, name, name, ext, name);
+	ASSERT(system(cmd) == 0);
+	snprintf(path, sizeof(path), "%s/%s.csr", dir, name);
+	fp = fopen(path, "r");
+	ASSERT(fp != NULL && buf != NULL);
+	n = fread(buf, 1, 16383, fp);
+	ASSERT(n > 0);
+	fclose(fp);
+	return buf;
+}
+
+#define P256 "-algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+#define SAN_ARG "-addext subjectAltName=URI:" WL_ID
+
+TEST(csr_openssl_interop)
+{
+	static const struct {
+		const char *name, *keyalg, *ext, *why; /* why NULL: accepted */
+	} cases[] = {
+		{ "plain", P256, SAN_ARG, NULL },
+		{ "sha384", P256, SAN_ARG " -sha384", NULL },
+		{ "usages", P256, SAN_ARG " -addext keyUsage=critical,digitalSignature"
+		    " -addext extendedKeyUsage=clientAuth -addext basicConstraints=CA:TRUE", NULL },
+		{ "p384", "-algorithm EC -pkeyopt ec_paramgen_curve:P-384", SAN_ARG,
+		    "CSR key is ECDSA P-384, want ECDSA P-256" },
+		{ "rsa", "-algorithm RSA -pkeyopt rsa_keygen_bits:2048", SAN_ARG,
+		    "CSR key is RSA, want ECDSA P-256" },
+		{ "ed25519", "-algorithm ED25519", SAN_ARG, "not a valid PKCS#10 certificate request" },
+		{ "dns", P256, "-addext subjectAltName=URI:" WL_ID ",DNS:reviews.default.svc",
+		    "CSR has 2 subject alternative names" },
+		{ "nosan", P256, "", "CSR has no subject alternative name" },
+		{ "email", P256, "-addext subjectAltName=email:a@b.c",
+		    "CSR's subject alternative name is an email address, want the URI " WL_ID },
+		{ "other", P256, "-addext subjectAltName=URI:spiffe://cluster.local/ns/x/sa/y",
+		    "CSR names spiffe://cluster.local/ns/x/sa/y but the request is for " WL_ID },
+		{ "ski", P256, SAN_ARG " -addext subjectKeyIdentifier=hash",
+		    "CSR requests extension 2.5.29.14, which the CA does not grant" },
+	};
+	const char *dir = test_tmpdir();
+	mbedtls_pk_context pub, key;
+	char why[512], path[600];
+
+	if (access(OPENSSL, X_OK) != 0) {
+		fprintf(stderr, OPENSSL " not installed\n");
+		exit(77);
+	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *pem = openssl_csr(dir, cases[i].name, cases[i].keyalg, cases[i].ext);
+		int r = ca_csr_check(pem, strlen(pem), WL_ID, &pub, why, sizeof(why));
+
+		if (cases[i].why == NULL && r != 0) {
+			fprintf(stderr, "%s: refused: %s\n", cases[i].name, why);
+			ASSERT(!"an OpenSSL request was refused");
+		}
+		if (cases[i].why != NULL && (r == 0 || strstr(why, cases[i].why) == NULL)) {
+			fprintf(stderr, "%s: got %d '%s', want '%s'\n", cases[i].name, r, why,
+			    cases[i].why);
+			ASSERT(!"an OpenSSL request was not refused as it should be");
+		}
+		if (r == 0) {
+			/* The key handed back is the one OpenSSL made. */
+			snprintf(path, sizeof(path), "%s/%s.key", dir, cases[i].name);
+			mbedtls_pk_init(&key);
+			ASSERT_EQ(mbedtls_pk_parse_keyfile(&key, path, NULL), 0);
+			ASSERT_EQ(mbedtls_pk_check_pair(&pub, &key), 0);
+			mbedtls_pk_free(&key);
+		}
+		mbedtls_pk_free(&pub);
+		free(pem);
+	}
+}

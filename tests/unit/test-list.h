@@ -84,6 +84,7 @@
 	X(ca_bundle_pem_roots)              \
 	X(csr_round_trip)                   \
 	X(csr_refusals)                     \
+	X(csr_openssl_interop)              \
 	X(identity_load_good_only)          \
 	X(identity_reload_rotation)         \
 	X(identity_watch)                   \
