@@ -113,15 +113,30 @@ cred_unref(struct node_cred *c)
 	free(c);
 }
 
+/*
+ * When a certificate's life began: its notBefore is backdated by CA_BACKDATE_SECONDS for clock
+ * skew (ours always is), so the life that counts starts that much later, and not after now.
+ */
+static time_t
+life_start(time_t nb, time_t na)
+{
+	time_t now = now_s(), start = nb;
+
+	if (nb + CA_BACKDATE_SECONDS < na)
+		start = nb + CA_BACKDATE_SECONDS;
+	return start < now ? start : now;
+}
+
 /* The renewal time of a certificate: 0.4 to 0.6 of its life. */
 static time_t
 renew_time(time_t nb, time_t na)
 {
 	uint32_t r;
-	double life = (double)(na - nb);
+	time_t start = life_start(nb, na);
+	double life = (double)(na - start);
 
 	rng_fill(rng_ctx(), (unsigned char *)&r, sizeof(r));
-	return nb + (time_t)(life * (0.4 + 0.2 * ((double)r / 4294967295.0)));
+	return start + (time_t)(life * (0.4 + 0.2 * ((double)r / 4294967295.0)));
 }
 
 /* Loads the node certificate; on failure the agent has none and node_why says why. */
@@ -444,8 +459,12 @@ job_done(uv_work_t *req, int status)
 		e->not_after = j->na;
 		e->renew_at = renew_time(j->nb, j->na);
 		metrics_counter_add(a->renewals, 1);
-		log_info("identity %s: certificate from the CA, valid until %s", e->id,
-		    iso_time(j->na, t, sizeof(t)));
+		{
+			char t2[32];
+
+			log_info("identity %s: certificate from the CA, valid until %s, renewal due at %s",
+			    e->id, iso_time(j->na, t, sizeof(t)), iso_time(e->renew_at, t2, sizeof(t2)));
+		}
 		if (e->kind == IK_NODE)
 			load_cred(a);
 		notify(e, 0, NULL);
@@ -453,8 +472,12 @@ job_done(uv_work_t *req, int status)
 		uint64_t back = 1ull << (e->failures < 6 ? e->failures : 6);
 		uint64_t cap = BACKOFF_MAX_S;
 
-		if (e->not_after > e->not_before && (uint64_t)(e->not_after - e->not_before) / 8 < cap)
-			cap = (uint64_t)(e->not_after - e->not_before) / 8;
+		if (e->not_after > e->not_before) {
+			time_t start = life_start(e->not_before, e->not_after);
+
+			if (e->not_after > start && (uint64_t)(e->not_after - start) / 8 < cap)
+				cap = (uint64_t)(e->not_after - start) / 8;
+		}
 		if (cap < 1)
 			cap = 1;
 		if (back > cap)
