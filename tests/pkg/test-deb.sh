@@ -44,7 +44,8 @@ files=$(dpkg-deb -c "$DEB" | awk '{print $6}' | sed 's|^\.||')
 missing=""
 for f in /usr/sbin/amesh /usr/lib/cni/amesh-cni /etc/amesh/amesh.conf /etc/amesh/registry.d/ \
 	/lib/systemd/system/amesh-ztunnel.service /lib/systemd/system/amesh-waypoint@.service \
-	/lib/systemd/system/amesh-sidecar@.service /usr/lib/tmpfiles.d/amesh.conf \
+	/lib/systemd/system/amesh-sidecar@.service /lib/systemd/system/amesh-ca.service \
+	/usr/lib/tmpfiles.d/amesh.conf \
 	/usr/share/bash-completion/completions/amesh /var/lib/amesh/certs/ \
 	/usr/share/doc/amesh/examples/registry.d/example.conf; do
 	echo "$files" | grep -qxF "$f" || missing="$missing $f"
@@ -68,7 +69,8 @@ check "tmpfiles.d made /run/amesh; no unit was enabled" \
 	'[ -d /run/amesh ] && ! ls /etc/systemd/system/*.wants/amesh-* >/dev/null 2>&1'
 run man -w amesh-ztunnel
 check "man finds the installed pages ($OUT)" '[ "$RC" -eq 0 ] && [ "$OUT" = /usr/share/man/man8/amesh-ztunnel.8.gz ]'
-run systemd-analyze verify amesh-ztunnel.service amesh-waypoint@wp1.service amesh-sidecar@w1.service
+run systemd-analyze verify amesh-ztunnel.service amesh-waypoint@wp1.service amesh-sidecar@w1.service \
+	amesh-ca.service
 check "systemd-analyze verify passes on every installed unit" '[ "$RC" -eq 0 ] && [ -z "$ERR" ]'
 
 # Upgrade between two binaries on the lab: host A's ztunnel is first the packaged one, then this
