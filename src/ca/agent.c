@@ -57,7 +57,7 @@ struct ident {
 	unsigned failures;            /* in a row */
 	bool busy;                    /* a request is in flight */
 	char last_error[1024];
-	char serial_src[8];
+	char issuer[256];             /* the CA that signed the certificate in force */
 	struct waiter *waiters;
 };
 
@@ -75,6 +75,7 @@ struct job {
 	/* results */
 	int status;
 	char why[1024];
+	char ca_issuer[256], issuer[256]; /* the CA that signs now; the one that signed ours */
 	time_t nb, na;
 	bool bundle_changed;
 };
@@ -189,6 +190,9 @@ load_cred(struct idagent *a)
 	cred_unref(a->cred);
 	a->cred = cr;
 	if (a->node != NULL) {
+		if (mbedtls_x509_dn_gets(a->node->issuer, sizeof(a->node->issuer),
+		    &cr->chain.issuer) < 0)
+			a->node->issuer[0] = '\0';
 		a->node->not_before = cr->not_before;
 		a->node->not_after = cr->not_after;
 		a->node->renew_at = renew_time(cr->not_before, cr->not_after);
@@ -311,6 +315,9 @@ sign_work(struct job *j)
 	}
 	j->nb = cert_not_before(&chain);
 	j->na = cert_not_after(&chain);
+	snprintf(j->ca_issuer, sizeof(j->ca_issuer), "%s", resp.issuer);
+	if (mbedtls_x509_dn_gets(j->issuer, sizeof(j->issuer), &chain.issuer) < 0)
+		j->issuer[0] = '\0';
 	r = mbedtls_pk_write_key_pem(&key, keypem, sizeof(keypem));
 	if (r != 0) {
 		snprintf(j->why, sizeof(j->why), "cannot encode the key");
@@ -377,6 +384,7 @@ bundle_work(struct job *j)
 			fclose(f);
 		}
 	}
+	snprintf(j->ca_issuer, sizeof(j->ca_issuer), "%s", resp.issuer);
 	if (cur != NULL && curlen == resp.body_len && memcmp(cur, resp.body, curlen) == 0)
 		goto out;
 	r = ca_write_file(path, resp.body, resp.body_len, 0644, true, j->why, sizeof(j->why));
@@ -428,6 +436,44 @@ maybe_closed(struct idagent *a)
 	}
 }
 
+/*
+ * The CA signs with another intermediate now (a rotation): certificates from the previous one are
+ * renewed soon, the node's at once (before the old root may leave the bundle), the workloads'
+ * spread over a minute (or a tenth of their life) so that a fleet does not renew all at once.
+ */
+static void
+follow_signer(struct idagent *a, const char *ca_issuer)
+{
+	time_t now = now_s();
+
+	if (ca_issuer[0] == '\0')
+		return;
+	for (struct ident *e = a->idents; e != NULL; e = e->next) {
+		uint32_t r;
+		time_t window = 60, at;
+
+		if (e->issuer[0] == '\0' || strcmp(e->issuer, ca_issuer) == 0 || e->busy)
+			continue;
+		if (e->kind == IK_NODE) {
+			at = now;
+		} else {
+			if (e->not_after > e->not_before) {
+				time_t life = e->not_after - life_start(e->not_before, e->not_after);
+
+				if (life / 10 < window)
+					window = life / 10 > 0 ? life / 10 : 1;
+			}
+			rng_fill(rng_ctx(), (unsigned char *)&r, sizeof(r));
+			at = now + (time_t)(r % (uint32_t)window);
+		}
+		if (e->renew_at > at) {
+			log_info("identity %s: the CA signs with %s now, not %s: renewing", e->id,
+			    ca_issuer, e->issuer);
+			e->renew_at = at;
+		}
+	}
+}
+
 static void
 job_done(uv_work_t *req, int status)
 {
@@ -444,6 +490,8 @@ job_done(uv_work_t *req, int status)
 		else if (j->bundle_changed)
 			log_info("identity: trust bundle %s updated from the CA",
 			    a->conf->mesh.trust_bundle);
+		if (j->status == 0)
+			follow_signer(a, j->ca_issuer);
 		job_free(j);
 		maybe_closed(a);
 		return;
@@ -458,6 +506,7 @@ job_done(uv_work_t *req, int status)
 		e->not_before = j->nb;
 		e->not_after = j->na;
 		e->renew_at = renew_time(j->nb, j->na);
+		snprintf(e->issuer, sizeof(e->issuer), "%s", j->issuer);
 		metrics_counter_add(a->renewals, 1);
 		{
 			char t2[32];
@@ -468,6 +517,7 @@ job_done(uv_work_t *req, int status)
 		if (e->kind == IK_NODE)
 			load_cred(a);
 		notify(e, 0, NULL);
+		follow_signer(a, j->ca_issuer);
 	} else {
 		uint64_t back = 1ull << (e->failures < 6 ? e->failures : 6);
 		uint64_t cap = BACKOFF_MAX_S;
@@ -736,6 +786,8 @@ idagent_want(struct idagent *a, const char *ns, const char *sa, idagent_done_fn 
 			e->not_before = cur->not_before;
 			e->not_after = cur->not_after;
 			e->renew_at = renew_time(cur->not_before, cur->not_after);
+			if (mbedtls_x509_dn_gets(e->issuer, sizeof(e->issuer), &cur->chain.issuer) < 0)
+				e->issuer[0] = '\0';
 			identity_unref(cur);
 		}
 		e->next = a->idents;
@@ -830,7 +882,21 @@ idagent_dump(struct idagent *a, FILE *f)
 		fprintf(f, "%s", i ? ", " : "");
 		json_str(f, a->conf->identity.ca_address.v[i]);
 	}
-	fprintf(f, "], \"joined\": %s, \"identities\": [", a->cred != NULL ? "true" : "false");
+	fprintf(f, "], \"joined\": %s, \"trust_bundle\": [", a->cred != NULL ? "true" : "false");
+	{
+		struct trust_bundle *b = identity_store_bundle(a->cfg.ids);
+		char fp[CERT_FINGERPRINT_LEN + 1];
+		bool f1 = true;
+
+		for (const mbedtls_x509_crt *c = b != NULL ? &b->crt : NULL; c != NULL &&
+		    c->raw.len > 0; c = c->next)
+			if (cert_fingerprint(c, fp, sizeof(fp)) == 0) {
+				fprintf(f, "%s\"%s\"", f1 ? "" : ", ", fp);
+				f1 = false;
+			}
+		trust_bundle_unref(b);
+	}
+	fprintf(f, "], \"identities\": [");
 	for (struct ident *e = a->idents; e != NULL; e = e->next) {
 		fprintf(f, "%s{\"id\": ", first ? "" : ", ");
 		first = false;
@@ -840,6 +906,8 @@ idagent_dump(struct idagent *a, FILE *f)
 		    e->not_after ? iso_time(e->not_after, t1, sizeof(t1)) : "",
 		    e->renew_at ? iso_time(e->renew_at, t2, sizeof(t2)) : "", e->failures);
 		json_str(f, e->last_error);
+		fprintf(f, ", \"issuer\": ");
+		json_str(f, e->issuer);
 		fprintf(f, "}");
 	}
 	fprintf(f, "]}");

@@ -336,6 +336,13 @@ attempt(const struct ca_client_cfg *cfg, mbedtls_ssl_config *conf, const char *a
 		goto out;
 	}
 	snprintf(resp->addr, sizeof(resp->addr), "%s", addr);
+	{
+		const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&ssl);
+
+		if (peer == NULL || mbedtls_x509_dn_gets(resp->issuer, sizeof(resp->issuer),
+		    &peer->issuer) < 0)
+			resp->issuer[0] = '\0';
+	}
 	mbedtls_ssl_close_notify(&ssl);
 	ret = 0;
 out:

@@ -36,6 +36,7 @@ struct ca_client_resp {
 	char *body;               /* NUL-terminated, malloc'd */
 	size_t body_len;
 	char addr[300];           /* the address that answered */
+	char issuer[256];         /* the CA that signs now: the issuer of the service's own certificate */
 };
 
 /*
