@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
 # The quick-start demo (`make demo`): two hosts and four workloads in network namespaces (the lab
-# of tests/e2e/lab.sh), a CA and identities from `amesh ca`, one `amesh ztunnel` per host,
+# of tests/e2e/lab.sh), a CA service (`amesh ca serve`) that both hosts join with single-use tokens,
+# one `amesh ztunnel` per host that makes each workload's key and obtains its certificate,
 # enrollment with `amesh cni add`, then the evidence, one headed section each: requests across
 # hosts by workload address and by service VIP, the client's address as the server sees it, the
 # wire between the hosts (TLS on 15008 only), metrics moving, a request refused by an L4 policy,
@@ -225,15 +226,46 @@ for w in a1 a2 b1 b2; do
 		die "the test server in $(lab_ns $w) did not start: $(cat "$DIR/server-$w.log")"
 done
 
-section "Identities: a CA and one certificate per workload (amesh ca)"
-timeout 20 "$AMESH" ca init --dir "$DIR/ca" || die "amesh ca init"
-for x in a:default:client a:default:echo b:default:echo b:other:other; do
-	h=${x%%:*}
-	nssa=${x#*:}
-	out=$(timeout 20 "$AMESH" ca issue --dir "$DIR/ca" --namespace "${nssa%%:*}" \
-		--service-account "${nssa#*:}" --out "$DIR/node-$h/certs") ||
-		die "amesh ca issue ${nssa%%:*}/${nssa#*:}"
-	say "host $h: $(printf '%s\n' "$out" | head -n 1)"
+section "Identities: a CA service, two nodes join, keys made where they are used (amesh ca)"
+# The CA host's address is on host A's side of the wire; its files are apart from the nodes'.
+CA_ADDR=192.168.10.20
+ip -n "$(lab_ns ha)" addr add "$CA_ADDR/24" dev wire || die "cannot add $CA_ADDR"
+out=$(timeout 20 "$AMESH" ca init --dir "$DIR/ca-host/root") || die "amesh ca init: $out"
+fpr=$(printf '%s\n' "$out" | sed -n 's/^fingerprint //p')
+say "CA host: the root (kept offline): $(printf '%s\n' "$out" | head -n 1 | sed 's/^created //')"
+out=$(timeout 20 "$AMESH" ca intermediate --root-dir "$DIR/ca-host/root" --dir "$DIR/ca-host/ca" \
+	--name demo-ca) || die "amesh ca intermediate: $out"
+say "CA host: the intermediate it signs with: $DIR/ca-host/ca"
+cat >"$DIR/ca-host/amesh.conf" <<EOF || die "cannot write the CA's config"
+[mesh]
+registry = $LAB_REGISTRY
+[ca]
+dir = $DIR/ca-host/ca
+address = $CA_ADDR:15012
+admin_address = 127.0.0.1:15110
+metrics_address = 0.0.0.0:15114
+readiness_address = 0.0.0.0:15113
+EOF
+ip netns exec "$(lab_ns ha)" "$AMESH" ca serve -c "$DIR/ca-host/amesh.conf" \
+	>"$DIR/ca.out" 2>"$DIR/ca.log" </dev/null &
+ca_pid=$!
+ca_ready() { http a http://127.0.0.1:15113/healthz/ready >/dev/null 2>&1; }
+wait_for 10 ca_ready || die "amesh ca serve is not ready after 10 s: $(cat "$DIR/ca.log")"
+say "CA host: amesh ca serve on $CA_ADDR:15012 (pid $ca_pid, log $DIR/ca.log)"
+for h in a b; do
+	conf=$DIR/node-$h.conf
+	# The host's amesh.conf learns where the CA is; its bundle and node certificate come by joining.
+	sed -i -e "s|^trust_bundle = .*|trust_bundle = $DIR/node-$h/bundle.crt|" \
+		-e "s|^cert_dir = .*|&\\
+ca_address = $CA_ADDR:15012\\
+node_cert = $DIR/node-$h/node/node.crt\\
+node_key = $DIR/node-$h/node/node.key|" "$conf" || die "cannot edit $conf"
+	tok=$(timeout 20 "$AMESH" ca token -c "$DIR/ca-host/amesh.conf" --node "node-$h" 2>/dev/null) ||
+		die "amesh ca token --node node-$h"
+	say "CA host: amesh ca token --node node-$h (single use, valid 1h)"
+	out=$(printf '%s\n' "$tok" | timeout 20 ip netns exec "$(lab_ns "h$h")" "$AMESH" -c "$conf" \
+		ca join --token-file - --ca-fingerprint "$fpr" 2>&1) || die "amesh ca join on host $h: $out"
+	say "host $h: amesh ca join: $(printf '%s\n' "$out" | grep '^joined')"
 done
 
 section "ztunnels: one amesh ztunnel per host"
@@ -260,6 +292,11 @@ for x in a:a1:client-a a:a2:echo-a b:b1:echo-b b:b2:other-b; do
 		--netns "$(lab_ns_path "${w%%:*}")" --workload "${w#*:}" 2>&1) ||
 		die "amesh cni add ${w#*:}: $out"
 	say "host $h: $out"
+done
+say "host a: the certificates its ztunnel obtained from the CA (keys made on host a, mode 0600):"
+for f in "$DIR"/node-a/certs/*/*.crt; do
+	say "    $f: $("$AMESH" ca show "$f" | sed -n 's/^spiffe id *//p' | head -n 1)," \
+		"key mode $(stat -c %a "${f%.crt}.key")"
 done
 say "host a: amesh cni list:"
 timeout 10 ip netns exec "$(lab_ns ha)" "$AMESH" -c "$DIR/node-a.conf" cni list | sed 's/^/    /'
