@@ -98,8 +98,9 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		goto out;
 	}
 	cmd_log_setup(g, c);
+	/* Nothing is said ok before the registry is: "config ok" means the registry has what the
+	 * file names (amesh-check(8)). */
 	if (registry_load_dir(c->mesh.registry, &r, &d) != 0) {
-		printf("config    %s: ok\n", c->path);
 		diag_print(&d, stderr);
 		fprintf(stderr, "amesh check: registry %s: invalid\n", c->mesh.registry);
 		goto out;

@@ -78,7 +78,8 @@ bad_conf() {
 	want="$TMP/bad.conf:$3"
 	printf "$2" >"$TMP/bad.conf"
 	run "$AMESH" check -c "$TMP/bad.conf"
-	check "$1" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want"'
+	check "$1 (and nothing said ok)" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want" &&
+	 ! echo "$OUT" | grep -q ": ok"'
 }
 bad_conf "config: unknown key" '[mesh]\nnode = node-a\nnodes = x\n' \
 	"3: unknown key 'nodes' in [mesh]"
@@ -99,7 +100,8 @@ bad_reg() {
 	printf '[mesh]\nnode = node-a\nregistry = reg.d\n' >"$TMP/reg.conf"
 	want="$TMP/reg.d/20-bad.conf:$3"
 	run "$AMESH" check -c "$TMP/reg.conf"
-	check "$1" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want"'
+	check "$1 (and nothing said ok)" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want" &&
+	 ! echo "$OUT" | grep -q ": ok"'
 }
 bad_reg "registry: duplicate workload address" \
 	'[workload "x"]\nnamespace = default\nnode = node-a\naddresses = 10.1.1.3\n' \
