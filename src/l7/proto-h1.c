@@ -101,6 +101,7 @@ finish_request_telemetry(struct tun *t)
 		.method = ht->req ? ht->req->method : NULL,
 		.path = ht->req ? ht->req->target : "", .path_len = ht->req ? ht->req->path_len : 0,
 		.flags = ht->flags, .traceparent = ht->traceparent, .status = ht->status,
+		.grpc_status = -1,
 		.start = ht->start, .req_bytes = ht->req_bytes, .resp_bytes = ht->resp_bytes,
 	};
 
@@ -200,12 +201,14 @@ local_reply(struct tun *t, int status, const char *body, const char *location)
 	if (!ht->req_body_done && ht->req_has_body)
 		ht->close_after = true;
 	n = asprintf(&head, "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n"
-	    "content-length: %zu\r\n%s%s%s%s\r\n", status,
-	    status == 403 ? "Forbidden" : status == 404 ? "Not Found" : status == 500 ?
+	    "content-length: %zu\r\n%s%s%s%s%s\r\n", status,
+	    status == 403 ? "Forbidden" : status == 404 ? "Not Found" : status == 405 ?
+	    "Method Not Allowed" : status == 500 ?
 	    "Internal Server Error" : status == 503 ? "Service Unavailable" : status == 504 ?
 	    "Gateway Timeout" : status == 502 ? "Bad Gateway" : status >= 300 && status < 400 ?
 	    "Redirect" : "Error", strlen(body), location ? "location: " : "",
 	    location ? location : "", location ? "\r\n" : "",
+	    status == 405 ? "allow: " L7_ALLOW "\r\n" : "",
 	    ht->close_after ? "connection: close\r\n" : "");
 	h1_responding(ht);
 	if (n < 0) {

@@ -111,6 +111,8 @@ struct h2r {
 	int status;
 	const char *flags;
 	bool grpc, counted;
+	/* The request got our Trailers-Only gRPC answer (:status 200, grpc-status for status). */
+	bool grpc_local;
 	uint64_t start, req_bytes, resp_bytes;
 };
 
@@ -154,7 +156,11 @@ r_telemetry(struct h2r *r)
 	struct wp_request_log q = {
 		.rt = r->rt, .ep = r->ep, .method = r->method, .authority = r->authority,
 		.path = path, .path_len = strlen(path), .flags = r->flags,
-		.traceparent = r->traceparent, .status = r->status, .grpc = r->grpc,
+		.traceparent = r->traceparent, .grpc = r->grpc,
+		/* A gRPC local reply is recorded as the client saw it, as Istio does: HTTP 200, and
+		 * the grpc-status beside it (amesh-waypoint(8) LOCAL REPLIES). */
+		.status = r->grpc_local ? 200 : r->status,
+		.grpc_status = r->grpc_local ? l7_grpc_status(r->status) : -1,
 		.start = r->start, .req_bytes = r->req_bytes, .resp_bytes = r->resp_bytes,
 	};
 
@@ -240,6 +246,7 @@ grpc_local_reply(struct h2r *r, int status, const char *body)
 	nv[2].valuelen = strlen(gs);
 	nv[3].valuelen = m;
 	r->answer = H2R_ANSWERED; /* the one HEADERS frame is the whole answer */
+	r->grpc_local = true;
 	/* No RST_STREAM after it for a request body still coming (it is dropped as it arrives):
 	 * gRPC clients take a reset that races the status for the call's failure. */
 	return nghttp2_submit_response(r->d->s, r->sid, nv, m > 0 ? 4 : 3, NULL);
@@ -256,6 +263,8 @@ h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 		{ (uint8_t *)":status", (uint8_t *)st, 7, 0, NGHTTP2_NV_FLAG_NONE },
 		{ (uint8_t *)"content-type", (uint8_t *)"text/plain", 12, 10, NGHTTP2_NV_FLAG_NONE },
 		{ (uint8_t *)"content-length", (uint8_t *)cl, 14, 0, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"allow", (uint8_t *)L7_ALLOW, 5, sizeof(L7_ALLOW) - 1,
+		    NGHTTP2_NV_FLAG_NONE }, /* a 405's only */
 	};
 
 	/* Status first: cancelling the upstream may call back into us (h2_up_on_response). */
@@ -289,9 +298,10 @@ h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 	r->lbody_len = strlen(body);
 	r->lbody_off = 0;
 	r->answer = H2R_ANSWERING;
-	/* The HTTP status stays in r->status: metrics and the access log show what it stands for. */
+	/* r->status keeps the HTTP status: a gRPC answer's grpc-status is derived from it. */
 	if ((r->grpc ? grpc_local_reply(r, status, body) :
-	    nghttp2_submit_response(d->s, r->sid, nv, 3, r->lbody_len ? &dp : NULL)) != 0 &&
+	    nghttp2_submit_response(d->s, r->sid, nv, status == 405 ? 4 : 3,
+	    r->lbody_len ? &dp : NULL)) != 0 &&
 	    !r->reset_sent) {
 		r->reset_sent = true;
 		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);

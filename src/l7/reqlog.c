@@ -54,7 +54,7 @@ wp_request_telemetry(struct tun *t, const struct wp_request_log *q)
 	};
 	uint64_t ms = uv_now(wp->loop) - q->start;
 	char path[512];
-	struct log_field f[10];
+	struct log_field f[11];
 	size_t n = 0;
 
 	wp_principal(t, q->ep, dp, sizeof(dp));
@@ -75,5 +75,7 @@ wp_request_telemetry(struct tun *t, const struct wp_request_log *q)
 	f[n++] = (struct log_field){ "src.identity", t->peer_id, 0 };
 	f[n++] = (struct log_field){ "flags", q->flags ? q->flags : "-", 0 };
 	f[n++] = (struct log_field){ "traceparent", q->traceparent, 0 };
+	if (q->grpc_status >= 0)
+		f[n++] = (struct log_field){ "grpc_status", NULL, (unsigned long long)q->grpc_status };
 	log_record(LOG_LVL_INFO, "access", q->grpc ? "grpc" : "request", f, n);
 }

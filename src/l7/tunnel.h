@@ -204,8 +204,10 @@ struct wp_request_log {
 	const char *path;               /* path_len bytes of it are logged (at most 511) */
 	size_t path_len;
 	const char *flags, *traceparent;
-	int status;
+	int status;                     /* the HTTP status the client got */
 	bool grpc;                      /* request_protocol "grpc", access-log record "grpc" */
+	int grpc_status;                /* a gRPC local reply's grpc-status (access-log field
+					   grpc_status); -1: not one */
 	uint64_t start, req_bytes, resp_bytes;
 };
 /* istio_requests_total and the histograms (reporter "waypoint"), and the access-log record. */
