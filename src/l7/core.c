@@ -175,7 +175,7 @@ peer_workload(const struct registry *reg, const char *peer_addr)
 }
 
 static struct tun *
-tun_new(struct waypoint *wp, struct registry *reg, enum tun_side side)
+tun_new(struct waypoint *wp, struct registry *reg, enum l7_side side)
 {
 	struct tun *t = calloc(1, sizeof(*t));
 
@@ -237,7 +237,7 @@ l7_accept_hbone(struct waypoint *wp, struct hbone_stream *s, const struct hbone_
 		registry_unref(reg);
 		return;
 	}
-	t = tun_new(wp, reg, SIDE_WAYPOINT);
+	t = tun_new(wp, reg, L7_SIDE_WAYPOINT);
 	if (t == NULL) {
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
@@ -283,7 +283,7 @@ waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
 	struct registry *reg = registry_holder_get(wp->reg);
 	struct tun *t;
 
-	t = reg != NULL && !wp->draining ? tun_new(wp, reg, SIDE_IN) : NULL;
+	t = reg != NULL && !wp->draining ? tun_new(wp, reg, L7_SIDE_IN) : NULL;
 	if (t == NULL) {
 		registry_unref(reg);
 		return -1;
@@ -326,7 +326,7 @@ waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storag
 	struct tun *t;
 	bool bad;
 
-	t = reg != NULL && !wp->draining ? tun_new(wp, reg, SIDE_OUT) : NULL;
+	t = reg != NULL && !wp->draining ? tun_new(wp, reg, L7_SIDE_OUT) : NULL;
 	if (t == NULL) {
 		registry_unref(reg);
 		close_reset(fd);

@@ -15,7 +15,8 @@
 const char *
 wp_reporter(const struct tun *t)
 {
-	return t->side == SIDE_IN ? "destination" : t->side == SIDE_OUT ? "source" : "waypoint";
+	return t->side == L7_SIDE_IN ? "destination" :
+	    t->side == L7_SIDE_OUT ? "source" : "waypoint";
 }
 
 /* What the client side knows of the connection's security: Istio's source reporters say
@@ -23,7 +24,7 @@ wp_reporter(const struct tun *t)
 const char *
 wp_security_policy(const struct tun *t)
 {
-	return t->side == SIDE_OUT ? "unknown" : "mutual_tls";
+	return t->side == L7_SIDE_OUT ? "unknown" : "mutual_tls";
 }
 
 void
