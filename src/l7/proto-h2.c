@@ -507,7 +507,7 @@ keep_trailers(struct h2r *r)
 	r->trailers = calloc(r->nh ? r->nh : 1, sizeof(*r->trailers));
 	r->tstore = malloc(total ? total : 1);
 	if (r->trailers == NULL || r->tstore == NULL)
-		return -1;
+		return AMESH_ERR_NOMEM;
 	for (size_t i = 0; i < r->nh; i++) {
 		size_t nl = strlen(r->hv[i].name), vl = strlen(r->hv[i].value);
 		char *nm = r->tstore + off, *vv = r->tstore + off + nl + 1;
@@ -1163,7 +1163,7 @@ init_callbacks(void)
 		return 0;
 	if (nghttp2_session_callbacks_new(&d_callbacks) != 0 ||
 	    nghttp2_session_callbacks_new(&up_callbacks) != 0)
-		return -1;
+		return AMESH_ERR_NOMEM; /* nghttp2's only failure here */
 	nghttp2_session_callbacks_set_send_callback(d_callbacks, d_send_cb);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(d_callbacks, d_on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(d_callbacks, d_on_header);

@@ -71,37 +71,39 @@ static const char default_type[] = "text/plain; charset=utf-8";
 
 static void conn_close(struct conn *c);
 
-/* Appends to the arena; past its end the head is too large. */
+/* Appends to the arena; past its end the head is too large (AMESH_ERR_TOOLONG, answered 431). */
 static int
 arena_put(struct conn *c, const char *p, size_t n)
 {
 	if (c->arena_len + n + 1 > sizeof(c->arena)) {
 		c->err_status = 431;
-		return -1;
+		return AMESH_ERR_TOOLONG;
 	}
 	memcpy(c->arena + c->arena_len, p, n);
 	c->arena_len += n;
 	return 0;
 }
 
-/* Ends the string being received before a new piece starts. */
+/* Ends the string being received before a new piece starts. 0 or AMESH_ERR_TOOLONG (431). */
 static int
 piece_switch(struct conn *c, enum piece next)
 {
+	int r;
+
 	if (c->last == next)
 		return 0;
-	if (c->last != P_NONE && arena_put(c, "", 1) != 0)
-		return -1;
+	if (c->last != P_NONE && (r = arena_put(c, "", 1)) != 0)
+		return r;
 	if (c->last == P_FIELD) {
 		/* A header without a value callback: its value is empty. */
 		c->hdr[c->n_headers - 1].value = c->arena_len;
-		if (arena_put(c, "", 1) != 0)
-			return -1;
+		if ((r = arena_put(c, "", 1)) != 0)
+			return r;
 	}
 	if (next == P_FIELD) {
 		if (c->n_headers == HTTP_MAX_HEADERS) {
 			c->err_status = 431;
-			return -1;
+			return AMESH_ERR_TOOLONG;
 		}
 		c->hdr[c->n_headers++].name = c->arena_len;
 	}
@@ -109,6 +111,7 @@ piece_switch(struct conn *c, enum piece next)
 	return 0;
 }
 
+/* http_parser's callbacks: non-zero (-1) stops the parser; c->err_status says what to answer. */
 static int
 on_url(http_parser *p, const char *at, size_t n)
 {
