@@ -98,8 +98,9 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		goto out;
 	}
 	cmd_log_setup(g, c);
+	/* Nothing is said ok before the registry is: "config ok" means the registry has what the
+	 * file names (amesh-check(8)). */
 	if (registry_load_dir(c->mesh.registry, &r, &d) != 0) {
-		printf("config    %s: ok\n", c->path);
 		diag_print(&d, stderr);
 		fprintf(stderr, "amesh check: registry %s: invalid\n", c->mesh.registry);
 		goto out;
@@ -114,7 +115,9 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	if (wp_named && registry_find(r, REG_WAYPOINT, c->waypoint.name) == NULL)
 		diag_add(&d, c->path, conf_line(c, "waypoint", "name"), "[waypoint] name "
 		    "\"%s\" is not defined in the registry", c->waypoint.name);
-	if (conf_has_section(c, "sidecar") &&
+	/* Without a workload, the section serves every sidecar of the host, each named by
+	 * --workload (amesh-sidecar@NAME.service). */
+	if (conf_has_section(c, "sidecar") && c->sidecar.workload != NULL &&
 	    registry_find(r, REG_WORKLOAD, c->sidecar.workload) == NULL)
 		diag_add(&d, c->path, conf_line(c, "sidecar", "workload"), "[sidecar] workload "
 		    "\"%s\" is not defined in the registry", c->sidecar.workload);
@@ -167,7 +170,9 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		if (nwp == 0)
 			printf("waypoint  (none on this node; amesh waypoint --name NAME serves one)\n");
 	}
-	if (conf_has_section(c, "sidecar")) {
+	if (conf_has_section(c, "sidecar") && c->sidecar.workload == NULL) {
+		printf("sidecar   (no workload; amesh sidecar --workload NAME serves one)\n");
+	} else if (conf_has_section(c, "sidecar")) {
 		const struct reg_workload *w = registry_find(r, REG_WORKLOAD, c->sidecar.workload);
 
 		printf("sidecar   %s/%s\n", w->namespace, w->h.name);

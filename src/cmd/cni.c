@@ -111,10 +111,11 @@ static int
 cli_load(const struct cmd_globals *g, const char *sub, struct cni_ctx *x, bool reg_optional)
 {
 	struct cni_fail f;
+	int r;
 
-	if (cni_ctx_load(x, g->conf_path, reg_optional, &f) != 0) {
+	if ((r = cni_ctx_load(x, g->conf_path, reg_optional, &f)) != 0) {
 		fprintf(stderr, "amesh cni %s: %s\n", sub, f.details);
-		return -1;
+		return r;
 	}
 	cmd_log_setup(g, x->conf);
 	return 0;

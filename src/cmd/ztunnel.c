@@ -137,22 +137,22 @@ sidecar_setup(struct zt *z)
 	r = nft_rules_owner(-1, "this namespace", had, sizeof(had), err, sizeof(err));
 	if (r < 0) {
 		log_error("sidecar: cannot read the interception rules: %s", err);
-		return -1;
+		return r;
 	}
 	if (r == 1 && had[0] != '\0' && strcmp(had, owner) != 0) {
 		log_error("sidecar: workload %s: this namespace's rules belong to %s (table inet amesh): "
 		    "amesh cni del first if that is wrong", z->workload, had);
-		return -1;
+		return AMESH_ERR_EXISTS;
 	}
 	r = nft_rules_install(-1, "this namespace", &p, err, sizeof(err));
 	if (r != 0) {
 		log_error("sidecar: cannot install the interception rules: %s", err);
-		return -1;
+		return r;
 	}
 	r = proxy_enroll(z->px, z->workload, NETNS_SELF, "(this namespace)", why, sizeof(why));
 	if (r != 0) {
 		log_error("sidecar: workload %s: %s", z->workload, why);
-		return -1;
+		return r;
 	}
 	return 0;
 }

@@ -36,6 +36,32 @@ cni_fail_set(struct cni_fail *f, int code, const char *msg, const char *fmt, ...
 	va_end(ap);
 }
 
+int
+cni_fail_err(const struct cni_fail *f)
+{
+	switch (f->code) {
+	case CNI_ERR_VERSION:
+	case CNI_ERR_ENV:
+	case CNI_ERR_DECODE:
+	case CNI_ERR_CONFIG:
+		return AMESH_ERR_INVALID;
+	case CNI_ERR_IO:
+	case CNI_ERR_RULES:
+		return -EIO;
+	case CNI_ERR_TRY_AGAIN:
+	case CNI_ERR_UNAVAILABLE:
+		return -EAGAIN;
+	case CNI_ERR_WORKLOAD:
+		return AMESH_ERR_NOTFOUND;
+	case CNI_ERR_ZTUNNEL:
+		return -ECONNREFUSED;
+	case CNI_ERR_CONFLICT:
+		return AMESH_ERR_EXISTS;
+	default:
+		return AMESH_ERR_INTERNAL; /* failed without saying why: a bug */
+	}
+}
+
 void
 cni_ctx_free(struct cni_ctx *x)
 {
@@ -71,7 +97,7 @@ cni_ctx_load(struct cni_ctx *x, const char *path, bool reg_optional, struct cni_
 		cni_fail_set(f, CNI_ERR_CONFIG, "invalid amesh configuration", "%s",
 		    diag_count(&d) > 0 ? diag_first(&d) : amesh_strerror(r));
 		diag_clear(&d);
-		return -1;
+		return cni_fail_err(f);
 	}
 	nft_rules_params_from_conf(&x->params, &x->conf->ztunnel.proxy);
 	if (registry_load_dir(x->conf->mesh.registry, &x->reg, &d) != 0) {
@@ -84,7 +110,7 @@ cni_ctx_load(struct cni_ctx *x, const char *path, bool reg_optional, struct cni_
 			diag_clear(&d);
 			conf_free(x->conf);
 			x->conf = NULL;
-			return -1;
+			return cni_fail_err(f);
 		}
 	}
 	diag_clear(&d);
@@ -138,13 +164,13 @@ cni_zt_list(const struct cni_ctx *x, struct handoff_list *out, bool *down, struc
 	if (r < 0) {
 		cni_zt_unreachable(x, r, reached, f);
 		free(buf);
-		return -1;
+		return cni_fail_err(f);
 	}
 	if (r == 0) {
 		cni_fail_set(f, CNI_ERR_ZTUNNEL, "ztunnel refused LIST", "ztunnel at %s refused LIST: "
 		    "%s", x->conf->cni.socket, buf);
 		free(buf);
-		return -1;
+		return cni_fail_err(f);
 	}
 	if ((bad = handoff_list_parse(buf, out)) > 0)
 		log_warn("ztunnel at %s: ignoring %zu malformed LIST lines", x->conf->cni.socket, bad);
@@ -188,7 +214,7 @@ cni_enrolled_get(const struct cni_ctx *x, struct handoff_list *out, bool *from_r
 	if (cni_zt_list(x, out, &down, f) == 0)
 		return 0;
 	if (!down)
-		return -1;
+		return cni_fail_err(f);
 	cni_records_list(x, out);
 	*from_records = true;
 	return 0;
@@ -260,7 +286,7 @@ struct ns_view {
 	const struct handoff_entry *here; /* the workload the ztunnel holds (or recorded) here */
 };
 
-/* Fills v for the namespace fd (path) from the enrolled list el. Returns 0 or -1 with f. */
+/* Fills v for the namespace fd (path) from the enrolled list el. Returns 0 or cni_fail_err(f). */
 static int
 ns_inspect(int fd, const char *path, const struct handoff_list *el, struct ns_view *v,
     struct cni_fail *f)
@@ -273,13 +299,13 @@ ns_inspect(int fd, const char *path, const struct handoff_list *el, struct ns_vi
 	if ((r = netns_id_of_fd(fd, &v->id)) != 0) {
 		cni_fail_set(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: %s", path,
 		    strerror(-r));
-		return -1;
+		return cni_fail_err(f);
 	}
 	v->here = cni_enrolled_in(el, &v->id);
 	r = nft_rules_owner(fd, path, v->owner, sizeof(v->owner), err, sizeof(err));
 	if (r < 0) {
 		cni_fail_set(f, CNI_ERR_RULES, "cannot read the interception rules", "%s", err);
-		return -1;
+		return cni_fail_err(f);
 	}
 	v->table = r;
 	return 0;
@@ -287,8 +313,8 @@ ns_inspect(int fd, const char *path, const struct handoff_list *el, struct ns_vi
 
 /*
  * Whether the namespace in v may become the namespace of workload name in the given mode: it
- * must hold nothing, or only what that workload already has there. Returns 0, or -1 with f
- * (CNI_ERR_CONFLICT) naming who has it and what to run.
+ * must hold nothing, or only what that workload already has there. Returns 0, or
+ * cni_fail_err(f) with f (CNI_ERR_CONFLICT) naming who has it and what to run.
  */
 static int
 ns_claimable(const struct ns_view *v, bool sidecar, const char *name, struct cni_fail *f)
@@ -301,7 +327,7 @@ ns_claimable(const struct ns_view *v, bool sidecar, const char *name, struct cni
 		    "enrolled with the ztunnel as workload %s (%s): one namespace, one workload; "
 		    "amesh cni del --workload %s first if that is wrong", v->path,
 		    v->here->workload, v->here->state, v->here->workload);
-		return -1;
+		return cni_fail_err(f);
 	}
 	if (!v->table || strcmp(v->owner, own) == 0)
 		return 0;
@@ -320,7 +346,7 @@ ns_claimable(const struct ns_view *v, bool sidecar, const char *name, struct cni
 		    "holds the interception rules of %s, left by an add or del that did not finish: "
 		    "amesh cni del --netns %s first if that is stale", v->path, v->owner, v->path);
 	}
-	return -1;
+	return cni_fail_err(f);
 }
 
 int
@@ -338,7 +364,7 @@ cni_rules_remove_owned(const char *path, bool sidecar, const char *name, bool *k
 			return 0;
 		cni_fail_set(f, CNI_ERR_RULES, "cannot open the network namespace", "netns %s: cannot "
 		    "open: %s", path, strerror(errno));
-		return -1;
+		return cni_fail_err(f);
 	}
 	r = nft_rules_owner(fd, path, owner, sizeof(owner), err, sizeof(err));
 	if (name != NULL)
@@ -356,12 +382,12 @@ cni_rules_remove_owned(const char *path, bool sidecar, const char *name, bool *k
 	close(fd);
 	if (r != 0) {
 		cni_fail_set(f, CNI_ERR_RULES, "cannot remove the interception rules", "%s", err);
-		return -1;
+		return cni_fail_err(f);
 	}
 	return 0;
 }
 
-/* Opens the namespace for an add, after checking its path. Returns the fd, or -1 with f. */
+/* Opens the namespace for an add, after checking its path. Returns the fd, or cni_fail_err(f). */
 static int
 ns_open_for_add(const char *netns_path, struct cni_fail *f)
 {
@@ -371,19 +397,21 @@ ns_open_for_add(const char *netns_path, struct cni_fail *f)
 		cni_fail_set(f, CNI_ERR_ENV, "bad namespace path", "netns '%s': the path must be a single "
 		    "word (no blanks) shorter than %zu bytes", netns_path,
 		    sizeof(((struct handoff_msg *)0)->netns));
-		return -1;
+		return cni_fail_err(f);
 	}
 	fd = open(netns_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0) {
 		cni_fail_set(f, CNI_ERR_ENV, "cannot open the network namespace", "netns %s: cannot "
 		    "open: %s", netns_path, strerror(errno));
+		return cni_fail_err(f);
+	}
 	return fd;
 }
 
 /*
  * Installs w's rules (owner comment of mode) in the namespace v describes, after which it is
  * captured. On failure the namespace is put back as v found it: rules that were there stay
- * (with their owner), a namespace that had none is emptied. Returns 0 or -1 with f.
+ * (with their owner), a namespace that had none is emptied. Returns 0 or cni_fail_err(f).
  */
 static int
 rules_claim(int fd, const struct ns_view *v, const struct nft_rules_params *base, bool sidecar,
@@ -400,7 +428,7 @@ rules_claim(int fd, const struct ns_view *v, const struct nft_rules_params *base
 	    err, name);
 	if (!v->table)
 		nft_rules_remove(fd, v->path, err, sizeof(err));
-	return -1;
+	return cni_fail_err(f);
 }
 
 /* After a failed hand-off of workload name: the namespace goes back to what v found (see
@@ -440,10 +468,10 @@ cni_sidecar_capture(const struct cni_ctx *x, const struct reg_workload *w, const
 	struct nft_rules_params p;
 	struct ns_view v;
 	bool from_records;
-	int fd, rc = -1;
+	int fd, rc = AMESH_ERR_INTERNAL;
 
 	if ((fd = ns_open_for_add(netns_path, f)) < 0)
-		return -1;
+		return cni_fail_err(f);
 	if (cni_enrolled_get(x, &el, &from_records, f) != 0 || ns_inspect(fd, netns_path, &el, &v, f) != 0)
 		goto out;
 	/* One proxy per workload: a ztunnel's workload first leaves it (cni del), or a later del
@@ -462,7 +490,7 @@ cni_sidecar_capture(const struct cni_ctx *x, const struct reg_workload *w, const
 out:
 	handoff_list_free(&el);
 	close(fd);
-	return rc;
+	return rc == 0 ? 0 : cni_fail_err(f); /* f says why */
 }
 
 int
@@ -475,10 +503,10 @@ cni_enroll(const struct cni_ctx *x, const struct reg_workload *w, const char *ne
 	struct ns_view v;
 	char ack[1024];
 	bool down, reached;
-	int fd, r, rc = -1;
+	int fd, r, rc = AMESH_ERR_INTERNAL;
 
 	if ((fd = ns_open_for_add(netns_path, f)) < 0)
-		return -1;
+		return cni_fail_err(f);
 	/* Ask the ztunnel first: if it is not there, leave the namespace alone. */
 	if (cni_zt_list(x, &el, &down, f) != 0 || ns_inspect(fd, netns_path, &el, &v, f) != 0)
 		goto out;
@@ -514,7 +542,7 @@ cni_enroll(const struct cni_ctx *x, const struct reg_workload *w, const char *ne
 out:
 	handoff_list_free(&el);
 	close(fd);
-	return rc;
+	return rc == 0 ? 0 : cni_fail_err(f); /* f says why */
 }
 
 int
@@ -526,7 +554,7 @@ cni_unenroll(const struct cni_ctx *x, const char *name, const char *only_netns, 
 	const struct handoff_entry *e = NULL;
 	char *netns = NULL, ack[1024];
 	bool down = false, reached;
-	int r, rc = -1;
+	int r, rc = AMESH_ERR_INTERNAL;
 
 	*done = false;
 	if (cni_zt_list(x, &el, &down, f) != 0 && !down)
@@ -569,7 +597,7 @@ cni_unenroll(const struct cni_ctx *x, const char *name, const char *only_netns, 
 out:
 	free(netns);
 	handoff_list_free(&el);
-	return rc;
+	return rc == 0 ? 0 : cni_fail_err(f); /* f says why */
 }
 
 int
@@ -580,11 +608,11 @@ cni_release(const struct cni_ctx *x, const char *path, bool sidecar, char **what
 	struct netns_id id;
 	const struct handoff_entry *e = NULL;
 	bool from_records, done, kept;
-	int rc = -1;
+	int rc = AMESH_ERR_INTERNAL;
 
 	*what = NULL;
 	if (netns_id_of_path(path, &id) == 0 && cni_enrolled_get(x, &el, &from_records, f) != 0)
-		return -1;
+		return cni_fail_err(f);
 	e = cni_enrolled_in(&el, &id);
 	if (e != NULL && sidecar) {
 		cni_fail_set(f, CNI_ERR_CONFLICT, "namespace enrolled with the ztunnel", "netns %s is "
@@ -598,9 +626,9 @@ cni_release(const struct cni_ctx *x, const char *path, bool sidecar, char **what
 		    "%s's; %s", path, sidecar ? "a sidecar" : "the ztunnel", sidecar ?
 		    "amesh cni del --netns PATH removes those" : "amesh cni del --mode sidecar "
 		    "--netns PATH removes a sidecar's");
-		rc = -1;
+		rc = cni_fail_err(f);
 	}
 	handoff_list_free(&el);
-	return rc;
+	return rc == 0 ? 0 : cni_fail_err(f); /* f says why */
 }
 

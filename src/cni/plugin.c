@@ -19,6 +19,7 @@
 #include "cni/plugin.h"
 #include "config/kw.h"
 #include "core/diag.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
 #include "core/util.h"
@@ -77,7 +78,7 @@ read_stdin(char **out, size_t *len, struct cni_fail *f)
 				free(buf);
 				cni_fail_set(f, CNI_ERR_IO, "network configuration too large", "the network "
 				    "configuration on stdin is larger than %d bytes", STDIN_MAX);
-				return -1;
+				return cni_fail_err(f);
 			}
 			cap *= 2;
 			buf = xrealloc(buf, cap, 1);
@@ -89,7 +90,7 @@ read_stdin(char **out, size_t *len, struct cni_fail *f)
 				free(buf);
 				cni_fail_set(f, CNI_ERR_IO, "cannot read the network configuration",
 				    "stdin: %s", strerror(errno));
-				return -1;
+				return cni_fail_err(f);
 			}
 			break;
 		}
@@ -138,7 +139,7 @@ cni_args_workload(void)
 /*
  * The workload named by the request: CNI_ARGS amesh.workload=NAME, the conventional
  * args.cni.labels entry {"key": "amesh.workload", "value": NAME}, or args["amesh.workload"].
- * Returns 0 (*name NULL when none names it) or -1 with f when they disagree or are malformed.
+ * Returns 0 (*name NULL when none names it) or cni_fail_err(f) when they disagree or are malformed.
  */
 static int
 named_workload(json_t *config, char **name, struct cni_fail *f)
@@ -166,7 +167,7 @@ named_workload(json_t *config, char **name, struct cni_fail *f)
 			if (!json_is_string(v)) {
 				cni_fail_set(f, CNI_ERR_CONFIG, "invalid args", "args[\"amesh.workload\"] "
 				    "must be a string");
-				rc = -1;
+				rc = cni_fail_err(f);
 			} else {
 				cand[2] = xstrdup(json_string_value(v));
 			}
@@ -178,13 +179,13 @@ named_workload(json_t *config, char **name, struct cni_fail *f)
 		if (!kw_is_hostname(cand[i])) {
 			cni_fail_set(f, CNI_ERR_CONFIG, "invalid workload name", "%s: amesh.workload '%s' "
 			    "is not a workload name", src[i], cand[i]);
-			rc = -1;
+			rc = cni_fail_err(f);
 		} else if (*name == NULL) {
 			*name = xstrdup(cand[i]);
 		} else if (strcmp(*name, cand[i]) != 0) {
 			cni_fail_set(f, CNI_ERR_CONFIG, "conflicting workload names", "amesh.workload is "
 			    "'%s' in one place and '%s' in %s", *name, cand[i], src[i]);
-			rc = -1;
+			rc = cni_fail_err(f);
 		}
 	}
 	for (int i = 0; i < 3; i++)
@@ -196,7 +197,8 @@ named_workload(json_t *config, char **name, struct cni_fail *f)
 	return rc;
 }
 
-/* The workload that owns the addresses of prevResult.ips. Returns 0 (*w may be NULL) or -1 with f. */
+/* The workload that owns the addresses of prevResult.ips. Returns 0 (*w may be NULL) or
+ * cni_fail_err(f). */
 static int
 workload_by_result(const struct cni_ctx *x, json_t *prev, const struct reg_workload **w,
     struct cni_fail *f)
@@ -209,7 +211,7 @@ workload_by_result(const struct cni_ctx *x, json_t *prev, const struct reg_workl
 		return 0;
 	if (!json_is_array(ips)) {
 		cni_fail_set(f, CNI_ERR_CONFIG, "invalid prevResult", "prevResult.ips must be a list");
-		return -1;
+		return cni_fail_err(f);
 	}
 	json_array_foreach(ips, i, ip) {
 		const char *a = json_string_value(json_object_get(ip, "address")), *why;
@@ -221,14 +223,14 @@ workload_by_result(const struct cni_ctx *x, json_t *prev, const struct reg_workl
 		if (a == NULL) {
 			cni_fail_set(f, CNI_ERR_CONFIG, "invalid prevResult", "prevResult.ips[%zu] has no "
 			    "address", i);
-			return -1;
+			return cni_fail_err(f);
 		}
 		n = strcspn(a, "/");
 		if (n >= sizeof(buf) || (memcpy(buf, a, n), buf[n] = '\0',
 		    parse_ip(buf, &addr, &why) != 0)) {
 			cni_fail_set(f, CNI_ERR_CONFIG, "invalid prevResult", "prevResult.ips[%zu]: '%s' is "
 			    "not an address", i, a);
-			return -1;
+			return cni_fail_err(f);
 		}
 		found = registry_workload_by_addr(x->reg, &addr);
 		if (found == NULL)
@@ -236,7 +238,7 @@ workload_by_result(const struct cni_ctx *x, json_t *prev, const struct reg_workl
 		if (*w != NULL && *w != found) {
 			cni_fail_set(f, CNI_ERR_CONFIG, "addresses of two workloads", "prevResult has "
 			    "addresses of workloads %s and %s", (*w)->h.name, found->h.name);
-			return -1;
+			return cni_fail_err(f);
 		}
 		*w = found;
 	}
@@ -261,7 +263,7 @@ print_result(const struct plugin *p)
 
 /*
  * Finds the workload of an ADD or CHECK. Returns 0 with *w set, 1 to pass the request through
- * (unknown with on_unknown = skip, or protocol tcp), or -1 with f.
+ * (unknown with on_unknown = skip, or protocol tcp), or cni_fail_err(f).
  */
 static int
 plugin_workload(struct plugin *p, const struct reg_workload **w, struct cni_fail *f)
@@ -273,12 +275,12 @@ plugin_workload(struct plugin *p, const struct reg_workload **w, struct cni_fail
 
 	*w = NULL;
 	if (named_workload(p->config, &name, f) != 0)
-		return -1;
+		return cni_fail_err(f);
 	if (name != NULL) {
 		st = cni_workload_state(x, name, w);
 	} else {
 		if (workload_by_result(x, json_object_get(p->config, "prevResult"), w, f) != 0)
-			return -1;
+			return cni_fail_err(f);
 		st = *w == NULL ? CNI_WL_UNKNOWN : cni_workload_state(x, (*w)->h.name, w);
 	}
 	switch (st) {
@@ -304,11 +306,11 @@ plugin_workload(struct plugin *p, const struct reg_workload **w, struct cni_fail
 			cni_fail_set(f, CNI_ERR_WORKLOAD, "unknown workload", "no workload of the registry "
 			    "%s is named by amesh.workload or owns an address of prevResult",
 			    x->conf->mesh.registry);
-		rc = -1;
+		rc = cni_fail_err(f);
 		break;
 	default:
 		cni_workload_fail(x, name ? name : (*w)->h.name, st, *w, f);
-		rc = -1;
+		rc = cni_fail_err(f);
 		break;
 	}
 	free(name);
@@ -324,17 +326,17 @@ plugin_add(struct plugin *p, struct cni_fail *f)
 
 	if (need_env("CNI_CONTAINERID", f) == NULL || need_env("CNI_IFNAME", f) == NULL ||
 	    (netns = need_env("CNI_NETNS", f)) == NULL)
-		return -1;
+		return cni_fail_err(f);
 	if (access(netns, F_OK) != 0) {
 		cni_fail_set(f, CNI_ERR_ENV, "invalid environment variable", "CNI_NETNS %s: %s", netns,
 		    strerror(errno));
-		return -1;
+		return cni_fail_err(f);
 	}
 	if ((r = plugin_workload(p, &w, f)) < 0)
-		return -1;
+		return cni_fail_err(f);
 	if (r == 0) {
 		if (cni_enroll(&p->x, w, netns, f) != 0)
-			return -1;
+			return cni_fail_err(f);
 		log_info("container %s: workload %s/%s enrolled, netns %s",
 		    getenv("CNI_CONTAINERID"), w->namespace, w->h.name, netns);
 	}
@@ -357,16 +359,16 @@ plugin_check(struct plugin *p, struct cni_fail *f)
 
 	if (need_env("CNI_CONTAINERID", f) == NULL || need_env("CNI_IFNAME", f) == NULL ||
 	    (netns = need_env("CNI_NETNS", f)) == NULL)
-		return -1;
+		return cni_fail_err(f);
 	if (!json_is_object(json_object_get(p->config, "prevResult"))) {
 		cni_fail_set(f, CNI_ERR_CONFIG, "prevResult missing", "CHECK needs the prevResult of the "
 		    "ADD");
-		return -1;
+		return cni_fail_err(f);
 	}
 	if ((r = plugin_workload(p, &w, f)) != 0)
-		return r < 0 ? -1 : 0;
+		return r < 0 ? r : 0;
 	if (cni_zt_list(&p->x, &el, &down, f) != 0)
-		return -1;
+		return cni_fail_err(f);
 	e = handoff_list_find(&el, w->h.name);
 	if (e == NULL || (strcmp(e->netns, netns) != 0 && (netns_id_of_path(netns, &id) != 0 ||
 	    !netns_path_is(e->netns, &id)))) {
@@ -374,20 +376,20 @@ plugin_check(struct plugin *p, struct cni_fail *f)
 		    "%s %s%s", p->x.conf->cni.socket, w->h.name, e ? "enrolled in " : "not enrolled",
 		    e ? e->netns : "");
 		handoff_list_free(&el);
-		return -1;
+		return cni_fail_err(f);
 	}
 	if (strcmp(e->state, "serving") != 0) {
 		cni_fail_set(f, CNI_ERR_ZTUNNEL, "workload not served", "the ztunnel at %s holds workload "
 		    "%s but does not serve it (its traffic is refused): %s", p->x.conf->cni.socket,
 		    w->h.name, e->why);
 		handoff_list_free(&el);
-		return -1;
+		return cni_fail_err(f);
 	}
 	handoff_list_free(&el);
 	if ((fd = open(netns, O_RDONLY | O_CLOEXEC)) < 0) {
 		cni_fail_set(f, CNI_ERR_ENV, "cannot open the network namespace", "CNI_NETNS %s: %s",
 		    netns, strerror(errno));
-		return -1;
+		return cni_fail_err(f);
 	}
 	diag_init(&d);
 	r = nft_rules_check(fd, netns, &p->x.params, &d, err, sizeof(err));
@@ -403,10 +405,10 @@ plugin_check(struct plugin *p, struct cni_fail *f)
 			    i ? "; " : "", d.msg[i]);
 		f->code = CNI_ERR_RULES;
 		f->msg = "interception rules missing or changed";
-		r = -1;
+		r = cni_fail_err(f);
 	}
 	diag_clear(&d);
-	return r != 0 ? -1 : 0;
+	return r != 0 ? cni_fail_err(f) : 0;
 }
 
 /*
@@ -424,10 +426,10 @@ plugin_del(struct plugin *p, struct cni_fail *f)
 	const char *netns = getenv("CNI_NETNS");
 	char *name = NULL, *here = NULL;
 	bool done;
-	int rc = -1;
+	int rc = AMESH_ERR_INTERNAL;
 
 	if (need_env("CNI_CONTAINERID", f) == NULL || need_env("CNI_IFNAME", f) == NULL)
-		return -1;
+		return cni_fail_err(f);
 	if (netns != NULL && *netns == '\0')
 		netns = NULL;
 	if (netns != NULL) {
@@ -438,7 +440,7 @@ plugin_del(struct plugin *p, struct cni_fail *f)
 
 		if (cni_zt_list(&p->x, &el, &down, f) != 0) {
 			if (!down)
-				return -1;
+				return cni_fail_err(f);
 			cni_records_list(&p->x, &el);
 		}
 		if (netns_id_of_path(netns, &id) == 0)
@@ -475,7 +477,7 @@ plugin_del(struct plugin *p, struct cni_fail *f)
 out:
 	free(name);
 	free(here);
-	return rc;
+	return rc == 0 ? 0 : cni_fail_err(f); /* f says why */
 }
 
 static int
@@ -487,12 +489,12 @@ plugin_status(struct plugin *p, struct cni_fail *f)
 	if (p->x.reg == NULL) {
 		cni_fail_set(f, CNI_ERR_UNAVAILABLE, "plugin not available", "the registry %s cannot be "
 		    "loaded", p->x.conf->mesh.registry);
-		return -1;
+		return cni_fail_err(f);
 	}
 	if (cni_zt_list(&p->x, &el, &down, f) != 0) {
 		f->code = CNI_ERR_UNAVAILABLE;
 		f->msg = "plugin not available";
-		return -1;
+		return cni_fail_err(f);
 	}
 	handoff_list_free(&el);
 	return 0;
@@ -510,10 +512,10 @@ plugin_gc(struct plugin *p, struct cni_fail *f)
 	if (att != NULL && !json_is_array(att)) {
 		cni_fail_set(f, CNI_ERR_CONFIG, "invalid GC request", "cni.dev/valid-attachments must be "
 		    "a list");
-		return -1;
+		return cni_fail_err(f);
 	}
 	if (cni_enrolled_get(&p->x, &el, &from_records, f) != 0)
-		return -1;
+		return cni_fail_err(f);
 	for (size_t i = 0; i < el.n && rc == 0; i++) {
 		struct stat st;
 

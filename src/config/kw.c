@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config/kw.h"
+#include "core/err.h"
 #include "core/util.h"
 
 #define FIELD(base, kw, type) ((type *)(void *)((char *)(base) + (kw)->off))
@@ -24,7 +25,7 @@ fail(char *why, size_t whylen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, whylen, fmt, ap);
 	va_end(ap);
-	return -1;
+	return AMESH_ERR_INVALID;
 }
 
 bool
@@ -387,7 +388,7 @@ item_weighted(const struct kw *kw, char *text, void *out, char *why, size_t whyl
 			    (unsigned long long)kw->max);
 	}
 	if (!weighted_name_ok(kw, text, why, whylen))
-		return -1;
+		return AMESH_ERR_INVALID;
 	wt->name = xstrdup(text);
 	wt->weight = (uint32_t)w;
 	return 0;
@@ -436,14 +437,15 @@ set_list(const struct kw *kw, void *base, const char *value, bool append, char *
 	struct any_list *l = FIELD(base, kw, struct any_list);
 	char **items;
 	size_t n, at;
+	int r;
 
 	for (size_t i = 0; i < sizeof(list_items) / sizeof(list_items[0]); i++)
 		if (list_items[i].type == kw->type)
 			ops = &list_items[i];
 	if (ops == NULL)
 		return fail(why, whylen, "not a list");
-	if (split_list(value, &items, &n, why, whylen) != 0)
-		return -1;
+	if ((r = split_list(value, &items, &n, why, whylen)) != 0)
+		return r;
 	if (!append)
 		kw_free(kw, base);
 	at = l->n;
@@ -456,9 +458,10 @@ set_list(const struct kw *kw, void *base, const char *value, bool append, char *
 		char *item = (char *)l->v + i * ops->size;
 
 		memset(item, 0, ops->size);
-		if (ops->parse(kw, items[i - at], item, why, whylen) != 0)
+		if ((r = ops->parse(kw, items[i - at], item, why, whylen)) != 0)
 			goto bad;
 		l->n = i + 1; /* kw_free releases it from here on */
+		r = AMESH_ERR_INVALID; /* a repeat */
 		for (size_t j = 0; ops->repeats != NULL && j < i; j++)
 			if (ops->repeats((char *)l->v + j * ops->size, item, items[i - at], why,
 			    whylen))
@@ -469,7 +472,7 @@ set_list(const struct kw *kw, void *base, const char *value, bool append, char *
 bad:
 	free_items(items, n);
 	kw_free(kw, base);
-	return -1;
+	return r;
 }
 
 int

@@ -64,7 +64,8 @@ struct kw {
 
 /*
  * Parses value for kw and stores it at base + kw->off, replacing what was there.
- * basedir resolves relative KW_PATH values. On error returns -1 and writes the reason to why.
+ * basedir resolves relative KW_PATH values. Returns 0, or AMESH_ERR_INVALID with the reason
+ * written to why.
  */
 int kw_set(const struct kw *kw, void *base, const char *value, const char *basedir,
     char *why, size_t whylen);

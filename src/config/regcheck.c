@@ -92,15 +92,15 @@ index_addresses(struct builder *b)
 			if (k == REG_NODE) {
 				addrs = &((struct reg_node *)h)->address;
 				n = 1;
-				idx = N_ADDRESS;
+				idx = REG_N_ADDRESS;
 			} else if (k == REG_WAYPOINT) {
 				addrs = &((struct reg_waypoint *)h)->address;
 				n = 1;
-				idx = WP_ADDRESS;
+				idx = REG_WP_ADDRESS;
 			} else {
 				addrs = ((struct reg_workload *)h)->addresses.v;
 				n = ((struct reg_workload *)h)->addresses.n;
-				idx = WL_ADDRESSES;
+				idx = REG_WL_ADDRESSES;
 			}
 			if (!has(h, idx))
 				continue; /* missing or invalid, already reported */
@@ -203,11 +203,11 @@ check_workloads(struct builder *b)
 
 		w->node_p = registry_find_entry(r, REG_NODE, w->node);
 		if (w->node != NULL && w->node_p == NULL)
-			ERR(&w->h, WL_NODE, "workload \"%s\": node \"%s\" is not defined", w->h.name,
+			ERR(&w->h, REG_WL_NODE, "workload \"%s\": node \"%s\" is not defined", w->h.name,
 			    w->node);
 		w->waypoint_p = registry_find_entry(r, REG_WAYPOINT, w->waypoint);
 		if (w->waypoint != NULL && w->waypoint_p == NULL)
-			ERR(&w->h, WL_WAYPOINT, "workload \"%s\": waypoint \"%s\" is not defined",
+			ERR(&w->h, REG_WL_WAYPOINT, "workload \"%s\": waypoint \"%s\" is not defined",
 			    w->h.name, w->waypoint);
 	}
 	for (size_t i = 0; i < r->n[REG_WAYPOINT]; i++) {
@@ -215,7 +215,7 @@ check_workloads(struct builder *b)
 
 		wp->node_p = registry_find_entry(r, REG_NODE, wp->node);
 		if (wp->node != NULL && wp->node_p == NULL)
-			ERR(&wp->h, WP_NODE, "waypoint \"%s\": node \"%s\" is not defined",
+			ERR(&wp->h, REG_WP_NODE, "waypoint \"%s\": node \"%s\" is not defined",
 			    wp->h.name, wp->node);
 	}
 }
@@ -241,11 +241,11 @@ check_services(struct builder *b)
 
 		s->waypoint_p = registry_find_entry(r, REG_WAYPOINT, s->waypoint);
 		if (s->waypoint != NULL && s->waypoint_p == NULL)
-			ERR(&s->h, SV_WAYPOINT, "service \"%s\": waypoint \"%s\" is not defined",
+			ERR(&s->h, REG_SV_WAYPOINT, "service \"%s\": waypoint \"%s\" is not defined",
 			    s->h.name, s->waypoint);
 		if (s->hostname != NULL &&
 		    (other = htab_put(&r->by_hostname, s->hostname, strlen(s->hostname), s)) != NULL)
-			ERR(&s->h, SV_HOSTNAME, "service \"%s\": hostname %s is already used by service "
+			ERR(&s->h, REG_SV_HOSTNAME, "service \"%s\": hostname %s is already used by service "
 			    "\"%s\" (%s:%d)", s->h.name, s->hostname, other->h.name, other->h.file,
 			    other->h.line);
 		for (size_t v = 0; v < s->vips.n; v++) {
@@ -254,7 +254,7 @@ check_services(struct builder *b)
 			if (o != NULL) {
 				const struct reg_head *oh = o->ent;
 
-				ERR(&s->h, SV_VIP, "service \"%s\": vip %s is the address of %s \"%s\" "
+				ERR(&s->h, REG_SV_VIP, "service \"%s\": vip %s is the address of %s \"%s\" "
 				    "(%s:%d)", s->h.name, ip_str(&s->vips.v[v], a, sizeof(a)),
 				    registry_kind_name(o->kind), oh->name, oh->file, oh->line);
 				continue;
@@ -274,7 +274,7 @@ check_services(struct builder *b)
 					nvip++;
 					continue;
 				}
-				ERR(&s->h, SV_VIP, "service \"%s\": %s port %u is already used by "
+				ERR(&s->h, REG_SV_VIP, "service \"%s\": %s port %u is already used by "
 				    "service \"%s\" (%s:%d)", s->h.name,
 				    ip_str(&s->vips.v[v], a, sizeof(a)), s->ports.v[p].port,
 				    prev->service->h.name, prev->service->h.file,
@@ -291,19 +291,19 @@ pattern_list_ok(struct builder *b, const struct reg_policy *p, int idx, const st
 	for (size_t i = 0; i < l->n; i++) {
 		const char *s = l->v[i];
 
-		if (idx == PO_PRINCIPALS || idx == PO_NOT_PRINCIPALS) {
+		if (idx == REG_PO_PRINCIPALS || idx == REG_PO_NOT_PRINCIPALS) {
 			if (strncmp(s, "spiffe://", 9) == 0) {
 				ERR(&p->h, idx, "policy \"%s\": %s are written without 'spiffe://' "
 				    "(TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT): '%s'", p->h.name, what, s);
 				return;
 			}
-		} else if (idx == PO_PATHS || idx == PO_NOT_PATHS) {
+		} else if (idx == REG_PO_PATHS || idx == REG_PO_NOT_PATHS) {
 			if (s[0] != '/' && s[0] != '*') {
 				ERR(&p->h, idx, "policy \"%s\": %s must start with '/' or '*': '%s'",
 				    p->h.name, what, s);
 				return;
 			}
-		} else if (idx == PO_METHODS || idx == PO_NOT_METHODS) {
+		} else if (idx == REG_PO_METHODS || idx == REG_PO_NOT_METHODS) {
 			for (const char *c = s; *c != '\0'; c++)
 				if (!((*c >= 'A' && *c <= 'Z') || *c == '*')) {
 					ERR(&p->h, idx, "policy \"%s\": %s are upper-case HTTP methods: "
@@ -323,11 +323,11 @@ check_policies(struct builder *b)
 	for (size_t i = 0; i < r->n[REG_POLICY]; i++) {
 		struct reg_policy *p = REG_POLICIES(r)[i];
 		const struct { int idx; const struct str_list *l; const char *what; } pl[] = {
-			{ PO_PRINCIPALS, &p->principals, "principals" },
-			{ PO_NOT_PRINCIPALS, &p->not_principals, "principals" },
-			{ PO_PATHS, &p->paths, "paths" }, { PO_NOT_PATHS, &p->not_paths, "paths" },
-			{ PO_METHODS, &p->methods, "methods" },
-			{ PO_NOT_METHODS, &p->not_methods, "methods" },
+			{ REG_PO_PRINCIPALS, &p->principals, "principals" },
+			{ REG_PO_NOT_PRINCIPALS, &p->not_principals, "principals" },
+			{ REG_PO_PATHS, &p->paths, "paths" }, { REG_PO_NOT_PATHS, &p->not_paths, "paths" },
+			{ REG_PO_METHODS, &p->methods, "methods" },
+			{ REG_PO_NOT_METHODS, &p->not_methods, "methods" },
 		};
 		struct ns_policies *np;
 
@@ -392,7 +392,7 @@ resolve_backend(struct builder *b, struct reg_route *rt, size_t j)
 		bool wl_here = !ns_differ(wl->namespace, rt->namespace);
 
 		if (sv_here && wl_here) {
-			ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is both service "
+			ERR(&rt->h, REG_RT_BACKENDS, "route \"%s\": backend \"%s\" is both service "
 			    "\"%s\" (%s:%d) and workload \"%s\" (%s:%d); write service/%s or "
 			    "workload/%s", nm, written, bn, sv->h.file, sv->h.line, bn, wl->h.file,
 			    wl->h.line, bn, bn);
@@ -406,16 +406,16 @@ resolve_backend(struct builder *b, struct reg_route *rt, size_t j)
 	}
 	if (sv == NULL && wl == NULL) {
 		if (kind < 0)
-			ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is neither a "
+			ERR(&rt->h, REG_RT_BACKENDS, "route \"%s\": backend \"%s\" is neither a "
 			    "service nor a workload", nm, bn);
 		else
-			ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\": %s \"%s\" is not "
+			ERR(&rt->h, REG_RT_BACKENDS, "route \"%s\": backend \"%s\": %s \"%s\" is not "
 			    "defined", nm, written, registry_kind_name(kind), bn);
 		return;
 	}
 	ns = sv != NULL ? sv->namespace : wl->namespace;
 	if (ns_differ(ns, rt->namespace)) {
-		ERR(&rt->h, RT_BACKENDS, "route \"%s\": backend \"%s\" is in namespace %s, the "
+		ERR(&rt->h, REG_RT_BACKENDS, "route \"%s\": backend \"%s\" is in namespace %s, the "
 		    "route in %s", nm, written, ns, rt->namespace);
 		return;
 	}
@@ -424,7 +424,7 @@ resolve_backend(struct builder *b, struct reg_route *rt, size_t j)
 		const struct reg_backend *o = &rt->backends_p[k];
 
 		if ((sv != NULL && o->service == sv) || (wl != NULL && o->workload == wl)) {
-			ERR(&rt->h, RT_BACKENDS, "route \"%s\": backends \"%s\" and \"%s\" are "
+			ERR(&rt->h, REG_RT_BACKENDS, "route \"%s\": backends \"%s\" and \"%s\" are "
 			    "the same %s", nm, rt->backends.v[k].name, written,
 			    sv != NULL ? "service" : "workload");
 			return;
@@ -447,29 +447,29 @@ check_routes(struct builder *b)
 
 		rt->service_p = registry_find_entry(r, REG_SERVICE, rt->service);
 		if (rt->service != NULL && rt->service_p == NULL)
-			ERR(&rt->h, RT_SERVICE, "route \"%s\": service \"%s\" is not defined", nm,
+			ERR(&rt->h, REG_RT_SERVICE, "route \"%s\": service \"%s\" is not defined", nm,
 			    rt->service);
 		else if (rt->service_p != NULL && ns_differ(rt->service_p->namespace, rt->namespace))
-			ERR(&rt->h, RT_SERVICE, "route \"%s\": service \"%s\" is in namespace %s, "
+			ERR(&rt->h, REG_RT_SERVICE, "route \"%s\": service \"%s\" is in namespace %s, "
 			    "the route in %s", nm, rt->service, rt->service_p->namespace, rt->namespace);
 		if (paths > 1) {
 			/* Point at the later of the conflicting keys. */
-			int l = abs(rt->h.keyline[RT_PATH_EXACT]);
+			int l = abs(rt->h.keyline[REG_RT_PATH_EXACT]);
 
-			if (abs(rt->h.keyline[RT_PATH_PREFIX]) > l)
-				l = abs(rt->h.keyline[RT_PATH_PREFIX]);
-			if (abs(rt->h.keyline[RT_PATH_REGEX]) > l)
-				l = abs(rt->h.keyline[RT_PATH_REGEX]);
+			if (abs(rt->h.keyline[REG_RT_PATH_PREFIX]) > l)
+				l = abs(rt->h.keyline[REG_RT_PATH_PREFIX]);
+			if (abs(rt->h.keyline[REG_RT_PATH_REGEX]) > l)
+				l = abs(rt->h.keyline[REG_RT_PATH_REGEX]);
 			diag_add(b->d, rt->h.file, l, "route \"%s\": match.path_exact, "
 			    "match.path_prefix and match.path_regex exclude each other", nm);
 		}
 		if (rt->path_exact && rt->path_exact[0] != '/')
-			ERR(&rt->h, RT_PATH_EXACT, "route \"%s\": match.path_exact must start with '/'", nm);
+			ERR(&rt->h, REG_RT_PATH_EXACT, "route \"%s\": match.path_exact must start with '/'", nm);
 		if (rt->path_prefix && rt->path_prefix[0] != '/')
-			ERR(&rt->h, RT_PATH_PREFIX, "route \"%s\": match.path_prefix must start with '/'",
+			ERR(&rt->h, REG_RT_PATH_PREFIX, "route \"%s\": match.path_prefix must start with '/'",
 			    nm);
 		if (rt->path_regex && !regex_size_ok(rt->path_regex)) {
-			ERR(&rt->h, RT_PATH_REGEX, "route \"%s\": match.path_regex is too complex "
+			ERR(&rt->h, REG_RT_PATH_REGEX, "route \"%s\": match.path_regex is too complex "
 			    "(nested or large repetitions)", nm);
 		} else if (rt->path_regex) {
 			int rc = regcomp(&rt->path_re, rt->path_regex, REG_EXTENDED | REG_NOSUB);
@@ -478,21 +478,21 @@ check_routes(struct builder *b)
 				char msg[128];
 
 				regerror(rc, &rt->path_re, msg, sizeof(msg));
-				ERR(&rt->h, RT_PATH_REGEX, "route \"%s\": match.path_regex: %s", nm, msg);
+				ERR(&rt->h, REG_RT_PATH_REGEX, "route \"%s\": match.path_regex: %s", nm, msg);
 			} else {
 				rt->has_path_re = true;
 			}
 		}
 		if (rt->rewrite_path_prefix && rt->path_prefix == NULL)
-			ERR(&rt->h, RT_REWRITE, "route \"%s\": rewrite.path_prefix needs "
+			ERR(&rt->h, REG_RT_REWRITE, "route \"%s\": rewrite.path_prefix needs "
 			    "match.path_prefix", nm);
 		if (rt->rewrite_path_prefix && rt->rewrite_path_prefix[0] != '/')
-			ERR(&rt->h, RT_REWRITE, "route \"%s\": rewrite.path_prefix must start with '/'",
+			ERR(&rt->h, REG_RT_REWRITE, "route \"%s\": rewrite.path_prefix must start with '/'",
 			    nm);
 		if (rt->redirect_path && rt->redirect_path[0] != '/')
-			ERR(&rt->h, RT_RD_PATH, "route \"%s\": redirect.path must start with '/'", nm);
+			ERR(&rt->h, REG_RT_RD_PATH, "route \"%s\": redirect.path must start with '/'", nm);
 		{
-			bool redirect = has(&rt->h, RT_RD_SCHEME) || rt->redirect_host ||
+			bool redirect = has(&rt->h, REG_RT_RD_SCHEME) || rt->redirect_host ||
 			    rt->redirect_port || rt->redirect_path || rt->redirect_status;
 
 			rt->redirect = redirect;
@@ -500,13 +500,13 @@ check_routes(struct builder *b)
 			if (rt->redirect_status && rt->redirect_status != 301 &&
 			    rt->redirect_status != 302 && rt->redirect_status != 303 &&
 			    rt->redirect_status != 307 && rt->redirect_status != 308)
-				ERR(&rt->h, RT_RD_STATUS, "route \"%s\": redirect.status must be 301, "
+				ERR(&rt->h, REG_RT_RD_STATUS, "route \"%s\": redirect.status must be 301, "
 				    "302, 303, 307 or 308", nm);
 			if (redirect && rt->backends.n > 0)
-				ERR(&rt->h, RT_BACKENDS, "route \"%s\": backends and redirect exclude "
+				ERR(&rt->h, REG_RT_BACKENDS, "route \"%s\": backends and redirect exclude "
 				    "each other", nm);
-			if (!redirect && rt->backends.n == 0 && rt->h.keyline[RT_BACKENDS] == 0 &&
-			    rt->h.keyline[RT_ABORT] == 0)
+			if (!redirect && rt->backends.n == 0 && rt->h.keyline[REG_RT_BACKENDS] == 0 &&
+			    rt->h.keyline[REG_RT_ABORT] == 0)
 				diag_add(b->d, rt->h.file, rt->h.line, "route \"%s\": needs backends, "
 				    "a redirect or fault.abort", nm);
 		}
@@ -518,34 +518,34 @@ check_routes(struct builder *b)
 		}
 		(void)total; /* all weights 0 is valid: the waypoint answers 500, as Istio does */
 		if (rt->per_try_timeout && rt->timeout && rt->per_try_timeout > rt->timeout)
-			ERR(&rt->h, RT_PER_TRY, "route \"%s\": per_try_timeout is longer than timeout",
+			ERR(&rt->h, REG_RT_PER_TRY, "route \"%s\": per_try_timeout is longer than timeout",
 			    nm);
-		if (has(&rt->h, RT_RETRY_ON) && rt->retries == 0 && rt->h.keyline[RT_RETRIES] >= 0)
-			ERR(&rt->h, RT_RETRY_ON, "route \"%s\": retry_on without retries", nm);
-		if (has(&rt->h, RT_DELAY_PCT) && rt->h.keyline[RT_DELAY] == 0)
-			ERR(&rt->h, RT_DELAY_PCT, "route \"%s\": fault.delay_percent without "
+		if (has(&rt->h, REG_RT_RETRY_ON) && rt->retries == 0 && rt->h.keyline[REG_RT_RETRIES] >= 0)
+			ERR(&rt->h, REG_RT_RETRY_ON, "route \"%s\": retry_on without retries", nm);
+		if (has(&rt->h, REG_RT_DELAY_PCT) && rt->h.keyline[REG_RT_DELAY] == 0)
+			ERR(&rt->h, REG_RT_DELAY_PCT, "route \"%s\": fault.delay_percent without "
 			    "fault.delay", nm);
-		if (has(&rt->h, RT_ABORT_PCT) && rt->h.keyline[RT_ABORT] == 0)
-			ERR(&rt->h, RT_ABORT_PCT, "route \"%s\": fault.abort_percent without "
+		if (has(&rt->h, REG_RT_ABORT_PCT) && rt->h.keyline[REG_RT_ABORT] == 0)
+			ERR(&rt->h, REG_RT_ABORT_PCT, "route \"%s\": fault.abort_percent without "
 			    "fault.abort", nm);
 		/* A fault given without its percentage applies to every request. */
-		if (has(&rt->h, RT_DELAY) && rt->h.keyline[RT_DELAY_PCT] == 0)
+		if (has(&rt->h, REG_RT_DELAY) && rt->h.keyline[REG_RT_DELAY_PCT] == 0)
 			rt->fault_delay_percent = 100;
-		if (has(&rt->h, RT_ABORT) && rt->h.keyline[RT_ABORT_PCT] == 0)
+		if (has(&rt->h, REG_RT_ABORT) && rt->h.keyline[REG_RT_ABORT_PCT] == 0)
 			rt->fault_abort_percent = 100;
 		if (rt->mirror != NULL) {
 			rt->mirror_p = registry_find_entry(r, REG_SERVICE, rt->mirror);
 			if (rt->mirror_p == NULL)
-				ERR(&rt->h, RT_MIRROR, "route \"%s\": mirror service \"%s\" is not "
+				ERR(&rt->h, REG_RT_MIRROR, "route \"%s\": mirror service \"%s\" is not "
 				    "defined", nm, rt->mirror);
 			else if (ns_differ(rt->mirror_p->namespace, rt->namespace))
-				ERR(&rt->h, RT_MIRROR, "route \"%s\": mirror service \"%s\" is in "
+				ERR(&rt->h, REG_RT_MIRROR, "route \"%s\": mirror service \"%s\" is in "
 				    "namespace %s, the route in %s", nm, rt->mirror,
 				    rt->mirror_p->namespace, rt->namespace);
-			if (rt->h.keyline[RT_MIRROR_PCT] == 0)
+			if (rt->h.keyline[REG_RT_MIRROR_PCT] == 0)
 				rt->mirror_percent = 100;
-		} else if (has(&rt->h, RT_MIRROR_PCT) && rt->h.keyline[RT_MIRROR] == 0) {
-			ERR(&rt->h, RT_MIRROR_PCT, "route \"%s\": mirror_percent without mirror", nm);
+		} else if (has(&rt->h, REG_RT_MIRROR_PCT) && rt->h.keyline[REG_RT_MIRROR] == 0) {
+			ERR(&rt->h, REG_RT_MIRROR_PCT, "route \"%s\": mirror_percent without mirror", nm);
 		}
 	}
 }

@@ -103,7 +103,7 @@ registry_unref(struct registry *r)
 		registry_free(r);
 }
 
-/* Splits `kind "name"`; returns the kind or -1 with a message. */
+/* Splits `kind "name"`; returns the kind, or AMESH_ERR_INVALID with a message in b->d. */
 static int
 parse_header(struct builder *b, const char *text, int line, char **name)
 {
@@ -119,20 +119,20 @@ parse_header(struct builder *b, const char *text, int line, char **name)
 	if (k == REG_NKINDS) {
 		diag_add(b->d, b->file, line, "unknown section kind '%.*s' (expected node, workload, "
 		    "service, waypoint, policy or route)", (int)kl, text);
-		return -1;
+		return AMESH_ERR_INVALID;
 	}
 	q = sp ? sp + strspn(sp, " \t") : NULL;
 	if (q == NULL || *q != '"') {
 		diag_add(b->d, b->file, line, "section [%s] needs a name: [%s \"NAME\"]",
 		    registry_kind_name(k), registry_kind_name(k));
-		return -1;
+		return AMESH_ERR_INVALID;
 	}
 	q++;
 	sp = strchr(q, '"');
 	if (sp == NULL || sp[1] != '\0') {
 		diag_add(b->d, b->file, line, "section name must be one double-quoted word: "
 		    "[%s \"NAME\"]", registry_kind_name(k));
-		return -1;
+		return AMESH_ERR_INVALID;
 	}
 	*name = xstrndup(q, (size_t)(sp - q));
 	if (!kw_is_hostname(*name)) {
@@ -140,7 +140,7 @@ parse_header(struct builder *b, const char *text, int line, char **name)
 		    "'-' and '.', at most 253)", registry_kind_name(k), *name);
 		free(*name);
 		*name = NULL;
-		return -1;
+		return AMESH_ERR_INVALID;
 	}
 	return k;
 }

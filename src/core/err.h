@@ -1,5 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Error codes shared by every module: 0 is success, negative is -errno or AMESH_ERR_*. */
+/*
+ * Error codes shared by every module, and the one error convention:
+ *
+ *   - A function that can fail returns 0 (or a count, an fd... when its doc says so) on success,
+ *     and on failure a negative code from one table: AMESH_ERR_* below, -errno, or a libuv code
+ *     (UV_* are -errno on Linux). amesh_strerror() prints any of them; a caller passes a callee's
+ *     code up unchanged or picks one that says more, never a bare -1.
+ *   - Detail beyond the code (file:line, the offending value) goes in the caller's record: a
+ *     struct diag (core/diag.h), a "why" buffer, or a module's own failure record (struct
+ *     cni_fail, whose code maps back here through cni_fail_err()).
+ *   - A bare -1 is kept only where the function's doc says it is a boolean-ish "not a valid X /
+ *     not found" answer and no code would say more: a parser of one value (core/parse.h,
+ *     log_level_parse), an index or length lookup (conf_line, prefix_match_len), and callbacks
+ *     whose contract belongs to a library (http_parser: non-zero stops it).
+ */
 #ifndef AMESH_CORE_ERR_H
 #define AMESH_CORE_ERR_H
 

@@ -20,7 +20,8 @@ struct ip_prefix {
 	uint8_t len;
 };
 
-/* Each parser returns 0 and sets *out, or returns -1 and sets *why to a static reason. */
+/* Each parser returns 0 and sets *out, or returns -1 ("not a valid X": no code would say more,
+ * core/err.h) and sets *why to a static reason. */
 int parse_port(const char *s, uint16_t *out, const char **why);
 /* Durations: "500ms", "10s", "5m", "2h", "1d"; the result is in milliseconds. */
 int parse_duration(const char *s, uint64_t *out_ms, const char **why);

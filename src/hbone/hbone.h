@@ -134,7 +134,7 @@ void hbone_server_set_identity(struct hbone_server *srv, struct identity *id);
 void hbone_server_drain(struct hbone_server *srv, uint64_t timeout_ms,
     void (*done)(void *arg), void *arg);
 void *hbone_server_user(const struct hbone_server *srv);
-/* The bound port (useful when listening on port 0). */
+/* The bound port (useful when listening on port 0), or a negative libuv code. */
 int hbone_server_port(const struct hbone_server *srv);
 
 struct hbone_server_stats {

@@ -284,10 +284,10 @@ int
 hbone_server_port(const struct hbone_server *srv)
 {
 	struct sockaddr_storage ss;
-	int len = sizeof(ss);
+	int len = sizeof(ss), r;
 
-	if (uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len) != 0)
-		return -1;
+	if ((r = uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len)) != 0)
+		return r;
 	return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
 	    ((struct sockaddr_in *)&ss)->sin_port);
 }

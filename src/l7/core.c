@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,7 +176,7 @@ peer_workload(const struct registry *reg, const char *peer_addr)
 }
 
 static struct tun *
-tun_new(struct waypoint *wp, struct registry *reg, enum tun_side side)
+tun_new(struct waypoint *wp, struct registry *reg, enum l7_side side)
 {
 	struct tun *t = calloc(1, sizeof(*t));
 
@@ -237,7 +238,7 @@ l7_accept_hbone(struct waypoint *wp, struct hbone_stream *s, const struct hbone_
 		registry_unref(reg);
 		return;
 	}
-	t = tun_new(wp, reg, SIDE_WAYPOINT);
+	t = tun_new(wp, reg, L7_SIDE_WAYPOINT);
 	if (t == NULL) {
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
@@ -282,11 +283,15 @@ waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
 {
 	struct registry *reg = registry_holder_get(wp->reg);
 	struct tun *t;
+	int r;
 
-	t = reg != NULL && !wp->draining ? tun_new(wp, reg, SIDE_IN) : NULL;
-	if (t == NULL) {
+	if (reg == NULL || wp->draining) {
 		registry_unref(reg);
-		return -1;
+		return -EAGAIN; /* no registry yet, or going away */
+	}
+	if ((t = tun_new(wp, reg, L7_SIDE_IN)) == NULL) {
+		registry_unref(reg);
+		return AMESH_ERR_NOMEM;
 	}
 	t->direct = registry_find(reg, REG_WORKLOAD, wp->host.workload);
 	t->svc = svc_host != NULL ? registry_service_by_hostname(reg, svc_host) : NULL;
@@ -297,8 +302,9 @@ waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
 	t->peer_id = strdup(req->peer_id);
 	t->src_wl = peer_workload(reg, req->peer_addr);
 	if (t->direct == NULL || t->peer_id == NULL) {
+		r = t->direct == NULL ? AMESH_ERR_NOTFOUND : AMESH_ERR_NOMEM;
 		tun_discard(t);
-		return -1;
+		return r;
 	}
 	tun_start(t, s);
 	if (hbone_stream_respond(s, 200) != 0) {
@@ -324,13 +330,13 @@ waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storag
 	struct hbone_stream *s;
 	char a[80], id[SPIFFE_ID_MAX];
 	struct tun *t;
-	bool bad;
+	int r;
 
-	t = reg != NULL && !wp->draining ? tun_new(wp, reg, SIDE_OUT) : NULL;
-	if (t == NULL) {
+	if (reg == NULL || wp->draining || (t = tun_new(wp, reg, L7_SIDE_OUT)) == NULL) {
+		r = reg == NULL || wp->draining ? -EAGAIN : AMESH_ERR_NOMEM;
 		registry_unref(reg);
 		close_reset(fd);
-		return -1;
+		return r;
 	}
 	t->svc = registry_service_by_hostname(reg, svc_host);
 	t->src_wl = registry_find(reg, REG_WORKLOAD, wp->host.workload);
@@ -344,13 +350,17 @@ waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storag
 	if (asprintf(&t->baggage, "k8s.namespace.name=%s,k8s.workload.name=%s,"
 	    "amesh.destination.service=%s", wp->host.ns, wp->host.workload, svc_host) < 0)
 		t->baggage = NULL;
-	bad = t->svc == NULL || t->src_wl == NULL || t->peer_id == NULL || t->forwarded == NULL ||
-	    t->baggage == NULL;
-	if (bad)
+	if (t->svc == NULL || t->src_wl == NULL)
+		r = AMESH_ERR_NOTFOUND;
+	else if (t->peer_id == NULL || t->forwarded == NULL || t->baggage == NULL)
+		r = AMESH_ERR_NOMEM;
+	else
+		r = 0;
+	if (r != 0)
 		close_reset(fd);
-	if (bad || hbone_tcp_accepted(wp->loop, fd, &down_cb, t, &s) != 0) {
+	if (r != 0 || (r = hbone_tcp_accepted(wp->loop, fd, &down_cb, t, &s)) != 0) {
 		tun_discard(t);
-		return -1;
+		return r;
 	}
 	tun_start(t, s);
 	return 0;

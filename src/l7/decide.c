@@ -22,7 +22,7 @@ service_target(const struct l7_dest *d)
 {
 	uint16_t target = d->port;
 
-	if (d->svc != NULL && d->side != SIDE_IN)
+	if (d->svc != NULL && d->side != L7_SIDE_IN)
 		for (size_t i = 0; i < d->svc->ports.n; i++)
 			if (d->svc->ports.v[i].port == d->port)
 				target = d->svc->ports.v[i].target;
@@ -38,7 +38,7 @@ l7_decide(const struct l7_dest *d, const struct l7_peer *p, const struct route_r
 
 	memset(v, 0, sizeof(*v));
 	/* Routes are the caller's side (Envoy: client-side); a sidecar's inbound only authorizes. */
-	v->rt = d->svc != NULL && d->side != SIDE_IN ? route_select(d->reg, d->svc, rq) : NULL;
+	v->rt = d->svc != NULL && d->side != L7_SIDE_IN ? route_select(d->reg, d->svc, rq) : NULL;
 	/* The port: the addressed service's target for the port asked, unless a backend service
 	 * maps it otherwise. */
 	v->target = service_target(d);
@@ -67,10 +67,11 @@ l7_decide(const struct l7_dest *d, const struct l7_peer *p, const struct route_r
 					v->target = bs->ports.v[i].target;
 		}
 	} else {
-		v->balanced = d->side != SIDE_IN && d->svc != NULL;
-		v->ep = d->side == SIDE_IN ? d->direct : l7_pick_endpoint(c, d->reg, d->svc, d->direct);
+		v->balanced = d->side != L7_SIDE_IN && d->svc != NULL;
+		v->ep = d->side == L7_SIDE_IN ? d->direct :
+		    l7_pick_endpoint(c, d->reg, d->svc, d->direct);
 	}
-	if (d->side == SIDE_IN && v->ep == NULL) {
+	if (d->side == L7_SIDE_IN && v->ep == NULL) {
 		/* Never to the app unjudged: its workload is the one policy is looked up for. */
 		v->status = 503;
 		v->body = "no longer in the registry";
@@ -79,7 +80,7 @@ l7_decide(const struct l7_dest *d, const struct l7_peer *p, const struct route_r
 	}
 	/* L7 authorization, against the workload the request is going to; a sidecar's outbound
 	 * leaves that to the destination. */
-	if (d->side != SIDE_OUT) {
+	if (d->side != L7_SIDE_OUT) {
 		memset(&aq, 0, sizeof(aq));
 		aq.l4.src_principal = p->principal;
 		aq.l4.src_namespace = "";
@@ -109,15 +110,15 @@ l7_decide_l4(const struct l7_dest *d, const struct l7_peer *p, const struct l7_c
     struct wp_verdict *v)
 {
 	memset(v, 0, sizeof(*v));
-	v->balanced = d->side != SIDE_IN && d->svc != NULL;
-	v->ep = d->side == SIDE_IN ? d->direct : l7_pick_endpoint(c, d->reg, d->svc, d->direct);
+	v->balanced = d->side != L7_SIDE_IN && d->svc != NULL;
+	v->ep = d->side == L7_SIDE_IN ? d->direct : l7_pick_endpoint(c, d->reg, d->svc, d->direct);
 	v->target = service_target(d);
-	if (d->side == SIDE_IN && v->ep == NULL) {
+	if (d->side == L7_SIDE_IN && v->ep == NULL) {
 		v->status = 503; /* never to the app unjudged */
 		v->flags = "NR";
 		return;
 	}
-	if (v->ep != NULL && d->side != SIDE_OUT) {
+	if (v->ep != NULL && d->side != L7_SIDE_OUT) {
 		struct authz_l4_req q = { 0 };
 		const struct reg_policy *m = NULL;
 

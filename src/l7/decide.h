@@ -18,21 +18,21 @@
 
 /* Whose tunnel: the waypoint's, or a sidecar's inbound (HBONE in, its app over TCP) or outbound
  * (its app's captured connection in, HBONE out). */
-enum tun_side { SIDE_WAYPOINT, SIDE_IN, SIDE_OUT };
+enum l7_side { L7_SIDE_WAYPOINT, L7_SIDE_IN, L7_SIDE_OUT };
 
 /* What the tunnel addresses, in registry reg (borrowed). */
 struct l7_dest {
 	const struct registry *reg;
-	enum tun_side side;
+	enum l7_side side;
 	const struct reg_service *svc;     /* addressed by service (hostname or VIP), or NULL */
-	const struct reg_workload *direct; /* or a workload (SIDE_IN: the sidecar's own) */
+	const struct reg_workload *direct; /* or a workload (L7_SIDE_IN: the sidecar's own) */
 	uint16_t port;                     /* the port the client asked for */
 };
 
 /* Who asks. */
 struct l7_peer {
 	const char *principal;       /* "TD/ns/NS/sa/SA" (authz_principal), "" for plaintext */
-	const struct ip_addr *ip;    /* as the app will see it (SIDE_IN), else NULL */
+	const struct ip_addr *ip;    /* as the app will see it (L7_SIDE_IN), else NULL */
 };
 
 /* The decision's choices: rnd() for backend weights and faults; lb the balancer that picks a

@@ -539,11 +539,13 @@ piece_end(struct h1_parser *p, struct arena *a)
 static int
 piece(struct h1_parser *p, struct arena *a, enum piece k, const char *at, size_t n)
 {
+	int r;
+
 	if (a->last != k) {
-		if (piece_end(p, a) != 0)
-			return -1;
-		if (k != P_VALUE && value_fill(p, a) != 0)
-			return -1;
+		if ((r = piece_end(p, a)) != 0)
+			return r;
+		if (k != P_VALUE && (r = value_fill(p, a)) != 0)
+			return r;
 		switch (k) {
 		case P_URL:
 			a->url = (uint32_t)a->len;
@@ -553,14 +555,13 @@ piece(struct h1_parser *p, struct arena *a, enum piece k, const char *at, size_t
 			break;
 		case P_FIELD:
 			if (a->n == H1_MAX_HEADERS) {
-				fail(p, AMESH_ERR_TOOLONG, a->trailers ? "H1_TOO_MANY_TRAILERS" : "H1_TOO_MANY_HEADERS");
-				return -1;
+				return fail(p, AMESH_ERR_TOOLONG, a->trailers ? "H1_TOO_MANY_TRAILERS" : "H1_TOO_MANY_HEADERS");
 			}
 			a->f[a->n++] = (struct field_off){ .name = (uint32_t)a->len, .value = NO_VALUE };
 			break;
 		case P_VALUE:
 			if (a->n == 0)
-				return -1;
+				return AMESH_ERR_INVALID; /* a value without a name: not from http_parser */
 			a->f[a->n - 1].value = (uint32_t)a->len;
 			break;
 		case P_NONE:
@@ -568,15 +569,17 @@ piece(struct h1_parser *p, struct arena *a, enum piece k, const char *at, size_t
 		}
 		a->last = k;
 	}
-	return arena_put(p, a, at, n) != 0 ? -1 : 0;
+	return arena_put(p, a, at, n);
 }
 
 /* Ends the last string of a section and points hdr at the fields. */
 static int
 section_end(struct h1_parser *p, struct arena *a, struct h1_header *hdr)
 {
-	if (piece_end(p, a) != 0 || value_fill(p, a) != 0)
-		return -1;
+	int r;
+
+	if ((r = piece_end(p, a)) != 0 || (r = value_fill(p, a)) != 0)
+		return r;
 	for (size_t i = 0; i < a->n; i++) {
 		hdr[i].name = a->buf + a->f[i].name;
 		hdr[i].name_len = a->f[i].name_len;
@@ -634,7 +637,8 @@ te_is_chunked(const struct h1_head *h)
 	return codings == 1 && chunked;
 }
 
-/* Fills p->head when the library has read a head; returns on_headers_complete's answer or -1. */
+/* Fills p->head when the library has read a head; returns on_headers_complete's answer (0, 1 or 2)
+ * or the negative code fail() recorded. */
 static int
 head_complete(struct h1_parser *p)
 {
@@ -643,10 +647,10 @@ head_complete(struct h1_parser *p)
 	struct h1_head *h = &p->head;
 	size_t hosts = 0, te = 0;
 	bool clen = (hp->flags & F_CONTENTLENGTH) != 0, conn_ok;
-	int skip = 0;
+	int skip = 0, r;
 
-	if (section_end(p, a, p->hdr) != 0)
-		return -1;
+	if ((r = section_end(p, a, p->hdr)) != 0)
+		return r;
 	p->head_parsed = true;
 	memset(h, 0, sizeof(*h));
 	h->request = p->kind == H1_REQUEST;
@@ -663,17 +667,14 @@ head_complete(struct h1_parser *p)
 		}
 	}
 	if (hp->http_major != 1) {
-		fail(p, AMESH_ERR_INVALID, "H1_BAD_VERSION");
-		return -1;
+		return fail(p, AMESH_ERR_INVALID, "H1_BAD_VERSION");
 	}
 	if (te > 0 || (hp->flags & F_CHUNKED)) {
 		if (hp->http_minor == 0) {
-			fail(p, AMESH_ERR_INVALID, "H1_TRANSFER_ENCODING_IN_HTTP10");
-			return -1;
+			return fail(p, AMESH_ERR_INVALID, "H1_TRANSFER_ENCODING_IN_HTTP10");
 		}
 		if (!te_is_chunked(h)) {
-			fail(p, AMESH_ERR_INVALID, "H1_UNSUPPORTED_TRANSFER_CODING");
-			return -1;
+			return fail(p, AMESH_ERR_INVALID, "H1_UNSUPPORTED_TRANSFER_CODING");
 		}
 	}
 	if (h->request) {
@@ -682,12 +683,10 @@ head_complete(struct h1_parser *p)
 		h->target_len = a->url_len;
 		h->path_len = strcspn(h->target, "?#");
 		if (hosts > 1) {
-			fail(p, AMESH_ERR_INVALID, "H1_DUPLICATE_HOST");
-			return -1;
+			return fail(p, AMESH_ERR_INVALID, "H1_DUPLICATE_HOST");
 		}
 		if (hosts == 0 && hp->http_minor >= 1) {
-			fail(p, AMESH_ERR_INVALID, "H1_MISSING_HOST");
-			return -1;
+			return fail(p, AMESH_ERR_INVALID, "H1_MISSING_HOST");
 		}
 		h->upgrade = hp->upgrade != 0;
 	} else {
@@ -696,8 +695,7 @@ head_complete(struct h1_parser *p)
 		bool to_connect = p->expect != NULL && strcmp(p->expect, "CONNECT") == 0;
 
 		if (st < 100) {
-			fail(p, AMESH_ERR_INVALID, "H1_BAD_STATUS_LINE");
-			return -1;
+			return fail(p, AMESH_ERR_INVALID, "H1_BAD_STATUS_LINE");
 		}
 		h->status = st;
 		h->reason = a->reason_len > 0 ? a->buf + a->reason : "";
@@ -817,6 +815,8 @@ cb_message_complete(http_parser *hp)
 	return 0;
 }
 
+/* http_parser's callbacks: any non-zero return stops the parser (they return -1 or the helpers'
+ * negative code); why is in p->err, which h1_feed returns. */
 static const http_parser_settings settings = {
 	.on_message_begin = cb_message_begin,
 	.on_url = cb_url,

@@ -109,7 +109,7 @@ l7_pipeline(struct tun *t, const struct l7_req *rq, struct l7_plan *p)
 	rr.header = rq->header;
 	rr.header_arg = rq->header_arg;
 	memset(&src_ip, 0, sizeof(src_ip));
-	if (t->side == SIDE_IN)
+	if (t->side == L7_SIDE_IN)
 		ip_from_sockaddr(&t->client, &src_ip, NULL); /* as the app will see it */
 	{
 		struct l7_dest d = { t->reg, t->side, t->svc, t->direct, t->port };

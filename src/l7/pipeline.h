@@ -19,6 +19,10 @@
 
 struct tun;
 
+/* The Allow field of a 405 local reply (RFC 9110 15.5.6: a 405 must carry one): the methods the
+ * engine forwards, every standard one but CONNECT (other methods are forwarded too). */
+#define L7_ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
+
 /* The longest request target routed (2 KiB); longer ones get 414. */
 #define L7_TARGET_MAX 2048
 

@@ -30,6 +30,15 @@ enum h1_state {
 	H1_EX_IDLE,     /* no request in flight: the parser reads the next request head */
 	H1_EX_REQUEST,  /* a request in flight, nothing of its answer sent yet (it may be retried) */
 	H1_EX_RESPONSE, /* its answer (the app's, or ours) has started going down: no retry */
+	H1_EX_UPGRADED, /* the app answered 101 (WebSocket): past its head the tunnel carries bytes,
+			   handed to the L4 relay (a response that has started, as above) */
+};
+
+/* The request body of the request in flight. */
+enum h1_req_body {
+	H1_BODY_NONE,      /* the request has none (no Content-Length or chunked framing) */
+	H1_BODY_STREAMING, /* it has one, not all of it read from the client yet */
+	H1_BODY_DONE,      /* it has one and all of it was read */
 };
 
 /* The upstream tunnel of the request in flight. */
@@ -54,8 +63,10 @@ struct h1t {
 	struct hbone_stream *up;
 	struct l7_sendq to_up;
 	size_t up_unconsumed; /* bytes from up not yet returned to its window */
+	/* The flags below are not states of the exchange: each can hold in any of them. */
 	bool in_feed;          /* inside h1_feed of the request parser */
-	bool req_body_done, req_has_body, close_after;
+	enum h1_req_body rbody;
+	bool close_after;
 	/* HTTP keep-alive upstream: the endpoint and port of the kept tunnel. */
 	const struct reg_workload *up_ep;
 	uint16_t up_target;
@@ -65,7 +76,6 @@ struct h1t {
 	struct buf replay;
 	bool replay_ok, body_started;
 	bool bp_paused; /* the request parser waits for upstream to take what it was given */
-	bool upgraded;  /* the app answered an Upgrade request with 101: bytes from here on */
 	bool down_chunked, up_chunked;
 	char *rewritten; /* request target after rewrite.path_prefix (or normalization) */
 	int status;
@@ -101,6 +111,7 @@ finish_request_telemetry(struct tun *t)
 		.method = ht->req ? ht->req->method : NULL,
 		.path = ht->req ? ht->req->target : "", .path_len = ht->req ? ht->req->path_len : 0,
 		.flags = ht->flags, .traceparent = ht->traceparent, .status = ht->status,
+		.grpc_status = -1,
 		.start = ht->start, .req_bytes = ht->req_bytes, .resp_bytes = ht->resp_bytes,
 	};
 
@@ -197,15 +208,17 @@ local_reply(struct tun *t, int status, const char *body, const char *location)
 	ht->status = status;
 	t->wp->st.local_replies++;
 	/* With a request body still coming we cannot go on with this connection: close it. */
-	if (!ht->req_body_done && ht->req_has_body)
+	if (ht->rbody == H1_BODY_STREAMING)
 		ht->close_after = true;
 	n = asprintf(&head, "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n"
-	    "content-length: %zu\r\n%s%s%s%s\r\n", status,
-	    status == 403 ? "Forbidden" : status == 404 ? "Not Found" : status == 500 ?
+	    "content-length: %zu\r\n%s%s%s%s%s\r\n", status,
+	    status == 403 ? "Forbidden" : status == 404 ? "Not Found" : status == 405 ?
+	    "Method Not Allowed" : status == 500 ?
 	    "Internal Server Error" : status == 503 ? "Service Unavailable" : status == 504 ?
 	    "Gateway Timeout" : status == 502 ? "Bad Gateway" : status >= 300 && status < 400 ?
 	    "Redirect" : "Error", strlen(body), location ? "location: " : "",
 	    location ? location : "", location ? "\r\n" : "",
+	    status == 405 ? "allow: " L7_ALLOW "\r\n" : "",
 	    ht->close_after ? "connection: close\r\n" : "");
 	h1_responding(ht);
 	if (n < 0) {
@@ -270,10 +283,10 @@ request_done(struct tun *t)
 	struct h1t *ht = t->ps;
 
 	stop_timer(t);
-	l7_mirror_detach(&ht->mirror, ht->req_body_done);
+	l7_mirror_detach(&ht->mirror, ht->rbody != H1_BODY_STREAMING);
 	finish_request_telemetry(t);
 	if (ht->up != NULL && ht->resp_p != NULL && h1_paused(ht->resp_p) && ht->status >= 200 &&
-	    ht->resp_keep_alive && ht->req_body_done && l7_sendq_len(&ht->to_up) == 0 &&
+	    ht->resp_keep_alive && ht->rbody != H1_BODY_STREAMING && l7_sendq_len(&ht->to_up) == 0 &&
 	    !ht->close_after) {
 		/* A whole exchange, both sides willing: kept for the next request, for WP_UP_IDLE_MS
 		 * at most (under the usual keep-alive timeouts of servers, so that we close first). */
@@ -281,7 +294,7 @@ request_done(struct tun *t)
 		if (t->timers_open == 2)
 			uv_timer_start(&t->wait, on_up_idle, WP_UP_IDLE_MS, 0);
 	} else
-		drop_up(t, ht->state != H1_EX_RESPONSE || ht->status == 0);
+		drop_up(t, ht->state < H1_EX_RESPONSE || ht->status == 0);
 	free(ht->rewritten);
 	ht->rewritten = NULL;
 	buf_reset(&ht->replay);
@@ -328,8 +341,9 @@ retry_if_allowed(struct tun *t, enum route_outcome o, int status)
 
 	/* A body is sent again from the copy kept of it: all of it (the request has ended), or none
 	 * yet (the parser still holds it) - never from the middle of a stream. */
-	if (ht->rt == NULL || ht->state == H1_EX_RESPONSE ||
-	    (ht->req_has_body && !(ht->replay_ok && (ht->req_body_done || !ht->body_started))) ||
+	if (ht->rt == NULL || ht->state >= H1_EX_RESPONSE ||
+	    (ht->rbody != H1_BODY_NONE &&
+	    !(ht->replay_ok && (ht->rbody == H1_BODY_DONE || !ht->body_started))) ||
 	    !route_should_retry(ht->rt, ht->attempt, o, status))
 		return false;
 	wait = route_backoff_ms(ht->rt, ht->attempt, wp_rnd());
@@ -351,7 +365,8 @@ retry_stale(struct tun *t)
 	const char *m = ht->req ? ht->req->method : "";
 
 	/* Only when no byte came back on it, and only what may be sent twice (RFC 9110 9.2.1). */
-	if (!ht->reused || ht->up_answered || ht->state == H1_EX_RESPONSE || ht->req_has_body ||
+	if (!ht->reused || ht->up_answered || ht->state >= H1_EX_RESPONSE ||
+	    ht->rbody != H1_BODY_NONE ||
 	    (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0 && strcmp(m, "OPTIONS") != 0))
 		return false;
 	ht->reused = false;
@@ -367,7 +382,7 @@ on_per_try(uv_timer_t *h)
 	struct tun *t = h->data;
 	struct h1t *ht = t->ps;
 
-	if (ht->state == H1_EX_RESPONSE || ht->state == H1_EX_IDLE)
+	if (ht->state >= H1_EX_RESPONSE || ht->state == H1_EX_IDLE)
 		return;
 	t->wp->st.timeouts++;
 	if (retry_if_allowed(t, ROUTE_OUT_TIMEOUT, 0))
@@ -392,7 +407,7 @@ on_timeout(uv_timer_t *h)
 	struct h1t *ht = t->ps;
 
 	t->wp->st.timeouts++;
-	if (ht->state == H1_EX_RESPONSE) {
+	if (ht->state >= H1_EX_RESPONSE) {
 		/* Half a response went out: the only honest end is to cut the tunnel. */
 		ht->flags = "UT";
 		wp_tun_abort(t);
@@ -471,7 +486,7 @@ resp_head(void *arg, const struct h1_head *h)
 		uv_timer_stop(&t->wait);
 		ht->status = 101;
 		h1_responding(ht);
-		ht->upgraded = true;
+		ht->state = H1_EX_UPGRADED;
 		if (h1_write_head(&w, &out, &e) != 0)
 			return AMESH_ERR_INVALID;
 		flush_down(t);
@@ -565,7 +580,7 @@ upgrade_to_l4(struct tun *t, const uint8_t *rest, size_t n)
 			return; /* it was not a valid end of the request */
 	}
 	stop_timer(t);
-	l7_mirror_detach(&ht->mirror, ht->req_body_done);
+	l7_mirror_detach(&ht->mirror, ht->rbody != H1_BODY_STREAMING);
 	finish_request_telemetry(t);
 	ht->state = H1_EX_IDLE;
 	ho = (struct l4_handover){
@@ -602,7 +617,7 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 	}
 	ht->up_answered = true;
 	r = h1_feed(ht->resp_p, data, len, &used);
-	if (r == 0 && ht->upgraded) {
+	if (r == 0 && ht->state == H1_EX_UPGRADED) {
 		upgrade_to_l4(t, data + used, len - used);
 		return;
 	}
@@ -612,7 +627,7 @@ up_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 		log_info("waypoint: %s: bad response from %s: %s", t->authority,
 		    ht->ep ? ht->ep->h.name : "?", h1_error_text(ht->resp_p));
 		t->wp->st.upstream_failures++;
-		if (ht->state != H1_EX_RESPONSE) {
+		if (ht->state < H1_EX_RESPONSE) {
 			reply_and_finish(t, 502, "upstream sent a bad response", NULL, "UPE");
 			return;
 		}
@@ -634,7 +649,7 @@ upstream_lost(struct tun *t, enum route_outcome o)
 {
 	struct h1t *ht = t->ps;
 
-	if (ht->state != H1_EX_RESPONSE) {
+	if (ht->state < H1_EX_RESPONSE) {
 		if (retry_stale(t) || retry_if_allowed(t, o, 0))
 			return;
 		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
@@ -655,7 +670,7 @@ up_on_eof(struct hbone_stream *s)
 		return;
 	}
 	/* A body delimited by the close ends here; anything else was cut short. */
-	if (ht->resp_p != NULL && h1_finish(ht->resp_p) == 0 && ht->state == H1_EX_RESPONSE) {
+	if (ht->resp_p != NULL && h1_finish(ht->resp_p) == 0 && ht->state >= H1_EX_RESPONSE) {
 		request_done(t);
 		return;
 	}
@@ -798,14 +813,14 @@ send_request_head(struct tun *t)
 			return;
 		}
 	}
-	if (ht->attempt > 1 && ht->req_body_done && ht->req_has_body && ht->up_chunked) {
+	if (ht->attempt > 1 && ht->rbody == H1_BODY_DONE && ht->up_chunked) {
 		struct h1_writer w = { w_up, t };
 
 		h1_write_last_chunk(&w, NULL, 0);
 	}
 	/* Now the body may flow: resume the request parser. The head goes out with the body that
 	 * is here already, in one write (one HTTP/2 frame, one TLS record), when there is one. */
-	if (!ht->req_body_done) {
+	if (ht->rbody == H1_BODY_STREAMING) {
 		h1_pause(ht->req_p, false);
 		feed_down(t);
 	}
@@ -893,9 +908,8 @@ req_head(void *arg, const struct h1_head *h)
 	ht->flags = NULL;
 	ht->attempt = 1;
 	ht->reused = false;
-	ht->upgraded = false;
-	ht->req_has_body = h->framing == H1_FRAMING_LENGTH || h->framing == H1_FRAMING_CHUNKED;
-	ht->req_body_done = !ht->req_has_body;
+	ht->rbody = h->framing == H1_FRAMING_LENGTH || h->framing == H1_FRAMING_CHUNKED ?
+	    H1_BODY_STREAMING : H1_BODY_NONE;
 	ht->body_started = false;
 	ht->replay_ok = !(h->framing == H1_FRAMING_LENGTH && h->content_length > WP_REPLAY_MAX);
 	buf_reset(&ht->replay);
@@ -921,7 +935,7 @@ req_head(void *arg, const struct h1_head *h)
 	ht->rewritten = p.upstream_target;
 	if (ht->rt != NULL && route_mirror(ht->rt, wp_rnd())) {
 		l7_mirror_start(t, ht->rt, h, ht->rewritten, ht->traceparent, &ht->mirror);
-		if (!ht->req_has_body)
+		if (ht->rbody == H1_BODY_NONE)
 			l7_mirror_detach(&ht->mirror, true);
 	}
 	if (p.timeout_ms > 0)
@@ -967,7 +981,8 @@ req_end(void *arg)
 	struct tun *t = arg;
 	struct h1t *ht = t->ps;
 
-	ht->req_body_done = true;
+	if (ht->rbody == H1_BODY_STREAMING)
+		ht->rbody = H1_BODY_DONE;
 	l7_mirror_body(&ht->mirror, NULL, 0, true);
 	if (ht->up != NULL && ht->up_chunked) {
 		struct h1_writer w = { w_up, t };

@@ -70,6 +70,23 @@ enum h2r_answer {
 	H2R_ANSWERED,  /* the app's whole answer has come (END_STREAM): what is left goes down */
 };
 
+/* How much of a request the client has sent. */
+enum h2r_req {
+	H2R_REQ_HEAD, /* its HEADERS are being read: the fields are collected */
+	H2R_REQ_BODY, /* the head is complete (the pipeline ran on it); DATA may follow */
+	H2R_REQ_END,  /* the client ended its stream (END_STREAM): the whole request is here */
+};
+
+/* The request's exchange upstream, in this order (a state never goes back). */
+enum h2r_up {
+	H2R_UP_ACTIVE, /* none opened yet, or its exchange under way */
+	H2R_UP_DONE,   /* the exchange is over (the app ended its stream, or it failed): the request
+			  body goes nowhere, nothing more comes back */
+	H2R_UP_SHUT,   /* we closed the tunnel: reset (cancelled), or shut down after the exchange */
+	H2R_UP_LINGER, /* shut down cleanly after a whole exchange: the app has H2_LINGER_MS to close
+			  its end (the route's timer is reused), then the tunnel is reset */
+};
+
 /* One request: a downstream stream and, once it goes upstream, its tunnel and client session. */
 struct h2r {
 	struct h2d *d;
@@ -80,7 +97,8 @@ struct h2r {
 	struct hdr hv[H2_MAX_HEADERS];
 	char *hstore[H2_MAX_HEADERS * 2];
 	size_t nh, hbytes;
-	bool req_headers_done, req_eof, too_big;
+	enum h2r_req req_state;
+	bool too_big; /* its head passed H2_MAX_HEADERS or H2_MAX_HEADER_BYTES: answered 431 */
 	struct registry *reg; /* the snapshot rt and ep belong to, held while the request lives */
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
@@ -94,9 +112,12 @@ struct h2r {
 	nghttp2_session *us;
 	struct l7_sendq up_out;
 	int32_t usid;
-	bool up_sending, up_in_recv, up_done, up_shut;
+	enum h2r_up up_state;
+	bool up_sending, up_in_recv; /* inside nghttp2_session_send / _mem_recv of us */
 	struct buf req_body, resp_body; /* each bounded by a stream window */
 	enum h2r_answer answer;
+	/* Independent of answer: the client may close its stream at any point, and a reset may
+	 * follow any state (sent once). */
 	bool down_closed, reset_sent;
 	nghttp2_nv *trailers;
 	size_t ntrailers;
@@ -107,10 +128,12 @@ struct h2r {
 	/* Timers: the route's overall timeout; a fault delay. */
 	uv_timer_t timer, wait;
 	int timers_open;
-	bool timers_closing, lingering;
+	bool timers_closing;
 	int status;
 	const char *flags;
 	bool grpc, counted;
+	/* The request got our Trailers-Only gRPC answer (:status 200, grpc-status for status). */
+	bool grpc_local;
 	uint64_t start, req_bytes, resp_bytes;
 };
 
@@ -154,11 +177,15 @@ r_telemetry(struct h2r *r)
 	struct wp_request_log q = {
 		.rt = r->rt, .ep = r->ep, .method = r->method, .authority = r->authority,
 		.path = path, .path_len = strlen(path), .flags = r->flags,
-		.traceparent = r->traceparent, .status = r->status, .grpc = r->grpc,
+		.traceparent = r->traceparent, .grpc = r->grpc,
+		/* A gRPC local reply is recorded as the client saw it, as Istio does: HTTP 200, and
+		 * the grpc-status beside it (amesh-waypoint(8) LOCAL REPLIES). */
+		.status = r->grpc_local ? 200 : r->status,
+		.grpc_status = r->grpc_local ? l7_grpc_status(r->status) : -1,
 		.start = r->start, .req_bytes = r->req_bytes, .resp_bytes = r->resp_bytes,
 	};
 
-	if (r->counted || !r->req_headers_done)
+	if (r->counted || r->req_state == H2R_REQ_HEAD)
 		return;
 	r->counted = true;
 	wp_request_telemetry(r->d->t, &q);
@@ -183,7 +210,7 @@ resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *f
 		if (r->lbody_off == r->lbody_len) {
 			*flags |= NGHTTP2_DATA_FLAG_EOF;
 			/* Answered: a client still sending its body may stop (RFC 9113 8.1). */
-			if (!r->req_eof)
+			if (r->req_state != H2R_REQ_END)
 				nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_NO_ERROR);
 		}
 		r->resp_bytes += n;
@@ -240,6 +267,7 @@ grpc_local_reply(struct h2r *r, int status, const char *body)
 	nv[2].valuelen = strlen(gs);
 	nv[3].valuelen = m;
 	r->answer = H2R_ANSWERED; /* the one HEADERS frame is the whole answer */
+	r->grpc_local = true;
 	/* No RST_STREAM after it for a request body still coming (it is dropped as it arrives):
 	 * gRPC clients take a reset that races the status for the call's failure. */
 	return nghttp2_submit_response(r->d->s, r->sid, nv, m > 0 ? 4 : 3, NULL);
@@ -256,6 +284,8 @@ h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 		{ (uint8_t *)":status", (uint8_t *)st, 7, 0, NGHTTP2_NV_FLAG_NONE },
 		{ (uint8_t *)"content-type", (uint8_t *)"text/plain", 12, 10, NGHTTP2_NV_FLAG_NONE },
 		{ (uint8_t *)"content-length", (uint8_t *)cl, 14, 0, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"allow", (uint8_t *)L7_ALLOW, 5, sizeof(L7_ALLOW) - 1,
+		    NGHTTP2_NV_FLAG_NONE }, /* a 405's only */
 	};
 
 	/* Status first: cancelling the upstream may call back into us (h2_up_on_response). */
@@ -289,9 +319,10 @@ h2_local_reply(struct h2r *r, int status, const char *body, const char *flags)
 	r->lbody_len = strlen(body);
 	r->lbody_off = 0;
 	r->answer = H2R_ANSWERING;
-	/* The HTTP status stays in r->status: metrics and the access log show what it stands for. */
+	/* r->status keeps the HTTP status: a gRPC answer's grpc-status is derived from it. */
 	if ((r->grpc ? grpc_local_reply(r, status, body) :
-	    nghttp2_submit_response(d->s, r->sid, nv, 3, r->lbody_len ? &dp : NULL)) != 0 &&
+	    nghttp2_submit_response(d->s, r->sid, nv, status == 405 ? 4 : 3,
+	    r->lbody_len ? &dp : NULL)) != 0 &&
 	    !r->reset_sent) {
 		r->reset_sent = true;
 		nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_INTERNAL_ERROR);
@@ -346,7 +377,7 @@ req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *fl
 	size_t n = buf_len(&r->req_body);
 
 	if (n == 0) {
-		if (!r->req_eof)
+		if (r->req_state != H2R_REQ_END)
 			return NGHTTP2_ERR_DEFERRED;
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		return 0;
@@ -476,7 +507,7 @@ keep_trailers(struct h2r *r)
 	r->trailers = calloc(r->nh ? r->nh : 1, sizeof(*r->trailers));
 	r->tstore = malloc(total ? total : 1);
 	if (r->trailers == NULL || r->tstore == NULL)
-		return -1;
+		return AMESH_ERR_NOMEM;
 	for (size_t i = 0; i < r->nh; i++) {
 		size_t nl = strlen(r->hv[i].name), vl = strlen(r->hv[i].value);
 		char *nm = r->tstore + off, *vv = r->tstore + off + nl + 1;
@@ -553,9 +584,9 @@ up_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 {
 	struct h2r *r = user;
 
-	if (sid != r->usid || r->up_done)
+	if (sid != r->usid || r->up_state >= H2R_UP_DONE)
 		return 0;
-	r->up_done = true;
+	r->up_state = H2R_UP_DONE;
 	if (r->answer != H2R_ANSWERED) {
 		if (r->answer == H2R_NO_ANSWER)
 			h2_local_reply(r, 503, "upstream connect error or disconnect/reset before headers",
@@ -604,8 +635,8 @@ h2_up_on_eof(struct hbone_stream *s)
 {
 	struct h2r *r = hbone_stream_user(s);
 
-	if (!r->up_done && r->answer != H2R_ANSWERED) {
-		r->up_done = true;
+	if (r->up_state < H2R_UP_DONE && r->answer != H2R_ANSWERED) {
+		r->up_state = H2R_UP_DONE;
 		h2_local_reply(r, r->answer != H2R_NO_ANSWER ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
@@ -623,8 +654,8 @@ h2_up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	struct h2r *r = hbone_stream_user(s);
 
 	r->up = NULL;
-	if (!r->up_done && r->answer != H2R_ANSWERED) {
-		r->up_done = true;
+	if (r->up_state < H2R_UP_DONE && r->answer != H2R_ANSWERED) {
+		r->up_state = H2R_UP_DONE;
 		h2_local_reply(r, r->answer != H2R_NO_ANSWER ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
@@ -647,13 +678,14 @@ h2_up_on_response(struct hbone_stream *s, int status)
 	size_t n = 0, cap;
 
 	if (status != 200) {
-		bool ours = r->up_shut; /* our own cancel, not a failure */
+		bool ours = r->up_state >= H2R_UP_SHUT; /* our own cancel, not a failure */
 
 		hbone_stream_set_cb(s, NULL, NULL);
 		r->up = NULL;
-		r->up_done = true;
-		if (!ours)
+		if (!ours) {
+			r->up_state = H2R_UP_DONE;
 			r->d->t->wp->st.upstream_failures++;
+		}
 		/* The pool could not connect: the balancer skips the endpoint for a while. */
 		if (!ours && status < 0 && r->balanced)
 			lb_fail(r->d->t->wp->lb, r->reg, r->ep, uv_now(r->d->t->wp->loop));
@@ -663,7 +695,7 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		r_maybe_free(r);
 		return;
 	}
-	if (r->up_done || r->down_closed || r->status != 0)
+	if (r->up_state >= H2R_UP_DONE || r->down_closed || r->status != 0)
 		return; /* answered or gone meanwhile: r_cancel_up has reset the tunnel */
 	if (nghttp2_option_new(&opt) != 0) {
 		h2_local_reply(r, 500, "out of memory", "UPE");
@@ -711,7 +743,7 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		nv[n++] = (nghttp2_nv){ (uint8_t *)l.v[i].name, (uint8_t *)l.v[i].value,
 			strlen(l.v[i].name), strlen(l.v[i].value), NGHTTP2_NV_FLAG_NONE };
 	r->usid = nghttp2_submit_request(r->us, NULL, nv, n,
-	    r->req_eof && buf_len(&r->req_body) == 0 ? NULL : &dp, r);
+	    r->req_state == H2R_REQ_END && buf_len(&r->req_body) == 0 ? NULL : &dp, r);
 	free(storage); /* nghttp2 copied the fields */
 	free(nv);
 	clear_headers(r); /* the request's fields are sent; hv now collects the response's */
@@ -734,18 +766,17 @@ static const struct hbone_stream_cb h2_up_cb = {
 static void
 r_cancel_up(struct h2r *r)
 {
-	bool was_done = r->up_done;
+	bool was_done = r->up_state >= H2R_UP_DONE;
 
-	if (r->up == NULL || r->up_shut)
+	if (r->up == NULL || r->up_state >= H2R_UP_SHUT)
 		return;
-	r->up_done = true;
-	r->up_shut = true;
+	r->up_state = H2R_UP_SHUT;
 	if (was_done && r->us != NULL && r->usid > 0) {
 		/* The exchange is complete: a clean close, which the application answers with its
 		 * own; if it does not within H2_LINGER_MS, the tunnel is reset. */
 		hbone_stream_shutdown(r->up);
 		if (!r->timers_closing) {
-			r->lingering = true;
+			r->up_state = H2R_UP_LINGER;
 			uv_timer_stop(&r->wait);
 			uv_timer_start(&r->timer, h2_on_timeout, H2_LINGER_MS, 0);
 		}
@@ -785,7 +816,7 @@ h2_on_timeout(uv_timer_t *h)
 {
 	struct h2r *r = h->data;
 
-	if (r->lingering) {
+	if (r->up_state == H2R_UP_LINGER) {
 		/* The application kept its end open after the exchange: close it for it. */
 		if (r->up != NULL)
 			hbone_stream_reset(r->up, NGHTTP2_CANCEL);
@@ -888,7 +919,7 @@ d_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, siz
 	struct h2r *r = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
 	char **slot = NULL;
 
-	if (r == NULL || f->hd.type != NGHTTP2_HEADERS || r->req_headers_done)
+	if (r == NULL || f->hd.type != NGHTTP2_HEADERS || r->req_state != H2R_REQ_HEAD)
 		return 0; /* request trailers are not forwarded (gRPC clients send none) */
 	if (r->hbytes + nlen + vlen > H2_MAX_HEADER_BYTES || r->nh >= H2_MAX_HEADERS) {
 		r->too_big = true;
@@ -948,7 +979,8 @@ request_head(struct h2r *r)
 	struct l7_req rq;
 	struct l7_plan p;
 
-	r->req_headers_done = true;
+	if (r->req_state == H2R_REQ_HEAD) /* END_STREAM on the HEADERS: already H2R_REQ_END */
+		r->req_state = H2R_REQ_BODY;
 	ct = hlookup(r, "content-type");
 	r->grpc = ct != NULL && strncmp(ct, "application/grpc", 16) == 0;
 	if (r->too_big) {
@@ -1011,13 +1043,13 @@ d_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
 		if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
-			r->req_eof = true;
+			r->req_state = H2R_REQ_END;
 		request_head(r);
 		return 0;
 	}
 	if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-		r->req_eof = true;
+		r->req_state = H2R_REQ_END;
 		if (r->us != NULL && r->usid > 0) {
 			nghttp2_session_resume_data(r->us, r->usid);
 			up_flush(r);
@@ -1036,7 +1068,7 @@ d_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *d
 	if (r == NULL)
 		return 0;
 	r->req_bytes += len;
-	if ((r->status != 0 && r->up == NULL) || r->up_done || r->up_shut) {
+	if ((r->status != 0 && r->up == NULL) || r->up_state >= H2R_UP_DONE) {
 		/* Answered, or its upstream is gone: the body goes nowhere; give the window back. */
 		nghttp2_session_consume(d->s, sid, len);
 		return 0;
@@ -1064,7 +1096,7 @@ d_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	if (err != NGHTTP2_NO_ERROR && r->status == 0 && r->answer == H2R_NO_ANSWER)
 		r->flags = "DC"; /* the client went away */
 	r_telemetry(r);
-	if (!r->timers_closing && !r->lingering)
+	if (!r->timers_closing && r->up_state != H2R_UP_LINGER)
 		uv_timer_stop(&r->timer);
 	r_cancel_up(r);
 	r_drop_req_body(r);
@@ -1131,7 +1163,7 @@ init_callbacks(void)
 		return 0;
 	if (nghttp2_session_callbacks_new(&d_callbacks) != 0 ||
 	    nghttp2_session_callbacks_new(&up_callbacks) != 0)
-		return -1;
+		return AMESH_ERR_NOMEM; /* nghttp2's only failure here */
 	nghttp2_session_callbacks_set_send_callback(d_callbacks, d_send_cb);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(d_callbacks, d_on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(d_callbacks, d_on_header);
@@ -1227,7 +1259,7 @@ h2m_on_eof(struct tun *t)
 	 * those still waiting for request bytes can never get them and are reset. */
 	d->state = H2_CS_EOF;
 	for (struct h2r *r = d->reqs; r != NULL; r = r->next)
-		if (!r->down_closed && !r->req_eof && !r->reset_sent && d->s != NULL) {
+		if (!r->down_closed && r->req_state != H2R_REQ_END && !r->reset_sent && d->s != NULL) {
 			r->reset_sent = true;
 			nghttp2_submit_rst_stream(d->s, NGHTTP2_FLAG_NONE, r->sid, NGHTTP2_CANCEL);
 		}

@@ -252,7 +252,7 @@ l4_start(struct tun *t)
 	s->in_unconsumed += buf_len(&t->in);
 	s->received += buf_len(&t->in);
 	buf_reset(&t->in);
-	ip_from_sockaddr(&t->client, &ip, NULL); /* family 0 unless SIDE_IN */
+	ip_from_sockaddr(&t->client, &ip, NULL); /* family 0 unless L7_SIDE_IN */
 	{
 		struct l7_dest d = { t->reg, t->side, t->svc, t->direct, t->port };
 		struct l7_peer p = { authz_principal(t->peer_id), ip.family ? &ip : NULL };

@@ -15,7 +15,8 @@
 const char *
 wp_reporter(const struct tun *t)
 {
-	return t->side == SIDE_IN ? "destination" : t->side == SIDE_OUT ? "source" : "waypoint";
+	return t->side == L7_SIDE_IN ? "destination" :
+	    t->side == L7_SIDE_OUT ? "source" : "waypoint";
 }
 
 /* What the client side knows of the connection's security: Istio's source reporters say
@@ -23,7 +24,7 @@ wp_reporter(const struct tun *t)
 const char *
 wp_security_policy(const struct tun *t)
 {
-	return t->side == SIDE_OUT ? "unknown" : "mutual_tls";
+	return t->side == L7_SIDE_OUT ? "unknown" : "mutual_tls";
 }
 
 void
@@ -54,7 +55,7 @@ wp_request_telemetry(struct tun *t, const struct wp_request_log *q)
 	};
 	uint64_t ms = uv_now(wp->loop) - q->start;
 	char path[512];
-	struct log_field f[10];
+	struct log_field f[11];
 	size_t n = 0;
 
 	wp_principal(t, q->ep, dp, sizeof(dp));
@@ -75,5 +76,7 @@ wp_request_telemetry(struct tun *t, const struct wp_request_log *q)
 	f[n++] = (struct log_field){ "src.identity", t->peer_id, 0 };
 	f[n++] = (struct log_field){ "flags", q->flags ? q->flags : "-", 0 };
 	f[n++] = (struct log_field){ "traceparent", q->traceparent, 0 };
+	if (q->grpc_status >= 0)
+		f[n++] = (struct log_field){ "grpc_status", NULL, (unsigned long long)q->grpc_status };
 	log_record(LOG_LVL_INFO, "access", q->grpc ? "grpc" : "request", f, n);
 }

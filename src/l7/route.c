@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/err.h"
 #include "core/parse.h"
 #include "l7/route.h"
 
@@ -192,11 +193,11 @@ route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const c
 {
 	char *tmp;
 	size_t o = 0, i = 0;
-	int rc = -1;
+	int rc = AMESH_ERR_INVALID;
 
 	*why = "the path is too long";
 	if (outlen == 0)
-		return -1;
+		return AMESH_ERR_TOOLONG;
 	/* Absolute form: scheme "://" authority, then the path. */
 	for (size_t k = 0; k + 2 < n; k++) {
 		if (in[k] == ':' && in[k + 1] == '/' && in[k + 2] == '/') {
@@ -226,12 +227,12 @@ route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const c
 	}
 	if (i == n || in[i] != '/') {
 		*why = "a request target that is not a path";
-		return -1;
+		return AMESH_ERR_INVALID;
 	}
 	/* Pass 1: escapes, into tmp. */
 	if ((tmp = malloc(n - i + 1)) == NULL) {
 		*why = "out of memory";
-		return -1;
+		return AMESH_ERR_NOMEM;
 	}
 	for (; i < n; i++) {
 		unsigned char c = (unsigned char)in[i];
@@ -318,7 +319,7 @@ toolong_free:
 	free(tmp);
 toolong:
 	*why = "the path is too long";
-	return -1;
+	return AMESH_ERR_TOOLONG;
 out:
 	free(tmp);
 	return rc;

@@ -84,6 +84,7 @@ bool route_matches(const struct reg_route *rt, const struct route_req *q);
  * 5.2.4); runs of '/' merged. Refused (0 is not returned): an escaped '/' or '\' (%2F, %5C), a
  * literal '\', a malformed escape, a NUL, a target that is neither a path nor "*" (kept as it
  * is), or a result that does not fit in outlen. in is n bytes (the path, without the query).
+ * Returns 0, or AMESH_ERR_INVALID, AMESH_ERR_TOOLONG (outlen) or AMESH_ERR_NOMEM with *why.
  */
 int route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const char **why);
 const struct reg_route *route_select(const struct registry *r, const struct reg_service *svc,

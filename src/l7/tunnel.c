@@ -98,7 +98,7 @@ wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
 	char dst_id[SPIFFE_ID_MAX], auth[128];
 	struct hbone_open o = { 0 };
 
-	if (t->side == SIDE_IN) {
+	if (t->side == L7_SIDE_IN) {
 		/* A sidecar's own app, over TCP from the client's address: where the CONNECT said. */
 		struct sockaddr_storage app;
 		struct ip_addr aip;
@@ -149,7 +149,7 @@ wp_tun_refresh_registry(struct tun *t, bool *moved)
 		direct = registry_find(cur, REG_WORKLOAD, t->direct->h.name);
 	/* A sidecar's inbound service is the caller's word (baggage), a label: only its workload
 	 * must still be there. */
-	if ((t->svc != NULL && svc == NULL && t->side != SIDE_IN) ||
+	if ((t->svc != NULL && svc == NULL && t->side != L7_SIDE_IN) ||
 	    (t->direct != NULL && direct == NULL)) {
 		/* Gone from the registry: the tunnel stays on its snapshot (every pointer valid) and
 		 * this request is refused; a later one moves when it is back. */

@@ -115,13 +115,13 @@ enum tun_state {
 struct tun {
 	struct waypoint *wp;
 	struct tun *prev, *next;
-	enum tun_side side;
+	enum l7_side side;
 	enum tun_state state;
 	/* The protocol the core detected (NULL until then) and its state. */
 	const struct l7_proto_ops *proto;
 	void *ps;
 	uint64_t last; /* loop time of its last byte either way, for the idle sweep */
-	struct sockaddr_storage app, client; /* SIDE_IN: the app's address, and whom it sees */
+	struct sockaddr_storage app, client; /* L7_SIDE_IN: the app's address, and whom it sees */
 	struct hbone_stream *down;
 	struct registry *reg;
 	const struct reg_service *svc;       /* addressed by service (hostname or VIP) */
@@ -204,8 +204,10 @@ struct wp_request_log {
 	const char *path;               /* path_len bytes of it are logged (at most 511) */
 	size_t path_len;
 	const char *flags, *traceparent;
-	int status;
+	int status;                     /* the HTTP status the client got */
 	bool grpc;                      /* request_protocol "grpc", access-log record "grpc" */
+	int grpc_status;                /* a gRPC local reply's grpc-status (access-log field
+					   grpc_status); -1: not one */
 	uint64_t start, req_bytes, resp_bytes;
 };
 /* istio_requests_total and the histograms (reporter "waypoint"), and the access-log record. */

@@ -65,13 +65,16 @@ int waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct regist
     struct waypoint **out);
 /* An HBONE tunnel to the workload, admitted by authz_l4_prefilter: answered 200 here, its requests
  * delivered to app (the address and port the CONNECT named) from client. svc_host: the service the
- * caller addressed (its baggage), or NULL. 0, or -1 when it could not be taken (the caller answers
- * the CONNECT then). */
+ * caller addressed (its baggage), or NULL. 0, or when it could not be taken (the caller answers
+ * the CONNECT then): -EAGAIN (no registry yet, or draining), AMESH_ERR_NOTFOUND (the workload is
+ * not in the registry) or AMESH_ERR_NOMEM. */
 int waypoint_take_inbound(struct waypoint *wp, struct hbone_stream *s,
     const struct hbone_request *req, const struct sockaddr_storage *client,
     const struct sockaddr_storage *app, const char *svc_host);
 /* A connection the workload made (accepted fd, from src) to service svc_host's port: routed here.
- * 0, or -1 (fd is closed, the connection reset). */
+ * 0, or (fd is closed, the connection reset) -EAGAIN (no registry yet, or draining),
+ * AMESH_ERR_NOTFOUND (the service or the workload is not in the registry), AMESH_ERR_NOMEM or
+ * hbone_tcp_accepted's code. */
 int waypoint_take_outbound(struct waypoint *wp, int fd, const struct sockaddr_storage *src,
     const char *svc_host, uint16_t port);
 /* Resets every tunnel (a drain that ran out of time). */

@@ -7,42 +7,45 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/err.h"
 #include "core/log.h"
 #include "telemetry/httpmsg.h"
 
 static const char default_type[] = "text/plain; charset=utf-8";
 
-/* Appends to the arena; past its end the head is too large. */
+/* Appends to the arena; past its end the head is too large (AMESH_ERR_TOOLONG, answered 431). */
 static int
 arena_put(struct http_msg *m, const char *p, size_t n)
 {
 	if (m->arena_len + n + 1 > sizeof(m->arena)) {
 		m->err_status = 431;
-		return -1;
+		return AMESH_ERR_TOOLONG;
 	}
 	memcpy(m->arena + m->arena_len, p, n);
 	m->arena_len += n;
 	return 0;
 }
 
-/* Ends the string being received before a new piece starts. */
+/* Ends the string being received before a new piece starts. 0 or AMESH_ERR_TOOLONG (431). */
 static int
 piece_switch(struct http_msg *m, enum http_msg_piece next)
 {
+	int r;
+
 	if (m->last == next)
 		return 0;
-	if (m->last != HTTP_MSG_NONE && arena_put(m, "", 1) != 0)
-		return -1;
+	if (m->last != HTTP_MSG_NONE && (r = arena_put(m, "", 1)) != 0)
+		return r;
 	if (m->last == HTTP_MSG_FIELD) {
 		/* A header without a value callback: its value is empty. */
 		m->hdr[m->n_headers - 1].value = m->arena_len;
-		if (arena_put(m, "", 1) != 0)
-			return -1;
+		if ((r = arena_put(m, "", 1)) != 0)
+			return r;
 	}
 	if (next == HTTP_MSG_FIELD) {
 		if (m->n_headers == HTTP_MAX_HEADERS) {
 			m->err_status = 431;
-			return -1;
+			return AMESH_ERR_TOOLONG;
 		}
 		m->hdr[m->n_headers++].name = m->arena_len;
 	}
@@ -50,6 +53,7 @@ piece_switch(struct http_msg *m, enum http_msg_piece next)
 	return 0;
 }
 
+/* http_parser's callbacks: non-zero (-1) stops the parser; m->err_status says what to answer. */
 static int
 on_url(http_parser *p, const char *at, size_t n)
 {

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 CONF=$SRCDIR/etc/amesh.conf
-plan 34
+plan 35
 
 run "$AMESH" --help
 check "--help exits 0" '[ "$RC" -eq 0 ]'
@@ -78,7 +78,8 @@ bad_conf() {
 	want="$TMP/bad.conf:$3"
 	printf "$2" >"$TMP/bad.conf"
 	run "$AMESH" check -c "$TMP/bad.conf"
-	check "$1" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want"'
+	check "$1 (and nothing said ok)" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want" &&
+	 ! echo "$OUT" | grep -q ": ok"'
 }
 bad_conf "config: unknown key" '[mesh]\nnode = node-a\nnodes = x\n' \
 	"3: unknown key 'nodes' in [mesh]"
@@ -99,7 +100,8 @@ bad_reg() {
 	printf '[mesh]\nnode = node-a\nregistry = reg.d\n' >"$TMP/reg.conf"
 	want="$TMP/reg.d/20-bad.conf:$3"
 	run "$AMESH" check -c "$TMP/reg.conf"
-	check "$1" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want"'
+	check "$1 (and nothing said ok)" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$want" &&
+	 ! echo "$OUT" | grep -q ": ok"'
 }
 bad_reg "registry: duplicate workload address" \
 	'[workload "x"]\nnamespace = default\nnode = node-a\naddresses = 10.1.1.3\n' \
@@ -140,6 +142,12 @@ run "$AMESH" check -c "$TMP/wpname.conf"
 check "check: a [waypoint] name the registry lacks fails, and config is not said ok" \
 	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qxF "$TMP/wpname.conf:6: [waypoint] name \"wp-z\" is not defined in the registry" &&
 	 ! echo "$OUT" | grep -q ": ok"'
+
+# A [sidecar] section without a workload serves the sidecars --workload names (amesh-sidecar@NAME).
+printf '[mesh]\nnode = node-a\nregistry = %s/etc/registry.d\n[sidecar]\nl7 = on\n' "$SRCDIR" >"$TMP/sc.conf"
+run "$AMESH" check -c "$TMP/sc.conf"
+check "check: [sidecar] without a workload is valid and says who names one" \
+	'[ "$RC" -eq 0 ] && echo "$OUT" | grep -qxF "sidecar   (no workload; amesh sidecar --workload NAME serves one)"'
 
 # A waypoint that cannot start says what to do. Nothing here listens: it exits before.
 WP=$TMP/wp

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 47
+plan 48
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -407,6 +407,14 @@ wire=$(echo "$OUT" | tr -d '\r' | grep -Ei '^(HTTP/2|content-type|grpc-)' | sed 
 check "gRPC deny: Trailers-Only grpc-status 7 ($wire client: $secret)" \
 	'[ "$wire" = "HTTP/2 200;content-type: application/grpc;grpc-status: 7;grpc-message: RBAC: access denied;" ] &&
 	 [ "$secret" = "status PERMISSION_DENIED RBAC: access denied 1" ]'
+# Its metrics say what the client saw, as Istio's do: response_code 200, the deny in response_flags.
+run lab_exec ha $PY -c 'import urllib.request
+print(urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode())'
+check "gRPC deny in istio_requests_total: response_code 200, response_flags DENY" \
+	'echo "$OUT" | grep "^istio_requests_total{" | grep "request_protocol=\"grpc\"" |
+	 grep "response_flags=\"DENY\"" | grep -q "response_code=\"200\"" &&
+	 ! echo "$OUT" | grep "^istio_requests_total{" | grep "request_protocol=\"grpc\"" |
+	 grep -q "response_code=\"403\""'
 rm -f "$LAB_REGISTRY/46-grpc-policy.conf"
 t0=$(date +%s%N)
 grpc_call --method /amesh.Echo/Slow
@@ -475,12 +483,15 @@ h2resp=$(echo "$OUT" | grep -ci '^x-redit-')
 h2st=$(echo "$OUT" | sed -n 's/^HTTP\/2 \([0-9]*\).*/\1/p')
 check "80 header edits per list all applied (HTTP/1.1: $h1req request, $h1resp response; h2: $h2st, $h2resp response)" \
 	'[ "$h1req" = 80 ] && [ "$h1resp" = 80 ] && [ "$h2st" = 200 ] && [ "$h2resp" = 80 ]'
-# CONNECT inside the tunnel is not served at L7: one answer, 405, over HTTP/1.1 and HTTP/2.
+# CONNECT inside the tunnel is not served at L7: one answer, 405 with its Allow field, over HTTP/1.1
+# and HTTP/2.
 run lab_exec a1 $PY -c 'import socket,sys
 import h2.config,h2.connection,h2.events
 s=socket.create_connection((sys.argv[1],80),timeout=3)
 s.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
-print("h1", s.recv(4096).split(b" ")[1].decode())
+r=s.recv(4096)
+a=[l.split(b":",1)[1].strip().decode() for l in r.split(b"\r\n") if l.lower().startswith(b"allow:")]
+print("h1", r.split(b" ")[1].decode(), a[0] if a else "no-allow")
 s=socket.create_connection(("10.96.0.13",80),timeout=3)
 c=h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,validate_outbound_headers=False))
 c.initiate_connection()
@@ -491,12 +502,14 @@ while st=="none":
     d=s.recv(65536)
     if not d: break
     for e in c.receive_data(d):
-        if isinstance(e,h2.events.ResponseReceived): st=dict(e.headers)[b":status"].decode()
+        if isinstance(e,h2.events.ResponseReceived):
+            h=dict(e.headers); st=h[b":status"].decode()+" "+h.get(b"allow",b"no-allow").decode()
         elif isinstance(e,h2.events.StreamReset) and st=="none": st="reset"
     s.sendall(c.data_to_send())
 print("h2", st)' "$LAB_VIP"
-check "CONNECT is answered 405 over HTTP/1.1 and HTTP/2 alike ($(echo $OUT))" \
-	'[ "$OUT" = "$(printf "h1 405\nh2 405")" ]'
+allow="GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
+check "CONNECT is answered 405 with Allow over HTTP/1.1 and HTTP/2 alike ($(echo $OUT))" \
+	'[ "$OUT" = "$(printf "h1 405 %s\nh2 405 %s" "$allow" "$allow")" ]'
 run lab_exec ha $PY -c 'import json,urllib.request
 t=urllib.request.urlopen("http://127.0.0.1:15120/metrics",timeout=2).read().decode()
 n=sum(float(l.rsplit(" ",1)[1]) for l in t.splitlines() if l.startswith("istio_requests_total{")

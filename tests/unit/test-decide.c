@@ -66,7 +66,7 @@ fresh_lb(void)
 }
 
 static void
-decide(const struct registry *r, enum tun_side side, const char *svc, const char *direct,
+decide(const struct registry *r, enum l7_side side, const char *svc, const char *direct,
     const char *principal, const char *method, const char *path, struct lb *lb,
     struct wp_verdict *v)
 {
@@ -89,33 +89,33 @@ TEST(decide_default_route_round_robin)
 	struct wp_verdict v;
 	struct lb *lb = fresh_lb();
 
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_EQ(v.status, 0);
 	ASSERT(v.rt == NULL);
 	ASSERT_EQ(v.target, 8080);
 	ASSERT_STREQ(v.ep->h.name, "a1");
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a2");
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a1");
 	ASSERT(v.balanced);
 	/* Addressed by workload: that workload, the port asked; the round robin does not move. */
-	decide(r, SIDE_WAYPOINT, NULL, "b1", FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, NULL, "b1", FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "b1");
 	ASSERT_EQ(v.target, 80);
 	ASSERT(!v.balanced);
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a2");
 	/* A connect to a2 failed: skipped for LB_PENALTY_MS, then in turn again. */
 	lb_fail(lb, r, v.ep, now_ms);
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a1");
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a1");
 	now_ms += LB_PENALTY_MS;
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a1");
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_STREQ(v.ep->h.name, "a2");
 	lb_free(lb);
 	registry_unref(r);
@@ -130,12 +130,12 @@ TEST(decide_route_backend_port)
 	struct wp_verdict v;
 	struct lb *lb = fresh_lb();
 
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/b/x", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/b/x", lb, &v);
 	ASSERT_EQ(v.status, 0);
 	ASSERT_STREQ(v.rt->h.name, "to-b");
 	ASSERT_STREQ(v.ep->h.name, "b1");
 	ASSERT_EQ(v.target, 8888);
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/a", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/a", lb, &v);
 	ASSERT(v.rt == NULL);
 	ASSERT_EQ(v.target, 8080);
 	lb_free(lb);
@@ -152,22 +152,22 @@ TEST(decide_l7_deny_and_sides)
 	struct wp_verdict v;
 	struct lb *lb = fresh_lb();
 
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/admin/x", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/admin/x", lb, &v);
 	ASSERT_EQ(v.status, 403);
 	ASSERT_STREQ(v.flags, "DENY");
 	ASSERT_STREQ(v.body, "RBAC: access denied");
 	ASSERT_STREQ(v.policy->h.name, "no-admin");
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/public", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/public", lb, &v);
 	ASSERT_EQ(v.status, 0);
-	decide(r, SIDE_OUT, "svc", NULL, FRONT, "GET", "/admin/x", lb, &v);
+	decide(r, L7_SIDE_OUT, "svc", NULL, FRONT, "GET", "/admin/x", lb, &v);
 	ASSERT_EQ(v.status, 0);
 	ASSERT(v.ep != NULL);
-	decide(r, SIDE_IN, "svc", "a2", FRONT, "GET", "/admin/x", lb, &v);
+	decide(r, L7_SIDE_IN, "svc", "a2", FRONT, "GET", "/admin/x", lb, &v);
 	ASSERT_EQ(v.status, 403);
 	ASSERT_STREQ(v.ep->h.name, "a2");
 	ASSERT_EQ(v.target, 80); /* inbound: the port the CONNECT named */
 	/* Inbound whose workload left the registry: never to the app unjudged. */
-	decide(r, SIDE_IN, "svc", NULL, FRONT, "GET", "/", lb, &v);
+	decide(r, L7_SIDE_IN, "svc", NULL, FRONT, "GET", "/", lb, &v);
 	ASSERT_EQ(v.status, 503);
 	ASSERT_STREQ(v.flags, "NR");
 	lb_free(lb);
@@ -189,7 +189,7 @@ TEST(decide_fault_and_redirect)
 	/* 100 draws spread over the whole 32-bit range: about half abort. */
 	for (int i = 0; i < 100; i++) {
 		fixed_rnd = (uint32_t)i * (UINT32_MAX / 100);
-		decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/f", lb, &v);
+		decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/f", lb, &v);
 		if (v.status == 503) {
 			ASSERT_STREQ(v.flags, "FI");
 			aborted++;
@@ -199,7 +199,7 @@ TEST(decide_fault_and_redirect)
 	}
 	ASSERT(aborted >= 45 && aborted <= 55);
 	fixed_rnd = 0;
-	decide(r, SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/old/x", lb, &v);
+	decide(r, L7_SIDE_WAYPOINT, "svc", NULL, FRONT, "GET", "/old/x", lb, &v);
 	ASSERT_EQ(v.status, 0);
 	ASSERT(v.rt != NULL && v.rt->redirect);
 	ASSERT(v.ep == NULL);
@@ -213,7 +213,7 @@ TEST(decide_l4)
 	struct registry *r = reg_with(
 	    "[policy \"front-only\"]\nnamespace = default\nselector = app=a\n"
 	    "from.principals = " FRONT "\n");
-	struct l7_dest d = { .reg = r, .side = SIDE_WAYPOINT, .port = 80 };
+	struct l7_dest d = { .reg = r, .side = L7_SIDE_WAYPOINT, .port = 80 };
 	struct l7_peer front = { FRONT, NULL }, evil = { EVIL, NULL };
 	struct lb *lb = fresh_lb();
 	struct l7_choice c = { rnd, lb, 0 };
@@ -228,10 +228,10 @@ TEST(decide_l4)
 	ASSERT_EQ(v.status, 403);
 	ASSERT_STREQ(v.flags, "DENY");
 	ASSERT_STREQ(v.ep->h.name, "a2");
-	d.side = SIDE_OUT;
+	d.side = L7_SIDE_OUT;
 	l7_decide_l4(&d, &evil, &c, &v);
 	ASSERT_EQ(v.status, 0);
-	d.side = SIDE_IN;
+	d.side = L7_SIDE_IN;
 	d.direct = NULL;
 	l7_decide_l4(&d, &front, &c, &v);
 	ASSERT_EQ(v.status, 503);

@@ -126,4 +126,5 @@
 	X(pipeline_redirect_rewrite)          \
 	X(pipeline_grpc_status)               \
 	X(pipeline_registry_refresh)          \
-	X(l4_unqueued_bytes_reset)
+	X(l4_unqueued_bytes_reset)           \
+	X(l7_accept_peer_id_alloc_failure)

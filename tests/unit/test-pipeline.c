@@ -59,7 +59,7 @@ setup(struct fixture *f)
 	f->wp.loop = &f->loop;
 	ASSERT_EQ(lb_new(&f->wp.lb), 0);
 	f->t.wp = &f->wp;
-	f->t.side = SIDE_WAYPOINT;
+	f->t.side = L7_SIDE_WAYPOINT;
 	f->t.reg = registry_holder_get(&f->holder);
 	f->t.svc = registry_find(f->t.reg, REG_SERVICE, "svc");
 	f->t.port = 80;

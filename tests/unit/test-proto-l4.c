@@ -50,7 +50,7 @@ TEST(l4_unqueued_bytes_reset)
 	ASSERT_EQ(lb_new(&wp.lb), 0);
 	memset(&t, 0, sizeof(t));
 	t.wp = &wp;
-	t.side = SIDE_WAYPOINT;
+	t.side = L7_SIDE_WAYPOINT;
 	t.state = TUN_OPEN;
 	t.reg = registry_holder_get(&holder);
 	t.svc = registry_find(t.reg, REG_SERVICE, "svc");
