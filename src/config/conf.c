@@ -225,6 +225,12 @@ finish(struct conf_ctx *x)
 	}
 	if (c->cni.socket == NULL)
 		c->cni.socket = xstrdup(c->ztunnel.socket);
+	/* With the CA service the bundle is fetched and rewritten by the roles (a root rotation):
+	 * it lives beside the node's certificates, not in /etc, which their units cannot write. */
+	if (c->identity.ca_address.n > 0 && conf_line(c, "mesh", "trust_bundle") <= 0) {
+		free(c->mesh.trust_bundle);
+		c->mesh.trust_bundle = xstrdup(LOCALSTATEDIR "/lib/amesh/ca.crt");
+	}
 	for (int p = 0; p < 2; p++) {
 		const struct conf_proxy *px = proxies[p];
 		uint16_t ports[4] = { px->outbound_port, px->inbound_plaintext_port, px->hbone_port,

@@ -46,9 +46,9 @@ check "ztunnel: Type=notify, WatchdogSec, Restart=on-failure, ExecReload sends S
 check "ztunnel: only CAP_NET_ADMIN and CAP_SYS_ADMIN, NoNewPrivileges, ProtectSystem=strict" \
 	'has amesh-ztunnel.service "CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN" &&
 	 has amesh-ztunnel.service NoNewPrivileges=yes && has amesh-ztunnel.service ProtectSystem=strict'
-check "ztunnel: /run/amesh survives restarts (state_dir), nothing else is writable" \
+check "ztunnel: /run/amesh survives restarts (state_dir); /var/lib/amesh (identities from the CA) and nothing else is writable" \
 	'has amesh-ztunnel.service RuntimeDirectory=amesh && has amesh-ztunnel.service RuntimeDirectoryPreserve=yes &&
-	 ! grep -q "^ReadWritePaths\|^StateDirectory" "$U/amesh-ztunnel.service"'
+	 has amesh-ztunnel.service StateDirectory=amesh && ! grep -q "^ReadWritePaths" "$U/amesh-ztunnel.service"'
 check "waypoint: no capabilities at all (no NET_ADMIN, no SYS_ADMIN)" \
 	'has amesh-waypoint@.service CapabilityBoundingSet= && ! grep -q "CAP_" "$U/amesh-waypoint@.service"'
 check "sidecar: inside /run/netns/NAME, CAP_NET_ADMIN only" \
