@@ -261,6 +261,7 @@ client_cfg(struct job *j, struct ca_client_cfg *cc)
 	cc->chain = &j->cred->chain;
 	cc->key = &j->cred->key;
 	cc->timeout_ms = c->identity.ca_timeout;
+	cc->mark = j->a->cfg.mark;
 }
 
 /* Worker thread: key, CSR, request, check, write. */

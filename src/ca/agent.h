@@ -20,6 +20,7 @@
 #define AMESH_CA_AGENT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <uv.h>
 
@@ -41,6 +42,7 @@ struct idagent_cfg {
 	/* Whether ns/sa is still needed; one that is not stops being renewed. NULL: always. */
 	bool (*in_use)(void *arg, const char *ns, const char *sa);
 	void *arg;
+	uint32_t mark; /* SO_MARK of its connections to the CA (a sidecar's: AMESH_MARK), or 0 */
 };
 
 /* Called once per idagent_want that returned 1: 0 when the identity is in the store, else a

@@ -144,7 +144,7 @@ ca_client_split_addr(const char *addr, char *host, size_t hostlen, char *port, s
 
 /* A connected non-blocking socket to addr within the deadline, or -1 with why. */
 static int
-dial(const char *addr, struct io *io, char *why, size_t whylen)
+dial(const char *addr, uint32_t mark, struct io *io, char *why, size_t whylen)
 {
 	struct addrinfo hints = { 0 }, *res = NULL;
 	char host[256], port[8];
@@ -167,6 +167,12 @@ dial(const char *addr, struct io *io, char *why, size_t whylen)
 		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0)
 			continue;
+		if (mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
+			snprintf(why, whylen, "SO_MARK: %s", strerror(errno));
+			close(fd);
+			fd = -1;
+			continue;
+		}
 		io->fd = fd;
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 || (errno == EINPROGRESS &&
 		    wait_fd(io, POLLOUT) > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 &&
@@ -247,7 +253,7 @@ attempt(const struct ca_client_cfg *cfg, mbedtls_ssl_config *conf, const char *a
 	spiffe_format_ca(expect, sizeof(expect), cfg->trust_domain);
 	io.expect_id = expect;
 	io.deadline = now_ms() + (cfg->timeout_ms ? cfg->timeout_ms : 10000);
-	if (dial(addr, &io, why, whylen) < 0)
+	if (dial(addr, cfg->mark, &io, why, whylen) < 0)
 		return 1;
 	mbedtls_ssl_init(&ssl);
 	if ((r = mbedtls_ssl_setup(&ssl, conf)) != 0) {

@@ -29,6 +29,8 @@ struct ca_client_cfg {
 	mbedtls_x509_crt *chain;  /* our node certificate (leaf first), or NULL to present none */
 	mbedtls_pk_context *key;
 	uint64_t timeout_ms;      /* per address: connect, handshake, request and answer */
+	uint32_t mark;            /* SO_MARK of the connections (0: none): a sidecar's own sockets
+	                             must pass its namespace's interception rules */
 };
 
 struct ca_client_resp {

@@ -194,6 +194,24 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	}
 	printf("bundle    %s: %s\n", c->mesh.trust_bundle,
 	    access(c->mesh.trust_bundle, R_OK) == 0 ? "present" : "missing");
+	if (c->identity.ca_address.n > 0) {
+		/* The roles obtain what is missing; what they need is the node certificate. */
+		bool joined = access(c->identity.node_cert, R_OK) == 0 &&
+		    access(c->identity.node_key, R_OK) == 0;
+
+		printf("ca        %zu address%s, first %s; node certificate %s: %s\n",
+		    c->identity.ca_address.n, c->identity.ca_address.n == 1 ? "" : "es",
+		    c->identity.ca_address.v[0], c->identity.node_cert,
+		    joined ? "present" : "missing");
+		if (!joined)
+			printf("warning   this node has not joined: amesh ca join --token-file FILE "
+			    "(amesh ca token --node %s on the CA host makes one)\n", c->mesh.node);
+		else if (missing > 0)
+			printf("note      %zu identit%s not obtained yet: the roles get %s from the CA "
+			    "when needed\n", missing, missing == 1 ? "y" : "ies",
+			    missing == 1 ? "it" : "them");
+		missing = 0;
+	}
 	/* Missing certificates are expected before `amesh ca issue`; they warn, they do not fail. */
 	if (missing > 0)
 		printf("warning   %zu identit%s missing: issue with 'amesh ca issue' (amesh-ca(8))\n",

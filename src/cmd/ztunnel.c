@@ -351,6 +351,8 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 			.metrics = z->metrics,
 			.in_use = identity_in_use,
 			.arg = z,
+			/* A sidecar runs inside its workload's namespace, behind its own rules. */
+			.mark = z->workload != NULL ? AMESH_MARK : 0,
 		    }, &z->agent, why, sizeof(why)) != 0) {
 			log_error("%s: %s", z->role, why);
 			return EXIT_FAIL;

@@ -22,7 +22,7 @@ for t in nft tcpdump openssl curl; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 44
+plan 48
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 PY=$LAB_PY
@@ -262,6 +262,54 @@ check "other-b's certificate is issued by ca2" 'echo "$OUT" | grep -q "issuer .*
 conn a1 "$LAB_B2" 8080
 check "client-a reaches other-b" 'echo "$OUT" | grep -q "local $LAB_B2 8080"'
 ca_start 1
+
+# --- A waypoint and a sidecar obtain their own identities. ----------------------------------------
+WP=192.168.10.9
+lab_exec ha ip addr add "$WP/24" dev wire
+cat >"$LAB_REGISTRY/39-waypoint.conf" <<EOF
+[waypoint "wp"]
+namespace = default
+service_account = waypoint
+address = $WP
+node = node-a
+EOF
+sed -e "s|^cert_dir = .*|cert_dir = $LAB_DIR/waypoint/certs|" "$LAB_DIR/node-a.conf" >"$TMP/wp.conf"
+cat >>"$TMP/wp.conf" <<EOF
+[waypoint]
+name = wp
+hbone_address = $WP:15008
+admin_address = 127.0.0.1:15100
+metrics_address = 0.0.0.0:15120
+readiness_address = 0.0.0.0:15121
+EOF
+sleep 0.5 # the CAs' registry watch
+spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" -c "$TMP/wp.conf" waypoint
+lab_wait_ready ha 15121
+check "a waypoint (no capabilities) obtains its own identity from the CA and serves" \
+	'lab_ready ha 15121 && [ "$(stat -c %a "$LAB_DIR/waypoint/certs/default/waypoint.key")" = 600 ] &&
+	 grep -q "certificate from the CA" "$TMP/wp.err"'
+# other-b moves from ztunnel B to a sidecar in its own namespace, with identities of its own.
+run lab_exec hb "$AMESH" -c "$LAB_DIR/node-b.conf" cni del --workload other-b
+sed -e "s|^cert_dir = .*|cert_dir = $LAB_DIR/sidecar/certs|" "$LAB_DIR/node-b.conf" >"$TMP/sc.conf"
+spawn sc $(lab_in b2) $(lab_unit_privs amesh-sidecar@.service) "$AMESH" -c "$TMP/sc.conf" \
+	sidecar --workload other-b
+lab_wait_ready b2
+check "a sidecar obtains its workload's identity from the CA, from inside its namespace" \
+	'lab_ready b2 && [ -f "$LAB_DIR/sidecar/certs/other/other.crt" ]'
+conn a1 "$LAB_B2" 8080
+check "client-a reaches other-b through its sidecar" 'echo "$OUT" | grep -q "local $LAB_B2 8080"'
+# Its next request to the CA passes its own interception rules (SO_MARK), on a reload.
+F0=$(lab_exec b2 curl -s http://127.0.0.1:15020/metrics | awk '$1 == "amesh_identity_renewal_failures_total" { print $2 }')
+kill -HUP "$PID_sc"
+sleep 1
+F1=$(lab_exec b2 curl -s http://127.0.0.1:15020/metrics | awk '$1 == "amesh_identity_renewal_failures_total" { print $2 }')
+check "the sidecar talks to the CA past its own rules, not through its own proxy ($F0 -> $F1 failures)" \
+	'[ "$F0" = "$F1" ] && ! grep -q "trust bundle refresh" "$TMP/sc.err" &&
+	 ! grep -q "dst.addr=$CA1:15012" "$TMP/sc.err"'
+kill -TERM "$PID_sc" "$PID_wp"
+wait "$PID_sc" "$PID_wp" 2>/dev/null
+run lab_exec hb "$AMESH" -c "$LAB_DIR/node-b.conf" cni del --mode sidecar --netns "$(lab_ns_path b2)"
+enroll b b2 other-b
 
 # --- Revocation. ----------------------------------------------------------------------------------
 run "$AMESH" ca revoke-node -c "$CAH/ca1.conf" node-b
