@@ -821,6 +821,44 @@ idagent_want(struct idagent *a, const char *ns, const char *sa, idagent_done_fn 
 	return 1;
 }
 
+struct wait_one {
+	bool done;
+	int status;
+	char *why;
+	size_t whylen;
+};
+
+static void
+wait_one_done(void *arg, int status, const char *why)
+{
+	struct wait_one *w = arg;
+
+	w->done = true;
+	w->status = status;
+	snprintf(w->why, w->whylen, "%s", why != NULL ? why : amesh_strerror(status));
+}
+
+int
+idagent_wait(struct idagent *a, uv_loop_t *loop, const char *ns, const char *sa, char *why,
+    size_t whylen)
+{
+	struct wait_one w = { false, 0, why, whylen };
+	int r = idagent_want(a, ns, sa, wait_one_done, &w, why, whylen);
+
+	if (r != 1)
+		return r;
+	log_info("identity %s/%s: waiting for its certificate from the CA", ns, sa);
+	/* The agent's tick keeps the loop alive until the request ends, one way or the other. */
+	while (!w.done && uv_run(loop, UV_RUN_ONCE) != 0)
+		;
+	if (!w.done) {
+		idagent_cancel(a, &w);
+		snprintf(why, whylen, "the loop ended first");
+		return AMESH_ERR_INTERNAL;
+	}
+	return w.status;
+}
+
 void
 idagent_kick(struct idagent *a)
 {

@@ -58,6 +58,12 @@ int idagent_new(const struct idagent_cfg *cfg, struct idagent **out, char *why, 
  */
 int idagent_want(struct idagent *a, const char *ns, const char *sa, idagent_done_fn done,
     void *arg, char *why, size_t whylen);
+/*
+ * Startup of a role that serves one identity (a sidecar, a waypoint): runs loop until ns/sa is in
+ * the store. Returns 0, or a negative code with why (the CA's refusal, not joined).
+ */
+int idagent_wait(struct idagent *a, uv_loop_t *loop, const char *ns, const char *sa, char *why,
+    size_t whylen);
 /* SIGHUP: fetch the trust bundle now and load the node certificate again if it was missing. */
 void idagent_kick(struct idagent *a);
 /* Forgets every done callback registered with arg. */

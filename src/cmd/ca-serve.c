@@ -14,9 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "ca/client.h"
 #include "ca/proto.h"
@@ -107,8 +104,7 @@ struct cad {
 	struct metrics *metrics;
 	struct ca_server *srv;
 	struct admin *admin;
-	uv_signal_t sig_hup, sig_term, sig_int;
-	uv_timer_t watchdog;
+	struct cmd_role role; /* signals, watchdog */
 	bool stopping;
 };
 
@@ -124,38 +120,31 @@ served(void *arg)
 {
 	struct cad *z = arg;
 
-	uv_close((uv_handle_t *)&z->sig_hup, cmd_handle_closed);
-	uv_close((uv_handle_t *)&z->sig_term, cmd_handle_closed);
-	uv_close((uv_handle_t *)&z->sig_int, cmd_handle_closed);
-	uv_close((uv_handle_t *)&z->watchdog, cmd_handle_closed);
+	cmd_role_close(&z->role);
 	regwatch_stop(&z->regw);
 	admin_stop(z->admin);
 }
 
 static void
-serve_stop(struct cad *z)
+serve_stop(void *arg)
 {
+	struct cad *z = arg;
+
 	if (z->stopping)
 		return;
 	z->stopping = true;
 	admin_set_ready(z->admin, false);
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, "STOPPING=1");
-#endif
+	cmd_role_stopping();
 	log_info("ca: stopping");
 	ca_server_stop(z->srv, served, z);
 }
 
 static void
-on_signal(uv_signal_t *s, int signum)
+serve_reload(void *arg)
 {
-	struct cad *z = s->data;
+	struct cad *z = arg;
 	char why[512];
 
-	if (signum != SIGHUP) {
-		serve_stop(z);
-		return;
-	}
 	log_info("ca: SIGHUP: reloading the registry and the CA directory %s", z->conf->ca.dir);
 	regwatch_trigger(&z->regw, 0);
 	if (ca_server_reload(z->srv, why, sizeof(why)) != 0)
@@ -173,23 +162,11 @@ serve_dump(void *arg)
 }
 
 static void
-quit_timer(uv_timer_t *t)
-{
-	serve_stop(t->data);
-	uv_close((uv_handle_t *)t, (uv_close_cb)free);
-}
-
-static void
 serve_quit(void *arg)
 {
 	struct cad *z = arg;
-	uv_timer_t *t = malloc(sizeof(*t));
 
-	if (t != NULL) {
-		uv_timer_init(z->loop, t);
-		t->data = z;
-		uv_timer_start(t, quit_timer, 0, 0);
-	}
+	cmd_call_soon(z->loop, serve_stop, z);
 }
 
 static const struct admin_ops ca_ops = {
@@ -257,14 +234,6 @@ ca_serve(const struct cmd_globals *g, int argc, char **argv)
 		return EXIT_FAIL;
 	if (regwatch_start(&z.regw, z.loop, z.conf->mesh.registry, &z.reg, describe) != 0)
 		log_warn("ca: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
-	uv_signal_init(z.loop, &z.sig_hup);
-	uv_signal_init(z.loop, &z.sig_term);
-	uv_signal_init(z.loop, &z.sig_int);
-	z.sig_hup.data = z.sig_term.data = z.sig_int.data = &z;
-	uv_signal_start(&z.sig_hup, on_signal, SIGHUP);
-	uv_signal_start(&z.sig_term, on_signal, SIGTERM);
-	uv_signal_start(&z.sig_int, on_signal, SIGINT);
-	uv_timer_init(z.loop, &z.watchdog);
 	{
 		struct sockaddr_storage ss;
 
@@ -276,7 +245,10 @@ ca_serve(const struct cmd_globals *g, int argc, char **argv)
 	log_info("ca: serving on %s, CA %s, registry %s", addr, z.conf->ca.dir,
 	    z.conf->mesh.registry);
 	admin_set_ready(z.admin, true);
-	cmd_notify_ready(&z.watchdog);
+	z.role.reload = serve_reload;
+	z.role.stop = serve_stop;
+	z.role.arg = &z;
+	cmd_role_start(z.loop, &z.role);
 	uv_run(z.loop, UV_RUN_DEFAULT);
 	admin_free(z.admin);
 	ca_server_free(z.srv);

@@ -49,6 +49,26 @@ void cmd_handle_closed(uv_handle_t *h);
  * initialised timer). Without libsystemd: nothing. */
 void cmd_notify_ready(uv_timer_t *watchdog);
 
+/*
+ * What every daemon role (ztunnel, sidecar, waypoint, ca serve) does around its own work:
+ * SIGHUP calls reload, SIGTERM and SIGINT call stop; the systemd watchdog. cmd_role_start at the
+ * end of startup (READY=1), cmd_role_stopping when stop begins (STOPPING=1), cmd_role_close once
+ * the role's work is drained so that the loop can end.
+ */
+struct cmd_role {
+	uv_signal_t sig_hup, sig_term, sig_int;
+	uv_timer_t watchdog;
+	void (*reload)(void *arg);
+	void (*stop)(void *arg);
+	void *arg;
+};
+void cmd_role_start(uv_loop_t *loop, struct cmd_role *r);
+void cmd_role_stopping(void);
+void cmd_role_close(struct cmd_role *r);
+/* Calls fn(arg) from the loop, soon: the admin's /quitquitquit must not close its own listeners
+ * from inside its handler. */
+void cmd_call_soon(uv_loop_t *loop, void (*fn)(void *arg), void *arg);
+
 /* Prints "amesh CMD SUB: message", the usage line and where to find help; returns EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *sub, const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

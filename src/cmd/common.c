@@ -2,9 +2,11 @@
 /* Helpers shared by the commands. */
 #include "config.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <uv.h>
 #ifdef HAVE_LIBSYSTEMD
 #include <systemd/sd-daemon.h>
@@ -66,4 +68,83 @@ cmd_usage_error(const char *cmd, const char *sub, const char *usage, const char 
 	va_end(ap);
 	fprintf(stderr, "\nusage: %s\nTry 'amesh %s --help'.\n", usage, cmd);
 	return EXIT_USAGE;
+}
+
+static void
+on_role_signal(uv_signal_t *s, int signum)
+{
+	struct cmd_role *r = s->data;
+
+	if (signum == SIGHUP)
+		r->reload(r->arg);
+	else
+		r->stop(r->arg);
+}
+
+void
+cmd_role_start(uv_loop_t *loop, struct cmd_role *r)
+{
+	uv_signal_init(loop, &r->sig_hup);
+	uv_signal_init(loop, &r->sig_term);
+	uv_signal_init(loop, &r->sig_int);
+	r->sig_hup.data = r->sig_term.data = r->sig_int.data = r;
+	uv_signal_start(&r->sig_hup, on_role_signal, SIGHUP);
+	uv_signal_start(&r->sig_term, on_role_signal, SIGTERM);
+	uv_signal_start(&r->sig_int, on_role_signal, SIGINT);
+	uv_timer_init(loop, &r->watchdog);
+	cmd_notify_ready(&r->watchdog);
+}
+
+void
+cmd_role_stopping(void)
+{
+#ifdef HAVE_LIBSYSTEMD
+	sd_notify(0, "STOPPING=1");
+#endif
+}
+
+void
+cmd_role_close(struct cmd_role *r)
+{
+	uv_close((uv_handle_t *)&r->sig_hup, cmd_handle_closed);
+	uv_close((uv_handle_t *)&r->sig_term, cmd_handle_closed);
+	uv_close((uv_handle_t *)&r->sig_int, cmd_handle_closed);
+	uv_close((uv_handle_t *)&r->watchdog, cmd_handle_closed);
+}
+
+struct call_soon {
+	uv_timer_t t;
+	void (*fn)(void *);
+	void *arg;
+};
+
+static void
+call_soon_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void
+call_soon_fire(uv_timer_t *t)
+{
+	struct call_soon *c = t->data;
+
+	c->fn(c->arg);
+	uv_close((uv_handle_t *)&c->t, call_soon_closed);
+}
+
+void
+cmd_call_soon(uv_loop_t *loop, void (*fn)(void *arg), void *arg)
+{
+	struct call_soon *c = malloc(sizeof(*c));
+
+	if (c == NULL) {
+		fn(arg); /* no memory for a timer: now rather than never */
+		return;
+	}
+	c->fn = fn;
+	c->arg = arg;
+	uv_timer_init(loop, &c->t);
+	c->t.data = c;
+	uv_timer_start(&c->t, call_soon_fire, 0, 0);
 }

@@ -7,9 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "ca/agent.h"
 #include "cmd/cmd.h"
@@ -35,9 +32,8 @@ struct wpd {
 	struct metrics *metrics;
 	struct waypoint *wp;
 	struct admin *admin; /* admin, metrics and readiness endpoints */
-	uv_signal_t sig_hup, sig_term, sig_int;
+	struct cmd_role role; /* signals, watchdog */
 	struct regwatch regw;
-	uv_timer_t watchdog;
 	bool stopping;
 };
 
@@ -53,11 +49,8 @@ drained(void *arg)
 	struct wpd *z = arg;
 
 	log_info("waypoint: drained");
-	uv_close((uv_handle_t *)&z->sig_hup, cmd_handle_closed);
-	uv_close((uv_handle_t *)&z->sig_term, cmd_handle_closed);
-	uv_close((uv_handle_t *)&z->sig_int, cmd_handle_closed);
+	cmd_role_close(&z->role);
 	regwatch_stop(&z->regw);
-	uv_close((uv_handle_t *)&z->watchdog, cmd_handle_closed);
 	identity_store_unwatch(z->ids);
 	if (z->agent != NULL)
 		idagent_close(z->agent, NULL, NULL);
@@ -65,47 +58,31 @@ drained(void *arg)
 }
 
 static void
-stop(struct wpd *z)
+stop(void *arg)
 {
+	struct wpd *z = arg;
+
 	if (z->stopping)
 		return;
 	z->stopping = true;
 	admin_set_ready(z->admin, false);
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, "STOPPING=1");
-#endif
+	cmd_role_stopping();
 	log_info("waypoint: stopping (drain up to %llu ms)",
 	    (unsigned long long)z->conf->waypoint.drain_timeout);
 	waypoint_drain(z->wp, z->conf->waypoint.drain_timeout, drained, z);
 }
 
+/* SIGHUP */
 static void
-free_handle(uv_handle_t *h)
+reload(void *arg)
 {
-	free(h);
-}
+	struct wpd *z = arg;
 
-static void
-on_quit_timer(uv_timer_t *t)
-{
-	stop(t->data);
-	uv_close((uv_handle_t *)t, free_handle);
-}
-
-static void
-on_signal(uv_signal_t *s, int signum)
-{
-	struct wpd *z = s->data;
-
-	if (signum == SIGHUP) {
-		log_info("waypoint: SIGHUP: reloading the registry and certificates");
-		regwatch_trigger(&z->regw, 0);
-		if (identity_store_reload(z->ids) < 0)
-			log_error("waypoint: certificates: reload failed; the previous ones stay");
-		idagent_kick(z->agent);
-		return;
-	}
-	stop(z);
+	log_info("waypoint: SIGHUP: reloading the registry and certificates");
+	regwatch_trigger(&z->regw, 0);
+	if (identity_store_reload(z->ids) < 0)
+		log_error("waypoint: certificates: reload failed; the previous ones stay");
+	idagent_kick(z->agent);
 }
 
 /* The host endpoints (telemetry/admin.h): /config_dump is the engine's; /quitquitquit stops
@@ -123,13 +100,8 @@ static void
 admin_quit(void *arg)
 {
 	struct wpd *z = arg;
-	uv_timer_t *t = malloc(sizeof(*t));
 
-	if (t != NULL) {
-		uv_timer_init(z->loop, t);
-		t->data = z;
-		uv_timer_start(t, on_quit_timer, 0, 0);
-	}
+	cmd_call_soon(z->loop, stop, z);
 }
 
 static void
@@ -147,31 +119,13 @@ static const struct admin_ops wp_ops = {
 	.quit = admin_quit,
 };
 
-struct wait_id {
-	bool done;
-	int status;
-	char why[512];
-};
-
-static void
-wait_id_done(void *arg, int status, const char *why)
-{
-	struct wait_id *w = arg;
-
-	w->done = true;
-	w->status = status;
-	snprintf(w->why, sizeof(w->why), "%s", why != NULL ? why : "");
-}
-
 /* With [identity] ca_address: the agent, and the waypoint's own identity before it serves. */
 static int
 start_agent(struct wpd *z)
 {
 	struct registry *r = registry_holder_get(&z->reg);
 	const struct reg_waypoint *w = registry_find(r, REG_WAYPOINT, z->conf->waypoint.name);
-	struct wait_id wi = { 0 };
-	char ns[256], sa[256];
-	int rc;
+	char ns[256], sa[256], why[1024];
 
 	if (w == NULL) {
 		registry_unref(r);
@@ -182,19 +136,12 @@ start_agent(struct wpd *z)
 	registry_unref(r);
 	if (idagent_new(&(struct idagent_cfg){
 		.loop = z->loop, .conf = z->conf, .ids = z->ids, .metrics = z->metrics,
-	    }, &z->agent, wi.why, sizeof(wi.why)) != 0) {
-		log_error("waypoint: %s", wi.why);
+	    }, &z->agent, why, sizeof(why)) != 0) {
+		log_error("waypoint: %s", why);
 		return -1;
 	}
-	rc = idagent_want(z->agent, ns, sa, wait_id_done, &wi, wi.why, sizeof(wi.why));
-	if (rc == 1) {
-		log_info("waypoint: waiting for the certificate of %s/%s from the CA", ns, sa);
-		while (!wi.done && uv_run(z->loop, UV_RUN_ONCE) != 0)
-			;
-		rc = wi.done ? wi.status : -1;
-	}
-	if (rc < 0) {
-		log_error("waypoint: no certificate for %s/%s: %s", ns, sa, wi.why);
+	if (idagent_wait(z->agent, z->loop, ns, sa, why, sizeof(why)) != 0) {
+		log_error("waypoint: no certificate for %s/%s: %s", ns, sa, why);
 		return -1;
 	}
 	return 0;
@@ -272,18 +219,13 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 		.arg = &z,
 	    }, &z.admin) != 0)
 		return EXIT_FAIL; /* logged, with the address */
-	uv_timer_init(z.loop, &z.watchdog);
 	if (regwatch_start(&z.regw, z.loop, z.conf->mesh.registry, &z.reg, describe) != 0)
 		log_warn("waypoint: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
-	uv_signal_init(z.loop, &z.sig_hup);
-	uv_signal_init(z.loop, &z.sig_term);
-	uv_signal_init(z.loop, &z.sig_int);
-	z.sig_hup.data = z.sig_term.data = z.sig_int.data = &z;
-	uv_signal_start(&z.sig_hup, on_signal, SIGHUP);
-	uv_signal_start(&z.sig_term, on_signal, SIGTERM);
-	uv_signal_start(&z.sig_int, on_signal, SIGINT);
 	admin_set_ready(z.admin, true);
-	cmd_notify_ready(&z.watchdog);
+	z.role.reload = reload;
+	z.role.stop = stop;
+	z.role.arg = &z;
+	cmd_role_start(z.loop, &z.role);
 	uv_run(z.loop, UV_RUN_DEFAULT);
 	admin_free(z.admin);
 	waypoint_free(z.wp);

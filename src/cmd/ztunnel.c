@@ -12,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
-#ifdef HAVE_LIBSYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "ca/agent.h"
 #include "cmd/cmd.h"
@@ -49,9 +46,8 @@ struct zt {
 	struct enroll *en;
 	struct proxy_report *report; /* what the admin endpoints show of the proxy */
 	struct admin *admin;
-	uv_signal_t sig_hup, sig_term, sig_int;
+	struct cmd_role life; /* signals, watchdog */
 	struct regwatch regw;
-	uv_timer_t watchdog;
 	bool stopping, ready;
 	int exit_code;
 };
@@ -68,11 +64,8 @@ proxy_drained(void *arg)
 	struct zt *z = arg;
 
 	log_info("%s: drained", z->role);
-	uv_close((uv_handle_t *)&z->sig_hup, cmd_handle_closed);
-	uv_close((uv_handle_t *)&z->sig_term, cmd_handle_closed);
-	uv_close((uv_handle_t *)&z->sig_int, cmd_handle_closed);
+	cmd_role_close(&z->life);
 	regwatch_stop(&z->regw);
-	uv_close((uv_handle_t *)&z->watchdog, cmd_handle_closed);
 	identity_store_unwatch(z->ids);
 	if (z->agent != NULL)
 		idagent_close(z->agent, NULL, NULL);
@@ -95,9 +88,7 @@ ztunnel_stop(void *arg)
 	if (z->stopping)
 		return;
 	z->stopping = true;
-#ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, "STOPPING=1");
-#endif
+	cmd_role_stopping();
 	log_info("%s: stopping (drain up to %llu ms)", z->role,
 	    (unsigned long long)z->pc->drain_timeout);
 	if (z->en != NULL)
@@ -105,20 +96,17 @@ ztunnel_stop(void *arg)
 	proxy_drain(z->px, z->pc->drain_timeout, proxy_drained, z);
 }
 
+/* SIGHUP */
 static void
-on_signal(uv_signal_t *s, int signum)
+ztunnel_reload(void *arg)
 {
-	struct zt *z = s->data;
+	struct zt *z = arg;
 
-	if (signum == SIGHUP) {
-		log_info("%s: SIGHUP: reloading the registry and certificates", z->role);
-		regwatch_trigger(&z->regw, 0);
-		if (identity_store_reload(z->ids) < 0)
-			log_error("%s: certificates: reload failed; the previous ones stay", z->role);
-		idagent_kick(z->agent);
-		return;
-	}
-	ztunnel_stop(z);
+	log_info("%s: SIGHUP: reloading the registry and certificates", z->role);
+	regwatch_trigger(&z->regw, 0);
+	if (identity_store_reload(z->ids) < 0)
+		log_error("%s: certificates: reload failed; the previous ones stay", z->role);
+	idagent_kick(z->agent);
 }
 
 /* The sidecar's own namespace: its rules, then the workload enrolled in place (NETNS_SELF). */
@@ -234,38 +222,16 @@ identity_in_use(void *arg, const char *ns, const char *sa)
 	return x.found;
 }
 
-struct wait_id {
-	bool done;
-	int status;
-	char why[512];
-};
-
-static void
-wait_id_done(void *arg, int status, const char *why)
-{
-	struct wait_id *w = arg;
-
-	w->done = true;
-	w->status = status;
-	snprintf(w->why, sizeof(w->why), "%s", why != NULL ? why : "");
-}
-
 /* Before serving its only workload, a sidecar waits for that identity from the CA. */
 static int
 sidecar_identity(struct zt *z, const char *ns, const char *sa)
 {
-	struct wait_id w = { 0 };
-	int r = idagent_want(z->agent, ns, sa, wait_id_done, &w, w.why, sizeof(w.why));
+	char why[1024];
 
-	if (r == 1) {
-		log_info("sidecar: waiting for the certificate of %s/%s from the CA", ns, sa);
-		while (!w.done && uv_run(z->loop, UV_RUN_ONCE) != 0)
-			;
-		r = w.done ? w.status : AMESH_ERR_INTERNAL;
-	}
-	if (r < 0)
-		log_error("sidecar: no certificate for %s/%s: %s", ns, sa, w.why);
-	return r < 0 ? -1 : 0;
+	if (idagent_wait(z->agent, z->loop, ns, sa, why, sizeof(why)) == 0)
+		return 0;
+	log_error("sidecar: no certificate for %s/%s: %s", ns, sa, why);
+	return -1;
 }
 
 static int
@@ -413,16 +379,8 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	}
 	if (rc != 0)
 		return EXIT_FAIL;
-	uv_timer_init(z->loop, &z->watchdog);
 	if (regwatch_start(&z->regw, z->loop, z->conf->mesh.registry, &z->reg, describe) != 0)
 		log_warn("%s: cannot watch %s; reload with SIGHUP", z->role, z->conf->mesh.registry);
-	uv_signal_init(z->loop, &z->sig_hup);
-	uv_signal_init(z->loop, &z->sig_term);
-	uv_signal_init(z->loop, &z->sig_int);
-	z->sig_hup.data = z->sig_term.data = z->sig_int.data = z;
-	uv_signal_start(&z->sig_hup, on_signal, SIGHUP);
-	uv_signal_start(&z->sig_term, on_signal, SIGTERM);
-	uv_signal_start(&z->sig_int, on_signal, SIGINT);
 	admin_set_ready(z->admin, true);
 	if (z->workload != NULL)
 		log_info("sidecar: workload %s ready in this namespace (node %s)", z->workload,
@@ -433,7 +391,10 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	if (proxy_nfailed(z->px) > 0)
 		log_warn("ztunnel: %zu recorded workloads not served (their traffic is refused): "
 		    "not ready until they are; see amesh cni list", proxy_nfailed(z->px));
-	cmd_notify_ready(&z->watchdog);
+	z->life.reload = ztunnel_reload;
+	z->life.stop = ztunnel_stop;
+	z->life.arg = z;
+	cmd_role_start(z->loop, &z->life);
 	uv_run(z->loop, UV_RUN_DEFAULT);
 	proxy_free(z->px);
 	idagent_free(z->agent);
