@@ -436,7 +436,7 @@ TEST(identity_watch)
 		/* Put back as a new file (as any real change is): an unchanged file (same inode
 		 * and time) is the same bundle, and the identities checked against it stay. */
 		{
-			char cmd[1400];
+			char cmd[4096];
 
 			snprintf(cmd, sizeof(cmd), "cp '%s' '%s.new' && mv '%s.new' '%s' && rm '%s'",
 			    away, f.bundle, f.bundle, f.bundle, away);
