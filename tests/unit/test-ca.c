@@ -10,6 +10,7 @@
 #include <mbedtls/rsa.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/x509_csr.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -511,6 +512,55 @@ TEST(ca_bundle_pem_roots)
 	ASSERT(same_crt(&b, &root->crt));
 	mbedtls_x509_crt_free(&b);
 	free(pem);
+	ca_free(im);
+	ca_free(root);
+}
+
+struct signer {
+	struct ca *ca;
+	mbedtls_pk_context *pub;
+	int failures;
+};
+
+static void *
+sign_many(void *arg)
+{
+	struct signer *sg = arg;
+	time_t now = time(NULL);
+
+	for (int i = 0; i < 25; i++) {
+		mbedtls_x509_crt c;
+		char why[512];
+		uint32_t flags;
+
+		if (sign_into(sg->ca, sg->pub, i % 2 ? WL_ID : NODE_ID,
+		    i % 2 ? CA_LEAF_WORKLOAD : CA_LEAF_NODE, 600, now, &c, NULL, NULL, NULL, why,
+		    sizeof(why)) != 0 ||
+		    mbedtls_x509_crt_verify(&c, &sg->ca->roots, NULL, NULL, &flags, NULL, NULL) != 0)
+			sg->failures++;
+		mbedtls_x509_crt_free(&c);
+	}
+	return NULL;
+}
+
+/* One CA signs from several threads at once (a server's worker pool). */
+TEST(ca_sign_threads)
+{
+	struct ca *root = root_ca(time(NULL), 10), *im = intermediate(root, "ca-1", 5, time(NULL));
+	mbedtls_pk_context k;
+	struct signer sg[4];
+	pthread_t t[4];
+
+	ec_key(&k, MBEDTLS_ECP_DP_SECP256R1);
+	for (int i = 0; i < 4; i++) {
+		sg[i] = (struct signer){ .ca = im, .pub = &k };
+		ASSERT_EQ(pthread_create(&t[i], NULL, sign_many, &sg[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		ASSERT_EQ(pthread_join(t[i], NULL), 0);
+		ASSERT_EQ(sg[i].failures, 0);
+	}
+	mbedtls_pk_free(&k);
 	ca_free(im);
 	ca_free(root);
 }
