@@ -715,6 +715,18 @@ corrupt_der(const char *pem, const char *find)
 	return (char *)out;
 }
 
+/* A request made by make_csr must be refused for WL_ID with exactly reason. */
+static void
+refused(mbedtls_pk_context *key, const struct gn *names, size_t n, const char *extra_oid,
+    size_t extra_len, const char *reason)
+{
+	char *pem = make_csr(key, names, n, extra_oid, extra_len), why[512];
+
+	ASSERT_EQ(check(pem, strlen(pem), WL_ID, why, sizeof(why)), AMESH_ERR_INVALID);
+	ASSERT_STREQ(why, reason);
+	free(pem);
+}
+
 TEST(csr_refusals)
 {
 	static const struct gn uri[] = { { 6, WL_ID } };
@@ -738,41 +750,17 @@ TEST(csr_refusals)
 	ASSERT_EQ(check(pem, strlen(pem), WL_ID, why, sizeof(why)), 0);
 
 	/* Keys. */
-	bad = make_csr(&k384, uri, 1, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR key is ECDSA P-384, want ECDSA P-256");
-	free(bad);
-	bad = make_csr(&krsa, uri, 1, NULL, 0);
-	ASSERT_EQ(check(bad, strlen(bad), WL_ID, why, sizeof(why)), AMESH_ERR_INVALID);
-	ASSERT_STREQ(why, "CSR key is RSA, want ECDSA P-256");
-	free(bad);
-
+	refused(&k384, uri, 1, NULL, 0, "CSR key is ECDSA P-384, want ECDSA P-256");
+	refused(&krsa, uri, 1, NULL, 0, "CSR key is RSA, want ECDSA P-256");
 	/* Names. */
-	bad = make_csr(&k256, uri_dns, 2, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR has 2 subject alternative names");
-	free(bad);
-	bad = make_csr(&k256, two_uris, 2, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR has 2 subject alternative names");
-	free(bad);
-	bad = make_csr(&k256, dns, 1, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR's subject alternative name is a DNS name, want the URI " WL_ID);
-	free(bad);
-	bad = make_csr(&k256, NULL, 0, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR has no subject alternative name");
-	free(bad);
-	bad = make_csr(&k256, other, 1, NULL, 0);
-	ASSERT_EQ(check(bad, strlen(bad), WL_ID, why, sizeof(why)), AMESH_ERR_INVALID);
-	ASSERT_STREQ(why, "CSR names spiffe://cluster.local/ns/default/sa/admin but the request is "
-	    "for " WL_ID);
-	free(bad);
-	bad = make_csr(&k256, ctrl, 1, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR's URI is not printable ASCII");
-	free(bad);
+	refused(&k256, uri_dns, 2, NULL, 0, "CSR has 2 subject alternative names");
+	refused(&k256, two_uris, 2, NULL, 0, "CSR has 2 subject alternative names");
+	refused(&k256, dns, 1, NULL, 0, "CSR's subject alternative name is a DNS name, want the URI "
+	    WL_ID);
+	refused(&k256, NULL, 0, NULL, 0, "CSR has no subject alternative name");
+	refused(&k256, other, 1, NULL, 0, "CSR names spiffe://cluster.local/ns/default/sa/admin but "
+	    "the request is for " WL_ID);
+	refused(&k256, ctrl, 1, NULL, 0, "CSR's URI is not printable ASCII");
 	/* The right ID for another request is the wrong one for this. */
 	want_reason(check(pem, strlen(pem), NODE_ID, why, sizeof(why)), why,
 	    "CSR names " WL_ID " but the request is for " NODE_ID);
@@ -781,11 +769,9 @@ TEST(csr_refusals)
 	bad = make_csr(&k256, uri, 1, MBEDTLS_OID_KEY_USAGE, MBEDTLS_OID_SIZE(MBEDTLS_OID_KEY_USAGE));
 	ASSERT_EQ(check(bad, strlen(bad), WL_ID, why, sizeof(why)), 0);
 	free(bad);
-	bad = make_csr(&k256, uri, 1, MBEDTLS_OID_NAME_CONSTRAINTS,
-	    MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS));
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
+	refused(&k256, uri, 1, MBEDTLS_OID_NAME_CONSTRAINTS,
+	    MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS),
 	    "CSR requests extension 2.5.29.30, which the CA does not grant");
-	free(bad);
 
 	/* The signature: a flipped byte in it, or in what it signs. */
 	bad = corrupt_der(pem, NULL);
