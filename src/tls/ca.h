@@ -10,11 +10,11 @@
 #define AMESH_TLS_CA_H
 
 #include <mbedtls/pk.h>
-#include <stdint.h>
 #include <mbedtls/x509_crt.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -165,8 +165,10 @@ int ca_csr_new(const char *spiffe_id, mbedtls_pk_context *key, char **csr_pem, s
  * equal to want_id; other requested extensions only keyUsage, extendedKeyUsage and
  * basicConstraints (ignored: the CA sets its own); the subject is ignored too. On success copies
  * the public key into *pub. *pub is initialised here in every case (the caller frees it with
- * mbedtls_pk_free). Returns 0 or AMESH_ERR_INVALID with a one-line reason (printable ASCII only).
- * Never reads outside pem[0..len).
+ * mbedtls_pk_free). Returns 0, AMESH_ERR_INVALID (the request is refused: a one-line reason in
+ * why, printable ASCII only), or AMESH_ERR_NOMEM / AMESH_ERR_INTERNAL (the CA's own failure, not
+ * the request's). Structural refusals come before the signature check. Never reads outside
+ * pem[0..len).
  */
 int ca_csr_check(const char *pem, size_t len, const char *want_id, mbedtls_pk_context *pub,
     char *why, size_t whylen);
