@@ -290,6 +290,10 @@ ca_new(void)
 	mbedtls_x509_crt_init(&ca->crt);
 	mbedtls_pk_init(&ca->key);
 	mbedtls_x509_crt_init(&ca->roots);
+	if (pthread_mutex_init(&ca->lock, NULL) != 0) {
+		free(ca);
+		return NULL;
+	}
 	return ca;
 }
 
@@ -404,7 +408,9 @@ ca_create_intermediate(struct ca *root, const char *name, unsigned days, time_t 
 	snprintf(subject, sizeof(subject), "CN=" INTERMEDIATE_CN_PREFIX "%s,O=%s", name,
 	    root->trust_domain);
 	s.subject_key = &ca->key;
+	pthread_mutex_lock(&root->lock);
 	r = make_cert(&s, &ca->crt, why, whylen);
+	pthread_mutex_unlock(&root->lock);
 	if (r == 0)
 		r = copy_crts(&ca->roots, &root->roots, why, whylen);
 	if (r != 0)
@@ -432,6 +438,7 @@ ca_free(struct ca *ca)
 	mbedtls_x509_crt_free(&ca->crt);
 	mbedtls_pk_free(&ca->key);
 	mbedtls_x509_crt_free(&ca->roots);
+	pthread_mutex_destroy(&ca->lock);
 	free(ca);
 }
 
@@ -750,6 +757,33 @@ check_leaf_id(const char *id, enum ca_leaf_kind kind, const char *td, char *why,
 	return 0;
 }
 
+/*
+ * Makes the leaf s describes into chain, then ca's certificate after it, and verifies the chain:
+ * what leaves here verifies against the bundle, and a workload's passes the identity store's check.
+ */
+static int
+make_leaf(struct ca *ca, const struct cert_spec *s, enum ca_leaf_kind kind, time_t now,
+    mbedtls_x509_crt *chain, char *why, size_t whylen)
+{
+	char e[600];
+	int r;
+
+	r = make_cert(s, chain, why, whylen);
+	if (r == 0)
+		r = copy_crts(chain, &ca->crt, why, whylen);
+	if (r != 0)
+		return r;
+	if (kind == CA_LEAF_WORKLOAD)
+		r = cert_check_identity(chain, NULL, &ca->roots, ca->trust_domain, now, NULL, 0, e,
+		    sizeof(e));
+	else
+		r = cert_verify_chain(chain, &ca->roots, &now, e, sizeof(e));
+	if (r != 0)
+		return fail(why, whylen, AMESH_ERR_INTERNAL, "the new certificate fails its check: %s",
+		    e);
+	return 0;
+}
+
 /* ca_sign with a subject of the caller's choice ("O=TD" when NULL): the one signing path. */
 static int
 sign_leaf(struct ca *ca, const mbedtls_pk_context *pub, const char *spiffe_id,
@@ -758,7 +792,7 @@ sign_leaf(struct ca *ca, const mbedtls_pk_context *pub, const char *spiffe_id,
     char *why, size_t whylen)
 {
 	mbedtls_x509_crt chain;
-	char t[32], e[600], o[CA_TRUST_DOMAIN_MAX + 8];
+	char t[32], o[CA_TRUST_DOMAIN_MAX + 8];
 	struct cert_spec s = {
 		/* mbedTLS's writer only reads the public part, but takes no const key. */
 		.subject_key = (mbedtls_pk_context *)pub, .subject = subject, .issuer = ca,
@@ -796,21 +830,11 @@ sign_leaf(struct ca *ca, const mbedtls_pk_context *pub, const char *spiffe_id,
 		snprintf(o, sizeof(o), "O=%s", ca->trust_domain);
 		s.subject = o;
 	}
-	r = make_cert(&s, &chain, why, whylen);
-	if (r == 0)
-		r = copy_crts(&chain, &ca->crt, why, whylen);
+	pthread_mutex_lock(&ca->lock);
+	r = make_leaf(ca, &s, kind, now, &chain, why, whylen);
+	pthread_mutex_unlock(&ca->lock);
 	if (r != 0)
 		goto out;
-	/* What leaves here verifies against the bundle; a workload's passes the identity store's check. */
-	if (kind == CA_LEAF_WORKLOAD)
-		r = cert_check_identity(&chain, NULL, &ca->roots, ca->trust_domain, now, NULL, 0, e,
-		    sizeof(e));
-	else
-		r = cert_verify_chain(&chain, &ca->roots, &now, e, sizeof(e));
-	if (r != 0) {
-		r = fail(why, whylen, AMESH_ERR_INTERNAL, "the new certificate fails its check: %s", e);
-		goto out;
-	}
 	r = cert_list_pem(&chain, 2, chain_pem, chain_len);
 	if (r != 0) {
 		fail(why, whylen, r, "cannot encode the certificate chain");

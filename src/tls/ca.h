@@ -10,10 +10,11 @@
 #define AMESH_TLS_CA_H
 
 #include <mbedtls/pk.h>
-#include <stdint.h>
 #include <mbedtls/x509_crt.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -45,6 +46,7 @@ struct ca {
 	bool is_root;
 	char trust_domain[CA_TRUST_DOMAIN_MAX + 1];
 	char name[CA_NAME_MAX + 1]; /* intermediate's name ("" for a root) */
+	pthread_mutex_t lock;       /* serialises the signing functions on this CA */
 };
 
 /* A freshly issued identity, PEM encoded. */
@@ -114,8 +116,9 @@ enum ca_leaf_kind {
  * *chain_pem (malloc'd, NUL-terminated, *chain_len without the NUL): the leaf, then ca->crt (never
  * the root of an intermediate CA). not_before, not_after and serial_hex (lowercase hex, at least 41
  * bytes) may be NULL. Returns 0, AMESH_ERR_INVALID (a bad ID or key, an expired CA),
- * AMESH_ERR_RANGE (ttl) or another negative code, with a reason in why. Thread-safe for one ca as
- * long as nothing changes it.
+ * AMESH_ERR_RANGE (ttl) or another negative code, with a reason in why. Thread-safe: calls on one
+ * ca (ca_sign, ca_issue, ca_issue_node, ca_create_intermediate) are serialised by ca->lock, as
+ * mbedTLS may cache computed tables inside a key on its first use.
  */
 int ca_sign(struct ca *ca, const mbedtls_pk_context *pub, const char *spiffe_id,
     enum ca_leaf_kind kind, uint64_t ttl_seconds, time_t now, char **chain_pem, size_t *chain_len,
@@ -162,8 +165,10 @@ int ca_csr_new(const char *spiffe_id, mbedtls_pk_context *key, char **csr_pem, s
  * equal to want_id; other requested extensions only keyUsage, extendedKeyUsage and
  * basicConstraints (ignored: the CA sets its own); the subject is ignored too. On success copies
  * the public key into *pub. *pub is initialised here in every case (the caller frees it with
- * mbedtls_pk_free). Returns 0 or AMESH_ERR_INVALID with a one-line reason (printable ASCII only).
- * Never reads outside pem[0..len).
+ * mbedtls_pk_free). Returns 0, AMESH_ERR_INVALID (the request is refused: a one-line reason in
+ * why, printable ASCII only), or AMESH_ERR_NOMEM / AMESH_ERR_INTERNAL (the CA's own failure, not
+ * the request's). Structural refusals come before the signature check. Never reads outside
+ * pem[0..len).
  */
 int ca_csr_check(const char *pem, size_t len, const char *want_id, mbedtls_pk_context *pub,
     char *why, size_t whylen);

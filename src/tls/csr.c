@@ -388,9 +388,10 @@ ca_csr_check(const char *pem, size_t len, const char *want_id, mbedtls_pk_contex
 		fail(why, whylen, r, "CSR key is %s, want ECDSA P-256", e);
 		goto out;
 	}
-	r = check_signature(&csr, why, whylen);
+	/* The structure first (nothing is taken from it yet), then the signature over it. */
+	r = scan_cri(&csr.cri, &a, why, whylen);
 	if (r == 0)
-		r = scan_cri(&csr.cri, &a, why, whylen);
+		r = check_signature(&csr, why, whylen);
 	if (r != 0)
 		goto out;
 	r = AMESH_ERR_INVALID;

@@ -15,6 +15,11 @@ ID=spiffe://cluster.local/ns/default/sa/reviews
 plan 46
 
 mode() { stat -c %a "$1"; }
+# key_matches KEY CERT: the private key KEY is the one of the (first) certificate in CERT.
+key_matches() {
+	pub_key=$("$OPENSSL" pkey -in "$1" -pubout) && pub_crt=$("$OPENSSL" x509 -in "$2" -noout -pubkey) &&
+		[ -n "$pub_key" ] && [ "$pub_key" = "$pub_crt" ]
+}
 
 run "$AMESH" ca init --dir "$CA"
 check "ca init creates the CA" \
@@ -70,9 +75,7 @@ check "the key is ECDSA P-256 and the signature ECDSA with SHA-256" \
 run "$OPENSSL" x509 -in "$TMP/leaf.pem" -noout -ext extendedKeyUsage
 check "extendedKeyUsage: TLS Web Server and Client Authentication" \
 	'echo "$OUT" | grep -q "TLS Web Server Authentication" && echo "$OUT" | grep -q "TLS Web Client Authentication"'
-pub_key=$("$OPENSSL" pkey -in "$CERTS/default/reviews.key" -pubout)
-pub_crt=$("$OPENSSL" x509 -in "$TMP/leaf.pem" -noout -pubkey)
-check "the key file matches the certificate" '[ -n "$pub_key" ] && [ "$pub_key" = "$pub_crt" ]'
+check "the key file matches the certificate" 'key_matches "$CERTS/default/reviews.key" "$TMP/leaf.pem"'
 
 run "$AMESH" ca show "$CERTS/default/reviews.crt"
 check "ca show prints the SPIFFE ID" '[ "$RC" -eq 0 ] && echo "$OUT" | grep -qx "spiffe id   $ID"'
@@ -190,9 +193,7 @@ check "openssl verify: but not for a TLS server (clientAuth only)" '[ "$RC" -ne 
 run "$OPENSSL" x509 -in "$TMP/nodeleaf.pem" -noout -text
 check "the node certificate: the URI SAN spiffe://cluster.local/amesh/node/node-a alone" \
 	'[ "$(echo "$OUT" | grep -A1 "Subject Alternative Name" | tail -n 1 | sed "s/^ *//")" = "URI:spiffe://cluster.local/amesh/node/node-a" ]'
-pub_key=$("$OPENSSL" pkey -in "$NODE/node.key" -pubout)
-pub_crt=$("$OPENSSL" x509 -in "$TMP/nodeleaf.pem" -noout -pubkey)
-check "node.key matches node.crt" '[ -n "$pub_key" ] && [ "$pub_key" = "$pub_crt" ]'
+check "node.key matches node.crt" 'key_matches "$NODE/node.key" "$NODE/node.crt"'
 
 run "$AMESH" ca show "$NODE/node.crt"
 check "ca show prints each certificate's fingerprint" \

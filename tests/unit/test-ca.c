@@ -10,6 +10,7 @@
 #include <mbedtls/rsa.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/x509_csr.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -515,6 +516,55 @@ TEST(ca_bundle_pem_roots)
 	ca_free(root);
 }
 
+struct signer {
+	struct ca *ca;
+	mbedtls_pk_context *pub;
+	int failures;
+};
+
+static void *
+sign_many(void *arg)
+{
+	struct signer *sg = arg;
+	time_t now = time(NULL);
+
+	for (int i = 0; i < 25; i++) {
+		mbedtls_x509_crt c;
+		char why[512];
+		uint32_t flags;
+
+		if (sign_into(sg->ca, sg->pub, i % 2 ? WL_ID : NODE_ID,
+		    i % 2 ? CA_LEAF_WORKLOAD : CA_LEAF_NODE, 600, now, &c, NULL, NULL, NULL, why,
+		    sizeof(why)) != 0 ||
+		    mbedtls_x509_crt_verify(&c, &sg->ca->roots, NULL, NULL, &flags, NULL, NULL) != 0)
+			sg->failures++;
+		mbedtls_x509_crt_free(&c);
+	}
+	return NULL;
+}
+
+/* One CA signs from several threads at once (a server's worker pool). */
+TEST(ca_sign_threads)
+{
+	struct ca *root = root_ca(time(NULL), 10), *im = intermediate(root, "ca-1", 5, time(NULL));
+	mbedtls_pk_context k;
+	struct signer sg[4];
+	pthread_t t[4];
+
+	ec_key(&k, MBEDTLS_ECP_DP_SECP256R1);
+	for (int i = 0; i < 4; i++) {
+		sg[i] = (struct signer){ .ca = im, .pub = &k };
+		ASSERT_EQ(pthread_create(&t[i], NULL, sign_many, &sg[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		ASSERT_EQ(pthread_join(t[i], NULL), 0);
+		ASSERT_EQ(sg[i].failures, 0);
+	}
+	mbedtls_pk_free(&k);
+	ca_free(im);
+	ca_free(root);
+}
+
 /* --- Certificate requests ---------------------------------------------------------------- */
 
 struct gn {
@@ -665,6 +715,18 @@ corrupt_der(const char *pem, const char *find)
 	return (char *)out;
 }
 
+/* A request made by make_csr must be refused for WL_ID with exactly reason. */
+static void
+refused(mbedtls_pk_context *key, const struct gn *names, size_t n, const char *extra_oid,
+    size_t extra_len, const char *reason)
+{
+	char *pem = make_csr(key, names, n, extra_oid, extra_len), why[512];
+
+	ASSERT_EQ(check(pem, strlen(pem), WL_ID, why, sizeof(why)), AMESH_ERR_INVALID);
+	ASSERT_STREQ(why, reason);
+	free(pem);
+}
+
 TEST(csr_refusals)
 {
 	static const struct gn uri[] = { { 6, WL_ID } };
@@ -688,41 +750,17 @@ TEST(csr_refusals)
 	ASSERT_EQ(check(pem, strlen(pem), WL_ID, why, sizeof(why)), 0);
 
 	/* Keys. */
-	bad = make_csr(&k384, uri, 1, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR key is ECDSA P-384, want ECDSA P-256");
-	free(bad);
-	bad = make_csr(&krsa, uri, 1, NULL, 0);
-	ASSERT_EQ(check(bad, strlen(bad), WL_ID, why, sizeof(why)), AMESH_ERR_INVALID);
-	ASSERT_STREQ(why, "CSR key is RSA, want ECDSA P-256");
-	free(bad);
-
+	refused(&k384, uri, 1, NULL, 0, "CSR key is ECDSA P-384, want ECDSA P-256");
+	refused(&krsa, uri, 1, NULL, 0, "CSR key is RSA, want ECDSA P-256");
 	/* Names. */
-	bad = make_csr(&k256, uri_dns, 2, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR has 2 subject alternative names");
-	free(bad);
-	bad = make_csr(&k256, two_uris, 2, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR has 2 subject alternative names");
-	free(bad);
-	bad = make_csr(&k256, dns, 1, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR's subject alternative name is a DNS name, want the URI " WL_ID);
-	free(bad);
-	bad = make_csr(&k256, NULL, 0, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR has no subject alternative name");
-	free(bad);
-	bad = make_csr(&k256, other, 1, NULL, 0);
-	ASSERT_EQ(check(bad, strlen(bad), WL_ID, why, sizeof(why)), AMESH_ERR_INVALID);
-	ASSERT_STREQ(why, "CSR names spiffe://cluster.local/ns/default/sa/admin but the request is "
-	    "for " WL_ID);
-	free(bad);
-	bad = make_csr(&k256, ctrl, 1, NULL, 0);
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
-	    "CSR's URI is not printable ASCII");
-	free(bad);
+	refused(&k256, uri_dns, 2, NULL, 0, "CSR has 2 subject alternative names");
+	refused(&k256, two_uris, 2, NULL, 0, "CSR has 2 subject alternative names");
+	refused(&k256, dns, 1, NULL, 0, "CSR's subject alternative name is a DNS name, want the URI "
+	    WL_ID);
+	refused(&k256, NULL, 0, NULL, 0, "CSR has no subject alternative name");
+	refused(&k256, other, 1, NULL, 0, "CSR names spiffe://cluster.local/ns/default/sa/admin but "
+	    "the request is for " WL_ID);
+	refused(&k256, ctrl, 1, NULL, 0, "CSR's URI is not printable ASCII");
 	/* The right ID for another request is the wrong one for this. */
 	want_reason(check(pem, strlen(pem), NODE_ID, why, sizeof(why)), why,
 	    "CSR names " WL_ID " but the request is for " NODE_ID);
@@ -731,11 +769,9 @@ TEST(csr_refusals)
 	bad = make_csr(&k256, uri, 1, MBEDTLS_OID_KEY_USAGE, MBEDTLS_OID_SIZE(MBEDTLS_OID_KEY_USAGE));
 	ASSERT_EQ(check(bad, strlen(bad), WL_ID, why, sizeof(why)), 0);
 	free(bad);
-	bad = make_csr(&k256, uri, 1, MBEDTLS_OID_NAME_CONSTRAINTS,
-	    MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS));
-	want_reason(check(bad, strlen(bad), WL_ID, why, sizeof(why)), why,
+	refused(&k256, uri, 1, MBEDTLS_OID_NAME_CONSTRAINTS,
+	    MBEDTLS_OID_SIZE(MBEDTLS_OID_NAME_CONSTRAINTS),
 	    "CSR requests extension 2.5.29.30, which the CA does not grant");
-	free(bad);
 
 	/* The signature: a flipped byte in it, or in what it signs. */
 	bad = corrupt_der(pem, NULL);

@@ -82,6 +82,7 @@
 	X(ca_sign_leaves)                   \
 	X(ca_sign_ttl_cut)                  \
 	X(ca_bundle_pem_roots)              \
+	X(ca_sign_threads)                  \
 	X(csr_round_trip)                   \
 	X(csr_refusals)                     \
 	X(csr_openssl_interop)              \
