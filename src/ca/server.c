@@ -2,7 +2,6 @@
 /* The CA service (see server.h and proto.h). */
 #include "config.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/pk.h>
@@ -10,9 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "ca/proto.h"
+#include "ca/req.h"
 #include "ca/server.h"
 #include "ca/token.h"
 #include "core/err.h"
@@ -325,43 +324,23 @@ sign_and_answer(struct cconn *c, const struct http_req *req, const char *id,
 	free(pem);
 }
 
-/* Amesh-TTL in seconds, capped at max; absent: max. Returns 0 or -1 when malformed. */
-static int
-req_ttl(const struct http_req *req, uint64_t max, uint64_t *out)
-{
-	const char *v = http_req_header(req, CA_HDR_TTL);
-	unsigned long long n;
-	char *end;
-
-	*out = max;
-	if (v == NULL)
-		return 0;
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (errno != 0 || end == v || *end != '\0' || n == 0)
-		return -1;
-	if (n < *out)
-		*out = n;
-	return 0;
-}
-
 static void
-handle_join(struct cconn *c, const struct http_req *req)
+handle_join(struct cconn *c, const struct ca_req *cr)
 {
 	struct ca_server *s = c->s;
-	const char *auth = http_req_header(req, "Authorization");
+	const struct http_req *req = &cr->http;
+	const char *auth = cr->token;
 	enum token_state st;
 	char node[128], id[SPIFFE_ID_MAX], why[512];
 	struct registry *reg;
 	time_t expires;
 	bool known;
 
-	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) {
+	if (auth == NULL) {
 		refuse(c, 401, REF_BAD_TOKEN, "a join needs \"Authorization: Bearer TOKEN\" (amesh ca "
 		    "token --node NAME makes one)");
 		return;
 	}
-	auth += 7;
 	if (token_peek(s->dir, auth, time(NULL), &st, node, sizeof(node), &expires, why,
 	    sizeof(why)) != 0) {
 		refuse(c, 500, REF_INTERNAL, "%s", why);
@@ -422,13 +401,13 @@ handle_join(struct cconn *c, const struct http_req *req)
 }
 
 static void
-handle_sign(struct cconn *c, const struct http_req *req)
+handle_sign(struct cconn *c, const struct ca_req *cr)
 {
 	struct ca_server *s = c->s;
-	const char *peer = tls_conn_peer_id(c->t), *want = http_req_header(req, CA_HDR_IDENTITY);
+	const struct http_req *req = &cr->http;
+	const char *peer = tls_conn_peer_id(c->t), *want = cr->identity;
 	char td[SPIFFE_ID_MAX], node[SPIFFE_ID_MAX], ns[SPIFFE_ID_MAX], sa[SPIFFE_ID_MAX];
 	struct registry *reg;
-	uint64_t ttl;
 	bool known, placed;
 
 	if (peer[0] == '\0' || spiffe_split_node(peer, td, sizeof(td), node, sizeof(node)) != 0) {
@@ -469,11 +448,12 @@ handle_sign(struct cconn *c, const struct http_req *req)
 		    "%.200s in the registry", node, want);
 		return;
 	}
-	if (req_ttl(req, s->cfg.max_ttl, &ttl) != 0) {
-		refuse(c, 400, REF_BAD_REQUEST, "%s must be a number of seconds", CA_HDR_TTL);
+	if (cr->ttl_status != 0) {
+		refuse(c, cr->ttl_status, REF_BAD_REQUEST, "%s must be a number of seconds",
+		    CA_HDR_TTL);
 		return;
 	}
-	sign_and_answer(c, req, want, CA_LEAF_WORKLOAD, ttl, node);
+	sign_and_answer(c, req, want, CA_LEAF_WORKLOAD, cr->ttl, node);
 }
 
 static void
@@ -490,36 +470,20 @@ handle_bundle(struct cconn *c)
 	free(pem);
 }
 
-static const struct http_route routes[] = {
-	{ "POST", CA_PATH_JOIN, NULL },
-	{ "POST", CA_PATH_SIGN, NULL },
-	{ "GET", CA_PATH_BUNDLE, NULL },
-	{ NULL, NULL, NULL },
-};
-
+/* Reads the done request and hands it to its route; answers either way. */
 static void
 dispatch(struct cconn *c)
 {
-	struct http_header hv[HTTP_MAX_HEADERS];
-	char path[HTTP_MAX_HEAD + 1], allow[64];
-	const struct http_route *hit;
-	struct http_req req;
+	struct ca_req cr;
+	char why[HTTP_MAX_HEAD + 64];
 	int status;
 
-	if ((status = http_msg_request(&c->msg, &req, hv, path)) != 0) {
-		refuse(c, status, REF_BAD_REQUEST, "%s", "bad request target");
-		return;
-	}
-	hit = http_route_find(routes, req.method, req.path, &status, allow, sizeof(allow));
-	if (hit == NULL) {
-		refuse(c, status, REF_BAD_REQUEST, "%s %s: %s", req.method, req.path,
-		    status == 405 ? "method not allowed" : "no such endpoint");
-		return;
-	}
-	if (strcmp(hit->path, CA_PATH_JOIN) == 0)
-		handle_join(c, &req);
-	else if (strcmp(hit->path, CA_PATH_SIGN) == 0)
-		handle_sign(c, &req);
+	if ((status = ca_req_parse(&c->msg, c->s->cfg.max_ttl, &cr, why, sizeof(why))) != 0)
+		refuse(c, status, REF_BAD_REQUEST, "%s", why);
+	else if (cr.kind == CA_REQ_JOIN)
+		handle_join(c, &cr);
+	else if (cr.kind == CA_REQ_SIGN)
+		handle_sign(c, &cr);
 	else
 		handle_bundle(c);
 }

@@ -104,8 +104,9 @@ check_corpus() {
 	fi
 }
 
-echo "1..3"
+echo "1..4"
 check_corpus conf
 check_corpus registry
 check_corpus csr
+check_corpus careq
 [ "$failed" -eq 0 ]
