@@ -301,9 +301,13 @@ sign_and_answer(struct cconn *c, const struct http_req *req, const char *id,
 	time_t nb, na;
 	int r;
 
-	if (ca_csr_check(req->body, req->body_len, id, &pub, why, sizeof(why)) != 0) {
+	if ((r = ca_csr_check(req->body, req->body_len, id, &pub, why, sizeof(why))) != 0) {
 		mbedtls_pk_free(&pub);
-		refuse(c, 400, REF_BAD_CSR, "%s", why);
+		/* INVALID: the request's fault; anything else is ours (out of memory). */
+		if (r == AMESH_ERR_INVALID)
+			refuse(c, 400, REF_BAD_CSR, "%s", why);
+		else
+			refuse(c, 500, REF_INTERNAL, "cannot check the CSR: %s", why);
 		return;
 	}
 	r = ca_sign(s->ca, &pub, id, kind, ttl, time(NULL), &pem, &pemlen, &nb, &na, serial, why,
@@ -388,7 +392,10 @@ handle_join(struct cconn *c, const struct ca_req *cr)
 
 		mbedtls_pk_free(&pub);
 		if (r != 0) {
-			refuse(c, 400, REF_BAD_CSR, "%s", why);
+			if (r == AMESH_ERR_INVALID)
+				refuse(c, 400, REF_BAD_CSR, "%s", why);
+			else
+				refuse(c, 500, REF_INTERNAL, "cannot check the CSR: %s", why);
 			return;
 		}
 	}

@@ -282,7 +282,13 @@ admin_address = 127.0.0.1:15100
 metrics_address = 0.0.0.0:15120
 readiness_address = 0.0.0.0:15121
 EOF
-sleep 0.5 # the CAs' registry watch
+# The CAs sign for the waypoint once their registry has it: wait for both to reload.
+i=0
+while [ $i -lt 100 ] && ! { grep -q "reloaded (.* 1 waypoints)" "$TMP/ca1.err" &&
+	grep -q "reloaded (.* 1 waypoints)" "$TMP/ca2.err"; }; do
+	sleep 0.1
+	i=$((i + 1))
+done
 spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" -c "$TMP/wp.conf" waypoint
 lab_wait_ready ha 15121
 check "a waypoint (no capabilities) obtains its own identity from the CA and serves" \
