@@ -89,6 +89,10 @@
 #                         from the ztunnel's; and its registry entry, [waypoint "wp"] (namespace
 #                         default, service_account waypoint, address $LAB_WP, node-a), in
 #                         LAB_REGISTRY/39-waypoint.conf. Services name it with waypoint = wp.
+#   lab_cap_start, lab_cap_stop   capture the TCP on the wire between the hosts (tcpdump in host
+#                         A) into LAB_DIR/wire.pcap; lab_cap_stop waits for the last packets.
+#   lab_cap_count FILTER  packets of the last capture that match a tcpdump FILTER
+#   lab_cap_has TEXT      the last capture holds TEXT's bytes
 #   lab_ready NS [PORT]   the readiness endpoint on 127.0.0.1:PORT (default 15021) in NS says 200.
 #   lab_wait_ready NS [PORT]  the same, waiting up to 5 s.
 # Variables set by lab_up: LAB_PREFIX LAB_DIR LAB_REGISTRY LAB_CONF_A LAB_CONF_B,
@@ -441,6 +445,26 @@ address = $LAB_WP
 node = node-a
 EOF
 }
+
+lab_cap_start() {
+	rm -f "$LAB_DIR/wire.pcap"
+	lab_exec ha tcpdump -i wire -n -U --immediate-mode -w "$LAB_DIR/wire.pcap" tcp \
+		>"$LAB_DIR/tcpdump.out" 2>&1 &
+	_lab_i=0
+	while ! grep -q "listening on" "$LAB_DIR/tcpdump.out" && [ $_lab_i -lt 50 ]; do
+		sleep 0.1
+		_lab_i=$((_lab_i + 1))
+	done
+}
+
+lab_cap_stop() {
+	sleep 1
+	pkill -INT -f "tcpdump -i wire -n -U --immediate-mode -w $LAB_DIR/wire.pcap" 2>/dev/null
+	sleep 0.5
+}
+
+lab_cap_count() { tcpdump -n -r "$LAB_DIR/wire.pcap" "$1" 2>/dev/null | wc -l; }
+lab_cap_has() { grep -qa "$1" "$LAB_DIR/wire.pcap"; }
 
 lab_ready() {
 	lab_exec "$1" "$LAB_PY" -c 'import urllib.request, sys

@@ -72,22 +72,15 @@ ns_state() {
 	lab_exec "$1" ip route show table 100 2>/dev/null
 }
 
-# Wire captures: cap_start, traffic, cap_stop; then CAP_HBONE (packets to or from 15008) and
-# CAP_OTHER (all others) count what crossed between the hosts, and cap_has TEXT looks for bytes.
-cap_start() {
-	rm -f "$TMP/wire.pcap"
-	lab_exec ha tcpdump -i wire -n -U --immediate-mode -w "$TMP/wire.pcap" tcp >"$TMP/tcpdump.out" 2>&1 &
-	i=0
-	while ! grep -q "listening on" "$TMP/tcpdump.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-}
+# Wire captures (lab.sh): cap_start, traffic, cap_stop; then CAP_HBONE (packets to or from 15008)
+# and CAP_OTHER (all others) count what crossed between the hosts, and cap_has TEXT looks for bytes.
+cap_start() { lab_cap_start; }
 cap_stop() {
-	sleep 1
-	pkill -INT -f "tcpdump -i wire -n -U --immediate-mode -w $TMP/wire.pcap" 2>/dev/null
-	sleep 0.5
-	CAP_HBONE=$(tcpdump -n -r "$TMP/wire.pcap" "tcp port 15008" 2>/dev/null | wc -l)
-	CAP_OTHER=$(tcpdump -n -r "$TMP/wire.pcap" "not tcp port 15008" 2>/dev/null | wc -l)
+	lab_cap_stop
+	CAP_HBONE=$(lab_cap_count "tcp port 15008")
+	CAP_OTHER=$(lab_cap_count "not tcp port 15008")
 }
-cap_has() { grep -qa "$1" "$TMP/wire.pcap"; }
+cap_has() { lab_cap_has "$1"; }
 marker() { echo "amesh-marker-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"; }
 
 for h in a b; do zt_start $h; done

@@ -77,19 +77,11 @@ check "a malformed token is refused" '[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "
 for ns in a1 a2 b1 b2; do
 	start "srv_$ns" $(lab_in $ns) $PY "$LAB_PEER" serve --port 8080 || exit 1
 done
-cap_start() {
-	rm -f "$TMP/wire.pcap"
-	lab_exec ha tcpdump -i wire -n -U --immediate-mode -w "$TMP/wire.pcap" tcp >"$TMP/tcpdump.out" 2>&1 &
-	i=0
-	while ! grep -q "listening on" "$TMP/tcpdump.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-}
 cap_stop() {
-	sleep 1
-	pkill -INT -f "tcpdump -i wire -n -U --immediate-mode -w $TMP/wire.pcap" 2>/dev/null
-	sleep 0.5
-	CAP_HBONE=$(tcpdump -n -r "$TMP/wire.pcap" "tcp port 15008" 2>/dev/null | wc -l)
-	CAP_CA=$(tcpdump -n -r "$TMP/wire.pcap" "tcp port 15012" 2>/dev/null | wc -l)
-	CAP_OTHER=$(tcpdump -n -r "$TMP/wire.pcap" "not tcp port 15008 and not tcp port 15012" 2>/dev/null | wc -l)
+	lab_cap_stop
+	CAP_HBONE=$(lab_cap_count "tcp port 15008")
+	CAP_CA=$(lab_cap_count "tcp port 15012")
+	CAP_OTHER=$(lab_cap_count "not tcp port 15008 and not tcp port 15012")
 }
 zt_start a
 zt_start b
@@ -97,7 +89,7 @@ lab_wait_ready ha && lab_wait_ready hb
 check "both ztunnels start with only their node certificate" \
 	'lab_ready ha && lab_ready hb && [ ! -e "$LAB_DIR/node-a/certs/default" ]'
 
-cap_start
+lab_cap_start
 t0=$(date +%s%N)
 enroll a a1 client-a
 rc1=$RC
@@ -114,7 +106,7 @@ check "client-a reaches echo-b across the hosts ($(( (t1 - t0) / 1000000 )) ms f
 	'echo "$OUT" | grep -q "^peer $LAB_A1 .* local $LAB_B1 8080 msg $MARK"'
 cap_stop
 check "on the wire only TLS on 15008 ($CAP_HBONE packets) and 15012 ($CAP_CA), nothing else ($CAP_OTHER)" \
-	'[ "$CAP_HBONE" -gt 0 ] && [ "$CAP_CA" -gt 0 ] && [ "$CAP_OTHER" -eq 0 ] && ! grep -qa "$MARK" "$TMP/wire.pcap"'
+	'[ "$CAP_HBONE" -gt 0 ] && [ "$CAP_CA" -gt 0 ] && [ "$CAP_OTHER" -eq 0 ] && ! lab_cap_has "$MARK"'
 check "keys were made on the nodes (mode 0600), certificates beside them" \
 	'[ "$(stat -c %a "$LAB_DIR/node-a/certs/default/client.key")" = 600 ] &&
 	 [ -f "$LAB_DIR/node-a/certs/default/echo.crt" ] && [ -f "$LAB_DIR/node-b/certs/default/echo.crt" ]'
