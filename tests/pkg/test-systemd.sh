@@ -97,7 +97,7 @@ diag() {
 	fi
 }
 trap 'diag; down; cleanup' EXIT
-plan 30
+plan 31
 
 # cin CMD...: runs CMD inside the container (all its namespaces, a clean environment).
 cin() {
@@ -431,6 +431,20 @@ rd=$OUT
 conn client 10.1.1.4 9000
 check "the sidecar is ready ($rd) and serves side: client reaches it through the ztunnel" \
 	'[ "$rd" = ready ] && echo "$OUT" | grep -q "^peer 10.1.1.2 .* local 10.1.1.4 9000"'
+
+# The sandbox is in force on each role: a seccomp filter, no_new_privs, and exactly the
+# capabilities of its unit (ztunnel NET_ADMIN and SYS_ADMIN, sidecar NET_ADMIN, waypoint none).
+sandbox() { # sandbox UNIT: "SECCOMP NNP CAPEFF" of its main process
+	cin awk '/^Seccomp:/ { s = $2 } /^NoNewPrivs:/ { n = $2 } /^CapEff:/ { c = $2 }
+		END { print s, n, c }' "/proc/$(prop "$1" MainPID)/status"
+}
+sb_z=$(sandbox amesh-ztunnel.service)
+sb_w=$(sandbox amesh-waypoint@wp.service)
+sb_s=$(sandbox amesh-sidecar@side.service)
+OUT="ztunnel: $sb_z; waypoint: $sb_w; sidecar: $sb_s"
+check "the sandbox holds (Seccomp NoNewPrivs CapEff): $OUT" \
+	'[ "$sb_z" = "2 1 0000000000201000" ] && [ "$sb_w" = "2 1 0000000000000000" ] &&
+	 [ "$sb_s" = "2 1 0000000000001000" ]'
 
 # 10. The watchdog: the ztunnel has been up for more than one WatchdogSec (30 s) by now, the same
 # process, still pinging (WatchdogTimestamp moves on), never restarted.
