@@ -39,10 +39,10 @@ reads_config() {
 	done
 }
 check "every unit runs with -c \${AMESH_CONFIG}, by default the amesh.conf of this build" reads_config
-check "ztunnel: Type=notify, WatchdogSec, Restart=on-failure, ExecReload sends SIGHUP" \
+check "ztunnel: Type=notify, WatchdogSec, Restart=on-failure, ExecReload sends SIGHUP (the shell's kill)" \
 	'has amesh-ztunnel.service Type=notify && has amesh-ztunnel.service WatchdogSec=30s &&
 	 has amesh-ztunnel.service Restart=on-failure &&
-	 has amesh-ztunnel.service "ExecReload=/bin/kill -HUP \$MAINPID"'
+	 has amesh-ztunnel.service "ExecReload=/bin/sh -c .kill -HUP \$\$MAINPID."'
 check "ztunnel: only CAP_NET_ADMIN and CAP_SYS_ADMIN, NoNewPrivileges, ProtectSystem=strict" \
 	'has amesh-ztunnel.service "CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN" &&
 	 has amesh-ztunnel.service NoNewPrivileges=yes && has amesh-ztunnel.service ProtectSystem=strict'
