@@ -58,7 +58,7 @@ check "ca: no capabilities, writes only its StateDirectory (/var/lib/amesh/ca, 0
 	'has amesh-ca.service CapabilityBoundingSet= && ! grep -q "CAP_" "$U/amesh-ca.service" &&
 	 has amesh-ca.service StateDirectory=amesh/ca && has amesh-ca.service StateDirectoryMode=0700 &&
 	 has amesh-ca.service ProtectSystem=strict && has amesh-ca.service Type=notify &&
-	 has amesh-ca.service "ExecReload=/bin/kill -HUP \$MAINPID"'
+	 has amesh-ca.service "ExecReload=/bin/sh -c .kill -HUP \$\$MAINPID."'
 check "ca: runs amesh ca serve" 'grep -q "^ExecStart=$sbin -c \${AMESH_CONFIG} ca serve$" "$U/amesh-ca.service"'
 
 # Exposure (0 safest, 10 unsandboxed) as systemd-analyze security scores it offline.
