@@ -97,7 +97,7 @@ diag() {
 	fi
 }
 trap 'diag; down; cleanup' EXIT
-plan 31
+plan 32
 
 # cin CMD...: runs CMD inside the container (all its namespaces, a clean environment).
 cin() {
@@ -432,6 +432,23 @@ conn client 10.1.1.4 9000
 check "the sidecar is ready ($rd) and serves side: client reaches it through the ztunnel" \
 	'[ "$rd" = ready ] && echo "$OUT" | grep -q "^peer 10.1.1.2 .* local 10.1.1.4 9000"'
 
+# 9b. The CA service under its unit: an intermediate of the root made above, a join against it.
+run cin sh -c 'amesh ca intermediate --root-dir /root/amesh-ca --dir /var/lib/amesh/ca \
+	--name ca-1 >/dev/null && systemctl start amesh-ca.service &&
+	tok=$(amesh ca token --node node-a 2>/dev/null) &&
+	fpr=$(amesh ca show /root/amesh-ca/ca.crt | sed -n "s/^fingerprint //p") &&
+	sed -e "/^\[identity\]/a ca_address = 127.0.0.1:15012" \
+		-e "/^\[identity\]/a node_cert = /root/node/node.crt" \
+		-e "/^\[identity\]/a node_key = /root/node/node.key" /etc/amesh/amesh.conf >/root/join.conf &&
+	amesh -c /root/join.conf ca join --token "$tok" --ca-fingerprint "$fpr" &&
+	systemctl reload amesh-ca.service && sleep 1 &&
+	ls /var/lib/amesh/ca/tokens/used | wc -l'
+used=$OUT
+check "amesh-ca.service (no capabilities, only /var/lib/amesh/ca writable) serves a join, uses its token, reloads ($(echo "$used" | tail -n 1) used)" \
+	'[ "$RC" -eq 0 ] && [ "$(prop amesh-ca.service ActiveState)" = active ] &&
+	 echo "$used" | grep -q "^joined as spiffe://cluster.local/amesh/node/node-a" &&
+	 [ "$(echo "$used" | tail -n 1)" = 1 ]'
+
 # The sandbox is in force on each role: a seccomp filter, no_new_privs, and exactly the
 # capabilities of its unit (ztunnel NET_ADMIN and SYS_ADMIN, sidecar NET_ADMIN, waypoint none).
 sandbox() { # sandbox UNIT: "SECCOMP NNP CAPEFF" of its main process
@@ -524,7 +541,7 @@ check "after the upgrade client reaches echo-a, still enrolled" \
 	'echo "$OUT" | grep -q "local 10.1.1.3 9000 msg hello"'
 
 # 14. What the journal and the manager say of the whole run.
-UNITS="amesh-ztunnel.service amesh-waypoint@wp.service amesh-sidecar@side.service"
+UNITS="amesh-ztunnel.service amesh-waypoint@wp.service amesh-sidecar@side.service amesh-ca.service"
 # shellcheck disable=SC2086
 run journal $UNITS
 den=$(echo "$OUT" | grep -i -E 'SIGSYS|Bad system call|status=31|core-dump|Operation not permitted|EPERM|Permission denied|Read-only file system|Failed at step|status=2[0-9][0-9]/' | head -n 5)
@@ -534,7 +551,7 @@ run cin sh -c 'journalctl -b -o cat --no-pager _COMM=amesh | grep -i -c -E "not 
 check "no message of amesh's anywhere in the journal says EPERM or SIGSYS" '[ "$OUT" = 0 ]'
 nr=""
 for u in $UNITS; do nr="$nr $(prop "$u" NRestarts)"; done
-check "NRestarts is 0 for the three units ($(echo $nr))" '[ "$(echo $nr)" = "0 0 0" ]'
+check "NRestarts is 0 for the four units ($(echo $nr))" '[ "$(echo $nr)" = "0 0 0 0" ]'
 st=$(cin systemctl --failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')
 OUT=$st
 check "no failed unit in the container (${st:-none})" '[ -z "$st" ]'
