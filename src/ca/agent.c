@@ -679,6 +679,28 @@ on_tick(uv_timer_t *t)
 }
 
 int
+idagent_prepare(const struct amesh_conf *conf, char *why, size_t whylen)
+{
+	char *failed = NULL;
+	int r = path_mkdir_parents(conf->identity.cert_dir, 0755, &failed);
+
+	if (r != 0) {
+		snprintf(why, whylen, "cannot create %s: %s", failed ? failed :
+		    conf->identity.cert_dir, amesh_strerror(r));
+		free(failed);
+		return r;
+	}
+	free(failed);
+	if (mkdir(conf->identity.cert_dir, 0755) != 0 && errno != EEXIST) {
+		r = -errno;
+		snprintf(why, whylen, "cannot create %s: %s", conf->identity.cert_dir,
+		    strerror(errno));
+		return r;
+	}
+	return 0;
+}
+
+int
 idagent_new(const struct idagent_cfg *cfg, struct idagent **out, char *why, size_t whylen)
 {
 	struct idagent *a;
@@ -711,21 +733,10 @@ idagent_new(const struct idagent_cfg *cfg, struct idagent **out, char *why, size
 		}
 	}
 	{
-		char *failed = NULL;
-		int r = path_mkdir_parents(cfg->conf->identity.cert_dir, 0755, &failed);
+		int r = idagent_prepare(cfg->conf, why, whylen);
 
-		if (r != 0) {
-			snprintf(why, whylen, "cannot create %s: %s", failed ? failed :
-			    cfg->conf->identity.cert_dir, amesh_strerror(r));
-			free(failed);
+		if (r != 0)
 			return r;
-		}
-		free(failed);
-		if (mkdir(cfg->conf->identity.cert_dir, 0755) != 0 && errno != EEXIST) {
-			snprintf(why, whylen, "cannot create %s: %s", cfg->conf->identity.cert_dir,
-			    strerror(errno));
-			return -errno;
-		}
 	}
 	a = xcalloc(1, sizeof(*a));
 	a->cfg = *cfg;

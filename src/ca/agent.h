@@ -49,6 +49,9 @@ struct idagent_cfg {
  * negative code and why. */
 typedef void (*idagent_done_fn)(void *arg, int status, const char *why);
 
+/* Makes [identity] cert_dir (and its parents) where the agent will write, so that the identity
+ * store can load and watch it before the first certificate arrives. 0 or -errno with why. */
+int idagent_prepare(const struct amesh_conf *conf, char *why, size_t whylen);
 /* Starts the agent (cfg copied). Returns 0 or a negative code with why. */
 int idagent_new(const struct idagent_cfg *cfg, struct idagent **out, char *why, size_t whylen);
 /*

@@ -198,6 +198,14 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	if (z.conf->identity.ca_address.n > 0 &&
 	    ic.expiry_warning_ms > z.conf->identity.cert_ttl / 4)
 		ic.expiry_warning_ms = z.conf->identity.cert_ttl / 4;
+	if (z.conf->identity.ca_address.n > 0) {
+		char why[512];
+
+		if (idagent_prepare(z.conf, why, sizeof(why)) != 0) {
+			log_error("waypoint: %s", why);
+			return EXIT_FAIL;
+		}
+	}
 	if (identity_store_new(&ic, &z.ids) != 0 || identity_store_reload(z.ids) < 0) {
 		log_error("waypoint: cannot load the trust bundle %s", z.conf->mesh.trust_bundle);
 		return EXIT_FAIL;

@@ -298,6 +298,14 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 		ic.only_ns = wl->namespace;
 		ic.only_sa = wl->service_account;
 	}
+	if (z->conf->identity.ca_address.n > 0) {
+		char why[512];
+
+		if (idagent_prepare(z->conf, why, sizeof(why)) != 0) {
+			log_error("%s: %s", z->role, why);
+			return EXIT_FAIL;
+		}
+	}
 	rc = identity_store_new(&ic, &z->ids);
 	registry_unref(r);
 	if (rc != 0 || identity_store_reload(z->ids) < 0) {
