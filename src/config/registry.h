@@ -58,6 +58,7 @@ struct reg_service {
 	struct ip_list vips;
 	struct portmap_list ports;
 	struct label_list selector;
+	bool vip_auto; /* no vip key: vips are one of REG_AUTO_VIP4 and one of REG_AUTO_VIP6 */
 	const struct reg_waypoint *waypoint_p;
 	const struct reg_workload **endpoints; /* workloads the selector picks, file order */
 	size_t n_endpoints;
@@ -148,6 +149,15 @@ struct reg_vip {
 #define REG_WAYPOINTS(r) ((struct reg_waypoint *const *)(r)->ent[REG_WAYPOINT])
 #define REG_POLICIES(r) ((struct reg_policy *const *)(r)->ent[REG_POLICY])
 #define REG_ROUTES(r) ((struct reg_route *const *)(r)->ent[REG_ROUTE])
+
+/*
+ * Auto-allocated VIPs (Istio's ranges): a service without vip gets one address from each, derived
+ * from its namespace and name alone (FNV-1a of "NS/NAME"); a clash goes to the next free address,
+ * services taken in sorted NS/NAME order, so every host derives the same addresses from the same
+ * registry. Workloads reach them through their default route (or a route for the ranges).
+ */
+#define REG_AUTO_VIP4 "240.240.0.0/16"
+#define REG_AUTO_VIP6 "2001:2::/48"
 
 /* Registry limits: past these the load fails with a message, so a runaway generator cannot OOM us. */
 #define REG_MAX_FILES 4096
