@@ -42,6 +42,9 @@ struct proxy_cfg {
 	struct registry_holder *reg;
 	struct identity_store *ids;
 	struct metrics *metrics; /* where flows are counted (may be NULL) */
+	/* The DNS proxy: each workload gets its listeners on [ztunnel|sidecar] dns_port (NULL:
+	 * none). Must outlive the proxy's drain. */
+	struct dns_server *dns;
 	/* Sidecar: HTTP inbound (authz, request metrics) and outbound to services with routes go
 	 * through an L7 engine per workload (src/l7); its tunnels count towards max_connections. */
 	bool l7;
