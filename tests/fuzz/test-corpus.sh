@@ -104,7 +104,8 @@ check_corpus() {
 	fi
 }
 
-echo "1..2"
+echo "1..3"
 check_corpus conf
 check_corpus registry
+check_corpus dns
 [ "$failed" -eq 0 ]
