@@ -24,6 +24,7 @@ static const char *const sections[] = {
 static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
 static const char *const log_formats[] = { "text", "json", NULL };
 static const char *const on_unknown[] = { "fail", "skip", NULL };
+static const char *const outbound_modes[] = { "allow_any", "registry_only", NULL };
 
 #define PROXY_KEYS(sec, base)                                                                  \
 	{ sec, "outbound_port", KW_PORT, OFF(base.outbound_port), "15001", 0, 0, NULL, false },    \
@@ -57,6 +58,7 @@ static const struct kw keywords[] = {
 	{ "mesh", "trust_bundle", KW_PATH, OFF(mesh.trust_bundle), SYSCONFDIR "/amesh/ca.crt", 0, 0, NULL, false },
 	{ "mesh", "registry", KW_PATH, OFF(mesh.registry), SYSCONFDIR "/amesh/registry.d", 0, 0, NULL, false },
 	{ "mesh", "node", KW_HOSTNAME, OFF(mesh.node), NULL, 0, 0, NULL, false },
+	{ "mesh", "outbound", KW_ENUM, OFF(mesh.outbound), "allow_any", 0, 0, outbound_modes, false },
 	{ "identity", "cert_dir", KW_PATH, OFF(identity.cert_dir), LOCALSTATEDIR "/lib/amesh/certs", 0, 0, NULL, false },
 	{ "identity", "expiry_warning", KW_DURATION, OFF(identity.expiry_warning), "7d", 0, 0, NULL, false },
 	{ "identity", "ca_address", KW_STR_LIST, OFF(identity.ca_address), NULL, 0, 0, NULL, false },

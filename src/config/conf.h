@@ -13,6 +13,11 @@
 #define AMESH_DEFAULT_CONF SYSCONFDIR "/amesh/amesh.conf"
 
 enum conf_on_unknown { CONF_ON_UNKNOWN_FAIL = 0, CONF_ON_UNKNOWN_SKIP };
+/* [mesh] outbound: where captured connections may go. */
+enum conf_outbound {
+	CONF_OUTBOUND_ALLOW_ANY = 0, /* destinations the registry does not know: plain TCP */
+	CONF_OUTBOUND_REGISTRY_ONLY, /* those are refused (BlackHoleCluster) */
+};
 
 /* Listener and proxy settings shared by the ztunnel and sidecar sections. */
 struct conf_proxy {
@@ -35,6 +40,7 @@ struct amesh_conf {
 
 	struct {
 		char *trust_domain, *trust_bundle, *registry, *node;
+		int outbound; /* enum conf_outbound */
 	} mesh;
 	struct {
 		char *cert_dir;

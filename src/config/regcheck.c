@@ -15,6 +15,30 @@
 #include "config/registry-int.h"
 #include "core/log.h"
 #include "core/util.h"
+/* An external service names its destination and nothing of the mesh's. */
+static void
+check_external(struct builder *b, const struct reg_service *sv)
+{
+	const struct reg_head *h = &sv->h;
+
+	if (!has(h, REG_SV_HOSTNAME))
+		diag_add(b->d, h->file, h->line, "service \"%s\": external = yes needs the "
+		    "destination's hostname", h->name);
+	if (has(h, REG_SV_SELECTOR))
+		ERR(h, REG_SV_SELECTOR, "service \"%s\": an external service has no selector (its "
+		    "destination is hostname or addresses)", h->name);
+	if (has(h, REG_SV_WAYPOINT))
+		ERR(h, REG_SV_WAYPOINT, "service \"%s\": an external service has no waypoint",
+		    h->name);
+	for (size_t i = 0; i < sv->from_principals.n; i++)
+		if (strncmp(sv->from_principals.v[i], "spiffe://", 9) == 0) {
+			ERR(h, REG_SV_FROM_PRINCIPALS, "service \"%s\": principals are written without "
+			    "'spiffe://' (TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT): '%s'", h->name,
+			    sv->from_principals.v[i]);
+			break;
+		}
+}
+
 /* Required keys and defaults that depend on the entry's name. */
 static void
 check_required(struct builder *b)
@@ -54,6 +78,17 @@ check_required(struct builder *b)
 			if (k == REG_SERVICE) {
 				struct reg_service *sv = (struct reg_service *)h;
 
+				if (!sv->external && h->keyline[REG_SV_SELECTOR] == 0)
+					diag_add(b->d, h->file, h->line, "%s \"%s\": missing required "
+					    "key '%s'", registry_kind_name(k), h->name, "selector");
+				if (sv->external)
+					check_external(b, sv);
+				else if (has(h, REG_SV_ADDRESSES) || has(h, REG_SV_FROM_PRINCIPALS) ||
+				    has(h, REG_SV_FROM_NAMESPACES))
+					ERR(h, has(h, REG_SV_ADDRESSES) ? REG_SV_ADDRESSES :
+					    has(h, REG_SV_FROM_PRINCIPALS) ? REG_SV_FROM_PRINCIPALS :
+					    REG_SV_FROM_NAMESPACES, "service \"%s\": addresses and from.* are "
+					    "for external services (external = yes)", h->name);
 				if (sv->hostname == NULL && sv->namespace != NULL)
 					sv->hostname = xasprintf("%s.%s.svc.cluster.local", h->name,
 					    sv->namespace);

@@ -225,6 +225,8 @@ proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 	out->refused_limit = c.refused_limit;
 	out->outbound_hbone = c.outbound_hbone;
 	out->outbound_passthrough = c.outbound_passthrough;
+	out->outbound_external = c.outbound_external;
+	out->outbound_blackhole = c.outbound_blackhole;
 	out->inbound_hbone = c.inbound_hbone;
 	out->inbound_plaintext = c.inbound_plaintext;
 	out->denied = c.denied;

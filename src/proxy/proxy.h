@@ -72,6 +72,7 @@ struct proxy_stats {
 	uint64_t accepted, refused_limit, outbound_hbone, outbound_passthrough, inbound_hbone,
 	    inbound_plaintext, denied, connect_failures;
 	uint64_t inbound_l7, outbound_l7; /* sidecar: connections given to its L7 engine */
+	uint64_t outbound_external, outbound_blackhole; /* external services; refused unknown */
 	size_t active;                    /* relayed connections open now */
 	size_t workloads, failed;         /* enrolled; recorded but not served */
 	bool draining;

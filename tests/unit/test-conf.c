@@ -51,6 +51,11 @@ TEST(conf_defaults)
 	ASSERT_EQ(c->ztunnel.proxy.inbound_plaintext_port, 15006);
 	ASSERT_EQ(c->ztunnel.proxy.hbone_port, 15008);
 	ASSERT_EQ(c->ztunnel.proxy.dns_port, 15053);
+	ASSERT(!c->ztunnel.proxy.dns_capture); /* built in; the sample sets it on */
+	ASSERT_STREQ(c->dns.domain, "cluster.local");
+	ASSERT_EQ(c->dns.timeout, 5000);
+	ASSERT_EQ(c->dns.upstream.n, 0);
+	ASSERT_EQ(c->mesh.outbound, CONF_OUTBOUND_ALLOW_ANY);
 	ASSERT_STREQ(addr(&c->ztunnel.proxy.admin_address), "127.0.0.1:15000");
 	ASSERT_STREQ(addr(&c->ztunnel.proxy.metrics_address), "0.0.0.0:15020");
 	ASSERT_STREQ(addr(&c->ztunnel.proxy.readiness_address), "0.0.0.0:15021");
@@ -248,6 +253,8 @@ static const struct {
 	    "t.conf:2: [ztunnel] connect_timeout: '0s': must be at least 1ms" },
 	{ "[ mesh ]\nnode = a\nnodes = b",
 	    "t.conf:3: unknown key 'nodes' in [mesh]" },
+	{ "[mesh]\noutbound = deny",
+	    "t.conf:2: [mesh] outbound: 'deny': expected one of allow_any, registry_only" },
 	{ "[dns]\nupstream = 10.0.0.1, resolver.example",
 	    "t.conf:2: [dns] upstream: 'resolver.example' is not an address (IP or IP:PORT, [IPv6]:PORT)" },
 	{ "[dns]\nupstream = 10.0.0.1, 10.0.0.2, 10.0.0.3:5353, [fd00::1]:53",

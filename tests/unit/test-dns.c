@@ -237,3 +237,27 @@ TEST(dns_auto_vips)
 	registry_unref(r2);
 	registry_unref(r);
 }
+
+TEST(dns_external_service)
+{
+	struct registry *r = test_registry(
+	    "[service \"ext\"]\nnamespace = ns\nexternal = yes\nhostname = api.example.com\n"
+	    "ports = 443\naddresses = 192.0.2.10, 2001:db8::10\nfrom.namespaces = ns\n");
+	const struct reg_service *s = registry_find(r, REG_SERVICE, "ext");
+	struct dns_query_info info;
+	struct ip_addr ip = { .family = AF_INET, .a = { 192, 0, 2, 10 } };
+	ldns_pkt *a;
+	char buf[64], want[64];
+
+	ASSERT(s != NULL && s->external && s->vip_auto && s->n_endpoints == 0);
+	ASSERT(registry_external_by_addr(r, &ip, 443) == s);
+	ASSERT(registry_external_by_addr(r, &ip, 80) == NULL);
+	ip.a[3] = 11;
+	ASSERT(registry_external_by_addr(r, &ip, 443) == NULL);
+	/* Its hostname answers its VIP (the capture sends it to the ztunnel), not its addresses. */
+	ASSERT_EQ(ask(r, "api.example.com", LDNS_RR_TYPE_A, &a, &info), DNS_REPLY);
+	inet_ntop(AF_INET, s->vips.v[0].a, want, sizeof(want));
+	ASSERT_STREQ(addr_of(a, buf, sizeof(buf)), want);
+	ldns_pkt_free(a);
+	registry_unref(r);
+}

@@ -131,4 +131,5 @@
 	X(dns_registry_answers)               \
 	X(dns_nxdomain_and_forward)           \
 	X(dns_malformed)                      \
-	X(dns_auto_vips)
+	X(dns_auto_vips)                      \
+	X(dns_external_service)
