@@ -72,8 +72,21 @@ struct flow {
 	struct flow *prev, *next;
 };
 
+/* An external service's hostname as the host resolved it, kept for [dns] ttl (getaddrinfo does
+ * not tell the record's TTL). At most EXT_CACHE_MAX entries; a new one replaces the oldest. */
+#define EXT_CACHE_MAX 256
+struct ext_cached {
+	char *host;
+	int family;
+	struct sockaddr_storage addr; /* port 0 */
+	uint64_t expires;             /* uv_now */
+	struct ext_cached *next;      /* newest first */
+};
+
 struct flows {
 	struct flows_cfg cfg;
+	struct ext_cached *ext_cache;
+	size_t n_ext_cache;
 	struct flow_counters st;
 	size_t l7_active; /* tunnels given to a sidecar's L7 engine and not yet gone */
 	bool draining;    /* accepts nothing more */
@@ -419,6 +432,58 @@ external_allowed(const struct flow *f, const struct reg_service *svc)
 
 /* An external service: authorized for the caller, then plain TCP from this host (the ztunnel's
  * own namespace) to one of its fixed addresses, else to its hostname resolved now. */
+/* The cached address of host, or NULL; expired entries are dropped on the way. */
+static const struct sockaddr_storage *
+ext_cache_get(struct flows *fl, const char *host, int family)
+{
+	uint64_t now = uv_now(fl->cfg.loop);
+
+	for (struct ext_cached **pp = &fl->ext_cache; *pp != NULL;) {
+		struct ext_cached *c = *pp;
+
+		if (c->expires <= now) {
+			*pp = c->next;
+			fl->n_ext_cache--;
+			free(c->host);
+			free(c);
+			continue;
+		}
+		if (c->family == family && strcmp(c->host, host) == 0)
+			return &c->addr;
+		pp = &c->next;
+	}
+	return NULL;
+}
+
+static void
+ext_cache_put(struct flows *fl, const char *host, int family, const struct sockaddr_storage *ss)
+{
+	struct ext_cached *c;
+
+	if (fl->cfg.conf->dns.ttl == 0 || ext_cache_get(fl, host, family) != NULL)
+		return;
+	if (fl->n_ext_cache >= EXT_CACHE_MAX) {
+		struct ext_cached **pp = &fl->ext_cache;
+
+		while ((*pp)->next != NULL)
+			pp = &(*pp)->next;
+		free((*pp)->host);
+		free(*pp);
+		*pp = NULL;
+		fl->n_ext_cache--;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->host = strdup(host)) == NULL) {
+		free(c);
+		return; /* not cached: resolved again next time */
+	}
+	c->family = family;
+	c->addr = *ss;
+	c->expires = uv_now(fl->cfg.loop) + fl->cfg.conf->dns.ttl;
+	c->next = fl->ext_cache;
+	fl->ext_cache = c;
+	fl->n_ext_cache++;
+}
+
 static void
 external_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
@@ -436,6 +501,8 @@ external_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	} else if (f != NULL) {
 		memset(&f->dst, 0, sizeof(f->dst));
 		memcpy(&f->dst, res->ai_addr, res->ai_addrlen);
+		((struct sockaddr_in *)&f->dst)->sin_port = 0;
+		ext_cache_put(f->fl, f->dst_svc->hostname, res->ai_family, &f->dst);
 		((struct sockaddr_in *)&f->dst)->sin_port = htons(x->port);
 		connect_plain(f, NETNS_SELF);
 	}
@@ -468,6 +535,16 @@ external(struct flow *f, const struct reg_service *svc, uint16_t port, int famil
 		sockaddr_from_ip(&f->dst, ip, port);
 		connect_plain(f, NETNS_SELF);
 		return;
+	}
+	{
+		const struct sockaddr_storage *cached = ext_cache_get(f->fl, svc->hostname, family);
+
+		if (cached != NULL) {
+			f->dst = *cached;
+			((struct sockaddr_in *)&f->dst)->sin_port = htons(port);
+			connect_plain(f, NETNS_SELF);
+			return;
+		}
 	}
 	{
 		struct ext_resolve *x = calloc(1, sizeof(*x));
@@ -1019,6 +1096,13 @@ flows_free(struct flows *fl)
 {
 	if (fl == NULL)
 		return;
+	while (fl->ext_cache != NULL) {
+		struct ext_cached *c = fl->ext_cache;
+
+		fl->ext_cache = c->next;
+		free(c->host);
+		free(c);
+	}
 	lb_free(fl->lb);
 	free(fl);
 }

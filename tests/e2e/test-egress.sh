@@ -19,7 +19,7 @@ for t in nft dig; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 12
+plan 15
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -31,7 +31,7 @@ lab_exec hb ip addr add "$EXT/24" dev wire && lab_exec hb ip addr add "$UNKNOWN/
 # Host A refuses unknown destinations; host B keeps the default (allow_any). Both run the DNS proxy.
 sed -i 's/^\[mesh\]$/[mesh]\noutbound = registry_only/' "$LAB_CONF_A"
 for c in "$LAB_CONF_A" "$LAB_CONF_B"; do
-	printf 'dns_capture = on\n[dns]\nupstream = 127.0.0.1:9\ntimeout = 500ms\n' >>"$c"
+	printf 'dns_capture = on\n[dns]\nupstream = 127.0.0.1:9\ntimeout = 500ms\nttl = 2s\n' >>"$c"
 done
 cat >"$LAB_REGISTRY/60-egress.conf" <<EOF
 [service "ext-api"]
@@ -41,14 +41,23 @@ hostname = api.example.test
 ports = 9443
 addresses = $EXT
 from.namespaces = default
+
+[service "ext-byname"]
+namespace = default
+external = yes
+hostname = ext.lab.test
+ports = 9444
 EOF
+# Host A's resolver knows ext.lab.test from its hosts file (ztunnel A gets a private one).
+printf '%s ext.lab.test\n' "$EXT" >"$TMP/hosts"
 
 start out_ext $(lab_in hb) $PY "$LAB_PEER" serve --addr "$EXT" --port 9443 || exit 1
 start out_unknown $(lab_in hb) $PY "$LAB_PEER" serve --addr "$UNKNOWN" --port 9443 || exit 1
-for h in a b; do
-	spawn "zt_$h" $(lab_in h$h) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel \
-		-c "$(eval echo \$LAB_CONF_$(echo "$h" | tr ab AB))"
-done
+start out_ext2 $(lab_in hb) $PY "$LAB_PEER" serve --addr "$EXT" --port 9444 || exit 1
+start out_unknown2 $(lab_in hb) $PY "$LAB_PEER" serve --addr "$UNKNOWN" --port 9444 || exit 1
+spawn zt_a $(lab_in ha) unshare -m sh -c "mount --bind '$TMP/hosts' /etc/hosts &&
+	exec $(lab_unit_privs amesh-ztunnel.service) '$AMESH' ztunnel -c '$LAB_CONF_A'"
+spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
 check "both ztunnels are ready" 'lab_wait_ready ha && lab_wait_ready hb'
 enroll() { # enroll HOST NS WORKLOAD
 	lab_exec h$1 "$AMESH" -c "$(eval echo \$LAB_CONF_$(echo "$1" | tr ab AB))" cni add \
@@ -75,6 +84,17 @@ conn b2 api.example.test 9443 other
 check "from.namespaces: other-b (namespace other) is refused" '! echo "$OUT" | grep -q "msg other"'
 conn b2 "$UNKNOWN" 9443 allowany
 check "host B (allow_any) passes an unknown destination through" 'echo "$OUT" | grep -q "msg allowany"'
+
+# Without addresses: the hostname is resolved by host A when connecting, kept for [dns] ttl (2s).
+conn a1 ext.lab.test 9444 resolved
+check "an external service without addresses: its hostname resolved by the host" \
+	'echo "$OUT" | grep -q "local $EXT 9444 msg resolved"'
+printf '%s ext.lab.test\n' "$UNKNOWN" >"$TMP/hosts"
+conn a1 ext.lab.test 9444 cached
+check "within the TTL the resolved address is reused" 'echo "$OUT" | grep -q "local $EXT 9444 msg cached"'
+sleep 2.2
+conn a1 ext.lab.test 9444 again
+check "after the TTL it is resolved again" 'echo "$OUT" | grep -q "local $UNKNOWN 9444 msg again"'
 
 metrics() { # metrics HOST
 	run lab_exec h$1 $PY -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:15020/metrics", timeout=2).read().decode())'
