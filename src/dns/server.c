@@ -98,6 +98,7 @@ struct tclient {
 	struct fwd *busy;
 	int handles;
 	bool closing;
+	bool processing; /* in tc_process: a query that ends at once lets its loop go on */
 	struct tclient *prev, *next;
 };
 
@@ -363,6 +364,12 @@ fwd_finish(struct fwd *f, const uint8_t *ans, size_t len)
 	size_t mlen = 0;
 	int result = DNS_RES_FORWARDED;
 
+	/* The TCP client is free again before its answer is sent: sending may close it. */
+	if (tc != NULL) {
+		tc->busy = NULL;
+		f->tc = NULL;
+	}
+
 	/* A full answer over TCP that the UDP client cannot take: it gets the truncated one and
 	 * asks again over TCP. */
 	if (ans != NULL && tc == NULL && len > f->max_answer && f->trunc != NULL) {
@@ -382,7 +389,10 @@ fwd_finish(struct fwd *f, const uint8_t *ans, size_t len)
 	if (m != NULL) {
 		m[0] = f->cid[0];
 		m[1] = f->cid[1];
-		fwd_reply(f, m, mlen);
+		if (tc != NULL)
+			tc_send(tc, m, mlen);
+		else
+			fwd_reply(f, m, mlen);
 	} else {
 		result = DNS_RES_DROPPED;
 	}
@@ -390,7 +400,7 @@ fwd_finish(struct fwd *f, const uint8_t *ans, size_t len)
 	count(s, f->qtype, result);
 	free(m);
 	fwd_release(f);
-	if (tc != NULL && !tc->closing)
+	if (tc != NULL && !tc->closing && !tc->processing)
 		tc_process(tc); /* the next buffered query; reading again when none is left */
 }
 
@@ -810,6 +820,7 @@ tc_process(struct tclient *tc)
 {
 	struct dns_listener *l = tc->l;
 
+	tc->processing = true;
 	while (!tc->closing && tc->busy == NULL && tc->len >= 2) {
 		size_t mlen = ((size_t)tc->buf[0] << 8) | tc->buf[1], outlen = 0;
 		uint8_t *msg, *out;
@@ -820,7 +831,7 @@ tc_process(struct tclient *tc)
 		msg = malloc(mlen > 0 ? mlen : 1);
 		if (msg == NULL) {
 			tc_close(tc);
-			return;
+			break;
 		}
 		memcpy(msg, tc->buf + 2, mlen);
 		memmove(tc->buf, tc->buf + 2 + mlen, tc->len - 2 - mlen);
@@ -833,9 +844,10 @@ tc_process(struct tclient *tc)
 			free(out);
 		} else if (drop) {
 			tc_close(tc);
-			return;
+			break;
 		}
 	}
+	tc->processing = false;
 	if (!tc->closing && tc->busy == NULL)
 		uv_read_start((uv_stream_t *)&tc->h, tc_alloc, tc_read);
 }
