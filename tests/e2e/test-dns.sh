@@ -21,7 +21,7 @@ for t in nft dnsmasq dig getent unshare; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 31
+plan 32
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -137,6 +137,27 @@ check "without EDNS0 the client gets TC and the answer over TCP (dig retries)" \
 	'echo "$OUT" | grep -q "ANSWER: 1," && echo "$OUT" | grep -q "c0000"'
 check "the upstream was asked over TCP (its forked TCP handler logged the query)" \
 	'[ "$(grep "query\[TXT\] big.test" "$TMP/dnsmasq.log" | sed "s/.*dnsmasq\[\([0-9]*\)\].*/\1/" | sort -u | wc -l)" -ge 2 ]'
+
+# Several queries on one TCP connection, a forwarded one between registry ones: answered in order.
+run lab_exec a1 $PY - "$UPSTREAM" <<'EOF'
+import socket, struct, sys
+def q(i, name):
+    m = struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    for l in name.split("."):
+        m += bytes([len(l)]) + l.encode()
+    return m + b"\0\0\1\0\1"
+s = socket.create_connection((sys.argv[1], 53), timeout=5)
+s.sendall(b"".join(struct.pack(">H", len(m)) + m for m in
+                   (q(1, "echo"), q(2, "outside.test"), q(3, "other.other"))))
+f = s.makefile("rb")
+for _ in range(3):
+    n = struct.unpack(">H", f.read(2))[0]
+    r = f.read(n)
+    print("id=%d rcode=%d an=%d %s" % (struct.unpack(">H", r[:2])[0], r[3] & 15,
+          struct.unpack(">H", r[6:8])[0], socket.inet_ntoa(r[-4:])))
+EOF
+check "pipelined TCP queries are answered in order" \
+	'[ "$(echo "$OUT" | tr "\n" " ")" = "id=1 rcode=0 an=1 10.96.0.10 id=2 rcode=0 an=1 192.0.2.7 id=3 rcode=0 an=1 10.96.0.11 " ]'
 
 # A registry change is answered at once after the reload.
 cat >"$LAB_REGISTRY/30-fresh.conf" <<'EOF'
