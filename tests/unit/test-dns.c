@@ -143,7 +143,8 @@ raw(uint8_t *m, uint16_t qd, uint16_t an, const uint8_t *body, size_t blen)
 	m[5] = (uint8_t)qd;
 	m[6] = (uint8_t)(an >> 8);
 	m[7] = (uint8_t)an;
-	memcpy(m + DNS_HEADER_LEN, body, blen);
+	if (blen > 0)
+		memcpy(m + DNS_HEADER_LEN, body, blen);
 	return DNS_HEADER_LEN + blen;
 }
 
