@@ -21,6 +21,7 @@
 #include "core/diag.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "dns/server.h"
 #include "net/netns.h"
 #include "nft/rules.h"
 #include "proxy/enroll.h"
@@ -42,6 +43,7 @@ struct zt {
 	struct identity_store *ids;
 	struct idagent *agent; /* identities from the CA service; NULL: from files */
 	struct metrics *metrics;
+	struct dns_server *dns; /* the DNS proxy, when dns_capture is on */
 	struct proxy *px;
 	struct enroll *en;
 	struct proxy_report *report; /* what the admin endpoints show of the proxy */
@@ -343,9 +345,17 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 				return EXIT_FAIL;
 		}
 	}
+	if (z->pc->dns_capture)
+		z->dns = dns_server_new(&(struct dns_server_cfg){
+			.loop = z->loop,
+			.conf = z->conf,
+			.reg = &z->reg,
+			.metrics = z->metrics,
+		});
 	{
 		struct proxy_cfg pc = {
 			.loop = z->loop,
+			.dns = z->dns,
 			.conf = z->conf,
 			.pc = z->pc,
 			.role = z->role,
@@ -405,6 +415,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	cmd_role_start(z->loop, &z->life);
 	uv_run(z->loop, UV_RUN_DEFAULT);
 	proxy_free(z->px);
+	dns_server_free(z->dns);
 	idagent_free(z->agent);
 	identity_store_free(z->ids);
 	enroll_free(z->en);

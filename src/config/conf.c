@@ -13,16 +13,18 @@
 #include "config/ini.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/parse.h"
 #include "core/util.h"
 
 #define OFF(field) offsetof(struct amesh_conf, field)
 
 static const char *const sections[] = {
-	"mesh", "identity", "log", "ztunnel", "waypoint", "sidecar", "cni", "ca", NULL,
+	"mesh", "identity", "log", "ztunnel", "waypoint", "sidecar", "cni", "ca", "dns", NULL,
 };
 static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
 static const char *const log_formats[] = { "text", "json", NULL };
 static const char *const on_unknown[] = { "fail", "skip", NULL };
+static const char *const outbound_modes[] = { "allow_any", "registry_only", NULL };
 
 #define PROXY_KEYS(sec, base)                                                                  \
 	{ sec, "outbound_port", KW_PORT, OFF(base.outbound_port), "15001", 0, 0, NULL, false },    \
@@ -56,6 +58,7 @@ static const struct kw keywords[] = {
 	{ "mesh", "trust_bundle", KW_PATH, OFF(mesh.trust_bundle), SYSCONFDIR "/amesh/ca.crt", 0, 0, NULL, false },
 	{ "mesh", "registry", KW_PATH, OFF(mesh.registry), SYSCONFDIR "/amesh/registry.d", 0, 0, NULL, false },
 	{ "mesh", "node", KW_HOSTNAME, OFF(mesh.node), NULL, 0, 0, NULL, false },
+	{ "mesh", "outbound", KW_ENUM, OFF(mesh.outbound), "allow_any", 0, 0, outbound_modes, false },
 	{ "identity", "cert_dir", KW_PATH, OFF(identity.cert_dir), LOCALSTATEDIR "/lib/amesh/certs", 0, 0, NULL, false },
 	{ "identity", "expiry_warning", KW_DURATION, OFF(identity.expiry_warning), "7d", 0, 0, NULL, false },
 	{ "identity", "ca_address", KW_STR_LIST, OFF(identity.ca_address), NULL, 0, 0, NULL, false },
@@ -97,6 +100,12 @@ static const struct kw keywords[] = {
 	{ "ca", "max_ttl", KW_DURATION, OFF(ca.max_ttl), "24h", 10000, 0, NULL, false },
 	{ "ca", "node_ttl", KW_DURATION, OFF(ca.node_ttl), "30d", 60000, 0, NULL, false },
 	{ "ca", "handshake_timeout", KW_DURATION, OFF(ca.handshake_timeout), "10s", 100, 0, NULL, false },
+	{ "dns", "upstream", KW_STR_LIST, OFF(dns.upstream), NULL, 0, 0, NULL, false },
+	{ "dns", "resolv_conf", KW_PATH, OFF(dns.resolv_conf), "/etc/resolv.conf", 0, 0, NULL, false },
+	{ "dns", "domain", KW_HOSTNAME, OFF(dns.domain), "cluster.local", 0, 0, NULL, false },
+	{ "dns", "timeout", KW_DURATION, OFF(dns.timeout), "5s", 100, 0, NULL, false },
+	{ "dns", "ttl", KW_DURATION, OFF(dns.ttl), "30s", 0, 0, NULL, false },
+	{ "dns", "max_inflight", KW_UINT, OFF(dns.max_inflight), "1024", 1, 65536, NULL, false },
 };
 
 #define NKW ARRAY_SIZE(keywords)
@@ -143,7 +152,7 @@ on_section(void *user, const char *text, int line)
 	x->section = i;
 	if (i < 0) {
 		diag_add(x->d, x->file, line, "unknown section [%s] (expected one of: mesh, identity, "
-		    "log, ztunnel, waypoint, sidecar, cni, ca)", text);
+		    "log, ztunnel, waypoint, sidecar, cni, ca, dns)", text);
 		return;
 	}
 	if (x->section_line[i] != 0) {
@@ -244,15 +253,20 @@ finish(struct conf_ctx *x)
 					diag_add(x->d, x->file, conf_line(c, pnames[p], pk[i]) > 0 ?
 					    conf_line(c, pnames[p], pk[i]) : conf_line(c, pnames[p], pk[j]),
 					    "[%s] %s and %s are both %u", pnames[p], pk[j], pk[i], ports[i]);
-		/* The rules would send the workload's DNS to a port nobody serves yet. */
-		if (px->dns_capture)
-			diag_add(x->d, x->file, conf_line(c, pnames[p], "dns_capture"),
-			    "[%s] dns_capture: the DNS proxy is not built in this version; leave it off",
-			    pnames[p]);
 		if (px->buffer_size < BUFFER_MIN || px->buffer_size > BUFFER_MAX)
 			diag_add(x->d, x->file, conf_line(c, pnames[p], "buffer_size"),
 			    "[%s] buffer_size: must be between 16k and 16M", pnames[p]);
 	}
+	for (size_t i = 0; i < c->dns.upstream.n; i++) {
+		struct sockaddr_storage ss;
+
+		if (conf_dns_upstream(c->dns.upstream.v[i], &ss) != 0)
+			diag_add(x->d, x->file, conf_line(c, "dns", "upstream"), "[dns] upstream: "
+			    "'%s' is not an address (IP or IP:PORT, [IPv6]:PORT)", c->dns.upstream.v[i]);
+	}
+	if (c->dns.upstream.n > DNS_MAX_UPSTREAMS)
+		diag_add(x->d, x->file, conf_line(c, "dns", "upstream"), "[dns] upstream: at most "
+		    "%d resolvers", DNS_MAX_UPSTREAMS);
 	if (c->waypoint.buffer_size < BUFFER_MIN || c->waypoint.buffer_size > BUFFER_MAX)
 		diag_add(x->d, x->file, conf_line(c, "waypoint", "buffer_size"),
 		    "[waypoint] buffer_size: must be between 16k and 16M");
@@ -324,6 +338,19 @@ conf_free(struct amesh_conf *c)
 	free(c->path);
 	free(c->dir);
 	free(c);
+}
+
+int
+conf_dns_upstream(const char *s, struct sockaddr_storage *out)
+{
+	struct ip_addr ip;
+	const char *why;
+
+	if (parse_ip(s, &ip, &why) == 0) {
+		sockaddr_from_ip(out, &ip, 53);
+		return 0;
+	}
+	return parse_sockaddr(s, out, &why) == 0 ? 0 : AMESH_ERR_INVALID;
 }
 
 int

@@ -13,6 +13,11 @@
 #define AMESH_DEFAULT_CONF SYSCONFDIR "/amesh/amesh.conf"
 
 enum conf_on_unknown { CONF_ON_UNKNOWN_FAIL = 0, CONF_ON_UNKNOWN_SKIP };
+/* [mesh] outbound: where captured connections may go. */
+enum conf_outbound {
+	CONF_OUTBOUND_ALLOW_ANY = 0, /* destinations the registry does not know: plain TCP */
+	CONF_OUTBOUND_REGISTRY_ONLY, /* those are refused (BlackHoleCluster) */
+};
 
 /* Listener and proxy settings shared by the ztunnel and sidecar sections. */
 struct conf_proxy {
@@ -35,6 +40,7 @@ struct amesh_conf {
 
 	struct {
 		char *trust_domain, *trust_bundle, *registry, *node;
+		int outbound; /* enum conf_outbound */
 	} mesh;
 	struct {
 		char *cert_dir;
@@ -72,6 +78,14 @@ struct amesh_conf {
 		int on_unknown; /* enum conf_on_unknown */
 	} cni;
 	struct {
+		struct str_list upstream; /* resolvers "IP" or "IP:PORT"; empty: resolv_conf's */
+		char *resolv_conf;        /* where the host's resolvers are read from */
+		char *domain;             /* the mesh domain: names under it are answered here */
+		uint64_t timeout;         /* ms for a forwarded query, all upstreams together */
+		uint64_t ttl;             /* ms, the TTL of registry answers */
+		uint64_t max_inflight;    /* forwarded queries at once, per proxy */
+	} dns;
+	struct {
 		char *dir; /* the CA it signs with: ca.crt, ca.key, bundle.crt, tokens/, revoked/ */
 		struct sockaddr_storage address, admin_address, metrics_address, readiness_address;
 		uint64_t max_ttl, node_ttl; /* ms */
@@ -79,7 +93,7 @@ struct amesh_conf {
 	} ca;
 
 	/* Which sections the file has, by conf_sections() index. */
-	bool has_section[9];
+	bool has_section[10];
 	/* Line each keyword was set on (0: default), by conf_keywords() index. */
 	int *lines;
 };
@@ -94,6 +108,12 @@ int conf_parse_buffer(const char *file, const char *data, size_t len, struct ame
     struct diag *d);
 /* Accepts NULL. */
 void conf_free(struct amesh_conf *c);
+
+/* At most this many [dns] upstream resolvers (as resolv.conf's nameserver lines). */
+#define DNS_MAX_UPSTREAMS 3
+/* A [dns] upstream value ("IP", port 53, or "IP:PORT", "[IPv6]:PORT"). Returns 0 or
+ * AMESH_ERR_INVALID. */
+int conf_dns_upstream(const char *s, struct sockaddr_storage *out);
 
 /* The keyword table (for docs and tests). */
 const struct kw *conf_keywords(size_t *n);

@@ -10,10 +10,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "config/registry-int.h"
 #include "core/log.h"
 #include "core/util.h"
+/* An external service names its destination and nothing of the mesh's. */
+static void
+check_external(struct builder *b, const struct reg_service *sv)
+{
+	const struct reg_head *h = &sv->h;
+
+	if (!has(h, REG_SV_HOSTNAME))
+		diag_add(b->d, h->file, h->line, "service \"%s\": external = yes needs the "
+		    "destination's hostname", h->name);
+	if (has(h, REG_SV_SELECTOR))
+		ERR(h, REG_SV_SELECTOR, "service \"%s\": an external service has no selector (its "
+		    "destination is hostname or addresses)", h->name);
+	if (has(h, REG_SV_WAYPOINT))
+		ERR(h, REG_SV_WAYPOINT, "service \"%s\": an external service has no waypoint",
+		    h->name);
+	for (size_t i = 0; i < sv->from_principals.n; i++)
+		if (strncmp(sv->from_principals.v[i], "spiffe://", 9) == 0) {
+			ERR(h, REG_SV_FROM_PRINCIPALS, "service \"%s\": principals are written without "
+			    "'spiffe://' (TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT): '%s'", h->name,
+			    sv->from_principals.v[i]);
+			break;
+		}
+}
+
 /* Required keys and defaults that depend on the entry's name. */
 static void
 check_required(struct builder *b)
@@ -53,6 +78,17 @@ check_required(struct builder *b)
 			if (k == REG_SERVICE) {
 				struct reg_service *sv = (struct reg_service *)h;
 
+				if (!sv->external && h->keyline[REG_SV_SELECTOR] == 0)
+					diag_add(b->d, h->file, h->line, "%s \"%s\": missing required "
+					    "key '%s'", registry_kind_name(k), h->name, "selector");
+				if (sv->external)
+					check_external(b, sv);
+				else if (has(h, REG_SV_ADDRESSES) || has(h, REG_SV_FROM_PRINCIPALS) ||
+				    has(h, REG_SV_FROM_NAMESPACES))
+					ERR(h, has(h, REG_SV_ADDRESSES) ? REG_SV_ADDRESSES :
+					    has(h, REG_SV_FROM_PRINCIPALS) ? REG_SV_FROM_PRINCIPALS :
+					    REG_SV_FROM_NAMESPACES, "service \"%s\": addresses and from.* are "
+					    "for external services (external = yes)", h->name);
 				if (sv->hostname == NULL && sv->namespace != NULL)
 					sv->hostname = xasprintf("%s.%s.svc.cluster.local", h->name,
 					    sv->namespace);
@@ -550,10 +586,130 @@ check_routes(struct builder *b)
 	}
 }
 
+static uint64_t
+fnv1a(const char *a, const char *b)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (const char *p = a; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	h = (h ^ '/') * 1099511628211ull;
+	for (const char *p = b; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	return h;
+}
+
+static int
+by_ns_name(const void *x, const void *y)
+{
+	const struct reg_service *a = *(const struct reg_service *const *)x;
+	const struct reg_service *b = *(const struct reg_service *const *)y;
+	int c = strcmp(a->namespace, b->namespace);
+
+	return c != 0 ? c : strcmp(a->h.name, b->h.name);
+}
+
+/* The auto VIP at offset off of its range (registry.h): IPv4 240.240.0.1-240.240.255.254, IPv6
+ * 2001:2::/48 with off in the last 64 bits (never 0). */
+static void
+auto_vip(struct ip_addr *ip, int family, uint64_t off)
+{
+	memset(ip, 0, sizeof(*ip));
+	ip->family = (uint8_t)family;
+	if (family == AF_INET) {
+		off = 1 + off % 65534;
+		ip->a[0] = 240;
+		ip->a[1] = 240;
+		ip->a[2] = (uint8_t)(off >> 8);
+		ip->a[3] = (uint8_t)off;
+		return;
+	}
+	if (off == 0)
+		off = 1;
+	ip->a[0] = 0x20;
+	ip->a[1] = 0x01;
+	ip->a[3] = 0x02;
+	for (int i = 0; i < 8; i++)
+		ip->a[8 + i] = (uint8_t)(off >> (56 - 8 * i));
+}
+
+/* Services without vip get theirs (registry.h, REG_AUTO_VIP4/6), before addresses are indexed. */
+static void
+assign_auto_vips(struct builder *b)
+{
+	struct registry *r = b->r;
+	struct reg_service **v;
+	struct htab used;
+	size_t total = 0, n = 0;
+
+	for (size_t i = 0; i < r->n[REG_SERVICE]; i++) {
+		const struct reg_service *s = REG_SERVICES(r)[i];
+
+		total += s->vips.n > 0 ? s->vips.n : 2;
+		if (s->vips.n == 0 && s->namespace != NULL && s->ports.n > 0)
+			n++;
+	}
+	if (n == 0)
+		return;
+	for (size_t i = 0; i < r->n[REG_WORKLOAD]; i++)
+		total += REG_WORKLOADS(r)[i]->addresses.n;
+	total += r->n[REG_NODE] + r->n[REG_WAYPOINT];
+	htab_init(&used, total);
+	for (size_t i = 0; i < r->n[REG_SERVICE]; i++) {
+		const struct reg_service *s = REG_SERVICES(r)[i];
+
+		for (size_t j = 0; j < s->vips.n; j++)
+			htab_put(&used, &s->vips.v[j], sizeof(struct ip_addr), (void *)s);
+	}
+	for (size_t i = 0; i < r->n[REG_WORKLOAD]; i++) {
+		const struct reg_workload *w = REG_WORKLOADS(r)[i];
+
+		for (size_t j = 0; j < w->addresses.n; j++)
+			htab_put(&used, &w->addresses.v[j], sizeof(struct ip_addr), (void *)w);
+	}
+	for (size_t i = 0; i < r->n[REG_NODE]; i++)
+		htab_put(&used, &REG_NODES(r)[i]->address, sizeof(struct ip_addr), REG_NODES(r)[i]);
+	for (size_t i = 0; i < r->n[REG_WAYPOINT]; i++)
+		htab_put(&used, &REG_WAYPOINTS(r)[i]->address, sizeof(struct ip_addr),
+		    REG_WAYPOINTS(r)[i]);
+	v = xcalloc(n, sizeof(*v));
+	n = 0;
+	for (size_t i = 0; i < r->n[REG_SERVICE]; i++) {
+		struct reg_service *s = REG_SERVICES(r)[i];
+
+		if (s->vips.n == 0 && s->namespace != NULL && s->ports.n > 0)
+			v[n++] = s;
+	}
+	qsort(v, n, sizeof(*v), by_ns_name);
+	for (size_t i = 0; i < n; i++) {
+		struct reg_service *s = v[i];
+		uint64_t h = fnv1a(s->namespace, s->h.name);
+
+		free(s->vips.v);
+		s->vips.v = xcalloc(2, sizeof(struct ip_addr));
+		s->vips.n = 2;
+		s->vip_auto = true;
+		for (int f = 0; f < 2; f++) {
+			struct ip_addr *ip = &s->vips.v[f];
+			/* IPv4: 65534 addresses; a full range leaves the last one clashing, and the
+			 * VIP index reports it. */
+			for (uint64_t k = 0; k < 65534; k++) {
+				auto_vip(ip, f ? AF_INET6 : AF_INET, f ? h + k : (h % 65534) + k);
+				if (htab_get(&used, ip, sizeof(*ip)) == NULL)
+					break;
+			}
+			htab_put(&used, ip, sizeof(*ip), s);
+		}
+	}
+	free(v);
+	htab_free(&used);
+}
+
 void
 registry_check(struct builder *b)
 {
 	check_required(b);
+	assign_auto_vips(b);
 	index_addresses(b);
 	check_workloads(b);
 	check_services(b);

@@ -58,6 +58,13 @@ struct reg_service {
 	struct ip_list vips;
 	struct portmap_list ports;
 	struct label_list selector;
+	bool vip_auto; /* no vip key: vips are one of REG_AUTO_VIP4 and one of REG_AUTO_VIP6 */
+	/* External: a destination outside the mesh under hostname, reached by the caller's ztunnel
+	 * from its host at addresses (or hostname resolved then), for the callers from.* allow
+	 * (none set: every caller). */
+	bool external;
+	struct ip_list addresses;
+	struct str_list from_principals, from_namespaces;
 	const struct reg_waypoint *waypoint_p;
 	const struct reg_workload **endpoints; /* workloads the selector picks, file order */
 	size_t n_endpoints;
@@ -149,6 +156,15 @@ struct reg_vip {
 #define REG_POLICIES(r) ((struct reg_policy *const *)(r)->ent[REG_POLICY])
 #define REG_ROUTES(r) ((struct reg_route *const *)(r)->ent[REG_ROUTE])
 
+/*
+ * Auto-allocated VIPs (Istio's ranges): a service without vip gets one address from each, derived
+ * from its namespace and name alone (FNV-1a of "NS/NAME"); a clash goes to the next free address,
+ * services taken in sorted NS/NAME order, so every host derives the same addresses from the same
+ * registry. Workloads reach them through their default route (or a route for the ranges).
+ */
+#define REG_AUTO_VIP4 "240.240.0.0/16"
+#define REG_AUTO_VIP6 "2001:2::/48"
+
 /* Registry limits: past these the load fails with a message, so a runaway generator cannot OOM us. */
 #define REG_MAX_FILES 4096
 #define REG_MAX_ENTRIES 1000000
@@ -178,6 +194,10 @@ const struct reg_workload *registry_workload_by_addr(const struct registry *r, c
 const struct reg_vip *registry_service_by_vip(const struct registry *r, const struct ip_addr *ip,
     uint16_t port);
 const struct reg_service *registry_service_by_hostname(const struct registry *r, const char *host);
+/* The external service whose fixed addresses include ip and whose ports include port (a
+ * workload that dialled it without the VIP), else NULL. Linear in the external services. */
+const struct reg_service *registry_external_by_addr(const struct registry *r,
+    const struct ip_addr *ip, uint16_t port);
 /* Policies of a namespace, in file order; *n is 0 when it has none. */
 const struct reg_policy *const *registry_policies_in(const struct registry *r, const char *ns,
     size_t *n);

@@ -57,8 +57,13 @@ static const struct kw service_kw[] = {
 	[REG_SV_HOSTNAME] = K("service", "hostname", KW_HOSTNAME, struct reg_service, hostname, NULL, false),
 	[REG_SV_VIP] = K("service", "vip", KW_IP_LIST, struct reg_service, vips, NULL, false),
 	[REG_SV_PORTS] = K("service", "ports", KW_PORTMAP_LIST, struct reg_service, ports, NULL, true),
-	[REG_SV_SELECTOR] = K("service", "selector", KW_LABELS, struct reg_service, selector, NULL, true),
+	/* Required unless external (registry_check says so with the same words). */
+	[REG_SV_SELECTOR] = K("service", "selector", KW_LABELS, struct reg_service, selector, NULL, false),
 	[REG_SV_WAYPOINT] = K("service", "waypoint", KW_HOSTNAME, struct reg_service, waypoint, NULL, false),
+	[REG_SV_EXTERNAL] = K("service", "external", KW_BOOL, struct reg_service, external, "no", false),
+	[REG_SV_ADDRESSES] = K("service", "addresses", KW_IP_LIST, struct reg_service, addresses, NULL, false),
+	[REG_SV_FROM_PRINCIPALS] = K("service", "from.principals", KW_PATTERN_LIST, struct reg_service, from_principals, NULL, false),
+	[REG_SV_FROM_NAMESPACES] = K("service", "from.namespaces", KW_PATTERN_LIST, struct reg_service, from_namespaces, NULL, false),
 };
 
 #define PK(idx, key, type, field) [idx] = K("policy", key, type, struct reg_policy, field, NULL, false)

@@ -91,3 +91,21 @@ registry_selects(const struct label_list *selector, const struct label_list *lab
 	}
 	return true;
 }
+
+const struct reg_service *
+registry_external_by_addr(const struct registry *r, const struct ip_addr *ip, uint16_t port)
+{
+	for (size_t i = 0; i < r->n[REG_SERVICE]; i++) {
+		const struct reg_service *s = REG_SERVICES(r)[i];
+		bool addr = false;
+
+		if (!s->external)
+			continue;
+		for (size_t j = 0; j < s->addresses.n && !addr; j++)
+			addr = ip_equal(&s->addresses.v[j], ip);
+		for (size_t j = 0; addr && j < s->ports.n; j++)
+			if (s->ports.v[j].port == port)
+				return s;
+	}
+	return NULL;
+}

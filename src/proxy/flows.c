@@ -39,6 +39,14 @@
 #include "tls/identity.h"
 #include "tls/rng.h"
 
+/* An external service's hostname being resolved for a flow. */
+struct ext_resolve {
+	uv_getaddrinfo_t req;
+	struct flow *f; /* NULL once the flow is gone */
+	uint16_t port;
+};
+
+
 enum flow_kind { FLOW_OUT_HBONE, FLOW_OUT_PASS, FLOW_IN_HBONE, FLOW_IN_PLAIN };
 
 struct flow {
@@ -55,15 +63,30 @@ struct flow {
 	char *peer_principal; /* inbound: the client's SPIFFE ID */
 	char *dst_principal;  /* outbound: the SPIFFE ID we expected */
 	const char *flags;
+	bool blackhole; /* refused by [mesh] outbound = registry_only: BlackHoleCluster */
 	bool opened, up;
 	bool handed; /* given to the sidecar's L7 engine: it reports the connection */
+	struct ext_resolve *resolving; /* an external service's hostname being resolved */
 	uint64_t start;
 	struct sockaddr_storage src, dst;
 	struct flow *prev, *next;
 };
 
+/* An external service's hostname as the host resolved it, kept for [dns] ttl (getaddrinfo does
+ * not tell the record's TTL). At most EXT_CACHE_MAX entries; a new one replaces the oldest. */
+#define EXT_CACHE_MAX 256
+struct ext_cached {
+	char *host;
+	int family;
+	struct sockaddr_storage addr; /* port 0 */
+	uint64_t expires;             /* uv_now */
+	struct ext_cached *next;      /* newest first */
+};
+
 struct flows {
 	struct flows_cfg cfg;
+	struct ext_cached *ext_cache;
+	size_t n_ext_cache;
 	struct flow_counters st;
 	size_t l7_active; /* tunnels given to a sidecar's L7 engine and not yet gone */
 	bool draining;    /* accepts nothing more */
@@ -106,7 +129,8 @@ labels_of(const struct flow *f, struct tcp_labels *l, char *sp, char *dp, size_t
 	l->source_principal = sp;
 	l->destination_workload = f->dst_wl ? f->dst_wl->h.name : "unknown";
 	l->destination_workload_namespace = f->dst_wl ? f->dst_wl->namespace : "unknown";
-	l->destination_service = f->dst_svc ? f->dst_svc->hostname : "unknown";
+	l->destination_service = f->blackhole ? "BlackHoleCluster" :
+	    f->dst_svc ? f->dst_svc->hostname : "unknown";
 	if (f->kind == FLOW_OUT_HBONE && f->dst_principal != NULL)
 		snprintf(dp, len, "%s", f->dst_principal);
 	else if (f->kind == FLOW_IN_HBONE || f->kind == FLOW_IN_PLAIN)
@@ -159,6 +183,8 @@ flow_free(struct flow *f)
 	if (f->next != NULL)
 		f->next->prev = f->prev;
 	fl->st.active--;
+	if (f->resolving != NULL)
+		f->resolving->f = NULL; /* its callback frees it */
 	registry_unref(f->reg);
 	free(f->peer_principal);
 	free(f->dst_principal);
@@ -326,15 +352,13 @@ tcp_leg_connected(uv_connect_t *req, int status)
 	flow_opened(f);
 }
 
-/* Plain TCP from inside the workload's namespace, marked so it is not captured again. */
+/* Plain TCP to f->dst from namespace nsfd, marked so it is not captured again. */
 static void
-passthrough(struct flow *f)
+connect_plain(struct flow *f, int nsfd)
 {
 	struct netns_sock_opts o = { .mark = AMESH_MARK };
-	int fd = netns_tcp_socket(f->w->nsfd, f->dst.ss_family, &o);
+	int fd = netns_tcp_socket(nsfd, f->dst.ss_family, &o);
 
-	f->kind = FLOW_OUT_PASS;
-	f->fl->st.outbound_passthrough++;
 	if (fd >= 0 && uv_tcp_open(relay_tcp_b(f->r), fd) != 0) {
 		close(fd);
 		fd = -1;
@@ -349,6 +373,199 @@ passthrough(struct flow *f)
 	    tcp_leg_connected) != 0) {
 		f->flags = "UF";
 		relay_abort(f->r);
+	}
+}
+
+/* Plain TCP from inside the workload's namespace. */
+static void
+passthrough(struct flow *f)
+{
+	f->kind = FLOW_OUT_PASS;
+	f->fl->st.outbound_passthrough++;
+	connect_plain(f, f->w->nsfd);
+}
+
+/* A destination the registry does not know, under [mesh] outbound = registry_only: refused,
+ * counted as Istio counts its BlackHoleCluster (destination_service, response flag UH). */
+static void
+blackhole(struct flow *f)
+{
+	char a[80];
+
+	f->kind = FLOW_OUT_PASS;
+	f->blackhole = true;
+	f->flags = "UH";
+	f->fl->st.outbound_blackhole++;
+	log_info("workload %s: %s is not in the registry: refused (outbound = registry_only)",
+	    f->w->name, sockaddr_str(&f->dst, a, sizeof(a)));
+	relay_abort(f->r);
+}
+
+/* Whether the calling workload may reach external service svc (its from.* keys). */
+static bool
+external_allowed(const struct flow *f, const struct reg_service *svc)
+{
+	char sid[SPIFFE_ID_MAX];
+	bool ok;
+
+	if (svc->from_principals.n == 0 && svc->from_namespaces.n == 0)
+		return true;
+	if (svc->from_namespaces.n > 0) {
+		ok = false;
+		for (size_t i = 0; i < svc->from_namespaces.n && !ok; i++)
+			ok = kw_pattern_match(svc->from_namespaces.v[i], f->w->ns);
+		if (!ok)
+			return false;
+	}
+	if (svc->from_principals.n > 0) {
+		ok = false;
+		/* TRUST_DOMAIN/ns/NS/sa/SA, as policies write principals. */
+		snprintf(sid, sizeof(sid), "%s/ns/%s/sa/%s", f->fl->cfg.conf->mesh.trust_domain,
+		    f->w->ns, f->w->sa);
+		for (size_t i = 0; i < svc->from_principals.n && !ok; i++)
+			ok = kw_pattern_match(svc->from_principals.v[i], sid);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* An external service: authorized for the caller, then plain TCP from this host (the ztunnel's
+ * own namespace) to one of its fixed addresses, else to its hostname resolved now. */
+/* The cached address of host, or NULL; expired entries are dropped on the way. */
+static const struct sockaddr_storage *
+ext_cache_get(struct flows *fl, const char *host, int family)
+{
+	uint64_t now = uv_now(fl->cfg.loop);
+
+	for (struct ext_cached **pp = &fl->ext_cache; *pp != NULL;) {
+		struct ext_cached *c = *pp;
+
+		if (c->expires <= now) {
+			*pp = c->next;
+			fl->n_ext_cache--;
+			free(c->host);
+			free(c);
+			continue;
+		}
+		if (c->family == family && strcmp(c->host, host) == 0)
+			return &c->addr;
+		pp = &c->next;
+	}
+	return NULL;
+}
+
+static void
+ext_cache_put(struct flows *fl, const char *host, int family, const struct sockaddr_storage *ss)
+{
+	struct ext_cached *c;
+
+	if (fl->cfg.conf->dns.ttl == 0 || ext_cache_get(fl, host, family) != NULL)
+		return;
+	if (fl->n_ext_cache >= EXT_CACHE_MAX) {
+		struct ext_cached **pp = &fl->ext_cache;
+
+		while ((*pp)->next != NULL)
+			pp = &(*pp)->next;
+		free((*pp)->host);
+		free(*pp);
+		*pp = NULL;
+		fl->n_ext_cache--;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->host = strdup(host)) == NULL) {
+		free(c);
+		return; /* not cached: resolved again next time */
+	}
+	c->family = family;
+	c->addr = *ss;
+	c->expires = uv_now(fl->cfg.loop) + fl->cfg.conf->dns.ttl;
+	c->next = fl->ext_cache;
+	fl->ext_cache = c;
+	fl->n_ext_cache++;
+}
+
+static void
+external_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct ext_resolve *x = req->data;
+	struct flow *f = x->f;
+
+	if (f != NULL)
+		f->resolving = NULL;
+	if (f != NULL && (status != 0 || res == NULL)) {
+		log_info("workload %s: external service %s: cannot resolve %s: %s", f->w->name,
+		    f->dst_svc->h.name, f->dst_svc->hostname, uv_strerror(status));
+		f->flags = "UF";
+		f->fl->st.connect_failures++;
+		relay_abort(f->r);
+	} else if (f != NULL) {
+		memset(&f->dst, 0, sizeof(f->dst));
+		memcpy(&f->dst, res->ai_addr, res->ai_addrlen);
+		((struct sockaddr_in *)&f->dst)->sin_port = 0;
+		ext_cache_put(f->fl, f->dst_svc->hostname, res->ai_family, &f->dst);
+		((struct sockaddr_in *)&f->dst)->sin_port = htons(x->port);
+		connect_plain(f, NETNS_SELF);
+	}
+	uv_freeaddrinfo(res);
+	free(x);
+}
+
+static void
+external(struct flow *f, const struct reg_service *svc, uint16_t port, int family)
+{
+	const struct ip_addr *ip = NULL;
+
+	f->kind = FLOW_OUT_PASS;
+	f->dst_svc = svc;
+	if (!external_allowed(f, svc)) {
+		log_info("workload %s: external service %s: not among its callers (from.*)",
+		    f->w->name, svc->h.name);
+		f->flags = "DENY";
+		f->fl->st.denied++;
+		relay_abort(f->r);
+		return;
+	}
+	f->fl->st.outbound_external++;
+	for (size_t i = 0; i < svc->addresses.n && ip == NULL; i++)
+		if (svc->addresses.v[i].family == family)
+			ip = &svc->addresses.v[i];
+	if (ip == NULL && svc->addresses.n > 0)
+		ip = &svc->addresses.v[0];
+	if (ip != NULL) {
+		sockaddr_from_ip(&f->dst, ip, port);
+		connect_plain(f, NETNS_SELF);
+		return;
+	}
+	{
+		const struct sockaddr_storage *cached = ext_cache_get(f->fl, svc->hostname, family);
+
+		if (cached != NULL) {
+			f->dst = *cached;
+			((struct sockaddr_in *)&f->dst)->sin_port = htons(port);
+			connect_plain(f, NETNS_SELF);
+			return;
+		}
+	}
+	{
+		struct ext_resolve *x = calloc(1, sizeof(*x));
+		struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = family };
+
+		if (x == NULL) {
+			f->flags = "UF";
+			relay_abort(f->r);
+			return;
+		}
+		x->f = f;
+		x->port = port;
+		x->req.data = x;
+		f->resolving = x;
+		if (uv_getaddrinfo(f->fl->cfg.loop, &x->req, external_resolved, svc->hostname, NULL,
+		    &hints) != 0) {
+			f->resolving = NULL;
+			free(x);
+			f->flags = "UF";
+			relay_abort(f->r);
+		}
 	}
 }
 
@@ -412,6 +629,7 @@ flows_on_outbound(uv_stream_t *l, int status)
 	struct ip_addr dip;
 	uint16_t dport, hport = fl->cfg.pc->hbone_port;
 	const struct reg_vip *vip;
+	const struct reg_service *ext;
 	const struct reg_waypoint *wp = NULL;
 	const struct ip_addr *tip = NULL;
 	struct sockaddr_storage hb;
@@ -438,6 +656,14 @@ flows_on_outbound(uv_stream_t *l, int status)
 	ip_from_sockaddr(&f->dst, &dip, &dport);
 	f->src_wl = registry_find(f->reg, REG_WORKLOAD, w->name);
 	vip = registry_service_by_vip(f->reg, &dip, dport);
+	if (vip != NULL && vip->service->external) {
+		external(f, vip->service, vip->port->target, dip.family);
+		return;
+	}
+	if (vip == NULL && (ext = registry_external_by_addr(f->reg, &dip, dport)) != NULL) {
+		external(f, ext, dport, dip.family);
+		return;
+	}
 	if (vip != NULL) {
 		f->dst_svc = vip->service;
 		if (w->l7 != NULL && vip->service->waypoint_p == NULL &&
@@ -489,6 +715,10 @@ flows_on_outbound(uv_stream_t *l, int status)
 		wp = f->dst_wl->waypoint_p;
 		tip = &dip;
 		fmt_hostport(authority, sizeof(authority), &dip, dport);
+	} else if (fl->cfg.conf->mesh.outbound == CONF_OUTBOUND_REGISTRY_ONLY &&
+	    registry_addr_owner(f->reg, &dip) == NULL) {
+		blackhole(f);
+		return;
 	} else {
 		/* Not in the mesh: plain TCP to where the app was going. */
 		passthrough(f);
@@ -866,6 +1096,13 @@ flows_free(struct flows *fl)
 {
 	if (fl == NULL)
 		return;
+	while (fl->ext_cache != NULL) {
+		struct ext_cached *c = fl->ext_cache;
+
+		fl->ext_cache = c->next;
+		free(c->host);
+		free(c);
+	}
 	lb_free(fl->lb);
 	free(fl);
 }

@@ -42,6 +42,8 @@ struct flows_cfg {
 struct flow_counters {
 	uint64_t accepted, refused_limit, outbound_hbone, outbound_passthrough, inbound_hbone,
 	    inbound_plaintext, denied, connect_failures, inbound_l7, outbound_l7;
+	uint64_t outbound_external;  /* to external services (also counted in neither of the above) */
+	uint64_t outbound_blackhole; /* refused: not in the registry, outbound = registry_only */
 	size_t active; /* flows open now */
 };
 

@@ -19,6 +19,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "dns/server.h"
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
 #include "net/listen.h"
@@ -224,6 +225,8 @@ proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 	out->refused_limit = c.refused_limit;
 	out->outbound_hbone = c.outbound_hbone;
 	out->outbound_passthrough = c.outbound_passthrough;
+	out->outbound_external = c.outbound_external;
+	out->outbound_blackhole = c.outbound_blackhole;
 	out->inbound_hbone = c.inbound_hbone;
 	out->inbound_plaintext = c.inbound_plaintext;
 	out->denied = c.denied;
@@ -240,6 +243,10 @@ proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 static void
 shut_workload(struct pworkload *w, uint64_t drain_ms)
 {
+	if (w->dns != NULL) {
+		dns_listener_stop(w->dns); /* releases w once closed */
+		w->dns = NULL;
+	}
 	if (w->l7 != NULL) {
 		/* First, so that it opens nothing more on the pool drained below. */
 		pw_hold(w);
@@ -587,6 +594,12 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 			goto fail_open;
 		}
 		w->open_handles++;
+	}
+	if (px->cfg.dns != NULL &&
+	    (r = pw_dns_listen(w, px->cfg.dns, px->cfg.pc->dns_port, fam)) != 0) {
+		snprintf(why, whylen, "DNS proxy on port %u: %s", px->cfg.pc->dns_port,
+		    amesh_strerror(r));
+		goto fail_open;
 	}
 	if (px->cfg.l7 && (r = start_l7(px, w)) != 0) {
 		snprintf(why, whylen, "L7 engine: %s", amesh_strerror(r));

@@ -42,6 +42,9 @@ struct proxy_cfg {
 	struct registry_holder *reg;
 	struct identity_store *ids;
 	struct metrics *metrics; /* where flows are counted (may be NULL) */
+	/* The DNS proxy: each workload gets its listeners on [ztunnel|sidecar] dns_port (NULL:
+	 * none). Must outlive the proxy's drain. */
+	struct dns_server *dns;
 	/* Sidecar: HTTP inbound (authz, request metrics) and outbound to services with routes go
 	 * through an L7 engine per workload (src/l7); its tunnels count towards max_connections. */
 	bool l7;
@@ -69,6 +72,7 @@ struct proxy_stats {
 	uint64_t accepted, refused_limit, outbound_hbone, outbound_passthrough, inbound_hbone,
 	    inbound_plaintext, denied, connect_failures;
 	uint64_t inbound_l7, outbound_l7; /* sidecar: connections given to its L7 engine */
+	uint64_t outbound_external, outbound_blackhole; /* external services; refused unknown */
 	size_t active;                    /* relayed connections open now */
 	size_t workloads, failed;         /* enrolled; recorded but not served */
 	bool draining;

@@ -176,11 +176,13 @@ proxy_report_config_dump(struct proxy_report *rp)
 			json_object_set_new(root, "identity_agent", ag);
 	}
 	proxy_get_stats(rp->px, &st);
-	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "accepted", (json_int_t)st.accepted, "active", (json_int_t)st.active,
 	    "refused_limit", (json_int_t)st.refused_limit,
 	    "outbound_hbone", (json_int_t)st.outbound_hbone,
 	    "outbound_passthrough", (json_int_t)st.outbound_passthrough,
+	    "outbound_external", (json_int_t)st.outbound_external,
+	    "outbound_blackhole", (json_int_t)st.outbound_blackhole,
 	    "inbound_hbone", (json_int_t)st.inbound_hbone,
 	    "inbound_plaintext", (json_int_t)st.inbound_plaintext,
 	    "denied", (json_int_t)st.denied,

@@ -2,6 +2,8 @@
 /* An enrolled workload's lifetime and the sockets it opens in its namespace (workload.h). */
 #include "config.h"
 
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "dns/server.h"
 #include "l7/waypoint.h"
 #include "proxy/workload.h"
 #include "tls/identity.h"
@@ -106,4 +109,92 @@ pw_app_socket(struct pworkload *w, const struct sockaddr_storage *client, int fa
 		fd = netns_tcp_socket(w->nsfd, family, &o);
 	}
 	return fd;
+}
+
+int
+pw_dns_socket(void *arg, int family, int type)
+{
+	struct pworkload *w = arg;
+	uint32_t mark = AMESH_MARK;
+	int fd = netns_socket(w->nsfd, family, type), e;
+
+	if (fd < 0)
+		return fd;
+	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
+		e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* A UDP socket in w's namespace bound to addr. Returns it or -errno. */
+static int
+udp_bound(struct pworkload *w, const struct sockaddr_storage *addr)
+{
+	int fd = netns_socket(w->nsfd, addr->ss_family, SOCK_DGRAM), one = 1, e;
+
+	if (fd < 0)
+		return fd;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    (addr->ss_family == AF_INET6 &&
+	    setsockopt(fd, SOL_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+	    bind(fd, (const struct sockaddr *)addr, addr->ss_family == AF_INET6 ?
+	    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in)) != 0) {
+		e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+int
+pw_dns_listen(struct pworkload *w, struct dns_server *s, uint16_t port, const bool fam[2])
+{
+	struct dns_listener_cfg c = {
+		.name = w->name,
+		.ns = w->ns,
+		.udp_fd = { -1, -1 },
+		.tcp_fd = { -1, -1 },
+		.socket_fn = pw_dns_socket,
+		.arg = w,
+		.on_closed = pw_release_cb,
+	};
+	int r = 0;
+
+	for (int f = 0; f < 2 && r == 0; f++) {
+		struct sockaddr_storage ss;
+		struct ip_addr lo = { .family = f ? AF_INET6 : AF_INET };
+
+		if (!fam[f])
+			continue;
+		if (f)
+			lo.a[15] = 1;
+		else {
+			lo.a[0] = 127;
+			lo.a[3] = 1;
+		}
+		sockaddr_from_ip(&ss, &lo, port);
+		if ((r = udp_bound(w, &ss)) >= 0) {
+			c.udp_fd[f] = r;
+			r = netns_listen(w->nsfd, (struct sockaddr *)&ss, 128);
+			if (r >= 0) {
+				c.tcp_fd[f] = r;
+				r = 0;
+			}
+		}
+	}
+	if (r != 0) {
+		for (int f = 0; f < 2; f++) {
+			if (c.udp_fd[f] >= 0)
+				close(c.udp_fd[f]);
+			if (c.tcp_fd[f] >= 0)
+				close(c.tcp_fd[f]);
+		}
+		return r;
+	}
+	r = dns_listen(s, &c, &w->dns);
+	if (r == 0)
+		pw_hold(w);
+	return r;
 }

@@ -16,6 +16,8 @@
 
 #include "net/netns.h" /* AMESH_MARK */
 
+struct dns_listener;
+struct dns_server;
 struct flows;
 struct hbone_pool;
 struct hbone_server;
@@ -35,6 +37,7 @@ struct pworkload {
 	struct identity *id;  /* the identity the HBONE server presents now (a reference) */
 	int open_handles;     /* parts still holding the workload */
 	uint64_t connections; /* relayed since enrolled */
+	struct dns_listener *dns; /* its DNS proxy listeners, else NULL (they hold the workload) */
 	struct waypoint *l7;  /* a sidecar's L7 engine for this workload, else NULL (owned) */
 	struct flows *fl;     /* where its listeners' connections go (flows.h); not owned */
 	/* Called once when the last part released it, just before it is freed. */
@@ -66,5 +69,12 @@ int pw_socket(void *arg, int family);
 /* A socket inside w's namespace to its app, marked, bound to client's address (IP_TRANSPARENT)
  * when it can be, else to its own. Returns an fd or a negative libuv code. */
 int pw_app_socket(struct pworkload *w, const struct sockaddr_storage *client, int family);
+
+/* The DNS proxy's socket factory (arg: the workload): UDP or TCP in its namespace, marked, for
+ * queries to the upstream resolvers. Returns an fd or a negative code. */
+int pw_dns_socket(void *arg, int family, int type);
+/* Opens w's DNS listeners on the loopback address of each family in fam (127.0.0.1, ::1), port
+ * port, UDP and TCP, served by s; they hold w until stopped. Returns 0 or a negative code. */
+int pw_dns_listen(struct pworkload *w, struct dns_server *s, uint16_t port, const bool fam[2]);
 
 #endif

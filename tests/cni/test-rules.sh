@@ -6,7 +6,7 @@
 # leave nothing behind. Root only; no traffic.
 . "$(dirname "$0")/lib-cni.sh"
 
-plan 49
+plan 50
 
 A="$AMESH -c $CONF"
 netns_add pod
@@ -137,17 +137,18 @@ run $A cni add --netns "$POD" --workload web
 run $A cni check
 check "cni add repairs it" '[ "$RC" -eq 0 ]'
 
-# amesh.conf refuses dns_capture = on while the ztunnel has no DNS proxy (the rules would send
-# the workload's DNS to a port nobody serves): the add fails and the rules stay as they were.
-# (src/nft/rules.c still builds the port 53 redirects, for when the proxy exists.)
+# dns_capture = on: the output chain sends UDP and TCP port 53 to the DNS proxy's port (15053),
+# before the loopback exemption, so a local stub resolver (127.0.0.53) is captured too.
 write_conf "$TMP/dns.conf" fail on
-render >"$TMP/rendered.before-dns"
 run "$AMESH" -c "$TMP/dns.conf" cni add --netns "$POD" --workload web
-check "dns_capture = on is refused with the reason" \
-	'[ "$RC" -ne 0 ] && echo "$ERR" | grep -q "dns_capture: the DNS proxy is not built in this version"'
-render >"$TMP/rendered.after-dns"
-run diff -u "$TMP/rendered.before-dns" "$TMP/rendered.after-dns"
-check "the refused add left the rules as they were" '[ "$RC" -eq 0 ]'
+run in_ns pod nft list chain inet amesh output
+check "dns_capture = on: UDP and TCP port 53 are redirected to 15053" \
+	'echo "$OUT" | grep -Eq "udp dport 53 .*redirect to :15053" && echo "$OUT" | grep -Eq "tcp dport 53 .*redirect to :15053"'
+check "the DNS redirects come before the loopback exemption" \
+	'[ "$(echo "$OUT" | grep -n "dport 53" | head -n 1 | cut -d: -f1)" -lt "$(echo "$OUT" | grep -n "oifname \"lo\"" | head -n 1 | cut -d: -f1)" ]'
+run $A cni add --netns "$POD" --workload web
+run in_ns pod nft list chain inet amesh output
+check "and dns_capture = off takes them away again" '! echo "$OUT" | grep -q "dport 53"'
 
 run $A cni del --workload web
 check "cni del unenrolls" '[ "$RC" -eq 0 ] && [ "$OUT" = "removed web" ]'

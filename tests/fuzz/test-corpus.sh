@@ -104,9 +104,10 @@ check_corpus() {
 	fi
 }
 
-echo "1..4"
+echo "1..5"
 check_corpus conf
 check_corpus registry
 check_corpus csr
 check_corpus careq
+check_corpus dns
 [ "$failed" -eq 0 ]

@@ -51,6 +51,11 @@ TEST(conf_defaults)
 	ASSERT_EQ(c->ztunnel.proxy.inbound_plaintext_port, 15006);
 	ASSERT_EQ(c->ztunnel.proxy.hbone_port, 15008);
 	ASSERT_EQ(c->ztunnel.proxy.dns_port, 15053);
+	ASSERT(!c->ztunnel.proxy.dns_capture); /* built in; the sample sets it on */
+	ASSERT_STREQ(c->dns.domain, "cluster.local");
+	ASSERT_EQ(c->dns.timeout, 5000);
+	ASSERT_EQ(c->dns.upstream.n, 0);
+	ASSERT_EQ(c->mesh.outbound, CONF_OUTBOUND_ALLOW_ANY);
 	ASSERT_STREQ(addr(&c->ztunnel.proxy.admin_address), "127.0.0.1:15000");
 	ASSERT_STREQ(addr(&c->ztunnel.proxy.metrics_address), "0.0.0.0:15020");
 	ASSERT_STREQ(addr(&c->ztunnel.proxy.readiness_address), "0.0.0.0:15021");
@@ -149,7 +154,7 @@ static const struct {
 	{ "[mesh]\nbogus = 1",
 	    "t.conf:2: unknown key 'bogus' in [mesh]" },
 	{ "[meshy]\nnode = a",
-	    "t.conf:1: unknown section [meshy] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca)" },
+	    "t.conf:1: unknown section [meshy] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca, dns)" },
 	{ "node = a",
 	    "t.conf:1: key 'node' outside of any section" },
 	{ "[mesh]\nnode = a\n[mesh]",
@@ -222,7 +227,7 @@ static const struct {
 	{ "[identity]\nexpiry_warning = 1y",
 	    "t.conf:2: [identity] expiry_warning: '1y': unknown duration unit (use ms, s, m, h or d)" },
 	{ "[waypoint \"x\"]\nname = a",
-	    "t.conf:1: unknown section [waypoint \"x\"] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca)" },
+	    "t.conf:1: unknown section [waypoint \"x\"] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca, dns)" },
 	{ "[ztunnel]\nsocket =",
 	    "t.conf:2: [ztunnel] socket: empty value" },
 	{ "[waypoint]\nbuffer_size = 32M",
@@ -248,8 +253,12 @@ static const struct {
 	    "t.conf:2: [ztunnel] connect_timeout: '0s': must be at least 1ms" },
 	{ "[ mesh ]\nnode = a\nnodes = b",
 	    "t.conf:3: unknown key 'nodes' in [mesh]" },
-	{ "[ztunnel]\ndns_capture = on",
-	    "t.conf:2: [ztunnel] dns_capture: the DNS proxy is not built in this version; leave it off" },
+	{ "[mesh]\noutbound = deny",
+	    "t.conf:2: [mesh] outbound: 'deny': expected one of allow_any, registry_only" },
+	{ "[dns]\nupstream = 10.0.0.1, resolver.example",
+	    "t.conf:2: [dns] upstream: 'resolver.example' is not an address (IP or IP:PORT, [IPv6]:PORT)" },
+	{ "[dns]\nupstream = 10.0.0.1, 10.0.0.2, 10.0.0.3:5353, [fd00::1]:53",
+	    "t.conf:2: [dns] upstream: at most 3 resolvers" },
 };
 
 TEST(conf_bad_inputs)
@@ -291,7 +300,7 @@ TEST(conf_all_errors_reported)
 	ASSERT_STREQ(d.msg[2], "t.conf:6: [ztunnel] drain_timeout: '5': duration needs a unit "
 	    "(ms, s, m, h or d)");
 	ASSERT_STREQ(d.msg[3], "t.conf:7: unknown section [nope] (expected one of: mesh, identity, "
-	    "log, ztunnel, waypoint, sidecar, cni, ca)");
+	    "log, ztunnel, waypoint, sidecar, cni, ca, dns)");
 	diag_clear(&d);
 }
 

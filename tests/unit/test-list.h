@@ -128,4 +128,9 @@
 	X(pipeline_grpc_status)               \
 	X(pipeline_registry_refresh)          \
 	X(l4_unqueued_bytes_reset)           \
-	X(l7_accept_peer_id_alloc_failure)
+	X(l7_accept_peer_id_alloc_failure)    \
+	X(dns_registry_answers)               \
+	X(dns_nxdomain_and_forward)           \
+	X(dns_malformed)                      \
+	X(dns_auto_vips)                      \
+	X(dns_external_service)

@@ -1,0 +1,355 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* DNS queries read and answered with ldns (msg.h). */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <ldns/ldns.h>
+
+#include "dns/msg.h"
+
+static const char *const result_names[DNS_NRESULTS] = {
+	"registry", "nxdomain", "forwarded", "servfail", "formerr", "notimp", "dropped",
+};
+static const char *const type_names[DNS_NQTYPES] = {
+	"A", "AAAA", "PTR", "SRV", "TXT", "MX", "CNAME", "HTTPS", "ANY", "other", "none",
+};
+
+const char *
+dns_result_name(int result)
+{
+	return result >= 0 && result < DNS_NRESULTS ? result_names[result] : "unknown";
+}
+
+const char *
+dns_type_name(int qtype_class)
+{
+	return qtype_class >= 0 && qtype_class < DNS_NQTYPES ? type_names[qtype_class] : "other";
+}
+
+static int
+qtype_class(ldns_rr_type t)
+{
+	switch (t) {
+	case LDNS_RR_TYPE_A: return DNS_QT_A;
+	case LDNS_RR_TYPE_AAAA: return DNS_QT_AAAA;
+	case LDNS_RR_TYPE_PTR: return DNS_QT_PTR;
+	case LDNS_RR_TYPE_SRV: return DNS_QT_SRV;
+	case LDNS_RR_TYPE_TXT: return DNS_QT_TXT;
+	case LDNS_RR_TYPE_MX: return DNS_QT_MX;
+	case LDNS_RR_TYPE_CNAME: return DNS_QT_CNAME;
+	case LDNS_RR_TYPE_HTTPS: return DNS_QT_HTTPS;
+	case LDNS_RR_TYPE_ANY: return DNS_QT_ANY;
+	default: return DNS_QT_OTHER;
+	}
+}
+
+bool
+dns_truncated(const uint8_t *m, size_t len)
+{
+	return len >= DNS_HEADER_LEN && (m[2] & 0x02) != 0;
+}
+
+/* The query's name as text: lower case, no final dot. False when it is not a plain host name
+ * (escapes, over-long): such a name is never the registry's. */
+static bool
+name_of(const ldns_rdf *owner, char *out, size_t outlen)
+{
+	char *s = ldns_rdf2str(owner);
+	size_t n;
+	bool ok = true;
+
+	out[0] = '\0';
+	if (s == NULL)
+		return false;
+	n = strlen(s);
+	if (n > 0 && s[n - 1] == '.')
+		s[--n] = '\0';
+	if (n >= outlen)
+		ok = false;
+	for (size_t i = 0; ok && i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '\\' || c <= ' ' || c >= 0x7f)
+			ok = false;
+		out[i] = (char)tolower(c);
+	}
+	if (ok)
+		out[n] = '\0';
+	else
+		out[0] = '\0';
+	free(s);
+	return ok;
+}
+
+/* Service NAME of namespace ns, if the registry has it. */
+static const struct reg_service *
+service_in(const struct registry *reg, const char *name, size_t namelen, const char *ns,
+    size_t nslen)
+{
+	char buf[256];
+	const struct reg_service *s;
+
+	if (namelen == 0 || namelen >= sizeof(buf) || nslen == 0)
+		return NULL;
+	memcpy(buf, name, namelen);
+	buf[namelen] = '\0';
+	s = registry_find(reg, REG_SERVICE, buf);
+	if (s == NULL || s->namespace == NULL || strlen(s->namespace) != nslen ||
+	    memcmp(s->namespace, ns, nslen) != 0)
+		return NULL;
+	return s;
+}
+
+/* The service a name stands for (msg.h's list of forms); *under says whether the name is the
+ * mesh domain or below it. */
+static const struct reg_service *
+lookup(const struct dns_zone *z, const char *name, bool *under)
+{
+	size_t n = strlen(name), dl = z->domain != NULL ? strlen(z->domain) : 0, bl;
+	const char *l[4];
+	size_t ll[4], nl = 0;
+	const struct reg_service *s;
+
+	*under = dl > 0 && (strcmp(name, z->domain) == 0 ||
+	    (n > dl + 1 && name[n - dl - 1] == '.' && strcmp(name + n - dl, z->domain) == 0));
+	if (z->reg == NULL || n == 0)
+		return NULL;
+	if ((s = registry_service_by_hostname(z->reg, name)) != NULL)
+		return s;
+	bl = *under ? (n > dl ? n - dl - 1 : 0) : n;
+	/* The labels of the name without the domain: at most three matter. */
+	for (size_t i = 0, start = 0; i <= bl; i++) {
+		if (i < bl && name[i] != '.')
+			continue;
+		if (nl == 3)
+			return NULL;
+		l[nl] = name + start;
+		ll[nl++] = i - start;
+		start = i + 1;
+	}
+	if (bl == 0)
+		return NULL;
+	if (nl == 3 && !(ll[2] == 3 && memcmp(l[2], "svc", 3) == 0))
+		return NULL;
+	if (*under) /* only NAME.NS.svc.DOMAIN */
+		return nl == 3 ? service_in(z->reg, l[0], ll[0], l[1], ll[1]) : NULL;
+	if (nl == 1)
+		return z->ns != NULL ? service_in(z->reg, l[0], ll[0], z->ns, strlen(z->ns)) : NULL;
+	return service_in(z->reg, l[0], ll[0], l[1], ll[1]);
+}
+
+static ldns_pkt *
+answer_to(const ldns_pkt *q, ldns_pkt_rcode rcode)
+{
+	ldns_pkt *a = ldns_pkt_new();
+	const ldns_rr_list *qs = ldns_pkt_question(q);
+
+	if (a == NULL)
+		return NULL;
+	ldns_pkt_set_id(a, ldns_pkt_id(q));
+	ldns_pkt_set_qr(a, true);
+	ldns_pkt_set_opcode(a, ldns_pkt_get_opcode(q));
+	ldns_pkt_set_rd(a, ldns_pkt_rd(q));
+	ldns_pkt_set_cd(a, ldns_pkt_cd(q));
+	ldns_pkt_set_ra(a, true);
+	ldns_pkt_set_rcode(a, (uint8_t)rcode);
+	if (qs != NULL && ldns_rr_list_rr_count(qs) == 1) {
+		ldns_rr *c = ldns_rr_clone(ldns_rr_list_rr(qs, 0));
+
+		if (c == NULL || !ldns_pkt_push_rr(a, LDNS_SECTION_QUESTION, c)) {
+			ldns_rr_free(c);
+			ldns_pkt_free(a);
+			return NULL;
+		}
+	}
+	if (ldns_pkt_edns(q))
+		ldns_pkt_set_edns_udp_size(a, 1232);
+	return a;
+}
+
+/* The records of s of the asked type (A or AAAA), pushed into a. Returns false when out of
+ * memory. */
+static bool
+add_addresses(ldns_pkt *a, const ldns_rr *question, const struct reg_service *s, uint32_t ttl)
+{
+	ldns_rr_type t = ldns_rr_get_type(question);
+	int family = t == LDNS_RR_TYPE_A ? AF_INET : t == LDNS_RR_TYPE_AAAA ? AF_INET6 : 0;
+
+	for (size_t i = 0; family != 0 && i < s->vips.n; i++) {
+		const struct ip_addr *ip = &s->vips.v[i];
+		ldns_rr *rr;
+		ldns_rdf *owner, *rd;
+
+		if (ip->family != family)
+			continue;
+		rr = ldns_rr_new();
+		owner = ldns_rdf_clone(ldns_rr_owner(question));
+		rd = ldns_rdf_new_frm_data(family == AF_INET ? LDNS_RDF_TYPE_A : LDNS_RDF_TYPE_AAAA,
+		    family == AF_INET ? 4 : 16, ip->a);
+		if (rr == NULL || owner == NULL || rd == NULL) {
+			ldns_rr_free(rr);
+			ldns_rdf_deep_free(owner);
+			ldns_rdf_deep_free(rd);
+			return false;
+		}
+		ldns_rr_set_owner(rr, owner);
+		ldns_rr_set_ttl(rr, ttl);
+		ldns_rr_set_type(rr, t);
+		ldns_rr_set_class(rr, LDNS_RR_CLASS_IN);
+		if (!ldns_rr_push_rdf(rr, rd)) {
+			ldns_rdf_deep_free(rd);
+			ldns_rr_free(rr);
+			return false;
+		}
+		if (!ldns_pkt_push_rr(a, LDNS_SECTION_ANSWER, rr)) {
+			ldns_rr_free(rr);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Writes a out; over UDP, an answer larger than max goes without records and with TC. */
+static bool
+to_wire(ldns_pkt *a, bool tcp, size_t max, uint8_t **out, size_t *outlen)
+{
+	if (ldns_pkt2wire(out, a, outlen) != LDNS_STATUS_OK)
+		return false;
+	if (tcp || *outlen <= max)
+		return true;
+	free(*out);
+	*out = NULL;
+	ldns_rr_list_deep_free(ldns_pkt_answer(a));
+	ldns_pkt_set_answer(a, ldns_rr_list_new());
+	ldns_pkt_set_ancount(a, 0);
+	ldns_pkt_set_tc(a, true);
+	return ldns_pkt2wire(out, a, outlen) == LDNS_STATUS_OK;
+}
+
+/* FORMERR or NOTIMP from the header alone (the rest could not be read or is not ours). */
+static uint8_t *
+header_only(const uint8_t *q, uint8_t rcode, size_t *outlen)
+{
+	uint8_t *m = calloc(1, DNS_HEADER_LEN);
+
+	if (m == NULL)
+		return NULL;
+	m[0] = q[0];
+	m[1] = q[1];
+	m[2] = (uint8_t)(0x80 | (q[2] & 0x79)); /* QR, the opcode and RD of the query */
+	m[3] = (uint8_t)(0x80 | (rcode & 0x0f)); /* RA */
+	*outlen = DNS_HEADER_LEN;
+	return m;
+}
+
+enum dns_action
+dns_handle_query(const struct dns_zone *z, const uint8_t *q, size_t len, bool tcp, uint8_t **out,
+    size_t *outlen, struct dns_query_info *info)
+{
+	ldns_pkt *p = NULL, *a = NULL;
+	const ldns_rr *question;
+	const struct reg_service *s;
+	enum dns_action act = DNS_DROP;
+	bool under;
+
+	*out = NULL;
+	*outlen = 0;
+	memset(info, 0, sizeof(*info));
+	info->qtype = DNS_QT_NONE;
+	info->result = DNS_RES_DROPPED;
+	info->max_answer = DNS_UDP_MIN;
+	if (len < DNS_HEADER_LEN || (q[2] & 0x80) != 0)
+		return DNS_DROP; /* no header to answer, or a response: never answer those */
+	if (((q[2] >> 3) & 0x0f) != LDNS_PACKET_QUERY) {
+		*out = header_only(q, LDNS_RCODE_NOTIMPL, outlen);
+		info->result = DNS_RES_NOTIMP;
+		return *out != NULL ? DNS_REPLY : DNS_DROP;
+	}
+	if (ldns_wire2pkt(&p, q, len) != LDNS_STATUS_OK || ldns_pkt_qdcount(p) != 1 ||
+	    ldns_pkt_ancount(p) != 0 || ldns_rr_list_rr_count(ldns_pkt_question(p)) != 1) {
+		ldns_pkt_free(p);
+		*out = header_only(q, LDNS_RCODE_FORMERR, outlen);
+		info->result = DNS_RES_FORMERR;
+		return *out != NULL ? DNS_REPLY : DNS_DROP;
+	}
+	question = ldns_rr_list_rr(ldns_pkt_question(p), 0);
+	info->qtype = qtype_class(ldns_rr_get_type(question));
+	if (ldns_pkt_edns(p) && ldns_pkt_edns_udp_size(p) > DNS_UDP_MIN)
+		info->max_answer = ldns_pkt_edns_udp_size(p);
+	if (!name_of(ldns_rr_owner(question), info->name, sizeof(info->name)) ||
+	    ldns_rr_get_class(question) != LDNS_RR_CLASS_IN) {
+		act = DNS_FORWARD; /* not a name of ours */
+		goto out;
+	}
+	s = lookup(z, info->name, &under);
+	if (s == NULL && !under) {
+		act = DNS_FORWARD;
+		goto out;
+	}
+	a = answer_to(p, s != NULL ? LDNS_RCODE_NOERROR : LDNS_RCODE_NXDOMAIN);
+	if (a == NULL)
+		goto out;
+	ldns_pkt_set_aa(a, true);
+	if (s != NULL && !add_addresses(a, question, s, z->ttl))
+		goto out;
+	if (!to_wire(a, tcp, info->max_answer, out, outlen))
+		goto out;
+	info->result = s != NULL ? DNS_RES_REGISTRY : DNS_RES_NXDOMAIN;
+	act = DNS_REPLY;
+out:
+	ldns_pkt_free(a);
+	ldns_pkt_free(p);
+	return act;
+}
+
+uint8_t *
+dns_servfail(const uint8_t *q, size_t len, size_t *outlen)
+{
+	ldns_pkt *p = NULL, *a;
+	uint8_t *out = NULL;
+
+	*outlen = 0;
+	if (len < DNS_HEADER_LEN)
+		return NULL;
+	if (ldns_wire2pkt(&p, q, len) != LDNS_STATUS_OK)
+		return header_only(q, LDNS_RCODE_SERVFAIL, outlen);
+	a = answer_to(p, LDNS_RCODE_SERVFAIL);
+	if (a == NULL || ldns_pkt2wire(&out, a, outlen) != LDNS_STATUS_OK) {
+		out = NULL;
+		*outlen = 0;
+	}
+	ldns_pkt_free(a);
+	ldns_pkt_free(p);
+	return out;
+}
+
+bool
+dns_reply_matches(const uint8_t *q, size_t qlen, const uint8_t *r, size_t rlen)
+{
+	ldns_pkt *pq = NULL, *pr = NULL;
+	const ldns_rr *a, *b;
+	bool ok = false;
+
+	if (qlen < DNS_HEADER_LEN || rlen < DNS_HEADER_LEN || q[0] != r[0] || q[1] != r[1] ||
+	    (r[2] & 0x80) == 0)
+		return false;
+	if (ldns_wire2pkt(&pq, q, qlen) != LDNS_STATUS_OK ||
+	    ldns_wire2pkt(&pr, r, rlen) != LDNS_STATUS_OK)
+		goto out;
+	if (ldns_rr_list_rr_count(ldns_pkt_question(pq)) != 1 ||
+	    ldns_rr_list_rr_count(ldns_pkt_question(pr)) != 1)
+		goto out;
+	a = ldns_rr_list_rr(ldns_pkt_question(pq), 0);
+	b = ldns_rr_list_rr(ldns_pkt_question(pr), 0);
+	ok = ldns_rr_get_type(a) == ldns_rr_get_type(b) &&
+	    ldns_rr_get_class(a) == ldns_rr_get_class(b) &&
+	    ldns_dname_compare(ldns_rr_owner(a), ldns_rr_owner(b)) == 0;
+out:
+	ldns_pkt_free(pq);
+	ldns_pkt_free(pr);
+	return ok;
+}
