@@ -129,10 +129,11 @@ proxy_report_config_dump(struct proxy_report *rp)
 				    s->ports.v[p].port, "target_port", s->ports.v[p].target));
 			for (size_t e = 0; e < s->n_endpoints; e++)
 				json_array_append_new(eps, json_string(s->endpoints[e]->h.name));
-			json_array_append_new(svcs, json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:s?}",
+			json_array_append_new(svcs, json_pack("{s:s,s:s,s:s,s:o,s:b,s:o,s:o,s:s?,s:b,s:o}",
 			    "name", s->h.name, "namespace", s->namespace, "hostname", s->hostname,
-			    "vips", addr_list(&s->vips), "ports", ports, "endpoints", eps,
-			    "waypoint", s->waypoint));
+			    "vips", addr_list(&s->vips), "vip_auto", s->vip_auto, "ports", ports,
+			    "endpoints", eps, "waypoint", s->waypoint, "external", s->external,
+			    "addresses", addr_list(&s->addresses)));
 		}
 		json_object_set_new(reg, "workload_list", wls);
 		json_object_set_new(reg, "service_list", svcs);

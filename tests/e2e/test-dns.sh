@@ -21,7 +21,7 @@ for t in nft dnsmasq dig getent unshare; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 32
+plan 33
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -184,6 +184,16 @@ short a1 web.default.svc.cluster.local AAAA && WA6=$OUT
 check "auto-allocated VIP of web: $WA on host A, $WB on host B, $WA6" \
 	'[ -n "$WA" ] && [ "$WA" = "$WB" ] && case $WA in 240.240.*) true ;; *) false ;; esac &&
 	 case $WA6 in 2001:2:*) true ;; *) false ;; esac'
+dump_web() { # dump_web HOST: web's vips and vip_auto from the admin /config_dump
+	lab_exec h$1 $PY -c 'import json, urllib.request
+d = json.load(urllib.request.urlopen("http://127.0.0.1:15000/config_dump", timeout=2))
+s = [s for s in d["registry"]["service_list"] if s["name"] == "web"][0]
+print(" ".join(s["vips"]), s["vip_auto"])'
+}
+DA=$(dump_web a)
+DB=$(dump_web b)
+check "config_dump shows the auto VIPs, the same on both hosts ($DA)" \
+	'[ "$DA" = "$DB" ] && [ "$DA" = "$WA $WA6 True" ]'
 run lab_exec a1 $PY "$LAB_PEER" connect --addr "$WA" --port 80 --msg auto --timeout 5
 check "a connection to the auto VIP reaches an endpoint" 'echo "$OUT" | grep -Eq "local (10.1.1.3|10.1.2.2) 8080 msg auto"'
 run lab_exec a1 $PY "$LAB_PEER" connect --addr web --port 80 --msg autoname --timeout 5
