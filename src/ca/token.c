@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <mbedtls/base64.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
@@ -20,23 +19,10 @@
 #include "core/err.h"
 #include "core/util.h"
 #include "tls/ca.h"
+#include "tls/cert.h"
 #include "tls/rng.h"
 
 #define TOKEN_FILE_MAX 256
-
-static int
-fail(char *why, size_t whylen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static int
-fail(char *why, size_t whylen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-	return code;
-}
 
 /* The token's shape: the prefix and 43 base64url characters. */
 static bool
@@ -72,7 +58,7 @@ static int
 make_dir(const char *path, char *why, size_t whylen)
 {
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return fail(why, whylen, -errno, "cannot create %s: %s", path, strerror(errno));
+		return cert_fail(why, whylen, -errno, "cannot create %s: %s", path, strerror(errno));
 	return 0;
 }
 
@@ -118,7 +104,7 @@ token_create(const char *dir, const char *node, uint64_t ttl, time_t now, char *
 	int r, n;
 
 	if (ttl == 0 || ttl > TOKEN_TTL_MAX)
-		return fail(why, whylen, AMESH_ERR_INVALID, "token lifetime must be 1s..%ds",
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "token lifetime must be 1s..%ds",
 		    TOKEN_TTL_MAX);
 	snprintf(sub, sizeof(sub), "%s/tokens", dir);
 	if ((r = make_dir(sub, why, whylen)) != 0)
@@ -127,7 +113,7 @@ token_create(const char *dir, const char *node, uint64_t ttl, time_t now, char *
 	if ((r = make_dir(sub, why, whylen)) != 0)
 		return r;
 	if (sweep(dir, now) >= TOKEN_MAX_PENDING)
-		return fail(why, whylen, AMESH_ERR_RANGE, "%d tokens wait unused in %s/tokens: use "
+		return cert_fail(why, whylen, AMESH_ERR_RANGE, "%d tokens wait unused in %s/tokens: use "
 		    "or remove some first", TOKEN_MAX_PENDING, dir);
 	rng_fill(rng_ctx(), rnd, sizeof(rnd));
 	memcpy(tok, TOKEN_PREFIX, pl);
@@ -137,7 +123,7 @@ token_create(const char *dir, const char *node, uint64_t ttl, time_t now, char *
 
 		if (mbedtls_base64_encode(b64, sizeof(b64), &olen, rnd, sizeof(rnd)) != 0 ||
 		    olen != 44)
-			return fail(why, whylen, AMESH_ERR_INVALID, "cannot encode the token");
+			return cert_fail(why, whylen, AMESH_ERR_INVALID, "cannot encode the token");
 		for (size_t i = 0; i < 43; i++)
 			tok[pl + i] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : (char)b64[i];
 		tok[pl + 43] = '\0';
@@ -145,11 +131,11 @@ token_create(const char *dir, const char *node, uint64_t ttl, time_t now, char *
 	}
 	mbedtls_platform_zeroize(rnd, sizeof(rnd));
 	if ((r = token_path(path, sizeof(path), dir, tok, false)) != 0)
-		return fail(why, whylen, r, "%s: path too long", dir);
+		return cert_fail(why, whylen, r, "%s: path too long", dir);
 	n = snprintf(body, sizeof(body), "node %s\nexpires %lld\n", node,
 	    (long long)(now + (time_t)ttl));
 	if (n < 0 || (size_t)n >= sizeof(body))
-		return fail(why, whylen, AMESH_ERR_TOOLONG, "node name too long");
+		return cert_fail(why, whylen, AMESH_ERR_TOOLONG, "node name too long");
 	return ca_write_file(path, body, (size_t)n, 0600, false, why, whylen);
 }
 
@@ -190,12 +176,12 @@ token_peek(const char *dir, const char *tok, time_t now, enum token_state *state
 		return 0;
 	for (int used = 0; used <= 1; used++) {
 		if (token_path(path, sizeof(path), dir, tok, used) != 0)
-			return fail(why, whylen, AMESH_ERR_TOOLONG, "%s: path too long", dir);
+			return cert_fail(why, whylen, AMESH_ERR_TOOLONG, "%s: path too long", dir);
 		r = read_token_file(path, node, nodelen, expires);
 		if (r == -ENOENT)
 			continue;
 		if (r != 0)
-			return fail(why, whylen, r, "cannot read %s: %s", path, amesh_strerror(r));
+			return cert_fail(why, whylen, r, "cannot read %s: %s", path, amesh_strerror(r));
 		*state = used ? TOKEN_USED : *expires < now ? TOKEN_EXPIRED : TOKEN_OK;
 		return 0;
 	}
@@ -210,12 +196,12 @@ token_consume(const char *dir, const char *tok, char *why, size_t whylen)
 
 	if (token_path(from, sizeof(from), dir, tok, false) != 0 ||
 	    token_path(to, sizeof(to), dir, tok, true) != 0)
-		return fail(why, whylen, AMESH_ERR_TOOLONG, "%s: path too long", dir);
+		return cert_fail(why, whylen, AMESH_ERR_TOOLONG, "%s: path too long", dir);
 	/* rename() is atomic: of two requests with the same token, one finds it gone. */
 	if (rename(from, to) != 0) {
 		if (errno == ENOENT)
-			return fail(why, whylen, AMESH_ERR_EXISTS, "join token already used");
-		return fail(why, whylen, -errno, "cannot mark the token used (%s): %s", to,
+			return cert_fail(why, whylen, AMESH_ERR_EXISTS, "join token already used");
+		return cert_fail(why, whylen, -errno, "cannot mark the token used (%s): %s", to,
 		    strerror(errno));
 	}
 	return 0;
@@ -241,14 +227,14 @@ node_revoke(const char *dir, const char *node, bool undo, char *why, size_t whyl
 	int r;
 
 	if (!ca_valid_name(node))
-		return fail(why, whylen, AMESH_ERR_INVALID, "bad node name '%s'", node);
+		return cert_fail(why, whylen, AMESH_ERR_INVALID, "bad node name '%s'", node);
 	snprintf(path, sizeof(path), "%s/revoked", dir);
 	if ((r = make_dir(path, why, whylen)) != 0)
 		return r;
 	snprintf(path, sizeof(path), "%s/revoked/%s", dir, node);
 	if (undo) {
 		if (unlink(path) != 0 && errno != ENOENT)
-			return fail(why, whylen, -errno, "cannot remove %s: %s", path,
+			return cert_fail(why, whylen, -errno, "cannot remove %s: %s", path,
 			    strerror(errno));
 		return 0;
 	}
