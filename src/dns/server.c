@@ -36,6 +36,7 @@ struct dns_server {
 
 struct fwd;
 struct tclient;
+struct upsock;
 
 struct dns_listener {
 	struct dns_server *s;
@@ -51,21 +52,30 @@ struct dns_listener {
 	struct fwd *fwds;
 	struct tclient *clients;
 	size_t nclients;
+	struct upsock *us[DNS_MAX_UPSTREAMS]; /* UDP to each upstream, opened at first use */
 };
 
-/* One attempt at an upstream, over UDP or TCP; it outlives its query when abandoned (f NULL). */
+/*
+ * The one UDP socket a listener asks upstream i through, open while the listener is. A socket
+ * per query would leave, once closed, a conntrack entry without NAT for its port and the
+ * upstream (30 s and more); a workload query that drew the same port would match it and skip
+ * the capture. A bound socket's port is never given to the workload. Answers are matched to
+ * queries by our random ID and by the question.
+ */
+struct upsock {
+	struct dns_listener *l;
+	size_t up;
+	uv_udp_t h;
+};
+
+/* One attempt at an upstream over TCP; it outlives its query when abandoned (f NULL). */
 struct upconn {
 	struct fwd *f;
-	bool tcp;
-	union {
-		uv_handle_t h;
-		uv_udp_t udp;
-		uv_tcp_t tcp;
-	} u;
+	uv_tcp_t tcp;
 	uv_connect_t conn;
 	uv_write_t wr;
-	uint8_t *out; /* TCP: length and query */
-	uint8_t *in;  /* TCP: the answer so far, length first */
+	uint8_t *out; /* length and query */
+	uint8_t *in;  /* the answer so far, length first */
 	size_t inlen;
 };
 
@@ -80,7 +90,8 @@ struct fwd {
 	uint8_t cid[2];    /* the client's ID */
 	size_t max_answer; /* UDP: the largest answer the client takes */
 	size_t up, tries;
-	struct upconn *uc;
+	struct upconn *uc;  /* the TCP attempt in progress */
+	struct upsock *us;  /* or the UDP socket an answer is awaited on */
 	uint8_t *trunc; /* a truncated UDP answer, kept while asking again over TCP */
 	size_t trunclen;
 	uint64_t start;
@@ -303,7 +314,15 @@ uc_abandon(struct upconn *uc)
 	if (uc->f != NULL)
 		uc->f->uc = NULL;
 	uc->f = NULL;
-	uv_close(&uc->u.h, uc_closed);
+	uv_close((uv_handle_t *)&uc->tcp, uc_closed);
+}
+
+/* f's attempt is over, over TCP or UDP: nothing it asked can answer it any more. */
+static void
+attempt_end(struct fwd *f)
+{
+	uc_abandon(f->uc);
+	f->us = NULL;
 }
 
 static void
@@ -324,7 +343,7 @@ fwd_release(struct fwd *f)
 {
 	struct dns_listener *l = f->l;
 
-	uc_abandon(f->uc);
+	attempt_end(f);
 	if (f->prev != NULL)
 		f->prev->next = f->next;
 	else
@@ -411,7 +430,7 @@ fwd_next(struct fwd *f)
 	struct dns_server *s = f->l->s;
 
 	metrics_counter_add(s->upfail, 1);
-	uc_abandon(f->uc);
+	attempt_end(f);
 	if (f->trunc != NULL) {
 		/* Asking over TCP after a truncated answer failed: the client has that one. */
 		fwd_finish(f, f->trunc, f->trunclen);
@@ -447,7 +466,7 @@ fwd_answer(struct fwd *f, const uint8_t *m, size_t len, bool over_tcp)
 		if (f->trunc != NULL) {
 			memcpy(f->trunc, m, len);
 			f->trunclen = len;
-			uc_abandon(f->uc);
+			attempt_end(f);
 			fwd_attempt(f, true);
 			return;
 		}
@@ -455,38 +474,123 @@ fwd_answer(struct fwd *f, const uint8_t *m, size_t len, bool over_tcp)
 	fwd_finish(f, m, len);
 }
 
-static void
-uc_udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
-    unsigned flags)
+/* The query awaiting the answer m on us: our ID, then the same question. */
+static struct fwd *
+us_waiter(struct upsock *us, const uint8_t *m, size_t len)
 {
-	struct upconn *uc = h->data;
-	struct fwd *f = uc->f;
+	for (struct fwd *f = us->l->fwds; f != NULL; f = f->next)
+		if (f->us == us && len >= 2 && m[0] == f->q[0] && m[1] == f->q[1])
+			return dns_reply_matches(f->q, f->qlen, m, len) ? f : NULL;
+	return NULL;
+}
 
-	if (f == NULL || nread == 0)
-		return;
-	if (nread < 0) {
-		fwd_next(f); /* e.g. ECONNREFUSED: nothing listens there */
-		return;
-	}
-	if ((flags & UV_UDP_PARTIAL) != 0)
-		return;
-	(void)addr; /* connected: only the upstream's datagrams arrive */
-	fwd_answer(f, (const uint8_t *)buf->base, (size_t)nread, false);
+/* The first query still awaiting an answer on us, or NULL. */
+static struct fwd *
+us_first(struct upsock *us)
+{
+	for (struct fwd *f = us->l->fwds; f != NULL; f = f->next)
+		if (f->us == us)
+			return f;
+	return NULL;
 }
 
 static void
-uc_udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+us_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
+    unsigned flags)
 {
-	struct upconn *uc = h->data;
+	struct upsock *us = h->data;
+	struct fwd *f;
 
-	(void)suggested;
-	if (uc->f == NULL) {
-		static char none[1];
-
-		*buf = uv_buf_init(none, sizeof(none));
+	(void)addr; /* connected: only the upstream's datagrams arrive */
+	if (nread == 0 || (flags & UV_UDP_PARTIAL) != 0)
+		return;
+	if (nread < 0) {
+		/* E.g. ECONNREFUSED: nothing listens there. It is the socket's error, not one
+		 * query's: every query waiting on it moves on (fwd_next takes each off us). */
+		while ((f = us_first(us)) != NULL)
+			fwd_next(f);
 		return;
 	}
-	*buf = uv_buf_init((char *)uc->f->l->s->rbuf, sizeof(uc->f->l->s->rbuf));
+	if ((f = us_waiter(us, (const uint8_t *)buf->base, (size_t)nread)) != NULL)
+		fwd_answer(f, (const uint8_t *)buf->base, (size_t)nread, false);
+}
+
+static void
+us_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct upsock *us = h->data;
+
+	(void)suggested;
+	*buf = uv_buf_init((char *)us->l->s->rbuf, sizeof(us->l->s->rbuf));
+}
+
+static void
+us_closed(uv_handle_t *h)
+{
+	struct upsock *us = h->data;
+	struct dns_listener *l = us->l;
+
+	free(us);
+	listener_unref(l);
+}
+
+/* l's UDP socket to upstream i, opened (and connected) at first use; NULL with *err set. */
+static struct upsock *
+us_get(struct dns_listener *l, size_t i, int *err)
+{
+	const struct sockaddr_storage *up = &l->s->up[i];
+	struct upsock *us = l->us[i];
+	int fd;
+
+	if (us != NULL)
+		return us;
+	if ((fd = l->socket_fn(l->arg, up->ss_family, SOCK_DGRAM)) < 0) {
+		*err = fd;
+		return NULL;
+	}
+	if ((us = calloc(1, sizeof(*us))) == NULL) {
+		close(fd);
+		*err = AMESH_ERR_NOMEM;
+		return NULL;
+	}
+	us->l = l;
+	us->up = i;
+	uv_udp_init(l->s->cfg.loop, &us->h);
+	us->h.data = us;
+	l->handles++;
+	if ((*err = uv_udp_open(&us->h, fd)) != 0) {
+		close(fd);
+		uv_close((uv_handle_t *)&us->h, us_closed);
+		return NULL;
+	}
+	if ((*err = uv_udp_connect(&us->h, (const struct sockaddr *)up)) != 0 ||
+	    (*err = uv_udp_recv_start(&us->h, us_alloc, us_recv)) != 0) {
+		uv_close((uv_handle_t *)&us->h, us_closed);
+		return NULL;
+	}
+	l->us[i] = us;
+	return us;
+}
+
+/* A fresh random ID for f's query that no other query awaiting an answer on us has. */
+static void
+us_new_id(struct upsock *us, struct fwd *f)
+{
+	uint16_t id = 0;
+
+	for (int tries = 0; tries < 16; tries++) {
+		bool taken = false;
+
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+			id = (uint16_t)(uv_hrtime() + (uint64_t)tries);
+		for (struct fwd *o = us->l->fwds; o != NULL && !taken; o = o->next)
+			taken = o != f && o->us == us && o->q[0] == (uint8_t)(id >> 8) &&
+			    o->q[1] == (uint8_t)id;
+		if (!taken)
+			break;
+	}
+	f->q[0] = (uint8_t)(id >> 8);
+	f->q[1] = (uint8_t)id;
 }
 
 static void
@@ -555,8 +659,8 @@ uc_tcp_connected(uv_connect_t *c, int status)
 	}
 	b = uv_buf_init((char *)uc->out, (unsigned)(2 + f->qlen));
 	uc->wr.data = uc;
-	if (uv_write(&uc->wr, (uv_stream_t *)&uc->u.tcp, &b, 1, uc_tcp_written) != 0 ||
-	    uv_read_start((uv_stream_t *)&uc->u.tcp, uc_tcp_alloc, uc_tcp_read) != 0)
+	if (uv_write(&uc->wr, (uv_stream_t *)&uc->tcp, &b, 1, uc_tcp_written) != 0 ||
+	    uv_read_start((uv_stream_t *)&uc->tcp, uc_tcp_alloc, uc_tcp_read) != 0)
 		fwd_next(f);
 }
 
@@ -567,15 +671,34 @@ fwd_attempt(struct fwd *f, bool tcp)
 	struct dns_listener *l = f->l;
 	struct dns_server *s = l->s;
 	const struct sockaddr_storage *up = &s->up[f->up];
-	struct upconn *uc = calloc(1, sizeof(*uc));
+	struct upconn *uc;
 	int fd, r;
 
 	uv_timer_start(&f->timer, fwd_timeout, s->cfg.conf->dns.timeout / s->nup, 0);
-	if (uc == NULL) {
+	if (!tcp) {
+		struct upsock *us = us_get(l, f->up, &r);
+		uv_buf_t b;
+
+		if (us == NULL) {
+			char a[128];
+
+			log_warn("dns: %s: cannot open a socket to %s: %s", l->name,
+			    sockaddr_str(up, a, sizeof(a)), amesh_strerror(r));
+			fwd_next(f);
+			return;
+		}
+		us_new_id(us, f);
+		b = uv_buf_init((char *)f->q, (unsigned)f->qlen);
+		f->us = us;
+		if (uv_udp_try_send(&us->h, &b, 1, NULL) < 0)
+			fwd_next(f); /* e.g. its send buffer is full: the upstream is not keeping up */
+		return;
+	}
+	if ((uc = calloc(1, sizeof(*uc))) == NULL) {
 		fwd_finish(f, NULL, 0);
 		return;
 	}
-	fd = l->socket_fn(l->arg, up->ss_family, tcp ? SOCK_STREAM : SOCK_DGRAM);
+	fd = l->socket_fn(l->arg, up->ss_family, SOCK_STREAM);
 	if (fd < 0) {
 		char a[128];
 
@@ -585,42 +708,23 @@ fwd_attempt(struct fwd *f, bool tcp)
 		fwd_next(f);
 		return;
 	}
-	uc->tcp = tcp;
 	uc->f = f;
 	f->uc = uc;
-	if (tcp) {
-		uc->out = malloc(2 + f->qlen);
-		uv_tcp_init(l->s->cfg.loop, &uc->u.tcp);
-		uc->u.h.data = uc;
-		uc->conn.data = uc;
-		if (uc->out == NULL || (r = uv_tcp_open(&uc->u.tcp, fd)) != 0) {
-			close(fd);
-			fwd_next(f);
-			return;
-		}
-		uc->out[0] = (uint8_t)(f->qlen >> 8);
-		uc->out[1] = (uint8_t)f->qlen;
-		memcpy(uc->out + 2, f->q, f->qlen);
-		if (uv_tcp_connect(&uc->conn, &uc->u.tcp, (const struct sockaddr *)up,
-		    uc_tcp_connected) != 0)
-			fwd_next(f);
-		return;
-	}
-	uv_udp_init(l->s->cfg.loop, &uc->u.udp);
-	uc->u.h.data = uc;
-	if ((r = uv_udp_open(&uc->u.udp, fd)) != 0) {
+	uc->out = malloc(2 + f->qlen);
+	uv_tcp_init(l->s->cfg.loop, &uc->tcp);
+	uc->tcp.data = uc;
+	uc->conn.data = uc;
+	if (uc->out == NULL || (r = uv_tcp_open(&uc->tcp, fd)) != 0) {
 		close(fd);
 		fwd_next(f);
 		return;
 	}
-	{
-		uv_buf_t b = uv_buf_init((char *)f->q, (unsigned)f->qlen);
-
-		if (uv_udp_connect(&uc->u.udp, (const struct sockaddr *)up) != 0 ||
-		    uv_udp_recv_start(&uc->u.udp, uc_udp_alloc, uc_udp_recv) != 0 ||
-		    uv_udp_try_send(&uc->u.udp, &b, 1, NULL) < 0)
-			fwd_next(f);
-	}
+	uc->out[0] = (uint8_t)(f->qlen >> 8);
+	uc->out[1] = (uint8_t)f->qlen;
+	memcpy(uc->out + 2, f->q, f->qlen);
+	if (uv_tcp_connect(&uc->conn, &uc->tcp, (const struct sockaddr *)up,
+	    uc_tcp_connected) != 0)
+		fwd_next(f);
 }
 
 /*
@@ -986,5 +1090,10 @@ dns_listener_stop(struct dns_listener *l)
 			uv_close((uv_handle_t *)&l->tcp[f], handle_closed);
 		l->has_udp[f] = l->has_tcp[f] = false;
 	}
+	for (size_t i = 0; i < DNS_MAX_UPSTREAMS; i++)
+		if (l->us[i] != NULL) {
+			uv_close((uv_handle_t *)&l->us[i]->h, us_closed);
+			l->us[i] = NULL;
+		}
 	listener_unref(l);
 }

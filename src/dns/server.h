@@ -3,9 +3,10 @@
  * The DNS proxy (port 15053, DESIGN.md section 2): one server per ztunnel or sidecar, one
  * listener per workload namespace it serves. A query is answered from the registry snapshot in
  * force (dns/msg.h) or forwarded to the upstream resolvers ([dns] upstream, else resolv_conf's
- * nameservers) from sockets the caller opens (inside the workload's namespace, marked), with a
- * fresh random ID, the client's EDNS0 passed through, over TCP again when a UDP answer comes
- * back truncated, and a SERVFAIL when no upstream answered within [dns] timeout.
+ * nameservers) from sockets the caller opens (inside the workload's namespace, marked; over UDP
+ * one per listener and upstream, kept open: see struct upsock), with a fresh random ID, the
+ * client's EDNS0 passed through, over TCP again when a UDP answer comes back truncated, and a
+ * SERVFAIL when no upstream answered within [dns] timeout.
  *
  * Bounds: [dns] max_inflight forwarded queries at once per server (past that: SERVFAIL, counted);
  * DNS_MAX_TCP_CLIENTS TCP connections per listener, each with one query in flight, a buffer of

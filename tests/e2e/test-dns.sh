@@ -21,7 +21,7 @@ for t in nft dnsmasq dig getent unshare; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 33
+plan 35
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -225,6 +225,49 @@ check "malformed: short header dropped, compression loop, bad counts and a cut n
 short a1 echo A
 check "the proxy keeps answering after them" '[ "$OUT" = 10.96.0.10 ]'
 
+# Capture after load: thousands of forwarded queries leave their conntrack entries (30 s and
+# more), then 300 queries from fresh sockets, as a stub resolver makes them, must all still be
+# redirected to the proxy. With an upstream socket per forwarded query, a fresh socket that
+# drew the port of one of them matched its un-NATed entry and reached the upstream directly.
+run lab_exec a1 $PY - "$UPSTREAM" <<'EOF'
+import socket, struct, sys
+up = (sys.argv[1], 53)
+def q(i, name):
+    m = struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    for l in name.split("."):
+        m += bytes([len(l)]) + l.encode()
+    return m + b"\0\0\1\0\1"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+got = 0
+for burst in range(100):          # 6000 forwarded queries, 60 in flight at a time
+    for i in range(60):
+        s.sendto(q(i, "outside.test"), up)
+    try:
+        for i in range(60):
+            s.recv(4096)
+            got += 1
+    except socket.timeout:
+        pass
+ok = other = 0
+for i in range(300):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(2)
+    c.sendto(q(i, "echo"), up)
+    try:
+        r = c.recv(4096)
+        if r[3] & 15 == 0 and r[-4:] == socket.inet_aton("10.96.0.10"):
+            ok += 1
+        else:
+            other += 1
+    except socket.timeout:
+        other += 1
+    c.close()
+print("forwarded=%d ok=%d other=%d" % (got, ok, other))
+EOF
+check "after 6000 forwarded queries, 300 fresh-socket queries all meet the proxy ($OUT)" \
+	'echo "$OUT" | grep -q " ok=300 other=0" && ! grep -q "query\[A\] echo" "$TMP/dnsmasq.log"'
+
 # The upstream goes away: SERVFAIL within [dns] timeout (2s), registry names still answered.
 DPID=$(cat "$TMP/dnsmasq.pid")
 kill "$DPID" 2>/dev/null
@@ -270,6 +313,8 @@ lab_exec ha "$AMESH" -c "$LAB_CONF_A" cni del --workload client-a >/dev/null 2>&
 sleep 0.3
 run lab_exec a1 ss -Hlntu "( sport = :15053 or sport = :15001 )"
 check "after cni del nothing listens on 15053 (nor 15001) in the workload" '[ -z "$OUT" ]'
+run lab_exec a1 ss -Hanu
+check "nor is any UDP socket of the proxy left there (its upstream sockets closed)" '[ -z "$OUT" ]'
 
 # The sidecar serves DNS in its own namespace the same way; its upstream queries carry the mark,
 # so they leave instead of coming back to it.
