@@ -148,6 +148,77 @@ raw(uint8_t *m, uint16_t qd, uint16_t an, const uint8_t *body, size_t blen)
 	return DNS_HEADER_LEN + blen;
 }
 
+/* The answer as written (msg.c writes it without ldns): the question exactly as asked (case
+ * kept), AA and RA, the query's RD and CD, an OPT record of 1232 bytes when the query had EDNS0
+ * and none otherwise, the records' owner a pointer to the question, and labels that are not
+ * plain host names forwarded. */
+TEST(dns_answer_wire)
+{
+	struct registry *r = test_registry(reg_text);
+	struct dns_zone z = { .reg = r, .ns = "ns", .domain = "cluster.local", .ttl = 30 };
+	struct dns_query_info info;
+	for (int edns = 0; edns < 2; edns++) {
+		ldns_pkt *q = NULL, *a = NULL;
+		uint8_t *wire = NULL, *out = NULL;
+		size_t len = 0, outlen = 0;
+		char *owner;
+
+		ASSERT(ldns_pkt_query_new_frm_str(&q, "Web.NS.svc.Cluster.local", LDNS_RR_TYPE_AAAA,
+		    LDNS_RR_CLASS_IN, LDNS_RD | LDNS_CD) == LDNS_STATUS_OK);
+		if (edns)
+			ldns_pkt_set_edns_udp_size(q, 4096);
+		ASSERT(ldns_pkt2wire(&wire, q, &len) == LDNS_STATUS_OK);
+		ASSERT_EQ(dns_handle_query(&z, wire, len, false, &out, &outlen, &info), DNS_REPLY);
+		ASSERT_EQ(info.max_answer, edns ? 4096 : DNS_UDP_MIN);
+		ASSERT(ldns_wire2pkt(&a, out, outlen) == LDNS_STATUS_OK);
+		ASSERT(ldns_pkt_qr(a) && ldns_pkt_aa(a) && ldns_pkt_ra(a) && ldns_pkt_rd(a) &&
+		    ldns_pkt_cd(a) && !ldns_pkt_tc(a));
+		ASSERT_EQ(ldns_pkt_get_rcode(a), LDNS_RCODE_NOERROR);
+		ASSERT_EQ(ldns_pkt_qdcount(a), 1);
+		ASSERT_EQ(ldns_pkt_ancount(a), 1);
+		ASSERT_EQ(ldns_pkt_nscount(a), 0);
+		owner = ldns_rdf2str(ldns_rr_owner(ldns_rr_list_rr(ldns_pkt_question(a), 0)));
+		ASSERT_STREQ(owner, "Web.NS.svc.Cluster.local.");
+		free(owner);
+		owner = ldns_rdf2str(ldns_rr_owner(ldns_rr_list_rr(ldns_pkt_answer(a), 0)));
+		ASSERT_STREQ(owner, "Web.NS.svc.Cluster.local.");
+		free(owner);
+		ASSERT_EQ(ldns_rr_get_type(ldns_rr_list_rr(ldns_pkt_answer(a), 0)), LDNS_RR_TYPE_AAAA);
+		ASSERT_EQ(ldns_pkt_edns(a), edns != 0);
+		if (edns)
+			ASSERT_EQ(ldns_pkt_edns_udp_size(a), 1232);
+		/* The answer's records point back at the question: 12 + 26 + 4 + (2 + 10 + 16). */
+		ASSERT_EQ(outlen, (size_t)(70 + (edns ? 11 : 0)));
+		ASSERT_EQ(out[42], 0xc0);
+		ASSERT_EQ(out[43], 12);
+		ldns_pkt_free(a);
+		ldns_pkt_free(q);
+		free(wire);
+		free(out);
+	}
+	/* A label with a dot or a byte outside ASCII is no name of ours: forwarded. */
+	{
+		static const uint8_t odd[][24] = {
+			{ 3, 'w', '.', 'b', 2, 'n', 's', 0 },
+			{ 3, 'w', 0xc3, 'b', 2, 'n', 's', 0 },
+		};
+
+		for (size_t i = 0; i < 2; i++) {
+			uint8_t m[64], *out = NULL;
+			size_t n = 8, outlen = 0;
+			uint8_t body[64];
+
+			memcpy(body, odd[i], n);
+			memcpy(body + n, "\0\1\0\1", 4);
+			n = raw(m, 1, 0, body, n + 4);
+			ASSERT_EQ(dns_handle_query(&z, m, n, false, &out, &outlen, &info), DNS_FORWARD);
+			ASSERT(out == NULL);
+		}
+	}
+	registry_unref(r);
+}
+
+
 TEST(dns_malformed)
 {
 	struct registry *r = test_registry(reg_text);

@@ -133,4 +133,5 @@
 	X(dns_nxdomain_and_forward)           \
 	X(dns_malformed)                      \
 	X(dns_auto_vips)                      \
-	X(dns_external_service)
+	X(dns_external_service)             \
+	X(dns_answer_wire)
