@@ -191,6 +191,16 @@ TEST(dns_answer_wire)
 		ASSERT_EQ(outlen, (size_t)(70 + (edns ? 11 : 0)));
 		ASSERT_EQ(out[42], 0xc0);
 		ASSERT_EQ(out[43], 12);
+		/* dns_reply_matches: the question, names compared without case; not the type. */
+		ASSERT(dns_reply_matches(wire, len, out, outlen));
+		out[13] = 'w';
+		ASSERT(dns_reply_matches(wire, len, out, outlen));
+		out[39] = LDNS_RR_TYPE_A;
+		ASSERT(!dns_reply_matches(wire, len, out, outlen));
+		out[39] = LDNS_RR_TYPE_AAAA;
+		out[14] = 'x';
+		ASSERT(!dns_reply_matches(wire, len, out, outlen));
+		ASSERT(!dns_reply_matches(wire, len, out, DNS_HEADER_LEN + 3));
 		ldns_pkt_free(a);
 		ldns_pkt_free(q);
 		free(wire);
