@@ -149,6 +149,7 @@ main(int argc, char **argv)
 		free(prog);
 		return cmd_cni_plugin();
 	}
+	cmd_upgrade_init(argc, argv); /* what a role's upgrade starts again */
 	free(prog);
 	log_init(LOG_LVL_INFO, LOG_FMT_TEXT);
 

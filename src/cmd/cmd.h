@@ -3,6 +3,7 @@
 #ifndef AMESH_CMD_CMD_H
 #define AMESH_CMD_CMD_H
 
+#include <stdbool.h>
 #include <uv.h>
 
 /* Exit codes shared by every command. */
@@ -56,15 +57,30 @@ void cmd_notify_ready(uv_timer_t *watchdog);
  * the role's work is drained so that the loop can end.
  */
 struct cmd_role {
-	uv_signal_t sig_hup, sig_term, sig_int;
+	uv_signal_t sig_hup, sig_term, sig_int, sig_usr2;
 	uv_timer_t watchdog;
 	void (*reload)(void *arg);
 	void (*stop)(void *arg);
+	void (*upgrade)(void *arg); /* SIGUSR2; NULL: the role has none (logged) */
 	void *arg;
 };
 void cmd_role_start(uv_loop_t *loop, struct cmd_role *r);
 void cmd_role_stopping(void);
 void cmd_role_close(struct cmd_role *r);
+/* At startup, before any listener: takes what an upgrading process hands over (core/inherit.h).
+ * Returns 0, or EXIT_FAIL with the reason logged. */
+int cmd_role_inherit(const char *role);
+
+/* main(): the binary's path and arguments, for an upgrade to start again (cmd/upgrade.c). */
+void cmd_upgrade_init(int argc, char **argv);
+/*
+ * Starts the binary now on disk with this process's arguments and listeners; done(arg, ok, pid)
+ * once it serves (ok: the caller stops accepting and drains) or when it did not (it exited, or
+ * was silent for a minute: the caller goes on serving). 0, or a negative code (-EBUSY: one is
+ * under way).
+ */
+int cmd_upgrade_start(uv_loop_t *loop, void (*done)(void *arg, bool ok, int pid), void *arg);
+
 /* Calls fn(arg) from the loop, soon: the admin's /quitquitquit must not close its own listeners
  * from inside its handler. */
 void cmd_call_soon(uv_loop_t *loop, void (*fn)(void *arg), void *arg);

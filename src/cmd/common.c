@@ -14,6 +14,7 @@
 
 #include "cmd/cmd.h"
 #include "config/conf.h"
+#include "core/inherit.h"
 #include "core/log.h"
 
 void
@@ -77,6 +78,10 @@ on_role_signal(uv_signal_t *s, int signum)
 
 	if (signum == SIGHUP)
 		r->reload(r->arg);
+	else if (signum == SIGUSR2 && r->upgrade != NULL)
+		r->upgrade(r->arg);
+	else if (signum == SIGUSR2)
+		log_warn("SIGUSR2: this role has no upgrade in place; restart it instead");
 	else
 		r->stop(r->arg);
 }
@@ -87,12 +92,18 @@ cmd_role_start(uv_loop_t *loop, struct cmd_role *r)
 	uv_signal_init(loop, &r->sig_hup);
 	uv_signal_init(loop, &r->sig_term);
 	uv_signal_init(loop, &r->sig_int);
-	r->sig_hup.data = r->sig_term.data = r->sig_int.data = r;
+	uv_signal_init(loop, &r->sig_usr2);
+	r->sig_hup.data = r->sig_term.data = r->sig_int.data = r->sig_usr2.data = r;
 	uv_signal_start(&r->sig_hup, on_role_signal, SIGHUP);
 	uv_signal_start(&r->sig_term, on_role_signal, SIGTERM);
 	uv_signal_start(&r->sig_int, on_role_signal, SIGINT);
+	uv_signal_start(&r->sig_usr2, on_role_signal, SIGUSR2);
 	uv_timer_init(loop, &r->watchdog);
+	/* Listeners handed over and not taken are no longer wanted; then the old process may
+	 * stop accepting. */
+	inherit_close_unused();
 	cmd_notify_ready(&r->watchdog);
+	inherit_ready();
 }
 
 void
@@ -109,7 +120,20 @@ cmd_role_close(struct cmd_role *r)
 	uv_close((uv_handle_t *)&r->sig_hup, cmd_handle_closed);
 	uv_close((uv_handle_t *)&r->sig_term, cmd_handle_closed);
 	uv_close((uv_handle_t *)&r->sig_int, cmd_handle_closed);
+	uv_close((uv_handle_t *)&r->sig_usr2, cmd_handle_closed);
 	uv_close((uv_handle_t *)&r->watchdog, cmd_handle_closed);
+}
+
+int
+cmd_role_inherit(const char *role)
+{
+	char why[256];
+
+	if (inherit_init(why, sizeof(why)) < 0) {
+		log_error("%s: upgrade: %s", role, why);
+		return EXIT_FAIL;
+	}
+	return 0;
 }
 
 struct call_soon {

@@ -15,6 +15,7 @@
 #include "config/registry.h"
 #include "config/regwatch.h"
 #include "core/diag.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "l7/waypoint.h"
 #include "telemetry/accesslog.h"
@@ -34,7 +35,7 @@ struct wpd {
 	struct admin *admin; /* admin, metrics and readiness endpoints */
 	struct cmd_role role; /* signals, watchdog */
 	struct regwatch regw;
-	bool stopping;
+	bool stopping, upgrading, upgraded;
 };
 
 static void
@@ -65,11 +66,46 @@ stop(void *arg)
 	if (z->stopping)
 		return;
 	z->stopping = true;
-	admin_set_ready(z->admin, false);
+	/* Upgraded, the readiness port is the new process's too: it stays ready. */
+	if (!z->upgraded)
+		admin_set_ready(z->admin, false);
 	cmd_role_stopping();
 	log_info("waypoint: stopping (drain up to %llu ms)",
 	    (unsigned long long)z->conf->waypoint.drain_timeout);
 	waypoint_drain(z->wp, z->conf->waypoint.drain_timeout, drained, z);
+}
+
+static void
+upgrade_done(void *arg, bool ok, int pid)
+{
+	struct wpd *z = arg;
+
+	(void)pid;
+	z->upgrading = false;
+	if (ok) {
+		z->upgraded = true;
+		stop(z); /* the new process serves: stop accepting, drain */
+	}
+}
+
+/* SIGUSR2 (the unit's reload): the binary on disk takes over the listeners, nothing refused. */
+static void
+upgrade(void *arg)
+{
+	struct wpd *z = arg;
+	int r;
+
+	if (z->stopping || z->upgrading) {
+		log_warn("waypoint: SIGUSR2: %s; ignored",
+		    z->stopping ? "stopping already" : "an upgrade is under way");
+		return;
+	}
+	z->upgrading = true;
+	if ((r = cmd_upgrade_start(z->loop, upgrade_done, z)) != 0) {
+		log_error("waypoint: SIGUSR2: cannot start the new process: %s; this one goes on "
+		    "serving", amesh_strerror(r));
+		z->upgrading = false;
+	}
 }
 
 /* SIGHUP */
@@ -183,6 +219,8 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	cmd_log_setup(g, z.conf);
 	accesslog_set_enabled(z.conf->log.access_log);
 	signal(SIGPIPE, SIG_IGN);
+	if (cmd_role_inherit("waypoint") != 0)
+		return EXIT_FAIL;
 	z.loop = uv_default_loop();
 	registry_holder_init(&z.reg);
 	if (registry_holder_reload(&z.reg, z.conf->mesh.registry, &d) != 0) {
@@ -232,6 +270,7 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	admin_set_ready(z.admin, true);
 	z.role.reload = reload;
 	z.role.stop = stop;
+	z.role.upgrade = upgrade;
 	z.role.arg = &z;
 	cmd_role_start(z.loop, &z.role);
 	uv_run(z.loop, UV_RUN_DEFAULT);

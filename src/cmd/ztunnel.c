@@ -50,7 +50,7 @@ struct zt {
 	struct admin *admin;
 	struct cmd_role life; /* signals, watchdog */
 	struct regwatch regw;
-	bool stopping, ready;
+	bool stopping, ready, upgrading;
 	int exit_code;
 };
 
@@ -96,6 +96,49 @@ ztunnel_stop(void *arg)
 	if (z->en != NULL)
 		enroll_stop(z->en, enroll_stopped, z);
 	proxy_drain(z->px, z->pc->drain_timeout, proxy_drained, z);
+}
+
+static void
+upgrade_done(void *arg, bool ok, int pid)
+{
+	struct zt *z = arg;
+
+	z->upgrading = false;
+	if (!ok) {
+		if (z->en != NULL)
+			enroll_pause(z->en, false);
+		return;
+	}
+	(void)pid;
+	/* The new process serves every listener: this one stops accepting and drains. */
+	if (z->en != NULL)
+		enroll_keep_path(z->en);
+	ztunnel_stop(z);
+}
+
+/* SIGUSR2 (the unit's reload): the binary on disk takes over the listeners, nothing refused. */
+static void
+ztunnel_upgrade(void *arg)
+{
+	struct zt *z = arg;
+	int r;
+
+	if (z->stopping || z->upgrading) {
+		log_warn("%s: SIGUSR2: %s; ignored", z->role,
+		    z->stopping ? "stopping already" : "an upgrade is under way");
+		return;
+	}
+	/* Enrollment requests wait in the socket's queue for whichever process serves next. */
+	if (z->en != NULL)
+		enroll_pause(z->en, true);
+	z->upgrading = true;
+	if ((r = cmd_upgrade_start(z->loop, upgrade_done, z)) != 0) {
+		log_error("%s: SIGUSR2: cannot start the new process: %s; this one goes on serving",
+		    z->role, amesh_strerror(r));
+		z->upgrading = false;
+		if (z->en != NULL)
+			enroll_pause(z->en, false);
+	}
 }
 
 /* SIGHUP */
@@ -255,6 +298,8 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	cmd_log_setup(g, z->conf);
 	accesslog_set_enabled(z->conf->log.access_log);
 	signal(SIGPIPE, SIG_IGN);
+	if (cmd_role_inherit(z->role) != 0)
+		return EXIT_FAIL;
 	if (z->workload == NULL && strcmp(z->role, "sidecar") == 0) {
 		if (z->conf->sidecar.workload == NULL) {
 			fprintf(stderr, "amesh sidecar: which workload? Give --workload NAME or [sidecar] "
@@ -411,6 +456,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 		    "not ready until they are; see amesh cni list", proxy_nfailed(z->px));
 	z->life.reload = ztunnel_reload;
 	z->life.stop = ztunnel_stop;
+	z->life.upgrade = ztunnel_upgrade;
 	z->life.arg = z;
 	cmd_role_start(z->loop, &z->life);
 	uv_run(z->loop, UV_RUN_DEFAULT);

@@ -604,6 +604,9 @@ tls_on_handshake(struct tls_conn *t, int status)
 	send_settings(c, c->max_streams);
 	if (c->ops->on_ready != NULL)
 		c->ops->on_ready(c, 0);
+	if (c->goaway_sent) /* asked for while the handshake ran (h2_conn_goaway) */
+		nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR, NULL, 0);
 	h2_conn_flush(c);
 }
 
@@ -710,10 +713,11 @@ h2_conn_goaway(struct h2_conn *c)
 	if (c->closed || c->goaway_sent)
 		return;
 	c->goaway_sent = true;
-	if (!c->ready) {
-		h2_conn_abort(c);
+	/* Still in its handshake: finish it, then say GOAWAY. A client's streams waiting for it
+	 * go out first; a server's peer learns that its streams were not taken and opens them
+	 * elsewhere, where aborting would have reset them (a drain, an upgrade). */
+	if (!c->ready)
 		return;
-	}
 	nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
 	    nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR, NULL, 0);
 	h2_conn_flush(c);

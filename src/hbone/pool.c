@@ -284,7 +284,10 @@ pc_on_refused(struct h2_conn *c, struct hbone_stream *s)
 
 	/* The peer is over its limit or going away: stop giving this connection new streams. */
 	pc->no_new_streams = true;
-	if (p->draining || ++s->retries > MAX_RETRIES)
+	/* Also while draining: the stream carries a connection taken before the drain, which
+	 * the drain lets finish (an upgrade: the peer refused it as it handed over to the next
+	 * process, whose listener takes the new connection). */
+	if (++s->retries > MAX_RETRIES)
 		return false;
 	if (place(p, s, c) != 0)
 		return false;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/inherit.h"
 #include "core/log.h"
 #include "hbone/h2.h"
 #include "tls/identity.h"
@@ -171,7 +172,11 @@ hbone_server_listen(uv_loop_t *loop, const struct hbone_server_cfg *cfg,
 	srv->listener.data = srv;
 	srv->drain_timer.data = srv;
 	if (cfg->addr != NULL) {
-		r = uv_tcp_bind(&srv->listener, cfg->addr, 0);
+		/* Handed over by the previous process on an upgrade, else bound here. */
+		fd = inherit_tcp_listen(cfg->addr, 511);
+		r = fd < 0 ? fd : uv_tcp_open(&srv->listener, fd);
+		if (r != 0 && fd >= 0)
+			close(fd);
 	} else {
 		/* The listener gets a copy: closing the handle on failure leaves cfg->fd to the
 		 * caller, which owns it until this succeeds (see hbone.h). */

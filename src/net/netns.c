@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/inherit.h"
 #include "core/log.h"
 #include "net/netns.h"
 
@@ -203,15 +204,24 @@ int
 netns_listen(int nsfd, const struct sockaddr *addr, int backlog)
 {
 	struct netns_sock_opts o = { .reuseaddr = true, .v6only = true, .bind = addr };
-	int fd = netns_tcp_socket(nsfd, addr->sa_family, &o), e;
+	char key[INHERIT_KEY_MAX];
+	bool keyed = inherit_key(key, sizeof(key), "tcp", nsfd, addr) != NULL;
+	int fd, e;
 
-	if (fd < 0)
+	/* An upgrade: the previous process's listener, which never stopped accepting. */
+	if (keyed && (fd = inherit_take(key)) >= 0) {
+		inherit_keep(fd, key);
+		return fd;
+	}
+	if ((fd = netns_tcp_socket(nsfd, addr->sa_family, &o)) < 0)
 		return fd;
 	if (listen(fd, backlog) != 0) {
 		e = errno;
 		close(fd);
 		return -e;
 	}
+	if (keyed)
+		inherit_keep(fd, key);
 	return fd;
 }
 

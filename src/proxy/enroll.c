@@ -22,6 +22,7 @@
 #include "ca/agent.h"
 #include "config/registry.h"
 #include "core/err.h"
+#include "core/inherit.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "net/handoff.h"
@@ -56,6 +57,7 @@ struct enroll {
 	size_t nclients;
 	uv_timer_t retry;
 	bool closing;
+	bool keep_path; /* an upgrade: the next process serves the socket at path */
 	int open_handles;
 	void (*done)(void *);
 	void *done_arg;
@@ -331,6 +333,7 @@ enroll_start(uv_loop_t *loop, struct proxy *px, struct idagent *agent, const cha
     const char *state_dir, struct enroll **out)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char key[INHERIT_KEY_MAX];
 	struct enroll *e;
 	int r;
 
@@ -354,6 +357,10 @@ enroll_start(uv_loop_t *loop, struct proxy *px, struct idagent *agent, const cha
 	e->agent = agent;
 	e->path = xstrdup(socket_path);
 	e->state_dir = xstrdup(state_dir);
+	snprintf(key, sizeof(key), "unix %s", socket_path);
+	/* An upgrade: the previous process's socket, requests queued on it kept. */
+	if ((e->fd = inherit_take(key)) >= 0)
+		goto listening;
 	e->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
 	/* A socket left by a previous run is stale: nobody else may own this path. */
@@ -369,6 +376,8 @@ enroll_start(uv_loop_t *loop, struct proxy *px, struct idagent *agent, const cha
 		free(e);
 		return r;
 	}
+listening:
+	inherit_keep(e->fd, key);
 	uv_poll_init(loop, &e->poll, e->fd);
 	e->poll.data = e;
 	uv_timer_init(loop, &e->retry);
@@ -526,7 +535,8 @@ listener_closed(uv_handle_t *h)
 	struct enroll *e = h->data;
 
 	close(e->fd);
-	unlink(e->path);
+	if (!e->keep_path)
+		unlink(e->path);
 	if (--e->open_handles == 0 && e->done != NULL)
 		e->done(e->done_arg);
 }
@@ -554,6 +564,23 @@ enroll_stop(struct enroll *e, void (*done)(void *arg), void *arg)
 	uv_close((uv_handle_t *)&e->retry, retry_closed);
 	while (e->clients != NULL)
 		client_close(e->clients);
+}
+
+void
+enroll_pause(struct enroll *e, bool pause)
+{
+	if (e->closing)
+		return;
+	if (pause)
+		uv_poll_stop(&e->poll);
+	else
+		uv_poll_start(&e->poll, UV_READABLE, on_accept);
+}
+
+void
+enroll_keep_path(struct enroll *e)
+{
+	e->keep_path = true;
 }
 
 void

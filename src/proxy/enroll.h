@@ -26,6 +26,11 @@ int enroll_start(uv_loop_t *loop, struct proxy *px, struct idagent *agent,
 size_t enroll_restore(struct enroll *e);
 /* Stops listening (the socket file is removed; records stay for the next start). */
 void enroll_stop(struct enroll *e, void (*done)(void *arg), void *arg);
+/* Stops (pause) or starts again accepting hand-off requests; they wait in the socket's queue
+ * meanwhile: during an upgrade only one process takes them. */
+void enroll_pause(struct enroll *e, bool pause);
+/* On stop, leave the socket's path: the next process (an upgrade) serves it. */
+void enroll_keep_path(struct enroll *e);
 /* Frees after enroll_stop's done. Accepts NULL. */
 void enroll_free(struct enroll *e);
 

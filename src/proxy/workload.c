@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/inherit.h"
 #include "core/log.h"
 #include "core/parse.h"
 #include "dns/server.h"
@@ -132,9 +133,16 @@ pw_dns_socket(void *arg, int family, int type)
 static int
 udp_bound(struct pworkload *w, const struct sockaddr_storage *addr)
 {
-	int fd = netns_socket(w->nsfd, addr->ss_family, SOCK_DGRAM), one = 1, e;
+	char key[INHERIT_KEY_MAX];
+	bool keyed = inherit_key(key, sizeof(key), "udp", w->nsfd,
+	    (const struct sockaddr *)addr) != NULL;
+	int fd, one = 1, e;
 
-	if (fd < 0)
+	if (keyed && (fd = inherit_take(key)) >= 0) {
+		inherit_keep(fd, key); /* an upgrade: the previous process's socket */
+		return fd;
+	}
+	if ((fd = netns_socket(w->nsfd, addr->ss_family, SOCK_DGRAM)) < 0)
 		return fd;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
 	    (addr->ss_family == AF_INET6 &&
@@ -145,6 +153,8 @@ udp_bound(struct pworkload *w, const struct sockaddr_storage *addr)
 		close(fd);
 		return -e;
 	}
+	if (keyed)
+		inherit_keep(fd, key);
 	return fd;
 }
 

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "core/err.h"
+#include "core/inherit.h"
 #include "core/log.h"
 #include "telemetry/http.h"
 #include "telemetry/httpmsg.h"
@@ -324,7 +325,7 @@ http_server_listen(uv_loop_t *loop, const struct sockaddr *addr, const struct ht
     void *user, struct http_server **out)
 {
 	struct http_server *s;
-	int r;
+	int r, fd;
 
 	*out = NULL;
 	s = calloc(1, sizeof(*s));
@@ -341,7 +342,11 @@ http_server_listen(uv_loop_t *loop, const struct sockaddr *addr, const struct ht
 		return r;
 	}
 	s->listener.data = s;
-	r = uv_tcp_bind(&s->listener, addr, 0);
+	/* Handed over by the previous process on an upgrade, else bound here. */
+	fd = inherit_tcp_listen(addr, 128);
+	r = fd < 0 ? fd : uv_tcp_open(&s->listener, fd);
+	if (r != 0 && fd >= 0)
+		close(fd);
 	if (r == 0)
 		r = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
 	if (r != 0) {

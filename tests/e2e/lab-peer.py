@@ -8,7 +8,8 @@ serve [--addr A] [--port P] [--greet TEXT]
     protocol (SMTP, MySQL) does; reads one line (at most 64 KiB), answers
     "peer IP PORT local IP PORT msg LINE", then echoes whatever else comes until EOF.
     IPv4-mapped addresses are printed as plain IPv4, so the server names the client's real
-    source address the way the client sees its own.
+    source address the way the client sees its own. A first line "sink" instead makes it read
+    to the end and answer "sink BYTES SHA256" (one-way bulk transfers).
 connect --addr A --port P [--msg M] [--bind SRC] [--timeout S] [--greeted]
     Connects (with --greeted, reads the server's greeting line first and prints "greeting
     TEXT"), sends M and a newline, prints the server's answer line and exits 0; on failure
@@ -16,6 +17,7 @@ connect --addr A --port P [--msg M] [--bind SRC] [--timeout S] [--greeted]
 """
 import argparse
 import errno
+import hashlib
 import socket
 import sys
 import threading
@@ -42,6 +44,18 @@ def handle(conn, greet):
                     break
                 data += chunk
             line, _, rest = data.partition(b"\n")
+            if line == b"sink":
+                # Reads to the end, then answers with the byte count and sha256 of what came.
+                h = hashlib.sha256(rest)
+                n = len(rest)
+                while True:
+                    chunk = conn.recv(1 << 20)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    n += len(chunk)
+                conn.sendall(("sink %d %s\n" % (n, h.hexdigest())).encode())
+                return
             peer = conn.getpeername()
             local = conn.getsockname()
             reply = "peer %s %d local %s %d msg %s\n" % (
