@@ -14,7 +14,6 @@
 #include "core/diag.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "etcd/client.h"
 #include "etcd/feed.h"
 #include "etcd/regstore.h"
 #include "telemetry/metrics.h"
@@ -98,39 +97,5 @@ int
 cmd_registry_read_once(const struct amesh_conf *conf, struct registry **out, char *what,
     size_t whatlen, struct diag *d)
 {
-	struct etcd_url u;
-	struct etcd_client *c = NULL;
-	struct etcd_snapshot *s = NULL;
-	char why[1024];
-	int r;
-
-	*out = NULL;
-	snprintf(what, whatlen, "%s", conf->mesh.registry);
-	if (!etcd_url_is(conf->mesh.registry))
-		return registry_load_dir(conf->mesh.registry, out, d);
-	r = etcd_url_parse(conf->mesh.registry, &u, why, sizeof(why));
-	if (r == 0)
-		r = etcd_client_new(&(struct etcd_client_cfg){ .endpoints = u.endpoints, .n = u.n,
-		    .ca = conf->mesh.etcd_ca, .cert = conf->mesh.etcd_cert, .key = conf->mesh.etcd_key,
-		    .timeout_ms = conf->mesh.etcd_timeout }, &c, why, sizeof(why));
-	if (r == 0)
-		r = etcd_snapshot_read(c, u.prefix, 0, &s, why, sizeof(why));
-	if (r != 0) {
-		diag_add(d, conf->mesh.registry, 0, "%s", why);
-	} else {
-		struct diag pd;
-
-		diag_init(&pd);
-		snprintf(what, whatlen, "%s (revision %lld)", conf->mesh.registry,
-		    (long long)s->revision);
-		r = etcd_snapshot_build(s, out, &pd);
-		for (size_t i = 0; i < pd.n; i++)
-			diag_add(d, conf->mesh.registry, 0, "revision %lld: %s", (long long)s->revision,
-			    pd.msg[i]);
-		diag_clear(&pd);
-	}
-	etcd_snapshot_free(s);
-	etcd_client_free(c);
-	etcd_url_free(&u);
-	return r;
+	return registry_source_read(conf, false, out, what, whatlen, d);
 }

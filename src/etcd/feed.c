@@ -19,7 +19,7 @@
 #include "etcd/regstore.h"
 
 #define BACKOFF_MIN_MS 200
-#define BACKOFF_MAX_MS 10000
+#define BACKOFF_MAX_MS 5000
 /* Events that arrive this close together are loaded as one revision. */
 #define COALESCE_MS 10
 /* The watch thread looks at kicks and stops at least this often. */

@@ -8,7 +8,7 @@
  * The etcd client blocks, so it runs on the feed's own thread and never on the loop; the thread
  * hands each result to the loop (uv_async), where the holder is swapped, the log written and the
  * metrics counted. Lost connections resume the watch from the last revision on the next
- * endpoint, with backoff from 200 ms doubling to 10 s; a compacted revision reloads whole.
+ * endpoint, with backoff from 200 ms doubling to 5 s; a compacted revision reloads whole.
  *
  * etcd unreachable at startup: the last good snapshot from [mesh] registry_cache is used, with a
  * warning; it is rewritten (atomically) after every good load. etcd lost later: the snapshot in

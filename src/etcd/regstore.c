@@ -12,7 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config/conf.h"
+#include "config/etcdurl.h"
 #include "core/err.h"
+#include "core/log.h"
 #include "core/util.h"
 #include "etcd/kv.h"
 #include "etcd/regstore.h"
@@ -374,5 +377,58 @@ out:
 	free(b_all);
 	free(b_end);
 	free(b_meta);
+	return r;
+}
+
+int
+registry_source_read(const struct amesh_conf *conf, bool use_cache, struct registry **out,
+    char *what, size_t whatlen, struct diag *d)
+{
+	struct etcd_url u;
+	struct etcd_client *c = NULL;
+	struct etcd_snapshot *s = NULL;
+	char why[1024];
+	int r;
+
+	*out = NULL;
+	snprintf(what, whatlen, "%s", conf->mesh.registry);
+	if (!etcd_url_is(conf->mesh.registry))
+		return registry_load_dir(conf->mesh.registry, out, d);
+	r = etcd_url_parse(conf->mesh.registry, &u, why, sizeof(why));
+	if (r == 0)
+		r = etcd_client_new(&(struct etcd_client_cfg){ .endpoints = u.endpoints, .n = u.n,
+		    .ca = conf->mesh.etcd_ca, .cert = conf->mesh.etcd_cert,
+		    .key = conf->mesh.etcd_key,
+		    .timeout_ms = conf->mesh.etcd_timeout }, &c, why, sizeof(why));
+	if (r == 0)
+		r = etcd_snapshot_read(c, u.prefix, 0, &s, why, sizeof(why));
+	if (r != 0 && use_cache && r != ETCD_ERR_COMPACTED && r != AMESH_ERR_INVALID) {
+		char cwhy[512];
+
+		/* etcd unreachable: the last good snapshot a role on this host cached. */
+		if (etcd_snapshot_load(conf->mesh.registry_cache, conf->mesh.registry, &s, cwhy,
+		    sizeof(cwhy)) == 0) {
+			log_warn("registry %s: %s; using the cache %s", conf->mesh.registry, why,
+			    conf->mesh.registry_cache);
+			r = 0;
+		}
+	}
+	if (r != 0) {
+		diag_add(d, conf->mesh.registry, 0, "%s", why);
+	} else {
+		struct diag pd;
+
+		diag_init(&pd);
+		snprintf(what, whatlen, "%s (revision %lld)", conf->mesh.registry,
+		    (long long)s->revision);
+		r = etcd_snapshot_build(s, out, &pd);
+		for (size_t i = 0; i < pd.n; i++)
+			diag_add(d, conf->mesh.registry, 0, "revision %lld: %s", (long long)s->revision,
+			    pd.msg[i]);
+		diag_clear(&pd);
+	}
+	etcd_snapshot_free(s);
+	etcd_client_free(c);
+	etcd_url_free(&u);
 	return r;
 }

@@ -85,4 +85,13 @@ int etcd_push(struct etcd_client *c, const char *prefix, const struct etcd_snaps
     const struct etcd_push_file *files, size_t n, const char *meta_json, bool force,
     int64_t *revision, char *why, size_t whylen);
 
+struct amesh_conf;
+/*
+ * The registry of conf's [mesh] registry, read once, whichever the source: a directory, or etcd
+ * (with use_cache, its registry_cache when etcd does not answer, with a warning). 0 with *out,
+ * or a code with d saying why; what names where it came from ("etcd://... (revision 42)").
+ */
+int registry_source_read(const struct amesh_conf *conf, bool use_cache, struct registry **out,
+    char *what, size_t whatlen, struct diag *d);
+
 #endif
