@@ -155,7 +155,8 @@ etcd_snapshot_save(const struct etcd_snapshot *s, const char *source, const char
     char *why, size_t whylen)
 {
 	json_t *root = json_object(), *files = json_array();
-	char *tmp = xasprintf("%s.tmp", path), *dir = path_dirname(path), *failed = NULL;
+	char *tmp = xasprintf("%s.%ld.tmp", path, (long)getpid()), *dir = path_dirname(path);
+	char *failed = NULL;
 	char stamp[64];
 	int fd = -1, r;
 
