@@ -195,6 +195,11 @@ ca_serve(const struct cmd_globals *g, int argc, char **argv)
 	z.loop = uv_default_loop();
 	diag_init(&d);
 	registry_holder_init(&z.reg);
+	/* amesh-ca.service may write only [ca] dir: the registry's cache lives there. */
+	if (conf_line(z.conf, "mesh", "registry_cache") <= 0) {
+		free(z.conf->mesh.registry_cache);
+		z.conf->mesh.registry_cache = path_join(z.conf->ca.dir, "registry.cache");
+	}
 	if (cmd_registry_load(&z.regw, z.loop, "ca", z.conf, &z.reg, &d) != 0) {
 		diag_print(&d, stderr);
 		diag_clear(&d);
