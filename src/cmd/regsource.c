@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cmd/cmd.h"
 #include "config/conf.h"
@@ -16,6 +17,7 @@
 #include "core/util.h"
 #include "etcd/feed.h"
 #include "etcd/regstore.h"
+#include "net/netns.h"
 #include "telemetry/metrics.h"
 
 int
@@ -25,8 +27,9 @@ cmd_registry_load(struct cmd_registry *cr, uv_loop_t *loop, const char *role,
 	*cr = (struct cmd_registry){ .role = role, .loop = loop, .conf = conf, .holder = holder };
 	if (!etcd_url_is(conf->mesh.registry))
 		return registry_holder_reload(holder, conf->mesh.registry, d);
+	/* A sidecar's own connections must pass the rules of the namespace it runs in. */
 	return etcd_feed_new(&(struct etcd_feed_cfg){ .loop = loop, .conf = conf, .holder = holder,
-	    .role = role }, &cr->feed, d);
+	    .role = role, .mark = strcmp(role, "sidecar") == 0 ? AMESH_MARK : 0 }, &cr->feed, d);
 }
 
 void

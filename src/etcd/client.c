@@ -12,7 +12,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +36,12 @@ struct etcd_client {
 	size_t n;
 	size_t cur; /* the endpoint that answered last: calls start there */
 	uint64_t timeout_ms;
+	uint32_t mark;
 	bool tls;
 	mbedtls_ssl_config conf;
 	mbedtls_x509_crt ca, chain;
 	mbedtls_pk_context key;
 	int cancel_fd; /* eventfd: readable once cancelled */
-	pthread_mutex_t mu; /* cur, read by etcd_client_endpoint from other threads */
 };
 
 /* One HTTP/1.1 exchange on one connection. */
@@ -174,7 +173,7 @@ etcd_client_new(const struct etcd_client_cfg *cfg, struct etcd_client **out, cha
 		c->endpoints[i] = xstrdup(cfg->endpoints[i]);
 	c->n = cfg->n;
 	c->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 5000;
-	pthread_mutex_init(&c->mu, NULL);
+	c->mark = cfg->mark;
 	mbedtls_ssl_config_init(&c->conf);
 	mbedtls_x509_crt_init(&c->ca);
 	mbedtls_x509_crt_init(&c->chain);
@@ -232,7 +231,6 @@ etcd_client_free(struct etcd_client *c)
 	mbedtls_pk_free(&c->key);
 	if (c->cancel_fd >= 0)
 		close(c->cancel_fd);
-	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
 
@@ -316,6 +314,13 @@ dial(struct etcd_stream *s, const char *ep, char *why, size_t whylen)
 		s->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (s->fd < 0)
 			continue;
+		if (s->c->mark != 0 && setsockopt(s->fd, SOL_SOCKET, SO_MARK, &s->c->mark,
+		    sizeof(s->c->mark)) != 0) {
+			last = -errno;
+			close(s->fd);
+			s->fd = -1;
+			continue;
+		}
 		setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		/* A watch is silent for hours: keepalive finds a peer that vanished. */
 		setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &(int){ 1 }, sizeof(int));

@@ -35,6 +35,8 @@ struct etcd_client_cfg {
 	const char *ca;          /* PEM roots for etcd's certificate; NULL: plain HTTP */
 	const char *cert, *key;  /* our client certificate and key (PEM), or both NULL */
 	uint64_t timeout_ms;     /* per endpoint and request; 0: 5 s */
+	uint32_t mark;           /* SO_MARK of the connections (0: none): a sidecar's own sockets
+	                            must pass its namespace's interception rules */
 };
 
 struct etcd_client;

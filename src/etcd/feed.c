@@ -420,7 +420,7 @@ etcd_feed_new(const struct etcd_feed_cfg *cfg, struct etcd_feed **out, struct di
 	}
 	rc = etcd_client_new(&(struct etcd_client_cfg){ .endpoints = f->url.endpoints,
 	    .n = f->url.n, .ca = c->mesh.etcd_ca, .cert = c->mesh.etcd_cert, .key = c->mesh.etcd_key,
-	    .timeout_ms = c->mesh.etcd_timeout }, &f->client, why, sizeof(why));
+	    .timeout_ms = c->mesh.etcd_timeout, .mark = cfg->mark }, &f->client, why, sizeof(why));
 	if (rc != 0) {
 		diag_add(d, c->path, conf_line(c, "mesh", "etcd_ca"), "etcd client: %s", why);
 		goto fail;

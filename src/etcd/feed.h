@@ -48,6 +48,7 @@ struct etcd_feed_cfg {
 	void (*on_event)(void *arg, const struct etcd_feed_event *ev); /* NULL: none */
 	void *arg;
 	bool no_cache;                 /* neither read nor write registry_cache (the CLI) */
+	uint32_t mark;                 /* SO_MARK of its connections (a sidecar: AMESH_MARK) */
 };
 
 struct etcd_feed;
