@@ -20,8 +20,8 @@
 
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 5000
-/* Events that arrive this close together are loaded as one revision. */
-#define COALESCE_MS 10
+/* Events that arrive this close together are validated as one revision. */
+#define COALESCE_MS 2
 /* The watch thread looks at kicks and stops at least this often. */
 #define WAKE_MS 1000
 
@@ -124,6 +124,7 @@ process(struct etcd_feed *f, struct etcd_snapshot *s, int64_t seen_ms)
 	struct feed_ev *ev;
 	struct diag d;
 	char why[512];
+	bool good;
 
 	if (f->last != NULL && etcd_snapshot_same(f->last, s)) {
 		/* Another key of the store changed, or the same files were pushed again. */
@@ -139,9 +140,6 @@ process(struct etcd_feed *f, struct etcd_snapshot *s, int64_t seen_ms)
 	diag_init(&d);
 	if (etcd_snapshot_build(s, &ev->fresh, &d) == 0) {
 		ev->kind = FEED_APPLY;
-		if (f->cache != NULL && etcd_snapshot_save(s, f->source, f->cache, why,
-		    sizeof(why)) != 0)
-			log_warn("%s: registry cache: %s", f->cfg.role, why);
 	} else {
 		ev->kind = FEED_REFUSE;
 		ev->nmsgs = d.n;
@@ -152,7 +150,12 @@ process(struct etcd_feed *f, struct etcd_snapshot *s, int64_t seen_ms)
 	diag_clear(&d);
 	etcd_snapshot_free(f->last);
 	f->last = s;
+	good = ev->kind == FEED_APPLY;
 	post(f, ev);
+	/* After the swap is under way: the fsync does not delay it. */
+	if (good && f->cache != NULL && etcd_snapshot_save(s, f->source, f->cache, why,
+	    sizeof(why)) != 0)
+		log_warn("%s: registry cache: %s", f->cfg.role, why);
 }
 
 static void
@@ -191,13 +194,41 @@ load(struct etcd_feed *f, int64_t rev, int64_t seen_ms)
 }
 
 /* Thread: one watch connection, until it fails or a whole reload is due. */
+/* Thread: applies the events of msg to *s (NULL: to f->last), which it replaces. 0 or a code. */
+static int
+apply_events(struct etcd_feed *f, const json_t *msg, struct etcd_snapshot **s, char *why,
+    size_t whylen)
+{
+	struct etcd_event *ev;
+	struct etcd_snapshot *next;
+	size_t n;
+	int r = etcd_watch_events(msg, ETCD_REG_MAX_VALUE, &ev, &n, why, whylen);
+
+	if (r == 0 && n > 0) {
+		r = etcd_snapshot_apply(*s != NULL ? *s : f->last, f->url.prefix, ev, n, &next, why,
+		    whylen);
+		if (r == 0) {
+			etcd_snapshot_free(*s);
+			*s = next;
+		}
+	}
+	etcd_events_free(ev, n);
+	return r;
+}
+
+/*
+ * Thread: one watch connection, until it fails or a whole reload is due. Each change is the
+ * snapshot held with the change's events applied: the whole prefix at the change's revision,
+ * since etcd delivers a revision's events together and the watch starts right after the
+ * snapshot. Should the events not apply, the prefix is read whole at that revision instead.
+ */
 static int
 watch(struct etcd_feed *f)
 {
 	char *key = xasprintf("%s/", f->url.prefix), *end = etcd_prefix_end(key);
 	char *req = etcd_watch_request(key, end, f->watch_from);
 	struct etcd_stream *st = NULL;
-	char why[1024];
+	char why[1024], awhy[512];
 	int r;
 
 	r = etcd_stream_open(f->client, "/v3/watch", req, &st, why, sizeof(why));
@@ -208,8 +239,11 @@ watch(struct etcd_feed *f)
 	}
 	for (;;) {
 		struct etcd_watch_msg m;
+		struct etcd_snapshot *s = NULL;
 		json_t *msg;
-		int64_t rev = 0, seen;
+		int64_t rev, seen;
+		int ar;
+		bool lost = false;
 
 		if (__atomic_load_n(&f->kick, __ATOMIC_ACQUIRE)) {
 			r = 0; /* SIGHUP: the caller reloads whole */
@@ -221,39 +255,63 @@ watch(struct etcd_feed *f)
 		if (r != 0)
 			break;
 		r = etcd_watch_parse(msg, &m, why, sizeof(why));
-		json_decref(msg);
-		if (r != 0)
-			break;
-		if (m.created) {
+		if (r == 0 && m.created) {
 			set_up(f, true, NULL);
 			log_debug("%s: registry watch on %s from revision %lld", f->cfg.role,
 			    etcd_client_endpoint(f->client), (long long)f->watch_from);
 		}
-		if (m.compact_revision > 0) {
+		if (r == 0 && m.compact_revision > 0) {
 			log_info("%s: registry %s: etcd compacted past revision %lld: loading it whole",
 			    f->cfg.role, f->source, (long long)f->watch_from);
 			f->need_full = true;
+		} else if (r == 0 && m.canceled) {
+			snprintf(why, sizeof(why), "etcd cancelled the watch: %s", m.reason);
+			r = AMESH_ERR_INVALID;
+		}
+		if (r != 0 || m.canceled || m.nevents == 0) {
+			json_decref(msg);
+			if (r != 0 || m.canceled)
+				break;
+			continue;
+		}
+		seen = wall_ms();
+		rev = m.event_revision;
+		awhy[0] = '\0';
+		ar = f->last != NULL ? apply_events(f, msg, &s, awhy, sizeof(awhy)) : AMESH_ERR_NOTFOUND;
+		json_decref(msg);
+		/* What else is already there joins this change: a burst is validated once. */
+		while ((r = etcd_stream_next(st, COALESCE_MS, &msg, why, sizeof(why))) == 0) {
+			if (etcd_watch_parse(msg, &m, why, sizeof(why)) != 0 || m.canceled) {
+				lost = true; /* read whole below, then watch again */
+				ar = AMESH_ERR_INVALID;
+			} else if (m.nevents > 0) {
+				if (m.event_revision > rev)
+					rev = m.event_revision;
+				if (ar == 0)
+					ar = apply_events(f, msg, &s, awhy, sizeof(awhy));
+			}
+			json_decref(msg);
+			if (lost)
+				break;
+		}
+		if (ar == 0 && s != NULL) {
+			if (s->read_revision + 1 > f->watch_from)
+				f->watch_from = s->read_revision + 1;
+			process(f, s, seen);
+		} else {
+			if (awhy[0] != '\0')
+				log_warn("%s: registry %s: revision %lld: %s; reading it whole",
+				    f->cfg.role, f->source, (long long)rev, awhy);
+			etcd_snapshot_free(s);
+			if (load(f, rev, seen) != 0 && r == -ETIMEDOUT)
+				r = AMESH_ERR_NOTFOUND;
+		}
+		if (lost) {
 			r = 0;
 			break;
 		}
-		if (m.canceled) {
-			snprintf(why, sizeof(why), "etcd cancelled the watch: %s", m.reason);
-			r = AMESH_ERR_INVALID;
-			break;
-		}
-		if (m.nevents == 0)
-			continue;
-		seen = wall_ms();
-		rev = m.event_revision;
-		/* A burst of changes is loaded once, at its last revision. */
-		while ((r = etcd_stream_next(st, COALESCE_MS, &msg, why, sizeof(why))) == 0) {
-			if (etcd_watch_parse(msg, &m, why, sizeof(why)) == 0 && m.event_revision > rev)
-				rev = m.event_revision;
-			json_decref(msg);
-		}
-		r = load(f, rev, seen);
-		if (r != 0)
-			break;
+		if (r != -ETIMEDOUT)
+			break; /* the stream failed while coalescing */
 	}
 out:
 	if (r != 0 && r != -ECANCELED && r != -ETIMEDOUT)

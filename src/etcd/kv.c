@@ -235,3 +235,71 @@ etcd_watch_parse(const json_t *msg, struct etcd_watch_msg *out, char *why, size_
 		out->event_revision = out->revision;
 	return 0;
 }
+
+void
+etcd_events_free(struct etcd_event *ev, size_t n)
+{
+	for (size_t i = 0; ev != NULL && i < n; i++) {
+		free(ev[i].kv.key);
+		free(ev[i].kv.value);
+	}
+	free(ev);
+}
+
+int
+etcd_watch_events(const json_t *msg, size_t max_value, struct etcd_event **out, size_t *n,
+    char *why, size_t whylen)
+{
+	const json_t *evs = json_object_get(json_object_get(msg, "result"), "events"), *e;
+	struct etcd_event *v;
+	size_t i;
+
+	*out = NULL;
+	*n = 0;
+	if (evs == NULL)
+		return 0;
+	if (!json_is_array(evs))
+		return fail(why, whylen, AMESH_ERR_INVALID, "watch message: events is not an array");
+	v = xcalloc(json_array_size(evs) + 1, sizeof(*v));
+	json_array_foreach(evs, i, e) {
+		const json_t *kv = json_object_get(e, "kv");
+		const char *type = json_string_value(json_object_get(e, "type"));
+		const char *k = json_string_value(json_object_get(kv, "key"));
+		const char *val = json_string_value(json_object_get(kv, "value"));
+		struct etcd_event *x = &v[*n];
+		size_t kl;
+
+		/* The gateway leaves the default PUT out. */
+		x->deleted = type != NULL && strcmp(type, "DELETE") == 0;
+		if (k == NULL || etcd_unb64(k, &x->kv.key, &kl) != 0 || kl == 0 ||
+		    memchr(x->kv.key, '\0', kl) != NULL) {
+			free(x->kv.key);
+			x->kv.key = NULL;
+			etcd_events_free(v, *n);
+			*n = 0;
+			return fail(why, whylen, AMESH_ERR_INVALID, "watch event: a bad key");
+		}
+		(*n)++;
+		x->kv.mod_revision = etcd_int(json_object_get(kv, "mod_revision"));
+		if (x->kv.mod_revision <= 0) {
+			snprintf(why, whylen, "watch event %.200s: a bad mod_revision", x->kv.key);
+			goto bad;
+		}
+		if (x->deleted)
+			continue;
+		if (val == NULL)
+			val = "";
+		if (strlen(val) / 4 * 3 > max_value + 3 || etcd_unb64(val, &x->kv.value,
+		    &x->kv.vlen) != 0 || x->kv.vlen > max_value) {
+			snprintf(why, whylen, "watch event %.200s: a value that is not base64 or larger "
+			    "than %zu bytes", x->kv.key, max_value);
+			goto bad;
+		}
+	}
+	*out = v;
+	return 0;
+bad:
+	etcd_events_free(v, *n);
+	*n = 0;
+	return AMESH_ERR_INVALID;
+}

@@ -58,6 +58,21 @@ struct etcd_watch_msg {
 	char reason[200];          /* cancel_reason or the error's message */
 };
 
+/* One event of a watch message: a put (value set) or a delete. */
+struct etcd_event {
+	bool deleted;
+	struct etcd_kv kv;         /* a delete has no value (NULL, vlen 0) */
+};
+
+/*
+ * The events of a watch message, in order (etcd never splits one revision's events over two
+ * messages). At most max_value bytes per value. 0 with *out (free with etcd_events_free) and *n;
+ * AMESH_ERR_INVALID or AMESH_ERR_TOOLONG with why.
+ */
+int etcd_watch_events(const json_t *msg, size_t max_value, struct etcd_event **out, size_t *n,
+    char *why, size_t whylen);
+void etcd_events_free(struct etcd_event *ev, size_t n);
+
 /* Reads one message of a watch stream ({"result": {...}} or {"error": {...}}). 0 or
  * AMESH_ERR_INVALID with why. */
 int etcd_watch_parse(const json_t *msg, struct etcd_watch_msg *out, char *why, size_t whylen);

@@ -125,6 +125,97 @@ out:
 	return r;
 }
 
+static int
+cmp_file(const void *a, const void *b)
+{
+	return strcmp(((const struct etcd_regfile *)a)->key, ((const struct etcd_regfile *)b)->key);
+}
+
+int
+etcd_snapshot_apply(const struct etcd_snapshot *base, const char *prefix,
+    const struct etcd_event *ev, size_t n, struct etcd_snapshot **out, char *why, size_t whylen)
+{
+	char *files = xasprintf("%s/files/", prefix), *meta = xasprintf("%s/meta", prefix);
+	struct etcd_snapshot *s = xcalloc(1, sizeof(*s));
+	size_t cap = base->n + n + 1;
+	int r = 0;
+
+	*out = NULL;
+	s->files = xcalloc(cap, sizeof(*s->files));
+	for (size_t i = 0; i < base->n; i++) {
+		struct etcd_regfile *f = &s->files[s->n++];
+
+		f->key = xstrdup(base->files[i].key);
+		f->name = f->key + (base->files[i].name - base->files[i].key);
+		f->data = xmalloc(base->files[i].len + 1);
+		memcpy(f->data, base->files[i].data, base->files[i].len);
+		f->data[base->files[i].len] = '\0';
+		f->len = base->files[i].len;
+		f->mod_revision = base->files[i].mod_revision;
+	}
+	s->revision = base->revision;
+	s->meta_revision = base->meta_revision;
+	s->pushed_at_ms = base->pushed_at_ms;
+	s->pushed_by = base->pushed_by != NULL ? xstrdup(base->pushed_by) : NULL;
+	for (size_t e = 0; e < n; e++) {
+		const struct etcd_kv *kv = &ev[e].kv;
+		const char *name = file_name(kv->key, files);
+		size_t i;
+
+		if (kv->mod_revision > s->revision)
+			s->revision = kv->mod_revision;
+		if (strcmp(kv->key, meta) == 0) {
+			free(s->pushed_by);
+			s->pushed_by = NULL;
+			s->pushed_at_ms = 0;
+			s->meta_revision = ev[e].deleted ? 0 : kv->mod_revision;
+			if (!ev[e].deleted)
+				read_meta(s, kv->value, kv->vlen);
+			continue;
+		}
+		if (name == NULL)
+			continue;
+		for (i = 0; i < s->n && strcmp(s->files[i].key, kv->key) != 0; i++)
+			;
+		if (ev[e].deleted) {
+			if (i < s->n) {
+				free(s->files[i].key);
+				free(s->files[i].data);
+				s->files[i] = s->files[--s->n];
+			}
+			continue;
+		}
+		if (i == s->n) {
+			if (s->n == REG_MAX_FILES) {
+				snprintf(why, whylen, "%s: more than %d registry files", files,
+				    REG_MAX_FILES);
+				r = AMESH_ERR_TOOLONG;
+				goto out;
+			}
+			s->files[i].key = xstrdup(kv->key);
+			s->files[i].name = s->files[i].key + strlen(files);
+			s->n++;
+		} else {
+			free(s->files[i].data);
+		}
+		s->files[i].data = xmalloc(kv->vlen + 1);
+		memcpy(s->files[i].data, kv->value, kv->vlen);
+		s->files[i].data[kv->vlen] = '\0';
+		s->files[i].len = kv->vlen;
+		s->files[i].mod_revision = kv->mod_revision;
+	}
+	s->read_revision = s->revision;
+	/* In key order, as a read returns them (and a directory sorts its files). */
+	qsort(s->files, s->n, sizeof(*s->files), cmp_file);
+	*out = s;
+	s = NULL;
+out:
+	etcd_snapshot_free(s);
+	free(files);
+	free(meta);
+	return r;
+}
+
 int
 etcd_snapshot_build(const struct etcd_snapshot *s, struct registry **out, struct diag *d)
 {

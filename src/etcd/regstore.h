@@ -52,6 +52,15 @@ void etcd_snapshot_free(struct etcd_snapshot *s);
 int etcd_snapshot_read(struct etcd_client *c, const char *prefix, int64_t revision,
     struct etcd_snapshot **out, char *why, size_t whylen);
 
+struct etcd_event;
+/*
+ * The snapshot at the revision of events (a watch's, in order) from base, the snapshot at the
+ * revision just before them: what etcd_snapshot_read would read at that revision, without the
+ * read. 0 with *out, or AMESH_ERR_TOOLONG (more than REG_MAX_FILES files) with why.
+ */
+int etcd_snapshot_apply(const struct etcd_snapshot *base, const char *prefix,
+    const struct etcd_event *ev, size_t n, struct etcd_snapshot **out, char *why, size_t whylen);
+
 /* Parses and validates the snapshot's files as one registry; as registry_load_buffers. */
 int etcd_snapshot_build(const struct etcd_snapshot *s, struct registry **out, struct diag *d);
 

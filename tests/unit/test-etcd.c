@@ -207,3 +207,49 @@ TEST(etcd_snapshot_cache)
 	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
 	ASSERT(system(path) == 0);
 }
+
+/* A watch message's events applied to the snapshot before them: puts, a delete, meta, others. */
+TEST(etcd_snapshot_apply_events)
+{
+	char why[256];
+	struct etcd_regfile files[2] = {
+		{ .key = (char *)"/r/files/a.conf", .name = "a.conf", .data = (char *)"A", .len = 1,
+		    .mod_revision = 3 },
+		{ .key = (char *)"/r/files/c.conf", .name = "c.conf", .data = (char *)"C", .len = 1,
+		    .mod_revision = 4 },
+	};
+	struct etcd_snapshot base = { .revision = 4, .read_revision = 6, .files = files, .n = 2 }, *s;
+	struct etcd_event *ev;
+	size_t n;
+	/* b.conf put ("B"), c.conf deleted, meta put, a key outside files/ and a dot file. */
+	json_t *j = json_loads("{\"result\":{\"header\":{\"revision\":\"7\"},\"events\":["
+	    "{\"kv\":{\"key\":\"L3IvZmlsZXMvYi5jb25m\",\"mod_revision\":\"7\",\"value\":\"Qg==\"}},"
+	    "{\"type\":\"DELETE\",\"kv\":{\"key\":\"L3IvZmlsZXMvYy5jb25m\",\"mod_revision\":\"7\"}},"
+	    "{\"kv\":{\"key\":\"L3IvbWV0YQ==\",\"mod_revision\":\"7\",\"value\":"
+	    "\"eyJwdXNoZWRfYXRfbXMiOjUsInB1c2hlZF9ieSI6InUifQ==\"}},"
+	    "{\"kv\":{\"key\":\"L3Ivb3RoZXI=\",\"mod_revision\":\"7\",\"value\":\"eA==\"}},"
+	    "{\"kv\":{\"key\":\"L3IvZmlsZXMvLmguY29uZg==\",\"mod_revision\":\"7\",\"value\":\"eA==\"}}"
+	    "]}}", 0, NULL);
+
+	ASSERT(j != NULL);
+	ASSERT_EQ(etcd_watch_events(j, 1024, &ev, &n, why, sizeof(why)), 0);
+	ASSERT_EQ(n, 5);
+	ASSERT(!ev[0].deleted && ev[1].deleted);
+	ASSERT_EQ(etcd_snapshot_apply(&base, "/r", ev, n, &s, why, sizeof(why)), 0);
+	ASSERT_EQ(s->n, 2);
+	ASSERT_STREQ(s->files[0].key, "/r/files/a.conf");
+	ASSERT_STREQ(s->files[1].key, "/r/files/b.conf");
+	ASSERT_STREQ(s->files[1].name, "b.conf");
+	ASSERT_STREQ(s->files[1].data, "B");
+	ASSERT_EQ(s->revision, 7);
+	ASSERT_EQ(s->read_revision, 7);
+	ASSERT_EQ(s->meta_revision, 7);
+	ASSERT_EQ(s->pushed_at_ms, 5);
+	ASSERT_STREQ(s->pushed_by, "u");
+	etcd_snapshot_free(s);
+	etcd_events_free(ev, n);
+	/* A value past the bound is refused, naming the key. */
+	ASSERT_EQ(etcd_watch_events(j, 0, &ev, &n, why, sizeof(why)), AMESH_ERR_INVALID);
+	ASSERT(strstr(why, "/r/files/b.conf") != NULL && ev == NULL && n == 0);
+	json_decref(j);
+}

@@ -139,4 +139,5 @@
 	X(etcd_kv_json)                       \
 	X(etcd_range_parse)                   \
 	X(etcd_watch_parse)                   \
-	X(etcd_snapshot_cache)
+	X(etcd_snapshot_cache)                \
+	X(etcd_snapshot_apply_events)
