@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A role's registry from etcd ([mesh] registry = etcd://...): loaded whole at one revision at
- * startup, then watched. Each change loads the whole prefix at the new revision, parses and
- * validates it (the same checks as a directory), and swaps the snapshot in the holder; a
- * revision that fails is refused with its messages and the snapshot in force stays.
+ * startup, then watched. Each change gives the whole prefix at the new revision (the snapshot
+ * held with the change's events applied, or a whole read after a reconnect or a compaction),
+ * which is parsed and validated whole (the same checks as a directory) and swapped into the
+ * holder; a revision that fails is refused with its messages and the snapshot in force stays.
  *
  * The etcd client blocks, so it runs on the feed's own thread and never on the loop; the thread
  * hands each result to the loop (uv_async), where the holder is swapped, the log written and the

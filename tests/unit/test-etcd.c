@@ -68,6 +68,15 @@ TEST(etcd_kv_json)
 	free(s);
 	ASSERT_EQ(etcd_unb64("not base64!", &d, &len), AMESH_ERR_INVALID);
 	ASSERT(d == NULL);
+	ASSERT_EQ(etcd_unb64("QUI=", &d, &len), 0);
+	ASSERT(len == 2 && strcmp(d, "AB") == 0);
+	free(d);
+	ASSERT_EQ(etcd_unb64("", &d, &len), 0);
+	ASSERT(len == 0);
+	free(d);
+	static const char *const bad64[] = { "Q===", "QQ=A", "QQ", "QQ==QQ==", "QQ\n=" };
+	for (size_t i = 0; i < sizeof(bad64) / sizeof(bad64[0]); i++)
+		ASSERT_EQ(etcd_unb64(bad64[i], &d, &len), AMESH_ERR_INVALID);
 	s = etcd_prefix_end("/amesh/");
 	ASSERT_STREQ(s, "/amesh0");
 	free(s);
