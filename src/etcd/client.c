@@ -261,6 +261,13 @@ etcd_client_sleep(struct etcd_client *c, uint64_t ms)
 	}
 }
 
+void
+etcd_client_rotate(struct etcd_client *c)
+{
+	__atomic_store_n(&c->cur, (__atomic_load_n(&c->cur, __ATOMIC_RELAXED) + 1) % c->n,
+	    __ATOMIC_RELAXED);
+}
+
 const char *
 etcd_client_endpoint(const struct etcd_client *c)
 {
@@ -578,9 +585,11 @@ attempt(struct etcd_client *c, const char *ep, const char *path, const char *bod
 			goto out;
 		}
 	}
+	/* A stream asks for etcd's "require leader": a member cut off from its cluster ends the
+	 * watch ("no leader") instead of keeping a silent one open, so the next member is tried. */
 	n = snprintf(head, sizeof(head), "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: "
 	    "application/json\r\nContent-Length: %zu\r\n%s\r\n", path, ep, strlen(body),
-	    stream ? "" : "Connection: close\r\n");
+	    stream ? "Grpc-Metadata-hasleader: true\r\n" : "Connection: close\r\n");
 	if ((r = xmit(s, head, (size_t)n, why, whylen)) != 0 ||
 	    (r = xmit(s, body, strlen(body), why, whylen)) != 0)
 		goto out;

@@ -51,6 +51,8 @@ void etcd_client_free(struct etcd_client *c);
 void etcd_client_cancel(struct etcd_client *c);
 /* Sleeps ms unless cancelled first: 0, or -ECANCELED. */
 int etcd_client_sleep(struct etcd_client *c, uint64_t ms);
+/* The next call starts with the next endpoint (a watch on this one failed). */
+void etcd_client_rotate(struct etcd_client *c);
 /* The endpoint that answered last ("HOST:PORT"). */
 const char *etcd_client_endpoint(const struct etcd_client *c);
 

@@ -314,9 +314,13 @@ watch(struct etcd_feed *f)
 			break; /* the stream failed while coalescing */
 	}
 out:
-	if (r != 0 && r != -ECANCELED && r != -ETIMEDOUT)
+	if (r != 0 && r != -ECANCELED && r != -ETIMEDOUT) {
 		log_warn("%s: registry %s: watch lost (%s): resuming from revision %lld",
 		    f->cfg.role, f->source, why, (long long)f->watch_from);
+		/* That member may answer and still not serve (no leader): try another first. */
+		if (st != NULL)
+			etcd_client_rotate(f->client);
+	}
 	etcd_stream_close(st);
 	free(req);
 	free(key);
