@@ -31,6 +31,7 @@ enum feed_ev_kind {
 	FEED_UP,      /* etcd answers again */
 	FEED_DOWN,    /* etcd does not answer: why */
 	FEED_RECONNECT, /* the watch was lost and is being reopened */
+	FEED_CONFIRM, /* etcd holds the files in force (a start from the cache is over) */
 };
 
 struct feed_ev {
@@ -130,6 +131,7 @@ process(struct etcd_feed *f, struct etcd_snapshot *s, int64_t seen_ms)
 		/* Another key of the store changed, or the same files were pushed again. */
 		etcd_snapshot_free(f->last);
 		f->last = s;
+		post_status(f, FEED_CONFIRM, NULL);
 		return;
 	}
 	ev = xcalloc(1, sizeof(*ev));
@@ -193,7 +195,6 @@ load(struct etcd_feed *f, int64_t rev, int64_t seen_ms)
 	return 0;
 }
 
-/* Thread: one watch connection, until it fails or a whole reload is due. */
 /* Thread: applies the events of msg to *s (NULL: to f->last), which it replaces. 0 or a code. */
 static int
 apply_events(struct etcd_feed *f, const json_t *msg, struct etcd_snapshot **s, char *why,
@@ -441,6 +442,13 @@ on_async(uv_async_t *h)
 			break;
 		case FEED_RECONNECT:
 			metrics_counter_add(f->m_reconnect, 1);
+			break;
+		case FEED_CONFIRM:
+			if (f->from_cache && f->refused_rev <= f->applied_rev)
+				log_info("%s: registry %s: etcd holds revision %lld as cached",
+				    f->cfg.role, f->source, (long long)f->applied_rev);
+			if (f->refused_rev <= f->applied_rev)
+				f->from_cache = false;
 			break;
 		}
 		if (ev->kind == FEED_UP)
