@@ -232,7 +232,7 @@ for k in 1 2 3; do
 	f=$(ls "$T/big"/*.conf | head -1)
 	echo "; change $k" >>"$f"
 	rev=$("$AMESH" -c "$T/big.conf" registry push "$T/big" | sed -n 's/.*: revision \([0-9]*\) .*/\1/p')
-	for j in $(seq 300); do
+	for _ in $(seq 300); do
 		[ "$(grep -l "revision $rev applied" "$T"/bw*.out | wc -l)" -ge "$BIGW" ] && break
 		sleep 0.05
 	done

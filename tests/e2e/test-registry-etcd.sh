@@ -76,7 +76,7 @@ etcd_wait() { # all three members healthy, up to 15 s
 	return 1
 }
 for n in 1 2 3; do etcd_start $n; done
-etcd_wait || { echo "Bail out! etcd did not start: $(cat "$TMP/etcd1.err" | tail -5)"; exit 1; }
+etcd_wait || { echo "Bail out! etcd did not start: $(tail -5 "$TMP/etcd1.err")"; exit 1; }
 
 # The first endpoint has nobody listening: it is skipped on every connection.
 URL="etcd://$LAB_NODE_A:23790,$LAB_NODE_A:23791,$LAB_NODE_A:23792,$LAB_NODE_A:23793/lab"
