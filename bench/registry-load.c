@@ -601,10 +601,11 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp, "usage: registry-load [-w WORKLOADS] [-s SERVICES] [-p POLICIES] [-f FILES] "
-	    "[-n ROUNDS]\n"
+	    "[-n ROUNDS] [-k DIR]\n"
 	    "Generates a registry.d in a temporary directory, times registry_load_dir() over ROUNDS\n"
 	    "loads (default 10) and 1000000 address and VIP lookups. Defaults: -w 10000 -s 1000\n"
-	    "-p 1000 -f 10; 20 nodes, %d waypoints and %d routes are added.\n", N_WAYPOINTS,
+	    "-p 1000 -f 10; 20 nodes, %d waypoints and %d routes are added.\n"
+	    "-k DIR: only generate, into DIR (a new directory), and keep it.\n", N_WAYPOINTS,
 	    N_ROUTES);
 }
 
@@ -629,6 +630,7 @@ int
 main(int argc, char **argv)
 {
 	struct opts o = { 10000, 1000, 1000, N_ROUTES, 10, 10 };
+	const char *keep = NULL;
 	struct gen g;
 	struct registry *r = NULL;
 	struct diag d;
@@ -637,8 +639,11 @@ main(int argc, char **argv)
 	long rss0, rss1;
 	int c;
 
-	while ((c = getopt(argc, argv, "w:s:p:f:n:h")) != -1) {
+	while ((c = getopt(argc, argv, "w:s:p:f:n:k:h")) != -1) {
 		switch (c) {
+		case 'k':
+			keep = optarg;
+			break;
 		case 'w':
 			o.workloads = num_arg(c, optarg, 1, REG_MAX_ENTRIES / 2);
 			break;
@@ -673,7 +678,19 @@ main(int argc, char **argv)
 	printf("registry  %zu workloads, %zu services, %zu policies, %d nodes, %d waypoints, "
 	    "%zu routes\n", o.workloads, o.services, o.policies, N_NODES, N_WAYPOINTS, o.routes);
 	printf("files     %u files, %zu bytes (%.2f MiB), %zu lines, in %s\n", g.nfiles, g.bytes,
-	    g.bytes / 1048576.0, g.lines, g.dir);
+	    g.bytes / 1048576.0, g.lines, keep != NULL ? keep : g.dir);
+	if (keep != NULL) {
+		/* bench/registry-etcd pushes the same registry to etcd. */
+		for (unsigned f = 0; f < g.nfiles; f++)
+			if (g.fp[f] != NULL)
+				fclose(g.fp[f]);
+		if (rename(g.dir, keep) != 0) {
+			fprintf(stderr, "registry-load: cannot rename %s to %s: %s\n", g.dir, keep,
+			    strerror(errno));
+			return 1;
+		}
+		return 0;
+	}
 
 	ms = xcalloc(o.rounds, sizeof(*ms));
 	sorted = xcalloc(o.rounds, sizeof(*sorted));

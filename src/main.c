@@ -14,7 +14,7 @@
 
 static const struct cmd_entry *const commands[] = {
 	&cmd_ztunnel_entry, &cmd_waypoint_entry, &cmd_sidecar_entry,
-	&cmd_cni_entry, &cmd_ca_entry, &cmd_check_entry, NULL,
+	&cmd_cni_entry, &cmd_ca_entry, &cmd_check_entry, &cmd_registry_entry, NULL,
 };
 
 static const char global_help[] =

@@ -22,7 +22,6 @@
 #include "cmd/cmd.h"
 #include "config/conf.h"
 #include "config/registry.h"
-#include "config/regwatch.h"
 #include "core/diag.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -100,7 +99,7 @@ struct cad {
 	uv_loop_t *loop;
 	struct amesh_conf *conf;
 	struct registry_holder reg;
-	struct regwatch regw;
+	struct cmd_registry regw; /* the registry: a directory or etcd */
 	struct metrics *metrics;
 	struct ca_server *srv;
 	struct admin *admin;
@@ -121,7 +120,7 @@ served(void *arg)
 	struct cad *z = arg;
 
 	cmd_role_close(&z->role);
-	regwatch_stop(&z->regw);
+	cmd_registry_stop(&z->regw);
 	admin_stop(z->admin);
 }
 
@@ -146,7 +145,7 @@ serve_reload(void *arg)
 	char why[512];
 
 	log_info("ca: SIGHUP: reloading the registry and the CA directory %s", z->conf->ca.dir);
-	regwatch_trigger(&z->regw, 0);
+	cmd_registry_reload(&z->regw);
 	if (ca_server_reload(z->srv, why, sizeof(why)) != 0)
 		log_error("ca: reload refused, the CA in force stays: %s", why);
 	else
@@ -158,7 +157,7 @@ serve_dump(void *arg)
 {
 	struct cad *z = arg;
 
-	return ca_server_dump(z->srv);
+	return cmd_registry_dump(&z->regw, ca_server_dump(z->srv));
 }
 
 static void
@@ -196,7 +195,12 @@ ca_serve(const struct cmd_globals *g, int argc, char **argv)
 	z.loop = uv_default_loop();
 	diag_init(&d);
 	registry_holder_init(&z.reg);
-	if (registry_holder_reload(&z.reg, z.conf->mesh.registry, &d) != 0) {
+	/* amesh-ca.service may write only [ca] dir: the registry's cache lives there. */
+	if (conf_line(z.conf, "mesh", "registry_cache") <= 0) {
+		free(z.conf->mesh.registry_cache);
+		z.conf->mesh.registry_cache = path_join(z.conf->ca.dir, "registry.cache");
+	}
+	if (cmd_registry_load(&z.regw, z.loop, "ca", z.conf, &z.reg, &d) != 0) {
 		diag_print(&d, stderr);
 		diag_clear(&d);
 		log_error("ca: registry %s is invalid", z.conf->mesh.registry);
@@ -232,8 +236,7 @@ ca_serve(const struct cmd_globals *g, int argc, char **argv)
 		.arg = &z,
 	    }, &z.admin) != 0)
 		return EXIT_FAIL;
-	if (regwatch_start(&z.regw, z.loop, z.conf->mesh.registry, &z.reg, describe) != 0)
-		log_warn("ca: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
+	cmd_registry_watch(&z.regw, z.metrics, describe);
 	{
 		struct sockaddr_storage ss;
 
@@ -253,6 +256,7 @@ ca_serve(const struct cmd_globals *g, int argc, char **argv)
 	admin_free(z.admin);
 	ca_server_free(z.srv);
 	metrics_free(z.metrics);
+	cmd_registry_free(&z.regw);
 	registry_holder_destroy(&z.reg);
 	uv_loop_close(z.loop);
 	conf_free(z.conf);

@@ -83,7 +83,7 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	size_t nids = 0, nlocal = 0, missing = 0;
 	bool wp_named;
 	struct diag d;
-	char a[64];
+	char a[64], src[600];
 	int rc = EXIT_FAIL;
 
 	if (argc > 1) {
@@ -100,9 +100,9 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 	cmd_log_setup(g, c);
 	/* Nothing is said ok before the registry is: "config ok" means the registry has what the
 	 * file names (amesh-check(8)). */
-	if (registry_load_dir(c->mesh.registry, &r, &d) != 0) {
+	if (cmd_registry_read_once(c, &r, src, sizeof(src), &d) != 0) {
 		diag_print(&d, stderr);
-		fprintf(stderr, "amesh check: registry %s: invalid\n", c->mesh.registry);
+		fprintf(stderr, "amesh check: registry %s: invalid\n", src);
 		goto out;
 	}
 	/* The names amesh.conf gives must be in the registry: the config is not ok otherwise. */
@@ -127,7 +127,7 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		goto out;
 	}
 	printf("config    %s: ok\n", c->path);
-	printf("registry  %s: ok (files: %zu)\n", c->mesh.registry, r->n_files);
+	printf("registry  %s: ok (files: %zu)\n", src, r->n_files);
 	printf("          nodes: %zu, workloads: %zu, services: %zu, waypoints: %zu, "
 	    "policies: %zu, routes: %zu\n", r->n[REG_NODE], r->n[REG_WORKLOAD], r->n[REG_SERVICE],
 	    r->n[REG_WAYPOINT], r->n[REG_POLICY], r->n[REG_ROUTE]);

@@ -32,6 +32,7 @@ extern const struct cmd_entry cmd_sidecar_entry;
 extern const struct cmd_entry cmd_cni_entry;
 extern const struct cmd_entry cmd_ca_entry;
 extern const struct cmd_entry cmd_check_entry;
+extern const struct cmd_entry cmd_registry_entry;
 
 /* amesh ca serve|token|join|revoke-node (cmd/ca-serve.c); argv[1] is the subcommand. Returns
  * an exit code, or -1 when argv[1] is none of these. */
@@ -84,6 +85,41 @@ int cmd_upgrade_start(uv_loop_t *loop, void (*done)(void *arg, bool ok, int pid)
 /* Calls fn(arg) from the loop, soon: the admin's /quitquitquit must not close its own listeners
  * from inside its handler. */
 void cmd_call_soon(uv_loop_t *loop, void (*fn)(void *arg), void *arg);
+
+/*
+ * A role's registry source (cmd/regsource.c): the [mesh] registry directory, watched by
+ * config/regwatch.h, or an etcd:// source, fed by etcd/feed.h. Load at startup, watch once the
+ * role's metrics exist, reload on SIGHUP, stop when draining, free after the loop.
+ */
+struct amesh_conf;
+struct metrics;
+struct registry;
+struct registry_holder;
+struct diag;
+struct etcd_feed;
+struct cmd_registry {
+	const char *role;
+	uv_loop_t *loop;
+	const struct amesh_conf *conf;
+	struct registry_holder *holder;
+	struct regwatch *dir;   /* a directory */
+	struct etcd_feed *feed; /* etcd */
+};
+/* Loads the registry into holder. 0, or a negative code with d saying why. */
+int cmd_registry_load(struct cmd_registry *cr, uv_loop_t *loop, const char *role,
+    const struct amesh_conf *conf, struct registry_holder *holder, struct diag *d);
+/* Starts watching for changes (logs when it cannot). */
+void cmd_registry_watch(struct cmd_registry *cr, struct metrics *m,
+    void (*describe)(const struct registry *r, char *buf, size_t n));
+void cmd_registry_reload(struct cmd_registry *cr);
+void cmd_registry_stop(struct cmd_registry *cr);
+void cmd_registry_free(struct cmd_registry *cr);
+/* Reads the registry once, from the directory or etcd (amesh check). 0 with *out, or a code
+ * with d saying why; *what says where from ("revision 42 of etcd://...", or the directory). */
+int cmd_registry_read_once(const struct amesh_conf *conf, struct registry **out, char *what,
+    size_t whatlen, struct diag *d);
+/* dump (a /config_dump JSON text, taken over) with registry_source added for etcd. */
+char *cmd_registry_dump(const struct cmd_registry *cr, char *dump);
 
 /* Prints "amesh CMD SUB: message", the usage line and where to find help; returns EXIT_USAGE. */
 int cmd_usage_error(const char *cmd, const char *sub, const char *usage, const char *fmt, ...)

@@ -13,7 +13,6 @@
 #include "config/conf.h"
 #include "config/kw.h"
 #include "config/registry.h"
-#include "config/regwatch.h"
 #include "core/diag.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -34,7 +33,7 @@ struct wpd {
 	struct waypoint *wp;
 	struct admin *admin; /* admin, metrics and readiness endpoints */
 	struct cmd_role role; /* signals, watchdog */
-	struct regwatch regw;
+	struct cmd_registry regw; /* the registry: a directory or etcd */
 	bool stopping, upgrading, upgraded;
 };
 
@@ -51,7 +50,7 @@ drained(void *arg)
 
 	log_info("waypoint: drained");
 	cmd_role_close(&z->role);
-	regwatch_stop(&z->regw);
+	cmd_registry_stop(&z->regw);
 	identity_store_unwatch(z->ids);
 	if (z->agent != NULL)
 		idagent_close(z->agent, NULL, NULL);
@@ -115,7 +114,7 @@ reload(void *arg)
 	struct wpd *z = arg;
 
 	log_info("waypoint: SIGHUP: reloading the registry and certificates");
-	regwatch_trigger(&z->regw, 0);
+	cmd_registry_reload(&z->regw);
 	if (identity_store_reload(z->ids) < 0)
 		log_error("waypoint: certificates: reload failed; the previous ones stay");
 	idagent_kick(z->agent);
@@ -129,7 +128,7 @@ admin_dump(void *arg)
 {
 	struct wpd *z = arg;
 
-	return waypoint_dump(z->wp);
+	return cmd_registry_dump(&z->regw, waypoint_dump(z->wp));
 }
 
 static void
@@ -223,7 +222,7 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 		return EXIT_FAIL;
 	z.loop = uv_default_loop();
 	registry_holder_init(&z.reg);
-	if (registry_holder_reload(&z.reg, z.conf->mesh.registry, &d) != 0) {
+	if (cmd_registry_load(&z.regw, z.loop, "waypoint", z.conf, &z.reg, &d) != 0) {
 		diag_print(&d, stderr);
 		diag_clear(&d);
 		log_error("waypoint: registry %s is invalid", z.conf->mesh.registry);
@@ -265,8 +264,7 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 		.arg = &z,
 	    }, &z.admin) != 0)
 		return EXIT_FAIL; /* logged, with the address */
-	if (regwatch_start(&z.regw, z.loop, z.conf->mesh.registry, &z.reg, describe) != 0)
-		log_warn("waypoint: cannot watch %s; reload with SIGHUP", z.conf->mesh.registry);
+	cmd_registry_watch(&z.regw, z.metrics, describe);
 	admin_set_ready(z.admin, true);
 	z.role.reload = reload;
 	z.role.stop = stop;
@@ -280,6 +278,7 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	identity_gauges_free(z.id_gauges);
 	identity_store_free(z.ids);
 	metrics_free(z.metrics);
+	cmd_registry_free(&z.regw);
 	registry_holder_destroy(&z.reg);
 	uv_loop_close(z.loop);
 	conf_free(z.conf);

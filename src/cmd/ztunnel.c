@@ -17,7 +17,6 @@
 #include "cmd/cmd.h"
 #include "config/conf.h"
 #include "config/registry.h"
-#include "config/regwatch.h"
 #include "core/diag.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -49,7 +48,7 @@ struct zt {
 	struct proxy_report *report; /* what the admin endpoints show of the proxy */
 	struct admin *admin;
 	struct cmd_role life; /* signals, watchdog */
-	struct regwatch regw;
+	struct cmd_registry regw; /* the registry: a directory or etcd */
 	bool stopping, ready, upgrading;
 	int exit_code;
 };
@@ -67,7 +66,7 @@ proxy_drained(void *arg)
 
 	log_info("%s: drained", z->role);
 	cmd_role_close(&z->life);
-	regwatch_stop(&z->regw);
+	cmd_registry_stop(&z->regw);
 	identity_store_unwatch(z->ids);
 	if (z->agent != NULL)
 		idagent_close(z->agent, NULL, NULL);
@@ -148,7 +147,7 @@ ztunnel_reload(void *arg)
 	struct zt *z = arg;
 
 	log_info("%s: SIGHUP: reloading the registry and certificates", z->role);
-	regwatch_trigger(&z->regw, 0);
+	cmd_registry_reload(&z->regw);
 	if (identity_store_reload(z->ids) < 0)
 		log_error("%s: certificates: reload failed; the previous ones stay", z->role);
 	idagent_kick(z->agent);
@@ -196,7 +195,7 @@ admin_dump(void *arg)
 {
 	struct zt *z = arg;
 
-	return proxy_report_config_dump(z->report);
+	return cmd_registry_dump(&z->regw, proxy_report_config_dump(z->report));
 }
 
 static bool
@@ -312,7 +311,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	z->pc = z->workload != NULL ? &z->conf->sidecar.proxy : &z->conf->ztunnel.proxy;
 	z->loop = uv_default_loop();
 	registry_holder_init(&z->reg);
-	if (registry_holder_reload(&z->reg, z->conf->mesh.registry, &d) != 0) {
+	if (cmd_registry_load(&z->regw, z->loop, z->role, z->conf, &z->reg, &d) != 0) {
 		diag_print(&d, stderr);
 		diag_clear(&d);
 		log_error("%s: registry %s is invalid", z->role, z->conf->mesh.registry);
@@ -442,8 +441,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	}
 	if (rc != 0)
 		return EXIT_FAIL;
-	if (regwatch_start(&z->regw, z->loop, z->conf->mesh.registry, &z->reg, describe) != 0)
-		log_warn("%s: cannot watch %s; reload with SIGHUP", z->role, z->conf->mesh.registry);
+	cmd_registry_watch(&z->regw, z->metrics, describe);
 	admin_set_ready(z->admin, true);
 	if (z->workload != NULL)
 		log_info("sidecar: workload %s ready in this namespace (node %s)", z->workload,
@@ -468,6 +466,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 	admin_free(z->admin);
 	proxy_report_free(z->report);
 	metrics_free(z->metrics);
+	cmd_registry_free(&z->regw);
 	registry_holder_destroy(&z->reg);
 	uv_loop_close(z->loop);
 	conf_free(z->conf);

@@ -16,6 +16,7 @@
 
 #include "cni/enroll.h"
 #include "config/registry.h"
+#include "etcd/regstore.h"
 #include "core/diag.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -88,6 +89,7 @@ int
 cni_ctx_load(struct cni_ctx *x, const char *path, bool reg_optional, struct cni_fail *f)
 {
 	struct diag d;
+	char what[600];
 	int r;
 
 	memset(x, 0, sizeof(*x));
@@ -100,7 +102,7 @@ cni_ctx_load(struct cni_ctx *x, const char *path, bool reg_optional, struct cni_
 		return cni_fail_err(f);
 	}
 	nft_rules_params_from_conf(&x->params, &x->conf->ztunnel.proxy);
-	if (registry_load_dir(x->conf->mesh.registry, &x->reg, &d) != 0) {
+	if (registry_source_read(x->conf, true, &x->reg, what, sizeof(what), &d) != 0) {
 		if (reg_optional) {
 			log_warn("registry %s: %s: going on without it", x->conf->mesh.registry,
 			    diag_count(&d) > 0 ? diag_first(&d) : "invalid");

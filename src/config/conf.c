@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config/conf.h"
+#include "config/etcdurl.h"
 #include "config/ini.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -58,6 +59,11 @@ static const struct kw keywords[] = {
 	{ "mesh", "trust_bundle", KW_PATH, OFF(mesh.trust_bundle), SYSCONFDIR "/amesh/ca.crt", 0, 0, NULL, false },
 	{ "mesh", "registry", KW_PATH, OFF(mesh.registry), SYSCONFDIR "/amesh/registry.d", 0, 0, NULL, false },
 	{ "mesh", "node", KW_HOSTNAME, OFF(mesh.node), NULL, 0, 0, NULL, false },
+	{ "mesh", "etcd_ca", KW_PATH, OFF(mesh.etcd_ca), NULL, 0, 0, NULL, false },
+	{ "mesh", "etcd_cert", KW_PATH, OFF(mesh.etcd_cert), NULL, 0, 0, NULL, false },
+	{ "mesh", "etcd_key", KW_PATH, OFF(mesh.etcd_key), NULL, 0, 0, NULL, false },
+	{ "mesh", "etcd_timeout", KW_DURATION, OFF(mesh.etcd_timeout), "5s", 100, 0, NULL, false },
+	{ "mesh", "registry_cache", KW_PATH, OFF(mesh.registry_cache), LOCALSTATEDIR "/lib/amesh/registry.cache", 0, 0, NULL, false },
 	{ "mesh", "outbound", KW_ENUM, OFF(mesh.outbound), "allow_any", 0, 0, outbound_modes, false },
 	{ "identity", "cert_dir", KW_PATH, OFF(identity.cert_dir), LOCALSTATEDIR "/lib/amesh/certs", 0, 0, NULL, false },
 	{ "identity", "expiry_warning", KW_DURATION, OFF(identity.expiry_warning), "7d", 0, 0, NULL, false },
@@ -193,6 +199,16 @@ on_key(void *user, const char *section, const char *key, const char *value, int 
 			diag_add(x->d, x->file, line, "[%s] %s: %s", section, key, why);
 			return;
 		}
+		/* The registry is a directory or an etcd:// source, which is no path to anchor. */
+		if (kw->off == OFF(mesh.registry) && etcd_url_is(value)) {
+			struct etcd_url u;
+
+			free(x->c->mesh.registry);
+			x->c->mesh.registry = xstrdup(value);
+			if (etcd_url_parse(value, &u, why, sizeof(why)) != 0)
+				diag_add(x->d, x->file, line, "[mesh] registry: %s", why);
+			etcd_url_free(&u);
+		}
 		x->c->lines[i] = line;
 		return;
 	}
@@ -234,6 +250,9 @@ finish(struct conf_ctx *x)
 	}
 	if (c->cni.socket == NULL)
 		c->cni.socket = xstrdup(c->ztunnel.socket);
+	if ((c->mesh.etcd_cert == NULL) != (c->mesh.etcd_key == NULL))
+		diag_add(x->d, x->file, conf_line(c, "mesh", c->mesh.etcd_cert != NULL ? "etcd_cert" :
+		    "etcd_key"), "[mesh] etcd_cert and etcd_key go together: give both or neither");
 	/* With the CA service the bundle is fetched and rewritten by the roles (a root rotation):
 	 * it lives beside the node's certificates, not in /etc, which their units cannot write. */
 	if (c->identity.ca_address.n > 0 && conf_line(c, "mesh", "trust_bundle") <= 0) {

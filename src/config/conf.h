@@ -41,6 +41,10 @@ struct amesh_conf {
 	struct {
 		char *trust_domain, *trust_bundle, *registry, *node;
 		int outbound; /* enum conf_outbound */
+		/* registry = etcd://...: its client TLS (PEM files; none: plain HTTP), the timeout of
+		 * each request, and the local copy of the last good snapshot (config/etcdurl.h). */
+		char *etcd_ca, *etcd_cert, *etcd_key, *registry_cache;
+		uint64_t etcd_timeout; /* ms */
 	} mesh;
 	struct {
 		char *cert_dir;

@@ -325,6 +325,24 @@ registry_load_files(char *const *paths, size_t n, struct registry **out, struct 
 	return builder_finish(&b, out);
 }
 
+int
+registry_load_buffers(const struct registry_buf *f, size_t n, struct registry **out,
+    struct diag *d)
+{
+	struct builder b;
+
+	*out = NULL;
+	if (n > REG_MAX_FILES) {
+		diag_add(d, n > 0 ? f[0].name : "registry", 0, "more than %d registry files",
+		    REG_MAX_FILES);
+		return AMESH_ERR_INVALID;
+	}
+	builder_init(&b, d);
+	for (size_t i = 0; i < n; i++)
+		builder_add(&b, f[i].name, f[i].data, f[i].len);
+	return builder_finish(&b, out);
+}
+
 static int
 cmp_str(const void *a, const void *b)
 {

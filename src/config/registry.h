@@ -179,6 +179,15 @@ int registry_parse_buffer(const char *file, const char *data, size_t len, struct
     struct diag *d);
 /* Same for a list of files, in the order given. */
 int registry_load_files(char *const *paths, size_t n, struct registry **out, struct diag *d);
+/* One registry file held in memory: name is what messages call it (an etcd key, say). */
+struct registry_buf {
+	const char *name;
+	const char *data;
+	size_t len;
+};
+/* Same for files already in memory (the etcd source), in the order given. */
+int registry_load_buffers(const struct registry_buf *f, size_t n, struct registry **out,
+    struct diag *d);
 
 struct registry *registry_ref(struct registry *r);
 /* Drops a reference; the last one frees the snapshot. Accepts NULL. */

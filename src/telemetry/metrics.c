@@ -60,9 +60,9 @@ struct series {
 	char key[]; /* the values, each NUL-terminated, after an enum set_kind byte */
 };
 
-enum proc_type { PROC_COUNTER, PROC_GAUGE };
+enum proc_type { PROC_COUNTER, PROC_GAUGE, PROC_HISTOGRAM };
 
-/* A process metric; counters and gauges share it and are told apart by type. */
+/* A process metric; counters, gauges and histograms share it and are told apart by type. */
 struct proc_metric {
 	struct proc_metric *next;
 	enum proc_type type;
@@ -70,6 +70,16 @@ struct proc_metric {
 	char *label, *lvalue; /* one label (both NULL: none); one entry per value, kept adjacent */
 	uint64_t counter;
 	int64_t gauge;
+	/* A histogram: its upper bounds, the count per bucket (not cumulative; the last +Inf). */
+	double hbound[METRICS_HIST_MAX_BUCKETS];
+	uint64_t hcount[METRICS_HIST_MAX_BUCKETS + 1];
+	size_t hn;
+	uint64_t hobs;
+	double hsum;
+};
+
+struct metric_histogram {
+	struct proc_metric p;
 };
 
 struct metric_counter {
@@ -353,8 +363,7 @@ proc_register(struct metrics *m, enum proc_type type, const char *name, const ch
     const char *label, const char *lvalue)
 {
 	struct proc_metric *p, *after = NULL;
-	size_t sz = type == PROC_COUNTER ? sizeof(struct metric_counter) :
-	    sizeof(struct metric_gauge);
+	size_t sz = sizeof(struct proc_metric);
 
 	if (!name_ok(name) || (label != NULL && (!name_ok(label) || lvalue == NULL)))
 		return NULL;
@@ -426,6 +435,41 @@ metrics_gauge_l(struct metrics *m, const char *name, const char *help, const cha
     const char *value)
 {
 	return (struct metric_gauge *)proc_register(m, PROC_GAUGE, name, help, label, value);
+}
+
+struct metric_histogram *
+metrics_histogram(struct metrics *m, const char *name, const char *help, const double *bounds,
+    size_t n)
+{
+	struct proc_metric *p;
+
+	if (n == 0 || n > METRICS_HIST_MAX_BUCKETS)
+		return NULL;
+	for (size_t i = 1; i < n; i++)
+		if (!(bounds[i] > bounds[i - 1]))
+			return NULL;
+	p = proc_register(m, PROC_HISTOGRAM, name, help, NULL, NULL);
+	if (p != NULL && p->hn == 0) {
+		memcpy(p->hbound, bounds, n * sizeof(double));
+		p->hn = n;
+	}
+	return (struct metric_histogram *)p;
+}
+
+void
+metrics_histogram_observe(struct metric_histogram *h, double v)
+{
+	size_t i = 0;
+
+	if (h == NULL)
+		return;
+	if (!(v >= 0))
+		v = 0;
+	while (i < h->p.hn && v > h->p.hbound[i])
+		i++;
+	h->p.hcount[i]++;
+	h->p.hobs++;
+	h->p.hsum += v;
 }
 
 void
@@ -696,8 +740,25 @@ metrics_render(struct metrics *m, char **out)
 	buf_init(&b.b, METRICS_RENDER_MAX);
 	for (const struct proc_metric *p = m->procs, *prev = NULL; p != NULL; prev = p, p = p->next) {
 		if (prev == NULL || strcmp(prev->name, p->name) != 0)
-			family_head(&b, p->name, p->type == PROC_COUNTER ? "counter" : "gauge",
-			    p->help);
+			family_head(&b, p->name, p->type == PROC_COUNTER ? "counter" :
+			    p->type == PROC_GAUGE ? "gauge" : "histogram", p->help);
+		if (p->type == PROC_HISTOGRAM) {
+			uint64_t cum = 0;
+			char le[32], v[48];
+
+			for (size_t i = 0; i <= p->hn; i++) {
+				cum += p->hcount[i];
+				if (i < p->hn)
+					fmt_double(le, sizeof(le), p->hbound[i]);
+				else
+					snprintf(le, sizeof(le), "+Inf");
+				mt_printf(&b, "%s_bucket{le=\"%s\"} %" PRIu64 "\n", p->name, le, cum);
+			}
+			fmt_double(v, sizeof(v), p->hsum);
+			mt_printf(&b, "%s_sum %s\n%s_count %" PRIu64 "\n", p->name, v, p->name,
+			    p->hobs);
+			continue;
+		}
 		mt_str(&b, p->name);
 		if (p->label != NULL) {
 			mt_str(&b, "{");

@@ -134,6 +134,15 @@ void metrics_gauge_remove(struct metrics *m, struct metric_gauge *g);
 void metrics_counter_add(struct metric_counter *c, uint64_t v);
 uint64_t metrics_counter_value(const struct metric_counter *c);
 void metrics_gauge_set(struct metric_gauge *g, int64_t v);
+/*
+ * A process histogram without labels: n (at most METRICS_HIST_MAX_BUCKETS) increasing upper
+ * bounds, +Inf added. NULL as metrics_counter. Observing accepts NULL.
+ */
+#define METRICS_HIST_MAX_BUCKETS 16
+struct metric_histogram;
+struct metric_histogram *metrics_histogram(struct metrics *m, const char *name, const char *help,
+    const double *bounds, size_t n);
+void metrics_histogram_observe(struct metric_histogram *h, double v);
 void metrics_gauge_add(struct metric_gauge *g, int64_t delta);
 int64_t metrics_gauge_value(const struct metric_gauge *g);
 

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/../lib.sh"
 
 CONF=$SRCDIR/etc/amesh.conf
-plan 35
+plan 39
 
 run "$AMESH" --help
 check "--help exits 0" '[ "$RC" -eq 0 ]'
@@ -172,5 +172,19 @@ wp_conf "$WP/ca/ca.crt" 192.0.2.77:15008
 run timeout 10 "$AMESH" -c "$WP/wp.conf" waypoint
 check "waypoint: an hbone_address not on the host says to add it (ip addr add)" \
 	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -qF "cannot listen on 192.0.2.77:15008: address not available; 192.0.2.77 is not an address of this host: add it where the ztunnels reach it (ip addr add 192.0.2.77/32 dev IFACE)"'
+
+# amesh registry: usage, and a config whose registry is a directory.
+run "$AMESH" registry
+check "registry without a subcommand: exit 2 with the usage" \
+	'[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "push \[--force\] DIR"'
+run "$AMESH" registry pull --force "$TMP/x"
+check "registry pull --force: exit 2, --force is for push" '[ "$RC" -eq 2 ] && echo "$ERR" | grep -q "force is for push"'
+run "$AMESH" -c "$CONF" registry diff "$SRCDIR/etc/registry.d"
+check "registry diff with a directory registry says to set an etcd source" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "is not an etcd source"'
+printf '[mesh]\nnode = node-a\nregistry = etcd://127.0.0.1:1/amesh\netcd_timeout = 200ms\nregistry_cache = %s/none.cache\n' "$TMP" >"$TMP/etcd.conf"
+run "$AMESH" check -c "$TMP/etcd.conf"
+check "check with an etcd source nobody serves names the endpoint and fails" \
+	'[ "$RC" -eq 1 ] && echo "$ERR" | grep -q "127.0.0.1:1: connect: connection refused"'
 
 tap_done

@@ -7,9 +7,10 @@
 #
 #      0  core                     log, errors, buffers, parsing: needs nothing of ours
 #      1  config tls telemetry     amesh.conf and the registry; mbedTLS; metrics and admin HTTP
-#      2  net policy ca dns        namespaces, hand-off and records, listeners; authorization;
+#      2  net policy ca dns etcd   namespaces, hand-off and records, listeners; authorization;
 #                                  the CA service, its client and the roles' identity agent;
-#                                  the DNS proxy (sockets in namespaces come from its caller)
+#                                  the DNS proxy (sockets in namespaces come from its caller);
+#                                  the registry on etcd: its client, push, cache and watch
 #      3  nft hbone                interception rules; HTTP/2 CONNECT over TLS, the relay
 #      4  l7                       the L7 engine over HBONE
 #      5  proxy                    the ztunnel and sidecar core, over HBONE and L7
@@ -28,7 +29,7 @@ rank() {
 	case $1 in
 	core) echo 0 ;;
 	config | tls | telemetry) echo 1 ;;
-	net | policy | ca | dns) echo 2 ;;
+	net | policy | ca | dns | etcd) echo 2 ;;
 	nft | hbone) echo 3 ;;
 	l7) echo 4 ;;
 	proxy) echo 5 ;;

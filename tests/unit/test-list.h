@@ -45,6 +45,7 @@
 	X(metrics_series_cap)               \
 	X(metrics_histogram_buckets)        \
 	X(metrics_process_registration)     \
+	X(metrics_process_histogram)        \
 	X(http_server_requests)             \
 	X(http_server_close_busy)           \
 	X(admin_role_callbacks)             \
@@ -133,5 +134,11 @@
 	X(dns_nxdomain_and_forward)           \
 	X(dns_malformed)                      \
 	X(dns_auto_vips)                      \
-	X(dns_external_service)             \
-	X(dns_answer_wire)
+	X(dns_external_service)               \
+	X(dns_answer_wire)                    \
+	X(etcd_url_parse)                     \
+	X(etcd_kv_json)                       \
+	X(etcd_range_parse)                   \
+	X(etcd_watch_parse)                   \
+	X(etcd_snapshot_cache)                \
+	X(etcd_snapshot_apply_events)

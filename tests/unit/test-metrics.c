@@ -314,3 +314,29 @@ TEST(metrics_process_registration)
 	ASSERT_EQ(metrics_counter_value(NULL), 0);
 	metrics_free(m);
 }
+
+TEST(metrics_process_histogram)
+{
+	struct metrics *m = new_store();
+	static const double b[] = { 0.1, 1 };
+	static const double unordered[] = { 1, 0.1 };
+	struct metric_histogram *h = metrics_histogram(m, "amesh_lat_seconds", "Latency.", b, 2);
+	char *out = NULL;
+
+	ASSERT(h != NULL);
+	ASSERT(metrics_histogram(m, "amesh_bad_seconds", "x", unordered, 2) == NULL);
+	ASSERT(metrics_counter(m, "amesh_lat_seconds", "x") == NULL);
+	metrics_histogram_observe(h, 0.05);
+	metrics_histogram_observe(h, 0.5);
+	metrics_histogram_observe(h, 5);
+	metrics_histogram_observe(NULL, 1);
+	ASSERT(metrics_render(m, &out) > 0);
+	ASSERT(strstr(out, "# TYPE amesh_lat_seconds histogram\n"
+	    "amesh_lat_seconds_bucket{le=\"0.1\"} 1\n"
+	    "amesh_lat_seconds_bucket{le=\"1\"} 2\n"
+	    "amesh_lat_seconds_bucket{le=\"+Inf\"} 3\n"
+	    "amesh_lat_seconds_sum 5.55\n"
+	    "amesh_lat_seconds_count 3\n") != NULL);
+	free(out);
+	metrics_free(m);
+}
