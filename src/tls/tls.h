@@ -37,6 +37,20 @@ int tls_conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chai
 int tls_conf_init_ca(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
     mbedtls_pk_context *key, mbedtls_x509_crt *bundle, int authmode);
 
+/*
+ * Record offload (amesh.conf(5) [tls] record_offload): on (the default), records after the
+ * handshake are sealed and opened by tls/record.h when this build has it; off, by mbedTLS. Set
+ * before identities are loaded: the suite order follows it. tls_record_offload() is what is in
+ * force (false when the build lacks the record layer).
+ */
+void tls_set_record_offload(bool on);
+bool tls_record_offload(void);
+/* mbedTLS's key export callback, which tls_conf_init installs (the key block goes to the
+ * connection whose handshake is running; nothing is logged). */
+int tls_export_keys(void *p, const unsigned char *ms, const unsigned char *kb, size_t maclen,
+    size_t keylen, size_t ivlen, const unsigned char client_random[32],
+    const unsigned char server_random[32], mbedtls_tls_prf_types prf);
+
 /* Ciphertext queued for the socket above this stops the owner's writes (tls_conn_writable). */
 #define TLS_WRITE_HIGH_WATER (256u * 1024)
 
