@@ -133,4 +133,9 @@
 	X(dns_nxdomain_and_forward)           \
 	X(dns_malformed)                      \
 	X(dns_auto_vips)                      \
-	X(dns_external_service)
+	X(dns_external_service)               \
+	X(record_interop_mbedtls)             \
+	X(record_tamper)                      \
+	X(record_limits)                      \
+	X(record_seq_exhaustion)              \
+	X(record_key_block)
