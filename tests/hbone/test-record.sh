@@ -20,7 +20,7 @@ if ! command -v openssl >/dev/null || ! $PY -c 'import h2' 2>/dev/null; then
 	echo "1..0 # SKIP needs openssl and python3-h2"
 	exit 0
 fi
-plan 22
+plan 24
 
 AES=ECDHE-ECDSA-AES256-GCM-SHA384
 CHACHA=ECDHE-ECDSA-CHACHA20-POLY1305
@@ -183,5 +183,16 @@ sclient $M "$OFF" $AES
 sclient $M "$OFF" $CHACHA
 check "offload off: both suites through mbedTLS's records, intact" \
 	'sunk $M $SHA_M TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384 sinkoff && sunk $M $SHA_M TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256 sinkoff && ! grep -q "records offloaded" "$TMP/sinkoff.err"'
+
+# 23-24: amesh with mbedTLS's records against amesh offloaded, both ways (two implementations of
+# the same records: the offloaded server picks AES-256-GCM, the mbedTLS one ChaCha20-Poly1305).
+run "$TLS" client --connect "127.0.0.1:$SINK" $ID --sa client --server-id $SID --mode send --bytes $M --offload off
+sleep 0.2
+check "amesh mbedTLS records -> amesh offloaded, AES-256-GCM: 64 MiB intact" \
+	'echo "$OUT" | grep -q " sent $M $SHA_M - TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384$" && sunk $M $SHA_M TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384 sink'
+run "$TLS" client --connect "127.0.0.1:$OFF" $ID --sa client --server-id $SID --mode send --bytes $M --offload on
+sleep 0.2
+check "amesh offloaded -> amesh mbedTLS records, ChaCha20-Poly1305: 64 MiB intact" \
+	'echo "$OUT" | grep -q " sent $M $SHA_M - TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256$" && [ "$(grep -c " got $M $SHA_M peer-closed TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256$" "$TMP/sinkoff.out")" -eq 2 ]'
 
 [ $tap_failed -eq 0 ]
