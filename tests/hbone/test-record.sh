@@ -16,6 +16,10 @@ if ! "$TLS" gen 1 >/dev/null 2>&1; then
 	echo "1..0 # SKIP tests/tools/tls-tool is not built"
 	exit 0
 fi
+if ! "$TLS" offload; then
+	echo "1..0 # SKIP built without the record layer (configure --without-record-offload)"
+	exit 0
+fi
 if ! command -v openssl >/dev/null || ! $PY -c 'import h2' 2>/dev/null; then
 	echo "1..0 # SKIP needs openssl and python3-h2"
 	exit 0

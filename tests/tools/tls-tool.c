@@ -11,6 +11,7 @@
  *       SHA256 peer-closed SUITE" at the peer's close (close_notify, or EOF: tls.c does not say
  *       which, the peer's own report does).
  *   tls-tool gen N: the same N pattern bytes on stdout (to feed openssl s_client).
+ *   tls-tool offload: exits 0 when this build has the offloaded record layer.
  * Both sides take --cert-dir DIR --bundle FILE --ns NS --sa SA [--td TD] [--offload on|off].
  * A connection that ends otherwise prints "conn I failed after N bytes". ALPN is not required.
  */
@@ -43,6 +44,7 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "tls/identity.h"
+#include "tls/record.h"
 #include "tls/tls.h"
 
 static struct {
@@ -279,6 +281,8 @@ main(int argc, char **argv)
 		usage();
 	if (strcmp(argv[1], "gen") == 0)
 		return argc == 3 ? gen(argv[2]) : (usage(), 2);
+	if (strcmp(argv[1], "offload") == 0)
+		return record_available() ? 0 : 1; /* the build has the record layer */
 	server = strcmp(argv[1], "server") == 0;
 	if (!server && strcmp(argv[1], "client") != 0)
 		usage();
