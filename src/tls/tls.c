@@ -638,8 +638,13 @@ handshake_step(struct tls_conn *c)
 	c->state = TLS_OPEN;
 	uv_timer_stop(&c->timer);
 	/* "up with ID, SUITE" ends with the suite: bench/hbone/run.sh reads it from there. */
-	log_debug("tls %s: up with %s, %s%s", c->peer_addr, c->peer_id,
-	    mbedtls_ssl_get_ciphersuite(&c->ssl), c->offload ? " (records offloaded)" : "");
+	if (c->offload)
+		log_debug("tls %s: up with %s, %s (records offloaded at out/in seq %llu/%llu)",
+		    c->peer_addr, c->peer_id, mbedtls_ssl_get_ciphersuite(&c->ssl),
+		    (unsigned long long)c->tx.seq, (unsigned long long)c->rx.seq);
+	else
+		log_debug("tls %s: up with %s, %s", c->peer_addr, c->peer_id,
+		    mbedtls_ssl_get_ciphersuite(&c->ssl));
 	c->cb->on_handshake(c, 0);
 }
 
