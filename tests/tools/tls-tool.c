@@ -361,5 +361,9 @@ main(int argc, char **argv)
 		}
 	}
 	uv_run(loop, UV_RUN_DEFAULT);
+	/* A client ends here (the server is killed): leave nothing for LeakSanitizer. */
+	identity_unref(me);
+	identity_store_free(store);
+	uv_loop_close(loop);
 	return 0;
 }
