@@ -138,4 +138,5 @@
 	X(record_tamper)                      \
 	X(record_limits)                      \
 	X(record_seq_exhaustion)              \
-	X(record_key_block)
+	X(record_key_block)                   \
+	X(record_init_alloc_failure)

@@ -12,6 +12,7 @@
 #include <mbedtls/cipher.h>
 
 #include "core/err.h"
+#include "failalloc.h"
 #include "runner.h"
 #include "tls/record.h"
 
@@ -329,4 +330,24 @@ TEST(record_key_block)
 	    &crx), AMESH_ERR_INVALID);
 	ASSERT_EQ(record_secrets_from_key_block(RECORD_CHACHA20_POLY1305, false, kb, 0, 32, 4,
 	    &ctx_, &crx), AMESH_ERR_INVALID);
+}
+
+/* A failed allocation in record_dir_init leaves nothing behind and says so (tls.c then keeps
+ * mbedTLS's records for that connection). */
+TEST(record_init_alloc_failure)
+{
+	struct record_secret s;
+	struct record_dir d;
+
+	need_record_layer();
+	secret(&s, RECORD_AES_256_GCM, 1);
+	failalloc_arm(0);
+	ASSERT_EQ(record_dir_init(&d, &s, true), AMESH_ERR_NOMEM);
+	failalloc_disarm();
+	ASSERT_STREQ(failalloc_failed(), "calloc");
+	ASSERT_EQ(failalloc_live(), 0);
+	ASSERT(d.ops == NULL && d.impl == NULL);
+	record_dir_free(&d);
+	ASSERT_EQ(record_dir_init(&d, &s, true), 0);
+	record_dir_free(&d);
 }
