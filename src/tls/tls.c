@@ -72,6 +72,7 @@ struct tls_conn {
 	/* Record offload (see the top of this file). The key block is kept from the export
 	 * callback to the end of the handshake only, then wiped. */
 	bool offload;        /* records are sealed and opened by tx and rx, not mbedTLS */
+	const char *suite;   /* mbedTLS's name of the suite (a static string), once open */
 	bool have_kb;
 	uint8_t kb[TLS_KEY_BLOCK_MAX];
 	size_t kb_maclen, kb_keylen, kb_ivlen;
@@ -645,6 +646,13 @@ handshake_step(struct tls_conn *c)
 	else
 		log_debug("tls %s: up with %s, %s", c->peer_addr, c->peer_id,
 		    mbedtls_ssl_get_ciphersuite(&c->ssl));
+	c->suite = mbedtls_ssl_get_ciphersuite(&c->ssl);
+	if (c->offload) {
+		/* Nothing of mbedTLS's is used from here on: its record buffers (two of 16 KiB and
+		 * more), transform and copy of the peer's certificate go now, not at the close. */
+		mbedtls_ssl_free(&c->ssl);
+		c->ssl_ready = false;
+	}
 	c->cb->on_handshake(c, 0);
 }
 
@@ -1064,5 +1072,5 @@ tls_conn_peer_addr(const struct tls_conn *c)
 const char *
 tls_conn_suite(const struct tls_conn *c)
 {
-	return c->state == TLS_OPEN ? mbedtls_ssl_get_ciphersuite(&c->ssl) : "";
+	return c->state == TLS_OPEN && c->suite != NULL ? c->suite : "";
 }
