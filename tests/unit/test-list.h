@@ -141,4 +141,10 @@
 	X(etcd_range_parse)                   \
 	X(etcd_watch_parse)                   \
 	X(etcd_snapshot_cache)                \
-	X(etcd_snapshot_apply_events)
+	X(etcd_snapshot_apply_events)         \
+	X(record_interop_mbedtls)             \
+	X(record_tamper)                      \
+	X(record_limits)                      \
+	X(record_seq_exhaustion)              \
+	X(record_key_block)                   \
+	X(record_init_alloc_failure)
