@@ -147,7 +147,8 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		for (size_t j = 0; j < w->addresses.n; j++)
 			printf("%s%s", j ? "," : "", ip_str(&w->addresses.v[j], a, sizeof(a)));
 		printf(" protocol=%s%s%s\n", w->protocol == REG_PROTO_HBONE ? "hbone" : "tcp",
-		    w->waypoint ? " waypoint=" : "", w->waypoint ? w->waypoint : "");
+		    /* The one in force: its own, or its namespace's. */
+		    w->waypoint_p ? " waypoint=" : "", w->waypoint_p ? w->waypoint_p->h.name : "");
 		if (w->protocol == REG_PROTO_HBONE)
 			add_ident(ids, &nids, w->namespace, w->service_account, "workload");
 	}
@@ -160,11 +161,15 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 			const struct reg_waypoint *wp = REG_WAYPOINTS(r)[i];
 
 			/* Named: that one. Unnamed: each of this node's, as --name would pick. */
-			if (wp_named ? strcmp(wp->h.name, c->waypoint.name) != 0 : wp->node_p != node)
+			if (wp_named ? strcmp(wp->h.name, c->waypoint.name) != 0 :
+			    !reg_waypoint_on_node(wp, node->h.name))
 				continue;
 			nwp++;
-			printf("waypoint  %s/%s sa=%s address=%s\n", wp->namespace, wp->h.name,
-			    wp->service_account, ip_str(&wp->address, a, sizeof(a)));
+			printf("waypoint  %s/%s sa=%s address=", wp->namespace, wp->h.name,
+			    wp->service_account);
+			for (size_t j = 0; j < wp->addresses.n; j++)
+				printf("%s%s", j ? "," : "", ip_str(&wp->addresses.v[j], a, sizeof(a)));
+			printf("\n");
 			add_ident(ids, &nids, wp->namespace, wp->service_account, "waypoint");
 		}
 		if (nwp == 0)

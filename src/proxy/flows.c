@@ -725,7 +725,7 @@ flows_on_outbound(uv_stream_t *l, int status)
 		return;
 	}
 	if (wp != NULL) {
-		sockaddr_from_ip(&hb, &wp->address, hport);
+		sockaddr_from_ip(&hb, &wp->addresses.v[0], hport);
 		dst_ns = wp->namespace;
 		dst_sa = wp->service_account;
 	} else {
