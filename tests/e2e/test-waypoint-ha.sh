@@ -9,6 +9,7 @@
 # the kill may fail (counted in the TAP line), none started after it. Then: waypoint = none
 # bypasses the namespace's waypoint, and a service of another namespace naming the waypoint is
 # refused at load time (amesh check says where) until the waypoint's allowed_namespaces lists it.
+# shellcheck disable=SC1091,SC2016,SC2034,SC2046,SC2086,SC2154,SC3045  # check eval's its quoted tests; lab_in and unit prefixes split on purpose
 . "$(dirname "$0")/../lib.sh"
 . "$SRCDIR/tests/e2e/lab.sh"
 
