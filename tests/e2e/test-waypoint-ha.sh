@@ -23,7 +23,7 @@ if ! command -v nft >/dev/null 2>&1; then
 fi
 trap 'lab_down; cleanup' EXIT
 ulimit -n 16384 2>/dev/null || true
-plan 11
+plan 12
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -106,6 +106,15 @@ wait_reloads() {
 	done
 	return 1
 }
+
+run "$AMESH" check -c "$LAB_DIR/waypoint-b.conf"
+ok1=$OUT
+sed "s/^hbone_address = .*/hbone_address = 192.168.10.99:15008/" "$LAB_DIR/waypoint-b.conf" >"$TMP/wrong.conf"
+run "$AMESH" check -c "$TMP/wrong.conf"
+check "amesh check shows both instances, and warns of an instance address the registry lacks" \
+	'echo "$ok1" | grep -qxF "waypoint  default/wp sa=waypoint address=$WP1,$WP2" &&
+	 ! echo "$ok1" | grep -q "^warning   \[waypoint\]" && [ "$RC" -eq 0 ] &&
+	 echo "$OUT" | grep -q "^warning   \[waypoint\] hbone_address 192.168.10.99 is none of waypoint \"wp\"'"'"'s addresses"'
 
 # Item 3: service echo names no waypoint; its namespace's takes it.
 s=$(status "$LAB_VIP" teapot)
