@@ -4,9 +4,10 @@
 # waypoint "wp" runs as two amesh waypoint processes, one on each host (192.168.10.9 on host A,
 # 192.168.10.10 on host B, one identity), and is namespace default's waypoint ([namespace
 # "default"]), so service echo, which names none, goes through it. Under open-loop load (100
-# requests a second for 10 s from client-a, each answered after 200 ms) the tunnels spread over
-# both instances; the one on host B is killed (SIGKILL) after 3 s: only requests in flight across
-# the kill may fail (counted in the TAP line), none started after it. Then: waypoint = none
+# requests a second for 10 s from client-a through its ztunnel, 30 from echo-a through its
+# sidecar, each answered after 200 ms) the tunnels spread over both instances; the one on host B
+# is killed (SIGKILL) after 3 s: only requests in flight across the kill may fail (counted in the
+# TAP line), none started after it. Then: waypoint = none
 # bypasses the namespace's waypoint, and a service of another namespace naming the waypoint is
 # refused at load time (amesh check says where) until the waypoint's allowed_namespaces lists it.
 # shellcheck disable=SC1091,SC2016,SC2034,SC2046,SC2086,SC2154,SC3045  # check eval's its quoted tests; lab_in and unit prefixes split on purpose
@@ -23,7 +24,7 @@ if ! command -v nft >/dev/null 2>&1; then
 fi
 trap 'lab_down; cleanup' EXIT
 ulimit -n 16384 2>/dev/null || true
-plan 12
+plan 13
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -80,9 +81,13 @@ for h in a b; do
 done
 spawn wp1 $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
 spawn wp2 $(lab_in hb) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_DIR/waypoint-b.conf" --name wp
-check "ztunnels and both waypoint instances are ready" \
-	'lab_wait_ready ha && lab_wait_ready hb && lab_wait_ready ha 15121 && lab_wait_ready hb 15121'
-for x in "a a1 client-a" "a a2 echo-a" "b b1 echo-b" "b b2 other-b"; do
+# echo-a runs its own sidecar (as amesh-sidecar@echo-a.service): a second kind of caller.
+spawn sc_a2 $(lab_in a2) $(lab_unit_privs amesh-sidecar@.service) "$AMESH" -c "$LAB_CONF_A" \
+	sidecar --workload echo-a
+check "ztunnels, the sidecar and both waypoint instances are ready" \
+	'lab_wait_ready ha && lab_wait_ready hb && lab_wait_ready ha 15121 && lab_wait_ready hb 15121 &&
+	 lab_wait_ready a2'
+for x in "a a1 client-a" "b b1 echo-b" "b b2 other-b"; do
 	set -- $x
 	lab_exec h$1 "$AMESH" -c "$(conf_of "$1")" cni add --netns "$(lab_ns_path "$2")" \
 		--workload "$3" >/dev/null 2>&1
@@ -128,9 +133,13 @@ n1=$(( $(wp_requests a) + $(wp_requests b) ))
 check "a workload of the namespace, called by its address, goes through the waypoint ($s; requests $n0 -> $n1)" \
 	'[ "$s" = 200 ] && [ $((n1 - n0)) -eq 1 ]'
 
-# Item 2: load over both instances, one killed under it.
+# Item 2: load over both instances, one killed under it: 100 requests a second from client-a
+# (ambient: its ztunnel) and 30 from echo-a (its sidecar).
 a0=$(wp_requests a)
 b0=$(wp_requests b)
+spawn load2 $(lab_in a2) $PY "$LOAD" load --url "http://$LAB_VIP/load2" --rate 30 --seconds 10 \
+	--out "$TMP/load2.txt"
+LOADPID2=$pid
 spawn load $(lab_in a1) $PY "$LOAD" load --url "http://$LAB_VIP/load" --rate 100 --seconds 10 \
 	--out "$TMP/load.txt"
 LOADPID=$pid
@@ -143,7 +152,10 @@ T0=$(date +%s.%N)
 kill -KILL "$PID_wp2"
 T1=$(date +%s.%N)
 i=0
-while kill -0 "$LOADPID" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+while { kill -0 "$LOADPID" || kill -0 "$LOADPID2"; } 2>/dev/null && [ $i -lt 300 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
 da=$((a1 - a0))
 db=$((b1 - b0))
 check "requests under load spread over both instances before the kill (host A $da, host B $db)" \
@@ -159,6 +171,14 @@ FO=$(lab_exec ha $PY -c 'import json,urllib.request
 print(json.load(urllib.request.urlopen("http://127.0.0.1:15000/config_dump",timeout=2))["stats"]["waypoint_failovers"])')
 check "the ztunnel moved tunnels whose connect failed to the live instance ($FO moves, logged)" \
 	'[ "$FO" -ge 1 ] && grep -q "waypoint wp at $WP2 failed (.*): trying $WP1" "$TMP/zt_a.err"'
+RES=$($PY "$LOAD" analyze --results "$TMP/load2.txt" --before "$T0" --after "$T1")
+set -- $(echo "$RES" | head -n 1)
+N=$2 F=$4 K=$6 L=$8
+FO=$(lab_exec a2 $PY -c 'import json,urllib.request
+print(json.load(urllib.request.urlopen("http://127.0.0.1:15000/config_dump",timeout=2))["stats"]["waypoint_failovers"])')
+check "the same through echo-a's sidecar: $N requests, $F failed, $K in flight across the kill, $L failed after it; $FO moves" \
+	'[ "$N" = 300 ] && [ "$F" -le "$K" ] && [ "$L" -eq 0 ] && [ "$FO" -ge 1 ]'
+echo "$RES" | grep '^fail' | sed 's/^/# sidecar /'
 s=$(status "$LAB_VIP" teapot)
 check "after the kill, the waypoint still serves (418)" '[ "$s" = 418 ]'
 
