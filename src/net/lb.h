@@ -5,8 +5,8 @@
  * turn anyway). The state is keyed by registry entry and belongs to one registry snapshot: a pick
  * with another snapshot starts from scratch (every counter at the first endpoint, no penalties).
  *
- * Bounds: one entry per service and workload of the snapshot (services + workloads + 1), so every
- * key a snapshot can give has room. A key without an entry (only when the table could not be
+ * Bounds: one entry per service, workload, waypoint and waypoint address of the snapshot (+ 1), so
+ * every key a snapshot can give has room. A key without an entry (only when the table could not be
  * allocated) is balanced without state: its service starts at its first endpoint every time and
  * its endpoint is never skipped.
  *
@@ -45,6 +45,18 @@ const struct reg_workload *lb_pick(struct lb *lb, const struct registry *reg,
  * endpoints are not the ones being balanced).
  */
 void lb_fail(struct lb *lb, const struct registry *reg, const struct reg_workload *ep,
+    uint64_t now_ms);
+
+/*
+ * The address of waypoint wp (of snapshot reg) that gets the next tunnel at now_ms: round robin
+ * over wp->addresses (one per instance) from where the previous pick of wp left off, skipping the
+ * ones in tried (bit i: addresses.v[i], already tried by this request); the first not penalized,
+ * else the first untried one anyway. NULL when every address has been tried.
+ */
+const struct ip_addr *lb_pick_waypoint(struct lb *lb, const struct registry *reg,
+    const struct reg_waypoint *wp, uint64_t tried, uint64_t now_ms);
+/* A connect to addr (one of a waypoint's addresses in snapshot reg) failed at now_ms: as lb_fail. */
+void lb_fail_waypoint(struct lb *lb, const struct registry *reg, const struct ip_addr *addr,
     uint64_t now_ms);
 
 /* Tests only: the allocator of the entry table (calloc by default), to make it fail. */

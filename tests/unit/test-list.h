@@ -34,6 +34,10 @@
 	X(registry_list_keys_repeat)        \
 	X(registry_all_policy_errors)       \
 	X(registry_many_entries)            \
+	X(waypoint_replicas_registry)       \
+	X(waypoint_namespace_attachment)    \
+	X(waypoint_attachment_errors)       \
+	X(waypoint_lb_spread_and_failover)  \
 	X(authz_l4_table)                   \
 	X(authz_l4_example_registry)        \
 	X(authz_l4_prefilter_example_registry) \
