@@ -85,7 +85,11 @@ up_finish(struct upgrade *u, bool ok, const char *why)
 		log_info("upgrade: the new process (pid %d) serves: this one stops accepting and "
 		    "drains", u->proc.pid);
 #ifdef HAVE_LIBSYSTEMD
-		sd_notifyf(0, "MAINPID=%d", u->proc.pid);
+		/* Then wait until systemd has read it: if it saw this process exit first (a drain
+		 * with nothing left is quick), it would take the service for failed and restart it. */
+		if (sd_notifyf(0, "MAINPID=%d", u->proc.pid) > 0 &&
+		    sd_notify_barrier(0, 5 * 1000000ULL) < 0)
+			log_warn("upgrade: systemd did not confirm the new main PID within 5 s");
 #endif
 		/* It lives on without us: watching its exit would keep this loop from ending. */
 		uv_close((uv_handle_t *)&u->proc, up_closed);

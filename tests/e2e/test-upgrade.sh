@@ -46,12 +46,18 @@ enroll() { # enroll HOST NS WORKLOAD
 run enroll a a1 client-a && run enroll a a2 echo-a && run enroll b b1 echo-b
 check "workloads enrolled" '[ "$RC" -eq 0 ]'
 
-# new_pid OLD: the process OLD started (the new ztunnel), once it runs.
-new_pid() {
+# upgrade HOSTLOG PID: sends PID SIGUSR2 and prints the pid of the process it starts, read from
+# its log line "upgrade: started ... (pid N)" (the old one may be gone, and its child with a
+# new parent, before pgrep -P would see it).
+upgrade() {
+	_n=$(grep -c "upgrade: started" "$1")
+	kill -USR2 "$2"
 	_i=0
 	while [ $_i -lt 200 ]; do
-		_p=$(pgrep -P "$1" 2>/dev/null | head -n 1)
-		[ -n "$_p" ] && { echo "$_p"; return 0; }
+		if [ "$(grep -c "upgrade: started" "$1")" -gt "$_n" ]; then
+			grep "upgrade: started" "$1" | tail -n 1 | sed -n 's/.*(pid \([0-9]*\)).*/\1/p'
+			return 0
+		fi
 		sleep 0.05
 		_i=$((_i + 1))
 	done
@@ -78,11 +84,9 @@ LOADPID=$pid
 i=0
 while ! grep -q '^start' "$TMP/load.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 sleep 2
-kill -USR2 "$OLD_A"
-NEW_A=$(new_pid "$OLD_A")
+NEW_A=$(upgrade "$TMP/zt_a.err" "$OLD_A")
 sleep 3
-kill -USR2 "$OLD_B"
-NEW_B=$(new_pid "$OLD_B")
+NEW_B=$(upgrade "$TMP/zt_b.err" "$OLD_B")
 i=0
 while kill -0 "$LOADPID" 2>/dev/null && [ $i -lt 1800 ]; do
 	sleep 0.1
@@ -135,8 +139,7 @@ check "its enrollment socket accepts again" '[ "$RC" -eq 0 ] && echo "$OUT" | gr
 
 # With the config fixed, the next upgrade goes through.
 cp "$TMP/conf_a.good" "$LAB_CONF_A"
-kill -USR2 "$NEW_A"
-NEWER_A=$(new_pid "$NEW_A")
+NEWER_A=$(upgrade "$TMP/zt_a.err" "$NEW_A")
 check "the next upgrade works ($NEW_A -> $NEWER_A)" \
 	'[ -n "$NEWER_A" ] && gone "$NEW_A" 60 && lab_wait_ready ha'
 [ -z "$NEWER_A" ] && grep -v 'connection complete' "$TMP/zt_a.err" | tail -n 12 | sed 's/^/# zt: /'
@@ -164,8 +167,7 @@ LOADPID=$pid
 i=0
 while ! grep -q '^start' "$TMP/load2.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 sleep 3
-kill -USR2 "$OLD_WP"
-NEW_WP=$(new_pid "$OLD_WP")
+NEW_WP=$(upgrade "$TMP/wp.err" "$OLD_WP")
 i=0
 while alive "$LOADPID" && [ $i -lt 1800 ]; do
 	sleep 0.1
