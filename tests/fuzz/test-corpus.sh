@@ -104,11 +104,12 @@ check_corpus() {
 	fi
 }
 
-echo "1..6"
+echo "1..7"
 check_corpus conf
 check_corpus registry
 check_corpus csr
 check_corpus careq
 check_corpus dns
 check_corpus record
+check_corpus h1
 [ "$failed" -eq 0 ]
