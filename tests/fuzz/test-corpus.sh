@@ -104,7 +104,7 @@ check_corpus() {
 	fi
 }
 
-echo "1..7"
+echo "1..8"
 check_corpus conf
 check_corpus registry
 check_corpus csr
@@ -112,4 +112,5 @@ check_corpus careq
 check_corpus dns
 check_corpus record
 check_corpus h1
+check_corpus hbone
 [ "$failed" -eq 0 ]
