@@ -104,7 +104,7 @@ check_corpus() {
 	fi
 }
 
-echo "1..8"
+echo "1..9"
 check_corpus conf
 check_corpus registry
 check_corpus csr
@@ -113,4 +113,5 @@ check_corpus dns
 check_corpus record
 check_corpus h1
 check_corpus hbone
+check_corpus handoff
 [ "$failed" -eq 0 ]
