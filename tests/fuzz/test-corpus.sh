@@ -104,7 +104,7 @@ check_corpus() {
 	fi
 }
 
-echo "1..9"
+echo "1..10"
 check_corpus conf
 check_corpus registry
 check_corpus csr
@@ -114,4 +114,5 @@ check_corpus record
 check_corpus h1
 check_corpus hbone
 check_corpus handoff
+check_corpus admin
 [ "$failed" -eq 0 ]
