@@ -104,7 +104,7 @@ check_corpus() {
 	fi
 }
 
-echo "1..10"
+echo "1..11"
 check_corpus conf
 check_corpus registry
 check_corpus csr
@@ -115,4 +115,5 @@ check_corpus h1
 check_corpus hbone
 check_corpus handoff
 check_corpus admin
+check_corpus route
 [ "$failed" -eq 0 ]
