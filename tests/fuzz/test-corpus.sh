@@ -104,7 +104,7 @@ check_corpus() {
 	fi
 }
 
-echo "1..11"
+echo "1..12"
 check_corpus conf
 check_corpus registry
 check_corpus csr
@@ -116,4 +116,5 @@ check_corpus hbone
 check_corpus handoff
 check_corpus admin
 check_corpus route
+check_corpus cni
 [ "$failed" -eq 0 ]
