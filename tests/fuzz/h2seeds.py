@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-# Writes the seed corpora of tests/fuzz/fuzz-hbone and fuzz-l7h2: HTTP/2 client byte streams
-# (frames with HPACK literals, no Huffman), each after the target's 5-byte mode and seed prefix.
-# Usage: h2seeds.py hbone|l7h2 DIR
+# Writes the seed corpus of tests/fuzz/fuzz-hbone: HTTP/2 client byte streams (frames with HPACK
+# literals, no Huffman), each after the target's 5-byte mode and seed prefix.
+# Usage: h2seeds.py hbone DIR
 import os
 import struct
 import sys
@@ -81,31 +81,16 @@ def hbone():
     }
 
 
-def l7h2():
-    s = settings((3, 100), (4, 65535))
-    def req(sid, method, path, extra=(), **kw):
-        return headers(sid, [(":method", method), (":scheme", "http"), (":path", path), (":authority", "web.default.svc:80")] + list(extra), **kw)
-    return {
-        "get": s + req(1, "GET", "/", end_stream=True),
-        "post-body": s + req(1, "POST", "/api/v1/items?x=1", [("content-type", "application/json"), ("content-length", "7")]) + data(1, b"{\"a\":1}", True),
-        "grpc": s + req(1, "POST", "/pkg.Service/Method", [("content-type", "application/grpc"), ("te", "trailers")]) + data(1, b"\x00\x00\x00\x00\x02hi") + headers(1, [("grpc-timeout", "1S")], end_stream=True),
-        "two-streams-rst": s + req(1, "GET", "/a", end_stream=True) + req(3, "GET", "/b") + rst(3, 8) + PING,
-        "bad-pseudo": s + headers(1, [(":method", "GET"), (":path", "/"), (":authority", "x")], end_stream=True) + headers(3, [(":method", "GET"), (":scheme", "http"), (":path", "")], end_stream=True),
-        "connect": s + headers(1, connect("db:5432")) + data(1, b"raw"),
-        "continuation": s + req(1, "GET", "/c", end_headers=False) + frame(9, 4, 1, hpack([("x-a", "b")])) + data(1, b"", True),
-        "dotdot-path": s + req(1, "GET", "/a/../b/%2e%2e/c//d?q", [("cookie", "a=1"), ("cookie", "b=2")], end_stream=True),
-        "goaway": s + req(1, "GET", "/", end_stream=True) + GOAWAY,
-    }
-
-
 def main():
     which, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
-    seeds = hbone() if which == "hbone" else l7h2()
+    if which != "hbone":
+        sys.exit("usage: h2seeds.py hbone DIR")
+    seeds = hbone()
     for i, (name, body) in enumerate(sorted(seeds.items())):
         # mode byte 0: the target sends the preface itself; one seed carries its own
         mode = 0
-        if name in ("goaway", "get"):
+        if name == "goaway":
             mode, body = 1, PREFACE + body
         with open(os.path.join(out, name), "wb") as f:
             f.write(bytes([mode]) + struct.pack("<I", 0x9e3779b9 * (i + 1) & 0xffffffff) + body)
