@@ -255,6 +255,11 @@ route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const c
 				*why = "an escaped '/' or '\\' in the path";
 				goto out;
 			}
+			if (d == '\0') {
+				/* An application in C would end the path there: "/admin%00/x". */
+				*why = "an escaped NUL in the path";
+				goto out;
+			}
 			i += 2;
 			if (unreserved(d)) {
 				tmp[o++] = (char)d;

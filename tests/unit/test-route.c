@@ -819,6 +819,7 @@ TEST(route_normalize_path)
 		{ "/a\\b", NULL },
 		{ "/a%2", NULL },
 		{ "/a%zz", NULL },
+		{ "/admin%00/x", NULL }, /* found by tests/fuzz/fuzz-route */
 	};
 	char out[64], small[4];
 	const char *why;
