@@ -161,7 +161,12 @@ write_back(const struct h1_head *h, const char *expect)
 	if (h1_parser_new(h->request ? H1_REQUEST : H1_RESPONSE, &cb, &want, &p) != 0)
 		abort();
 	h1_expect_response_to(p, expect);
-	if (h1_feed(p, out.trace, out.len, &used) != 0 || !want.seen)
+	/* Our fields on top of 100 received ones, or of 64 KiB, exceed the limits: the receiver
+	 * may refuse that head as too large, and nothing else. */
+	rc = h1_feed(p, out.trace, out.len, &used);
+	if (rc == AMESH_ERR_TOOLONG && h->n_headers + 3 <= H1_MAX_HEADERS && out.len <= H1_MAX_HEAD)
+		abort();
+	if ((rc != 0 && rc != AMESH_ERR_TOOLONG) || (rc == 0 && !want.seen))
 		abort();
 	h1_parser_free(p);
 out:
