@@ -471,6 +471,11 @@ edit_headers(struct hdr_list *l, const struct str_list *remove, const struct lab
 		return -ENOSPC;
 	for (size_t i = 0; i < remove->n; i++)
 		hdr_list_remove(l, remove->v[i]);
+	/* The names already there first, in place: that drops their duplicates, so the names
+	 * appended next fit in what the count above allowed. */
+	for (size_t i = 0; i < set->n; i++)
+		if (hdr_list_get(l, set->v[i].key) != NULL)
+			(void)hdr_list_set(l, set->v[i].key, set->v[i].value);
 	for (size_t i = 0; i < set->n; i++)
 		(void)hdr_list_set(l, set->v[i].key, set->v[i].value);
 	for (size_t i = 0; i < add->n; i++)

@@ -166,8 +166,14 @@ check_edits(const struct reg_route *rt, const struct req *q, uint32_t seed)
 			for (size_t j = 0; j < rt->request_set.n; j++) {
 				const char *v = hdr_list_get(&l, rt->request_set.v[j].key);
 
-				if (v == NULL || strcmp(v, rt->request_set.v[j].value) != 0)
+				if (v == NULL || strcmp(v, rt->request_set.v[j].value) != 0) {
+					fprintf(stderr, "fuzz-route: route %s set %s: %s, got %s\n",
+					    rt->h.name, rt->request_set.v[j].key,
+					    rt->request_set.v[j].value, v ? v : "(none)");
+					for (size_t k = 0; k < l.n; k++)
+						fprintf(stderr, "  %s: %s\n", l.v[k].name, l.v[k].value);
 					abort();
+				}
 			}
 			if (l.n > l.cap)
 				abort();
