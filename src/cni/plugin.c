@@ -41,9 +41,22 @@ struct plugin {
 static int
 plugin_error(const struct plugin *p, const struct cni_fail *f)
 {
-	json_t *o = json_pack("{s:s, s:i, s:s, s:s}", "cniVersion", p->version ? p->version :
-	    CNI_LATEST, "code", f->code, "msg", f->msg, "details", f->details);
+	const char *v = p->version ? p->version : CNI_LATEST;
+	json_t *o = json_pack("{s:s, s:i, s:s, s:s}", "cniVersion", v, "code", f->code, "msg",
+	    f->msg, "details", f->details);
 
+	if (o == NULL) {
+		/* Details quote what the runtime sent (CNI_COMMAND, names, paths), which need not
+		 * be UTF-8, and JSON strings must be: the same object with those bytes as '?'. */
+		char details[sizeof(f->details)];
+		size_t i;
+
+		for (i = 0; f->details[i] != '\0'; i++)
+			details[i] = (unsigned char)f->details[i] < 0x80 ? f->details[i] : '?';
+		details[i] = '\0';
+		o = json_pack("{s:s, s:i, s:s, s:s}", "cniVersion", v, "code", f->code, "msg", f->msg,
+		    "details", details);
+	}
 	if (o != NULL) {
 		json_dumpf(o, stdout, JSON_COMPACT);
 		json_decref(o);

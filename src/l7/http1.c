@@ -664,6 +664,12 @@ head_complete(struct h1_parser *p)
 			h->host = p->hdr[i].value;
 		} else if (streq_nocase(p->hdr[i].name, "Transfer-Encoding")) {
 			te++;
+		} else if (h->request && p->hdr[i].name_len > 17 &&
+		    name_eq("Transfer-Encoding", p->hdr[i].name, 17)) {
+			/* libhttp-parser 2.9 flags any name that begins so as a Transfer-Encoding
+			 * (uses_transfer_encoding) and refuses the request, but only after this
+			 * head went out: refused here, before anything of it is delivered. */
+			return fail_lib(p, HPE_INVALID_TRANSFER_ENCODING);
 		}
 	}
 	if (hp->http_major != 1) {

@@ -255,6 +255,11 @@ route_normalize_path(const char *in, size_t n, char *out, size_t outlen, const c
 				*why = "an escaped '/' or '\\' in the path";
 				goto out;
 			}
+			if (d == '\0') {
+				/* An application in C would end the path there: "/admin%00/x". */
+				*why = "an escaped NUL in the path";
+				goto out;
+			}
 			i += 2;
 			if (unreserved(d)) {
 				tmp[o++] = (char)d;
@@ -466,6 +471,11 @@ edit_headers(struct hdr_list *l, const struct str_list *remove, const struct lab
 		return -ENOSPC;
 	for (size_t i = 0; i < remove->n; i++)
 		hdr_list_remove(l, remove->v[i]);
+	/* The names already there first, in place: that drops their duplicates, so the names
+	 * appended next fit in what the count above allowed. */
+	for (size_t i = 0; i < set->n; i++)
+		if (hdr_list_get(l, set->v[i].key) != NULL)
+			(void)hdr_list_set(l, set->v[i].key, set->v[i].value);
 	for (size_t i = 0; i < set->n; i++)
 		(void)hdr_list_set(l, set->v[i].key, set->v[i].value);
 	for (size_t i = 0; i < add->n; i++)

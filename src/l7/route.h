@@ -82,7 +82,7 @@ bool route_matches(const struct reg_route *rt, const struct route_req *q);
  * slashes): the path of an absolute-form target ("http://h/p" -> "/p"); %XX of unreserved
  * characters decoded and other escapes upper-cased; "." and ".." segments removed (RFC 3986
  * 5.2.4); runs of '/' merged. Refused (0 is not returned): an escaped '/' or '\' (%2F, %5C), a
- * literal '\', a malformed escape, a NUL, a target that is neither a path nor "*" (kept as it
+ * literal '\', a malformed escape, a NUL (or %00), a target that is neither a path nor "*" (kept as it
  * is), or a result that does not fit in outlen. in is n bytes (the path, without the query).
  * Returns 0, or AMESH_ERR_INVALID, AMESH_ERR_TOOLONG (outlen) or AMESH_ERR_NOMEM with *why.
  */

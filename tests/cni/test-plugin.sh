@@ -12,7 +12,7 @@ if [ ! -x /usr/lib/cni/bridge ] || [ ! -x /usr/lib/cni/host-local ]; then
 	exit 0
 fi
 
-plan 46
+plan 47
 
 netns_add host
 netns_add pod
@@ -75,6 +75,10 @@ echo '{"cniVersion": "1.1.0"}' >"$TMP/version.json"
 plugin VERSION <"$TMP/version.json"
 check "VERSION lists 1.0.0 and 1.1.0" \
 	'[ "$RC" -eq 0 ] && echo "$OUT" | $PY -c "import json, sys; v = json.load(sys.stdin); sys.exit(not {\"1.0.0\", \"1.1.0\"} <= set(v[\"supportedVersions\"]))"'
+# Found by tests/fuzz/fuzz-cni: details quoting bytes that are not UTF-8 made no error object.
+echo '{"cniVersion": "1.1.0", "name": "n", "type": "amesh-cni"}' >"$TMP/min.json"
+plugin "$(printf 'AD\234D')" <"$TMP/min.json"
+check "an unknown command that is not UTF-8 still gets the error object" 'cni_error 4'
 
 start_peer
 runtime ADD "$TMP/net.conflist" "$POD" c1

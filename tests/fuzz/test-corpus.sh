@@ -104,11 +104,17 @@ check_corpus() {
 	fi
 }
 
-echo "1..6"
+echo "1..12"
 check_corpus conf
 check_corpus registry
 check_corpus csr
 check_corpus careq
 check_corpus dns
 check_corpus record
+check_corpus h1
+check_corpus hbone
+check_corpus handoff
+check_corpus admin
+check_corpus route
+check_corpus cni
 [ "$failed" -eq 0 ]

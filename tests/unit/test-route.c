@@ -386,8 +386,10 @@ TEST(route_header_edits)
 	    "request_headers.remove = x-c, X-D\n"
 	    "response_headers.set = server: amesh\n"
 	    "response_headers.remove = x-powered-by\n"
-	    "[route \"plain\"]\nnamespace = default\nservice = other\nbackends = svc-v1\n");
-	const struct reg_route *h = route(r, "h"), *plain = route(r, "plain");
+	    "[route \"plain\"]\nnamespace = default\nservice = other\nbackends = svc-v1\n"
+	    "[route \"h2\"]\nnamespace = default\nservice = lonely\nbackends = svc-v1\n"
+	    "request_headers.set = x-new: n, host: h2\n");
+	const struct reg_route *h = route(r, "h"), *plain = route(r, "plain"), *h2 = route(r, "h2");
 	struct hdr store[8];
 	struct hdr_list l;
 	static const char *const init[][2] = {
@@ -425,6 +427,14 @@ TEST(route_header_edits)
 	ASSERT_EQ(hdr_list_add(&l, "x-b", "1"), 0);
 	ASSERT_EQ(route_edit_request_headers(h, &l), 0);
 	expect_hdrs(&l, H("x-b: 1", "x-a: one", "x-b: two", "x-a: extra"));
+	/* the room a set frees by dropping duplicates is there for a set appended before it
+	 * (found by tests/fuzz/fuzz-route: x-new was dropped, and 0 returned) */
+	hdr_list_init(&l, store, 3);
+	ASSERT_EQ(hdr_list_add(&l, "Host", "a"), 0);
+	ASSERT_EQ(hdr_list_add(&l, "host", "b"), 0);
+	ASSERT_EQ(hdr_list_add(&l, "x", "1"), 0);
+	ASSERT_EQ(route_edit_request_headers(h2, &l), 0);
+	expect_hdrs(&l, H("host: h2", "x: 1", "x-new: n"));
 
 	/* response edits are separate */
 	hdr_list_init(&l, store, 8);
@@ -819,6 +829,7 @@ TEST(route_normalize_path)
 		{ "/a\\b", NULL },
 		{ "/a%2", NULL },
 		{ "/a%zz", NULL },
+		{ "/admin%00/x", NULL }, /* found by tests/fuzz/fuzz-route */
 	};
 	char out[64], small[4];
 	const char *why;
