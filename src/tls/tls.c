@@ -37,6 +37,8 @@
 #define TLS_PLAIN_CHUNK 16384
 /* How long a graceful close may wait for the peer to take what is queued. */
 #define TLS_CLOSE_TIMEOUT_MS 10000
+/* After our FIN, how long we read and drop what the peer still sends, waiting for its FIN. */
+#define TLS_LINGER_MS 2000
 /* Empty records and warning alerts in a row that are tolerated (mbedTLS allows 3 empty ones). */
 #define TLS_MAX_EMPTY 32
 /* The largest key block mbedTLS exports for our suites: two 32-byte keys, two 12-byte IVs. */
@@ -378,11 +380,50 @@ fail_conn(struct tls_conn *c, int status, const char *fmt, ...)
 static void on_timeout(uv_timer_t *t);
 
 static void
+on_linger_timeout(uv_timer_t *t)
+{
+	close_handles(t->data, true);
+}
+
+static void
+linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	static char sink[16384]; /* read to be dropped: loop thread only */
+
+	(void)h;
+	(void)suggested;
+	*buf = uv_buf_init(sink, sizeof(sink));
+}
+
+static void
+linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct tls_conn *c = s->data;
+
+	(void)buf;
+	if (nread < 0) /* the peer's FIN (or its reset): nothing of ours is left to lose */
+		close_handles(c, false);
+}
+
+/*
+ * Our FIN is out. Closing now would reset the connection if the peer has sent more since (an
+ * HTTP/2 stream that crossed our GOAWAY), and a reset can make the peer's stack drop what we
+ * sent last, unread: the GOAWAY that tells it to open that stream again elsewhere. So, as a
+ * web server's lingering close does, read and drop until the peer's FIN, for at most
+ * TLS_LINGER_MS.
+ */
+static void
 on_shutdown(uv_shutdown_t *req, int status)
 {
 	struct tls_conn *c = req->data;
 
-	close_handles(c, false);
+	if (status < 0 || c->state == TLS_CLOSED ||
+	    uv_read_start((uv_stream_t *)&c->tcp, linger_alloc, linger_read) != 0) {
+		close_handles(c, false);
+		return;
+	}
+	c->reading = true;
+	uv_timer_start(&c->timer, on_linger_timeout, TLS_LINGER_MS, 0);
 }
 
 /* Sends what is queued (close_notify or an alert last), then FIN, then closes; bounded in time. */
