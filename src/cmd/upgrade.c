@@ -228,8 +228,11 @@ cmd_upgrade_start(uv_loop_t *loop, void (*done)(void *arg, bool ok, int pid), vo
 		nenv++;
 	env = xcalloc(nenv + 2, sizeof(*env));
 	nenv = 0;
+	/* Not WATCHDOG_PID: it names this process, and sd_watchdog_enabled in the new one would
+	 * then leave its watchdog off, so systemd would kill it WatchdogSec after the hand-over. */
 	for (char **e = environ; *e != NULL; e++)
-		if (strncmp(*e, INHERIT_ENV "=", strlen(INHERIT_ENV) + 1) != 0)
+		if (strncmp(*e, INHERIT_ENV "=", strlen(INHERIT_ENV) + 1) != 0 &&
+		    strncmp(*e, "WATCHDOG_PID=", 13) != 0)
 			env[nenv++] = *e;
 	snprintf(envfd, sizeof(envfd), "%s=%d", INHERIT_ENV, sv[1]);
 	env[nenv] = envfd;

@@ -98,7 +98,7 @@ diag() {
 	fi
 }
 trap 'diag; down; cleanup' EXIT
-plan 32
+plan 33
 
 # cin CMD...: runs CMD inside the container (all its namespaces, a clean environment).
 cin() {
@@ -542,6 +542,14 @@ check "the workloads' traffic ran through the upgrade without one failed connect
 conn client 10.1.1.3 9000
 check "after the upgrade client reaches echo-a, still enrolled" \
 	'echo "$OUT" | grep -q "local 10.1.1.3 9000 msg hello"'
+# The new ztunnel keeps systemd's watchdog fed (every 15 s): without it systemd would kill the
+# service one WatchdogSec (30 s) after the hand-over.
+wa=$(prop amesh-ztunnel.service WatchdogTimestampMonotonic)
+wd_moved() { [ "$(prop amesh-ztunnel.service WatchdogTimestampMonotonic)" != "$wa" ]; }
+wait_for 20 wd_moved
+wb=$(prop amesh-ztunnel.service WatchdogTimestampMonotonic)
+check "the upgraded ztunnel pings the watchdog ($wa -> $wb, pid $(prop amesh-ztunnel.service MainPID))" \
+	'[ "$wb" != "$wa" ] && [ "$(prop amesh-ztunnel.service MainPID)" = "$(echo "$pids1" | cut -d" " -f1)" ]'
 
 # 14. What the journal and the manager say of the whole run.
 UNITS="amesh-ztunnel.service amesh-waypoint@wp.service amesh-sidecar@side.service amesh-ca.service"
