@@ -103,6 +103,9 @@ struct h2r {
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
 	bool balanced; /* ep is the balancer's pick (lb_fail when it cannot be reached) */
+	const struct reg_service *lb_svc; /* the service it was picked for (lb_result, lb_take) */
+	/* Its places in that service's pool: in flight, and waiting for its upstream tunnel. */
+	struct lb_pool *pool_rq, *pool_pend;
 	uint16_t target;
 	char traceparent[64];
 	bool add_tp;
@@ -166,6 +169,35 @@ r_drop_req_body(struct h2r *r)
 		nghttp2_session_consume_connection(r->d->s, n);
 	else
 		nghttp2_session_consume(r->d->s, r->sid, n);
+}
+
+/* --- the balancer: outlier detection and the service's pool (net/lb.h) --- */
+
+/* The body of Envoy's local reply to a request refused by a circuit breaker (flag UO). */
+#define H2_OVERFLOW "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+/* How the attempt to the balanced endpoint went. */
+static void
+r_result(struct h2r *r, int status)
+{
+	if (r->lb_svc != NULL && r->ep != NULL)
+		lb_result(r->d->t->wp->lb, r->reg, r->lb_svc, r->ep, status,
+		    uv_now(r->d->t->wp->loop));
+}
+
+static void
+r_pending_done(struct h2r *r)
+{
+	lb_release(r->pool_pend, LB_PENDING);
+	r->pool_pend = NULL;
+}
+
+static void
+r_pool_release(struct h2r *r)
+{
+	r_pending_done(r);
+	lb_release(r->pool_rq, LB_REQUESTS);
+	r->pool_rq = NULL;
 }
 
 /* --- telemetry --- */
@@ -471,6 +503,7 @@ send_response_head(struct h2r *r, bool no_body)
 		return;
 	}
 	r->status = atoi(st);
+	r_result(r, r->status);
 	if (r->rt != NULL && route_edit_response_headers(r->rt, &l) != 0) {
 		free(storage);
 		free(nv);
@@ -589,6 +622,8 @@ up_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	r->up_state = H2R_UP_DONE;
 	if (r->answer != H2R_ANSWERED) {
 		if (r->answer == H2R_NO_ANSWER)
+			r_result(r, LB_LOCAL_FAILURE);
+		if (r->answer == H2R_NO_ANSWER)
 			h2_local_reply(r, 503, "upstream connect error or disconnect/reset before headers",
 			    err == NGHTTP2_REFUSED_STREAM ? "UR" : "UC");
 		else
@@ -637,6 +672,8 @@ h2_up_on_eof(struct hbone_stream *s)
 
 	if (r->up_state < H2R_UP_DONE && r->answer != H2R_ANSWERED) {
 		r->up_state = H2R_UP_DONE;
+		if (r->answer == H2R_NO_ANSWER)
+			r_result(r, LB_LOCAL_FAILURE);
 		h2_local_reply(r, r->answer != H2R_NO_ANSWER ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
@@ -654,8 +691,11 @@ h2_up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	struct h2r *r = hbone_stream_user(s);
 
 	r->up = NULL;
+	r_pending_done(r);
 	if (r->up_state < H2R_UP_DONE && r->answer != H2R_ANSWERED) {
 		r->up_state = H2R_UP_DONE;
+		if (r->answer == H2R_NO_ANSWER)
+			r_result(r, LB_LOCAL_FAILURE);
 		h2_local_reply(r, r->answer != H2R_NO_ANSWER ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
@@ -677,6 +717,7 @@ h2_up_on_response(struct hbone_stream *s, int status)
 	nghttp2_option *opt;
 	size_t n = 0, cap;
 
+	r_pending_done(r);
 	if (status != 200) {
 		bool ours = r->up_state >= H2R_UP_SHUT; /* our own cancel, not a failure */
 
@@ -689,6 +730,9 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		/* The pool could not connect: the balancer skips the endpoint for a while. */
 		if (!ours && status < 0 && r->balanced)
 			lb_fail(r->d->t->wp->lb, r->reg, r->ep, uv_now(r->d->t->wp->loop));
+		/* No connection, or the endpoint's ztunnel could not reach the app (503). */
+		if (!ours && (status < 0 || status == 503))
+			r_result(r, status < 0 ? LB_LOCAL_FAILURE : 503);
 		if (!ours && r->status == 0 && !r->down_closed)
 			h2_local_reply(r, 503, status == 401 ? "upstream refused the waypoint" :
 			    "upstream connect error", status == 401 ? "DENY" : "UF");
@@ -790,14 +834,25 @@ r_cancel_up(struct h2r *r)
 static void
 start_up(struct h2r *r)
 {
-	int rc = wp_open_upstream(r->d->t, r->ep, r->target, r->traceparent, &h2_up_cb, r, &r->up);
+	struct waypoint *wp = r->d->t->wp;
+	int rc;
 
+	if (r->lb_svc != NULL && r->pool_pend == NULL &&
+	    lb_take(wp->lb, r->reg, r->lb_svc, LB_PENDING, &r->pool_pend) != 0) {
+		/* http1_max_pending_requests: too many requests wait for a connection already. */
+		h2_local_reply(r, 503, H2_OVERFLOW, "UO");
+		return;
+	}
+	rc = wp_open_upstream(r->d->t, r->ep, r->target, r->traceparent, &h2_up_cb, r, &r->up);
 	if (rc == -ENOENT) {
 		r->up = NULL;
+		r_pending_done(r);
 		h2_local_reply(r, 503, "no healthy upstream", "UH");
 	} else if (rc != 0) {
 		r->up = NULL;
-		r->d->t->wp->st.upstream_failures++;
+		r_pending_done(r);
+		wp->st.upstream_failures++;
+		r_result(r, LB_LOCAL_FAILURE);
 		h2_local_reply(r, 503, "upstream connect error", "UO");
 	}
 }
@@ -825,6 +880,8 @@ h2_on_timeout(uv_timer_t *h)
 	if (r->down_closed || r->answer == H2R_ANSWERED)
 		return;
 	r->d->t->wp->st.timeouts++;
+	if (r->up != NULL && r->answer == H2R_NO_ANSWER)
+		r_result(r, 504);
 	h2_local_reply(r, 504, "upstream request timeout", "UT");
 }
 
@@ -1024,6 +1081,15 @@ request_head(struct h2r *r)
 		h2_local_reply(r, 500, "out of memory", "-");
 		return;
 	}
+	r->lb_svc = p.lb_svc;
+	if (r->lb_svc != NULL &&
+	    lb_take(t->wp->lb, r->reg, r->lb_svc, LB_REQUESTS, &r->pool_rq) != 0) {
+		/* http2_max_requests: the service has that many requests in flight from here. */
+		log_info("%s: %s %s%s refused: service %s at its request limit", t->wp->role,
+		    r->method, r->authority, r->path, r->lb_svc->h.name);
+		h2_local_reply(r, 503, H2_OVERFLOW, "UO");
+		return;
+	}
 	if (p.timeout_ms > 0)
 		uv_timer_start(&r->timer, h2_on_timeout, p.timeout_ms, 0);
 	if (p.delay) {
@@ -1096,6 +1162,7 @@ d_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	if (err != NGHTTP2_NO_ERROR && r->status == 0 && r->answer == H2R_NO_ANSWER)
 		r->flags = "DC"; /* the client went away */
 	r_telemetry(r);
+	r_pool_release(r); /* answered (or gone): a lingering upstream holds no place */
 	if (!r->timers_closing && r->up_state != H2R_UP_LINGER)
 		uv_timer_stop(&r->timer);
 	r_cancel_up(r);
@@ -1137,6 +1204,7 @@ r_maybe_free(struct h2r *r)
 			break;
 		}
 	d->nreqs--;
+	r_pool_release(r);
 	if (r->us != NULL)
 		nghttp2_session_del(r->us);
 	clear_headers(r);
