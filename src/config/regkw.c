@@ -17,7 +17,9 @@ static const char *const http_methods[] = {
 	"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", NULL,
 };
 static const char *const retry_ons[] = {
-	"5xx", "gateway-error", "connect-failure", "reset", "refused-stream", NULL,
+	"5xx", "gateway-error", "connect-failure", "reset", "refused-stream",
+	/* gRPC statuses, as Envoy's x-envoy-retry-grpc-on */
+	"cancelled", "deadline-exceeded", "resource-exhausted", "unavailable", NULL,
 };
 static const char *const schemes[] = { "http", "https", NULL };
 /* The kinds a route backend may name; the order is REG_SERVICE's, then REG_WORKLOAD's. */

@@ -12,12 +12,13 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 14
+plan 16
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
 PY=$LAB_PY
 HTTPD="$SRCDIR/tests/e2e/httpd.py"
+GRPC="$SRCDIR/tests/e2e/grpcpeer.py"
 lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
 cat >"$LAB_REGISTRY/40-resilience.conf" <<EOF
 ; echo-a answers, echo-b answers 503: three in a row eject it for 3 s (then 6 s...).
@@ -50,6 +51,32 @@ selector = version=b
 waypoint = wp
 connection_pool.http.http2_max_requests = 1
 
+; gRPC on echo-a: an UNAVAILABLE first attempt retried; a per-try timeout on a slow call.
+[service "grpc"]
+namespace = default
+vip = 10.96.0.24
+ports = 80:9090
+selector = version=a
+waypoint = wp
+
+[route "grpc-flaky"]
+namespace = default
+service = grpc
+match.path_prefix = /amesh.Echo/Flaky
+backends = grpc
+retries = 2
+retry_on = unavailable
+
+[route "grpc-pertry"]
+namespace = default
+service = grpc
+match.path_prefix = /amesh.Echo/Slow
+backends = grpc
+timeout = 5s
+per_try_timeout = 300ms
+retries = 1
+retry_on = reset
+
 ; One connection at a time, at L4 through the ztunnel.
 [service "cbl4"]
 namespace = default
@@ -68,6 +95,7 @@ for ns in a2 b1; do
 	start "both_$ns" $(lab_in $ns) $PY "$HTTPD" serve --name bad-$who --port 8082 --status 503 \
 		--log "$TMP/both-$ns.log" || exit 1
 done
+start grpc_a2 $(lab_in a2) $PY "$GRPC" serve --name echo-a --port 9090 --log "$TMP/grpc-a2.log" || exit 1
 spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
 spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
 spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
@@ -153,21 +181,51 @@ check "cb: the access log has the request with flags=UO" \
 get 10.96.0.22 --count 3
 check "cb: one at a time passes again ($(echo $OUT))" '[ "$(count "200 echo-b")" = 3 ]'
 
+# HTTP/2 parity (issue 18 item 5): retries, per-try timeouts, mirroring of gRPC calls.
+stat() { lab_exec ha $PY -c 'import json,sys,urllib.request
+print(json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=2))["stats"][sys.argv[1]])' "$1"; }
+r0=$(stat retries)
+run lab_exec a1 $PY "$GRPC" call --target 10.96.0.24:80 --method /amesh.Echo/Flaky --count 3
+r1=$(stat retries)
+tries=$(grep -c "^Flaky " "$TMP/grpc-a2.log")
+check "gRPC: an UNAVAILABLE first attempt is retried and succeeds ($(echo $OUT); retries +$((r1 - r0)), calls seen $tries)" \
+	'[ "$OUT" = "echo-a 3" ] && [ $((r1 - r0)) -eq 3 ] && [ "$tries" -eq 6 ]'
+t0=$(date +%s%N)
+run lab_exec a1 $PY "$GRPC" call --target 10.96.0.24:80 --method /amesh.Echo/Slow
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+slow=$(grep -c "^Slow " "$TMP/grpc-a2.log")
+check "gRPC: per_try_timeout 300 ms on a slow call, retried once, then UNAVAILABLE ($OUT; ${ms} ms; attempts $slow)" \
+	'[ "$OUT" = "status UNAVAILABLE upstream request timeout 1" ] && [ "$slow" -eq 2 ] && [ "$ms" -lt 2000 ]'
+
 # tcp.max_connections = 1 at the ztunnel: a second connection is refused while one is open.
 run lab_exec a1 $PY -c 'import socket,sys,time
-def ask(s):
+def ask(s): # one whole response (head and content-length body), or "nothing"
     s.sendall(b"GET / HTTP/1.1\r\nHost: cbl4\r\n\r\n")
+    d=b""
     try:
-        d=s.recv(4096)
+        while b"\r\n\r\n" not in d:
+            c=s.recv(4096)
+            if not c: break
+            d+=c
+        head,_,body=d.partition(b"\r\n\r\n")
+        n=[int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+        while n and len(body)<n[0]:
+            c=s.recv(4096)
+            if not c: break
+            body+=c
     except OSError:
-        d=b""
+        pass
     return d.split(b"\r\n")[0].decode() if d else "nothing"
 a=socket.create_connection(("10.96.0.23",80),timeout=5)
 print("first", ask(a))
-b=socket.create_connection(("10.96.0.23",80),timeout=5)
-print("second", ask(b))
+try: # refused: reset at once (even before connect returns) or right after
+    b=socket.create_connection(("10.96.0.23",80),timeout=5)
+    print("second", ask(b))
+    b.close()
+except OSError:
+    print("second nothing")
 print("first again", ask(a))
-a.close(); b.close()
+a.close()
 time.sleep(1) # the ztunnel ends the flow once both sides closed
 c=socket.create_connection(("10.96.0.23",80),timeout=5)
 print("after", ask(c))'
