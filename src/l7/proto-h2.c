@@ -29,6 +29,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "l7/mirror.h"
 #include "l7/pipeline.h"
 #include "l7/route.h"
 #include "l7/tunnel.h"
@@ -133,6 +134,7 @@ struct h2r {
 	size_t replay_sent, replay_consumed;
 	bool replay_on, replay_over;
 	nghttp2_session *us_dead; /* a dropped attempt's client session, deleted when safe */
+	struct mirror *mirror;    /* the route's copy of the request, while its body passes */
 	enum h2r_answer answer;
 	/* Independent of answer: the client may close its stream at any point, and a reset may
 	 * follow any state (sent once). */
@@ -1278,6 +1280,13 @@ request_head(struct h2r *r)
 		h2_local_reply(r, 503, H2_OVERFLOW, "UO");
 		return;
 	}
+	if (r->rt != NULL && route_mirror(r->rt, wp_rnd())) {
+		/* The copy gets the request as received (its path as sent upstream). */
+		l7_mirror_h2_start(t, r->rt, r->method, r->authority, r->up_path, r->hv, r->nh,
+		    r->traceparent, &r->mirror);
+		if (r->req_state == H2R_REQ_END)
+			l7_mirror_detach(&r->mirror, true);
+	}
 	if (p.timeout_ms > 0)
 		uv_timer_start(&r->timer, h2_on_timeout, p.timeout_ms, 0);
 	if (p.delay) {
@@ -1304,6 +1313,7 @@ d_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
 		r->req_state = H2R_REQ_END;
+		l7_mirror_body(&r->mirror, NULL, 0, true);
 		if (r->us != NULL && r->usid > 0) {
 			nghttp2_session_resume_data(r->us, r->usid);
 			up_flush(r);
@@ -1322,6 +1332,7 @@ d_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *d
 	if (r == NULL)
 		return 0;
 	r->req_bytes += len;
+	l7_mirror_body(&r->mirror, data, len, false);
 	if ((r->status != 0 && r->up == NULL) || r->up_state >= H2R_UP_DONE) {
 		/* Answered, or its upstream is gone: the body goes nowhere; give the window back. */
 		nghttp2_session_consume(d->s, sid, len);
@@ -1355,6 +1366,7 @@ d_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 		r->flags = "DC"; /* the client went away */
 	r_telemetry(r);
 	r_pool_release(r); /* answered (or gone): a lingering upstream holds no place */
+	l7_mirror_detach(&r->mirror, r->req_state == H2R_REQ_END);
 	if (!r->timers_closing && r->up_state != H2R_UP_LINGER)
 		uv_timer_stop(&r->timer);
 	r_cancel_up(r);
@@ -1397,6 +1409,7 @@ r_maybe_free(struct h2r *r)
 		}
 	d->nreqs--;
 	r_pool_release(r);
+	l7_mirror_detach(&r->mirror, false);
 	if (r->us != NULL)
 		nghttp2_session_del(r->us);
 	if (r->us_dead != NULL)
@@ -1568,6 +1581,7 @@ h2m_on_close(struct tun *t)
 				r->flags = "DC";
 			r_telemetry(r);
 		}
+		l7_mirror_detach(&r->mirror, false);
 		if (r->up != NULL) {
 			hbone_stream_set_cb(r->up, NULL, NULL);
 			hbone_stream_reset(r->up, NGHTTP2_CANCEL);

@@ -36,6 +36,10 @@ def serve(a):
                 f.write("%s %s\n" % (method, req.decode(errors="replace")))
 
     def unary(req, ctx):
+        log("Unary", req)
+        return answer(req, ctx)
+
+    def answer(req, ctx):
         md = dict(ctx.invocation_metadata())
         ctx.set_trailing_metadata((("x-served-by", a.name), ("x-canary", md.get("x-canary", "-"))))
         return name + b":" + req
@@ -57,7 +61,7 @@ def serve(a):
         if req not in seen:
             seen.add(req)
             ctx.abort(grpc.StatusCode.UNAVAILABLE, "try again")
-        return unary(req, ctx)
+        return answer(req, ctx)
 
     ident = (lambda b: b)
     handlers = {

@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 16
+plan 17
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -77,6 +77,20 @@ per_try_timeout = 300ms
 retries = 1
 retry_on = reset
 
+; Unary calls mirrored to echo-b's gRPC server.
+[service "grpc-b"]
+namespace = default
+vip = 10.96.0.25
+ports = 80:9090
+selector = version=b
+
+[route "grpc-mirror"]
+namespace = default
+service = grpc
+match.path_prefix = /amesh.Echo/Unary
+backends = grpc
+mirror = grpc-b
+
 ; One connection at a time, at L4 through the ztunnel.
 [service "cbl4"]
 namespace = default
@@ -96,6 +110,7 @@ for ns in a2 b1; do
 		--log "$TMP/both-$ns.log" || exit 1
 done
 start grpc_a2 $(lab_in a2) $PY "$GRPC" serve --name echo-a --port 9090 --log "$TMP/grpc-a2.log" || exit 1
+start grpc_b1 $(lab_in b1) $PY "$GRPC" serve --name echo-b --port 9090 --log "$TMP/grpc-b1.log" || exit 1
 spawn zt_a $(lab_in ha) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_A"
 spawn zt_b $(lab_in hb) $(lab_unit_privs amesh-ztunnel.service) "$AMESH" ztunnel -c "$LAB_CONF_B"
 spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
@@ -140,18 +155,24 @@ check "od: amesh_outlier_ejections_total $ej, amesh_outlier_endpoints_ejected $o
 check "od: the ejection is logged" 'grep -q "service default/od: endpoint echo-b ejected for 3000 ms" "$TMP/wp.err"'
 # Back after base_ejection_time (3 s); its next three 503s eject it again, for twice as long.
 sleep 3.5
-out=$(metric $WPM amesh_outlier_endpoints_ejected 'service="od.default')
+out0=$(metric $WPM amesh_outlier_endpoints_ejected 'service="od.default')
 get 10.96.0.20 --count 20
 bad=$(count "503 od-b")
+# Past the first ejection's 3 s (but well within 6 s of the second's start, made during the
+# requests above), it is still out.
+sleep 3.3
+run2=$OUT
+get 10.96.0.20 --count 4
+later=$OUT
+out=$(metric $WPM amesh_outlier_endpoints_ejected 'service="od.default')
 ej=$(metric $WPM amesh_outlier_ejections_total 'service="od.default')
-check "od: back after 3 s (gauge $out), ejected again after 3 more 503s (${bad:-0}; ejections $ej)" \
-	'[ "$out" = 0 ] && [ "$bad" = 3 ] && [ "$ej" = 2 ]'
+OUT=$run2
+check "od: back after 3 s (gauge $out0), ejected again after 3 more 503s (${bad:-0}; ejections $ej)" \
+	'[ "$out0" = 0 ] && [ "$bad" = 3 ] && [ "$ej" = 2 ]'
 check "od: the second ejection in a row lasts 6 s" \
 	'grep -q "endpoint echo-b ejected for 6000 ms (consecutive 5xx, ejection 2 in a row)" "$TMP/wp.err"'
-sleep 3.5
-out=$(metric $WPM amesh_outlier_endpoints_ejected 'service="od.default')
-get 10.96.0.20 --count 4
-check "od: still out 3.5 s into the second ejection (gauge $out; $(echo $OUT))" \
+OUT=$later
+check "od: still out 3.3 s after the second ejection (gauge $out; $(echo $OUT))" \
 	'[ "$out" = 1 ] && [ "$(count "200 od-a")" = 4 ]'
 
 # Both endpoints failing with max_ejection_percent = 100: the first is ejected, the other stays.
@@ -196,6 +217,15 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 slow=$(grep -c "^Slow " "$TMP/grpc-a2.log")
 check "gRPC: per_try_timeout 300 ms on a slow call, retried once, then UNAVAILABLE ($OUT; ${ms} ms; attempts $slow)" \
 	'[ "$OUT" = "status UNAVAILABLE upstream request timeout 1" ] && [ "$slow" -eq 2 ] && [ "$ms" -lt 2000 ]'
+
+m0=$(stat mirrors)
+run lab_exec a1 $PY "$GRPC" call --target 10.96.0.24:80 --method /amesh.Echo/Unary --count 3
+for i in $(seq 20); do [ "$(grep -c "^Unary hello" "$TMP/grpc-b1.log" 2>/dev/null)" -ge 3 ] && break; sleep 0.1; done
+m1=$(stat mirrors)
+shadow=$(grep "^Unary hello" "$TMP/grpc-b1.log" 2>/dev/null | sort | tr '\n' ',')
+check "gRPC: mirrored calls reach the mirror whole ($(echo $OUT); mirror got: $shadow; mirrors +$((m1 - m0)))" \
+	'[ "$OUT" = "echo-a 3" ] && [ "$shadow" = "Unary hello 0,Unary hello 1,Unary hello 2," ] &&
+	 [ $((m1 - m0)) -eq 3 ] && [ "$(grep -c "^Unary hello" "$TMP/grpc-a2.log")" -eq 3 ]'
 
 # tcp.max_connections = 1 at the ztunnel: a second connection is refused while one is open.
 run lab_exec a1 $PY -c 'import socket,sys,time
