@@ -104,6 +104,12 @@ struct h2r {
 	char *rqstore[H2_MAX_HEADERS * 2];
 	size_t nrq;
 	bool rq_saved;
+	/* A gRPC answer's head held back while its call may still be retried on a grpc-status in
+	 * the trailers that follow it: until the first message, or those trailers. */
+	struct hdr heldv[H2_MAX_HEADERS];
+	char *heldstore[H2_MAX_HEADERS * 2];
+	size_t nheld;
+	bool head_held;
 	enum h2r_req req_state;
 	bool too_big; /* its head passed H2_MAX_HEADERS or H2_MAX_HEADER_BYTES: answered 431 */
 	struct registry *reg; /* the snapshot rt and ep belong to, held while the request lives */
@@ -512,6 +518,29 @@ save_request_fields(struct h2r *r)
 	r->hbytes = 0;
 }
 
+/* Sets the response head (in hv) aside; hv is left empty for what follows. */
+static void
+hold_head(struct h2r *r)
+{
+	memcpy(r->heldv, r->hv, r->nh * sizeof(r->hv[0]));
+	memcpy(r->heldstore, r->hstore, 2 * r->nh * sizeof(r->hstore[0]));
+	r->nheld = r->nh;
+	r->head_held = true;
+	memset(r->hstore, 0, 2 * r->nh * sizeof(r->hstore[0]));
+	r->nh = 0;
+	r->hbytes = 0;
+}
+
+/* Frees a held head (dropped with its attempt, or with r). */
+static void
+drop_held_head(struct h2r *r)
+{
+	for (size_t i = 0; i < 2 * r->nheld; i++)
+		free(r->heldstore[i]);
+	r->nheld = 0;
+	r->head_held = false;
+}
+
 /* The grpc-status field among hv (a Trailers-Only head or trailers), or -1. */
 static int
 grpc_status_of(const struct h2r *r)
@@ -542,6 +571,33 @@ clear_headers(struct h2r *r)
 	}
 	r->nh = 0;
 	r->hbytes = 0;
+}
+
+/* Puts a held head back into hv (whatever hv held is freed) for send_response_head. */
+static void
+unhold_head(struct h2r *r)
+{
+	clear_headers(r);
+	memcpy(r->hv, r->heldv, r->nheld * sizeof(r->hv[0]));
+	memcpy(r->hstore, r->heldstore, 2 * r->nheld * sizeof(r->hstore[0]));
+	r->nh = r->nheld;
+	memset(r->heldstore, 0, 2 * r->nheld * sizeof(r->heldstore[0]));
+	r->nheld = 0;
+	r->head_held = false;
+}
+
+/* True when a gRPC status could still have this call retried (route and attempts allow). */
+static bool
+grpc_may_retry(const struct h2r *r)
+{
+	static const int st[] = { 1, 4, 8, 14 };
+
+	if (!r->grpc || r->rt == NULL || r->replay_over)
+		return false;
+	for (size_t i = 0; i < sizeof(st) / sizeof(st[0]); i++)
+		if (route_should_retry(r->rt, r->attempt, ROUTE_OUT_GRPC, st[i]))
+			return true;
+	return false;
 }
 
 /* The upstream response head: on downstream, with the route's response edits. */
@@ -642,10 +698,14 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 
 	if (f->hd.stream_id != r->usid || r->usid <= 0)
 		return 0;
+	if (f->hd.type == NGHTTP2_DATA && r->head_held && !r->down_closed) {
+		unhold_head(r); /* an empty DATA (its END_STREAM): the head goes now */
+		send_response_head(r, false);
+	}
 	if (f->hd.type == NGHTTP2_HEADERS) {
 		/* The final response follows any 1xx as a plain HEADERS block (nghttp2's category
 		 * HCAT_HEADERS): the first non-1xx block is the head, a later one the trailers. */
-		if (r->answer == H2R_NO_ANSWER) {
+		if (r->answer == H2R_NO_ANSWER && !r->head_held) {
 			const char *st = NULL;
 
 			for (size_t i = 0; i < r->nh; i++)
@@ -666,16 +726,27 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 			if (code != 0 && (r_retry(r, ROUTE_OUT_STATUS, code) ||
 			    (gs >= 0 && r_retry(r, ROUTE_OUT_GRPC, gs))))
 				return 0; /* the attempt is dropped: nothing of it went down */
+			if (!end && code == 200 && grpc_may_retry(r)) {
+				/* Its grpc-status may come in trailers right after this head: the
+				 * head waits for them, or for the first message. */
+				hold_head(r);
+				return 0;
+			}
 			send_response_head(r, end);
 		} else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
-			if (r->grpc) {
-				int gs = grpc_status_of(r);
+			int gs = r->grpc ? grpc_status_of(r) : -1;
 
+			if (r->grpc)
 				r_result(r, gs >= 0 ? grpc_http_status(gs) : 200);
-			}
+			if (r->head_held && gs >= 0 && r_retry(r, ROUTE_OUT_GRPC, gs))
+				return 0; /* no message came: the call failed as a whole */
 			if (keep_trailers(r) != 0) {
 				h2_local_reply(r, 502, "out of memory", "UPE");
 				return 0;
+			}
+			if (r->head_held) {
+				unhold_head(r);
+				send_response_head(r, false); /* its trailers follow at once */
 			}
 		}
 	}
@@ -696,6 +767,11 @@ up_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *
 {
 	struct h2r *r = user;
 
+	if (sid == r->usid && r->head_held && !r->down_closed) {
+		/* The call's first message: it is answering, the held head goes first. */
+		unhold_head(r);
+		send_response_head(r, false);
+	}
 	if (sid != r->usid || r->answer == H2R_NO_ANSWER || r->down_closed)
 		return 0;
 	/* Bounded by the stream window we give the application: consumed only once sent on. */
@@ -981,6 +1057,7 @@ r_drop_attempt(struct h2r *r)
 	l7_sendq_reset(&r->up_out);
 	buf_consume(&r->resp_body, buf_len(&r->resp_body));
 	clear_headers(r);
+	drop_held_head(r);
 	r->up_state = H2R_UP_ACTIVE;
 	r->replay_sent = 0;
 }
@@ -1416,6 +1493,7 @@ r_maybe_free(struct h2r *r)
 		nghttp2_session_del(r->us_dead);
 	for (size_t i = 0; i < 2 * r->nrq; i++)
 		free(r->rqstore[i]);
+	drop_held_head(r);
 	buf_reset(&r->replay);
 	clear_headers(r);
 	registry_unref(r->reg);

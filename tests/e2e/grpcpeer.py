@@ -10,7 +10,8 @@ serve --name NAME --port PORT
                         NOT_FOUND and the details "no such thing"; /amesh.Echo/Secret answers like
                         Unary; /amesh.Echo/Slow answers like Unary after 2 s; /amesh.Echo/Flaky
                         ends with UNAVAILABLE the first time it gets a request, then answers like
-                        Unary. --log FILE: one line per call, "METHOD REQUEST". Prints
+                        Unary; /amesh.Echo/Late the same with a head before the status (not
+                        Trailers-Only). --log FILE: one line per call, "METHOD REQUEST". Prints
                         "listening PORT".
 call --target HOST:PORT --method M [--count N] [--metadata K=V ...] [--stream N] [--size B]
      [--deadline S]
@@ -28,7 +29,7 @@ import grpc
 
 def serve(a):
     name = a.name.encode()
-    seen = set()
+    seen, seen_late = set(), set()
 
     def log(method, req):
         if a.log:
@@ -56,6 +57,15 @@ def serve(a):
         time.sleep(2)
         return name + b":" + req
 
+    def late(req, ctx):
+        log("Late", req)
+        if req not in seen_late:
+            seen_late.add(req)
+            # A head first, then the status in trailers: no Trailers-Only answer.
+            ctx.send_initial_metadata((("x-late", "1"),))
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        return answer(req, ctx)
+
     def flaky(req, ctx):
         log("Flaky", req)
         if req not in seen:
@@ -70,6 +80,7 @@ def serve(a):
         "Fail": grpc.unary_unary_rpc_method_handler(fail, ident, ident),
         "Slow": grpc.unary_unary_rpc_method_handler(slow, ident, ident),
         "Flaky": grpc.unary_unary_rpc_method_handler(flaky, ident, ident),
+        "Late": grpc.unary_unary_rpc_method_handler(late, ident, ident),
         "Chat": grpc.stream_stream_rpc_method_handler(chat, ident, ident),
     }
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=8))

@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-plan 17
+plan 18
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -65,6 +65,14 @@ service = grpc
 match.path_prefix = /amesh.Echo/Flaky
 backends = grpc
 retries = 2
+retry_on = unavailable
+
+[route "grpc-late"]
+namespace = default
+service = grpc
+match.path_prefix = /amesh.Echo/Late
+backends = grpc
+retries = 1
 retry_on = unavailable
 
 [route "grpc-pertry"]
@@ -211,6 +219,12 @@ r1=$(stat retries)
 tries=$(grep -c "^Flaky " "$TMP/grpc-a2.log")
 check "gRPC: an UNAVAILABLE first attempt is retried and succeeds ($(echo $OUT); retries +$((r1 - r0)), calls seen $tries)" \
 	'[ "$OUT" = "echo-a 3" ] && [ $((r1 - r0)) -eq 3 ] && [ "$tries" -eq 6 ]'
+r0=$(stat retries)
+run lab_exec a1 $PY "$GRPC" call --target 10.96.0.24:80 --method /amesh.Echo/Late --count 2
+r1=$(stat retries)
+tries=$(grep -c "^Late " "$TMP/grpc-a2.log")
+check "gRPC: UNAVAILABLE in trailers after a head (no message yet) is retried too ($(echo $OUT); retries +$((r1 - r0)), calls seen $tries)" \
+	'[ "$OUT" = "echo-a 2" ] && [ $((r1 - r0)) -eq 2 ] && [ "$tries" -eq 4 ]'
 t0=$(date +%s%N)
 run lab_exec a1 $PY "$GRPC" call --target 10.96.0.24:80 --method /amesh.Echo/Slow
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
