@@ -88,6 +88,14 @@ enum h2r_up {
 			  its end (the route's timer is reused), then the tunnel is reset */
 };
 
+/* Fields moved out of a request's hv, with their strings (allocated only when needed: a retry's
+ * request, a held gRPC head). */
+struct h2_fields {
+	struct hdr v[H2_MAX_HEADERS];
+	char *store[H2_MAX_HEADERS * 2];
+	size_t n;
+};
+
 /* One request: a downstream stream and, once it goes upstream, its tunnel and client session. */
 struct h2r {
 	struct h2d *d;
@@ -99,17 +107,11 @@ struct h2r {
 	char *hstore[H2_MAX_HEADERS * 2];
 	size_t nh, hbytes;
 	/* Its fields again once they went upstream (hv then collects the response's), for a
-	 * retry's request. */
-	struct hdr rqv[H2_MAX_HEADERS];
-	char *rqstore[H2_MAX_HEADERS * 2];
-	size_t nrq;
-	bool rq_saved;
+	 * retry's request; only when the route retries. */
+	struct h2_fields *rq;
 	/* A gRPC answer's head held back while its call may still be retried on a grpc-status in
 	 * the trailers that follow it: until the first message, or those trailers. */
-	struct hdr heldv[H2_MAX_HEADERS];
-	char *heldstore[H2_MAX_HEADERS * 2];
-	size_t nheld;
-	bool head_held;
+	struct h2_fields *held;
 	enum h2r_req req_state;
 	bool too_big; /* its head passed H2_MAX_HEADERS or H2_MAX_HEADER_BYTES: answered 431 */
 	struct registry *reg; /* the snapshot rt and ep belong to, held while the request lives */
@@ -505,40 +507,58 @@ up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, si
 	return hv_add(r, name, nlen, value, vlen);
 }
 
-/* Keeps the request's fields (in hv) for a retry's request; hv is left empty for the response's. */
+/* Moves hv's fields out into a new set, hv left empty; NULL (hv untouched) without memory. */
+static struct h2_fields *
+fields_take(struct h2r *r)
+{
+	struct h2_fields *f = malloc(sizeof(*f));
+
+	if (f == NULL)
+		return NULL;
+	memcpy(f->v, r->hv, r->nh * sizeof(r->hv[0]));
+	memcpy(f->store, r->hstore, 2 * r->nh * sizeof(r->hstore[0]));
+	f->n = r->nh;
+	memset(r->hstore, 0, 2 * r->nh * sizeof(r->hstore[0]));
+	r->nh = 0;
+	r->hbytes = 0;
+	return f;
+}
+
+static void
+fields_free(struct h2_fields *f)
+{
+	if (f == NULL)
+		return;
+	for (size_t i = 0; i < 2 * f->n; i++)
+		free(f->store[i]);
+	free(f);
+}
+
+/* Keeps the request's fields (in hv) for a retry's request; hv is left empty for the response's.
+ * Without memory for them the request cannot be retried. */
 static void
 save_request_fields(struct h2r *r)
 {
-	memcpy(r->rqv, r->hv, r->nh * sizeof(r->hv[0]));
-	memcpy(r->rqstore, r->hstore, 2 * r->nh * sizeof(r->hstore[0]));
-	r->nrq = r->nh;
-	r->rq_saved = true;
-	memset(r->hstore, 0, 2 * r->nh * sizeof(r->hstore[0]));
-	r->nh = 0;
-	r->hbytes = 0;
+	r->rq = fields_take(r);
+	if (r->rq == NULL)
+		r->replay_over = true;
 }
 
-/* Sets the response head (in hv) aside; hv is left empty for what follows. */
-static void
+/* Sets the response head (in hv) aside; hv is left empty for what follows. False (nothing held)
+ * without memory. */
+static bool
 hold_head(struct h2r *r)
 {
-	memcpy(r->heldv, r->hv, r->nh * sizeof(r->hv[0]));
-	memcpy(r->heldstore, r->hstore, 2 * r->nh * sizeof(r->hstore[0]));
-	r->nheld = r->nh;
-	r->head_held = true;
-	memset(r->hstore, 0, 2 * r->nh * sizeof(r->hstore[0]));
-	r->nh = 0;
-	r->hbytes = 0;
+	r->held = fields_take(r);
+	return r->held != NULL;
 }
 
 /* Frees a held head (dropped with its attempt, or with r). */
 static void
 drop_held_head(struct h2r *r)
 {
-	for (size_t i = 0; i < 2 * r->nheld; i++)
-		free(r->heldstore[i]);
-	r->nheld = 0;
-	r->head_held = false;
+	fields_free(r->held);
+	r->held = NULL;
 }
 
 /* The grpc-status field among hv (a Trailers-Only head or trailers), or -1. */
@@ -577,13 +597,14 @@ clear_headers(struct h2r *r)
 static void
 unhold_head(struct h2r *r)
 {
+	struct h2_fields *f = r->held;
+
 	clear_headers(r);
-	memcpy(r->hv, r->heldv, r->nheld * sizeof(r->hv[0]));
-	memcpy(r->hstore, r->heldstore, 2 * r->nheld * sizeof(r->hstore[0]));
-	r->nh = r->nheld;
-	memset(r->heldstore, 0, 2 * r->nheld * sizeof(r->heldstore[0]));
-	r->nheld = 0;
-	r->head_held = false;
+	memcpy(r->hv, f->v, f->n * sizeof(r->hv[0]));
+	memcpy(r->hstore, f->store, 2 * f->n * sizeof(r->hstore[0]));
+	r->nh = f->n;
+	free(f);
+	r->held = NULL;
 }
 
 /* True when a gRPC status could still have this call retried (route and attempts allow). */
@@ -698,14 +719,14 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 
 	if (f->hd.stream_id != r->usid || r->usid <= 0)
 		return 0;
-	if (f->hd.type == NGHTTP2_DATA && r->head_held && !r->down_closed) {
+	if (f->hd.type == NGHTTP2_DATA && r->held != NULL && !r->down_closed) {
 		unhold_head(r); /* an empty DATA (its END_STREAM): the head goes now */
 		send_response_head(r, false);
 	}
 	if (f->hd.type == NGHTTP2_HEADERS) {
 		/* The final response follows any 1xx as a plain HEADERS block (nghttp2's category
 		 * HCAT_HEADERS): the first non-1xx block is the head, a later one the trailers. */
-		if (r->answer == H2R_NO_ANSWER && !r->head_held) {
+		if (r->answer == H2R_NO_ANSWER && r->held == NULL) {
 			const char *st = NULL;
 
 			for (size_t i = 0; i < r->nh; i++)
@@ -726,25 +747,23 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 			if (code != 0 && (r_retry(r, ROUTE_OUT_STATUS, code) ||
 			    (gs >= 0 && r_retry(r, ROUTE_OUT_GRPC, gs))))
 				return 0; /* the attempt is dropped: nothing of it went down */
-			if (!end && code == 200 && grpc_may_retry(r)) {
-				/* Its grpc-status may come in trailers right after this head: the
-				 * head waits for them, or for the first message. */
-				hold_head(r);
+			/* Its grpc-status may come in trailers right after this head: the head
+			 * waits for them, or for the first message. */
+			if (!end && code == 200 && grpc_may_retry(r) && hold_head(r))
 				return 0;
-			}
 			send_response_head(r, end);
 		} else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
 			int gs = r->grpc ? grpc_status_of(r) : -1;
 
 			if (r->grpc)
 				r_result(r, gs >= 0 ? grpc_http_status(gs) : 200);
-			if (r->head_held && gs >= 0 && r_retry(r, ROUTE_OUT_GRPC, gs))
+			if (r->held != NULL && gs >= 0 && r_retry(r, ROUTE_OUT_GRPC, gs))
 				return 0; /* no message came: the call failed as a whole */
 			if (keep_trailers(r) != 0) {
 				h2_local_reply(r, 502, "out of memory", "UPE");
 				return 0;
 			}
-			if (r->head_held) {
+			if (r->held != NULL) {
 				unhold_head(r);
 				send_response_head(r, false); /* its trailers follow at once */
 			}
@@ -767,7 +786,7 @@ up_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *
 {
 	struct h2r *r = user;
 
-	if (sid == r->usid && r->head_held && !r->down_closed) {
+	if (sid == r->usid && r->held != NULL && !r->down_closed) {
 		/* The call's first message: it is answering, the held head goes first. */
 		unhold_head(r);
 		send_response_head(r, false);
@@ -937,8 +956,8 @@ h2_up_on_response(struct hbone_stream *s, int status)
 	nghttp2_submit_settings(r->us, NGHTTP2_FLAG_NONE, iv, 2);
 	/* Room for every field, every edit of the route (all are applied, as over HTTP/1.1:
 	 * amesh-waypoint(8)) and a traceparent. A retry sends the fields kept of the first. */
-	src = r->rq_saved ? r->rqv : r->hv;
-	ns = r->rq_saved ? r->nrq : r->nh;
+	src = r->rq != NULL ? r->rq->v : r->hv;
+	ns = r->rq != NULL ? r->rq->n : r->nh;
 	cap = ns + (r->rt != NULL ? r->rt->request_set.n + r->rt->request_add.n : 0) + 1;
 	storage = calloc(cap, sizeof(*storage));
 	nv = calloc(cap + 4, sizeof(*nv)); /* the four pseudo-fields and the list */
@@ -975,7 +994,7 @@ h2_up_on_response(struct hbone_stream *s, int status)
 	free(storage); /* nghttp2 copied the fields */
 	free(nv);
 	/* The request's fields are sent; hv now collects the response's. */
-	if (r->replay_on && !r->rq_saved)
+	if (r->replay_on && r->rq == NULL && !r->replay_over)
 		save_request_fields(r);
 	else
 		clear_headers(r);
@@ -1491,8 +1510,7 @@ r_maybe_free(struct h2r *r)
 		nghttp2_session_del(r->us);
 	if (r->us_dead != NULL)
 		nghttp2_session_del(r->us_dead);
-	for (size_t i = 0; i < 2 * r->nrq; i++)
-		free(r->rqstore[i]);
+	fields_free(r->rq);
 	drop_held_head(r);
 	buf_reset(&r->replay);
 	clear_headers(r);
