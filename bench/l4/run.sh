@@ -37,7 +37,7 @@
 # EXIT trap, lab included.
 #
 # usage: run.sh [-B BUILDDIR] [-o FILE|-] [-r RATE] [-c CONNS] [-R ROUNDS] [-d SECS] [-w SECS]
-#               [-i SECS] [-n IDLE] [-S US] [-p]
+#               [-i SECS] [-n IDLE] [-S US] [-O on|off] [-p]
 #   -B  the build tree with amesh and bench/loadgen (default: $BUILDDIR, else the source tree)
 #   -o  where to write the results (default: bench/l4/RESULTS.md in the source tree; - for none)
 #   -r  requests per second of the fixed-rate runs (default 1000)
@@ -47,6 +47,7 @@
 #   -i  seconds per iperf3 run (default 5; six runs)
 #   -n  idle connections through amesh (default 10000)
 #   -S  loadgen --spin US (default 0: no spinning; see bench/loadgen.c)
+#   -O  [tls] record_offload of both ztunnels (default: amesh.conf's default, on)
 #   -p  also profile: one more amesh fixed-rate run (not counted in the table) under
 #       `perf record -g` of both ztunnels; `perf report --stdio --no-children` of each goes to
 #       profile-ztunnel-{a,b}.txt next to the results file
@@ -65,10 +66,11 @@ IDUR=5
 NIDLE=10000
 SPIN=0
 PROFILE=0
+OFFLOAD=
 LIMIT=290 # seconds: the whole run stays under five minutes
 CMDLINE="bench/l4/run.sh $*"
 
-while getopts "B:o:r:c:R:d:w:i:n:S:ph" opt; do
+while getopts "B:o:r:c:R:d:w:i:n:S:O:ph" opt; do
 	case $opt in
 	B) BUILD=$OPTARG ;;
 	o) OUTFILE=$OPTARG ;;
@@ -81,6 +83,7 @@ while getopts "B:o:r:c:R:d:w:i:n:S:ph" opt; do
 	n) NIDLE=$OPTARG ;;
 	S) SPIN=$OPTARG ;;
 	p) PROFILE=1 ;;
+	O) OFFLOAD=$OPTARG ;;
 	*) sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 done
@@ -142,6 +145,9 @@ sys_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat; }
 log "lab: two hosts, four workloads (tests/e2e/lab.sh), identities from amesh ca"
 lab_up "$TMP/lab" || die "lab_up failed"
 lab_certs >/dev/null || die "lab_certs failed"
+if [ -n "$OFFLOAD" ]; then
+	printf '\n[tls]\nrecord_offload = %s\n' "$OFFLOAD" | tee -a "$LAB_CONF_A" >>"$LAB_CONF_B"
+fi
 CERTS_A=$LAB_DIR/node-a/certs/default
 CERTS_B=$LAB_DIR/node-b/certs/default
 CA=$LAB_DIR/ca/ca.crt
@@ -648,8 +654,8 @@ if [ "$OUTFILE" != - ]; then
 			"load \`bench/loadgen --rate $RATE --connections $CONNS --warmup $WARM --duration $DUR" \
 			"--spin $SPIN\`, $ROUNDS interleaved rounds; iperf3 $IDUR s per run"
 		[ -n "$RESTARTS" ] && echo "- restarted during the run after something outside killed them:$RESTARTS"
-		echo "- negotiated: amesh $AM_SUITE (what OpenSSL sees from ztunnel B's HBONE listener);" \
-			"stunnel4 $ST_SUITE"
+		echo "- negotiated: amesh $AM_SUITE (what OpenSSL sees from ztunnel B's HBONE listener;" \
+			"[tls] record_offload ${OFFLOAD:-default, on}); stunnel4 $ST_SUITE"
 		echo
 		echo "$TABLE"
 		echo

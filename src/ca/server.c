@@ -282,7 +282,8 @@ identity_placed(struct registry *r, const char *node, const char *ns, const char
 	for (size_t i = 0; i < r->n[REG_WAYPOINT]; i++) {
 		const struct reg_waypoint *w = REG_WAYPOINTS(r)[i];
 
-		if (w->node != NULL && strcmp(w->node, node) == 0 && strcmp(w->namespace, ns) == 0 &&
+		/* A replicated waypoint: each of its nodes may hold its identity. */
+		if (reg_waypoint_on_node(w, node) && strcmp(w->namespace, ns) == 0 &&
 		    strcmp(w->service_account, sa) == 0)
 			return true;
 	}

@@ -35,6 +35,27 @@ identity_state(const char *cert_dir, const char *ns, const char *sa, bool *ok)
 	return "missing";
 }
 
+/* A waypoint instance whose [waypoint] hbone_address is a fixed address that is none of the
+ * registry's addresses of its waypoint listens where no caller sends tunnels: say so. */
+static void
+warn_instance_address(const struct amesh_conf *c, const struct reg_waypoint *wp)
+{
+	struct ip_addr ip, zero;
+	char a[INET6_ADDRSTRLEN];
+
+	ip_from_sockaddr(&c->waypoint.hbone_address, &ip, NULL);
+	memset(&zero, 0, sizeof(zero)); /* the wildcard, 0.0.0.0 or :: */
+	zero.family = ip.family;
+	if (ip_equal(&ip, &zero))
+		return;
+	for (size_t j = 0; j < wp->addresses.n; j++)
+		if (ip_equal(&ip, &wp->addresses.v[j]))
+			return;
+	printf("warning   [waypoint] hbone_address %s is none of waypoint \"%s\"'s addresses: "
+	    "callers do not send it tunnels (amesh-registry(5))\n", ip_str(&ip, a, sizeof(a)),
+	    wp->h.name);
+}
+
 /* One identity a role on this host needs; duplicates (same ns/sa) are printed once. */
 struct ident {
 	const char *ns, *sa, *who;
@@ -147,7 +168,8 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 		for (size_t j = 0; j < w->addresses.n; j++)
 			printf("%s%s", j ? "," : "", ip_str(&w->addresses.v[j], a, sizeof(a)));
 		printf(" protocol=%s%s%s\n", w->protocol == REG_PROTO_HBONE ? "hbone" : "tcp",
-		    w->waypoint ? " waypoint=" : "", w->waypoint ? w->waypoint : "");
+		    /* The one in force: its own, or its namespace's. */
+		    w->waypoint_p ? " waypoint=" : "", w->waypoint_p ? w->waypoint_p->h.name : "");
 		if (w->protocol == REG_PROTO_HBONE)
 			add_ident(ids, &nids, w->namespace, w->service_account, "workload");
 	}
@@ -160,11 +182,16 @@ exec_check(const struct cmd_globals *g, int argc, char **argv)
 			const struct reg_waypoint *wp = REG_WAYPOINTS(r)[i];
 
 			/* Named: that one. Unnamed: each of this node's, as --name would pick. */
-			if (wp_named ? strcmp(wp->h.name, c->waypoint.name) != 0 : wp->node_p != node)
+			if (wp_named ? strcmp(wp->h.name, c->waypoint.name) != 0 :
+			    !reg_waypoint_on_node(wp, node->h.name))
 				continue;
 			nwp++;
-			printf("waypoint  %s/%s sa=%s address=%s\n", wp->namespace, wp->h.name,
-			    wp->service_account, ip_str(&wp->address, a, sizeof(a)));
+			printf("waypoint  %s/%s sa=%s address=", wp->namespace, wp->h.name,
+			    wp->service_account);
+			for (size_t j = 0; j < wp->addresses.n; j++)
+				printf("%s%s", j ? "," : "", ip_str(&wp->addresses.v[j], a, sizeof(a)));
+			printf("\n");
+			warn_instance_address(c, wp);
 			add_ident(ids, &nids, wp->namespace, wp->service_account, "waypoint");
 		}
 		if (nwp == 0)

@@ -42,7 +42,7 @@ int cmd_ca_fleet(const struct cmd_globals *g, int argc, char **argv);
 int cmd_cni_plugin(void);
 
 struct amesh_conf;
-/* Applies [log] from the config, with -v/-q and --log-format on top. */
+/* Applies [log] from the config, with -v/-q and --log-format on top, and [tls] record_offload. */
 void cmd_log_setup(const struct cmd_globals *g, const struct amesh_conf *c);
 
 /* For uv_close of handles that need nothing done when closed. */

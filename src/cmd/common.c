@@ -16,6 +16,7 @@
 #include "config/conf.h"
 #include "core/inherit.h"
 #include "core/log.h"
+#include "tls/tls.h"
 
 void
 cmd_handle_closed(uv_handle_t *h)
@@ -56,6 +57,8 @@ cmd_log_setup(const struct cmd_globals *g, const struct amesh_conf *c)
 	log_set_level((enum log_level)level);
 	log_set_format(g->log_format >= 0 ? (enum log_format)g->log_format :
 	    (enum log_format)c->log.format);
+	/* Here because every role calls this before it loads identities (their suite order). */
+	tls_set_record_offload(c->tls.record_offload);
 }
 
 int

@@ -20,7 +20,7 @@
 #define OFF(field) offsetof(struct amesh_conf, field)
 
 static const char *const sections[] = {
-	"mesh", "identity", "log", "ztunnel", "waypoint", "sidecar", "cni", "ca", "dns", NULL,
+	"mesh", "identity", "log", "ztunnel", "waypoint", "sidecar", "cni", "ca", "dns", "tls", NULL,
 };
 static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL };
 static const char *const log_formats[] = { "text", "json", NULL };
@@ -75,6 +75,7 @@ static const struct kw keywords[] = {
 	{ "log", "level", KW_ENUM, OFF(log.level), "info", 0, 0, log_levels, false },
 	{ "log", "format", KW_ENUM, OFF(log.format), "text", 0, 0, log_formats, false },
 	{ "log", "access_log", KW_BOOL, OFF(log.access_log), "on", 0, 0, NULL, false },
+	{ "tls", "record_offload", KW_BOOL, OFF(tls.record_offload), "on", 0, 0, NULL, false },
 	{ "ztunnel", "socket", KW_PATH, OFF(ztunnel.socket), RUNSTATEDIR "/amesh/ztunnel.sock", 0, 0, NULL, false },
 	{ "ztunnel", "state_dir", KW_PATH, OFF(ztunnel.state_dir), RUNSTATEDIR "/amesh/workloads", 0, 0, NULL, false },
 	PROXY_KEYS("ztunnel", ztunnel.proxy),
@@ -158,7 +159,7 @@ on_section(void *user, const char *text, int line)
 	x->section = i;
 	if (i < 0) {
 		diag_add(x->d, x->file, line, "unknown section [%s] (expected one of: mesh, identity, "
-		    "log, ztunnel, waypoint, sidecar, cni, ca, dns)", text);
+		    "log, ztunnel, waypoint, sidecar, cni, ca, dns, tls)", text);
 		return;
 	}
 	if (x->section_line[i] != 0) {

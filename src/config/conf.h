@@ -96,8 +96,12 @@ struct amesh_conf {
 		uint64_t handshake_timeout; /* ms */
 	} ca;
 
+	struct {
+		bool record_offload; /* records sealed by OpenSSL's AEADs after the handshake */
+	} tls;
+
 	/* Which sections the file has, by conf_sections() index. */
-	bool has_section[10];
+	bool has_section[11];
 	/* Line each keyword was set on (0: default), by conf_keywords() index. */
 	int *lines;
 };

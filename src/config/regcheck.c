@@ -74,7 +74,18 @@ check_required(struct builder *b)
 				else if (wp->service_account == NULL)
 					diag_add(b->d, h->file, h->line, "waypoint \"%s\": name is not "
 					    "a valid service account; set service_account", h->name);
+				if (strcmp(h->name, REG_WAYPOINT_NONE) == 0)
+					diag_add(b->d, h->file, h->line, "waypoint \"%s\": the name is "
+					    "reserved (waypoint = %s means no waypoint)", h->name,
+					    REG_WAYPOINT_NONE);
+				if (wp->addresses.n > REG_WP_MAX_ADDRESSES)
+					ERR(h, REG_WP_ADDRESS, "waypoint \"%s\": %zu addresses; at most %d "
+					    "(one per instance)", h->name, wp->addresses.n,
+					    REG_WP_MAX_ADDRESSES);
 			}
+			if (k == REG_NAMESPACE && !kw_is_name(h->name))
+				diag_add(b->d, h->file, h->line, "namespace \"%s\": not a valid namespace "
+				    "name (lower-case letters, digits and '-', at most 63)", h->name);
 			if (k == REG_SERVICE) {
 				struct reg_service *sv = (struct reg_service *)h;
 
@@ -103,12 +114,14 @@ static void
 index_addresses(struct builder *b)
 {
 	struct registry *r = b->r;
-	size_t total = r->n[REG_NODE] + r->n[REG_WAYPOINT], nowners = 0, nvips = 0;
+	size_t total = r->n[REG_NODE], nowners = 0, nvips = 0;
 	struct reg_addr_owner *owners;
 	char a[64];
 
 	for (size_t i = 0; i < r->n[REG_WORKLOAD]; i++)
 		total += REG_WORKLOADS(r)[i]->addresses.n;
+	for (size_t i = 0; i < r->n[REG_WAYPOINT]; i++)
+		total += REG_WAYPOINTS(r)[i]->addresses.n;
 	for (size_t i = 0; i < r->n[REG_SERVICE]; i++)
 		nvips += REG_SERVICES(r)[i]->vips.n * REG_SERVICES(r)[i]->ports.n;
 	htab_init(&r->by_addr, total);
@@ -130,8 +143,8 @@ index_addresses(struct builder *b)
 				n = 1;
 				idx = REG_N_ADDRESS;
 			} else if (k == REG_WAYPOINT) {
-				addrs = &((struct reg_waypoint *)h)->address;
-				n = 1;
+				addrs = ((struct reg_waypoint *)h)->addresses.v;
+				n = ((struct reg_waypoint *)h)->addresses.n;
 				idx = REG_WP_ADDRESS;
 			} else {
 				addrs = ((struct reg_workload *)h)->addresses.v;
@@ -229,6 +242,55 @@ resolve_endpoints(struct builder *b)
 	htab_free(&idx);
 }
 
+/*
+ * The waypoint in force for entry h (of kind, in namespace ns) whose waypoint key, index idx, says
+ * written (NULL: not set): its own, else its namespace's; "none" opts out. The waypoint must exist
+ * and serve ns (its own namespace or allowed_namespaces): else the error names h's line.
+ */
+static const struct reg_waypoint *
+attach_waypoint(struct builder *b, const struct reg_head *h, int idx, enum reg_kind kind,
+    const char *ns, const char *written)
+{
+	const struct reg_namespace *nse;
+	const struct reg_waypoint *wp;
+
+	if (written == NULL) {
+		/* The namespace's waypoint was checked against ns once, at its own line. */
+		nse = ns != NULL ? registry_find_entry(b->r, REG_NAMESPACE, ns) : NULL;
+		return nse != NULL ? nse->waypoint_p : NULL;
+	}
+	if (strcmp(written, REG_WAYPOINT_NONE) == 0)
+		return NULL;
+	wp = registry_find_entry(b->r, REG_WAYPOINT, written);
+	if (wp == NULL) {
+		ERR(h, idx, "%s \"%s\": waypoint \"%s\" is not defined", registry_kind_name(kind),
+		    h->name, written);
+		return NULL;
+	}
+	if (ns != NULL && wp->namespace != NULL && !reg_waypoint_allows(wp, ns)) {
+		ERR(h, idx, "%s \"%s\" (namespace %s): waypoint \"%s\" (namespace %s, %s:%d) does "
+		    "not serve namespace %s; list it in the waypoint's allowed_namespaces",
+		    registry_kind_name(kind), h->name, ns, written, wp->namespace, wp->h.file,
+		    wp->h.line, ns);
+		return NULL;
+	}
+	return wp;
+}
+
+/* Namespaces' waypoints, before the entries that take theirs. */
+static void
+check_namespaces(struct builder *b)
+{
+	struct registry *r = b->r;
+
+	for (size_t i = 0; i < r->n[REG_NAMESPACE]; i++) {
+		struct reg_namespace *n = REG_NAMESPACES(r)[i];
+
+		n->waypoint_p = n->waypoint == NULL ? NULL :
+		    attach_waypoint(b, &n->h, REG_NS_WAYPOINT, REG_NAMESPACE, n->h.name, n->waypoint);
+	}
+}
+
 static void
 check_workloads(struct builder *b)
 {
@@ -241,18 +303,18 @@ check_workloads(struct builder *b)
 		if (w->node != NULL && w->node_p == NULL)
 			ERR(&w->h, REG_WL_NODE, "workload \"%s\": node \"%s\" is not defined", w->h.name,
 			    w->node);
-		w->waypoint_p = registry_find_entry(r, REG_WAYPOINT, w->waypoint);
-		if (w->waypoint != NULL && w->waypoint_p == NULL)
-			ERR(&w->h, REG_WL_WAYPOINT, "workload \"%s\": waypoint \"%s\" is not defined",
-			    w->h.name, w->waypoint);
+		w->waypoint_p = attach_waypoint(b, &w->h, REG_WL_WAYPOINT, REG_WORKLOAD, w->namespace,
+		    w->waypoint);
 	}
 	for (size_t i = 0; i < r->n[REG_WAYPOINT]; i++) {
 		struct reg_waypoint *wp = REG_WAYPOINTS(r)[i];
 
-		wp->node_p = registry_find_entry(r, REG_NODE, wp->node);
-		if (wp->node != NULL && wp->node_p == NULL)
-			ERR(&wp->h, REG_WP_NODE, "waypoint \"%s\": node \"%s\" is not defined",
-			    wp->h.name, wp->node);
+		for (size_t j = 0; j < wp->nodes.n; j++)
+			if (registry_find_entry(r, REG_NODE, wp->nodes.v[j]) == NULL) {
+				ERR(&wp->h, REG_WP_NODE, "waypoint \"%s\": node \"%s\" is not defined",
+				    wp->h.name, wp->nodes.v[j]);
+				break;
+			}
 	}
 }
 
@@ -275,10 +337,10 @@ check_services(struct builder *b)
 		struct reg_service *s = REG_SERVICES(r)[i];
 		const struct reg_service *other;
 
-		s->waypoint_p = registry_find_entry(r, REG_WAYPOINT, s->waypoint);
-		if (s->waypoint != NULL && s->waypoint_p == NULL)
-			ERR(&s->h, REG_SV_WAYPOINT, "service \"%s\": waypoint \"%s\" is not defined",
-			    s->h.name, s->waypoint);
+		/* An external service has no waypoint, not even its namespace's (check_external). */
+		if (!s->external)
+			s->waypoint_p = attach_waypoint(b, &s->h, REG_SV_WAYPOINT, REG_SERVICE,
+			    s->namespace, s->waypoint);
 		if (s->hostname != NULL &&
 		    (other = htab_put(&r->by_hostname, s->hostname, strlen(s->hostname), s)) != NULL)
 			ERR(&s->h, REG_SV_HOSTNAME, "service \"%s\": hostname %s is already used by service "
@@ -653,7 +715,9 @@ assign_auto_vips(struct builder *b)
 		return;
 	for (size_t i = 0; i < r->n[REG_WORKLOAD]; i++)
 		total += REG_WORKLOADS(r)[i]->addresses.n;
-	total += r->n[REG_NODE] + r->n[REG_WAYPOINT];
+	total += r->n[REG_NODE];
+	for (size_t i = 0; i < r->n[REG_WAYPOINT]; i++)
+		total += REG_WAYPOINTS(r)[i]->addresses.n;
 	htab_init(&used, total);
 	for (size_t i = 0; i < r->n[REG_SERVICE]; i++) {
 		const struct reg_service *s = REG_SERVICES(r)[i];
@@ -670,8 +734,9 @@ assign_auto_vips(struct builder *b)
 	for (size_t i = 0; i < r->n[REG_NODE]; i++)
 		htab_put(&used, &REG_NODES(r)[i]->address, sizeof(struct ip_addr), REG_NODES(r)[i]);
 	for (size_t i = 0; i < r->n[REG_WAYPOINT]; i++)
-		htab_put(&used, &REG_WAYPOINTS(r)[i]->address, sizeof(struct ip_addr),
-		    REG_WAYPOINTS(r)[i]);
+		for (size_t j = 0; j < REG_WAYPOINTS(r)[i]->addresses.n; j++)
+			htab_put(&used, &REG_WAYPOINTS(r)[i]->addresses.v[j], sizeof(struct ip_addr),
+			    REG_WAYPOINTS(r)[i]);
 	v = xcalloc(n, sizeof(*v));
 	n = 0;
 	for (size_t i = 0; i < r->n[REG_SERVICE]; i++) {
@@ -711,6 +776,7 @@ registry_check(struct builder *b)
 	check_required(b);
 	assign_auto_vips(b);
 	index_addresses(b);
+	check_namespaces(b);
 	check_workloads(b);
 	check_services(b);
 	resolve_endpoints(b);

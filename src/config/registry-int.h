@@ -50,7 +50,8 @@ has(const struct reg_head *h, int idx)
 
 /* The index of each key in its kind's keyword table, for keyline[] and has(). */
 enum { REG_N_ADDRESS };
-enum { REG_WP_NAMESPACE, REG_WP_SA, REG_WP_ADDRESS, REG_WP_NODE };
+enum { REG_WP_NAMESPACE, REG_WP_SA, REG_WP_ADDRESS, REG_WP_NODE, REG_WP_ALLOWED_NS };
+enum { REG_NS_WAYPOINT };
 enum {
 	REG_WL_NAMESPACE, REG_WL_SA, REG_WL_NODE, REG_WL_ADDRESSES, REG_WL_LABELS, REG_WL_PROTOCOL,
 	REG_WL_WAYPOINT, REG_WL_MTLS,

@@ -33,6 +33,7 @@ nkeys(int k)
 static const size_t kind_size[REG_NKINDS] = {
 	sizeof(struct reg_node), sizeof(struct reg_workload), sizeof(struct reg_service),
 	sizeof(struct reg_waypoint), sizeof(struct reg_policy), sizeof(struct reg_route),
+	sizeof(struct reg_namespace),
 };
 
 static void
@@ -118,7 +119,7 @@ parse_header(struct builder *b, const char *text, int line, char **name)
 			break;
 	if (k == REG_NKINDS) {
 		diag_add(b->d, b->file, line, "unknown section kind '%.*s' (expected node, workload, "
-		    "service, waypoint, policy or route)", (int)kl, text);
+		    "service, waypoint, policy, route or namespace)", (int)kl, text);
 		return AMESH_ERR_INVALID;
 	}
 	q = sp ? sp + strspn(sp, " \t") : NULL;

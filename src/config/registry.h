@@ -16,7 +16,10 @@
 #include "core/diag.h"
 #include "core/htab.h"
 
-enum reg_kind { REG_NODE, REG_WORKLOAD, REG_SERVICE, REG_WAYPOINT, REG_POLICY, REG_ROUTE, REG_NKINDS };
+enum reg_kind {
+	REG_NODE, REG_WORKLOAD, REG_SERVICE, REG_WAYPOINT, REG_POLICY, REG_ROUTE, REG_NAMESPACE,
+	REG_NKINDS
+};
 enum reg_protocol { REG_PROTO_HBONE, REG_PROTO_TCP };
 enum reg_mtls { REG_MTLS_STRICT, REG_MTLS_PERMISSIVE };
 enum reg_action { REG_ALLOW, REG_DENY };
@@ -34,12 +37,22 @@ struct reg_node {
 	struct ip_addr address;
 };
 
+/*
+ * A waypoint: one identity served by one or more instances, one address each (on one or more
+ * nodes). Callers spread their tunnels over the addresses (net/lb.h) and move to another on a
+ * connect failure.
+ */
 struct reg_waypoint {
 	struct reg_head h;
-	char *namespace, *service_account, *node;
-	struct ip_addr address;
-	const struct reg_node *node_p; /* NULL when node is not set */
+	char *namespace, *service_account;
+	struct ip_list addresses; /* at least one, at most REG_WP_MAX_ADDRESSES */
+	struct str_list nodes;    /* the nodes its instances run on (key node); may be empty */
+	/* Namespaces besides its own whose services and workloads may use it (patterns). */
+	struct str_list allowed_namespaces;
 };
+
+/* A waypoint has at most this many addresses (instances). */
+#define REG_WP_MAX_ADDRESSES 64
 
 struct reg_workload {
 	struct reg_head h;
@@ -49,7 +62,9 @@ struct reg_workload {
 	int protocol; /* enum reg_protocol */
 	int mtls_mode; /* enum reg_mtls */
 	const struct reg_node *node_p;
-	const struct reg_waypoint *waypoint_p; /* NULL: no waypoint */
+	/* The waypoint in force: its own waypoint key, else its namespace's; NULL: none (or
+	 * waypoint = none). */
+	const struct reg_waypoint *waypoint_p;
 };
 
 struct reg_service {
@@ -71,7 +86,7 @@ struct reg_service {
 	 * the service at once from one proxy (0: unlimited). */
 	uint64_t od_5xx, od_gateway, od_base_ejection, od_max_ejection, od_max_percent;
 	uint64_t cp_max_connections, cp_max_pending, cp_max_requests;
-	const struct reg_waypoint *waypoint_p;
+	const struct reg_waypoint *waypoint_p; /* as a workload's: own key, else the namespace's */
 	const struct reg_workload **endpoints; /* workloads the selector picks, file order */
 	size_t n_endpoints;
 };
@@ -128,6 +143,19 @@ struct reg_route {
 	bool has_path_re;
 };
 
+/*
+ * Settings of a namespace for all its services and workloads. waypoint: their waypoint unless
+ * theirs says otherwise ("none": no waypoint, the same as leaving it out).
+ */
+struct reg_namespace {
+	struct reg_head h;
+	char *waypoint;
+	const struct reg_waypoint *waypoint_p; /* NULL: none */
+};
+
+/* The name that, as a waypoint key's value, means no waypoint (it cannot name a waypoint). */
+#define REG_WAYPOINT_NONE "none"
+
 /* What owns an address: a node, a workload or a waypoint. */
 struct reg_addr_owner {
 	enum reg_kind kind;
@@ -161,6 +189,7 @@ struct reg_vip {
 #define REG_WAYPOINTS(r) ((struct reg_waypoint *const *)(r)->ent[REG_WAYPOINT])
 #define REG_POLICIES(r) ((struct reg_policy *const *)(r)->ent[REG_POLICY])
 #define REG_ROUTES(r) ((struct reg_route *const *)(r)->ent[REG_ROUTE])
+#define REG_NAMESPACES(r) ((struct reg_namespace *const *)(r)->ent[REG_NAMESPACE])
 
 /*
  * Auto-allocated VIPs (Istio's ranges): a service without vip gets one address from each, derived
@@ -218,6 +247,10 @@ const struct reg_policy *const *registry_policies_in(const struct registry *r, c
     size_t *n);
 /* The workload's address of the given family (AF_INET, AF_INET6), else its first; NULL if none. */
 const struct ip_addr *reg_workload_addr(const struct reg_workload *wl, int family);
+/* True if waypoint wp runs an instance on the node named node. */
+bool reg_waypoint_on_node(const struct reg_waypoint *wp, const char *node);
+/* True if wp may serve services and workloads of namespace ns (its own, or allowed_namespaces). */
+bool reg_waypoint_allows(const struct reg_waypoint *wp, const char *ns);
 /* True if every selector label is among labels (an empty selector selects everything). */
 bool registry_selects(const struct label_list *selector, const struct label_list *labels);
 

@@ -8,7 +8,7 @@
 #include "core/util.h"
 
 static const char *const kind_names[REG_NKINDS] = {
-	"node", "workload", "service", "waypoint", "policy", "route",
+	"node", "workload", "service", "waypoint", "policy", "route", "namespace",
 };
 static const char *const protocols[] = { "hbone", "tcp", NULL };
 static const char *const mtls_modes[] = { "strict", "permissive", NULL };
@@ -39,8 +39,14 @@ static const struct kw node_kw[] = {
 static const struct kw waypoint_kw[] = {
 	[REG_WP_NAMESPACE] = K("waypoint", "namespace", KW_NAME, struct reg_waypoint, namespace, NULL, true),
 	[REG_WP_SA] = K("waypoint", "service_account", KW_NAME, struct reg_waypoint, service_account, NULL, false),
-	[REG_WP_ADDRESS] = K("waypoint", "address", KW_IP, struct reg_waypoint, address, NULL, true),
-	[REG_WP_NODE] = K("waypoint", "node", KW_HOSTNAME, struct reg_waypoint, node, NULL, false),
+	/* One address per instance (replicas on several hosts share the identity). */
+	[REG_WP_ADDRESS] = K("waypoint", "address", KW_IP_LIST, struct reg_waypoint, addresses, NULL, true),
+	[REG_WP_NODE] = K("waypoint", "node", KW_STR_LIST, struct reg_waypoint, nodes, NULL, false),
+	[REG_WP_ALLOWED_NS] = K("waypoint", "allowed_namespaces", KW_PATTERN_LIST, struct reg_waypoint, allowed_namespaces, NULL, false),
+};
+
+static const struct kw namespace_kw[] = {
+	[REG_NS_WAYPOINT] = K("namespace", "waypoint", KW_HOSTNAME, struct reg_namespace, waypoint, NULL, false),
 };
 
 static const struct kw workload_kw[] = {
@@ -151,6 +157,7 @@ static const struct {
 	{ node_kw, ARRAY_SIZE(node_kw) }, { workload_kw, ARRAY_SIZE(workload_kw) },
 	{ service_kw, ARRAY_SIZE(service_kw) }, { waypoint_kw, ARRAY_SIZE(waypoint_kw) },
 	{ policy_kw, ARRAY_SIZE(policy_kw) }, { route_kw, ARRAY_SIZE(route_kw) },
+	{ namespace_kw, ARRAY_SIZE(namespace_kw) },
 };
 
 const char *

@@ -109,3 +109,23 @@ registry_external_by_addr(const struct registry *r, const struct ip_addr *ip, ui
 	}
 	return NULL;
 }
+
+bool
+reg_waypoint_on_node(const struct reg_waypoint *wp, const char *node)
+{
+	for (size_t i = 0; node != NULL && i < wp->nodes.n; i++)
+		if (strcmp(wp->nodes.v[i], node) == 0)
+			return true;
+	return false;
+}
+
+bool
+reg_waypoint_allows(const struct reg_waypoint *wp, const char *ns)
+{
+	if (wp->namespace != NULL && strcmp(wp->namespace, ns) == 0)
+		return true;
+	for (size_t i = 0; i < wp->allowed_namespaces.n; i++)
+		if (kw_pattern_match(wp->allowed_namespaces.v[i], ns))
+			return true;
+	return false;
+}

@@ -37,8 +37,11 @@ srv_on_request(struct h2_conn *c, struct hbone_stream *s)
 	struct hbone_server *srv = c->owner;
 
 	if (srv->draining) {
+		/* REFUSED_STREAM, not a 503: it says the stream was not processed, so the peer
+		 * opens it again on another connection (a stream that crossed our GOAWAY; during an
+		 * upgrade, the next process takes that connection). */
 		srv->st.streams_refused++;
-		hbone_stream_respond(s, 503);
+		hbone_stream_reset(s, NGHTTP2_REFUSED_STREAM);
 		return;
 	}
 	srv->st.streams_opened++;

@@ -273,6 +273,10 @@ waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	return 0;
 }
 
+/* What the pool is given to close once the tunnels are gone: streams still open by then are
+ * mirrors (bounded by their own timeouts) or leftovers the drain deadline already reset. */
+#define WAYPOINT_POOL_DRAIN_MS 5000
+
 static void
 part_done(void *arg)
 {
@@ -280,6 +284,15 @@ part_done(void *arg)
 
 	if (--wp->parts == 0 && wp->done != NULL)
 		wp->done(wp->done_arg);
+}
+
+static void
+server_drained(void *arg)
+{
+	struct waypoint *wp = arg;
+
+	hbone_pool_drain(wp->pool, WAYPOINT_POOL_DRAIN_MS, part_done, wp);
+	part_done(wp);
 }
 
 static void
@@ -342,8 +355,10 @@ waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg)
 	}
 	wp->parts = 3;
 	uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
-	hbone_server_drain(wp->srv, timeout_ms, part_done, wp);
-	hbone_pool_drain(wp->pool, timeout_ms, part_done, wp);
+	/* The pool after the server: a tunnel taken before the drain may open its stream to the
+	 * endpoint later (an opaque one once its first bytes are in), and must find the pool
+	 * open. Its own drain then finds no stream left to wait for. */
+	hbone_server_drain(wp->srv, timeout_ms, server_drained, wp);
 }
 
 void

@@ -146,6 +146,8 @@ lb_switch(struct lb *lb, const struct registry *reg)
 	for (size_t i = 0; i < reg->n[REG_SERVICE]; i++)
 		pairs += REG_SERVICES(reg)[i]->n_endpoints;
 	lb->cap = reg->n[REG_SERVICE] + reg->n[REG_WORKLOAD] + pairs + 1;
+	for (size_t i = 0; i < reg->n[REG_WAYPOINT]; i++)
+		lb->cap += 1 + REG_WAYPOINTS(reg)[i]->addresses.n;
 	lb->ents = lb_test_calloc(lb->cap, sizeof(*lb->ents));
 	if (lb->ents == NULL)
 		lb->cap = 0;
@@ -432,4 +434,45 @@ uint64_t
 lb_pool_count(const struct lb_pool *p, enum lb_limit k)
 {
 	return p != NULL ? p->n[k] : 0;
+}
+
+const struct ip_addr *
+lb_pick_waypoint(struct lb *lb, const struct registry *reg, const struct reg_waypoint *wp,
+    uint64_t tried, uint64_t now_ms)
+{
+	struct lb_ent *e = lb_get(lb, reg, wp);
+	size_t n = wp->addresses.n;
+	const struct ip_addr *first = NULL;
+	uint32_t start;
+
+	if (n == 0)
+		return NULL;
+	start = e != NULL ? e->rr++ : 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = (start + i) % n;
+		const struct ip_addr *ip = &wp->addresses.v[k];
+		struct lb_ent *pe;
+
+		if (k < 64 && (tried & (UINT64_C(1) << k)) != 0)
+			continue;
+		pe = lb_get(lb, reg, ip);
+		if (pe == NULL || pe->penalty_until <= now_ms)
+			return ip;
+		if (first == NULL)
+			first = ip;
+	}
+	return first; /* all untried ones failed recently: try one anyway */
+}
+
+void
+lb_fail_waypoint(struct lb *lb, const struct registry *reg, const struct ip_addr *addr,
+    uint64_t now_ms)
+{
+	struct lb_ent *e;
+
+	if (addr == NULL || reg == NULL || reg != lb->reg)
+		return;
+	e = lb_get(lb, reg, addr);
+	if (e != NULL)
+		e->penalty_until = now_ms + LB_PENALTY_MS;
 }

@@ -18,10 +18,11 @@
  * (counts, ejections) and the pools are carried by service and workload name, so a reload neither
  * returns an ejected endpoint nor forgets requests in flight.
  *
- * Bounds: one entry per service, per workload and per (service, endpoint) of the snapshot, so
- * every key a snapshot can give has room. A key without an entry (only when the table could not be
- * allocated) is balanced without state: its service starts at its first endpoint every time, no
- * endpoint is skipped or ejected, no limit is applied.
+ * Bounds: one entry per service, workload, waypoint and waypoint address, and per (service,
+ * endpoint) of the snapshot (+ 1), so every key a snapshot can give has room. A key without an
+ * entry (only when the table could not be allocated) is balanced without state: its service
+ * starts at its first endpoint every time, no endpoint is skipped or ejected, no limit is
+ * applied.
  *
  * Threads: one balancer per loop thread; no locking.
  */
@@ -110,6 +111,18 @@ uint64_t lb_ejection_ms(uint64_t base, uint64_t n, uint64_t max);
 /* How many of a service's n endpoints may be ejected at once: percent of them rounded down, at
  * least one (as Envoy), and never all of them (one always stays: 0 for a single endpoint). */
 size_t lb_max_ejected(size_t n, uint64_t percent);
+
+/*
+ * The address of waypoint wp (of snapshot reg) that gets the next tunnel at now_ms: round robin
+ * over wp->addresses (one per instance) from where the previous pick of wp left off, skipping the
+ * ones in tried (bit i: addresses.v[i], already tried by this request); the first not penalized,
+ * else the first untried one anyway. NULL when every address has been tried.
+ */
+const struct ip_addr *lb_pick_waypoint(struct lb *lb, const struct registry *reg,
+    const struct reg_waypoint *wp, uint64_t tried, uint64_t now_ms);
+/* A connect to addr (one of a waypoint's addresses in snapshot reg) failed at now_ms: as lb_fail. */
+void lb_fail_waypoint(struct lb *lb, const struct registry *reg, const struct ip_addr *addr,
+    uint64_t now_ms);
 
 /* Tests only: the allocator of the entry table (calloc by default), to make it fail. */
 extern void *(*lb_test_calloc)(size_t n, size_t size);

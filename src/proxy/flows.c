@@ -61,6 +61,12 @@ struct flow {
 	const struct reg_service *dst_svc;
 	const struct reg_workload *lb_key; /* the endpoint the balancer chose, for its penalty */
 	struct lb_pool *pool; /* its place among dst_svc's connections (lb_take) */
+	/* Outbound through a waypoint: the instance address tried now and every one tried (bit i:
+	 * addresses.v[i]), so a failed connect moves to another instance (net/lb.h). */
+	const struct reg_waypoint *wp;
+	const struct ip_addr *wp_addr;
+	uint64_t wp_tried;
+	char *authority; /* outbound HBONE: the CONNECT's :authority, for another try */
 	char *peer_principal; /* inbound: the client's SPIFFE ID */
 	char *dst_principal;  /* outbound: the SPIFFE ID we expected */
 	const char *flags;
@@ -100,6 +106,16 @@ static void
 penalize(struct flow *f)
 {
 	lb_fail(f->fl->lb, f->reg, f->lb_key, uv_now(f->fl->cfg.loop));
+	lb_fail_waypoint(f->fl->lb, f->reg, f->wp_addr, uv_now(f->fl->cfg.loop));
+}
+
+/* Bit of address ip of waypoint wp in a flow's wp_tried (0 past the 64th; there are no more). */
+static uint64_t
+wp_bit(const struct reg_waypoint *wp, const struct ip_addr *ip)
+{
+	size_t k = (size_t)(ip - wp->addresses.v);
+
+	return k < 64 ? UINT64_C(1) << k : 0;
 }
 
 /* How the connection to the endpoint the balancer chose went, for outlier detection: a status,
@@ -201,6 +217,7 @@ flow_free(struct flow *f)
 	registry_unref(f->reg);
 	free(f->peer_principal);
 	free(f->dst_principal);
+	free(f->authority);
 	if (f->w != NULL)
 		pw_release(f->w);
 	free(f);
@@ -308,6 +325,35 @@ accept_flow(uv_stream_t *l, enum flow_kind kind)
 
 /* --- outbound --- */
 
+static void out_open(struct flow *f, const struct sockaddr_storage *hb, bool first);
+
+/* The waypoint instance of f could not be reached (status < 0: nothing of the app's was sent
+ * yet): the CONNECT goes to another instance, if one is left untried. True if it went. */
+static bool
+out_failover(struct flow *f, struct hbone_stream *old, int status)
+{
+	struct sockaddr_storage hb;
+	const struct ip_addr *ip;
+	char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN];
+
+	if (f->wp == NULL || f->fl->draining)
+		return false;
+	ip = lb_pick_waypoint(f->fl->lb, f->reg, f->wp, f->wp_tried, uv_now(f->fl->cfg.loop));
+	if (ip == NULL)
+		return false;
+	log_info("workload %s: waypoint %s at %s failed (%s): trying %s", f->w->name,
+	    f->wp->h.name, ip_str(f->wp_addr, a, sizeof(a)), amesh_strerror(status),
+	    ip_str(ip, b, sizeof(b)));
+	hbone_stream_set_cb(old, NULL, NULL);
+	f->wp_addr = ip;
+	f->wp_tried |= wp_bit(f->wp, ip);
+	f->flags = NULL;
+	f->fl->st.waypoint_failovers++;
+	sockaddr_from_ip(&hb, ip, f->fl->cfg.pc->hbone_port);
+	out_open(f, &hb, false);
+	return true;
+}
+
 static void
 out_on_response(struct hbone_stream *s, int status)
 {
@@ -327,6 +373,8 @@ out_on_response(struct hbone_stream *s, int status)
 	if (status < 0) {
 		penalize(f);
 		f->fl->st.connect_failures++;
+		if (out_failover(f, s, status))
+			return;
 	}
 	log_info("workload %s: outbound to %s: %s %d", f->w->name,
 	    sockaddr_str(&f->dst, a, sizeof(a)), status > 0 ? "refused with" : "failed:", status);
@@ -649,11 +697,9 @@ flows_on_outbound(uv_stream_t *l, int status)
 	const struct reg_waypoint *wp = NULL;
 	const struct ip_addr *tip = NULL;
 	struct sockaddr_storage hb;
-	char authority[300], fwd[128], a[80], bag[512], tp[64], sid[SPIFFE_ID_MAX];
+	char authority[300], sid[SPIFFE_ID_MAX];
 	const char *dst_ns = NULL, *dst_sa = NULL;
-	struct identity *id;
-	struct hbone_open o;
-	int fd, r;
+	int fd;
 
 	if (status < 0)
 		return;
@@ -749,7 +795,11 @@ flows_on_outbound(uv_stream_t *l, int status)
 		return;
 	}
 	if (wp != NULL) {
-		sockaddr_from_ip(&hb, &wp->address, hport);
+		/* One of its instances; the others stay for a failed connect (out_failover). */
+		f->wp = wp;
+		f->wp_addr = lb_pick_waypoint(fl->lb, f->reg, wp, 0, uv_now(fl->cfg.loop));
+		f->wp_tried = wp_bit(wp, f->wp_addr);
+		sockaddr_from_ip(&hb, f->wp_addr, hport);
 		dst_ns = wp->namespace;
 		dst_sa = wp->service_account;
 	} else {
@@ -758,10 +808,26 @@ flows_on_outbound(uv_stream_t *l, int status)
 		dst_sa = f->dst_wl->service_account;
 	}
 	if (spiffe_format(sid, sizeof(sid), fl->cfg.conf->mesh.trust_domain, dst_ns, dst_sa) != 0 ||
-	    (f->dst_principal = strdup(sid)) == NULL) {
+	    (f->dst_principal = strdup(sid)) == NULL || (f->authority = strdup(authority)) == NULL) {
 		relay_abort(f->r);
 		return;
 	}
+	out_open(f, &hb, true);
+}
+
+/* The CONNECT of outbound flow f to hb (its destination's or its waypoint's HBONE address), as
+ * the workload's identity; first: not a failover's (counted once). On failure the app's
+ * connection is reset. */
+static void
+out_open(struct flow *f, const struct sockaddr_storage *hb, bool first)
+{
+	struct flows *fl = f->fl;
+	struct pworkload *w = f->w;
+	char fwd[128], a[80], bag[512], tp[64], sid[SPIFFE_ID_MAX];
+	struct identity *id;
+	struct hbone_open o;
+	int r;
+
 	id = identity_store_get_sa(fl->cfg.ids, w->ns, w->sa);
 	if (id == NULL) {
 		if (spiffe_format(sid, sizeof(sid), fl->cfg.conf->mesh.trust_domain, w->ns, w->sa) != 0)
@@ -780,16 +846,17 @@ flows_on_outbound(uv_stream_t *l, int status)
 	memset(&o, 0, sizeof(o));
 	o.src = id;
 	o.dst_id = f->dst_principal;
-	o.dst = (struct sockaddr *)&hb;
-	o.authority = authority;
+	o.dst = (const struct sockaddr *)hb;
+	o.authority = f->authority;
 	o.forwarded = fwd;
 	o.baggage = bag;
 	o.traceparent = tp;
-	fl->st.outbound_hbone++;
+	if (first)
+		fl->st.outbound_hbone++;
 	r = hbone_pool_open(w->pool, &o, &out_cb, f, &f->s);
 	identity_unref(id);
 	if (r != 0) {
-		log_info("workload %s: HBONE to %s: %s", w->name, sockaddr_str(&hb, a, sizeof(a)),
+		log_info("workload %s: HBONE to %s: %s", w->name, sockaddr_str(hb, a, sizeof(a)),
 		    amesh_strerror(r));
 		f->flags = "UO";
 		relay_abort(f->r);

@@ -44,6 +44,7 @@ struct flow_counters {
 	    inbound_plaintext, denied, connect_failures, inbound_l7, outbound_l7;
 	uint64_t outbound_external;  /* to external services (also counted in neither of the above) */
 	uint64_t outbound_blackhole; /* refused: not in the registry, outbound = registry_only */
+	uint64_t waypoint_failovers; /* CONNECTs moved to another waypoint instance */
 	size_t active; /* flows open now */
 };
 

@@ -227,6 +227,7 @@ proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 	out->outbound_passthrough = c.outbound_passthrough;
 	out->outbound_external = c.outbound_external;
 	out->outbound_blackhole = c.outbound_blackhole;
+	out->waypoint_failovers = c.waypoint_failovers;
 	out->inbound_hbone = c.inbound_hbone;
 	out->inbound_plaintext = c.inbound_plaintext;
 	out->denied = c.denied;

@@ -73,6 +73,7 @@ struct proxy_stats {
 	    inbound_plaintext, denied, connect_failures;
 	uint64_t inbound_l7, outbound_l7; /* sidecar: connections given to its L7 engine */
 	uint64_t outbound_external, outbound_blackhole; /* external services; refused unknown */
+	uint64_t waypoint_failovers; /* CONNECTs moved to another instance of a waypoint */
 	size_t active;                    /* relayed connections open now */
 	size_t workloads, failed;         /* enrolled; recorded but not served */
 	bool draining;

@@ -105,6 +105,7 @@ proxy_report_config_dump(struct proxy_report *rp)
 		json_object_set_new(reg, "files", json_integer((json_int_t)r->n_files));
 		static const char *const plural[REG_NKINDS] = {
 			"nodes", "workloads", "services", "waypoints", "policies", "routes",
+			"namespaces",
 		};
 
 		for (int k = 0; k < REG_NKINDS; k++)
@@ -177,7 +178,7 @@ proxy_report_config_dump(struct proxy_report *rp)
 			json_object_set_new(root, "identity_agent", ag);
 	}
 	proxy_get_stats(rp->px, &st);
-	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	json_object_set_new(root, "stats", json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "accepted", (json_int_t)st.accepted, "active", (json_int_t)st.active,
 	    "refused_limit", (json_int_t)st.refused_limit,
 	    "outbound_hbone", (json_int_t)st.outbound_hbone,
@@ -189,7 +190,8 @@ proxy_report_config_dump(struct proxy_report *rp)
 	    "denied", (json_int_t)st.denied,
 	    "connect_failures", (json_int_t)st.connect_failures,
 	    "inbound_l7", (json_int_t)st.inbound_l7,
-	    "outbound_l7", (json_int_t)st.outbound_l7));
+	    "outbound_l7", (json_int_t)st.outbound_l7,
+	    "waypoint_failovers", (json_int_t)st.waypoint_failovers));
 	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(root);
 	registry_unref(r);

@@ -4,12 +4,18 @@
  * from a bounded input buffer that uv_read fills, and append ciphertext to an output chunk that is
  * handed to uv_write. Peer identity is checked inside the handshake (a per-connection verify
  * callback), so a wrong peer gets a bad_certificate alert, not a silent close after the fact.
+ *
+ * Record offload: with it on, mbedTLS does the handshake only. Its key block (export callback)
+ * and the sequence numbers it reached set up tls/record.h, which then seals and opens every
+ * record, alerts and close_notify included. mbedTLS reads exactly one record at a time from
+ * bio_recv, so whatever followed the Finished message is still in our input buffer.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <mbedtls/error.h>
+#include <mbedtls/platform_util.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -22,6 +28,7 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "tls/identity.h"
+#include "tls/record.h"
 #include "tls/tls.h"
 
 /* Ciphertext read from the socket but not yet pulled by mbedTLS: two full records fit. */
@@ -30,6 +37,10 @@
 #define TLS_PLAIN_CHUNK 16384
 /* How long a graceful close may wait for the peer to take what is queued. */
 #define TLS_CLOSE_TIMEOUT_MS 10000
+/* Empty records and warning alerts in a row that are tolerated (mbedTLS allows 3 empty ones). */
+#define TLS_MAX_EMPTY 32
+/* The largest key block mbedTLS exports for our suites: two 32-byte keys, two 12-byte IVs. */
+#define TLS_KEY_BLOCK_MAX (2 * 32 + 2 * 12)
 
 enum tls_state { TLS_CONNECTING, TLS_HANDSHAKE, TLS_OPEN, TLS_CLOSING, TLS_CLOSED };
 
@@ -57,6 +68,16 @@ struct tls_conn {
 	char **expect;
 	const char *alpn;   /* required ALPN protocol (a literal or the owner's string) */
 	bool peer_optional; /* server: a client without a certificate is let through */
+
+	/* Record offload (see the top of this file). The key block is kept from the export
+	 * callback to the end of the handshake only, then wiped. */
+	bool offload;        /* records are sealed and opened by tx and rx, not mbedTLS */
+	const char *suite;   /* mbedTLS's name of the suite (a static string), once open */
+	bool have_kb;
+	uint8_t kb[TLS_KEY_BLOCK_MAX];
+	size_t kb_maclen, kb_keylen, kb_ivlen;
+	struct record_dir tx, rx;
+	unsigned empty_run;  /* empty records and warning alerts in a row */
 
 	uint8_t in[TLS_IN_CAP];
 	size_t in_len, in_off;
@@ -137,6 +158,9 @@ on_handle_closed(uv_handle_t *h)
 		c->cb->on_close(c);
 	if (c->ssl_ready)
 		mbedtls_ssl_free(&c->ssl);
+	record_dir_free(&c->tx);
+	record_dir_free(&c->rx);
+	mbedtls_platform_zeroize(c->kb, sizeof(c->kb));
 	chunk_put(c->out);
 	identity_unref(c->id);
 	free(c->trust_domain);
@@ -205,24 +229,59 @@ flush(struct tls_conn *c)
 	return 0;
 }
 
+/* The chunk being gathered, with room for need more bytes (the full one is flushed). NULL when
+ * out of memory or the socket is gone. */
+static struct tls_wreq *
+out_room(struct tls_conn *c, size_t need)
+{
+	struct tls_wreq *w = c->out;
+
+	if (w != NULL && w->cap - w->len >= need)
+		return w;
+	if (c->state == TLS_CLOSED || (w != NULL && flush(c) != 0))
+		return NULL;
+	w = chunk_get(need);
+	c->out = w;
+	return w;
+}
+
 /* mbedTLS BIO: append ciphertext to the chunk being gathered. Never blocks. */
 static int
 bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
 	struct tls_conn *c = ctx;
-	struct tls_wreq *w = c->out;
+	struct tls_wreq *w = out_room(c, len);
 
-	if (w == NULL || w->cap - w->len < len) {
-		if (w != NULL && flush(c) != 0)
-			return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
-		w = chunk_get(len);
-		if (w == NULL)
-			return MBEDTLS_ERR_SSL_ALLOC_FAILED;
-		c->out = w;
-	}
+	if (w == NULL)
+		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
 	memcpy(w->data + w->len, buf, len);
 	w->len += len;
 	return (int)len;
+}
+
+/* Offload: seals one record (len <= RECORD_MAX_PLAIN) onto the chunk being gathered. */
+static int
+seal_out(struct tls_conn *c, uint8_t type, const uint8_t *data, size_t len)
+{
+	struct tls_wreq *w = out_room(c, RECORD_MAX_OVERHEAD + len);
+	int n;
+
+	if (w == NULL)
+		return AMESH_ERR_NOMEM;
+	n = record_seal(&c->tx, type, data, len, w->data + w->len, w->cap - w->len);
+	if (n < 0)
+		return n;
+	w->len += (size_t)n;
+	return 0;
+}
+
+/* Offload: queues an alert (level 1 warning, 2 fatal). Nothing when it cannot be sealed. */
+static void
+send_alert(struct tls_conn *c, uint8_t level, uint8_t desc)
+{
+	uint8_t a[2] = { level, desc };
+
+	(void)seal_out(c, RECORD_ALERT, a, sizeof(a));
 }
 
 /* mbedTLS BIO: take ciphertext from the input buffer. */
@@ -262,7 +321,8 @@ static void on_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void
 update_reading(struct tls_conn *c)
 {
-	bool want = c->state != TLS_CLOSED && c->state != TLS_CONNECTING && !c->eof &&
+	bool want = c->state != TLS_CLOSED && c->state != TLS_CONNECTING &&
+	    c->state != TLS_CLOSING && !c->eof &&
 	    c->in_len < TLS_IN_CAP && !(c->owner_paused && c->state == TLS_OPEN);
 
 	if (want == c->reading)
@@ -313,6 +373,65 @@ fail_conn(struct tls_conn *c, int status, const char *fmt, ...)
 	close_handles(c, was == TLS_OPEN);
 	if (was == TLS_CONNECTING || was == TLS_HANDSHAKE)
 		c->cb->on_handshake(c, status < 0 ? status : AMESH_ERR_INVALID);
+}
+
+static void on_timeout(uv_timer_t *t);
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct tls_conn *c = req->data;
+
+	close_handles(c, false);
+}
+
+/* Sends what is queued (close_notify or an alert last), then FIN, then closes; bounded in time. */
+static void
+shut(struct tls_conn *c)
+{
+	c->state = TLS_CLOSING;
+	/* A peer that does not read would hold the shutdown (and us) forever. */
+	uv_timer_start(&c->timer, on_timeout, TLS_CLOSE_TIMEOUT_MS, 0);
+	flush(c);
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+	c->shutdown_req.data = c;
+	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+		close_handles(c, false);
+}
+
+/*
+ * Offload: the peer broke the record protocol. A fatal alert goes out after what is queued and
+ * the connection ends with a FIN (a reset could drop the alert); the owner gets on_close.
+ */
+static void fail_alert(struct tls_conn *c, enum record_alert alert, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void
+fail_alert(struct tls_conn *c, enum record_alert alert, const char *fmt, ...)
+{
+	char msg[200];
+	va_list ap;
+
+	if (c->state != TLS_OPEN)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_warn("tls %s: %s: fatal alert %d sent, connection closed", c->peer_addr, msg, alert);
+	send_alert(c, 2, (uint8_t)alert);
+	shut(c);
+}
+
+static void
+notify_eof(struct tls_conn *c)
+{
+	if (c->notified_eof)
+		return;
+	c->notified_eof = true;
+	c->eof = true;
+	c->cb->on_read(c, NULL, 0);
 }
 
 /* Per-connection verify callback: the chain is checked by mbedTLS; we check the leaf's SPIFFE ID. */
@@ -367,12 +486,103 @@ verify_peer(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 	return 0;
 }
 
+static bool record_offload = true;
+/* The connection whose handshake runs now: the export callback is per configuration, and a
+ * configuration is shared by many connections, but a handshake step runs on one thread at once. */
+static _Thread_local struct tls_conn *exporting;
+
+void
+tls_set_record_offload(bool on)
+{
+	record_offload = on;
+}
+
+bool
+tls_record_offload(void)
+{
+	return record_offload && record_available();
+}
+
+int
+tls_export_keys(void *p, const unsigned char *ms, const unsigned char *kb, size_t maclen,
+    size_t keylen, size_t ivlen, const unsigned char client_random[32],
+    const unsigned char server_random[32], mbedtls_tls_prf_types prf)
+{
+	struct tls_conn *c = exporting;
+	size_t n = 2 * (maclen + keylen + ivlen);
+
+	if (c == NULL || n > sizeof(c->kb))
+		return 0; /* not ours to take over (an unknown suite): mbedTLS keeps the records */
+	memcpy(c->kb, kb, n);
+	c->kb_maclen = maclen;
+	c->kb_keylen = keylen;
+	c->kb_ivlen = ivlen;
+	c->have_kb = true;
+	return 0;
+}
+
+static uint64_t
+be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * After a good handshake: hands the records to tls/record.h when offload is on and the suite is
+ * one it does. Anything short of that leaves mbedTLS in charge, which still works: its state is
+ * untouched until c->offload is set.
+ */
+static void
+start_offload(struct tls_conn *c)
+{
+	struct record_secret tx, rx;
+	int cipher = record_cipher_of_suite(c->ssl.session != NULL ? c->ssl.session->ciphersuite : 0);
+
+	memset(&tx, 0, sizeof(tx));
+	memset(&rx, 0, sizeof(rx));
+	if (!c->have_kb || cipher < 0)
+		goto out;
+	/* mbedTLS reads one record at a time: it must hold nothing read beyond the Finished
+	 * message (that stays in c->in for us), nor a record in progress. */
+	if (c->ssl.in_left != 0 || mbedtls_ssl_check_pending(&c->ssl) ||
+	    mbedtls_ssl_get_bytes_avail(&c->ssl) != 0) {
+		log_warn("tls %s: mbedTLS holds unread input after the handshake; records stay "
+		    "with mbedTLS", c->peer_addr);
+		goto out;
+	}
+	if (record_secrets_from_key_block((enum record_cipher)cipher, c->is_server, c->kb,
+	    c->kb_maclen, c->kb_keylen, c->kb_ivlen, &tx, &rx) != 0)
+		goto out;
+	/* The Finished messages were record 0 of the new keys: both are 1 here, read anyway. */
+	tx.seq = be64(c->ssl.cur_out_ctr);
+	rx.seq = be64(c->ssl.in_ctr);
+	if (record_dir_init(&c->tx, &tx, true) != 0 || record_dir_init(&c->rx, &rx, false) != 0) {
+		record_dir_free(&c->tx);
+		record_dir_free(&c->rx);
+		goto out;
+	}
+	c->offload = true;
+out:
+	mbedtls_platform_zeroize(&tx, sizeof(tx));
+	mbedtls_platform_zeroize(&rx, sizeof(rx));
+	mbedtls_platform_zeroize(c->kb, sizeof(c->kb));
+	c->have_kb = false;
+}
+
 static void
 handshake_step(struct tls_conn *c)
 {
 	const char *alpn;
 	char buf[160];
-	int r = mbedtls_ssl_handshake(&c->ssl);
+	int r;
+
+	exporting = tls_record_offload() ? c : NULL;
+	r = mbedtls_ssl_handshake(&c->ssl);
+	exporting = NULL;
 
 	if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE ||
 	    r == MBEDTLS_ERR_SSL_CONN_EOF) {
@@ -425,11 +635,97 @@ handshake_step(struct tls_conn *c)
 		fail_conn(c, AMESH_ERR_INVALID, "peer presented no certificate");
 		return;
 	}
+	start_offload(c);
 	c->state = TLS_OPEN;
 	uv_timer_stop(&c->timer);
-	log_debug("tls %s: up with %s, %s", c->peer_addr, c->peer_id,
-	    mbedtls_ssl_get_ciphersuite(&c->ssl));
+	/* "up with ID, SUITE" ends with the suite: bench/hbone/run.sh reads it from there. */
+	if (c->offload)
+		log_debug("tls %s: up with %s, %s (records offloaded at out/in seq %llu/%llu)",
+		    c->peer_addr, c->peer_id, mbedtls_ssl_get_ciphersuite(&c->ssl),
+		    (unsigned long long)c->tx.seq, (unsigned long long)c->rx.seq);
+	else
+		log_debug("tls %s: up with %s, %s", c->peer_addr, c->peer_id,
+		    mbedtls_ssl_get_ciphersuite(&c->ssl));
+	c->suite = mbedtls_ssl_get_ciphersuite(&c->ssl);
+	if (c->offload) {
+		/* Nothing of mbedTLS's is used from here on: its record buffers (two of 16 KiB and
+		 * more), transform and copy of the peer's certificate go now, not at the close. */
+		mbedtls_ssl_free(&c->ssl);
+		c->ssl_ready = false;
+	}
 	c->cb->on_handshake(c, 0);
+}
+
+/* Offload: opens the whole records in the input buffer, in place, and hands out their plaintext. */
+static void
+process_records(struct tls_conn *c)
+{
+	while (c->state == TLS_OPEN && !c->owner_paused && !c->notified_eof) {
+		uint8_t *rec = c->in + c->in_off, type;
+		size_t off, plen;
+		int n = record_frame(rec, c->in_len - c->in_off), r;
+
+		if (n < 0) {
+			fail_alert(c, (enum record_alert)-n, "bad record header (type %u, version "
+			    "%u.%u, length %u)", rec[0], rec[1], rec[2], (unsigned)rec[3] << 8 | rec[4]);
+			return;
+		}
+		if (n == 0) {
+			if (c->eof) {
+				notify_eof(c); /* EOF without close_notify: a close, as with mbedTLS */
+			} else if (c->in_off > 0) {
+				/* Make room for the rest of a partial record (update_reading reads
+				 * only into a buffer that is not full). */
+				memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+				c->in_len -= c->in_off;
+				c->in_off = 0;
+			}
+			return;
+		}
+		r = record_open(&c->rx, rec, (size_t)n, &type, &off, &plen);
+		if (r < 0) {
+			fail_alert(c, (enum record_alert)-r, "%s", r == -RECORD_ALERT_BAD_RECORD_MAC ?
+			    "a record does not authenticate" : r == -RECORD_ALERT_RECORD_OVERFLOW ?
+			    "record plaintext over 16384 bytes" : "record sequence numbers used up");
+			return;
+		}
+		/* The plaintext stays where it is until the next read from the socket. */
+		c->in_off += (size_t)n;
+		if (c->in_off == c->in_len)
+			c->in_off = c->in_len = 0;
+		switch (type) {
+		case RECORD_APPLICATION_DATA:
+			if (plen > 0) {
+				c->empty_run = 0;
+				c->cb->on_read(c, rec + off, plen);
+			} else if (++c->empty_run > TLS_MAX_EMPTY) {
+				fail_alert(c, RECORD_ALERT_UNEXPECTED_MESSAGE, "too many empty records");
+			}
+			break;
+		case RECORD_ALERT:
+			if (plen != 2) {
+				fail_alert(c, RECORD_ALERT_DECODE_ERROR, "alert of %zu bytes", plen);
+			} else if (rec[off + 1] == RECORD_ALERT_CLOSE_NOTIFY) {
+				notify_eof(c);
+			} else if (rec[off] != 1) {
+				fail_conn(c, AMESH_ERR_INVALID, "peer sent fatal alert %u", rec[off + 1]);
+			} else if (++c->empty_run > TLS_MAX_EMPTY) {
+				fail_alert(c, RECORD_ALERT_UNEXPECTED_MESSAGE, "too many warning alerts");
+			} else {
+				log_debug("tls %s: peer sent warning alert %u", c->peer_addr,
+				    rec[off + 1]);
+			}
+			break;
+		case RECORD_HANDSHAKE:
+			/* No renegotiation (the configurations disable it): the connection ends. */
+			fail_alert(c, RECORD_ALERT_UNEXPECTED_MESSAGE, "peer tried to renegotiate");
+			break;
+		default:
+			fail_alert(c, RECORD_ALERT_UNEXPECTED_MESSAGE, "record of type %u after the "
+			    "handshake", type);
+			break;
+		}
+	}
 }
 
 /* Drives the state machine with whatever ciphertext is buffered. */
@@ -444,7 +740,9 @@ process(struct tls_conn *c)
 	c->in_process = true;
 	if (c->state == TLS_HANDSHAKE)
 		handshake_step(c);
-	while (c->state == TLS_OPEN && !c->owner_paused) {
+	if (c->offload)
+		process_records(c);
+	while (c->state == TLS_OPEN && !c->owner_paused && !c->offload) {
 		int r = mbedtls_ssl_read(&c->ssl, plain, sizeof(plain));
 
 		if (r > 0) {
@@ -660,6 +958,24 @@ tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
 
 	if (c->state != TLS_OPEN)
 		return AMESH_ERR_INVALID;
+	while (c->offload && len > 0) {
+		size_t n = len < RECORD_MAX_PLAIN ? len : RECORD_MAX_PLAIN;
+		int r;
+
+		if (c->tx.seq == UINT64_MAX) {
+			/* The last sequence number is kept for close_notify (RFC 5246 6.1). */
+			log_warn("tls %s: record sequence numbers used up, closing", c->peer_addr);
+			tls_conn_close(c);
+			return AMESH_ERR_RANGE;
+		}
+		r = seal_out(c, RECORD_APPLICATION_DATA, data, n);
+		if (r < 0) {
+			fail_conn(c, r, "cannot seal a record: %s", amesh_strerror(r));
+			return AMESH_ERR_INVALID;
+		}
+		data += n;
+		len -= n;
+	}
 	while (len > 0) {
 		int r = mbedtls_ssl_write(&c->ssl, data, len);
 
@@ -707,14 +1023,6 @@ tls_conn_read_start(struct tls_conn *c)
 	process(c);
 }
 
-static void
-on_shutdown(uv_shutdown_t *req, int status)
-{
-	struct tls_conn *c = req->data;
-
-	close_handles(c, false);
-}
-
 void
 tls_conn_close(struct tls_conn *c)
 {
@@ -724,18 +1032,11 @@ tls_conn_close(struct tls_conn *c)
 		close_handles(c, false);
 		return;
 	}
-	c->state = TLS_CLOSING;
-	/* A peer that does not read would hold the shutdown (and us) forever. */
-	uv_timer_start(&c->timer, on_timeout, TLS_CLOSE_TIMEOUT_MS, 0);
-	mbedtls_ssl_close_notify(&c->ssl);
-	flush(c);
-	if (c->reading) {
-		uv_read_stop((uv_stream_t *)&c->tcp);
-		c->reading = false;
-	}
-	c->shutdown_req.data = c;
-	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
-		close_handles(c, false);
+	if (c->offload)
+		send_alert(c, 1, RECORD_ALERT_CLOSE_NOTIFY);
+	else
+		mbedtls_ssl_close_notify(&c->ssl);
+	shut(c);
 }
 
 void
@@ -771,5 +1072,5 @@ tls_conn_peer_addr(const struct tls_conn *c)
 const char *
 tls_conn_suite(const struct tls_conn *c)
 {
-	return c->state == TLS_OPEN ? mbedtls_ssl_get_ciphersuite(&c->ssl) : "";
+	return c->state == TLS_OPEN && c->suite != NULL ? c->suite : "";
 }

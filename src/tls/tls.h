@@ -22,7 +22,8 @@ struct identity;
 
 /*
  * Sets up conf for one side (MBEDTLS_SSL_IS_SERVER or _CLIENT) of an HBONE connection: TLS 1.2 only,
- * the suites of DESIGN.md (CHACHA20-POLY1305 first: the fastest here), X25519 then P-256 for ECDHE,
+ * the suites of DESIGN.md (AES-256-GCM first with record offload, CHACHA20-POLY1305 first without:
+ * the fastest here of each record layer), X25519 then P-256 for ECDHE,
  * ALPN "h2", peer certificate required and verified against bundle, no tickets or renegotiation.
  * chain, key and bundle must outlive conf. Returns 0 or a negative mbedTLS code.
  */
@@ -36,6 +37,20 @@ int tls_conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chai
 #define TLS_ALPN_CA "amesh-ca/1"
 int tls_conf_init_ca(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
     mbedtls_pk_context *key, mbedtls_x509_crt *bundle, int authmode);
+
+/*
+ * Record offload (amesh.conf(5) [tls] record_offload): on (the default), records after the
+ * handshake are sealed and opened by tls/record.h when this build has it; off, by mbedTLS. Set
+ * before identities are loaded: the suite order follows it. tls_record_offload() is what is in
+ * force (false when the build lacks the record layer).
+ */
+void tls_set_record_offload(bool on);
+bool tls_record_offload(void);
+/* mbedTLS's key export callback, which tls_conf_init installs (the key block goes to the
+ * connection whose handshake is running; nothing is logged). */
+int tls_export_keys(void *p, const unsigned char *ms, const unsigned char *kb, size_t maclen,
+    size_t keylen, size_t ivlen, const unsigned char client_random[32],
+    const unsigned char server_random[32], mbedtls_tls_prf_types prf);
 
 /* Ciphertext queued for the socket above this stops the owner's writes (tls_conn_writable). */
 #define TLS_WRITE_HIGH_WATER (256u * 1024)

@@ -7,11 +7,20 @@
 #include "tls/rng.h"
 #include "tls/tls.h"
 
-/* Server preference order: CHACHA20-POLY1305 is the fastest here without AES-NI-accelerated GHASH. */
+/* Server preference order with mbedTLS records: CHACHA20-POLY1305 is mbedTLS's fastest here (its
+ * AES-GCM has no AES-NI-accelerated GHASH). */
 static const int suites[] = {
 	MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
 	MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 	MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	0,
+};
+/* With record offload (OpenSSL's AEADs): AES-256-GCM is the fastest on CPUs with AES-NI, VAES and
+ * PCLMULQDQ (bench/aead: ~4.4 GB/s sealing against ~4.0 for CHACHA20-POLY1305). */
+static const int suites_offload[] = {
+	MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 	0,
 };
 static const mbedtls_ecp_group_id curves[] = {
@@ -35,7 +44,8 @@ conf_init(mbedtls_ssl_config *conf, int endpoint, mbedtls_x509_crt *chain,
 		return r;
 	mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
 	mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-	mbedtls_ssl_conf_ciphersuites(conf, suites);
+	mbedtls_ssl_conf_ciphersuites(conf, tls_record_offload() ? suites_offload : suites);
+	mbedtls_ssl_conf_export_keys_ext_cb(conf, tls_export_keys, NULL);
 	mbedtls_ssl_conf_curves(conf, curves);
 	mbedtls_ssl_conf_sig_hashes(conf, sig_hashes);
 	mbedtls_ssl_conf_authmode(conf, authmode);

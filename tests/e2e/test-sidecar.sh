@@ -41,6 +41,8 @@ start grpc_b1 $(lab_in b1) $PY "$GRPC" serve --name echo-b --port 9090 || exit 1
 # A waypoint on host A for service "viawp" (other-b behind VIP 10.96.0.15).
 lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
 WP=$LAB_WP
+# wp is namespace default's: it serves "viawp" of namespace other because it says so.
+echo "allowed_namespaces = other" >>"$LAB_REGISTRY/39-waypoint.conf"
 cat >"$LAB_REGISTRY/40-waypoint.conf" <<EOF
 [service "viawp"]
 namespace = other

@@ -19,10 +19,13 @@ if ! command -v nft >/dev/null 2>&1; then
 fi
 trap 'lab_down; cleanup' EXIT
 ulimit -n 16384 2>/dev/null || true
-plan 17
+plan 20
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
+# The waypoint (the last part): its identity and registry entry now, its use by echo later.
+lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
+printf 'drain_timeout = 60s\n' >>"$LAB_WP_CONF"
 PY=$LAB_PY
 LOAD=$SRCDIR/tests/e2e/upgrade-load.py
 # Transfers started before an upgrade finish in the old process: give them the time to.
@@ -139,4 +142,41 @@ check "the next upgrade works ($NEW_A -> $NEWER_A)" \
 [ -z "$NEWER_A" ] && grep -v 'connection complete' "$TMP/zt_a.err" | tail -n 12 | sed 's/^/# zt: /'
 run lab_exec a1 $PY "$LAB_PEER" connect --addr 10.1.2.2 --port 8080 --msg last --timeout 5
 check "traffic flows after it" 'echo "$OUT" | grep -q "msg last"'
+
+# The waypoint: service echo goes through it, and it is replaced under the same load.
+sed -i '/^\[service "echo"\]/a waypoint = wp' "$LAB_REGISTRY/00-lab.conf"
+kill -HUP "$NEWER_A" "$NEW_B"
+spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
+OLD_WP=$pid
+lab_wait_ready ha 15121
+i=0
+while [ $i -lt 50 ]; do
+	run lab_exec a1 $PY "$LAB_PEER" connect --addr 10.96.0.10 --port 80 --msg viawp --timeout 5
+	grep -q "dst.service=echo" "$TMP/wp.err" 2>/dev/null && break
+	sleep 0.1
+	i=$((i + 1))
+done
+check "service echo now goes through the waypoint" \
+	'echo "$OUT" | grep -q "msg viawp" && grep -q "dst.service=echo" "$TMP/wp.err"'
+spawn load2 $(lab_in a1) $PY "$LOAD" --addr 10.96.0.10 --port 80 --rate 300 --seconds 10 \
+	--transfers 10 --mib 64
+LOADPID=$pid
+i=0
+while ! grep -q '^start' "$TMP/load2.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 3
+kill -USR2 "$OLD_WP"
+NEW_WP=$(new_pid "$OLD_WP")
+i=0
+while alive "$LOADPID" && [ $i -lt 1800 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+RES=$(grep '^requests' "$TMP/load2.out")
+check "under load through it, the waypoint replaced ($OLD_WP -> $NEW_WP): $RES" \
+	'[ -n "$NEW_WP" ] && echo "$RES" | grep -q "^requests 3000 failed 0 transfers 10 bad 0$"'
+grep '^fail' "$TMP/load2.out" | head -n 3 | sed 's/^/# /'
+grep -q '^fail' "$TMP/load2.out" && grep -hE 'warn|error|refus|reset|fail' "$TMP/zt_a.err" "$TMP/wp.err" | grep -v 'connection complete' | tail -n 12 | sed 's/^/# zt: /'
+check "the old waypoint drained and exited, the new one is ready" \
+	'gone "$OLD_WP" 60 && lab_wait_ready ha 15121 &&
+	 grep -q "upgrade: the new process (pid $NEW_WP) serves" "$TMP/wp.err"'
 tap_done

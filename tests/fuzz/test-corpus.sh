@@ -104,10 +104,11 @@ check_corpus() {
 	fi
 }
 
-echo "1..5"
+echo "1..6"
 check_corpus conf
 check_corpus registry
 check_corpus csr
 check_corpus careq
 check_corpus dns
+check_corpus record
 [ "$failed" -eq 0 ]

@@ -69,8 +69,13 @@ def tls_connect(a):
     if a.cert:
         ctx.load_cert_chain(a.cert, a.key)
     ctx.set_alpn_protocols(["h2"])
+    if a.cipher:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(a.cipher)
     raw = socket.create_connection(("127.0.0.1", a.port), timeout=30)
     s = ctx.wrap_socket(raw)
+    if a.cipher:
+        print("cipher %s" % s.cipher()[0], file=sys.stderr, flush=True)
     if s.selected_alpn_protocol() != "h2":
         raise SystemExit("alpn: %r" % s.selected_alpn_protocol())
     return s
@@ -224,6 +229,8 @@ def main():
     h.add_argument("--stall", type=float, default=0)
     h.add_argument("--window", type=int, default=0)
     h.add_argument("--timeout", type=float, default=60)
+    h.add_argument("--cipher", help="TLS 1.2 suites only, these (OpenSSL names); "
+                   "the one agreed goes to stderr")
     sd = sub.add_parser("send")
     sd.add_argument("--port", type=int, required=True)
     sd.add_argument("--bytes", type=int, required=True)

@@ -45,6 +45,7 @@ TEST(conf_defaults)
 	ASSERT_EQ(c->identity.expiry_warning, 7ULL * 86400 * 1000);
 	ASSERT_EQ(c->log.level, 2);
 	ASSERT(c->log.access_log);
+	ASSERT(c->tls.record_offload);
 	ASSERT_STREQ(c->ztunnel.socket, RUNSTATEDIR "/amesh/ztunnel.sock");
 	ASSERT_STREQ(c->ztunnel.state_dir, RUNSTATEDIR "/amesh/workloads");
 	ASSERT_EQ(c->ztunnel.proxy.outbound_port, 15001);
@@ -154,7 +155,7 @@ static const struct {
 	{ "[mesh]\nbogus = 1",
 	    "t.conf:2: unknown key 'bogus' in [mesh]" },
 	{ "[meshy]\nnode = a",
-	    "t.conf:1: unknown section [meshy] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca, dns)" },
+	    "t.conf:1: unknown section [meshy] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca, dns, tls)" },
 	{ "node = a",
 	    "t.conf:1: key 'node' outside of any section" },
 	{ "[mesh]\nnode = a\n[mesh]",
@@ -227,7 +228,7 @@ static const struct {
 	{ "[identity]\nexpiry_warning = 1y",
 	    "t.conf:2: [identity] expiry_warning: '1y': unknown duration unit (use ms, s, m, h or d)" },
 	{ "[waypoint \"x\"]\nname = a",
-	    "t.conf:1: unknown section [waypoint \"x\"] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca, dns)" },
+	    "t.conf:1: unknown section [waypoint \"x\"] (expected one of: mesh, identity, log, ztunnel, waypoint, sidecar, cni, ca, dns, tls)" },
 	{ "[ztunnel]\nsocket =",
 	    "t.conf:2: [ztunnel] socket: empty value" },
 	{ "[waypoint]\nbuffer_size = 32M",
@@ -300,7 +301,7 @@ TEST(conf_all_errors_reported)
 	ASSERT_STREQ(d.msg[2], "t.conf:6: [ztunnel] drain_timeout: '5': duration needs a unit "
 	    "(ms, s, m, h or d)");
 	ASSERT_STREQ(d.msg[3], "t.conf:7: unknown section [nope] (expected one of: mesh, identity, "
-	    "log, ztunnel, waypoint, sidecar, cni, ca, dns)");
+	    "log, ztunnel, waypoint, sidecar, cni, ca, dns, tls)");
 	diag_clear(&d);
 }
 

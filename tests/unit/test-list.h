@@ -34,6 +34,10 @@
 	X(registry_list_keys_repeat)        \
 	X(registry_all_policy_errors)       \
 	X(registry_many_entries)            \
+	X(waypoint_replicas_registry)       \
+	X(waypoint_namespace_attachment)    \
+	X(waypoint_attachment_errors)       \
+	X(waypoint_lb_spread_and_failover)  \
 	X(authz_l4_table)                   \
 	X(authz_l4_example_registry)        \
 	X(authz_l4_prefilter_example_registry) \
@@ -146,4 +150,10 @@
 	X(etcd_range_parse)                   \
 	X(etcd_watch_parse)                   \
 	X(etcd_snapshot_cache)                \
-	X(etcd_snapshot_apply_events)
+	X(etcd_snapshot_apply_events)         \
+	X(record_interop_mbedtls)             \
+	X(record_tamper)                      \
+	X(record_limits)                      \
+	X(record_seq_exhaustion)              \
+	X(record_key_block)                   \
+	X(record_init_alloc_failure)

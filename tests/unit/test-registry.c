@@ -193,7 +193,7 @@ static const struct {
 	{ "[workload]\nnamespace = default",
 	    "reg.conf:16: section [workload] needs a name: [workload \"NAME\"]" },
 	{ "[widget \"x\"]\nnamespace = default",
-	    "reg.conf:16: unknown section kind 'widget' (expected node, workload, service, waypoint, policy or route)" },
+	    "reg.conf:16: unknown section kind 'widget' (expected node, workload, service, waypoint, policy, route or namespace)" },
 	{ "[workload \"B_1\"]\nnamespace = default",
 	    "reg.conf:16: workload name 'B_1' is not valid (lower-case letters, digits, '-' and '.', at most 253)" },
 	{ "[workload b]\nnamespace = default",
