@@ -80,6 +80,12 @@ struct reg_service {
 	bool external;
 	struct ip_list addresses;
 	struct str_list from_principals, from_namespaces;
+	/* Outlier detection and connection pool limits, Istio DestinationRule's trafficPolicy
+	 * (net/lb.h): consecutive errors that eject an endpoint (0: not counted), the ejection time
+	 * (ms) and its cap, the share of endpoints that may be out; requests and connections to
+	 * the service at once from one proxy (0: unlimited). */
+	uint64_t od_5xx, od_gateway, od_base_ejection, od_max_ejection, od_max_percent;
+	uint64_t cp_max_connections, cp_max_pending, cp_max_requests;
 	const struct reg_waypoint *waypoint_p; /* as a workload's: own key, else the namespace's */
 	const struct reg_workload **endpoints; /* workloads the selector picks, file order */
 	size_t n_endpoints;

@@ -17,7 +17,9 @@ static const char *const http_methods[] = {
 	"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", NULL,
 };
 static const char *const retry_ons[] = {
-	"5xx", "gateway-error", "connect-failure", "reset", "refused-stream", NULL,
+	"5xx", "gateway-error", "connect-failure", "reset", "refused-stream",
+	/* gRPC statuses, as Envoy's x-envoy-retry-grpc-on */
+	"cancelled", "deadline-exceeded", "resource-exhausted", "unavailable", NULL,
 };
 static const char *const schemes[] = { "http", "https", NULL };
 /* The kinds a route backend may name; the order is REG_SERVICE's, then REG_WORKLOAD's. */
@@ -58,6 +60,11 @@ static const struct kw workload_kw[] = {
 	[REG_WL_MTLS] = KE("workload", "mtls_mode", struct reg_workload, mtls_mode, "strict", mtls_modes),
 };
 
+#define SU(idx, key, field, dflt, min, max) \
+	[idx] = { "service", key, KW_UINT, offsetof(struct reg_service, field), dflt, min, max, NULL, false }
+/* A duration of at least 1 ms. */
+#define SD(idx, key, field, dflt) \
+	[idx] = { "service", key, KW_DURATION, offsetof(struct reg_service, field), dflt, 1, 0, NULL, false }
 static const struct kw service_kw[] = {
 	[REG_SV_NAMESPACE] = K("service", "namespace", KW_NAME, struct reg_service, namespace, NULL, true),
 	[REG_SV_HOSTNAME] = K("service", "hostname", KW_HOSTNAME, struct reg_service, hostname, NULL, false),
@@ -70,6 +77,15 @@ static const struct kw service_kw[] = {
 	[REG_SV_ADDRESSES] = K("service", "addresses", KW_IP_LIST, struct reg_service, addresses, NULL, false),
 	[REG_SV_FROM_PRINCIPALS] = K("service", "from.principals", KW_PATTERN_LIST, struct reg_service, from_principals, NULL, false),
 	[REG_SV_FROM_NAMESPACES] = K("service", "from.namespaces", KW_PATTERN_LIST, struct reg_service, from_namespaces, NULL, false),
+	/* Istio's DestinationRule trafficPolicy fields, snake_cased (amesh-registry(5) RESILIENCE). */
+	SU(REG_SV_OD_5XX, "outlier_detection.consecutive_5xx_errors", od_5xx, "0", 0, 1000000),
+	SU(REG_SV_OD_GATEWAY, "outlier_detection.consecutive_gateway_errors", od_gateway, "0", 0, 1000000),
+	SD(REG_SV_OD_BASE, "outlier_detection.base_ejection_time", od_base_ejection, "30s"),
+	SD(REG_SV_OD_MAX_TIME, "outlier_detection.max_ejection_time", od_max_ejection, "300s"),
+	SU(REG_SV_OD_MAX_PCT, "outlier_detection.max_ejection_percent", od_max_percent, "10", 0, 100),
+	SU(REG_SV_CP_MAX_CONN, "connection_pool.tcp.max_connections", cp_max_connections, "0", 0, UINT32_MAX),
+	SU(REG_SV_CP_MAX_PENDING, "connection_pool.http.http1_max_pending_requests", cp_max_pending, "0", 0, UINT32_MAX),
+	SU(REG_SV_CP_MAX_REQUESTS, "connection_pool.http.http2_max_requests", cp_max_requests, "0", 0, UINT32_MAX),
 };
 
 #define PK(idx, key, type, field) [idx] = K("policy", key, type, struct reg_policy, field, NULL, false)

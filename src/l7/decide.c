@@ -55,6 +55,7 @@ l7_decide(const struct l7_dest *d, const struct l7_peer *p, const struct route_r
 			return;
 		}
 		v->balanced = be->workload == NULL;
+		v->lb_svc = be->service;
 		v->ep = be->workload != NULL ? be->workload :
 		    l7_pick_endpoint(c, d->reg, be->service, NULL);
 		if (be->service != NULL) {
@@ -68,6 +69,7 @@ l7_decide(const struct l7_dest *d, const struct l7_peer *p, const struct route_r
 		}
 	} else {
 		v->balanced = d->side != L7_SIDE_IN && d->svc != NULL;
+		v->lb_svc = v->balanced ? d->svc : NULL;
 		v->ep = d->side == L7_SIDE_IN ? d->direct :
 		    l7_pick_endpoint(c, d->reg, d->svc, d->direct);
 	}
@@ -111,6 +113,7 @@ l7_decide_l4(const struct l7_dest *d, const struct l7_peer *p, const struct l7_c
 {
 	memset(v, 0, sizeof(*v));
 	v->balanced = d->side != L7_SIDE_IN && d->svc != NULL;
+	v->lb_svc = v->balanced ? d->svc : NULL;
 	v->ep = d->side == L7_SIDE_IN ? d->direct : l7_pick_endpoint(c, d->reg, d->svc, d->direct);
 	v->target = service_target(d);
 	if (d->side == L7_SIDE_IN && v->ep == NULL) {

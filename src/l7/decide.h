@@ -54,6 +54,8 @@ struct wp_verdict {
 	const struct reg_policy *policy; /* status 403: the deny (or the missing allow) that decided */
 	bool balanced;                  /* ep is the balancer's pick: report a connect failure to it
 	                                   (lb_fail) */
+	const struct reg_service *lb_svc; /* balanced: the service ep was picked for (its outlier
+	                                     detection and pool limits; lb_result, lb_take) */
 };
 
 /* The endpoint for a request to svc of reg: the balancer's pick (lb_pick; NULL when svc has no

@@ -59,6 +59,7 @@ on_refresh(uv_timer_t *h)
 	uint64_t now = uv_now(wp->loop);
 	struct tun *next;
 
+	lb_sweep(wp->lb, now); /* ejections that ended, for the gauge */
 	/* Idle tunnels ([waypoint] or [sidecar] idle_timeout), as the L4 relay closes its own. */
 	for (struct tun *t = wp->tuns; wp->idle_ms > 0 && t != NULL; t = next) {
 		next = t->next; /* (a tunnel is freed on the loop, never in here) */
@@ -130,6 +131,7 @@ engine_new(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holde
 		free(wp);
 		return NULL;
 	}
+	lb_set_metrics(wp->lb, metrics);
 	wp->loop = loop;
 	wp->conf = conf;
 	wp->reg = reg;

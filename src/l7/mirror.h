@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Mirroring (a route's mirror): a copy of an HTTP/1.1 request, fire and forget, to an endpoint of
- * the mirror service, with Host "HOST-shadow" as Envoy sends it. A copy lives on its own once
- * started: its tunnel, the head and the body as they pass (at most WP_BUF waiting; past that the
- * copy is dropped, never the request), the answer read and discarded.
+ * Mirroring (a route's mirror): a copy of an HTTP/1.1 or HTTP/2 request (gRPC calls included),
+ * fire and forget, to an endpoint of the mirror service, with Host (:authority) "HOST-shadow" as
+ * Envoy sends it. A copy lives on its own once started: its tunnel (an HTTP/2 copy speaks h2c in
+ * it, as its request did), the head and the body as they pass (at most WP_BUF waiting; past that
+ * the copy is dropped, never the request), the answer read and discarded.
  */
 #ifndef AMESH_L7_MIRROR_H
 #define AMESH_L7_MIRROR_H
@@ -26,6 +27,12 @@ struct mirror;
  */
 void l7_mirror_start(struct tun *t, const struct reg_route *rt, const struct h1_head *req,
     const char *target, const char *traceparent, struct mirror **slot);
+/* The same for an HTTP/2 request: method, authority (as received), path (as sent upstream) and
+ * its other fields (n of them; pseudo-fields are skipped). */
+struct hdr;
+void l7_mirror_h2_start(struct tun *t, const struct reg_route *rt, const char *method,
+    const char *authority, const char *path, const struct hdr *fields, size_t n,
+    const char *traceparent, struct mirror **slot);
 /* A piece of the request body for the copy too (end: the last); a copy that falls behind is
  * dropped. */
 void l7_mirror_body(struct mirror **slot, const uint8_t *data, size_t len, bool end);

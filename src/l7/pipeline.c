@@ -121,6 +121,7 @@ l7_pipeline(struct tun *t, const struct l7_req *rq, struct l7_plan *p)
 	p->rt = v.rt;
 	p->ep = v.ep;
 	p->balanced = v.balanced;
+	p->lb_svc = v.lb_svc;
 	p->target = v.target;
 	if (v.status == 403 && v.flags != NULL && strcmp(v.flags, "DENY") == 0) {
 		wp->st.denied++;

@@ -49,6 +49,7 @@ struct l7_plan {
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
 	bool balanced;          /* ep is the balancer's pick: a connect failure goes to lb_fail */
+	const struct reg_service *lb_svc; /* the service it was picked for (wp_verdict) */
 	uint16_t target;
 	char *upstream_target;  /* malloc'd, the caller's: the target to send (rewritten or
 				   normalized); NULL: the target as received */

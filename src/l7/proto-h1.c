@@ -58,6 +58,9 @@ struct h1t {
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
 	bool balanced; /* ep is the balancer's pick (lb_fail when it cannot be reached) */
+	const struct reg_service *lb_svc; /* the service it was picked for (lb_result, lb_take) */
+	/* Its places in that service's pool: in flight, and waiting for its upstream tunnel. */
+	struct lb_pool *pool_rq, *pool_pend;
 	uint16_t target;
 	int attempt;
 	struct hbone_stream *up;
@@ -93,6 +96,36 @@ static void feed_down(struct tun *t);
 static void flush_down(struct tun *t);
 static void flush_up(struct tun *t);
 static void h1t_free(void *arg);
+
+/* How the attempt to the balanced endpoint went, for outlier detection (net/lb.h). */
+static void
+h1_result(struct tun *t, int status)
+{
+	struct h1t *ht = t->ps;
+
+	if (ht->lb_svc != NULL && ht->ep != NULL)
+		lb_result(t->wp->lb, t->reg, ht->lb_svc, ht->ep, status, uv_now(t->wp->loop));
+}
+
+/* The request no longer waits for its upstream tunnel. */
+static void
+h1_pending_done(struct h1t *ht)
+{
+	lb_release(ht->pool_pend, LB_PENDING);
+	ht->pool_pend = NULL;
+}
+
+/* The request is over: its places in the service's pool go back. */
+static void
+h1_pool_release(struct h1t *ht)
+{
+	h1_pending_done(ht);
+	lb_release(ht->pool_rq, LB_REQUESTS);
+	ht->pool_rq = NULL;
+}
+
+/* The body of Envoy's local reply to a request refused by a circuit breaker (flag UO). */
+#define H1_OVERFLOW "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
 /* The answer has started going down (a local reply between requests changes nothing). */
 static void
@@ -251,6 +284,7 @@ drop_up(struct tun *t, bool reset)
 
 	if (ht->up == NULL)
 		return;
+	h1_pending_done(ht);
 	hbone_stream_set_cb(ht->up, NULL, NULL);
 	if (reset)
 		hbone_stream_reset(ht->up, NGHTTP2_CANCEL);
@@ -285,6 +319,7 @@ request_done(struct tun *t)
 	stop_timer(t);
 	l7_mirror_detach(&ht->mirror, ht->rbody != H1_BODY_STREAMING);
 	finish_request_telemetry(t);
+	h1_pool_release(ht);
 	if (ht->up != NULL && ht->resp_p != NULL && h1_paused(ht->resp_p) && ht->status >= 200 &&
 	    ht->resp_keep_alive && ht->rbody != H1_BODY_STREAMING && l7_sendq_len(&ht->to_up) == 0 &&
 	    !ht->close_after) {
@@ -385,6 +420,7 @@ on_per_try(uv_timer_t *h)
 	if (ht->state >= H1_EX_RESPONSE || ht->state == H1_EX_IDLE)
 		return;
 	t->wp->st.timeouts++;
+	h1_result(t, 504);
 	if (retry_if_allowed(t, ROUTE_OUT_TIMEOUT, 0))
 		return;
 	reply_and_finish(t, 504, "upstream request timeout", NULL, "UT");
@@ -414,6 +450,8 @@ on_timeout(uv_timer_t *h)
 		return;
 	}
 	/* The route's overall timeout ends the request; it is not retried (route.h). */
+	if (ht->up != NULL)
+		h1_result(t, 504);
 	reply_and_finish(t, 504, "upstream request timeout", NULL, "UT");
 }
 
@@ -506,6 +544,7 @@ resp_head(void *arg, const struct h1_head *h)
 		}
 		return 0;
 	}
+	h1_result(t, h->status);
 	if (retry_if_allowed(t, ROUTE_OUT_STATUS, h->status))
 		return AMESH_ERR_INVALID; /* stops this parser; the attempt is gone */
 	ht->status = h->status;
@@ -582,6 +621,7 @@ upgrade_to_l4(struct tun *t, const uint8_t *rest, size_t n)
 	stop_timer(t);
 	l7_mirror_detach(&ht->mirror, ht->rbody != H1_BODY_STREAMING);
 	finish_request_telemetry(t);
+	h1_pool_release(ht);
 	ht->state = H1_EX_IDLE;
 	ho = (struct l4_handover){
 		.up = ht->up, .ep = ht->ep, .target = ht->target, .flags = ht->flags,
@@ -650,7 +690,10 @@ upstream_lost(struct tun *t, enum route_outcome o)
 	struct h1t *ht = t->ps;
 
 	if (ht->state < H1_EX_RESPONSE) {
-		if (retry_stale(t) || retry_if_allowed(t, o, 0))
+		if (retry_stale(t))
+			return;
+		h1_result(t, LB_LOCAL_FAILURE);
+		if (retry_if_allowed(t, o, 0))
 			return;
 		reply_and_finish(t, 503, "upstream connect error or disconnect/reset before headers",
 		    NULL, "UC");
@@ -722,11 +765,15 @@ up_on_response(struct hbone_stream *s, int status)
 	struct tun *t = hbone_stream_user(s);
 	struct h1t *ht = t->ps;
 
+	h1_pending_done(ht);
 	if (status != 200) {
 		hbone_stream_set_cb(s, NULL, NULL);
 		ht->up = NULL;
 		ht->up_state = H1_UP_NONE;
 		t->wp->st.upstream_failures++;
+		/* No connection, or the endpoint's ztunnel could not reach the app (503). */
+		if (status < 0 || status == 503)
+			h1_result(t, status < 0 ? LB_LOCAL_FAILURE : 503);
 		/* The pool could not connect: the balancer skips the endpoint for a while. */
 		if (status < 0 && ht->balanced)
 			lb_fail(t->wp->lb, t->reg, ht->ep, uv_now(t->wp->loop));
@@ -860,6 +907,12 @@ start_upstream(struct tun *t)
 		drop_up(t, true); /* never two tunnels for one request */
 	}
 	ht->reused = false;
+	if (ht->lb_svc != NULL && ht->pool_pend == NULL &&
+	    lb_take(t->wp->lb, t->reg, ht->lb_svc, LB_PENDING, &ht->pool_pend) != 0) {
+		/* http1_max_pending_requests: too many requests wait for a connection already. */
+		reply_and_finish(t, 503, H1_OVERFLOW, NULL, "UO");
+		return;
+	}
 	ht->up_ep = ht->ep;
 	ht->up_target = ht->target;
 	per_try_start(t);
@@ -872,7 +925,9 @@ start_upstream(struct tun *t)
 	}
 	if (r != 0) {
 		ht->up = NULL;
+		h1_pending_done(ht);
 		t->wp->st.upstream_failures++;
+		h1_result(t, LB_LOCAL_FAILURE);
 		if (retry_if_allowed(t, ROUTE_OUT_CONNECT_FAILURE, 0))
 			return;
 		reply_and_finish(t, 503, "upstream connect error", NULL, "UO");
@@ -907,6 +962,7 @@ req_head(void *arg, const struct h1_head *h)
 	ht->status = 0;
 	ht->flags = NULL;
 	ht->attempt = 1;
+	ht->lb_svc = NULL;
 	ht->reused = false;
 	ht->rbody = h->framing == H1_FRAMING_LENGTH || h->framing == H1_FRAMING_CHUNKED ?
 	    H1_BODY_STREAMING : H1_BODY_NONE;
@@ -933,6 +989,15 @@ req_head(void *arg, const struct h1_head *h)
 		return 0;
 	}
 	ht->rewritten = p.upstream_target;
+	ht->lb_svc = p.lb_svc;
+	if (ht->lb_svc != NULL &&
+	    lb_take(wp->lb, t->reg, ht->lb_svc, LB_REQUESTS, &ht->pool_rq) != 0) {
+		/* http2_max_requests: the service has that many requests in flight from here. */
+		log_info("%s: %s %s refused: service %s at its request limit", wp->role, h->method,
+		    t->authority, ht->lb_svc->h.name);
+		reply_and_finish(t, 503, H1_OVERFLOW, NULL, "UO");
+		return 0;
+	}
 	if (ht->rt != NULL && route_mirror(ht->rt, wp_rnd())) {
 		l7_mirror_start(t, ht->rt, h, ht->rewritten, ht->traceparent, &ht->mirror);
 		if (ht->rbody == H1_BODY_NONE)
@@ -1106,6 +1171,7 @@ h1m_on_close(struct tun *t)
 		finish_request_telemetry(t);
 		ht->state = H1_EX_IDLE;
 	}
+	h1_pool_release(ht);
 	drop_up(t, ht->up_state != H1_UP_KEPT);
 	l7_mirror_detach(&ht->mirror, false);
 }
@@ -1143,6 +1209,7 @@ h1t_free(void *arg)
 
 	if (ht == NULL)
 		return;
+	h1_pool_release(ht);
 	h1_parser_free(ht->req_p);
 	h1_parser_free(ht->resp_p);
 	h1_parser_free(ht->resp_dead);

@@ -29,6 +29,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "l7/mirror.h"
 #include "l7/pipeline.h"
 #include "l7/route.h"
 #include "l7/tunnel.h"
@@ -87,6 +88,14 @@ enum h2r_up {
 			  its end (the route's timer is reused), then the tunnel is reset */
 };
 
+/* Fields moved out of a request's hv, with their strings (allocated only when needed: a retry's
+ * request, a held gRPC head). */
+struct h2_fields {
+	struct hdr v[H2_MAX_HEADERS];
+	char *store[H2_MAX_HEADERS * 2];
+	size_t n;
+};
+
 /* One request: a downstream stream and, once it goes upstream, its tunnel and client session. */
 struct h2r {
 	struct h2d *d;
@@ -97,12 +106,21 @@ struct h2r {
 	struct hdr hv[H2_MAX_HEADERS];
 	char *hstore[H2_MAX_HEADERS * 2];
 	size_t nh, hbytes;
+	/* Its fields again once they went upstream (hv then collects the response's), for a
+	 * retry's request; only when the route retries. */
+	struct h2_fields *rq;
+	/* A gRPC answer's head held back while its call may still be retried on a grpc-status in
+	 * the trailers that follow it: until the first message, or those trailers. */
+	struct h2_fields *held;
 	enum h2r_req req_state;
 	bool too_big; /* its head passed H2_MAX_HEADERS or H2_MAX_HEADER_BYTES: answered 431 */
 	struct registry *reg; /* the snapshot rt and ep belong to, held while the request lives */
 	const struct reg_route *rt;
 	const struct reg_workload *ep;
 	bool balanced; /* ep is the balancer's pick (lb_fail when it cannot be reached) */
+	const struct reg_service *lb_svc; /* the service it was picked for (lb_result, lb_take) */
+	/* Its places in that service's pool: in flight, and waiting for its upstream tunnel. */
+	struct lb_pool *pool_rq, *pool_pend;
 	uint16_t target;
 	char traceparent[64];
 	bool add_tp;
@@ -115,6 +133,16 @@ struct h2r {
 	enum h2r_up up_state;
 	bool up_sending, up_in_recv; /* inside nghttp2_session_send / _mem_recv of us */
 	struct buf req_body, resp_body; /* each bounded by a stream window */
+	/* Retries: the attempt (1 = the first), and the request body kept for them while it fits
+	 * WP_REPLAY_MAX (the route retries): every attempt sends it from replay_sent 0, the client
+	 * gets its window back as the first attempt to send a byte does (replay_consumed). A body
+	 * that outgrows it goes on through req_body and is not retried (replay_over). */
+	int attempt;
+	struct buf replay;
+	size_t replay_sent, replay_consumed;
+	bool replay_on, replay_over;
+	nghttp2_session *us_dead; /* a dropped attempt's client session, deleted when safe */
+	struct mirror *mirror;    /* the route's copy of the request, while its body passes */
 	enum h2r_answer answer;
 	/* Independent of answer: the client may close its stream at any point, and a reset may
 	 * follow any state (sent once). */
@@ -142,6 +170,7 @@ static void up_flush(struct h2r *r);
 static void r_cancel_up(struct h2r *r);
 static void r_maybe_free(struct h2r *r);
 static void h2_on_timeout(uv_timer_t *h);
+static bool r_retry(struct h2r *r, enum route_outcome o, int status);
 
 bool
 h2_preface(const uint8_t *p, size_t n, bool *complete)
@@ -160,12 +189,46 @@ r_drop_req_body(struct h2r *r)
 	size_t n = buf_len(&r->req_body);
 
 	buf_consume(&r->req_body, n);
+	if (r->replay_on) {
+		/* Kept for a retry that will not come: what the client was not given back yet. */
+		n += buf_len(&r->replay) - r->replay_consumed;
+		r->replay_consumed = buf_len(&r->replay);
+	}
 	if (n == 0 || r->d->s == NULL)
 		return;
 	if (r->down_closed)
 		nghttp2_session_consume_connection(r->d->s, n);
 	else
 		nghttp2_session_consume(r->d->s, r->sid, n);
+}
+
+/* --- the balancer: outlier detection and the service's pool (net/lb.h) --- */
+
+/* The body of Envoy's local reply to a request refused by a circuit breaker (flag UO). */
+#define H2_OVERFLOW "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+/* How the attempt to the balanced endpoint went. */
+static void
+r_result(struct h2r *r, int status)
+{
+	if (r->lb_svc != NULL && r->ep != NULL)
+		lb_result(r->d->t->wp->lb, r->reg, r->lb_svc, r->ep, status,
+		    uv_now(r->d->t->wp->loop));
+}
+
+static void
+r_pending_done(struct h2r *r)
+{
+	lb_release(r->pool_pend, LB_PENDING);
+	r->pool_pend = NULL;
+}
+
+static void
+r_pool_release(struct h2r *r)
+{
+	r_pending_done(r);
+	lb_release(r->pool_rq, LB_REQUESTS);
+	r->pool_rq = NULL;
 }
 
 /* --- telemetry --- */
@@ -374,8 +437,28 @@ req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *fl
 {
 	struct h2r *r = src->ptr;
 	struct h2d *d = r->d;
-	size_t n = buf_len(&r->req_body);
+	size_t n;
 
+	if (r->replay_on && r->replay_sent < buf_len(&r->replay)) {
+		/* The kept body: each attempt sends all of it; the client's window is given back
+		 * for the bytes no attempt sent before. */
+		n = buf_len(&r->replay) - r->replay_sent;
+		if (n > len)
+			n = len;
+		memcpy(buf, buf_ptr(&r->replay) + r->replay_sent, n);
+		r->replay_sent += n;
+		if (r->replay_sent > r->replay_consumed) {
+			size_t c = r->replay_sent - r->replay_consumed;
+
+			r->replay_consumed = r->replay_sent;
+			if (!r->down_closed) {
+				nghttp2_session_consume(d->s, r->sid, c);
+				d_flush(d);
+			}
+		}
+		return (ssize_t)n;
+	}
+	n = buf_len(&r->req_body);
 	if (n == 0) {
 		if (r->req_state != H2R_REQ_END)
 			return NGHTTP2_ERR_DEFERRED;
@@ -424,6 +507,81 @@ up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, si
 	return hv_add(r, name, nlen, value, vlen);
 }
 
+/* Moves hv's fields out into a new set, hv left empty; NULL (hv untouched) without memory. */
+static struct h2_fields *
+fields_take(struct h2r *r)
+{
+	struct h2_fields *f = malloc(sizeof(*f));
+
+	if (f == NULL)
+		return NULL;
+	memcpy(f->v, r->hv, r->nh * sizeof(r->hv[0]));
+	memcpy(f->store, r->hstore, 2 * r->nh * sizeof(r->hstore[0]));
+	f->n = r->nh;
+	memset(r->hstore, 0, 2 * r->nh * sizeof(r->hstore[0]));
+	r->nh = 0;
+	r->hbytes = 0;
+	return f;
+}
+
+static void
+fields_free(struct h2_fields *f)
+{
+	if (f == NULL)
+		return;
+	for (size_t i = 0; i < 2 * f->n; i++)
+		free(f->store[i]);
+	free(f);
+}
+
+/* Keeps the request's fields (in hv) for a retry's request; hv is left empty for the response's.
+ * Without memory for them the request cannot be retried. */
+static void
+save_request_fields(struct h2r *r)
+{
+	r->rq = fields_take(r);
+	if (r->rq == NULL)
+		r->replay_over = true;
+}
+
+/* Sets the response head (in hv) aside; hv is left empty for what follows. False (nothing held)
+ * without memory. */
+static bool
+hold_head(struct h2r *r)
+{
+	r->held = fields_take(r);
+	return r->held != NULL;
+}
+
+/* Frees a held head (dropped with its attempt, or with r). */
+static void
+drop_held_head(struct h2r *r)
+{
+	fields_free(r->held);
+	r->held = NULL;
+}
+
+/* The grpc-status field among hv (a Trailers-Only head or trailers), or -1. */
+static int
+grpc_status_of(const struct h2r *r)
+{
+	for (size_t i = 0; i < r->nh; i++)
+		if (strcmp(r->hv[i].name, "grpc-status") == 0)
+			return atoi(r->hv[i].value);
+	return -1;
+}
+
+/* The HTTP status a gRPC status stands for, as Envoy reports it to outlier detection
+ * (Grpc::Utility::grpcToHttpStatus). */
+static int
+grpc_http_status(int gs)
+{
+	static const int map[] = { 200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501,
+		500, 503, 500, 401 };
+
+	return gs >= 0 && gs < (int)(sizeof(map) / sizeof(map[0])) ? map[gs] : 500;
+}
+
 static void
 clear_headers(struct h2r *r)
 {
@@ -433,6 +591,34 @@ clear_headers(struct h2r *r)
 	}
 	r->nh = 0;
 	r->hbytes = 0;
+}
+
+/* Puts a held head back into hv (whatever hv held is freed) for send_response_head. */
+static void
+unhold_head(struct h2r *r)
+{
+	struct h2_fields *f = r->held;
+
+	clear_headers(r);
+	memcpy(r->hv, f->v, f->n * sizeof(r->hv[0]));
+	memcpy(r->hstore, f->store, 2 * f->n * sizeof(r->hstore[0]));
+	r->nh = f->n;
+	free(f);
+	r->held = NULL;
+}
+
+/* True when a gRPC status could still have this call retried (route and attempts allow). */
+static bool
+grpc_may_retry(const struct h2r *r)
+{
+	static const int st[] = { 1, 4, 8, 14 };
+
+	if (!r->grpc || r->rt == NULL || r->replay_over)
+		return false;
+	for (size_t i = 0; i < sizeof(st) / sizeof(st[0]); i++)
+		if (route_should_retry(r->rt, r->attempt, ROUTE_OUT_GRPC, st[i]))
+			return true;
+	return false;
 }
 
 /* The upstream response head: on downstream, with the route's response edits. */
@@ -471,6 +657,8 @@ send_response_head(struct h2r *r, bool no_body)
 		return;
 	}
 	r->status = atoi(st);
+	if (!r->timers_closing)
+		uv_timer_stop(&r->wait); /* per_try_timeout: answered */
 	if (r->rt != NULL && route_edit_response_headers(r->rt, &l) != 0) {
 		free(storage);
 		free(nv);
@@ -531,24 +719,53 @@ up_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 
 	if (f->hd.stream_id != r->usid || r->usid <= 0)
 		return 0;
+	if (f->hd.type == NGHTTP2_DATA && r->held != NULL && !r->down_closed) {
+		unhold_head(r); /* an empty DATA (its END_STREAM): the head goes now */
+		send_response_head(r, false);
+	}
 	if (f->hd.type == NGHTTP2_HEADERS) {
 		/* The final response follows any 1xx as a plain HEADERS block (nghttp2's category
 		 * HCAT_HEADERS): the first non-1xx block is the head, a later one the trailers. */
-		if (r->answer == H2R_NO_ANSWER) {
+		if (r->answer == H2R_NO_ANSWER && r->held == NULL) {
 			const char *st = NULL;
 
 			for (size_t i = 0; i < r->nh; i++)
 				if (strcmp(r->hv[i].name, ":status") == 0)
 					st = r->hv[i].value;
+			bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+			int code, gs;
+
 			if (st != NULL && st[0] == '1') {
 				clear_headers(r); /* 1xx: not forwarded */
 				return 0;
 			}
-			send_response_head(r, (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
+			code = st != NULL ? atoi(st) : 0;
+			/* Trailers-Only: the call's status is here already. */
+			gs = r->grpc && end ? grpc_status_of(r) : -1;
+			if (!r->grpc || end)
+				r_result(r, gs >= 0 ? grpc_http_status(gs) : code);
+			if (code != 0 && (r_retry(r, ROUTE_OUT_STATUS, code) ||
+			    (gs >= 0 && r_retry(r, ROUTE_OUT_GRPC, gs))))
+				return 0; /* the attempt is dropped: nothing of it went down */
+			/* Its grpc-status may come in trailers right after this head: the head
+			 * waits for them, or for the first message. */
+			if (!end && code == 200 && grpc_may_retry(r) && hold_head(r))
+				return 0;
+			send_response_head(r, end);
 		} else if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+			int gs = r->grpc ? grpc_status_of(r) : -1;
+
+			if (r->grpc)
+				r_result(r, gs >= 0 ? grpc_http_status(gs) : 200);
+			if (r->held != NULL && gs >= 0 && r_retry(r, ROUTE_OUT_GRPC, gs))
+				return 0; /* no message came: the call failed as a whole */
 			if (keep_trailers(r) != 0) {
 				h2_local_reply(r, 502, "out of memory", "UPE");
 				return 0;
+			}
+			if (r->held != NULL) {
+				unhold_head(r);
+				send_response_head(r, false); /* its trailers follow at once */
 			}
 		}
 	}
@@ -569,6 +786,11 @@ up_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *
 {
 	struct h2r *r = user;
 
+	if (sid == r->usid && r->held != NULL && !r->down_closed) {
+		/* The call's first message: it is answering, the held head goes first. */
+		unhold_head(r);
+		send_response_head(r, false);
+	}
 	if (sid != r->usid || r->answer == H2R_NO_ANSWER || r->down_closed)
 		return 0;
 	/* Bounded by the stream window we give the application: consumed only once sent on. */
@@ -588,6 +810,11 @@ up_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 		return 0;
 	r->up_state = H2R_UP_DONE;
 	if (r->answer != H2R_ANSWERED) {
+		if (r->answer == H2R_NO_ANSWER)
+			r_result(r, LB_LOCAL_FAILURE);
+		if (r->answer == H2R_NO_ANSWER && r_retry(r, err == NGHTTP2_REFUSED_STREAM ?
+		    ROUTE_OUT_REFUSED_STREAM : ROUTE_OUT_RESET, 0))
+			return 0;
 		if (r->answer == H2R_NO_ANSWER)
 			h2_local_reply(r, 503, "upstream connect error or disconnect/reset before headers",
 			    err == NGHTTP2_REFUSED_STREAM ? "UR" : "UC");
@@ -637,6 +864,11 @@ h2_up_on_eof(struct hbone_stream *s)
 
 	if (r->up_state < H2R_UP_DONE && r->answer != H2R_ANSWERED) {
 		r->up_state = H2R_UP_DONE;
+		if (r->answer == H2R_NO_ANSWER) {
+			r_result(r, LB_LOCAL_FAILURE);
+			if (r_retry(r, ROUTE_OUT_RESET, 0))
+				return;
+		}
 		h2_local_reply(r, r->answer != H2R_NO_ANSWER ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
@@ -654,8 +886,13 @@ h2_up_on_close(struct hbone_stream *s, bool reset, uint32_t err)
 	struct h2r *r = hbone_stream_user(s);
 
 	r->up = NULL;
+	r_pending_done(r);
 	if (r->up_state < H2R_UP_DONE && r->answer != H2R_ANSWERED) {
 		r->up_state = H2R_UP_DONE;
+		if (r->answer == H2R_NO_ANSWER)
+			r_result(r, LB_LOCAL_FAILURE);
+		if (r->answer == H2R_NO_ANSWER && r_retry(r, ROUTE_OUT_RESET, 0))
+			return;
 		h2_local_reply(r, r->answer != H2R_NO_ANSWER ? r->status : 503,
 		    "upstream connect error or disconnect/reset before headers", "UC");
 	}
@@ -675,8 +912,10 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW },
 	};
 	nghttp2_option *opt;
-	size_t n = 0, cap;
+	const struct hdr *src;
+	size_t n = 0, cap, ns;
 
+	r_pending_done(r);
 	if (status != 200) {
 		bool ours = r->up_state >= H2R_UP_SHUT; /* our own cancel, not a failure */
 
@@ -689,6 +928,11 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		/* The pool could not connect: the balancer skips the endpoint for a while. */
 		if (!ours && status < 0 && r->balanced)
 			lb_fail(r->d->t->wp->lb, r->reg, r->ep, uv_now(r->d->t->wp->loop));
+		/* No connection, or the endpoint's ztunnel could not reach the app (503). */
+		if (!ours && (status < 0 || status == 503))
+			r_result(r, status < 0 ? LB_LOCAL_FAILURE : 503);
+		if (!ours && status != 401 && r_retry(r, ROUTE_OUT_CONNECT_FAILURE, 0))
+			return;
 		if (!ours && r->status == 0 && !r->down_closed)
 			h2_local_reply(r, 503, status == 401 ? "upstream refused the waypoint" :
 			    "upstream connect error", status == 401 ? "DENY" : "UF");
@@ -711,8 +955,10 @@ h2_up_on_response(struct hbone_stream *s, int status)
 	nghttp2_option_del(opt);
 	nghttp2_submit_settings(r->us, NGHTTP2_FLAG_NONE, iv, 2);
 	/* Room for every field, every edit of the route (all are applied, as over HTTP/1.1:
-	 * amesh-waypoint(8)) and a traceparent. */
-	cap = r->nh + (r->rt != NULL ? r->rt->request_set.n + r->rt->request_add.n : 0) + 1;
+	 * amesh-waypoint(8)) and a traceparent. A retry sends the fields kept of the first. */
+	src = r->rq != NULL ? r->rq->v : r->hv;
+	ns = r->rq != NULL ? r->rq->n : r->nh;
+	cap = ns + (r->rt != NULL ? r->rt->request_set.n + r->rt->request_add.n : 0) + 1;
 	storage = calloc(cap, sizeof(*storage));
 	nv = calloc(cap + 4, sizeof(*nv)); /* the four pseudo-fields and the list */
 	if (storage == NULL || nv == NULL) {
@@ -722,8 +968,8 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		return;
 	}
 	hdr_list_init(&l, storage, cap);
-	for (size_t i = 0; i < r->nh; i++)
-		hdr_list_add(&l, r->hv[i].name, r->hv[i].value);
+	for (size_t i = 0; i < ns; i++)
+		hdr_list_add(&l, src[i].name, src[i].value);
 	if (r->rt != NULL && route_edit_request_headers(r->rt, &l) != 0) {
 		free(storage);
 		free(nv);
@@ -743,10 +989,15 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		nv[n++] = (nghttp2_nv){ (uint8_t *)l.v[i].name, (uint8_t *)l.v[i].value,
 			strlen(l.v[i].name), strlen(l.v[i].value), NGHTTP2_NV_FLAG_NONE };
 	r->usid = nghttp2_submit_request(r->us, NULL, nv, n,
-	    r->req_state == H2R_REQ_END && buf_len(&r->req_body) == 0 ? NULL : &dp, r);
+	    r->req_state == H2R_REQ_END && buf_len(&r->req_body) == 0 &&
+	    buf_len(&r->replay) == 0 ? NULL : &dp, r);
 	free(storage); /* nghttp2 copied the fields */
 	free(nv);
-	clear_headers(r); /* the request's fields are sent; hv now collects the response's */
+	/* The request's fields are sent; hv now collects the response's. */
+	if (r->replay_on && r->rq == NULL && !r->replay_over)
+		save_request_fields(r);
+	else
+		clear_headers(r);
 	if (r->usid < 0) {
 		h2_local_reply(r, 500, "cannot forward the request", "UPE");
 		return;
@@ -787,17 +1038,104 @@ r_cancel_up(struct h2r *r)
 	/* h2_up_on_close lets r go. */
 }
 
+static void h2_on_wait(uv_timer_t *h);
+
+/* per_try_timeout: this attempt has had no answer in time; the next one, or 504. */
+static void
+h2_on_per_try(uv_timer_t *h)
+{
+	struct h2r *r = h->data;
+
+	if (r->down_closed || r->answer != H2R_NO_ANSWER || r->status != 0)
+		return;
+	r->d->t->wp->st.timeouts++;
+	r_result(r, 504);
+	if (r_retry(r, ROUTE_OUT_TIMEOUT, 0))
+		return;
+	h2_local_reply(r, 504, "upstream request timeout", "UT");
+}
+
+/* Lets the attempt in flight go: its tunnel reset, its client session deleted once we are
+ * surely out of its callbacks (the next attempt's start, or r's end). */
+static void
+r_drop_attempt(struct h2r *r)
+{
+	if (r->up != NULL) {
+		hbone_stream_set_cb(r->up, NULL, NULL);
+		hbone_stream_reset(r->up, NGHTTP2_CANCEL);
+		r->up = NULL;
+	}
+	r_pending_done(r);
+	if (r->us != NULL) {
+		if (r->us_dead != NULL)
+			nghttp2_session_del(r->us_dead);
+		r->us_dead = r->us;
+		r->us = NULL;
+	}
+	r->usid = 0;
+	l7_sendq_reset(&r->up_out);
+	buf_consume(&r->resp_body, buf_len(&r->resp_body));
+	clear_headers(r);
+	drop_held_head(r);
+	r->up_state = H2R_UP_ACTIVE;
+	r->replay_sent = 0;
+}
+
+/*
+ * The attempt ended with o (status: the HTTP status, or the grpc-status for ROUTE_OUT_GRPC)
+ * before anything of its answer went down: once more after the route's backoff, if the route
+ * says so and the body sent so far is kept whole (WP_REPLAY_MAX). True when retrying.
+ */
+static bool
+r_retry(struct h2r *r, enum route_outcome o, int status)
+{
+	struct waypoint *wp = r->d->t->wp;
+	uint64_t wait;
+
+	if (r->rt == NULL || r->answer != H2R_NO_ANSWER || r->down_closed || r->status != 0 ||
+	    r->timers_closing || r->replay_over || (!r->replay_on && r->req_bytes > 0) ||
+	    !route_should_retry(r->rt, r->attempt, o, status))
+		return false;
+	wait = route_backoff_ms(r->rt, r->attempt, wp_rnd());
+	r->attempt++;
+	wp->st.retries++;
+	r_drop_attempt(r);
+	log_debug("%s: retrying %s %s%s (attempt %d) in %llu ms", wp->role, r->method,
+	    r->authority, r->path, r->attempt, (unsigned long long)wait);
+	uv_timer_start(&r->wait, h2_on_wait, wait, 0);
+	return true;
+}
+
 static void
 start_up(struct h2r *r)
 {
-	int rc = wp_open_upstream(r->d->t, r->ep, r->target, r->traceparent, &h2_up_cb, r, &r->up);
+	struct waypoint *wp = r->d->t->wp;
+	int rc;
 
+	if (r->us_dead != NULL) {
+		nghttp2_session_del(r->us_dead); /* the last attempt's (we are on a timer) */
+		r->us_dead = NULL;
+	}
+	if (r->lb_svc != NULL && r->pool_pend == NULL &&
+	    lb_take(wp->lb, r->reg, r->lb_svc, LB_PENDING, &r->pool_pend) != 0) {
+		/* http1_max_pending_requests: too many requests wait for a connection already. */
+		h2_local_reply(r, 503, H2_OVERFLOW, "UO");
+		return;
+	}
+	if (r->rt != NULL && r->rt->per_try_timeout > 0)
+		uv_timer_start(&r->wait, h2_on_per_try, r->rt->per_try_timeout, 0);
+	rc = wp_open_upstream(r->d->t, r->ep, r->target, r->traceparent, &h2_up_cb, r, &r->up);
 	if (rc == -ENOENT) {
 		r->up = NULL;
+		r_pending_done(r);
 		h2_local_reply(r, 503, "no healthy upstream", "UH");
 	} else if (rc != 0) {
 		r->up = NULL;
-		r->d->t->wp->st.upstream_failures++;
+		r_pending_done(r);
+		wp->st.upstream_failures++;
+		r_result(r, LB_LOCAL_FAILURE);
+		if (r_retry(r, ROUTE_OUT_CONNECT_FAILURE, 0))
+			return;
 		h2_local_reply(r, 503, "upstream connect error", "UO");
 	}
 }
@@ -825,6 +1163,8 @@ h2_on_timeout(uv_timer_t *h)
 	if (r->down_closed || r->answer == H2R_ANSWERED)
 		return;
 	r->d->t->wp->st.timeouts++;
+	if (r->up != NULL && r->answer == H2R_NO_ANSWER)
+		r_result(r, 504);
 	h2_local_reply(r, 504, "upstream request timeout", "UT");
 }
 
@@ -904,6 +1244,8 @@ d_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	l7_sendq_init(&r->up_out);
 	buf_init(&r->req_body, WP_QUEUE_MAX);
 	buf_init(&r->resp_body, WP_QUEUE_MAX);
+	buf_init(&r->replay, WP_REPLAY_MAX);
+	r->attempt = 1;
 	r->next = d->reqs;
 	d->reqs = r;
 	d->nreqs++;
@@ -1024,6 +1366,23 @@ request_head(struct h2r *r)
 		h2_local_reply(r, 500, "out of memory", "-");
 		return;
 	}
+	r->lb_svc = p.lb_svc;
+	r->replay_on = r->rt != NULL && r->rt->retries > 0;
+	if (r->lb_svc != NULL &&
+	    lb_take(t->wp->lb, r->reg, r->lb_svc, LB_REQUESTS, &r->pool_rq) != 0) {
+		/* http2_max_requests: the service has that many requests in flight from here. */
+		log_info("%s: %s %s%s refused: service %s at its request limit", t->wp->role,
+		    r->method, r->authority, r->path, r->lb_svc->h.name);
+		h2_local_reply(r, 503, H2_OVERFLOW, "UO");
+		return;
+	}
+	if (r->rt != NULL && route_mirror(r->rt, wp_rnd())) {
+		/* The copy gets the request as received (its path as sent upstream). */
+		l7_mirror_h2_start(t, r->rt, r->method, r->authority, r->up_path, r->hv, r->nh,
+		    r->traceparent, &r->mirror);
+		if (r->req_state == H2R_REQ_END)
+			l7_mirror_detach(&r->mirror, true);
+	}
 	if (p.timeout_ms > 0)
 		uv_timer_start(&r->timer, h2_on_timeout, p.timeout_ms, 0);
 	if (p.delay) {
@@ -1050,6 +1409,7 @@ d_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
 		r->req_state = H2R_REQ_END;
+		l7_mirror_body(&r->mirror, NULL, 0, true);
 		if (r->us != NULL && r->usid > 0) {
 			nghttp2_session_resume_data(r->us, r->usid);
 			up_flush(r);
@@ -1068,13 +1428,18 @@ d_on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *d
 	if (r == NULL)
 		return 0;
 	r->req_bytes += len;
+	l7_mirror_body(&r->mirror, data, len, false);
 	if ((r->status != 0 && r->up == NULL) || r->up_state >= H2R_UP_DONE) {
 		/* Answered, or its upstream is gone: the body goes nowhere; give the window back. */
 		nghttp2_session_consume(d->s, sid, len);
 		return 0;
 	}
+	/* Kept for retries while it fits; past that the request is not retried (as over
+	 * HTTP/1.1) and the rest goes on as it comes. */
+	if (r->replay_on && !r->replay_over && buf_put(&r->replay, data, len) != 0)
+		r->replay_over = true;
 	/* Bounded by the stream window: consumed only once sent upstream (req_read). */
-	if (buf_put(&r->req_body, data, len) != 0)
+	if ((!r->replay_on || r->replay_over) && buf_put(&r->req_body, data, len) != 0)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	if (r->us != NULL && r->usid > 0) {
 		nghttp2_session_resume_data(r->us, r->usid);
@@ -1096,6 +1461,8 @@ d_on_stream_close(nghttp2_session *s, int32_t sid, uint32_t err, void *user)
 	if (err != NGHTTP2_NO_ERROR && r->status == 0 && r->answer == H2R_NO_ANSWER)
 		r->flags = "DC"; /* the client went away */
 	r_telemetry(r);
+	r_pool_release(r); /* answered (or gone): a lingering upstream holds no place */
+	l7_mirror_detach(&r->mirror, r->req_state == H2R_REQ_END);
 	if (!r->timers_closing && r->up_state != H2R_UP_LINGER)
 		uv_timer_stop(&r->timer);
 	r_cancel_up(r);
@@ -1137,8 +1504,15 @@ r_maybe_free(struct h2r *r)
 			break;
 		}
 	d->nreqs--;
+	r_pool_release(r);
+	l7_mirror_detach(&r->mirror, false);
 	if (r->us != NULL)
 		nghttp2_session_del(r->us);
+	if (r->us_dead != NULL)
+		nghttp2_session_del(r->us_dead);
+	fields_free(r->rq);
+	drop_held_head(r);
+	buf_reset(&r->replay);
 	clear_headers(r);
 	registry_unref(r->reg);
 	free(r->method);
@@ -1303,6 +1677,7 @@ h2m_on_close(struct tun *t)
 				r->flags = "DC";
 			r_telemetry(r);
 		}
+		l7_mirror_detach(&r->mirror, false);
 		if (r->up != NULL) {
 			hbone_stream_set_cb(r->up, NULL, NULL);
 			hbone_stream_reset(r->up, NGHTTP2_CANCEL);

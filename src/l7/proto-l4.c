@@ -35,6 +35,8 @@ struct l4t {
 	bool opened;          /* istio_tcp_connections_opened_total counted */
 	const struct reg_workload *ep;
 	bool balanced; /* ep is the balancer's pick (lb_fail when it cannot be reached) */
+	const struct reg_service *lb_svc; /* the service it was picked for (lb_result) */
+	struct lb_pool *pool; /* its place among the service's connections (lb_take) */
 	uint16_t target;
 	uint64_t start, sent, received; /* to the client, from the client */
 	void *prior;
@@ -204,9 +206,14 @@ l4_up_on_response(struct hbone_stream *hs, int status)
 		/* The pool could not connect: the balancer skips the endpoint for a while. */
 		if (status < 0 && s->balanced)
 			lb_fail(t->wp->lb, t->reg, s->ep, uv_now(t->wp->loop));
+		/* Outlier detection: no connection (or its ztunnel could not reach the app). */
+		if (status < 0 || status == 503)
+			lb_result(t->wp->lb, t->reg, s->lb_svc, s->ep,
+			    status < 0 ? LB_LOCAL_FAILURE : status, uv_now(t->wp->loop));
 		wp_tun_abort(t);
 		return;
 	}
+	lb_result(t->wp->lb, t->reg, s->lb_svc, s->ep, 200, uv_now(t->wp->loop));
 	s->state = L4_OPEN;
 	l4_flush_up(t);
 }
@@ -262,6 +269,7 @@ l4_start(struct tun *t)
 	}
 	s->ep = v.ep;
 	s->balanced = v.balanced;
+	s->lb_svc = v.lb_svc;
 	s->target = v.target;
 	if (v.status == 503) {
 		wp_tun_abort(t); /* never to the app unjudged */
@@ -272,6 +280,16 @@ l4_start(struct tun *t)
 		t->flags = "DENY";
 		log_info("%s: L4 tunnel %s for %s denied%s%s", wp->role, t->authority,
 		    t->peer_id, v.policy ? " by policy " : "", v.policy ? v.policy->h.name : "");
+		wp_tun_abort(t);
+		return 0;
+	}
+	if (s->lb_svc != NULL &&
+	    lb_take(wp->lb, t->reg, s->lb_svc, LB_CONNECTIONS, &s->pool) != 0) {
+		/* The service's connection limit (tcp.max_connections): refused, as Envoy's circuit
+		 * breaker does, with its flag. */
+		t->flags = "UO";
+		log_info("%s: L4 tunnel %s for %s refused: service %s at its connection limit",
+		    wp->role, t->authority, t->peer_id, s->lb_svc->h.name);
 		wp_tun_abort(t);
 		return 0;
 	}
@@ -287,8 +305,10 @@ l4_start(struct tun *t)
 	if (r != 0) {
 		s->up = NULL;
 		s->state = L4_GONE;
-		if (r != -ENOENT)
+		if (r != -ENOENT) {
 			wp->st.upstream_failures++;
+			lb_result(wp->lb, t->reg, s->lb_svc, s->ep, LB_LOCAL_FAILURE, uv_now(wp->loop));
+		}
 		wp_tun_abort(t);
 	}
 	return 0;
@@ -385,6 +405,7 @@ l4_free(struct tun *t)
 	if (s == NULL)
 		return;
 	l4_telemetry(t);
+	lb_release(s->pool, LB_CONNECTIONS);
 	l7_sendq_reset(&s->to_up);
 	if (s->prior_free != NULL)
 		s->prior_free(s->prior);

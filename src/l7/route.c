@@ -620,6 +620,10 @@ enum {
 	RO_CONNECT = 1 << 2,
 	RO_RESET = 1 << 3,
 	RO_REFUSED = 1 << 4,
+	RO_GRPC_CANCELLED = 1 << 5,
+	RO_GRPC_DEADLINE = 1 << 6,
+	RO_GRPC_EXHAUSTED = 1 << 7,
+	RO_GRPC_UNAVAILABLE = 1 << 8,
 };
 
 static unsigned
@@ -631,6 +635,8 @@ retry_on_bits(const struct reg_route *rt)
 	} names[] = {
 		{ "5xx", RO_5XX }, { "gateway-error", RO_GATEWAY }, { "connect-failure", RO_CONNECT },
 		{ "reset", RO_RESET }, { "refused-stream", RO_REFUSED },
+		{ "cancelled", RO_GRPC_CANCELLED }, { "deadline-exceeded", RO_GRPC_DEADLINE },
+		{ "resource-exhausted", RO_GRPC_EXHAUSTED }, { "unavailable", RO_GRPC_UNAVAILABLE },
 	};
 	unsigned bits = 0;
 
@@ -663,6 +669,11 @@ route_should_retry(const struct reg_route *rt, int attempt, enum route_outcome o
 	case ROUTE_OUT_RESET:
 	case ROUTE_OUT_TIMEOUT:
 		return (bits & (RO_5XX | RO_GATEWAY | RO_RESET)) != 0;
+	case ROUTE_OUT_GRPC:
+		return (status == 1 && (bits & RO_GRPC_CANCELLED)) ||
+		    (status == 4 && (bits & RO_GRPC_DEADLINE)) ||
+		    (status == 8 && (bits & RO_GRPC_EXHAUSTED)) ||
+		    (status == 14 && (bits & RO_GRPC_UNAVAILABLE));
 	}
 	return false;
 }

@@ -179,6 +179,8 @@ enum route_outcome {
 	ROUTE_OUT_RESET,           /* the connection or stream was reset before a response */
 	ROUTE_OUT_REFUSED_STREAM,  /* HTTP/2 REFUSED_STREAM: the backend did not process it */
 	ROUTE_OUT_TIMEOUT,         /* per_try_timeout elapsed without a response */
+	ROUTE_OUT_GRPC,            /* a gRPC answer whose grpc-status (status) came before any
+				      message: Trailers-Only, or trailers right after the head */
 };
 
 /*
@@ -193,7 +195,10 @@ enum route_outcome {
  *   reset            every outcome without a response (connect failure, reset, refused stream,
  *                    per-try timeout): unsafe for non-idempotent requests, as Gateway API
  *                    warns;
- *   refused-stream   refused stream.
+ *   refused-stream   refused stream;
+ *   cancelled, deadline-exceeded, resource-exhausted, unavailable
+ *                    a gRPC answer with that grpc-status (1, 4, 8, 14), as Envoy's
+ *                    x-envoy-retry-grpc-on.
  * Without retry_on, a route with retries retries on connect-failure and refused-stream, the
  * failures where the backend certainly did not process the request (Istio's default for HTTP,
  * Gateway API's advice). The route's overall timeout is not a retriable outcome: when it

@@ -60,6 +60,7 @@ struct flow {
 	const struct reg_workload *src_wl, *dst_wl;
 	const struct reg_service *dst_svc;
 	const struct reg_workload *lb_key; /* the endpoint the balancer chose, for its penalty */
+	struct lb_pool *pool; /* its place among dst_svc's connections (lb_take) */
 	/* Outbound through a waypoint: the instance address tried now and every one tried (bit i:
 	 * addresses.v[i]), so a failed connect moves to another instance (net/lb.h). */
 	const struct reg_waypoint *wp;
@@ -115,6 +116,17 @@ wp_bit(const struct reg_waypoint *wp, const struct ip_addr *ip)
 	size_t k = (size_t)(ip - wp->addresses.v);
 
 	return k < 64 ? UINT64_C(1) << k : 0;
+}
+
+/* How the connection to the endpoint the balancer chose went, for outlier detection: a status,
+ * or LB_LOCAL_FAILURE (Istio: connect failures of an opaque TCP connection are 5xx and gateway
+ * errors). */
+static void
+lb_outcome(struct flow *f, int status)
+{
+	if (f->lb_key != NULL)
+		lb_result(f->fl->lb, f->reg, f->dst_svc, f->lb_key, status,
+		    uv_now(f->fl->cfg.loop));
 }
 
 /* --- flows --- */
@@ -199,6 +211,7 @@ flow_free(struct flow *f)
 	if (f->next != NULL)
 		f->next->prev = f->prev;
 	fl->st.active--;
+	lb_release(f->pool, LB_CONNECTIONS);
 	if (f->resolving != NULL)
 		f->resolving->f = NULL; /* its callback frees it */
 	registry_unref(f->reg);
@@ -348,6 +361,8 @@ out_on_response(struct hbone_stream *s, int status)
 	char a[80];
 
 	f->s = NULL;
+	/* Its ztunnel answers 503 when the app cannot be reached: a connect failure too. */
+	lb_outcome(f, status < 0 ? LB_LOCAL_FAILURE : status == 401 ? 200 : status);
 	if (status == 200) {
 		f->up = true;
 		relay_start_hbone(f->r, s);
@@ -389,6 +404,7 @@ tcp_leg_connected(uv_connect_t *req, int status)
 
 	if (status == UV_ECANCELED)
 		return;
+	lb_outcome(f, status < 0 ? LB_LOCAL_FAILURE : 200);
 	if (status < 0) {
 		f->flags = "UF";
 		f->fl->st.connect_failures++;
@@ -736,6 +752,14 @@ flows_on_outbound(uv_stream_t *l, int status)
 			wp = vip->service->waypoint_p;
 			snprintf(authority, sizeof(authority), "%s:%u", vip->service->hostname, dport);
 		} else {
+			if (lb_take(fl->lb, f->reg, vip->service, LB_CONNECTIONS, &f->pool) != 0) {
+				/* tcp.max_connections: refused as Envoy's circuit breaker does. */
+				log_info("workload %s: service %s at its connection limit: refused",
+				    w->name, vip->service->h.name);
+				f->flags = "UO";
+				relay_abort(f->r);
+				return;
+			}
 			f->dst_wl = lb_pick(fl->lb, f->reg, vip->service, uv_now(fl->cfg.loop));
 			if (f->dst_wl == NULL) {
 				log_info("workload %s: service %s has no endpoints", w->name,
@@ -1155,6 +1179,7 @@ flows_new(const struct flows_cfg *cfg)
 	fl->cfg = *cfg;
 	if (lb_new(&fl->lb) != 0)
 		fatalx("out of memory");
+	lb_set_metrics(fl->lb, cfg->metrics);
 	return fl;
 }
 

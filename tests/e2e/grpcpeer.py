@@ -8,7 +8,11 @@ serve --name NAME --port PORT
                         in the trailing metadata; /amesh.Echo/Chat answers every message of a
                         bidirectional stream the same way, in order; /amesh.Echo/Fail ends with
                         NOT_FOUND and the details "no such thing"; /amesh.Echo/Secret answers like
-                        Unary; /amesh.Echo/Slow answers like Unary after 2 s. Prints "listening PORT".
+                        Unary; /amesh.Echo/Slow answers like Unary after 2 s; /amesh.Echo/Flaky
+                        ends with UNAVAILABLE the first time it gets a request, then answers like
+                        Unary; /amesh.Echo/Late the same with a head before the status (not
+                        Trailers-Only). --log FILE: one line per call, "METHOD REQUEST". Prints
+                        "listening PORT".
 call --target HOST:PORT --method M [--count N] [--metadata K=V ...] [--stream N] [--size B]
      [--deadline S]
     Unary (N calls, one channel): prints one line per distinct answer prefix ("echo-a 7") or
@@ -25,8 +29,18 @@ import grpc
 
 def serve(a):
     name = a.name.encode()
+    seen, seen_late = set(), set()
+
+    def log(method, req):
+        if a.log:
+            with open(a.log, "a") as f:
+                f.write("%s %s\n" % (method, req.decode(errors="replace")))
 
     def unary(req, ctx):
+        log("Unary", req)
+        return answer(req, ctx)
+
+    def answer(req, ctx):
         md = dict(ctx.invocation_metadata())
         ctx.set_trailing_metadata((("x-served-by", a.name), ("x-canary", md.get("x-canary", "-"))))
         return name + b":" + req
@@ -39,8 +53,25 @@ def serve(a):
         ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
 
     def slow(req, ctx):
+        log("Slow", req)
         time.sleep(2)
         return name + b":" + req
+
+    def late(req, ctx):
+        log("Late", req)
+        if req not in seen_late:
+            seen_late.add(req)
+            # A head first, then the status in trailers: no Trailers-Only answer.
+            ctx.send_initial_metadata((("x-late", "1"),))
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        return answer(req, ctx)
+
+    def flaky(req, ctx):
+        log("Flaky", req)
+        if req not in seen:
+            seen.add(req)
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        return answer(req, ctx)
 
     ident = (lambda b: b)
     handlers = {
@@ -48,6 +79,8 @@ def serve(a):
         "Secret": grpc.unary_unary_rpc_method_handler(unary, ident, ident),
         "Fail": grpc.unary_unary_rpc_method_handler(fail, ident, ident),
         "Slow": grpc.unary_unary_rpc_method_handler(slow, ident, ident),
+        "Flaky": grpc.unary_unary_rpc_method_handler(flaky, ident, ident),
+        "Late": grpc.unary_unary_rpc_method_handler(late, ident, ident),
         "Chat": grpc.stream_stream_rpc_method_handler(chat, ident, ident),
     }
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
@@ -99,6 +132,7 @@ def main():
     s = sub.add_parser("serve")
     s.add_argument("--name", required=True)
     s.add_argument("--port", type=int, default=9090)
+    s.add_argument("--log")
     c = sub.add_parser("call")
     c.add_argument("--target", required=True)
     c.add_argument("--method", default="/amesh.Echo/Unary")

@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """A small HTTP/1.1 server and client for the waypoint tests (standard library only).
 
-serve --name NAME [--port 8080] [--log FILE]
+serve --name NAME [--port 8080] [--log FILE] [--status N]
     Keep-alive HTTP/1.1. With --log, one line per request is appended to FILE:
     "METHOD PATH HOST BODY_BYTES". Every answer is JSON: {"server": NAME, "method", "path", "headers",
     "body_bytes", "body_sha256"}. /slow sleeps 2 s first; /flaky/KEY answers 503 the first time
     a KEY is seen and 200 after; /status/N answers N; /bytes/N answers N bytes "b" (not JSON).
+    --status N: every other path is answered N.
     A request with "Upgrade: websocket" (or echo, or h2c) is answered 101 and the connection then
     echoes bytes.
     Prints "listening PORT".
@@ -83,7 +84,7 @@ def serve(a):
                     f.write("%s %s %s %d\n" % (self.command, self.path,
                                                 self.headers.get("host", "-"), n))
             path = urllib.parse.urlparse(self.path).path
-            status = 200
+            status = a.status
             if path == "/slow":
                 time.sleep(2)
             elif path.startswith("/flaky/"):
@@ -198,6 +199,7 @@ def main():
     s.add_argument("--name", required=True)
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--log")
+    s.add_argument("--status", type=int, default=200)
     g = sub.add_parser("get")
     g.add_argument("--url", required=True)
     up = sub.add_parser("upgrade")

@@ -55,7 +55,7 @@ done
 
 # The key of each keyword-table row. amesh.conf rows are { "section", "key", ... } or, in
 # the PROXY_KEYS macro, { sec, "key", ... }. Registry rows are [IDX] = K("kind", "key", ...),
-# KE(...), { "kind", "key", ... } or the shorthands PK/RK/RU(IDX, "key", ...).
+# KE(...), { "kind", "key", ... } or the shorthands PK/RK/RU/SU/SD(IDX, "key", ...).
 conf_keys() {
 	sed -n \
 	    -e 's/^[[:space:]]*{ *"[a-z_]*", *"\([a-z_.]*\)".*/\1/p' \
@@ -65,8 +65,8 @@ conf_keys() {
 
 registry_keys() {
 	sed -n \
-	    -e 's/^[[:space:]]*\[[A-Z_]*\] *= *[A-Z]*[({] *"[a-z_]*", *"\([a-z_.]*\)".*/\1/p' \
-	    -e 's/^[[:space:]]*[A-Z][A-Z]*([A-Z_]*, *"\([a-z_.]*\)".*/\1/p' \
+	    -e 's/^[[:space:]]*\[[A-Z0-9_]*\] *= *[A-Z]*[({] *"[a-z_]*", *"\([a-z0-9_.]*\)".*/\1/p' \
+	    -e 's/^[[:space:]]*[A-Z][A-Z]*([A-Z0-9_]*, *"\([a-z0-9_.]*\)".*/\1/p' \
 	    "$SRCDIR/src/config/regkw.c" | sort -u
 }
 

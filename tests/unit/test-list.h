@@ -110,6 +110,11 @@
 	X(lb_failure_penalty)                 \
 	X(lb_registry_change_resets)          \
 	X(lb_alloc_failure_stateless)         \
+	X(lb_ejection_arithmetic)             \
+	X(lb_outlier_eject_and_return)        \
+	X(lb_outlier_gateway_errors)          \
+	X(lb_outlier_carried_across_reload)   \
+	X(lb_pool_limits)                     \
 	X(route_precedence)                   \
 	X(route_normalize_path)           \
 	X(route_default_route)                \

@@ -627,7 +627,11 @@ TEST(route_retry_decisions)
 	    "retries = 2\n"
 	    "[route \"rboth\"]\nnamespace = default\nservice = svc\nbackends = svc-v1\n"
 	    "retries = 1\nretry_on = refused-stream, gateway-error\n"
-	    "[route \"rnone\"]\nnamespace = default\nservice = svc\nbackends = svc-v1\n");
+	    "[route \"rnone\"]\nnamespace = default\nservice = svc\nbackends = svc-v1\n"
+	    "[route \"rgrpc\"]\nnamespace = default\nservice = svc\nbackends = svc-v1\n"
+	    "retries = 1\nretry_on = unavailable, deadline-exceeded\n"
+	    "[route \"rgrpc2\"]\nnamespace = default\nservice = svc\nbackends = svc-v1\n"
+	    "retries = 1\nretry_on = cancelled, resource-exhausted\n");
 	enum { S = ROUTE_OUT_STATUS, CF = ROUTE_OUT_CONNECT_FAILURE, RS = ROUTE_OUT_RESET,
 		RF = ROUTE_OUT_REFUSED_STREAM, TO = ROUTE_OUT_TIMEOUT };
 	/* columns: r5xx rgw rcf rreset rrs rdef rboth */
@@ -676,6 +680,17 @@ TEST(route_retry_decisions)
 	ASSERT(!route_should_retry(route(r, "r5xx"), -1, ROUTE_OUT_STATUS, 503));
 	ASSERT(route_should_retry(route(r, "rboth"), 1, ROUTE_OUT_REFUSED_STREAM, 0));
 	ASSERT(!route_should_retry(route(r, "rboth"), 2, ROUTE_OUT_REFUSED_STREAM, 0));
+	/* gRPC statuses: only those named; 5xx and the others do not cover them */
+	ASSERT(route_should_retry(route(r, "rgrpc"), 1, ROUTE_OUT_GRPC, 14));
+	ASSERT(route_should_retry(route(r, "rgrpc"), 1, ROUTE_OUT_GRPC, 4));
+	ASSERT(!route_should_retry(route(r, "rgrpc"), 1, ROUTE_OUT_GRPC, 1));
+	ASSERT(!route_should_retry(route(r, "rgrpc"), 1, ROUTE_OUT_GRPC, 13));
+	ASSERT(!route_should_retry(route(r, "rgrpc"), 1, ROUTE_OUT_GRPC, 0));
+	ASSERT(!route_should_retry(route(r, "rgrpc"), 1, ROUTE_OUT_STATUS, 503));
+	ASSERT(route_should_retry(route(r, "rgrpc2"), 1, ROUTE_OUT_GRPC, 1));
+	ASSERT(route_should_retry(route(r, "rgrpc2"), 1, ROUTE_OUT_GRPC, 8));
+	ASSERT(!route_should_retry(route(r, "rgrpc2"), 1, ROUTE_OUT_GRPC, 14));
+	ASSERT(!route_should_retry(route(r, "r5xx"), 1, ROUTE_OUT_GRPC, 14));
 	/* no retries: never */
 	ASSERT(!route_should_retry(route(r, "rnone"), 1, ROUTE_OUT_CONNECT_FAILURE, 0));
 	ASSERT(!route_should_retry(route(r, "rnone"), 1, ROUTE_OUT_STATUS, 503));
