@@ -4,7 +4,7 @@
  * server to point it at.
  *
  *   loadgen --url http://HOST:PORT/PATH --rate R --duration S [--connections C] [--warmup S]
- *           [--timeout S] [--max-queue N] [--spin US]
+ *           [--timeout S] [--max-queue N] [--spin US] [--close]
  *   loadgen --serve ADDR:PORT [--size BYTES]
  *
  * Schedule. Request i (i = 0, 1, ...) is due at T0 + i/R seconds (1/R rounded to whole
@@ -34,7 +34,9 @@
  * are refused as protocol errors. 2xx and 3xx are ok, other statuses count as "status" errors
  * (their latency is not recorded). "Connection: close" (or HTTP/1.0 without keep-alive) closes
  * the connection after the response; the next request on it reconnects, and the connect time
- * counts in its latency. A request without an answer --timeout seconds (default 5) after its
+ * counts in its latency. --close asks for that on every request ("Connection: close" sent, and
+ * the connection closed after each response whatever the server says): a new connection per
+ * request, which is what exercises a proxy's accept path (bench/reload). A request without an answer --timeout seconds (default 5) after its
  * write is a "timeout" error and its connection is reopened; a connect that takes longer fails
  * the requests waiting for it as "connect" errors. When the last request has been
  * sent, the generator waits up to --timeout for the outstanding ones; what is still
@@ -311,6 +313,7 @@ static struct {
 	struct conn *conns;
 	unsigned connected;
 	bool started, sched_done, finishing;
+	bool close_each; /* --close: a new connection per request */
 	uint64_t t0, next, total, n_warm, last_done;
 	int tfd;
 	uv_poll_t poll;
@@ -488,7 +491,7 @@ parse_head(struct conn *c, size_t end)
 	else if (!have_cl)
 		return -1; /* a body delimited by the close: not supported */
 	c->body_left = cl;
-	c->close_after = close || (http10 && !keep_alive);
+	c->close_after = close || (http10 && !keep_alive) || G.close_each;
 	return 0;
 }
 
@@ -929,7 +932,8 @@ run_loadgen(const char *url)
 	if (G.request == NULL)
 		die("out of memory");
 	G.request_len = (size_t)snprintf(G.request, cap,
-		"GET %s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: amesh-loadgen\r\n\r\n", path, (int)alen, auth);
+		"GET %s HTTP/1.1\r\nHost: %.*s\r\nUser-Agent: amesh-loadgen\r\n%s\r\n", path, (int)alen, auth,
+		G.close_each ? "Connection: close\r\n" : "");
 
 	/* Whole nanoseconds between requests: at most 0.5 ns off 1/R, so the rate is exact to
 	 * better than 0.01% up to 5,000,000 requests/s. */
@@ -1184,7 +1188,7 @@ static void
 usage(FILE *f)
 {
 	fputs("usage: loadgen --url http://HOST:PORT/PATH --rate R --duration S [--connections C]\n"
-	      "               [--warmup S] [--timeout S] [--max-queue N] [--spin US]\n"
+	      "               [--warmup S] [--timeout S] [--max-queue N] [--spin US] [--close]\n"
 	      "       loadgen --serve ADDR:PORT [--size BYTES]\n"
 	      "Open-loop HTTP/1.1 load: R requests/s on a fixed schedule, round robin over C\n"
 	      "keep-alive connections (default 4), latency timed from each request's scheduled\n"
@@ -1207,6 +1211,7 @@ main(int argc, char **argv)
 		{ "spin", required_argument, NULL, 'p' },
 		{ "serve", required_argument, NULL, 's' },
 		{ "size", required_argument, NULL, 'z' },
+		{ "close", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1217,7 +1222,7 @@ main(int argc, char **argv)
 	unsigned long long size = 1024;
 	char *end;
 	int opt;
-	while ((opt = getopt_long(argc, argv, "u:r:d:c:w:t:q:p:s:z:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "u:r:d:c:w:t:q:p:s:z:Ch", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'u': url = optarg; break;
 		case 'r':
@@ -1258,6 +1263,7 @@ main(int argc, char **argv)
 			if (*end != '\0' || size > 64u * 1024 * 1024)
 				die("bad --size '%s' (bytes, at most 64 MiB)", optarg);
 			break;
+		case 'C': G.close_each = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 1;
 		}

@@ -301,12 +301,12 @@ refresh_closed(uv_handle_t *h)
 	part_done(h->data);
 }
 
-/* A sidecar's engine has drained when its last tunnel and mirror are gone: its timer (the
- * drain deadline by then) closes, and done runs from there. */
+/* The drain is over when the last tunnel and mirror are gone: the timer (the drain's grace or,
+ * in a sidecar, its deadline) closes, and done runs from there once the rest has ended. */
 static void
 embedded_idle_check(struct waypoint *wp)
 {
-	if (wp->embedded && wp->draining && wp->st.active == 0 && wp->mirrors_open == 0 &&
+	if (wp->draining && wp->st.active == 0 && wp->mirrors_open == 0 &&
 	    !uv_is_closing((uv_handle_t *)&wp->refresh)) {
 		uv_timer_stop(&wp->refresh);
 		uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
@@ -322,9 +322,6 @@ on_drain_deadline(uv_timer_t *h)
 	waypoint_abort_all(wp);
 }
 
-/* Draining: clients are asked to go, as HTTP lets a server do. An HTTP/1.1 connection between
- * requests is closed (FIN), one in a request gets "Connection: close" on its answer and is closed
- * after it; an HTTP/2 one gets GOAWAY. What is left at the deadline is reset. */
 /* Draining: clients are asked to go, as HTTP lets a server do (each protocol its way: see its
  * drain). What is left at the deadline is reset. */
 static void
@@ -335,26 +332,49 @@ drain_tunnels(struct waypoint *wp)
 			t->proto->drain(t);
 }
 
+/* An idle HTTP/1.1 connection is not closed the moment the drain starts: a client may have sent
+ * its next request already, and a FIN crossing it loses that request (the client sees the
+ * connection close without an answer). For this long such a connection stays open, and a request
+ * on it is answered with "Connection: close"; then the idle ones are closed. A busy connection
+ * gets a request within milliseconds, so this clears all but the truly idle ones without a race. */
+#define WAYPOINT_DRAIN_IDLE_GRACE_MS 1000
+
+static void
+on_drain_grace(uv_timer_t *h)
+{
+	struct waypoint *wp = h->data;
+
+	wp->drain_idle_close = true;
+	drain_tunnels(wp);
+	if (wp->embedded)
+		uv_timer_start(&wp->refresh, on_drain_deadline, wp->drain_left_ms, 0);
+	else if (!uv_is_closing((uv_handle_t *)&wp->refresh))
+		uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
+	embedded_idle_check(wp);
+}
+
 void
 waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
 {
+	uint64_t grace = timeout_ms < WAYPOINT_DRAIN_IDLE_GRACE_MS ? timeout_ms :
+	    WAYPOINT_DRAIN_IDLE_GRACE_MS;
+
 	if (wp->draining)
 		return;
 	wp->draining = true;
+	wp->drain_idle_close = grace == 0;
 	drain_tunnels(wp);
 	wp->done = done;
 	wp->done_arg = arg;
+	wp->drain_left_ms = timeout_ms - grace;
 	uv_timer_stop(&wp->refresh);
-	if (wp->embedded) {
-		/* A sidecar's server and pool are its proxy's: it waits for its own tunnels, and
-		 * resets them at the deadline. */
-		wp->parts = 1;
-		uv_timer_start(&wp->refresh, on_drain_deadline, timeout_ms, 0);
-		embedded_idle_check(wp);
+	/* A sidecar's server and pool are its proxy's: it waits for its own tunnels, and resets
+	 * them at the deadline. A waypoint also waits for its server and its pool. */
+	wp->parts = wp->embedded ? 1 : 3;
+	uv_timer_start(&wp->refresh, on_drain_grace, grace, 0);
+	embedded_idle_check(wp);
+	if (wp->embedded)
 		return;
-	}
-	wp->parts = 3;
-	uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
 	/* The pool after the server: a tunnel taken before the drain may open its stream to the
 	 * endpoint later (an opaque one once its first bytes are in), and must find the pool
 	 * open. Its own drain then finds no stream left to wait for. */

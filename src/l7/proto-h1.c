@@ -969,7 +969,7 @@ req_head(void *arg, const struct h1_head *h)
 	ht->body_started = false;
 	ht->replay_ok = !(h->framing == H1_FRAMING_LENGTH && h->content_length > WP_REPLAY_MAX);
 	buf_reset(&ht->replay);
-	ht->close_after = false;
+	ht->close_after = t->wp->draining; /* draining: this answer is the last */
 	l7_pipeline(t, &rq, &p);
 	if (p.moved) {
 		if (ht->up != NULL && ht->up_state == H1_UP_KEPT)
@@ -1182,15 +1182,16 @@ h1m_abort(struct tun *t)
 	drop_up(t, true);
 }
 
-/* Draining: between requests the connection is closed (FIN); in a request it gets "Connection:
- * close" on its answer and is closed after it. */
+/* Draining: a request gets "Connection: close" on its answer and the connection is closed after
+ * it; between requests the connection is closed (FIN) once the drain's grace is over (engine.c,
+ * WAYPOINT_DRAIN_IDLE_GRACE_MS: a request may be on its way). */
 static void
 h1m_drain(struct tun *t)
 {
 	struct h1t *ht = t->ps;
 
 	ht->close_after = true;
-	if (ht->state == H1_EX_IDLE) {
+	if (ht->state == H1_EX_IDLE && t->wp->drain_idle_close) {
 		drop_up(t, false);
 		shutdown_down(t);
 	}

@@ -1648,8 +1648,14 @@ h2m_drain(struct tun *t)
 
 	if (d == NULL || d->s == NULL || d->state == H2_CS_GONE)
 		return;
-	nghttp2_submit_goaway(d->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(d->s),
-	    NGHTTP2_NO_ERROR, NULL, 0);
+	/* RFC 9113 6.8: first a GOAWAY that refuses nothing (the last stream ID 2^31-1) while the
+	 * drain's grace runs, so that requests already on their way are still served; then the
+	 * real one with the last stream processed. */
+	if (!t->wp->drain_idle_close)
+		nghttp2_submit_shutdown_notice(d->s);
+	else
+		nghttp2_submit_goaway(d->s, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(d->s), NGHTTP2_NO_ERROR, NULL, 0);
 	d_flush(d);
 }
 

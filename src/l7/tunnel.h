@@ -54,6 +54,8 @@ struct waypoint {
 	struct hbone_pool *pool;
 	uv_timer_t refresh;
 	bool draining;
+	bool drain_idle_close;  /* the drain's grace is over: idle connections are closed */
+	uint64_t drain_left_ms; /* a sidecar's drain deadline after the grace */
 	int parts; /* server, pool, refresh timer: each finishes the drain when it ends */
 	void (*done)(void *);
 	void *done_arg;

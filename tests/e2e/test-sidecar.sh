@@ -19,7 +19,7 @@ for t in nft tcpdump setpriv capsh; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 34
+plan 35
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -336,8 +336,9 @@ check "plaintext from outside the mesh is refused by the sidecar (strict); metri
 	'! echo "$OUT" | grep -q "msg plain" && [ "$scrape" = 200 ]'
 
 # SIGTERM with two kept-alive request connections open: echo-a's sidecar closes them (a FIN
-# between requests, as an HTTP server may). One client closes in turn; the other never reads, so
-# its connection is reset at the drain timeout (5 s), and then the sidecar exits 0.
+# between requests, as an HTTP server may) once the drain's 1 s grace is over (a request sent
+# meanwhile would be answered with "Connection: close"). One client closes in turn; the other
+# never reads, so its connection is reset at the drain timeout (5 s), and then the sidecar exits 0.
 lab_exec a2 $PY "$HTTPD" get --url http://10.96.0.17/deaf --count 2 --pause 20 >/dev/null 2>&1 &
 deaf=$!
 lab_exec a2 $PY -c 'import http.client, sys, time
@@ -351,16 +352,33 @@ d = c.sock.recv(1)
 print("closed by the proxy" if d == b"" else "data", round(time.time() - t0, 1), flush=True)
 c.close()' >"$TMP/kept.out" 2>&1 &
 kept=$!
+# A third one sends its next request 0.3 s into the drain: answered, with "Connection: close".
+lab_exec a2 $PY -c 'import http.client, os, sys, time
+c = http.client.HTTPConnection("10.96.0.17", 80, timeout=10)
+c.request("GET", "/late1")
+r = c.getresponse()
+r.read()
+print("first", r.status, flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+time.sleep(0.3)
+c.request("GET", "/late2")
+r = c.getresponse()
+r.read()
+print("second", r.status, r.getheader("connection"), flush=True)' "$TMP/termed" >"$TMP/late.out" 2>&1 &
+late=$!
 i=0
 # Both connections must be open first: the deaf client's request in the access log too (it starts
 # as slowly as the other one, and lost that race on a loaded machine).
-while ! { grep -q "^first 200" "$TMP/kept.out" && grep -q "path=/deaf " "$TMP/sc_a2.err"; } &&
+while ! { grep -q "^first 200" "$TMP/kept.out" && grep -q "^first 200" "$TMP/late.out" &&
+	grep -q "path=/deaf " "$TMP/sc_a2.err"; } &&
 	[ $i -lt 100 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
 eval "kill -TERM \$PID_sc_a2"
 t0=$(date +%s%N)
+touch "$TMP/termed"
 rc=timeout
 for i in $(seq 1 100); do
 	if ! eval "kill -0 \$PID_sc_a2" 2>/dev/null; then
@@ -372,11 +390,15 @@ for i in $(seq 1 100); do
 done
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 wait $kept 2>/dev/null
+wait $late 2>/dev/null
 kill $deaf 2>/dev/null
 wait $deaf 2>/dev/null
-check "SIGTERM: kept-alive clients are closed at once ($(tr '\n' ' ' <"$TMP/kept.out")), one that never reads is reset at the drain timeout, exit $rc after ${ms} ms" \
+check "SIGTERM: kept-alive clients are closed after the 1 s grace ($(tr '\n' ' ' <"$TMP/kept.out")), one that never reads is reset at the drain timeout, exit $rc after ${ms} ms" \
 	'[ "$rc" = 0 ] && [ "$ms" -ge 4000 ] && [ "$ms" -lt 9000 ] &&
-	 grep -q "^closed by the proxy 0\.[0-9]" "$TMP/kept.out" && grep -q "drain timeout" "$TMP/sc_a2.err"'
+	 grep -q "^closed by the proxy [01]\.[0-9]" "$TMP/kept.out" && grep -q "drain timeout" "$TMP/sc_a2.err"'
+
+check "a request sent 0.3 s into the drain on a kept-alive connection is answered, with Connection: close ($(tr '\n' ' ' <"$TMP/late.out"))" \
+	'grep -q "^second 200 close" "$TMP/late.out"'
 
 # Killed, the sidecar leaves its rules: nothing reaches echo-b in the clear, nothing leaves it.
 eval "kill -KILL \$PID_sc_b1"
