@@ -19,7 +19,7 @@ for t in nft tcpdump setpriv capsh; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 35
+plan 37
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -334,6 +334,39 @@ scrape=$OUT
 run lab_exec hb $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8080 --msg plain --timeout 3
 check "plaintext from outside the mesh is refused by the sidecar (strict); metrics scrape ($scrape)" \
 	'! echo "$OUT" | grep -q "msg plain" && [ "$scrape" = 200 ]'
+
+# SIGUSR2 replaces echo-b's sidecar in place under load from client-a (ambient): the new process
+# takes its listeners; nothing refused or reset, every transfer intact, the old one drains.
+spawn sload $(lab_in a1) $PY "$SRCDIR/tests/e2e/upgrade-load.py" --addr "$LAB_B1" --port 8080 \
+	--rate 100 --seconds 6 --transfers 4 --mib 16
+SLOADPID=$pid
+i=0
+while ! grep -q '^start' "$TMP/sload.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 2
+n=$(grep -c "upgrade: started" "$TMP/sc_b1.err")
+OLD_SC=$PID_sc_b1
+kill -USR2 "$OLD_SC"
+i=0
+while [ "$(grep -c "upgrade: started" "$TMP/sc_b1.err")" -le "$n" ] && [ $i -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+NEW_SC=$(grep "upgrade: started" "$TMP/sc_b1.err" | tail -n 1 | sed -n 's/.*(pid \([0-9]*\)).*/\1/p')
+i=0
+while kill -0 "$SLOADPID" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+RES=$(grep '^requests' "$TMP/sload.out")
+# (The old one is this shell's child: a zombie once it exits, until reaped.)
+old_alive() { [ -d "/proc/$OLD_SC" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$OLD_SC/status" 2>/dev/null; }
+i=0
+while old_alive && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+old_alive || wait "$OLD_SC" 2>/dev/null
+check "SIGUSR2 under load replaces echo-b's sidecar ($OLD_SC -> $NEW_SC; $RES), the old one drained and exited" \
+	'[ -n "$NEW_SC" ] && [ "$RES" = "requests 600 failed 0 transfers 4 bad 0" ] && ! old_alive'
+grep '^fail' "$TMP/sload.out" | head -n 5 | sed 's/^/# /'
+[ -n "$NEW_SC" ] && PID_sc_b1=$NEW_SC
+run lab_exec a1 $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8080 --msg after-upgrade --timeout 5
+check "the new sidecar serves, with the rules in place (client-a -> echo-b)" \
+	'echo "$OUT" | grep -q "msg after-upgrade"'
 
 # SIGTERM with two kept-alive request connections open: echo-a's sidecar closes them (a FIN
 # between requests, as an HTTP server may) once the drain's 1 s grace is over (a request sent
