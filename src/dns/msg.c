@@ -187,13 +187,20 @@ put16(uint8_t *w, unsigned v)
  * The registry's answer to query q (parsed as p, its one question): NOERROR with s's addresses
  * of the asked type, or NXDOMAIN when s is NULL; authoritative, the question as asked, each
  * record's owner a pointer to it, an OPT record (1232 bytes) when the query had EDNS0. Over
- * UDP an answer larger than max goes without records and with TC. Written directly rather
+ * UDP an answer larger than max goes without records and with TC. A negative answer (NXDOMAIN,
+ * or NOERROR without records) for a name under the mesh domain (dl: its length, 0 when the name
+ * is not under it) carries the domain's SOA in the authority section, so that resolvers cache
+ * it for the TTL (RFC 2308) rather than ask again each time. Written directly rather
  * than through ldns_pkt2wire: that builds a packet and a compression tree per answer, half of
  * the proxy's CPU per query (bench/dns); ldns has read the query, which is all we copy from.
  */
+/* The SOA record of a negative answer: owner pointer, type, class, TTL, length (12), MNAME
+ * ns.dns + pointer (9), RNAME hostmaster + pointer (13), five 32-bit numbers (20). */
+#define SOA_RR_LEN (12 + 9 + 13 + 20)
+
 static bool
 answer_wire(const uint8_t *q, const ldns_pkt *p, const ldns_rr *question,
-    const struct reg_service *s, uint32_t ttl, bool tcp, size_t max, uint8_t **out,
+    const struct reg_service *s, uint32_t ttl, size_t dl, bool tcp, size_t max, uint8_t **out,
     size_t *outlen)
 {
 	const ldns_rdf *owner = ldns_rr_owner(question);
@@ -205,11 +212,20 @@ answer_wire(const uint8_t *q, const ldns_pkt *p, const ldns_rr *question,
 
 	for (size_t i = 0; s != NULL && family != 0 && i < s->vips.n; i++)
 		nrec += s->vips.v[i].family == family;
+	size_t nsoa, dom = 0;
+
 	size = DNS_HEADER_LEN + qn + 4 + nrec * (12 + alen) + (edns ? 11 : 0);
 	if (!tcp && size > max) {
 		size -= nrec * (12 + alen);
 		nrec = 0;
 		tc = true;
+	}
+	/* The domain's name is the end of the question's (dl + 2 bytes on the wire: its labels'
+	 * lengths and the root), pointed to from the SOA record. */
+	nsoa = nrec == 0 && !tc && dl > 0 && qn >= dl + 2 ? 1 : 0;
+	if (nsoa) {
+		dom = DNS_HEADER_LEN + qn - (dl + 2);
+		size += SOA_RR_LEN;
 	}
 	if ((m = malloc(size)) == NULL)
 		return false;
@@ -220,7 +236,7 @@ answer_wire(const uint8_t *q, const ldns_pkt *p, const ldns_rr *question,
 	m[3] = (uint8_t)(0x80 | (q[3] & 0x10) | (s != NULL ? LDNS_RCODE_NOERROR : LDNS_RCODE_NXDOMAIN));
 	w = put16(m + 4, 1);
 	w = put16(w, (unsigned)nrec);
-	w = put16(w, 0);
+	w = put16(w, (unsigned)nsoa);
 	w = put16(w, edns ? 1 : 0);
 	memcpy(w, ldns_rdf_data(owner), qn);
 	w = put16(w + qn, t);
@@ -236,6 +252,28 @@ answer_wire(const uint8_t *q, const ldns_pkt *p, const ldns_rr *question,
 		w = put16(w, (unsigned)alen);
 		memcpy(w, s->vips.v[i].a, alen);
 		w += alen;
+	}
+	if (nsoa) {
+		/* DOMAIN SOA ns.dns.DOMAIN hostmaster.DOMAIN 1 7200 1800 86400 TTL (as CoreDNS
+		 * answers for a cluster domain); TTL and minimum are [dns] ttl. */
+		static const uint8_t ns_dns[] = { 2, 'n', 's', 3, 'd', 'n', 's' };
+		static const uint8_t hostmaster[] = { 10, 'h', 'o', 's', 't', 'm', 'a', 's', 't', 'e', 'r' };
+		const uint32_t nums[5] = { 1, 7200, 1800, 86400, ttl };
+
+		w = put16(w, 0xc000 | (unsigned)dom);
+		w = put16(w, LDNS_RR_TYPE_SOA);
+		w = put16(w, LDNS_RR_CLASS_IN);
+		w = put16(w, ttl >> 16);
+		w = put16(w, ttl & 0xffff);
+		w = put16(w, SOA_RR_LEN - 12);
+		memcpy(w, ns_dns, sizeof(ns_dns));
+		w = put16(w + sizeof(ns_dns), 0xc000 | (unsigned)dom);
+		memcpy(w, hostmaster, sizeof(hostmaster));
+		w = put16(w + sizeof(hostmaster), 0xc000 | (unsigned)dom);
+		for (size_t i = 0; i < 5; i++) {
+			w = put16(w, nums[i] >> 16);
+			w = put16(w, nums[i] & 0xffff);
+		}
 	}
 	if (edns) {
 		*w++ = 0; /* root */
@@ -310,7 +348,8 @@ dns_handle_query(const struct dns_zone *z, const uint8_t *q, size_t len, bool tc
 		act = DNS_FORWARD;
 		goto out;
 	}
-	if (!answer_wire(q, p, question, s, z->ttl, tcp, info->max_answer, out, outlen))
+	if (!answer_wire(q, p, question, s, z->ttl, under ? strlen(z->domain) : 0, tcp,
+	    info->max_answer, out, outlen))
 		goto out;
 	info->result = s != NULL ? DNS_RES_REGISTRY : DNS_RES_NXDOMAIN;
 	act = DNS_REPLY;

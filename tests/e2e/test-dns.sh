@@ -21,7 +21,7 @@ for t in nft dnsmasq dig getent unshare; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 35
+plan 36
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
@@ -119,6 +119,9 @@ check "connect by name reaches the service through the mesh" 'echo "$OUT" | grep
 
 status a1 nosuch.default.svc.cluster.local A
 check "unknown name under cluster.local: NXDOMAIN ($STATUS)" '[ "$STATUS" = NXDOMAIN ]'
+SOA=$(echo "$OUT" | awk '/AUTHORITY SECTION/ { getline; print $1, $4, $5, $6 }')
+check "... with the domain's SOA for negative caching ($SOA)" \
+	'[ "$SOA" = "cluster.local. SOA ns.dns.cluster.local. hostmaster.cluster.local." ]'
 short a1 outside.test A
 check "an outside name is forwarded and answered" '[ "$OUT" = 192.0.2.7 ]'
 sleep 0.3

@@ -206,6 +206,53 @@ TEST(dns_answer_wire)
 		free(wire);
 		free(out);
 	}
+	/* Negative answers under the domain carry its SOA (RFC 2308): NXDOMAIN for an unknown
+	 * service, NODATA for a type the service has no record of; none for a positive answer. */
+	{
+		static const struct {
+			const char *name;
+			ldns_rr_type t;
+			ldns_pkt_rcode rcode;
+			size_t an, ns;
+		} cases[] = {
+			{ "nope.ns.svc.Cluster.Local", LDNS_RR_TYPE_A, LDNS_RCODE_NXDOMAIN, 0, 1 },
+			{ "cluster.local", LDNS_RR_TYPE_A, LDNS_RCODE_NXDOMAIN, 0, 1 },
+			{ "web.ns.svc.cluster.local", LDNS_RR_TYPE_MX, LDNS_RCODE_NOERROR, 0, 1 },
+			{ "web.ns.svc.cluster.local", LDNS_RR_TYPE_A, LDNS_RCODE_NOERROR, 1, 0 },
+		};
+
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			ldns_pkt *q = NULL, *a = NULL;
+			uint8_t *wire = NULL, *out = NULL;
+			size_t len = 0, outlen = 0;
+			char *str;
+
+			ASSERT(ldns_pkt_query_new_frm_str(&q, cases[i].name, cases[i].t,
+			    LDNS_RR_CLASS_IN, LDNS_RD) == LDNS_STATUS_OK);
+			ldns_pkt_set_edns_udp_size(q, 1232);
+			ASSERT(ldns_pkt2wire(&wire, q, &len) == LDNS_STATUS_OK);
+			ASSERT_EQ(dns_handle_query(&z, wire, len, false, &out, &outlen, &info), DNS_REPLY);
+			ASSERT(ldns_wire2pkt(&a, out, outlen) == LDNS_STATUS_OK);
+			ASSERT_EQ(ldns_pkt_get_rcode(a), cases[i].rcode);
+			ASSERT_EQ(ldns_pkt_ancount(a), cases[i].an);
+			ASSERT_EQ(ldns_pkt_nscount(a), cases[i].ns);
+			ASSERT(ldns_pkt_edns(a));
+			if (cases[i].ns == 1) {
+				ldns_rr *soa = ldns_rr_list_rr(ldns_pkt_authority(a), 0);
+
+				ASSERT_EQ(ldns_rr_get_type(soa), LDNS_RR_TYPE_SOA);
+				ASSERT_EQ(ldns_rr_ttl(soa), 30);
+				str = ldns_rr2str(soa);
+				ASSERT(strcasestr(str, "cluster.local.\t30\tIN\tSOA\tns.dns.cluster.local. "
+				    "hostmaster.cluster.local. 1 7200 1800 86400 30") != NULL);
+				free(str);
+			}
+			ldns_pkt_free(a);
+			ldns_pkt_free(q);
+			free(wire);
+			free(out);
+		}
+	}
 	/* A label with a dot or a byte outside ASCII is no name of ours: forwarded. */
 	{
 		static const uint8_t odd[][24] = {
