@@ -19,10 +19,27 @@ for t in etcd etcdctl openssl nft ss; do
 	fi
 done
 trap 'lab_down; cleanup' EXIT
-plan 25
+plan 27
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
+# The waypoint on host A, and service "l7" (VIP 10.96.0.20, echo-b's port 8081) through it, with
+# a route that sets a request header: the waypoint reads its routes from etcd as well.
+lab_waypoint || { echo "Bail out! lab_waypoint failed"; exit 1; }
+cat >"$LAB_REGISTRY/40-l7.conf" <<'EOF2'
+[service "l7"]
+namespace = default
+vip = 10.96.0.20
+ports = 80:8081
+selector = version=b
+waypoint = wp
+
+[route "l7"]
+namespace = default
+service = l7
+backends = echo-b
+request_headers.set = x-rev: one
+EOF2
 PY=$LAB_PY
 E=$TMP/etcd
 mkdir -p "$E"
@@ -84,9 +101,10 @@ tls_keys() {
 	printf 'etcd_ca = %s\netcd_cert = %s\netcd_key = %s\netcd_timeout = 2s\n' "$E/ca.crt" \
 		"$E/client.crt" "$E/client.key"
 }
-for h in a b; do
+for h in a b wp; do
 	f=$LAB_DIR/node-$h.conf
-	sed -i "s|^registry = .*|registry = $URL\nregistry_cache = $LAB_DIR/node-$h/registry.cache|" "$f"
+	[ $h = wp ] && f=$LAB_WP_CONF
+	sed -i "s|^registry = .*|registry = $URL\nregistry_cache = $LAB_DIR/$h.registry.cache|" "$f"
 	tls_keys | sed -i "/^registry_cache = /r /dev/stdin" "$f"
 done
 CLI=$LAB_CONF_A
@@ -186,6 +204,23 @@ rm -f "$LAB_REGISTRY/50-deny.conf"
 push "$LAB_REGISTRY"
 applied "$(rev_of)"
 check "the deny removed by the next push: traffic flows again" 'flows'
+
+# The waypoint starts from etcd, and a route change pushed there applies to the next request.
+start http_b1 $(lab_in b1) $PY "$SRCDIR/tests/e2e/httpd.py" serve --name echo-b --port 8081 || exit 1
+spawn wp $(lab_in ha) "$AMESH" waypoint -c "$LAB_WP_CONF" --name wp
+wp_get() { run lab_exec a1 curl -s --max-time 5 http://10.96.0.20/; }
+lab_wait_ready ha 15121
+wp_get
+check "the waypoint starts from etcd, ready, and applies its route (x-rev: one)" \
+	'lab_ready ha 15121 && echo "$OUT" | grep -q "\"x-rev\": \"one\""'
+sed -i 's/^request_headers.set = x-rev: one$/request_headers.set = x-rev: two/' "$LAB_REGISTRY/40-l7.conf"
+push "$LAB_REGISTRY"
+R=$(rev_of)
+i=0
+while ! grep -q "revision $R applied" "$TMP/wp.err" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+wp_get
+check "a route change pushed to etcd applies at the waypoint (revision $R; x-rev: two)" \
+	'grep -q "revision $R applied" "$TMP/wp.err" && echo "$OUT" | grep -q "\"x-rev\": \"two\""'
 
 # The leader dies; the next push still reaches both ztunnels.
 leader=$(ectl endpoint status -w json 2>/dev/null | $PY -c 'import json,sys
