@@ -110,8 +110,10 @@ wp_open_upstream(struct tun *t, const struct reg_workload *ep, uint16_t target,
 		sockaddr_from_ip(&app, &aip, target);
 		return hbone_tcp_connect(wp->loop, fd, (struct sockaddr *)&app, cb, user, out);
 	}
-	if (wp->embedded && wp->draining)
-		return -ESHUTDOWN; /* the sidecar's pool is draining, or gone */
+	/* A sidecar's pool drains once its engine has (src/proxy/proxy.c): a request answered
+	 * during the engine's drain may still open a stream; none can after it. */
+	if (wp->embedded && wp->draining && wp->parts == 0)
+		return -ESHUTDOWN;
 	if (ep == NULL || (ip = reg_workload_addr(ep, AF_INET)) == NULL)
 		return -ENOENT;
 	/* The CONNECT names the endpoint's application port; the tunnel goes to its HBONE port. */

@@ -240,18 +240,41 @@ proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 	out->draining = px->draining;
 }
 
+/* The pool's drain (GOAWAY, then its connections closed once their streams end). */
+static void
+drain_pool(struct pworkload *w)
+{
+	if (w->pool != NULL) {
+		hbone_pool_drain(w->pool, w->drain_ms, pw_release_cb, w);
+		w->pool = NULL;
+	}
+}
+
+/* A sidecar's L7 engine has drained: no request of it will open a stream any more. */
+static void
+l7_drained(void *arg)
+{
+	struct pworkload *w = arg;
+
+	drain_pool(w);
+	pw_release(w);
+}
+
 /* Closes what the workload holds; each part releases it as it finishes. */
 static void
 shut_workload(struct pworkload *w, uint64_t drain_ms)
 {
+	w->drain_ms = drain_ms;
 	if (w->dns != NULL) {
 		dns_listener_stop(w->dns); /* releases w once closed */
 		w->dns = NULL;
 	}
 	if (w->l7 != NULL) {
-		/* First, so that it opens nothing more on the pool drained below. */
+		/* The pool drains after the engine: a kept-alive client's request during the drain
+		 * (answered with "Connection: close") may still need a new stream to its endpoint.
+		 * So the pool's drain can take up to twice drain_ms. */
 		pw_hold(w);
-		waypoint_drain(w->l7, drain_ms, pw_release_cb, w);
+		waypoint_drain(w->l7, drain_ms, l7_drained, w);
 	}
 	for (int f = 0; f < 2; f++) {
 		if (w->has_outbound[f])
@@ -263,10 +286,8 @@ shut_workload(struct pworkload *w, uint64_t drain_ms)
 			w->hbone_s[f] = NULL;
 		}
 	}
-	if (w->pool != NULL) {
-		hbone_pool_drain(w->pool, drain_ms, pw_release_cb, w);
-		w->pool = NULL;
-	}
+	if (w->l7 == NULL)
+		drain_pool(w);
 	pw_release(w); /* the enrollment's own hold */
 }
 

@@ -39,6 +39,7 @@ struct pworkload {
 	uint64_t connections; /* relayed since enrolled */
 	struct dns_listener *dns; /* its DNS proxy listeners, else NULL (they hold the workload) */
 	struct waypoint *l7;  /* a sidecar's L7 engine for this workload, else NULL (owned) */
+	uint64_t drain_ms;    /* shut_workload: the pool drains for this long, after the L7 engine */
 	struct flows *fl;     /* where its listeners' connections go (flows.h); not owned */
 	/* Called once when the last part released it, just before it is freed. */
 	void (*on_free)(struct pworkload *w, void *arg);
