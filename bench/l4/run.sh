@@ -37,7 +37,7 @@
 # EXIT trap, lab included.
 #
 # usage: run.sh [-B BUILDDIR] [-o FILE|-] [-r RATE] [-c CONNS] [-R ROUNDS] [-d SECS] [-w SECS]
-#               [-i SECS] [-n IDLE] [-S US] [-O on|off] [-p]
+#               [-i SECS] [-n IDLE] [-S US] [-O on|off] [-p] [-s]
 #   -B  the build tree with amesh and bench/loadgen (default: $BUILDDIR, else the source tree)
 #   -o  where to write the results (default: bench/l4/RESULTS.md in the source tree; - for none)
 #   -r  requests per second of the fixed-rate runs (default 1000)
@@ -51,6 +51,12 @@
 #   -p  also profile: one more amesh fixed-rate run (not counted in the table) under
 #       `perf record -g` of both ztunnels; `perf report --stdio --no-children` of each goes to
 #       profile-ztunnel-{a,b}.txt next to the results file
+#   -s  also count system calls: one more fixed-rate run of amesh and one of stunnel4 (neither
+#       counted in the table) under `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_*`
+#       of each proxy; reported as system calls per request per proxy (all of them, and the
+#       writes, reads and epoll waits among them), requests being what loadgen sent in that
+#       run, warm-up included. (perf's tracepoints, not `strace -c`: ptrace stops every call and
+#       slows the proxy a hundredfold, so requests pile up and share writes they would not.)
 set -u
 export LC_ALL=C
 
@@ -66,11 +72,12 @@ IDUR=5
 NIDLE=10000
 SPIN=0
 PROFILE=0
+SYSCOUNT=0
 OFFLOAD=
 LIMIT=290 # seconds: the whole run stays under five minutes
 CMDLINE="bench/l4/run.sh $*"
 
-while getopts "B:o:r:c:R:d:w:i:n:S:O:ph" opt; do
+while getopts "B:o:r:c:R:d:w:i:n:S:O:psh" opt; do
 	case $opt in
 	B) BUILD=$OPTARG ;;
 	o) OUTFILE=$OPTARG ;;
@@ -83,6 +90,7 @@ while getopts "B:o:r:c:R:d:w:i:n:S:O:ph" opt; do
 	n) NIDLE=$OPTARG ;;
 	S) SPIN=$OPTARG ;;
 	p) PROFILE=1 ;;
+	s) SYSCOUNT=1 ;;
 	O) OFFLOAD=$OPTARG ;;
 	*) sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
@@ -113,6 +121,7 @@ for c in iperf3 stunnel4 openssl ip nft ss "$PY"; do
 	command -v "$c" >/dev/null || die "$c is not installed"
 done
 [ "$PROFILE" = 0 ] || command -v perf >/dev/null || die "-p needs perf (linux-perf)"
+[ "$SYSCOUNT" = 0 ] || command -v perf >/dev/null || die "-s needs perf (linux-perf)"
 
 # Each of the NIDLE connections is a descriptor in the client, in both ztunnels and in the server.
 ulimit -Hn $((NIDLE * 2 + 4096)) 2>/dev/null
@@ -412,6 +421,56 @@ if [ "$PROFILE" = 1 ]; then
 $(profsum b)"
 fi
 
+# counted PATH: one more fixed-rate run of PATH (not counted in the table) with `perf stat`
+# counting each of its proxies' system calls; sets SC_PATH_1 and SC_PATH_2 to
+# "ALL WRITES READS EPOLL" system calls per request of each proxy.
+SC_EVENTS=raw_syscalls:sys_enter
+for c in write writev sendmsg sendto read readv recvmsg recvfrom epoll_wait epoll_pwait; do
+	SC_EVENTS=$SC_EVENTS,syscalls:sys_enter_$c
+done
+counted() {
+	local path=$1 proxies=PROXY_$1 p i=0 spids=() keep sent k
+	for p in ${!proxies}; do
+		i=$((i + 1))
+		perf stat -x, -e "$SC_EVENTS" -o "$TMP/sc.$path.$i" -p "$p" -- \
+			sleep $((WARM + DUR + 1)) >/dev/null 2>&1 &
+		spids+=($!)
+		PIDS+=($!)
+	done
+	sleep 0.5
+	keep="${CPUT[$path.1]} ${CPUT[$path.2]} ${CPUU[$path.1]} ${CPUU[$path.2]}"
+	fixed "$path" counted
+	read -r k1 k2 k3 k4 <<<"$keep"
+	CPUT[$path.1]=$k1 CPUT[$path.2]=$k2 CPUU[$path.1]=$k3 CPUU[$path.2]=$k4 # not counted
+	wait "${spids[@]}"
+	sent=$($PY -c 'import json, sys
+print([json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][-1]["sent"])' \
+		"$TMP/lg.$path.counted") || die "no loadgen result for the counted $path run"
+	[ "$sent" -gt 0 ] || die "the counted $path run sent no requests"
+	for k in $(seq "$i"); do
+		grep -q raw_syscalls "$TMP/sc.$path.$k" ||
+			die "perf stat of $path proxy $k counted nothing: $(tail -n 2 "$TMP/sc.$path.$k")"
+		# perf stat -x,: COUNT,UNIT,EVENT,... ("<not counted>" for an event that never ran)
+		printf -v "SC_${path}_$k" %s "$(awk -F, -v n="$sent" '
+			{ c = ($1 ~ /^[0-9]+$/) ? $1 : 0 }
+			$3 == "raw_syscalls:sys_enter" { all = c }
+			$3 ~ /sys_enter_(write|writev|sendmsg|sendto)$/ { w += c }
+			$3 ~ /sys_enter_(read|readv|recvmsg|recvfrom)$/ { r += c }
+			$3 ~ /sys_enter_epoll_p?wait$/ { e += c }
+			END { printf "%.2f %.2f %.2f %.2f", all / n, w / n, r / n, e / n }' \
+			"$TMP/sc.$path.$k")"
+	done
+	SENT_SC[$path]=$sent
+}
+if [ "$SYSCOUNT" = 1 ]; then
+	declare -A SENT_SC
+	log "syscalls: one more amesh and one more stunnel4 run ($((WARM + DUR)) s) under perf stat"
+	counted amesh
+	counted stunnel
+	log "  syscalls per request (all writes reads epoll): ztunnel A $SC_amesh_1, B $SC_amesh_2;" \
+		"stunnel4 client $SC_stunnel_1, server $SC_stunnel_2"
+fi
+
 # --- (b) iperf3 ---
 
 declare -A BPS BYTES ICPU BUSYI
@@ -578,6 +637,15 @@ table() {
 		"$(mib "$HWM_SC") + $(mib "$HWM_SS")" "<= 4 MB per ztunnel: **$G_MEM**"
 	row "(a) PSS after the rounds (shared library pages divided among their users), MiB" "-" \
 		"$(mib "$PSS_ZA") + $(mib "$PSS_ZB")" "$(mib "$PSS_SC") + $(mib "$PSS_SS")" ""
+	if [ "$SYSCOUNT" = 1 ]; then
+		scs() { # scs PATH N: "all (w writes, r reads, e epoll waits)"
+			local v=SC_$1_$2
+			set -- ${!v}
+			echo "$1 ($2 w, $3 r, $4 epoll)"
+		}
+		row "(a) **system calls per request**, each proxy (of which writes, reads, epoll waits; -s: one more run under perf stat, ${SENT_SC[amesh]} / ${SENT_SC[stunnel]} requests)" "-" \
+			"**$(scs amesh 1) + $(scs amesh 2)**" "$(scs stunnel 1) + $(scs stunnel 2)" ""
+	fi
 	row "(b) iperf3 1 stream, Gbit/s (proxies' CPU-s per GiB)" \
 		"$(gbps direct-1) (${BUSYI[direct-1]} CPUs busy)" \
 		"$(gbps amesh-1) ($(cpg amesh-1); ${BUSYI[amesh-1]} busy)" \

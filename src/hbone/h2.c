@@ -128,7 +128,8 @@ finish_stream(struct h2_conn *c, struct hbone_stream *s, bool reset, uint32_t er
 		c->ops->on_stream_gone(c);
 }
 
-/* Data provider: hands the owner's buffered bytes to nghttp2, or defers until there are some. */
+/* Data provider: tells nghttp2 how many of the owner's buffered bytes go in the next DATA frame,
+ * or defers until there are some. NO_COPY: send_data_cb writes them from the stream's buffer. */
 static ssize_t
 data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
     uint32_t *flags, nghttp2_data_source *source, void *user)
@@ -147,9 +148,30 @@ data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t l
 		return NGHTTP2_ERR_DEFERRED;
 	}
 	n = s->slen < length ? s->slen : length;
-	memcpy(buf, s->sbuf + s->shead, n);
-	s->shead += n;
-	s->slen -= n;
+	*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	return (ssize_t)n;
+}
+
+/*
+ * A DATA frame whose payload data_read_cb left in the stream's buffer: its header and payload go
+ * to tls_conn_write, which seals the payload from here (with record offload, straight into the
+ * ciphertext; nghttp2 copies nothing). nghttp2 calls this from nghttp2_session_mem_send.
+ */
+static int
+send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+    size_t length, nghttp2_data_source *source, void *user)
+{
+	struct h2_conn *c = user;
+	struct hbone_stream *s = source->ptr;
+
+	/* We never pad (no select_padding callback), so the frame is header and payload. */
+	if (s == NULL || frame->data.padlen != 0 || length > s->slen)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	/* A failing TLS connection ends the session through its on_close; the bytes are dropped. */
+	if (tls_conn_write(c->tls, framehd, 9) == 0 && length > 0)
+		(void)tls_conn_write(c->tls, s->sbuf + s->shead, length);
+	s->shead += length;
+	s->slen -= length;
 	s->data_sent = true;
 	if (s->slen == 0) {
 		/* An idle stream holds no buffer: memory follows traffic, not stream count. */
@@ -157,7 +179,7 @@ data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t l
 		s->sbuf = NULL;
 		s->shead = 0;
 	}
-	return (ssize_t)n;
+	return 0;
 }
 
 static ssize_t
@@ -458,6 +480,7 @@ callbacks(void)
 		nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 		nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
 		nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, read_length_cb);
+		nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
 	}
 	return cbs;
 }

@@ -120,13 +120,13 @@ make_nonce(const struct record_dir *d, const struct ossl_dir *o, uint64_t seq,
 }
 
 static int
-ossl_seal(struct record_dir *d, uint64_t seq, uint8_t type, const uint8_t *in, size_t len,
-    uint8_t *out, size_t *out_len)
+ossl_seal(struct record_dir *d, uint64_t seq, uint8_t type, const uint8_t *in, size_t len1,
+    const uint8_t *in2, size_t len2, uint8_t *out, size_t *out_len)
 {
 	struct ossl_dir *o = d->impl;
 	uint8_t nonce[12], aad[13], *p = out + RECORD_HDR;
-	size_t over = record_overhead(d->cipher);
-	int n, m;
+	size_t over = record_overhead(d->cipher), len = len1 + len2;
+	int n, n2 = 0, m;
 
 	if (d->cipher != RECORD_CHACHA20_POLY1305) {
 		/* The explicit nonce is the sequence number: unique per key, as RFC 5288 asks. */
@@ -137,8 +137,9 @@ ossl_seal(struct record_dir *d, uint64_t seq, uint8_t type, const uint8_t *in, s
 	make_aad(aad, seq, type, len);
 	if (!EVP_EncryptInit_ex(o->ctx, NULL, NULL, NULL, nonce) ||
 	    !EVP_EncryptUpdate(o->ctx, NULL, &n, aad, sizeof(aad)) ||
-	    !EVP_EncryptUpdate(o->ctx, p, &n, in, (int)len) ||
-	    !EVP_EncryptFinal_ex(o->ctx, p + n, &m) ||
+	    !EVP_EncryptUpdate(o->ctx, p, &n, in, (int)len1) ||
+	    (len2 > 0 && !EVP_EncryptUpdate(o->ctx, p + n, &n2, in2, (int)len2)) ||
+	    !EVP_EncryptFinal_ex(o->ctx, p + n + n2, &m) ||
 	    !EVP_CIPHER_CTX_ctrl(o->ctx, EVP_CTRL_AEAD_GET_TAG, RECORD_TAG, p + len))
 		return AMESH_ERR_INTERNAL;
 	put_hdr(out, type, len + over);
@@ -263,18 +264,18 @@ record_dir_free(struct record_dir *d)
 }
 
 int
-record_seal(struct record_dir *d, uint8_t type, const uint8_t *in, size_t len, uint8_t *out,
-    size_t cap)
+record_seal2(struct record_dir *d, uint8_t type, const uint8_t *in, size_t len,
+    const uint8_t *in2, size_t len2, uint8_t *out, size_t cap)
 {
 	size_t out_len;
 	int r;
 
-	if (d->ops == NULL || len > RECORD_MAX_PLAIN ||
-	    cap < RECORD_HDR + len + record_overhead(d->cipher))
+	if (d->ops == NULL || len > RECORD_MAX_PLAIN || len2 > RECORD_MAX_PLAIN - len ||
+	    cap < RECORD_HDR + len + len2 + record_overhead(d->cipher))
 		return AMESH_ERR_INTERNAL;
 	if (d->spent)
 		return AMESH_ERR_RANGE;
-	r = d->ops->seal(d, d->seq, type, in, len, out, &out_len);
+	r = d->ops->seal(d, d->seq, type, in, len, in2, len2, out, &out_len);
 	if (r != 0)
 		return r;
 	/* RFC 5246 6.1: sequence numbers do not wrap; after the last one the connection ends. */
@@ -283,6 +284,13 @@ record_seal(struct record_dir *d, uint8_t type, const uint8_t *in, size_t len, u
 	else
 		d->seq++;
 	return (int)out_len;
+}
+
+int
+record_seal(struct record_dir *d, uint8_t type, const uint8_t *in, size_t len, uint8_t *out,
+    size_t cap)
+{
+	return record_seal2(d, type, in, len, NULL, 0, out, cap);
 }
 
 int

@@ -70,10 +70,11 @@ struct record_dir;
 struct record_ops {
 	const char *name;  /* "openssl" */
 	bool kernel;       /* the socket seals and opens (kTLS); seal/open pass bytes through */
-	/* Seals in[0..len) as one record of type with sequence number seq into out (room for
-	 * RECORD_HDR + len + record_overhead(d)); sets *out_len. Returns 0 or a negative code. */
+	/* Seals in[0..len) then in2[0..len2) as one record of type with sequence number seq into
+	 * out (room for RECORD_HDR + len + len2 + record_overhead(d)); sets *out_len. Returns 0 or
+	 * a negative code. */
 	int (*seal)(struct record_dir *d, uint64_t seq, uint8_t type, const uint8_t *in,
-	    size_t len, uint8_t *out, size_t *out_len);
+	    size_t len, const uint8_t *in2, size_t len2, uint8_t *out, size_t *out_len);
 	/* Opens, in place, the fragment of the record whose 5-byte header is hdr; the plaintext is
 	 * left at frag + *plain_off, *plain_len bytes. Returns 0, or AMESH_ERR_INVALID when the
 	 * record does not authenticate. */
@@ -121,6 +122,10 @@ void record_dir_free(struct record_dir *d);
  */
 int record_seal(struct record_dir *d, uint8_t type, const uint8_t *in, size_t len, uint8_t *out,
     size_t cap);
+/* The same for the plaintext in[0..len) followed by in2[0..len2) (len + len2 <= RECORD_MAX_PLAIN):
+ * a record gathered from two buffers without copying them together first. */
+int record_seal2(struct record_dir *d, uint8_t type, const uint8_t *in, size_t len,
+    const uint8_t *in2, size_t len2, uint8_t *out, size_t cap);
 
 /*
  * Looks at the start of a stream of records. Returns 0 when buf does not yet hold a whole record,

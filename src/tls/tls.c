@@ -9,6 +9,13 @@
  * and the sequence numbers it reached set up tls/record.h, which then seals and opens every
  * record, alerts and close_notify included. mbedTLS reads exactly one record at a time from
  * bio_recv, so whatever followed the Finished message is still in our input buffer.
+ *
+ * Writes are coalesced per loop turn: tls_conn_write stages plaintext until a full record's worth
+ * (RECORD_MAX_PLAIN) is there, so many small writes (HTTP/2 frames of all streams) share a record;
+ * ciphertext gathers in a chain of chunks, and the staged remainder is sealed and the chain handed
+ * to one uv_write (writev) at the end of the loop turn: in the check phase right after the I/O
+ * callbacks that wrote, or in the prepare phase before the loop would block in epoll for writes
+ * made by timers and other callbacks. No write waits for a later turn.
  */
 #include "config.h"
 
@@ -46,10 +53,15 @@
 
 enum tls_state { TLS_CONNECTING, TLS_HANDSHAKE, TLS_OPEN, TLS_CLOSING, TLS_CLOSED };
 
-/* One uv_write: the request and the ciphertext it carries. */
+/* Chunks gathered for one uv_write at most (a bound on what one turn gathers: then they go). */
+#define TLS_OUT_CHUNKS 8
+
+/* A chunk of ciphertext; the first of a chain carries the uv_write of the whole chain. */
 struct tls_wreq {
 	uv_write_t req;
 	struct tls_conn *c;
+	struct tls_wreq *next;
+	size_t total;          /* first chunk: the bytes of the chain in flight */
 	size_t len, cap;
 	uint8_t data[];
 };
@@ -83,9 +95,16 @@ struct tls_conn {
 
 	uint8_t in[TLS_IN_CAP];
 	size_t in_len, in_off;
-	struct tls_wreq *out;  /* ciphertext being gathered for the next uv_write */
+	struct tls_wreq *out, *out_tail; /* ciphertext being gathered for the next uv_write */
+	size_t out_len;        /* its bytes */
+	unsigned out_n;        /* its chunks */
+	uint8_t *pt;           /* plaintext staged for the next record (RECORD_MAX_PLAIN) */
+	size_t pt_len;
+	uv_check_t turn_check; /* the end-of-turn flush (see the top of this file) */
+	uv_prepare_t turn_prepare;
+	bool turn_armed;
 	size_t queued;         /* bytes handed to uv_write and not yet written */
-	bool above_high_water;
+	bool above_high_water; /* queued + gathered + staged reached TLS_WRITE_HIGH_WATER: on_drain owed */
 
 	bool reading;       /* uv_read_start is active */
 	bool owner_paused;  /* the owner asked us to stop reading */
@@ -101,12 +120,32 @@ struct tls_conn {
 /*
  * Write chunks are recycled instead of freed: a 64 KiB malloc/free per flush makes glibc trim and
  * regrow the heap, so every page of ciphertext is a fresh page fault. A few spares per thread
- * (one loop per thread) bound what is kept.
+ * (one loop per thread) bound what is kept. A chunk holds four full records.
  */
-#define TLS_CHUNK (64u * 1024)
-#define TLS_SPARE_CHUNKS 4
+#define TLS_CHUNK (4u * (RECORD_MAX_PLAIN + 64))
+#define TLS_SPARE_CHUNKS 8
 static _Thread_local struct tls_wreq *spare_chunk[TLS_SPARE_CHUNKS];
 static _Thread_local unsigned n_spare_chunks;
+
+/* Plaintext staging buffers: held only from a write to the end of that turn, then recycled. */
+#define TLS_SPARE_PLAIN 8
+static _Thread_local uint8_t *spare_plain[TLS_SPARE_PLAIN];
+static _Thread_local unsigned n_spare_plain;
+
+static uint8_t *
+plain_get(void)
+{
+	return n_spare_plain > 0 ? spare_plain[--n_spare_plain] : malloc(RECORD_MAX_PLAIN);
+}
+
+static void
+plain_put(uint8_t *p)
+{
+	if (p != NULL && n_spare_plain < TLS_SPARE_PLAIN)
+		spare_plain[n_spare_plain++] = p;
+	else
+		free(p);
+}
 
 static struct tls_wreq *
 chunk_get(size_t len)
@@ -124,16 +163,23 @@ chunk_get(size_t len)
 		w->cap = cap;
 	}
 	w->len = 0;
+	w->next = NULL;
 	return w;
 }
 
+/* Recycles or frees a chain of chunks. */
 static void
 chunk_put(struct tls_wreq *w)
 {
-	if (w != NULL && w->cap == TLS_CHUNK && n_spare_chunks < TLS_SPARE_CHUNKS)
-		spare_chunk[n_spare_chunks++] = w;
-	else
-		free(w);
+	while (w != NULL) {
+		struct tls_wreq *next = w->next;
+
+		if (w->cap == TLS_CHUNK && n_spare_chunks < TLS_SPARE_CHUNKS)
+			spare_chunk[n_spare_chunks++] = w;
+		else
+			free(w);
+		w = next;
+	}
 }
 
 static void process(struct tls_conn *c);
@@ -164,6 +210,7 @@ on_handle_closed(uv_handle_t *h)
 	record_dir_free(&c->rx);
 	mbedtls_platform_zeroize(c->kb, sizeof(c->kb));
 	chunk_put(c->out);
+	plain_put(c->pt);
 	identity_unref(c->id);
 	free(c->trust_domain);
 	if (c->expect != NULL) {
@@ -182,6 +229,8 @@ close_handles(struct tls_conn *c, bool reset)
 	c->state = TLS_CLOSED;
 	uv_timer_stop(&c->timer);
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+	uv_close((uv_handle_t *)&c->turn_check, on_handle_closed);
+	uv_close((uv_handle_t *)&c->turn_prepare, on_handle_closed);
 	if (reset && uv_tcp_close_reset(&c->tcp, on_handle_closed) == 0)
 		return;
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -193,13 +242,15 @@ on_write(uv_write_t *req, int status)
 	struct tls_wreq *w = (struct tls_wreq *)req;
 	struct tls_conn *c = w->c;
 
-	c->queued -= w->len;
+	c->queued -= w->total;
 	chunk_put(w);
 	if (status < 0 && c->state != TLS_CLOSED) {
 		fail_conn(c, status, "write failed: %s", amesh_strerror(status));
 		return;
 	}
-	if (c->above_high_water && c->queued < TLS_WRITE_HIGH_WATER / 2 &&
+	/* All of it counts, what this turn gathered too: tls_conn_writable turned the owner away
+	 * on the sum, which a completion can bring down before the gathered bytes are flushed. */
+	if (c->above_high_water && tls_conn_queued(c) < TLS_WRITE_HIGH_WATER / 2 &&
 	    c->state != TLS_CLOSED) {
 		c->above_high_water = false;
 		if (c->cb->on_drain != NULL)
@@ -207,43 +258,55 @@ on_write(uv_write_t *req, int status)
 	}
 }
 
-/* Hands the gathered ciphertext to uv_write. */
+/* Hands the gathered ciphertext to one uv_write. */
 static int
 flush(struct tls_conn *c)
 {
-	struct tls_wreq *w = c->out;
-	uv_buf_t buf;
+	struct tls_wreq *w = c->out, *x;
+	uv_buf_t bufs[TLS_OUT_CHUNKS];
+	unsigned n = 0;
 	int r;
 
-	if (w == NULL || w->len == 0 || c->state == TLS_CLOSED)
+	if (w == NULL || c->out_len == 0 || c->state == TLS_CLOSED)
 		return 0;
-	c->out = NULL;
+	for (x = w; x != NULL; x = x->next)
+		bufs[n++] = uv_buf_init((char *)x->data, (unsigned int)x->len);
 	w->c = c;
-	buf = uv_buf_init((char *)w->data, (unsigned int)w->len);
-	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+	w->total = c->out_len;
+	c->out = c->out_tail = NULL;
+	c->out_len = 0;
+	c->out_n = 0;
+	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
 	if (r < 0) {
 		chunk_put(w);
 		return r;
 	}
-	c->queued += w->len;
+	c->queued += w->total;
 	if (c->queued >= TLS_WRITE_HIGH_WATER)
 		c->above_high_water = true;
 	return 0;
 }
 
-/* The chunk being gathered, with room for need more bytes (the full one is flushed). NULL when
- * out of memory or the socket is gone. */
+/* The chunk being gathered, with room for need more bytes (a new one is chained; a full chain
+ * is flushed). NULL when out of memory or the socket is gone. */
 static struct tls_wreq *
 out_room(struct tls_conn *c, size_t need)
 {
-	struct tls_wreq *w = c->out;
+	struct tls_wreq *w = c->out_tail;
 
 	if (w != NULL && w->cap - w->len >= need)
 		return w;
-	if (c->state == TLS_CLOSED || (w != NULL && flush(c) != 0))
+	if (c->state == TLS_CLOSED || (c->out_n >= TLS_OUT_CHUNKS && flush(c) != 0))
 		return NULL;
 	w = chunk_get(need);
-	c->out = w;
+	if (w == NULL)
+		return NULL;
+	if (c->out_tail != NULL)
+		c->out_tail->next = w;
+	else
+		c->out = w;
+	c->out_tail = w;
+	c->out_n++;
 	return w;
 }
 
@@ -258,23 +321,128 @@ bio_send(void *ctx, const unsigned char *buf, size_t len)
 		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
 	memcpy(w->data + w->len, buf, len);
 	w->len += len;
+	c->out_len += len;
 	return (int)len;
 }
 
-/* Offload: seals one record (len <= RECORD_MAX_PLAIN) onto the chunk being gathered. */
+/* Offload: seals one record of data then data2 (len + len2 <= RECORD_MAX_PLAIN) onto the chunk
+ * being gathered. */
 static int
-seal_out(struct tls_conn *c, uint8_t type, const uint8_t *data, size_t len)
+seal_out2(struct tls_conn *c, uint8_t type, const uint8_t *data, size_t len,
+    const uint8_t *data2, size_t len2)
 {
-	struct tls_wreq *w = out_room(c, RECORD_MAX_OVERHEAD + len);
+	struct tls_wreq *w = out_room(c, RECORD_MAX_OVERHEAD + len + len2);
 	int n;
 
 	if (w == NULL)
 		return AMESH_ERR_NOMEM;
-	n = record_seal(&c->tx, type, data, len, w->data + w->len, w->cap - w->len);
+	n = record_seal2(&c->tx, type, data, len, data2, len2, w->data + w->len, w->cap - w->len);
 	if (n < 0)
 		return n;
 	w->len += (size_t)n;
+	c->out_len += (size_t)n;
 	return 0;
+}
+
+static int
+seal_out(struct tls_conn *c, uint8_t type, const uint8_t *data, size_t len)
+{
+	return seal_out2(c, type, data, len, NULL, 0);
+}
+
+static void turn_end(struct tls_conn *c);
+
+static void
+on_turn_check(uv_check_t *h)
+{
+	turn_end(h->data);
+}
+
+static void
+on_turn_prepare(uv_prepare_t *h)
+{
+	turn_end(h->data);
+}
+
+/* Flush at the end of this loop turn (see the top of this file). */
+static void
+arm_turn(struct tls_conn *c)
+{
+	if (c->turn_armed || c->state == TLS_CLOSED)
+		return;
+	c->turn_armed = true;
+	uv_check_start(&c->turn_check, on_turn_check);
+	uv_prepare_start(&c->turn_prepare, on_turn_prepare);
+}
+
+/*
+ * Seals data then data2 (len + len2 <= RECORD_MAX_PLAIN) as one record of application data;
+ * without offload (mbedTLS's records) data2 must be empty. 0, or a negative code after which the
+ * connection is closing or failed.
+ */
+static int
+seal_app2(struct tls_conn *c, const uint8_t *data, size_t len, const uint8_t *data2,
+    size_t len2)
+{
+	char buf[160];
+	int r;
+
+	if (c->offload) {
+		if (c->tx.seq == UINT64_MAX) {
+			/* The last sequence number is kept for close_notify (RFC 5246 6.1). */
+			log_warn("tls %s: record sequence numbers used up, closing", c->peer_addr);
+			tls_conn_close(c);
+			return AMESH_ERR_RANGE;
+		}
+		r = seal_out2(c, RECORD_APPLICATION_DATA, data, len, data2, len2);
+		if (r < 0) {
+			fail_conn(c, r, "cannot seal a record: %s", amesh_strerror(r));
+			return AMESH_ERR_INVALID;
+		}
+		return 0;
+	}
+	while (len > 0) {
+		r = mbedtls_ssl_write(&c->ssl, data, len);
+		if (r < 0) {
+			fail_conn(c, AMESH_ERR_INVALID, "%s", mbed_err(r, buf, sizeof(buf)));
+			return AMESH_ERR_INVALID;
+		}
+		data += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+static int
+seal_app(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	return seal_app2(c, data, len, NULL, 0);
+}
+
+/* Seals the staged plaintext (taken first: sealing may close, which seals again). */
+static int
+seal_staged(struct tls_conn *c)
+{
+	size_t n = c->pt_len;
+
+	if (n == 0 || c->state != TLS_OPEN)
+		return 0;
+	c->pt_len = 0;
+	return seal_app(c, c->pt, n);
+}
+
+static void
+turn_end(struct tls_conn *c)
+{
+	c->turn_armed = false;
+	uv_check_stop(&c->turn_check);
+	uv_prepare_stop(&c->turn_prepare);
+	if (c->state == TLS_CLOSED || seal_staged(c) != 0)
+		return;
+	plain_put(c->pt); /* an idle connection holds no staging buffer */
+	c->pt = NULL;
+	if (flush(c) != 0)
+		fail_conn(c, UV_EIO, "cannot write");
 }
 
 /* Offload: queues an alert (level 1 warning, 2 fatal). Nothing when it cannot be sealed. */
@@ -808,10 +976,9 @@ process(struct tls_conn *c)
 		break;
 	}
 	if (c->state != TLS_CLOSED) {
-		if (flush(c) != 0)
-			fail_conn(c, UV_EIO, "cannot write");
-		else
-			update_reading(c);
+		if (c->out_len > 0)
+			arm_turn(c);
+		update_reading(c);
 	}
 	c->in_process = false;
 }
@@ -872,9 +1039,13 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
 	mbedtls_ssl_set_verify(&c->ssl, verify_peer, c);
 	uv_tcp_init(loop, &c->tcp);
 	uv_timer_init(loop, &c->timer);
+	uv_check_init(loop, &c->turn_check);
+	uv_prepare_init(loop, &c->turn_prepare);
 	c->tcp.data = c;
 	c->timer.data = c;
-	c->open_handles = 2;
+	c->turn_check.data = c;
+	c->turn_prepare.data = c;
+	c->open_handles = 4;
 	uv_timer_start(&c->timer, on_timeout, o->handshake_timeout_ms ? o->handshake_timeout_ms :
 	    10000, 0);
 	*out = c;
@@ -995,55 +1166,62 @@ tls_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct tls_
 int
 tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
 {
-	char buf[160];
-
 	if (c->state != TLS_OPEN)
 		return AMESH_ERR_INVALID;
-	while (c->offload && len > 0) {
-		size_t n = len < RECORD_MAX_PLAIN ? len : RECORD_MAX_PLAIN;
-		int r;
+	while (len > 0) {
+		size_t n;
 
-		if (c->tx.seq == UINT64_MAX) {
-			/* The last sequence number is kept for close_notify (RFC 5246 6.1). */
-			log_warn("tls %s: record sequence numbers used up, closing", c->peer_addr);
-			tls_conn_close(c);
-			return AMESH_ERR_RANGE;
+		if (c->pt_len == 0 && len >= RECORD_MAX_PLAIN) {
+			/* A whole record's worth: sealed from the caller's buffer, not staged. */
+			if (seal_app(c, data, RECORD_MAX_PLAIN) != 0)
+				return AMESH_ERR_INVALID;
+			data += RECORD_MAX_PLAIN;
+			len -= RECORD_MAX_PLAIN;
+			continue;
 		}
-		r = seal_out(c, RECORD_APPLICATION_DATA, data, n);
-		if (r < 0) {
-			fail_conn(c, r, "cannot seal a record: %s", amesh_strerror(r));
+		if (c->offload && c->pt_len > 0 && c->pt_len + len >= RECORD_MAX_PLAIN) {
+			/* What is staged (frame headers, small frames) and the rest of a record's worth
+			 * from the caller's buffer: one record, the caller's bytes not copied. */
+			size_t staged = c->pt_len;
+
+			n = RECORD_MAX_PLAIN - staged;
+			c->pt_len = 0;
+			if (seal_app2(c, c->pt, staged, data, n) != 0)
+				return AMESH_ERR_INVALID;
+			data += n;
+			len -= n;
+			continue;
+		}
+		if (c->pt == NULL && (c->pt = plain_get()) == NULL) {
+			fail_conn(c, AMESH_ERR_NOMEM, "out of memory");
 			return AMESH_ERR_INVALID;
 		}
+		n = RECORD_MAX_PLAIN - c->pt_len;
+		if (n > len)
+			n = len;
+		memcpy(c->pt + c->pt_len, data, n);
+		c->pt_len += n;
 		data += n;
 		len -= n;
-	}
-	while (len > 0) {
-		int r = mbedtls_ssl_write(&c->ssl, data, len);
-
-		if (r < 0) {
-			fail_conn(c, AMESH_ERR_INVALID, "%s", mbed_err(r, buf, sizeof(buf)));
+		if (c->pt_len == RECORD_MAX_PLAIN && seal_staged(c) != 0)
 			return AMESH_ERR_INVALID;
-		}
-		data += r;
-		len -= (size_t)r;
 	}
-	if (!c->in_process && flush(c) != 0) {
-		fail_conn(c, UV_EIO, "cannot write");
-		return AMESH_ERR_INVALID;
-	}
+	if (tls_conn_queued(c) >= TLS_WRITE_HIGH_WATER)
+		c->above_high_water = true; /* tls_conn_writable says no from here: on_drain owed */
+	arm_turn(c);
 	return 0;
 }
 
 bool
 tls_conn_writable(const struct tls_conn *c)
 {
-	return c->queued + (c->out ? c->out->len : 0) < TLS_WRITE_HIGH_WATER;
+	return c->queued + c->out_len + c->pt_len < TLS_WRITE_HIGH_WATER;
 }
 
 size_t
 tls_conn_queued(const struct tls_conn *c)
 {
-	return c->queued + (c->out ? c->out->len : 0);
+	return c->queued + c->out_len + c->pt_len;
 }
 
 void
@@ -1073,6 +1251,9 @@ tls_conn_close(struct tls_conn *c)
 		close_handles(c, false);
 		return;
 	}
+	/* What is staged goes before close_notify. */
+	if (seal_staged(c) != 0 || c->state != TLS_OPEN)
+		return;
 	if (c->offload)
 		send_alert(c, 1, RECORD_ALERT_CLOSE_NOTIFY);
 	else

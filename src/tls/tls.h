@@ -92,11 +92,17 @@ int tls_conn_accept(uv_stream_t *server, const struct tls_conn_opts *o,
 int tls_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct tls_conn_opts *o,
     const struct tls_conn_cb *cb, void *user, struct tls_conn **out);
 
-/* Encrypts and queues len bytes. Returns 0, or a negative code if the connection is failing. */
+/*
+ * Encrypts and queues len bytes. Writes of one loop turn are coalesced: plaintext is staged into
+ * records of up to 16384 bytes and everything goes to the socket in one write at the end of the
+ * turn (before the loop next waits for events). Returns 0, or a negative code if the connection
+ * is failing.
+ */
 int tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len);
-/* True while queued ciphertext is below TLS_WRITE_HIGH_WATER. */
+/* True while queued ciphertext (with what this turn staged) is below TLS_WRITE_HIGH_WATER; after
+ * it said false, on_drain follows once that is below half of it. */
 bool tls_conn_writable(const struct tls_conn *c);
-/* Bytes of ciphertext queued to the socket. */
+/* Bytes queued to the socket, with what this turn staged. */
 size_t tls_conn_queued(const struct tls_conn *c);
 /* Stop or resume reading from the socket (backpressure from the owner). */
 void tls_conn_read_stop(struct tls_conn *c);

@@ -20,6 +20,7 @@
 #include "hbone/hbone.h"
 #include "hbone/relay.h"
 #include "tls/identity.h"
+#include "tls/tls.h"
 
 static struct {
 	const char *mode, *listen, *cert_dir, *bundle, *td, *ns, *sa, *upstream, *server;
@@ -43,6 +44,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: hbone-tool server|client --listen ADDR:PORT --cert-dir DIR "
 	    "--bundle FILE --ns NS --sa SA [--td TD] [--upstream ADDR:PORT] [--max-streams N]\n"
+	    "       [--offload on|off]\n"
 	    "       client also: --server ADDR:PORT --server-id SPIFFE_ID --authority HOST:PORT\n");
 	exit(2);
 }
@@ -276,7 +278,7 @@ main(int argc, char **argv)
 		{ "upstream", 1, NULL, 'u' }, { "server", 1, NULL, 'S' },
 		{ "server-id", 1, NULL, 'I' }, { "authority", 1, NULL, 'A' },
 		{ "max-streams", 1, NULL, 'm' }, { "idle-ms", 1, NULL, 'i' },
-		{ "verbose", 0, NULL, 'v' }, { NULL, 0, NULL, 0 },
+		{ "offload", 1, NULL, 'o' }, { "verbose", 0, NULL, 'v' }, { NULL, 0, NULL, 0 },
 	};
 	struct identity_store_config ic = { 0 };
 	struct sockaddr_storage la;
@@ -310,6 +312,7 @@ main(int argc, char **argv)
 		case 'A': opt.authority = optarg; break;
 		case 'm': opt.max_streams = (uint32_t)atoi(optarg); break;
 		case 'i': opt.idle_ms = strtoull(optarg, NULL, 10); break;
+		case 'o': tls_set_record_offload(strcmp(optarg, "off") != 0); break;
 		case 'v': log_set_level(LOG_LVL_DEBUG); break;
 		default: usage();
 		}

@@ -153,6 +153,7 @@
 	X(etcd_snapshot_apply_events)         \
 	X(record_interop_mbedtls)             \
 	X(record_tamper)                      \
+	X(record_seal2_gather)                \
 	X(record_limits)                      \
 	X(record_seq_exhaustion)              \
 	X(record_key_block)                   \
