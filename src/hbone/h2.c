@@ -48,6 +48,17 @@ sbuf_put(uint8_t *b)
 		free(b);
 }
 
+/* An idle stream holds no buffer: memory follows traffic, not stream count. */
+static void
+sbuf_release_idle(struct hbone_stream *s)
+{
+	if (s->slen == 0 && s->skept == 0 && s->sbuf != NULL) {
+		sbuf_put(s->sbuf);
+		s->sbuf = NULL;
+		s->shead = 0;
+	}
+}
+
 void
 h2_open_free(struct h2_open *o)
 {
@@ -173,13 +184,28 @@ send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *fram
 	s->shead += length;
 	s->slen -= length;
 	s->data_sent = true;
-	if (s->slen == 0) {
-		/* An idle stream holds no buffer: memory follows traffic, not stream count. */
-		sbuf_put(s->sbuf);
-		s->sbuf = NULL;
-		s->shead = 0;
-	}
+	if (!c->is_server && !s->responded)
+		s->skept += length;
+	sbuf_release_idle(s);
 	return 0;
+}
+
+/* The bytes kept for a replay are no longer needed: the server has answered. */
+static void
+drop_kept(struct hbone_stream *s)
+{
+	s->skept = 0;
+	sbuf_release_idle(s);
+}
+
+/* A refused stream's bytes, sent and kept, are to be sent again: it is as if none had been. */
+static void
+restore_kept(struct hbone_stream *s)
+{
+	s->shead -= s->skept;
+	s->slen += s->skept;
+	s->skept = 0;
+	s->data_sent = false;
 }
 
 static ssize_t
@@ -367,6 +393,7 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 			int status = s->status;
 
 			s->responded = true;
+			drop_kept(s);
 			if (s->cb != NULL && s->cb->on_response != NULL)
 				s->cb->on_response(s, status);
 			/* on_response may have reset it. */
@@ -446,8 +473,9 @@ on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t err, void 
 		nghttp2_session_consume_connection(session, s->unconsumed);
 		s->unconsumed = 0;
 	}
-	if (!c->is_server && err == NGHTTP2_REFUSED_STREAM && !s->data_sent && !s->responded &&
+	if (!c->is_server && err == NGHTTP2_REFUSED_STREAM && !s->responded &&
 	    c->ops->on_refused != NULL) {
+		restore_kept(s);
 		detach(s);
 		s->id = 0;
 		s->deferred = false;
@@ -552,7 +580,7 @@ notify_writers(struct h2_conn *c)
 
 	for (s = c->streams; s != NULL; s = next) {
 		next = s->next;
-		if (s->writer_blocked && s->slen < HBONE_STREAM_SEND_BUF) {
+		if (s->writer_blocked && s->slen + s->skept < HBONE_STREAM_SEND_BUF) {
 			s->writer_blocked = false;
 			if (s->cb != NULL && s->cb->on_writable != NULL)
 				s->cb->on_writable(s);
@@ -786,7 +814,7 @@ hbone_stream_write(struct hbone_stream *s, const uint8_t *data, size_t len)
 		return tcpleg_write(s, data, len);
 	if (s->shutdown_wanted || s->closing)
 		return 0;
-	room = HBONE_STREAM_SEND_BUF - s->slen;
+	room = HBONE_STREAM_SEND_BUF - s->slen - s->skept;
 	take = len < room ? len : room;
 	if (take < len)
 		s->writer_blocked = true;
@@ -801,8 +829,8 @@ hbone_stream_write(struct hbone_stream *s, const uint8_t *data, size_t len)
 		s->shead = 0;
 	}
 	if (s->shead + s->slen + take > HBONE_STREAM_SEND_BUF) {
-		memmove(s->sbuf, s->sbuf + s->shead, s->slen);
-		s->shead = 0;
+		memmove(s->sbuf, s->sbuf + s->shead - s->skept, s->skept + s->slen);
+		s->shead = s->skept;
 	}
 	memcpy(s->sbuf + s->shead + s->slen, data, take);
 	s->slen += take;
@@ -820,7 +848,7 @@ hbone_stream_writable(const struct hbone_stream *s)
 {
 	if (s->tcp != NULL)
 		return tcpleg_writable(s);
-	return s->slen < HBONE_STREAM_SEND_BUF && !s->shutdown_wanted;
+	return s->slen + s->skept < HBONE_STREAM_SEND_BUF && !s->shutdown_wanted;
 }
 
 void

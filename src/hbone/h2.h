@@ -50,6 +50,10 @@ struct hbone_stream {
 
 	uint8_t *sbuf; /* owner's bytes waiting for DATA frames; allocated while non-empty */
 	size_t shead, slen;
+	/* Client side, until the response: the bytes already sent stay in sbuf before shead, so
+	 * that a stream the server refuses (REFUSED_STREAM, or past its GOAWAY: it processed
+	 * nothing) is opened again elsewhere with them. They count against the buffer's room. */
+	size_t skept;
 	size_t unconsumed; /* delivered by on_data and not yet returned by the owner */
 	bool shutdown_wanted, deferred, writer_blocked, eof_seen, responded, data_sent;
 	bool closing;
