@@ -465,8 +465,15 @@ pump(void)
 			/* What the app sends, in pieces, within the tunnel's window. */
 			while (!f->closed && !f->closing && f->unconsumed < HBONE_STREAM_WINDOW &&
 			    (n = nghttp2_session_mem_send(f->app, &p)) > 0) {
-				f->unconsumed += (size_t)n;
-				f->cb->on_data((struct hbone_stream *)(void *)f, p, (size_t)n);
+				/* As TLS records and TCP cut it: in pieces, each maybe mid-frame. */
+				while (n > 0 && !f->closed && !f->closing) {
+					size_t cut = rnd() % 4 ? (size_t)n : 1 + rnd() % (size_t)n;
+
+					f->unconsumed += cut;
+					f->cb->on_data((struct hbone_stream *)(void *)f, p, cut);
+					p += cut;
+					n -= (ssize_t)cut;
+				}
 				did = true;
 			}
 			if (f->closed || f->closing)
