@@ -48,8 +48,8 @@ def main():
     out = []
     misses = []
     out.append("| process | RSS warm-up max | RSS end of load | RSS last-quarter max | RSS slope after warm-up | "
-               "fds warm-up max | fds last-quarter max | flows at end of load | verdict |")
-    out.append("|---|---|---|---|---|---|---|---|---|")
+               "RSS slope, second half | fds warm-up max | fds last-quarter max | flows at end of load | verdict |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     for proc in procs:
         s = [r for r in rows if r[1] == proc]
         warm = [r for r in s if r[0] <= a.warmup] or s[:1]
@@ -59,6 +59,8 @@ def main():
         wmax = max(r[2] for r in warm)
         lmax = max(r[2] for r in last)
         sl = slope([(r[0] / 60.0, r[2]) for r in after])
+        # Not judged: whether growth is slowing (allocator pools filling) or steady (a leak).
+        sl2 = slope([(r[0] / 60.0, r[2]) for r in s if a.end // 2 <= r[0] <= a.end])
         fw = max(r[3] for r in warm)
         fl = max(r[3] for r in last)
         why = []
@@ -69,8 +71,8 @@ def main():
         if fl > fw + FD_GROWTH:
             why.append("fds %d > warm-up max %d + %d" % (fl, fw, FD_GROWTH))
         misses += ["%s: %s" % (proc, w) for w in why]
-        out.append("| %s | %.1f MiB | %.1f MiB | %.1f MiB | %+.1f KiB/min | %d | %d | %d | %s |" % (
-            proc, wmax / 1024, load[-1][2] / 1024, lmax / 1024, sl, fw, fl, load[-1][4],
+        out.append("| %s | %.1f MiB | %.1f MiB | %.1f MiB | %+.1f KiB/min | %+.1f KiB/min | %d | %d | %d | %s |" % (
+            proc, wmax / 1024, load[-1][2] / 1024, lmax / 1024, sl, sl2, fw, fl, load[-1][4],
             "PASS" if not why else "MISS"))
     req, err = rows[-1][5], rows[-1][6]
     if req == 0:
