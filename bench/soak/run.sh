@@ -46,7 +46,7 @@ NAME=soak
 OUTFILE=$SRC/bench/soak/RESULTS.md
 CMDLINE="bench/soak/run.sh $*"
 BUILD=${BUILDDIR:-$SRC}
-MIN=30 WARM_MIN= RATE=500
+MIN=30 WARM_MIN='' RATE=500
 while getopts "B:o:d:w:r:h" opt; do
 	case $opt in
 	B) BUILD=$OPTARG ;;

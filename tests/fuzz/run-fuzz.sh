@@ -11,7 +11,7 @@
 #   -t  seconds per target (default 1800)   -w  work directory (default a new one under /tmp)
 set -u
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD= SECS=1800 WORK=
+BUILD='' SECS=1800 WORK=''
 while getopts "B:t:w:h" opt; do
 	case $opt in
 	B) BUILD=$OPTARG ;;
@@ -21,7 +21,10 @@ while getopts "B:t:w:h" opt; do
 	esac
 done
 shift $((OPTIND - 1))
-[ -n "$BUILD" ] && [ $# -gt 0 ] || { sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+if [ -z "$BUILD" ] || [ $# -eq 0 ]; then
+	sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+	exit 2
+fi
 [ -n "$WORK" ] || WORK=$(mktemp -d /tmp/amesh-fuzz.XXXXXX) || exit 1
 echo "| target | executions | exec/s | seconds | cov | ft | corpus | findings |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -46,6 +49,11 @@ for t in "$@"; do
 	ft=$(echo "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
 	corp=$(echo "$last" | sed -n 's/.* corp: \([^ ]*\).*/\1/p')
 	found=none
-	[ "$rc" -eq 0 ] || found="exit $rc: $(ls "$WORK/$t" | grep -E '^(crash|leak|timeout|oom)-' | tr '\n' ' ')"
+	if [ "$rc" -ne 0 ]; then
+		found="exit $rc:"
+		for f in "$WORK/$t"/crash-* "$WORK/$t"/leak-* "$WORK/$t"/timeout-* "$WORK/$t"/oom-*; do
+			[ -e "$f" ] && found="$found ${f##*/}"
+		done
+	fi
 	echo "| $t | ${execs:-?} | ${eps:-?} | $wall | ${cov:-?} | ${ft:-?} | ${corp:-?} | $found |"
 done
