@@ -92,7 +92,10 @@ check_request(const uint8_t *data, size_t size, int nfds)
 	} else if (r != 1) {
 		abort();
 	}
-	if (open_fds() != before)
+	/* Counted twice: a sanitizer's background thread opens /proc/self/statm for a moment when
+	 * an RSS limit is set (ASAN_OPTIONS=hard_rss_limit_mb, test-corpus.sh's); a leaked
+	 * descriptor stays. */
+	if (open_fds() != before && open_fds() != before)
 		abort(); /* a passed descriptor leaked */
 	close(sv[0]);
 	close(sv[1]);

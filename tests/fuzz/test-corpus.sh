@@ -104,7 +104,7 @@ check_corpus() {
 	fi
 }
 
-echo "1..12"
+echo "1..13"
 check_corpus conf
 check_corpus registry
 check_corpus csr
@@ -117,4 +117,5 @@ check_corpus handoff
 check_corpus admin
 check_corpus route
 check_corpus cni
+check_corpus l7h2
 [ "$failed" -eq 0 ]
