@@ -388,7 +388,7 @@ on_linger_timeout(uv_timer_t *t)
 static void
 linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-	static char sink[16384]; /* read to be dropped: loop thread only */
+	static _Thread_local char sink[16384]; /* read to be dropped; one per worker thread */
 
 	(void)h;
 	(void)suggested;
