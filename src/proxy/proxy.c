@@ -162,7 +162,7 @@ proxy_new_one(const struct proxy_cfg *cfg, unsigned n, unsigned index, struct wo
 	px->headless = index > 0;
 	px->fl = flows_new(&fc);
 	snprintf(idx, sizeof(idx), "%u", index);
-	if (cfg->metrics != NULL)
+	if (cfg->metrics != NULL && n > 1)
 		px->m_conns = metrics_counter_l(cfg->metrics, "amesh_worker_connections_total",
 		    "Connections accepted (outbound, plaintext inbound and HBONE), by the worker "
 		    "that serves them", "worker", idx);
