@@ -37,7 +37,7 @@
 # EXIT trap, lab included.
 #
 # usage: run.sh [-B BUILDDIR] [-o FILE|-] [-r RATE] [-c CONNS] [-R ROUNDS] [-d SECS] [-w SECS]
-#               [-i SECS] [-n IDLE] [-S US] [-O on|off] [-p] [-s]
+#               [-i SECS] [-n IDLE] [-S US] [-O on|off] [-W N] [-p] [-s]
 #   -B  the build tree with amesh and bench/loadgen (default: $BUILDDIR, else the source tree)
 #   -o  where to write the results (default: bench/l4/RESULTS.md in the source tree; - for none)
 #   -r  requests per second of the fixed-rate runs (default 1000)
@@ -48,6 +48,7 @@
 #   -n  idle connections through amesh (default 10000)
 #   -S  loadgen --spin US (default 0: no spinning; see bench/loadgen.c)
 #   -O  [tls] record_offload of both ztunnels (default: amesh.conf's default, on)
+#   -W  [ztunnel] workers of both ztunnels (default: amesh.conf's default, 1)
 #   -p  also profile: one more amesh fixed-rate run (not counted in the table) under
 #       `perf record -g` of both ztunnels; `perf report --stdio --no-children` of each goes to
 #       profile-ztunnel-{a,b}.txt next to the results file
@@ -77,7 +78,7 @@ OFFLOAD=
 LIMIT=290 # seconds: the whole run stays under five minutes
 CMDLINE="bench/l4/run.sh $*"
 
-while getopts "B:o:r:c:R:d:w:i:n:S:O:psh" opt; do
+while getopts "B:o:r:c:R:d:w:i:n:S:O:W:psh" opt; do
 	case $opt in
 	B) BUILD=$OPTARG ;;
 	o) OUTFILE=$OPTARG ;;
@@ -92,6 +93,7 @@ while getopts "B:o:r:c:R:d:w:i:n:S:O:psh" opt; do
 	p) PROFILE=1 ;;
 	s) SYSCOUNT=1 ;;
 	O) OFFLOAD=$OPTARG ;;
+	W) export AMESH_TEST_WORKERS=$OPTARG ;; # lab.sh writes it into [ztunnel]
 	*) sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 	esac
 done

@@ -220,6 +220,10 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (cmd_role_inherit("waypoint") != 0)
 		return EXIT_FAIL;
+	if (z.conf->waypoint.workers > 1)
+		log_warn("waypoint: %s: [waypoint] workers = %llu: the waypoint runs one event loop in "
+		    "this version (amesh.conf(5))", z.conf->path,
+		    (unsigned long long)z.conf->waypoint.workers);
 	z.loop = uv_default_loop();
 	registry_holder_init(&z.reg);
 	if (cmd_registry_load(&z.regw, z.loop, "waypoint", z.conf, &z.reg, &d) != 0) {

@@ -407,6 +407,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 			.ids = z->ids,
 			.metrics = z->metrics,
 			.l7 = z->workload != NULL && z->conf->sidecar.l7,
+			.workers = z->workload != NULL ? 1 : (unsigned)z->pc->workers,
 		};
 
 		z->px = proxy_new(&pc);

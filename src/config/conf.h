@@ -32,6 +32,7 @@ struct conf_proxy {
 	uint64_t max_connections;
 	uint64_t pool_max_streams;
 	uint64_t pool_idle_timeout; /* ms */
+	uint64_t workers;           /* [ztunnel] event loops (core/worker.h); the sidecar's is 1 */
 };
 
 struct amesh_conf {
@@ -70,6 +71,7 @@ struct amesh_conf {
 		uint64_t drain_timeout, connect_timeout, handshake_timeout, idle_timeout;
 		uint64_t protocol_detection_timeout; /* ms; 0: wait for the client's bytes */
 		uint64_t buffer_size, max_connections, pool_max_streams, pool_idle_timeout;
+		uint64_t workers; /* accepted; the waypoint runs one event loop for now */
 	} waypoint;
 	struct {
 		char *workload;

@@ -44,16 +44,17 @@ log_init(enum log_level level, enum log_format format)
 	journal = detect_journal();
 }
 
+/* The level changes at run time (admin /logging) while worker threads log: atomic, relaxed. */
 void
 log_set_level(enum log_level level)
 {
-	cur_level = level;
+	__atomic_store_n(&cur_level, level, __ATOMIC_RELAXED);
 }
 
 enum log_level
 log_get_level(void)
 {
-	return cur_level;
+	return __atomic_load_n(&cur_level, __ATOMIC_RELAXED);
 }
 
 void
@@ -162,7 +163,7 @@ log_msg(enum log_level level, const char *func, const char *fmt, ...)
 	char msg[3072];
 	va_list ap;
 
-	if (level > cur_level)
+	if (level > log_get_level())
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);

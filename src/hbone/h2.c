@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -493,23 +494,29 @@ on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t err, void 
 	return 0;
 }
 
+static nghttp2_session_callbacks *cbs;
+
+/* Built once, whichever worker's loop (core/worker.h) needs them first; read-only after. */
+static void
+build_callbacks(void)
+{
+	if (nghttp2_session_callbacks_new(&cbs) != 0)
+		fatalx("out of memory");
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+	nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, read_length_cb);
+	nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
+}
+
 static nghttp2_session_callbacks *
 callbacks(void)
 {
-	static nghttp2_session_callbacks *cbs;
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-	/* Built once; the loop thread is the only user. */
-	if (cbs == NULL) {
-		if (nghttp2_session_callbacks_new(&cbs) != 0)
-			fatalx("out of memory");
-		nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-		nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-		nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-		nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-		nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-		nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, read_length_cb);
-		nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
-	}
+	pthread_once(&once, build_callbacks);
 	return cbs;
 }
 

@@ -119,14 +119,20 @@ struct hbone_server_cfg {
 	/* A validated CONNECT: the owner sets callbacks and answers with hbone_stream_respond(). */
 	void (*on_request)(struct hbone_server *srv, struct hbone_stream *s,
 	    const struct hbone_request *req);
+	/* Optional: offered each pending connection first (not while draining); true when it
+	 * took it off l (workers: another worker's server adopts it). */
+	bool (*dispatch)(struct hbone_server *srv, uv_stream_t *l);
 	void *user;
 };
 
 /* Starts listening; *out is set only on success. 0, or a negative uv/AMESH_ERR code. A cfg->fd
  * passes to the server on success only (it closes it when drained); on failure it is untouched
- * and the caller still owns it and closes it. */
+ * and the caller still owns it and closes it. addr NULL and fd -1: a server without a listener,
+ * which serves the connections given to hbone_server_adopt. */
 int hbone_server_listen(uv_loop_t *loop, const struct hbone_server_cfg *cfg,
     struct hbone_server **out);
+/* Serves fd, a connection accepted elsewhere (taken over), as if accepted here: limits, TLS. */
+void hbone_server_adopt(struct hbone_server *srv, int fd);
 /* Changes the certificate used for new connections (rotation); live ones keep theirs. */
 void hbone_server_set_identity(struct hbone_server *srv, struct identity *id);
 /* Stops accepting, sends GOAWAY on every connection, and closes each when its streams are done or

@@ -104,6 +104,17 @@ refuse(struct hbone_server *srv, uv_stream_t *l)
 }
 
 static void
+add_conn(struct hbone_server *srv, struct h2_conn *c)
+{
+	srv->st.connections_accepted++;
+	c->list_next = srv->conns;
+	if (srv->conns != NULL)
+		srv->conns->list_prev = c;
+	srv->conns = c;
+	srv->nconns++;
+}
+
+static void
 on_connection(uv_stream_t *l, int status)
 {
 	struct hbone_server *srv = l->data;
@@ -119,6 +130,8 @@ on_connection(uv_stream_t *l, int status)
 		log_warn("hbone: accept: %s", amesh_strerror(status));
 		return;
 	}
+	if (!srv->draining && srv->cfg.dispatch != NULL && srv->cfg.dispatch(srv, l))
+		return;
 	if (srv->draining || srv->nconns >= srv->cfg.max_connections) {
 		/* Over the limit: take it off the backlog and close it, so it fails fast. */
 		refuse(srv, l);
@@ -139,12 +152,34 @@ on_connection(uv_stream_t *l, int status)
 			srv->st.connections_refused++;
 		return;
 	}
-	srv->st.connections_accepted++;
-	c->list_next = srv->conns;
-	if (srv->conns != NULL)
-		srv->conns->list_prev = c;
-	srv->conns = c;
-	srv->nconns++;
+	add_conn(srv, c);
+}
+
+void
+hbone_server_adopt(struct hbone_server *srv, int fd)
+{
+	struct tls_conn_opts o = {
+		.id = srv->id,
+		.trust_domain = srv->trust_domain,
+		.handshake_timeout_ms = srv->cfg.handshake_timeout_ms,
+	};
+	struct h2_conn *c;
+	int r;
+
+	if (srv->draining || srv->nconns >= srv->cfg.max_connections ||
+	    (c = h2_conn_new(srv->loop, true, srv->cfg.max_streams, &server_ops, srv)) == NULL) {
+		srv->st.connections_refused++;
+		close(fd);
+		return;
+	}
+	r = tls_conn_adopt(srv->loop, fd, &o, &h2_tls_cb, c, &c->tls); /* closes fd on failure */
+	if (r != 0) {
+		h2_conn_free_unstarted(c);
+		log_warn("hbone: accept: %s", amesh_strerror(r));
+		srv->st.connections_refused++;
+		return;
+	}
+	add_conn(srv, c);
 }
 
 int
@@ -174,7 +209,11 @@ hbone_server_listen(uv_loop_t *loop, const struct hbone_server_cfg *cfg,
 	uv_timer_init(loop, &srv->drain_timer);
 	srv->listener.data = srv;
 	srv->drain_timer.data = srv;
-	if (cfg->addr != NULL) {
+	if (cfg->addr == NULL && cfg->fd < 0) {
+		/* No listener: connections come through hbone_server_adopt. */
+		*out = srv;
+		return 0;
+	} else if (cfg->addr != NULL) {
 		/* Handed over by the previous process on an upgrade, else bound here. */
 		fd = inherit_tcp_listen(cfg->addr, 511);
 		r = fd < 0 ? fd : uv_tcp_open(&srv->listener, fd);

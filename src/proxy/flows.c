@@ -284,17 +284,25 @@ free_handle(uv_handle_t *h)
 	free(h);
 }
 
-/* Accepts a connection on l into a new flow, or closes it when over the limit. */
+/* Accepts a connection on l (or takes fd, accepted by another worker, when l is NULL) into a
+ * new flow, or closes it when over the limit. */
 static struct flow *
-accept_flow(uv_stream_t *l, enum flow_kind kind)
+accept_flow(struct pworkload *w, uv_stream_t *l, int fd, enum flow_kind kind)
 {
-	struct pworkload *w = l->data;
 	struct flows *fl = w->fl;
 	struct flow *f = NULL;
 	int len;
 
 	if (!fl->draining && fl->st.active + fl->l7_active < fl->cfg.pc->max_connections)
 		f = flow_new(w, kind);
+	if (f == NULL && l == NULL) {
+		struct linger lg = { 1, 0 };
+
+		fl->st.refused_limit++;
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+		return NULL;
+	}
 	if (f == NULL) {
 		/* Over the limit, draining or out of memory: take it off the backlog and reset it. */
 		uv_tcp_t *t = malloc(sizeof(*t));
@@ -308,7 +316,12 @@ accept_flow(uv_stream_t *l, enum flow_kind kind)
 		}
 		return NULL;
 	}
-	if (uv_accept(l, (uv_stream_t *)relay_tcp_a(f->r)) != 0) {
+	if (l == NULL && uv_tcp_open(relay_tcp_a(f->r), fd) != 0) {
+		close(fd); /* the handle did not take it */
+		relay_abort(f->r);
+		return NULL;
+	}
+	if (l != NULL && uv_accept(l, (uv_stream_t *)relay_tcp_a(f->r)) != 0) {
 		relay_abort(f->r);
 		return NULL;
 	}
@@ -684,10 +697,26 @@ routable_here(const struct registry *reg, const struct reg_service *svc)
 	return routed;
 }
 
+static void outbound(struct pworkload *w, uv_stream_t *l, int afd);
+
 void
 flows_on_outbound(uv_stream_t *l, int status)
 {
-	struct pworkload *w = l->data;
+	if (status < 0)
+		return;
+	outbound(l->data, l, -1);
+}
+
+void
+flows_adopt_outbound(struct pworkload *w, int fd)
+{
+	outbound(w, NULL, fd);
+}
+
+/* A new outbound connection: pending on l, or afd (l NULL). */
+static void
+outbound(struct pworkload *w, uv_stream_t *l, int afd)
+{
 	struct flows *fl = w->fl;
 	struct flow *f;
 	struct ip_addr dip;
@@ -701,9 +730,7 @@ flows_on_outbound(uv_stream_t *l, int status)
 	const char *dst_ns = NULL, *dst_sa = NULL;
 	int fd;
 
-	if (status < 0)
-		return;
-	f = accept_flow(l, FLOW_OUT_HBONE);
+	f = accept_flow(w, l, afd, FLOW_OUT_HBONE);
 	if (f == NULL)
 		return;
 	fd = -1;
@@ -1114,10 +1141,26 @@ flows_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
 	}
 }
 
+static void inbound_plain(struct pworkload *w, uv_stream_t *l, int afd);
+
 void
 flows_on_inbound_plain(uv_stream_t *l, int status)
 {
-	struct pworkload *w = l->data;
+	if (status < 0)
+		return;
+	inbound_plain(l->data, l, -1);
+}
+
+void
+flows_adopt_inbound_plain(struct pworkload *w, int fd)
+{
+	inbound_plain(w, NULL, fd);
+}
+
+/* A new plaintext inbound connection: pending on l, or afd (l NULL). */
+static void
+inbound_plain(struct pworkload *w, uv_stream_t *l, int afd)
+{
 	struct flows *fl = w->fl;
 	struct authz_l4_req q = { .src_principal = "", .src_namespace = "" };
 	const struct reg_policy *matched = NULL;
@@ -1126,9 +1169,7 @@ flows_on_inbound_plain(uv_stream_t *l, int status)
 	uint16_t cport, dport;
 	int fd = -1;
 
-	if (status < 0)
-		return;
-	f = accept_flow(l, FLOW_IN_PLAIN);
+	f = accept_flow(w, l, afd, FLOW_IN_PLAIN);
 	if (f == NULL)
 		return;
 	fl->st.inbound_plaintext++;

@@ -25,6 +25,7 @@ struct hbone_server;
 struct hbone_stream;
 struct identity_store;
 struct metrics;
+struct pworkload;
 
 struct flows_cfg {
 	uv_loop_t *loop;
@@ -66,6 +67,10 @@ void flows_on_outbound(uv_stream_t *l, int status);
 void flows_on_inbound_plain(uv_stream_t *l, int status);
 void flows_on_hbone_request(struct hbone_server *srv, struct hbone_stream *s,
     const struct hbone_request *req);
+/* The same for a connection another worker accepted (fd, taken over: closed on failure); w is
+ * this worker's proxy's workload (core/worker.h). */
+void flows_adopt_outbound(struct pworkload *w, int fd);
+void flows_adopt_inbound_plain(struct pworkload *w, int fd);
 /* The sidecar's L7 engine ended a tunnel it was given (l7_host tun_gone; arg: the pworkload). */
 void flows_on_l7_tun_gone(void *arg);
 

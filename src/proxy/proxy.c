@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "core/worker.h"
 #include "dns/server.h"
 #include "hbone/hbone.h"
 #include "l7/waypoint.h"
@@ -27,6 +29,7 @@
 #include "proxy/flows.h"
 #include "proxy/proxy.h"
 #include "proxy/workload.h"
+#include "telemetry/metrics.h"
 #include "tls/cert.h"
 #include "tls/identity.h"
 
@@ -40,6 +43,21 @@ struct pfailed {
 
 struct proxy {
 	struct proxy_cfg cfg;
+	struct conf_proxy pcopy; /* cfg.pc with this worker's share of max_connections */
+	/* Workers (core/worker.h): the front (worker 0) owns the listeners and the other workers'
+	 * proxies (peers); a peer is headless: no listeners, no DNS, no failed list; the front hands
+	 * it connections. With one worker, wk is NULL and npeers 0. */
+	struct worker *wk;
+	struct proxy **peers;
+	unsigned npeers;
+	bool headless;
+	unsigned rr;          /* front: the worker for the next accepted connection */
+	unsigned peers_left;  /* front, draining: peers not drained yet */
+	bool self_drained;    /* front, draining: its own part is closed */
+	void (*user_done)(void *arg); /* front: proxy_drain's done, once every worker drained */
+	void *user_arg;
+	struct proxy *front;  /* a peer: worker 0's proxy */
+	struct metric_counter *m_conns; /* amesh_worker_connections_total{worker="N"} */
 	struct flows *fl;
 	struct pworkload *workloads; /* enrolled, newest first */
 	size_t nworkloads;
@@ -118,28 +136,88 @@ flows_idle_cb(void *arg)
 	check_drained(arg);
 }
 
-struct proxy *
-proxy_new(const struct proxy_cfg *cfg)
+/* The proxy of worker index out of n (wk NULL: the only one), on the thread of cfg->loop. */
+static struct proxy *
+proxy_new_one(const struct proxy_cfg *cfg, unsigned n, unsigned index, struct worker *wk)
 {
 	struct proxy *px = xcalloc(1, sizeof(*px));
 	struct flows_cfg fc = {
 		.loop = cfg->loop,
 		.conf = cfg->conf,
-		.pc = cfg->pc,
 		.reg = cfg->reg,
 		.ids = cfg->ids,
 		.metrics = cfg->metrics,
 		.on_idle = flows_idle_cb,
 		.arg = px,
 	};
+	char idx[16];
 
 	px->cfg = *cfg;
+	px->pcopy = *cfg->pc;
+	/* max_connections bounds the whole proxy: each worker takes an equal share. */
+	px->pcopy.max_connections = (cfg->pc->max_connections + n - 1) / n;
+	px->cfg.pc = &px->pcopy;
+	fc.pc = &px->pcopy;
+	px->wk = wk;
+	px->headless = index > 0;
 	px->fl = flows_new(&fc);
+	snprintf(idx, sizeof(idx), "%u", index);
+	if (cfg->metrics != NULL && n > 1)
+		px->m_conns = metrics_counter_l(cfg->metrics, "amesh_worker_connections_total",
+		    "Connections accepted (outbound, plaintext inbound and HBONE), by the worker "
+		    "that serves them", "worker", idx);
 	uv_timer_init(cfg->loop, &px->refresh);
 	uv_timer_init(cfg->loop, &px->drain_timer);
 	px->refresh.data = px->drain_timer.data = px;
 	px->timers_open = 2;
 	start_refresh(px);
+	return px;
+}
+
+struct new_peer {
+	const struct proxy_cfg *cfg;
+	unsigned n, index;
+	struct worker *wk;
+	struct proxy *out;
+};
+
+/* On the peer's own thread: its handles belong to its loop. */
+static void
+new_peer(void *arg)
+{
+	struct new_peer *np = arg;
+	struct proxy_cfg c = *np->cfg;
+
+	c.loop = worker_loop(np->wk);
+	c.dns = NULL; /* the DNS proxy stays on worker 0 */
+	np->out = proxy_new_one(&c, np->n, np->index, np->wk);
+}
+
+struct proxy *
+proxy_new(const struct proxy_cfg *cfg)
+{
+	unsigned n = cfg->workers > 0 ? cfg->workers : 1;
+	struct proxy *px;
+
+	if (n > WORKER_MAX)
+		n = WORKER_MAX;
+	if (n > 1 && cfg->l7) {
+		log_warn("%s: the L7 engine runs on one worker: workers = 1", cfg->role);
+		n = 1;
+	}
+	px = proxy_new_one(cfg, n, 0, n > 1 ? worker_new(0, cfg->loop) : NULL);
+	if (n == 1)
+		return px;
+	px->npeers = n - 1;
+	px->peers = xcalloc(px->npeers, sizeof(*px->peers));
+	for (unsigned k = 1; k < n; k++) {
+		struct new_peer np = { cfg, n, k, worker_new(k, NULL), NULL };
+
+		worker_call(np.wk, new_peer, &np);
+		np.out->front = px;
+		px->peers[k - 1] = np.out;
+	}
+	log_info("%s: %u workers", cfg->role, n);
 	return px;
 }
 
@@ -177,10 +255,105 @@ proxy_workload_netns(const struct pworkload *w)
 	return w->netns_path;
 }
 
+struct peer_counters {
+	struct proxy *px;
+	struct flow_counters c;
+};
+
+static void
+peer_counters(void *arg)
+{
+	struct peer_counters *pc = arg;
+
+	flows_counters(pc->px->fl, &pc->c);
+}
+
+/* What every worker's flows counted. */
+static void
+all_counters(const struct proxy *px, struct flow_counters *c)
+{
+	flows_counters(px->fl, c);
+	for (unsigned k = 0; k < px->npeers; k++) {
+		struct peer_counters pc = { .px = px->peers[k] };
+
+		worker_call(px->peers[k]->wk, peer_counters, &pc);
+		c->accepted += pc.c.accepted;
+		c->refused_limit += pc.c.refused_limit;
+		c->outbound_hbone += pc.c.outbound_hbone;
+		c->outbound_passthrough += pc.c.outbound_passthrough;
+		c->inbound_hbone += pc.c.inbound_hbone;
+		c->inbound_plaintext += pc.c.inbound_plaintext;
+		c->denied += pc.c.denied;
+		c->connect_failures += pc.c.connect_failures;
+		c->inbound_l7 += pc.c.inbound_l7;
+		c->outbound_l7 += pc.c.outbound_l7;
+		c->outbound_external += pc.c.outbound_external;
+		c->outbound_blackhole += pc.c.outbound_blackhole;
+		c->waypoint_failovers += pc.c.waypoint_failovers;
+		c->active += pc.c.active;
+	}
+}
+
+/* A peer's workloads as counted on its thread; the names are its own, unchanged until the front
+ * changes it (only the front does, from this same thread). */
+struct peer_view {
+	const char *name;
+	uint64_t connections;
+	struct hbone_pool_stats pool;
+};
+
+struct peer_views {
+	struct proxy *px;
+	size_t n;
+	struct peer_view *v;
+};
+
+static void
+peer_views(void *arg)
+{
+	struct peer_views *pv = arg;
+
+	pv->v = xcalloc(pv->px->nworkloads + 1, sizeof(*pv->v));
+	for (const struct pworkload *w = pv->px->workloads; w != NULL; w = w->next) {
+		pv->v[pv->n].name = w->name;
+		pv->v[pv->n].connections = w->connections;
+		if (w->pool != NULL)
+			hbone_pool_stats(w->pool, &pv->v[pv->n].pool);
+		pv->n++;
+	}
+}
+
+/* Adds the peers' share of workload name to v. */
+static void
+add_peer_views(struct proxy_workload_view *v, const struct peer_views *pv, unsigned npeers)
+{
+	for (unsigned k = 0; k < npeers; k++)
+		for (size_t i = 0; i < pv[k].n; i++) {
+			const struct peer_view *p = &pv[k].v[i];
+
+			if (strcmp(p->name, v->name) != 0)
+				continue;
+			v->connections += p->connections;
+			v->pool.connections += p->pool.connections;
+			v->pool.streams += p->pool.streams;
+			v->pool.connections_opened += p->pool.connections_opened;
+			v->pool.connect_failures += p->pool.connect_failures;
+			v->pool.streams_opened += p->pool.streams_opened;
+			v->pool.streams_retried += p->pool.streams_retried;
+			break;
+		}
+}
+
 void
 proxy_foreach_workload(struct proxy *px,
     void (*fn)(const struct proxy_workload_view *v, void *arg), void *arg)
 {
+	struct peer_views *pv = px->npeers > 0 ? xcalloc(px->npeers, sizeof(*pv)) : NULL;
+
+	for (unsigned k = 0; k < px->npeers; k++) {
+		pv[k].px = px->peers[k];
+		worker_call(px->peers[k]->wk, peer_views, &pv[k]);
+	}
 	for (const struct pworkload *w = px->workloads; w != NULL; w = w->next) {
 		struct proxy_workload_view v = {
 			.name = w->name,
@@ -192,8 +365,12 @@ proxy_foreach_workload(struct proxy *px,
 
 		if (w->pool != NULL)
 			hbone_pool_stats(w->pool, &v.pool);
+		add_peer_views(&v, pv, px->npeers);
 		fn(&v, arg);
 	}
+	for (unsigned k = 0; k < px->npeers; k++)
+		free(pv[k].v);
+	free(pv);
 }
 
 struct registry *
@@ -219,7 +396,7 @@ proxy_get_stats(const struct proxy *px, struct proxy_stats *out)
 {
 	struct flow_counters c;
 
-	flows_counters(px->fl, &c);
+	all_counters(px, &c);
 	memset(out, 0, sizeof(*out));
 	out->accepted = c.accepted;
 	out->refused_limit = c.refused_limit;
@@ -291,14 +468,15 @@ shut_workload(struct pworkload *w, uint64_t drain_ms)
 	pw_release(w); /* the enrollment's own hold */
 }
 
-int
-proxy_unenroll(struct proxy *px, const char *name)
+static int
+unenroll_one(struct proxy *px, const char *name)
 {
 	struct pworkload *w = find(px, name);
 
 	if (w == NULL)
 		return AMESH_ERR_NOTFOUND;
-	log_info("workload %s: unenrolled", name);
+	if (!px->headless)
+		log_info("workload %s: unenrolled", name);
 	unlink_workload(px, w);
 	/* The namespace is going away: do not wait long for its connections. */
 	shut_workload(w, 1000);
@@ -463,8 +641,13 @@ ns_conflict(struct proxy *px, const char *name, const struct pworkload *old,
 	return 0;
 }
 
-int
-proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, char *why,
+static void on_outbound_l(uv_stream_t *l, int status);
+static void on_inbound_l(uv_stream_t *l, int status);
+static bool on_hbone_l(struct hbone_server *srv, uv_stream_t *l);
+
+/* proxy_enroll on one worker's proxy; a headless one opens no listener. */
+static int
+enroll_one(struct proxy *px, const char *name, int nsfd, const char *path, char *why,
     size_t whylen)
 {
 	struct registry *reg = registry_holder_get(px->cfg.reg);
@@ -549,8 +732,10 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 
 		if (!fam[f])
 			continue;
+		if (px->headless)
+			goto hbone;
 		r = listen_in(px->cfg.loop, w, family, px->cfg.pc->outbound_port, &w->outbound_l[f],
-		    flows_on_outbound);
+		    px->npeers > 0 ? on_outbound_l : flows_on_outbound);
 		if (r != 0) {
 			snprintf(why, whylen, "outbound listener on port %u: %s", px->cfg.pc->outbound_port,
 			    amesh_strerror(r));
@@ -558,7 +743,7 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		}
 		w->has_outbound[f] = true;
 		r = listen_in(px->cfg.loop, w, family, px->cfg.pc->inbound_plaintext_port,
-		    &w->inbound_l[f], flows_on_inbound_plain);
+		    &w->inbound_l[f], px->npeers > 0 ? on_inbound_l : flows_on_inbound_plain);
 		if (r != 0) {
 			snprintf(why, whylen, "inbound listener on port %u: %s",
 			    px->cfg.pc->inbound_plaintext_port, amesh_strerror(r));
@@ -571,7 +756,10 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 		if (family == AF_INET6)
 			((struct sockaddr_in6 *)&ss)->sin6_port = htons(px->cfg.pc->hbone_port);
 		fd = netns_listen(w->nsfd, (struct sockaddr *)&ss, 511);
-		if (fd < 0) {
+hbone:
+		if (px->headless)
+			fd = -1; /* the front hands it connections (hbone_server_adopt) */
+		else if (fd < 0) {
 			r = fd;
 			snprintf(why, whylen, "HBONE listener on port %u: %s", px->cfg.pc->hbone_port,
 			    amesh_strerror(r));
@@ -586,12 +774,14 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 				.max_connections = px->cfg.pc->max_connections,
 				.max_streams = (uint32_t)px->cfg.pc->pool_max_streams,
 				.on_request = flows_on_hbone_request,
+				.dispatch = px->npeers > 0 ? on_hbone_l : NULL,
 				.user = w,
 			};
 
 			r = hbone_server_listen(px->cfg.loop, &sc, &w->hbone_s[f]);
 			if (r != 0) {
-				close(fd); /* a failed listen leaves the fd to us (hbone.h) */
+				if (fd >= 0)
+					close(fd); /* a failed listen leaves the fd to us (hbone.h) */
 				snprintf(why, whylen, "HBONE listener: %s", amesh_strerror(r));
 				goto fail_open;
 			}
@@ -630,8 +820,10 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 	if (old != NULL) {
 		/* Its old namespace is gone (ns_conflict checked): the new listeners are up, so
 		 * the old ones can go. */
-		log_info("workload %s: moves from %s (gone) to %s", name, old->netns_path, path);
-		proxy_unenroll(px, name);
+		if (!px->headless)
+			log_info("workload %s: moves from %s (gone) to %s", name, old->netns_path,
+			    path);
+		unenroll_one(px, name);
 	}
 	w->next = px->workloads;
 	if (px->workloads != NULL)
@@ -639,7 +831,8 @@ proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, cha
 	px->workloads = w;
 	px->nworkloads++;
 	proxy_unfail(px, name);
-	log_info("workload %s: enrolled (namespace %s, %s)", name, path, w->id->spiffe_id);
+	if (!px->headless)
+		log_info("workload %s: enrolled (namespace %s, %s)", name, path, w->id->spiffe_id);
 	registry_unref(reg);
 	return 0;
 fail_open:
@@ -668,8 +861,9 @@ on_refresh(uv_timer_t *t)
 			identity_unref(id);
 			continue;
 		}
-		log_info("workload %s: new certificate (valid until %ld)", w->name,
-		    (long)id->not_after);
+		if (!px->headless)
+			log_info("workload %s: new certificate (valid until %ld)", w->name,
+			    (long)id->not_after);
 		for (int fam = 0; fam < 2; fam++)
 			if (w->hbone_s[fam] != NULL)
 				hbone_server_set_identity(w->hbone_s[fam], id);
@@ -690,7 +884,8 @@ drain_timer_fired(uv_timer_t *t)
 {
 	struct proxy *px = t->data;
 
-	log_info("%s: drain timeout: resetting the remaining connections", px->cfg.role);
+	if (!px->headless)
+		log_info("%s: drain timeout: resetting the remaining connections", px->cfg.role);
 	flows_abort_all(px->fl);
 	for (struct pworkload *w = px->l7_ws; w != NULL; w = w->l7_next)
 		waypoint_abort_all(w->l7);
@@ -722,16 +917,17 @@ check_drained(struct proxy *px)
 	uv_close((uv_handle_t *)&px->drain_timer, timer_closed);
 }
 
-void
-proxy_drain(struct proxy *px, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
+static void
+drain_one(struct proxy *px, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
 {
 	if (px->draining)
 		return;
 	px->draining = true;
 	px->on_drained = done;
 	px->drained_arg = arg;
-	log_info("%s: draining %zu workloads for up to %llu ms", px->cfg.role, px->nworkloads,
-	    (unsigned long long)timeout_ms);
+	if (!px->headless)
+		log_info("%s: draining %zu workloads for up to %llu ms", px->cfg.role,
+		    px->nworkloads, (unsigned long long)timeout_ms);
 	flows_stop_accepting(px->fl);
 	uv_timer_stop(&px->refresh);
 	uv_timer_start(&px->drain_timer, drain_timer_fired, timeout_ms, 0);
@@ -744,13 +940,350 @@ proxy_drain(struct proxy *px, uint64_t timeout_ms, void (*done)(void *arg), void
 	check_drained(px);
 }
 
+static void
+free_one(struct proxy *px)
+{
+	while (px->failed != NULL)
+		proxy_unfail(px, px->failed->name);
+	flows_free(px->fl);
+	free(px);
+}
+
+static void
+peer_free(void *arg)
+{
+	free_one(arg);
+}
+
 void
 proxy_free(struct proxy *px)
 {
 	if (px == NULL)
 		return;
-	while (px->failed != NULL)
-		proxy_unfail(px, px->failed->name);
-	flows_free(px->fl);
-	free(px);
+	for (unsigned k = 0; k < px->npeers; k++) {
+		struct worker *wk = px->peers[k]->wk;
+
+		worker_call(wk, peer_free, px->peers[k]);
+		worker_stop(wk); /* its loop ends: everything of it was closed by the drain */
+	}
+	free(px->peers);
+	worker_stop(px->wk);
+	free_one(px);
+}
+
+/* --- workers: the front (worker 0) hands connections to its peers and fans control out --- */
+
+enum handoff_kind { HO_OUT, HO_PLAIN, HO_HBONE };
+
+/* A connection accepted by the front for a peer (or for itself when the peer's queue is full). */
+struct handoff {
+	struct proxy *to;
+	char *name;           /* the workload, found again by name in the peer's proxy */
+	struct netns_id nsid; /* and namespace: a workload that moved meanwhile does not take it */
+	enum handoff_kind kind;
+	int fam, fd;
+};
+
+/* Closes fd with a reset, as an over-limit accept is. */
+static void
+reset_close(int fd)
+{
+	struct linger lg = { 1, 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+/* On the receiving worker's thread. */
+static void
+adopt(void *arg)
+{
+	struct handoff *h = arg;
+	struct proxy *px = h->to;
+	struct pworkload *w = find(px, h->name);
+
+	if (w == NULL || px->draining || (h->nsid.ino != 0 && !netns_id_eq(&w->nsid, &h->nsid))) {
+		reset_close(h->fd);
+	} else {
+		metrics_counter_add(px->m_conns, 1);
+		switch (h->kind) {
+		case HO_OUT:
+			flows_adopt_outbound(w, h->fd);
+			break;
+		case HO_PLAIN:
+			flows_adopt_inbound_plain(w, h->fd);
+			break;
+		case HO_HBONE:
+			if (w->hbone_s[h->fam] != NULL)
+				hbone_server_adopt(w->hbone_s[h->fam], h->fd);
+			else
+				reset_close(h->fd);
+			break;
+		}
+	}
+	free(h->name);
+	free(h);
+}
+
+static void
+free_tcp(uv_handle_t *h)
+{
+	free(h);
+}
+
+/*
+ * Round robin over the workers, the front included: hands the connection pending on l to the
+ * next one. false: the caller serves it (its turn, or no memory to hand it over).
+ */
+static bool
+hand_off(struct proxy *px, struct pworkload *w, uv_stream_t *l, enum handoff_kind kind, int fam)
+{
+	unsigned k = px->rr++ % (px->npeers + 1);
+	struct handoff *h;
+	uv_tcp_t *t;
+	int fd = -1;
+
+	if (k == 0 || px->draining)
+		return false;
+	h = calloc(1, sizeof(*h));
+	t = malloc(sizeof(*t));
+	if (h == NULL || t == NULL || (h->name = strdup(w->name)) == NULL) {
+		if (h != NULL)
+			free(h->name);
+		free(h);
+		free(t);
+		return false;
+	}
+	/* The connection leaves libuv's hands as a descriptor of its own. */
+	uv_tcp_init(px->cfg.loop, t);
+	if (uv_accept(l, (uv_stream_t *)t) == 0 && uv_fileno((uv_handle_t *)t, &fd) == 0)
+		fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	else
+		fd = -1;
+	uv_close((uv_handle_t *)t, free_tcp);
+	if (fd < 0) {
+		free(h->name);
+		free(h);
+		return true; /* lost before it was ours: closed with the handle */
+	}
+	h->to = px->peers[k - 1];
+	h->nsid = w->nsid;
+	h->kind = kind;
+	h->fam = fam;
+	h->fd = fd;
+	if (!worker_post(h->to->wk, adopt, h)) {
+		/* That worker's queue is full (WORKER_QUEUE_MAX): serve it here. */
+		h->to = px;
+		adopt(h);
+	}
+	return true;
+}
+
+static void
+on_outbound_l(uv_stream_t *l, int status)
+{
+	struct pworkload *w = l->data;
+	struct proxy *px = w->on_free_arg;
+
+	if (status == 0 && hand_off(px, w, l, HO_OUT, 0))
+		return;
+	if (status == 0)
+		metrics_counter_add(px->m_conns, 1);
+	flows_on_outbound(l, status);
+}
+
+static void
+on_inbound_l(uv_stream_t *l, int status)
+{
+	struct pworkload *w = l->data;
+	struct proxy *px = w->on_free_arg;
+
+	if (status == 0 && hand_off(px, w, l, HO_PLAIN, 0))
+		return;
+	if (status == 0)
+		metrics_counter_add(px->m_conns, 1);
+	flows_on_inbound_plain(l, status);
+}
+
+static bool
+on_hbone_l(struct hbone_server *srv, uv_stream_t *l)
+{
+	struct pworkload *w = hbone_server_user(srv);
+	struct proxy *px = w->on_free_arg;
+
+	if (hand_off(px, w, l, HO_HBONE, srv == w->hbone_s[1]))
+		return true;
+	metrics_counter_add(px->m_conns, 1);
+	return false;
+}
+
+struct peer_enroll {
+	struct proxy *px;
+	const char *name, *path;
+	int nsfd, r;
+	char why[512];
+};
+
+static void
+peer_enroll(void *arg)
+{
+	struct peer_enroll *e = arg;
+
+	e->r = enroll_one(e->px, e->name, e->nsfd, e->path, e->why, sizeof(e->why));
+}
+
+struct peer_unenroll {
+	struct proxy *px;
+	const char *name;
+};
+
+static void
+peer_unenroll(void *arg)
+{
+	struct peer_unenroll *u = arg;
+
+	unenroll_one(u->px, u->name);
+}
+
+static void
+unenroll_peers(struct proxy *px, const char *name, unsigned upto)
+{
+	for (unsigned k = 0; k < upto; k++) {
+		struct peer_unenroll u = { px->peers[k], name };
+
+		worker_call(px->peers[k]->wk, peer_unenroll, &u);
+	}
+}
+
+int
+proxy_enroll(struct proxy *px, const char *name, int nsfd, const char *path, char *why,
+    size_t whylen)
+{
+	const struct pworkload *before = find(px, name);
+	int fds[WORKER_MAX], r;
+	unsigned k;
+
+	if (px->npeers == 0)
+		return enroll_one(px, name, nsfd, path, why, whylen);
+	/* Each worker's proxy takes a namespace descriptor of its own. */
+	for (k = 0; k < px->npeers; k++) {
+		fds[k] = nsfd == NETNS_SELF ? NETNS_SELF : fcntl(nsfd, F_DUPFD_CLOEXEC, 0);
+		if (fds[k] < 0 && nsfd != NETNS_SELF) {
+			r = -errno;
+			snprintf(why, whylen, "namespace %s: %s", path, strerror(-r));
+			while (k-- > 0)
+				close(fds[k]);
+			close(nsfd);
+			return r;
+		}
+	}
+	r = enroll_one(px, name, nsfd, path, why, whylen);
+	if (r != 0 || find(px, name) == before) {
+		/* Refused, or served there already: the peers have nothing to do. */
+		for (k = 0; k < px->npeers && nsfd != NETNS_SELF; k++)
+			close(fds[k]);
+		return r;
+	}
+	for (k = 0; k < px->npeers; k++) {
+		struct peer_enroll e = { px->peers[k], name, path, fds[k], 0, "" };
+
+		worker_call(px->peers[k]->wk, peer_enroll, &e);
+		if (e.r != 0) {
+			snprintf(why, whylen, "worker %u: %s", k + 1, e.why);
+			for (unsigned j = k + 1; j < px->npeers && nsfd != NETNS_SELF; j++)
+				close(fds[j]);
+			unenroll_peers(px, name, k);
+			unenroll_one(px, name);
+			return e.r;
+		}
+	}
+	return 0;
+}
+
+int
+proxy_unenroll(struct proxy *px, const char *name)
+{
+	int r = unenroll_one(px, name);
+
+	if (r == 0)
+		unenroll_peers(px, name, px->npeers);
+	return r;
+}
+
+static void
+front_finish(struct proxy *px)
+{
+	void (*done)(void *);
+
+	if (!px->self_drained || px->peers_left > 0 || px->user_done == NULL)
+		return;
+	done = px->user_done;
+	px->user_done = NULL;
+	/* Nothing is posted to worker 0 any more: its loop may end. */
+	worker_release_main(px->wk);
+	done(px->user_arg);
+}
+
+static void
+front_self_drained(void *arg)
+{
+	struct proxy *px = arg;
+
+	px->self_drained = true;
+	front_finish(px);
+}
+
+/* On worker 0: a peer is drained. */
+static void
+front_peer_drained(void *arg)
+{
+	struct proxy *px = arg;
+
+	px->peers_left--;
+	front_finish(px);
+}
+
+/* On the peer's thread. */
+static void
+peer_drained(void *arg)
+{
+	struct proxy *peer = arg;
+
+	worker_post_ctl(peer->front->wk, front_peer_drained, peer->front);
+}
+
+struct peer_drain {
+	struct proxy *peer;
+	uint64_t timeout_ms;
+};
+
+static void
+peer_drain(void *arg)
+{
+	struct peer_drain *d = arg;
+
+	drain_one(d->peer, d->timeout_ms, peer_drained, d->peer);
+	free(d);
+}
+
+void
+proxy_drain(struct proxy *px, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
+{
+	if (px->npeers == 0) {
+		drain_one(px, timeout_ms, done, arg);
+		return;
+	}
+	if (px->draining)
+		return;
+	px->user_done = done;
+	px->user_arg = arg;
+	px->peers_left = px->npeers;
+	for (unsigned k = 0; k < px->npeers; k++) {
+		struct peer_drain *d = xmalloc(sizeof(*d));
+
+		d->peer = px->peers[k];
+		d->timeout_ms = timeout_ms;
+		worker_post_ctl(px->peers[k]->wk, peer_drain, d);
+	}
+	drain_one(px, timeout_ms, front_self_drained, px);
 }

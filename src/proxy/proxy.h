@@ -11,7 +11,10 @@
  * each relay's buffers are [ztunnel] buffer_size per direction; the HBONE pools and servers have
  * their own limits.
  *
- * Threads: everything on the loop thread.
+ * Threads: every function on the loop thread that proxy_new was given (worker 0). With
+ * proxy_cfg.workers > 1 the proxy runs on that many loops (core/worker.h): worker 0 keeps the
+ * listeners and hands connections round robin to the others, each with its own flows, pools and
+ * HBONE servers; the functions here fan out to them and sum what they count.
  */
 #ifndef AMESH_PROXY_PROXY_H
 #define AMESH_PROXY_PROXY_H
@@ -48,6 +51,9 @@ struct proxy_cfg {
 	/* Sidecar: HTTP inbound (authz, request metrics) and outbound to services with routes go
 	 * through an L7 engine per workload (src/l7); its tunnels count towards max_connections. */
 	bool l7;
+	/* Event loops serving the workloads (0 or 1: the given loop alone; capped at WORKER_MAX);
+	 * an L7 engine runs on one. max_connections is shared out equally between them. */
+	unsigned workers;
 };
 
 /* An enrolled workload as it is now; the strings are valid until the proxy changes. */
@@ -82,7 +88,8 @@ struct proxy_stats {
 /* A proxy serving nothing yet; cfg is copied, what it points to must outlive the proxy. Starts the
  * certificate refresh timer. Aborts when out of memory (startup). */
 struct proxy *proxy_new(const struct proxy_cfg *cfg);
-/* Frees the proxy after proxy_drain's done and the loop ran. Accepts NULL. */
+/* Frees the proxy after proxy_drain's done and the loop ran; stops its worker threads. Accepts
+ * NULL. */
 void proxy_free(struct proxy *px);
 
 /*

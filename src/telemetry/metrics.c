@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -65,6 +66,7 @@ enum proc_type { PROC_COUNTER, PROC_GAUGE, PROC_HISTOGRAM };
 /* A process metric; counters, gauges and histograms share it and are told apart by type. */
 struct proc_metric {
 	struct proc_metric *next;
+	struct metrics *m; /* its store, whose lock guards it */
 	enum proc_type type;
 	char *name, *help;
 	char *label, *lvalue; /* one label (both NULL: none); one entry per value, kept adjacent */
@@ -98,7 +100,13 @@ struct metrics {
 	struct series *head[SET_NKINDS], *tail[SET_NKINDS];
 	struct proc_metric *procs, *procs_tail;
 	uint64_t dropped;
+	/* Guards everything above and every value: events come from every worker's thread
+	 * (core/worker.h), each a few additions, so one uncontended lock is cheap enough. */
+	pthread_mutex_t mu;
 };
+
+#define LOCK(m) pthread_mutex_lock(&(m)->mu)
+#define UNLOCK(m) pthread_mutex_unlock(&(m)->mu)
 
 int
 metrics_new(struct metrics **out)
@@ -116,6 +124,7 @@ metrics_new(struct metrics **out)
 		return AMESH_ERR_NOMEM;
 	}
 	m->max_series = METRICS_MAX_SERIES;
+	pthread_mutex_init(&m->mu, NULL);
 	*out = m;
 	return 0;
 }
@@ -135,25 +144,38 @@ metrics_free(struct metrics *m)
 		proc_free(p);
 	}
 	free(m->tab);
+	pthread_mutex_destroy(&m->mu);
 	free(m);
 }
 
 void
 metrics_set_max_series(struct metrics *m, size_t max)
 {
+	LOCK(m);
 	m->max_series = max;
+	UNLOCK(m);
 }
 
 size_t
 metrics_series(const struct metrics *m)
 {
-	return m->nseries;
+	size_t n;
+
+	LOCK((struct metrics *)m);
+	n = m->nseries;
+	UNLOCK((struct metrics *)m);
+	return n;
 }
 
 uint64_t
 metrics_dropped(const struct metrics *m)
 {
-	return m->dropped;
+	uint64_t n;
+
+	LOCK((struct metrics *)m);
+	n = m->dropped;
+	UNLOCK((struct metrics *)m);
+	return n;
 }
 
 /* FNV-1a. */
@@ -266,22 +288,26 @@ tcp_series(struct metrics *m, const struct tcp_labels *l)
 void
 metrics_tcp_opened(struct metrics *m, const struct tcp_labels *l)
 {
-	struct series *s = tcp_series(m, l);
+	struct series *s;
 
-	if (s != NULL)
+	LOCK(m);
+	if ((s = tcp_series(m, l)) != NULL)
 		s->u.tcp.opened++;
+	UNLOCK(m);
 }
 
 void
 metrics_tcp_closed(struct metrics *m, const struct tcp_labels *l, uint64_t sent, uint64_t received)
 {
-	struct series *s = tcp_series(m, l);
+	struct series *s;
 
-	if (s == NULL)
-		return;
-	s->u.tcp.closed++;
-	s->u.tcp.sent += sent;
-	s->u.tcp.received += received;
+	LOCK(m);
+	if ((s = tcp_series(m, l)) != NULL) {
+		s->u.tcp.closed++;
+		s->u.tcp.sent += sent;
+		s->u.tcp.received += received;
+	}
+	UNLOCK(m);
 }
 
 static void
@@ -319,13 +345,15 @@ metrics_http_request(struct metrics *m, const struct http_labels *l, double dura
 	v[9] = code;
 	v[10] = l->response_flags;
 	v[11] = l->connection_security_policy;
+	LOCK(m);
 	s = lookup(m, SET_HTTP, v, HTTP_NLABELS, 10);
-	if (s == NULL)
-		return;
-	s->u.http.requests++;
-	observe(&s->u.http.duration, duration_ms);
-	observe(&s->u.http.req_bytes, (double)request_bytes);
-	observe(&s->u.http.resp_bytes, (double)response_bytes);
+	if (s != NULL) {
+		s->u.http.requests++;
+		observe(&s->u.http.duration, duration_ms);
+		observe(&s->u.http.req_bytes, (double)request_bytes);
+		observe(&s->u.http.resp_bytes, (double)response_bytes);
+	}
+	UNLOCK(m);
 }
 
 /* Prometheus metric names: [a-zA-Z_:][a-zA-Z0-9_:]*. */
@@ -358,8 +386,23 @@ proc_free(struct proc_metric *p)
 	free(p);
 }
 
+static struct proc_metric *proc_register_locked(struct metrics *m, enum proc_type type,
+    const char *name, const char *help, const char *label, const char *lvalue);
+
 static struct proc_metric *
 proc_register(struct metrics *m, enum proc_type type, const char *name, const char *help,
+    const char *label, const char *lvalue)
+{
+	struct proc_metric *p;
+
+	LOCK(m);
+	p = proc_register_locked(m, type, name, help, label, lvalue);
+	UNLOCK(m);
+	return p;
+}
+
+static struct proc_metric *
+proc_register_locked(struct metrics *m, enum proc_type type, const char *name, const char *help,
     const char *label, const char *lvalue)
 {
 	struct proc_metric *p, *after = NULL;
@@ -384,6 +427,7 @@ proc_register(struct metrics *m, enum proc_type type, const char *name, const ch
 	p = calloc(1, sz);
 	if (p == NULL)
 		return NULL;
+	p->m = m;
 	p->type = type;
 	p->name = strdup(name);
 	p->help = strdup(help != NULL ? help : "");
@@ -448,11 +492,13 @@ metrics_histogram(struct metrics *m, const char *name, const char *help, const d
 	for (size_t i = 1; i < n; i++)
 		if (!(bounds[i] > bounds[i - 1]))
 			return NULL;
-	p = proc_register(m, PROC_HISTOGRAM, name, help, NULL, NULL);
+	LOCK(m);
+	p = proc_register_locked(m, PROC_HISTOGRAM, name, help, NULL, NULL);
 	if (p != NULL && p->hn == 0) {
 		memcpy(p->hbound, bounds, n * sizeof(double));
 		p->hn = n;
 	}
+	UNLOCK(m);
 	return (struct metric_histogram *)p;
 }
 
@@ -467,9 +513,11 @@ metrics_histogram_observe(struct metric_histogram *h, double v)
 		v = 0;
 	while (i < h->p.hn && v > h->p.hbound[i])
 		i++;
+	LOCK(h->p.m);
 	h->p.hcount[i]++;
 	h->p.hobs++;
 	h->p.hsum += v;
+	UNLOCK(h->p.m);
 }
 
 void
@@ -479,6 +527,7 @@ metrics_gauge_remove(struct metrics *m, struct metric_gauge *g)
 
 	if (g == NULL)
 		return;
+	LOCK(m);
 	for (struct proc_metric *p = m->procs; p != NULL; prev = p, p = p->next) {
 		if (p != &g->p)
 			continue;
@@ -489,41 +538,66 @@ metrics_gauge_remove(struct metrics *m, struct metric_gauge *g)
 		if (m->procs_tail == p)
 			m->procs_tail = prev;
 		proc_free(p);
-		return;
+		break;
 	}
+	UNLOCK(m);
 }
 
+/* Process counters and gauges are read and written under their store's lock as well. */
 void
 metrics_counter_add(struct metric_counter *c, uint64_t v)
 {
-	if (c != NULL)
-		c->p.counter += v;
+	if (c == NULL)
+		return;
+	LOCK(c->p.m);
+	c->p.counter += v;
+	UNLOCK(c->p.m);
 }
 
 uint64_t
 metrics_counter_value(const struct metric_counter *c)
 {
-	return c != NULL ? c->p.counter : 0;
+	uint64_t v;
+
+	if (c == NULL)
+		return 0;
+	LOCK(c->p.m);
+	v = c->p.counter;
+	UNLOCK(c->p.m);
+	return v;
 }
 
 void
 metrics_gauge_set(struct metric_gauge *g, int64_t v)
 {
-	if (g != NULL)
-		g->p.gauge = v;
+	if (g == NULL)
+		return;
+	LOCK(g->p.m);
+	g->p.gauge = v;
+	UNLOCK(g->p.m);
 }
 
 void
 metrics_gauge_add(struct metric_gauge *g, int64_t delta)
 {
-	if (g != NULL)
-		g->p.gauge += delta;
+	if (g == NULL)
+		return;
+	LOCK(g->p.m);
+	g->p.gauge += delta;
+	UNLOCK(g->p.m);
 }
 
 int64_t
 metrics_gauge_value(const struct metric_gauge *g)
 {
-	return g != NULL ? g->p.gauge : 0;
+	int64_t v;
+
+	if (g == NULL)
+		return 0;
+	LOCK(g->p.m);
+	v = g->p.gauge;
+	UNLOCK(g->p.m);
+	return v;
 }
 
 /* Rendering: core's buffer (METRICS_RENDER_MAX at most); a failed append sticks and the render
@@ -738,6 +812,7 @@ metrics_render(struct metrics *m, char **out)
 
 	*out = NULL;
 	buf_init(&b.b, METRICS_RENDER_MAX);
+	LOCK(m);
 	for (const struct proc_metric *p = m->procs, *prev = NULL; p != NULL; prev = p, p = p->next) {
 		if (prev == NULL || strcmp(prev->name, p->name) != 0)
 			family_head(&b, p->name, p->type == PROC_COUNTER ? "counter" :
@@ -777,6 +852,7 @@ metrics_render(struct metrics *m, char **out)
 	family_head(&b, "amesh_metrics_series_dropped_total", "counter",
 	    "Metric events not counted because the label-set limit was reached.");
 	mt_printf(&b, "amesh_metrics_series_dropped_total %" PRIu64 "\n", m->dropped);
+	UNLOCK(m);
 	if (b.err != 0 || (*out = buf_take_str(&b.b, &len)) == NULL) {
 		buf_reset(&b.b);
 		return 0;

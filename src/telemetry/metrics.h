@@ -50,8 +50,8 @@
  * label sets keep counting. Process counters and gauges are registered by code at startup and are
  * not capped. Worst case the rendered page is about 70 lines of up to 3 KiB per HTTP label set.
  *
- * Threads: none of this is locked. A store is used on one thread (the loop's): events, rendering
- * and freeing all happen there.
+ * Threads: any. One lock per store guards its label sets and every value (the ztunnel's workers
+ * count from their own threads); freeing is for the last user, once the others stopped.
  */
 #ifndef AMESH_TELEMETRY_METRICS_H
 #define AMESH_TELEMETRY_METRICS_H

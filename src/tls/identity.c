@@ -7,6 +7,8 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <mbedtls/ecp.h>
+#include <mbedtls/pk.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -22,6 +24,7 @@
 #include "core/util.h"
 #include "tls/cert.h"
 #include "tls/identity.h"
+#include "tls/rng.h"
 #include "tls/tls.h"
 
 /* One load's result: never changed after it is published. */
@@ -463,6 +466,28 @@ reuse_unchanged(struct identity_set *old, const char *want, const char *crt, con
 	return identity_ref(prev);
 }
 
+/*
+ * mbedTLS builds the comb table of a group's base point on a key's first use (an ECDSA signature
+ * with our key, a verification with a CA's) and caches it in the key's group without a lock.
+ * Built here, before the key is published, so worker threads (core/worker.h) only read it.
+ */
+static void
+warm_ec(mbedtls_pk_context *pk)
+{
+	mbedtls_ecp_keypair *ec;
+	mbedtls_ecp_point r;
+	mbedtls_mpi one;
+
+	if (!mbedtls_pk_can_do(pk, MBEDTLS_PK_ECKEY) || (ec = mbedtls_pk_ec(*pk)) == NULL)
+		return;
+	mbedtls_ecp_point_init(&r);
+	mbedtls_mpi_init(&one);
+	if (mbedtls_mpi_lset(&one, 1) == 0)
+		(void)mbedtls_ecp_mul(&ec->grp, &r, &one, &ec->grp.G, rng_fill, rng_ctx());
+	mbedtls_ecp_point_free(&r);
+	mbedtls_mpi_free(&one);
+}
+
 /* Loads and checks one identity; NULL (after logging why) if it is skipped. */
 static struct identity *
 load_one(struct identity_store *s, const struct scan_file *f, struct trust_bundle *b,
@@ -518,6 +543,7 @@ load_one(struct identity_store *s, const struct scan_file *f, struct trust_bundl
 			snprintf(why, sizeof(why), "key %s does not match the certificate", key);
 		goto out;
 	}
+	warm_ec(&id->key);
 	if ((id->spiffe_id = strdup(sid)) == NULL || (id->ns = strdup(f->ns)) == NULL ||
 	    (id->sa = strdup(f->sa)) == NULL) {
 		log_error("identity %s: out of memory", crt);
@@ -597,6 +623,8 @@ load_bundle(struct identity_store *s, struct trust_bundle **out)
 		trust_bundle_unref(b);
 		return r;
 	}
+	for (mbedtls_x509_crt *c = &b->crt; c != NULL && c->raw.len > 0; c = c->next)
+		warm_ec(&c->pk);
 	*out = b;
 	return 0;
 }

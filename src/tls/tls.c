@@ -556,7 +556,7 @@ on_linger_timeout(uv_timer_t *t)
 static void
 linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-	static char sink[16384]; /* read to be dropped: loop thread only */
+	static _Thread_local char sink[16384]; /* read to be dropped; one per worker thread */
 
 	(void)h;
 	(void)suggested;
@@ -1074,6 +1074,8 @@ set_peer_addr(struct tls_conn *c)
 		sockaddr_str(&ss, c->peer_addr, sizeof(c->peer_addr));
 }
 
+static int accepted(struct tls_conn *c, struct tls_conn **out);
+
 int
 tls_conn_accept(uv_stream_t *server, const struct tls_conn_opts *o,
     const struct tls_conn_cb *cb, void *user, struct tls_conn **out)
@@ -1090,6 +1092,35 @@ tls_conn_accept(uv_stream_t *server, const struct tls_conn_opts *o,
 		close_handles(c, false);
 		return r;
 	}
+	return accepted(c, out);
+}
+
+int
+tls_conn_adopt(uv_loop_t *loop, int fd, const struct tls_conn_opts *o,
+    const struct tls_conn_cb *cb, void *user, struct tls_conn **out)
+{
+	struct tls_conn *c;
+	int r = conn_new(loop, o, cb, user, true, &c);
+
+	*out = NULL;
+	if (r != 0) {
+		close(fd);
+		return r;
+	}
+	r = uv_tcp_open(&c->tcp, fd);
+	if (r != 0) {
+		close(fd);
+		c->cb = &quiet_cb;
+		close_handles(c, false);
+		return r;
+	}
+	return accepted(c, out);
+}
+
+/* The tail of an accept: c holds the connection; its handshake starts. */
+static int
+accepted(struct tls_conn *c, struct tls_conn **out)
+{
 	uv_tcp_nodelay(&c->tcp, 1);
 	/* Nothing else notices a client that vanished while its connection was idle. */
 	uv_tcp_keepalive(&c->tcp, 1, 60);

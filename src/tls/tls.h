@@ -85,6 +85,10 @@ struct tls_conn_opts {
 	int fd;                   /* namespace), which is taken over; else tls_conn_connect makes one */
 };
 
+/* Starts the server handshake on fd, a connection accepted elsewhere (another worker's
+ * listener); fd is taken over, closed on failure. */
+int tls_conn_adopt(uv_loop_t *loop, int fd, const struct tls_conn_opts *o,
+    const struct tls_conn_cb *cb, void *user, struct tls_conn **out);
 /* Accepts a pending connection from server and starts the server handshake. */
 int tls_conn_accept(uv_stream_t *server, const struct tls_conn_opts *o,
     const struct tls_conn_cb *cb, void *user, struct tls_conn **out);

@@ -319,6 +319,10 @@ cert_dir = $LAB_DIR/node-$_lab_x/certs
 socket = $LAB_DIR/node-$_lab_x/ztunnel.sock
 state_dir = $LAB_DIR/node-$_lab_x/workloads
 EOF
+		# AMESH_TEST_WORKERS=N runs the suite's ztunnels with N event loops ([ztunnel] workers).
+		if [ -n "${AMESH_TEST_WORKERS:-}" ]; then
+			echo "workers = $AMESH_TEST_WORKERS" >>"$LAB_DIR/node-$_lab_x.conf" || return 1
+		fi
 	done
 	LAB_CONF_A=$LAB_DIR/node-a.conf
 	LAB_CONF_B=$LAB_DIR/node-b.conf

@@ -74,6 +74,7 @@ ca_timeout = 2s
 [ztunnel]
 socket = $LAB_DIR/node-$_h/ztunnel.sock
 state_dir = $LAB_DIR/node-$_h/workloads
+${AMESH_TEST_WORKERS:+workers = $AMESH_TEST_WORKERS}
 CONF
 	done
 }

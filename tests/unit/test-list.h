@@ -10,6 +10,9 @@
 	X(pattern_match)                    \
 	X(log_text_json_journal)            \
 	X(htab_basic)                       \
+	X(worker_call_runs_on_its_thread)   \
+	X(worker_queue_is_bounded)          \
+	X(worker_zero_is_the_callers_loop)  \
 	X(buf_order_and_offset)             \
 	X(buf_limit)                        \
 	X(buf_amortized_growth)             \
