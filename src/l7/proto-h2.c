@@ -29,6 +29,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "hbone/h2flood.h"
 #include "l7/mirror.h"
 #include "l7/pipeline.h"
 #include "l7/route.h"
@@ -62,6 +63,8 @@ struct h2d {
 	struct h2r *reqs;
 	int nreqs, open_streams;
 	bool sending, in_recv; /* inside nghttp2_session_send / _mem_recv */
+	struct h2_flood flood; /* the client's control frames (hbone/h2flood.h) */
+	bool flooded;          /* over them: GOAWAY ENHANCE_YOUR_CALM sent */
 };
 
 /* Where a request's answer is, downstream. */
@@ -1396,8 +1399,22 @@ request_head(struct h2r *r)
 static int
 d_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
-	struct h2r *r = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	struct h2d *d = user;
+	struct h2r *r;
 
+	if (h2_flood_over(&d->flood, f, uv_now(d->t->wp->loop))) {
+		if (!d->flooded) {
+			log_warn("%s: %s: h2c client %s sent more than %d SETTINGS, PING, PRIORITY and "
+			    "RST_STREAM frames, then %d a second: GOAWAY ENHANCE_YOUR_CALM",
+			    d->t->wp->role, d->t->authority, d->t->peer_id, H2_FLOOD_BURST,
+			    H2_FLOOD_RATE);
+			d->t->wp->st.h2_floods++;
+		}
+		d->flooded = true;
+		nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
+		return 0;
+	}
+	r = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
 	if (r == NULL)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -1574,6 +1591,7 @@ h2m_start(struct tun *t)
 		return AMESH_ERR_NOMEM;
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
+	h2_flood_options(opt);
 	if (nghttp2_session_server_new2(&d->s, d_callbacks, d, opt) != 0) {
 		nghttp2_option_del(opt);
 		free(d);
