@@ -16,6 +16,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "core/util.h"
 #include "hbone/h2.h"
 #include "tls/identity.h"
 
@@ -492,8 +493,9 @@ h2_conn_new(uv_loop_t *loop, bool server, uint32_t max_streams,
 		h2_flood_options(opt);
 	else
 		nghttp2_option_set_peer_max_concurrent_streams(opt, max_streams);
-	r = server ? nghttp2_session_server_new2(&c->session, callbacks(), c, opt) :
-	    nghttp2_session_client_new2(&c->session, callbacks(), c, opt);
+	r = server ? nghttp2_session_server_new3(&c->session, callbacks(), c, opt,
+	    amesh_nghttp2_mem()) :
+	    nghttp2_session_client_new3(&c->session, callbacks(), c, opt, amesh_nghttp2_mem());
 	nghttp2_option_del(opt);
 	if (r != 0) {
 		free(c);
