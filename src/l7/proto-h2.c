@@ -29,6 +29,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/util.h"
 #include "hbone/h2flood.h"
 #include "l7/mirror.h"
 #include "l7/pipeline.h"
@@ -486,8 +487,13 @@ hv_add(struct h2r *r, const uint8_t *name, size_t nlen, const uint8_t *value, si
 {
 	r->hstore[2 * r->nh] = strndup((const char *)name, nlen);
 	r->hstore[2 * r->nh + 1] = strndup((const char *)value, vlen);
-	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL)
+	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL) {
+		/* Past nh nothing is freed: the half that was made goes now. */
+		free(r->hstore[2 * r->nh]);
+		free(r->hstore[2 * r->nh + 1]);
+		r->hstore[2 * r->nh] = r->hstore[2 * r->nh + 1] = NULL;
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
 	r->hv[r->nh].name = r->hstore[2 * r->nh];
 	r->hv[r->nh].value = r->hstore[2 * r->nh + 1];
 	r->nh++;
@@ -949,7 +955,7 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		return;
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
-	if (nghttp2_session_client_new2(&r->us, up_callbacks, r, opt) != 0) {
+	if (nghttp2_session_client_new3(&r->us, up_callbacks, r, opt, amesh_nghttp2_mem()) != 0) {
 		nghttp2_option_del(opt);
 		r->us = NULL;
 		h2_local_reply(r, 500, "out of memory", "UPE");
@@ -1592,7 +1598,7 @@ h2m_start(struct tun *t)
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	h2_flood_options(opt);
-	if (nghttp2_session_server_new2(&d->s, d_callbacks, d, opt) != 0) {
+	if (nghttp2_session_server_new3(&d->s, d_callbacks, d, opt, amesh_nghttp2_mem()) != 0) {
 		nghttp2_option_del(opt);
 		free(d);
 		return AMESH_ERR_NOMEM;
