@@ -1556,9 +1556,10 @@ r_maybe_free(struct h2r *r)
 static int
 init_callbacks(void)
 {
-	if (d_callbacks != NULL)
+	if (d_callbacks != NULL && up_callbacks != NULL)
 		return 0;
-	if (nghttp2_session_callbacks_new(&d_callbacks) != 0 ||
+	/* (Both or neither: one made without the other would pass the test above next time.) */
+	if ((d_callbacks == NULL && nghttp2_session_callbacks_new(&d_callbacks) != 0) ||
 	    nghttp2_session_callbacks_new(&up_callbacks) != 0)
 		return AMESH_ERR_NOMEM; /* nghttp2's only failure here */
 	nghttp2_session_callbacks_set_send_callback(d_callbacks, d_send_cb);
