@@ -9,7 +9,7 @@
 # exits 0, says how many allocations it failed, and (in a --enable-asan build, with
 # ASAN_OPTIONS=detect_leaks=1 as .ci/run sets it) reports no error and no leak.
 # Needs a binary built with --enable-failalloc (.ci/run's sanitizer build is); skipped otherwise.
-# FAILALLOC_N (default 200) and FAILALLOC_SEED (default: the time) choose the failures; the seed
+# FAILALLOC_N (default 1000) and FAILALLOC_SEED (default: the time) choose the failures; the seed
 # is printed, so that a failing run can be repeated.
 . "$(dirname "$0")/../lib.sh"
 . "$SRCDIR/tests/e2e/lab.sh"
@@ -23,7 +23,7 @@ if ! grep -q '^#define AMESH_FAILALLOC 1' "$BUILDDIR/config.h" 2>/dev/null; then
 	exit 0
 fi
 trap 'lab_down; cleanup' EXIT
-N=${FAILALLOC_N:-200}
+N=${FAILALLOC_N:-1000}
 SEED=${FAILALLOC_SEED:-$(date +%s)}
 echo "# AMESH_FAILALLOC=random=$N,seed=$SEED,after=8000"
 plan 12
@@ -101,7 +101,7 @@ PROBES=$!
 # Traffic through everything, at once.
 lab_exec a1 $PY "$H" latency "http://$LAB_VIP/" --n 400 >"$TMP/h1" 2>&1 &
 P1=$!
-lab_exec a1 h2load -n 400 -c 40 "http://10.96.0.13/who" >"$TMP/h2" 2>&1 &
+lab_exec a1 h2load -n 400 -c 40 -N 10 "http://10.96.0.13/who" >"$TMP/h2" 2>&1 &
 P2=$!
 lab_exec a1 $PY "$H" latency "http://$LAB_VIP_OTHER/" --n 400 >"$TMP/l4" 2>&1 &
 P3=$!
