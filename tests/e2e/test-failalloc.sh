@@ -26,7 +26,7 @@ trap 'lab_down; cleanup' EXIT
 N=${FAILALLOC_N:-1000}
 SEED=${FAILALLOC_SEED:-$(date +%s)}
 echo "# AMESH_FAILALLOC=random=$N,seed=$SEED,after=8000"
-plan 12
+plan 10
 
 lab_up "$TMP/lab" || { echo "Bail out! lab_up failed"; exit 1; }
 lab_certs >/dev/null || { echo "Bail out! lab_certs failed"; exit 1; }
