@@ -70,6 +70,7 @@ struct amesh_conf {
 		    readiness_address;
 		uint64_t drain_timeout, connect_timeout, handshake_timeout, idle_timeout;
 		uint64_t protocol_detection_timeout; /* ms; 0: wait for the client's bytes */
+		uint64_t request_header_timeout;     /* ms; 0: none */
 		uint64_t buffer_size, max_connections, pool_max_streams, pool_idle_timeout;
 		uint64_t workers; /* accepted; the waypoint runs one event loop for now */
 	} waypoint;
@@ -77,6 +78,7 @@ struct amesh_conf {
 		char *workload;
 		bool l7; /* inbound HTTP and routed outbound through the L7 engine */
 		uint64_t protocol_detection_timeout; /* ms; 0: wait for the client's bytes */
+		uint64_t request_header_timeout;     /* ms; 0: none */
 		struct conf_proxy proxy;
 	} sidecar;
 	struct {

@@ -17,6 +17,10 @@ void *xrealloc(void *p, size_t nmemb, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The nghttp2_mem every HTTP/2 session is made with (a const nghttp2_mem *): NULL, libc's,
+ * unless the binary is built with --enable-failalloc and AMESH_FAILALLOC is set
+ * (src/failalloc.c). */
+void *amesh_nghttp2_mem(void);
 
 /* Strips leading and trailing blanks in place; returns s. */
 char *strtrim(char *s);

@@ -17,6 +17,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "core/util.h"
 #include "hbone/h2.h"
 #include "tls/identity.h"
 
@@ -378,6 +379,16 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 	struct hbone_stream *s = NULL;
 
 	c->last_activity = uv_now(c->loop);
+	if (c->is_server && h2_flood_over(&c->flood, frame, c->last_activity)) {
+		if (!c->flooded)
+			log_warn("hbone %s (%s): more than %d SETTINGS, PING, PRIORITY and RST_STREAM "
+			    "frames, then %d a second: GOAWAY ENHANCE_YOUR_CALM",
+			    tls_conn_peer_addr(c->tls), tls_conn_peer_id(c->tls), H2_FLOOD_BURST,
+			    H2_FLOOD_RATE);
+		c->flooded = true;
+		nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
+		return 0;
+	}
 	if (frame->hd.stream_id != 0)
 		s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
 	switch (frame->hd.type) {
@@ -536,10 +547,13 @@ h2_conn_new(uv_loop_t *loop, bool server, uint32_t max_streams,
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_max_send_header_block_length(opt, HBONE_MAX_HEADER_BYTES * 2);
-	if (!server)
+	if (server)
+		h2_flood_options(opt);
+	else
 		nghttp2_option_set_peer_max_concurrent_streams(opt, max_streams);
-	r = server ? nghttp2_session_server_new2(&c->session, callbacks(), c, opt) :
-	    nghttp2_session_client_new2(&c->session, callbacks(), c, opt);
+	r = server ? nghttp2_session_server_new3(&c->session, callbacks(), c, opt,
+	    amesh_nghttp2_mem()) :
+	    nghttp2_session_client_new3(&c->session, callbacks(), c, opt, amesh_nghttp2_mem());
 	nghttp2_option_del(opt);
 	if (r != 0) {
 		free(c);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "hbone/h2flood.h"
 #include "hbone/hbone.h"
 #include "tls/tls.h"
 
@@ -87,6 +88,8 @@ struct h2_conn {
 	bool in_flush, flush_again;
 	bool tls_closed;
 	uint64_t last_activity; /* uv_now of the last frame received */
+	struct h2_flood flood;  /* server: the peer's control frames (hbone/h2flood.h) */
+	bool flooded;           /* over them: GOAWAY ENHANCE_YOUR_CALM sent */
 	bool in_recv; /* inside nghttp2_session_mem_recv: sending waits until it returns */
 };
 

@@ -56,14 +56,17 @@ tun_set_proto(struct tun *t, const struct l7_proto_ops *ops)
 	}
 }
 
-/* Nothing decided the protocol in detect_ms: the client waits for the server to speak. */
+/* Nothing decided the protocol in detect_ms. A client that sent nothing waits for the server to
+ * speak: L4. One that sent part of a method (or of the preface: all detect leaves undecided)
+ * and paused is read as HTTP/1.1, under request_header_timeout; relaying it at L4 would let a
+ * client that trickles its first bytes past every route and L7 policy. */
 static void
 on_detect_timeout(uv_timer_t *h)
 {
 	struct tun *t = h->data;
 
 	if (t->proto == NULL && t->state == TUN_OPEN)
-		tun_set_proto(t, &l7_l4_ops);
+		tun_set_proto(t, buf_len(&t->in) > 0 ? &l7_h1_ops : &l7_l4_ops);
 }
 
 static void

@@ -166,6 +166,7 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	wp->role = "waypoint";
 	wp->idle_ms = conf->waypoint.idle_timeout;
 	wp->detect_ms = conf->waypoint.protocol_detection_timeout;
+	wp->header_ms = conf->waypoint.request_header_timeout;
 	wp->ns = strdup(wr->namespace);
 	wp->sa = strdup(wr->service_account);
 	registry_unref(r);
@@ -258,6 +259,7 @@ waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	wp->role = host->role;
 	wp->idle_ms = host->idle_timeout_ms;
 	wp->detect_ms = host->detect_ms;
+	wp->header_ms = host->header_ms;
 	wp->pool = host->pool;
 	wp->ns = strdup(host->ns);
 	wp->sa = strdup(host->sa);
@@ -404,7 +406,7 @@ waypoint_stats_json(const struct waypoint *wp)
 {
 	const struct waypoint_stats *st = &wp->st;
 
-	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "tunnels", (json_int_t)st->tunnels, "tunnels_l4", (json_int_t)st->tunnels_l4,
 	    "tunnels_h2", (json_int_t)st->tunnels_h2,
 	    "requests", (json_int_t)st->requests, "denied", (json_int_t)st->denied,
@@ -415,6 +417,8 @@ waypoint_stats_json(const struct waypoint *wp)
 	    "mirrors", (json_int_t)st->mirrors,
 	    "mirrors_dropped", (json_int_t)st->mirrors_dropped,
 	    "l4_resets", (json_int_t)st->l4_resets,
+	    "header_timeouts", (json_int_t)st->header_timeouts,
+	    "h2_floods", (json_int_t)st->h2_floods,
 	    "active", (json_int_t)st->active);
 }
 

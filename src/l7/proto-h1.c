@@ -246,7 +246,7 @@ local_reply(struct tun *t, int status, const char *body, const char *location)
 	n = asprintf(&head, "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n"
 	    "content-length: %zu\r\n%s%s%s%s%s\r\n", status,
 	    status == 403 ? "Forbidden" : status == 404 ? "Not Found" : status == 405 ?
-	    "Method Not Allowed" : status == 500 ?
+	    "Method Not Allowed" : status == 408 ? "Request Timeout" : status == 500 ?
 	    "Internal Server Error" : status == 503 ? "Service Unavailable" : status == 504 ?
 	    "Gateway Timeout" : status == 502 ? "Bad Gateway" : status >= 300 && status < 400 ?
 	    "Redirect" : "Error", strlen(body), location ? "location: " : "",
@@ -954,6 +954,8 @@ req_head(void *arg, const struct h1_head *h)
 
 	/* One request at a time: the next waits until this one is answered. */
 	h1_pause(ht->req_p, true);
+	if (t->timers_open == 2)
+		uv_timer_stop(&t->timer); /* request_header_timeout: the head is whole */
 	ht->req = h;
 	ht->state = H1_EX_REQUEST;
 	ht->start = uv_now(wp->loop);
@@ -1068,6 +1070,37 @@ req_end(void *arg)
 
 static const struct h1_callbacks req_cb = { req_head, req_body, NULL, req_end };
 
+/* request_header_timeout: the head that started has not come whole in time (slowloris). */
+static void
+on_head_timeout(uv_timer_t *h)
+{
+	struct tun *t = h->data;
+	struct h1t *ht = t->ps;
+
+	if (ht == NULL || ht->state != H1_EX_IDLE || t->state != TUN_OPEN)
+		return;
+	log_info("%s: %s: request head from %s not whole in %llu ms: 408", t->wp->role,
+	    t->authority, t->peer_id, (unsigned long long)t->wp->header_ms);
+	t->wp->st.header_timeouts++;
+	ht->close_after = true;
+	ht->req = NULL;
+	ht->start = uv_now(t->wp->loop);
+	local_reply(t, 408, "request header timeout", NULL);
+	shutdown_down(t);
+}
+
+/* Part of a request head is here: it must be whole within request_header_timeout of now. */
+static void
+head_timer(struct tun *t)
+{
+	struct h1t *ht = t->ps;
+
+	if (t->wp->header_ms == 0 || t->timers_open != 2 || ht->state != H1_EX_IDLE ||
+	    ht->close_after || uv_is_active((uv_handle_t *)&t->timer))
+		return;
+	uv_timer_start(&t->timer, on_head_timeout, t->wp->header_ms, 0);
+}
+
 /* Gives the parser what came from downstream, while it is not paused. */
 static void
 feed_down(struct tun *t)
@@ -1112,6 +1145,8 @@ feed_down(struct tun *t)
 	/* A request answered inside the parser may have left the connection to close. */
 	if (ht->state == H1_EX_IDLE && (t->down_eof || ht->close_after))
 		shutdown_down(t);
+	else if (ht->req_p != NULL && (h1_in_message(ht->req_p) || buf_len(&t->in) > 0))
+		head_timer(t); /* a head has started */
 }
 
 static int

@@ -29,6 +29,8 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/util.h"
+#include "hbone/h2flood.h"
 #include "l7/mirror.h"
 #include "l7/pipeline.h"
 #include "l7/route.h"
@@ -62,6 +64,8 @@ struct h2d {
 	struct h2r *reqs;
 	int nreqs, open_streams;
 	bool sending, in_recv; /* inside nghttp2_session_send / _mem_recv */
+	struct h2_flood flood; /* the client's control frames (hbone/h2flood.h) */
+	bool flooded;          /* over them: GOAWAY ENHANCE_YOUR_CALM sent */
 };
 
 /* Where a request's answer is, downstream. */
@@ -483,8 +487,13 @@ hv_add(struct h2r *r, const uint8_t *name, size_t nlen, const uint8_t *value, si
 {
 	r->hstore[2 * r->nh] = strndup((const char *)name, nlen);
 	r->hstore[2 * r->nh + 1] = strndup((const char *)value, vlen);
-	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL)
+	if (r->hstore[2 * r->nh] == NULL || r->hstore[2 * r->nh + 1] == NULL) {
+		/* Past nh nothing is freed: the half that was made goes now. */
+		free(r->hstore[2 * r->nh]);
+		free(r->hstore[2 * r->nh + 1]);
+		r->hstore[2 * r->nh] = r->hstore[2 * r->nh + 1] = NULL;
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
 	r->hv[r->nh].name = r->hstore[2 * r->nh];
 	r->hv[r->nh].value = r->hstore[2 * r->nh + 1];
 	r->nh++;
@@ -946,7 +955,7 @@ h2_up_on_response(struct hbone_stream *s, int status)
 		return;
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
-	if (nghttp2_session_client_new2(&r->us, up_callbacks, r, opt) != 0) {
+	if (nghttp2_session_client_new3(&r->us, up_callbacks, r, opt, amesh_nghttp2_mem()) != 0) {
 		nghttp2_option_del(opt);
 		r->us = NULL;
 		h2_local_reply(r, 500, "out of memory", "UPE");
@@ -1396,8 +1405,22 @@ request_head(struct h2r *r)
 static int
 d_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
-	struct h2r *r = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	struct h2d *d = user;
+	struct h2r *r;
 
+	if (h2_flood_over(&d->flood, f, uv_now(d->t->wp->loop))) {
+		if (!d->flooded) {
+			log_warn("%s: %s: h2c client %s sent more than %d SETTINGS, PING, PRIORITY and "
+			    "RST_STREAM frames, then %d a second: GOAWAY ENHANCE_YOUR_CALM",
+			    d->t->wp->role, d->t->authority, d->t->peer_id, H2_FLOOD_BURST,
+			    H2_FLOOD_RATE);
+			d->t->wp->st.h2_floods++;
+		}
+		d->flooded = true;
+		nghttp2_session_terminate_session(s, NGHTTP2_ENHANCE_YOUR_CALM);
+		return 0;
+	}
+	r = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
 	if (r == NULL)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
@@ -1533,9 +1556,10 @@ r_maybe_free(struct h2r *r)
 static int
 init_callbacks(void)
 {
-	if (d_callbacks != NULL)
+	if (d_callbacks != NULL && up_callbacks != NULL)
 		return 0;
-	if (nghttp2_session_callbacks_new(&d_callbacks) != 0 ||
+	/* (Both or neither: one made without the other would pass the test above next time.) */
+	if ((d_callbacks == NULL && nghttp2_session_callbacks_new(&d_callbacks) != 0) ||
 	    nghttp2_session_callbacks_new(&up_callbacks) != 0)
 		return AMESH_ERR_NOMEM; /* nghttp2's only failure here */
 	nghttp2_session_callbacks_set_send_callback(d_callbacks, d_send_cb);
@@ -1574,7 +1598,8 @@ h2m_start(struct tun *t)
 		return AMESH_ERR_NOMEM;
 	}
 	nghttp2_option_set_no_auto_window_update(opt, 1);
-	if (nghttp2_session_server_new2(&d->s, d_callbacks, d, opt) != 0) {
+	h2_flood_options(opt);
+	if (nghttp2_session_server_new3(&d->s, d_callbacks, d, opt, amesh_nghttp2_mem()) != 0) {
 		nghttp2_option_del(opt);
 		free(d);
 		return AMESH_ERR_NOMEM;

@@ -70,6 +70,9 @@ struct waypoint {
 	/* A tunnel whose client has sent nothing that tells its protocol for this long is relayed
 	 * at L4 (a server-first protocol: the client waits for the server's greeting); 0: never. */
 	uint64_t detect_ms;
+	/* An HTTP/1.1 request head not whole this long after its first byte is answered 408 and the
+	 * connection closed (slowloris); 0: never. */
+	uint64_t header_ms;
 	struct l7_host host;
 	const char *role; /* "waypoint" or "sidecar", for logs */
 	struct tun *tuns; /* every tunnel, for waypoint_abort_all */

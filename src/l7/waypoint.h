@@ -33,6 +33,8 @@ struct waypoint_stats {
 	uint64_t tunnels, tunnels_l4, tunnels_h2, requests, denied, local_replies, retries, timeouts,
 	    upstream_failures, upstream_reused, mirrors, mirrors_dropped;
 	uint64_t l4_resets; /* L4 tunnels reset because bytes could not be queued (l4_put) */
+	uint64_t header_timeouts; /* HTTP/1.1 request heads not whole in request_header_timeout */
+	uint64_t h2_floods; /* h2c clients sent GOAWAY for too many control frames (hbone/h2.h) */
 	size_t active;
 };
 
@@ -56,6 +58,7 @@ struct l7_host {
 	int (*app_socket)(void *arg, const struct sockaddr_storage *client, int family);
 	uint64_t idle_timeout_ms; /* a tunnel idle both ways this long is reset (0: never) */
 	uint64_t detect_ms;       /* a client silent this long is relayed at L4 (0: never) */
+	uint64_t header_ms;       /* an HTTP/1.1 request head must be whole this soon (0: never) */
 	/* A tunnel ended (the host counts them for its drain). */
 	void (*tun_gone)(void *arg);
 	void *arg;

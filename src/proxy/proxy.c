@@ -111,6 +111,7 @@ start_l7(struct proxy *px, struct pworkload *w)
 		.pool = w->pool,
 		.idle_timeout_ms = px->cfg.pc->idle_timeout,
 		.detect_ms = px->cfg.conf->sidecar.protocol_detection_timeout,
+		.header_ms = px->cfg.conf->sidecar.request_header_timeout,
 		.app_socket = l7_app_socket,
 		.tun_gone = flows_on_l7_tun_gone,
 		.arg = w,

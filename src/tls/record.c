@@ -190,6 +190,41 @@ static const struct record_ops ossl_ops = {
 	.destroy = ossl_destroy,
 };
 
+/*
+ * The ciphers, fetched once (record_init): EVP_aes_128_gcm() and the like make every
+ * EVP_CipherInit_ex fetch the implementation again, and the first fetch initializes OpenSSL's
+ * provider store, which an allocation failure there leaves broken (a later fetch crashes on a
+ * NULL lock: found with AMESH_FAILALLOC). NULL: not fetched, the legacy way is used.
+ */
+static EVP_CIPHER *fetched[3];
+static const char *const fetch_names[3] = { "AES-128-GCM", "AES-256-GCM", "ChaCha20-Poly1305" };
+
+static void
+record_fini(void)
+{
+	for (size_t i = 0; i < 3; i++) {
+		EVP_CIPHER_free(fetched[i]);
+		fetched[i] = NULL;
+	}
+}
+
+int
+record_init(void)
+{
+	static bool done;
+
+	if (done)
+		return 0;
+	for (size_t i = 0; i < 3; i++)
+		if ((fetched[i] = EVP_CIPHER_fetch(NULL, fetch_names[i], NULL)) == NULL) {
+			record_fini();
+			return AMESH_ERR_NOMEM;
+		}
+	atexit(record_fini); /* before OpenSSL's own cleanup, registered earlier */
+	done = true;
+	return 0;
+}
+
 bool
 record_available(void)
 {
@@ -205,13 +240,13 @@ record_dir_init(struct record_dir *d, const struct record_secret *s, bool seal)
 	memset(d, 0, sizeof(*d));
 	switch (s->cipher) {
 	case RECORD_AES_128_GCM:
-		ci = EVP_aes_128_gcm();
+		ci = fetched[0] ? fetched[0] : EVP_aes_128_gcm();
 		break;
 	case RECORD_AES_256_GCM:
-		ci = EVP_aes_256_gcm();
+		ci = fetched[1] ? fetched[1] : EVP_aes_256_gcm();
 		break;
 	case RECORD_CHACHA20_POLY1305:
-		ci = EVP_chacha20_poly1305();
+		ci = fetched[2] ? fetched[2] : EVP_chacha20_poly1305();
 		break;
 	default:
 		return AMESH_ERR_INVALID;
@@ -236,6 +271,12 @@ record_dir_init(struct record_dir *d, const struct record_secret *s, bool seal)
 }
 
 #else /* !HAVE_RECORD_OFFLOAD */
+
+int
+record_init(void)
+{
+	return 0;
+}
 
 bool
 record_available(void)

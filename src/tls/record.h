@@ -94,6 +94,9 @@ struct record_dir {
 
 /* True when this build has a fast record layer (configure found OpenSSL's libcrypto). */
 bool record_available(void);
+/* Fetches the ciphers once, at start-up, before any connection (record.c says why); 0 or
+ * AMESH_ERR_NOMEM (then each connection fetches its own, as before). */
+int record_init(void);
 /* The cipher of an mbedTLS ciphersuite id, or -1 when this layer does not do it. */
 int record_cipher_of_suite(int suite_id);
 /* Bytes a record of this cipher adds to its plaintext, without the header. */

@@ -704,6 +704,8 @@ void
 tls_set_record_offload(bool on)
 {
 	record_offload = on;
+	if (on && record_available() && record_init() != 0)
+		log_warn("tls: OpenSSL's record ciphers could not be fetched at start-up");
 }
 
 bool
