@@ -729,7 +729,7 @@ enroll_one(struct proxy *px, const char *name, int nsfd, const char *path, char 
 	for (int f = 0; f < 2; f++) {
 		int family = f ? AF_INET6 : AF_INET;
 		struct sockaddr_storage ss;
-		int fd;
+		int fd = -1;
 
 		if (!fam[f])
 			continue;
