@@ -54,7 +54,7 @@ struct zt {
 	int exit_code;
 };
 
-/* [ztunnel] workers = 0 (the default): one per CPU this process may run on, at most 8 (past
+/* [ztunnel] workers = 0: one per CPU this process may run on, at most 8 (past
  * that, more loops only add cross-thread hand-offs for a node proxy). */
 #define AUTO_WORKERS_MAX 8
 

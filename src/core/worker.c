@@ -60,6 +60,16 @@ on_wake(uv_async_t *a)
 	run_jobs(a->data);
 }
 
+static _Thread_local void (*exit_hooks[WORKER_EXIT_HOOKS])(void);
+static _Thread_local unsigned n_exit_hooks;
+
+void
+worker_at_thread_exit(void (*fn)(void))
+{
+	if (n_exit_hooks < WORKER_EXIT_HOOKS)
+		exit_hooks[n_exit_hooks++] = fn;
+}
+
 static void *
 thread_main(void *arg)
 {
@@ -73,6 +83,8 @@ thread_main(void *arg)
 	pthread_mutex_lock(&w->start_mu);
 	pthread_mutex_unlock(&w->start_mu);
 	uv_run(w->loop, UV_RUN_DEFAULT);
+	while (n_exit_hooks > 0)
+		exit_hooks[--n_exit_hooks]();
 	return NULL;
 }
 

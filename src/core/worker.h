@@ -56,5 +56,13 @@ void worker_post_ctl(struct worker *w, void (*fn)(void *arg), void *arg);
 void worker_stop(struct worker *w);
 /* Worker 0: closes its wakeup handle so that the main loop can end (from the main thread). */
 void worker_release_main(struct worker *w);
+/*
+ * Runs fn on the calling thread when its worker loop has ended (a worker thread), so that
+ * per-thread caches (free lists of buffers) are freed with their thread. Registering twice is
+ * the caller's to avoid; at most WORKER_EXIT_HOOKS per thread, more are ignored. The main thread's
+ * caches stay reachable until the process exits.
+ */
+#define WORKER_EXIT_HOOKS 8
+void worker_at_thread_exit(void (*fn)(void));
 
 #endif

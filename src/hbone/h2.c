@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "core/util.h"
+#include "core/worker.h"
 #include "hbone/h2.h"
 #include "tls/identity.h"
 
@@ -41,12 +42,26 @@ sbuf_get(void)
 	return n_spare_sbufs > 0 ? spare_sbuf[--n_spare_sbufs] : malloc(HBONE_STREAM_SEND_BUF);
 }
 
+static _Thread_local bool sbufs_hooked;
+
+/* A worker thread's spares go with it (core/worker.h). */
+static void
+sbufs_free(void)
+{
+	while (n_spare_sbufs > 0)
+		free(spare_sbuf[--n_spare_sbufs]);
+}
+
 static void
 sbuf_put(uint8_t *b)
 {
-	if (b != NULL && n_spare_sbufs < SPARE_SBUFS)
+	if (b != NULL && n_spare_sbufs < SPARE_SBUFS) {
+		if (!sbufs_hooked) {
+			sbufs_hooked = true;
+			worker_at_thread_exit(sbufs_free);
+		}
 		spare_sbuf[n_spare_sbufs++] = b;
-	else
+	} else
 		free(b);
 }
 

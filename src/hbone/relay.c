@@ -11,6 +11,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/worker.h"
 #include "hbone/hbone.h"
 #include "hbone/relay.h"
 
@@ -67,6 +68,28 @@ static _Thread_local size_t read_buf_cap;
 static _Thread_local uint8_t *spare_pending[SPARE_PENDING];
 static _Thread_local unsigned n_spare_pending;
 
+static _Thread_local bool bufs_hooked;
+
+/* A worker thread's read buffer and spares go with it (core/worker.h). */
+static void
+bufs_free(void)
+{
+	free(read_buf);
+	read_buf = NULL;
+	read_buf_cap = 0;
+	while (n_spare_pending > 0)
+		free(spare_pending[--n_spare_pending]);
+}
+
+static void
+bufs_hook(void)
+{
+	if (!bufs_hooked) {
+		bufs_hooked = true;
+		worker_at_thread_exit(bufs_free);
+	}
+}
+
 static uint8_t *
 pending_get(size_t size)
 {
@@ -78,9 +101,10 @@ pending_get(size_t size)
 static void
 pending_put(uint8_t *b, size_t size)
 {
-	if (b != NULL && size == DEFAULT_BUFFER && n_spare_pending < SPARE_PENDING)
+	if (b != NULL && size == DEFAULT_BUFFER && n_spare_pending < SPARE_PENDING) {
+		bufs_hook();
 		spare_pending[n_spare_pending++] = b;
-	else
+	} else
 		free(b);
 }
 
@@ -262,6 +286,7 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 		}
 		read_buf = b;
 		read_buf_cap = r->cfg.buffer_size;
+		bufs_hook();
 	}
 	*buf = uv_buf_init((char *)read_buf, (unsigned int)r->cfg.buffer_size);
 }

@@ -34,6 +34,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "core/worker.h"
 #include "tls/identity.h"
 #include "tls/record.h"
 #include "tls/tls.h"
@@ -132,6 +133,27 @@ static _Thread_local unsigned n_spare_chunks;
 static _Thread_local uint8_t *spare_plain[TLS_SPARE_PLAIN];
 static _Thread_local unsigned n_spare_plain;
 
+static _Thread_local bool spares_hooked;
+
+/* A worker thread's spares go with it (core/worker.h). */
+static void
+spares_free(void)
+{
+	while (n_spare_chunks > 0)
+		free(spare_chunk[--n_spare_chunks]);
+	while (n_spare_plain > 0)
+		free(spare_plain[--n_spare_plain]);
+}
+
+static void
+spares_hook(void)
+{
+	if (!spares_hooked) {
+		spares_hooked = true;
+		worker_at_thread_exit(spares_free);
+	}
+}
+
 static uint8_t *
 plain_get(void)
 {
@@ -141,9 +163,10 @@ plain_get(void)
 static void
 plain_put(uint8_t *p)
 {
-	if (p != NULL && n_spare_plain < TLS_SPARE_PLAIN)
+	if (p != NULL && n_spare_plain < TLS_SPARE_PLAIN) {
+		spares_hook();
 		spare_plain[n_spare_plain++] = p;
-	else
+	} else
 		free(p);
 }
 
@@ -174,9 +197,10 @@ chunk_put(struct tls_wreq *w)
 	while (w != NULL) {
 		struct tls_wreq *next = w->next;
 
-		if (w->cap == TLS_CHUNK && n_spare_chunks < TLS_SPARE_CHUNKS)
+		if (w->cap == TLS_CHUNK && n_spare_chunks < TLS_SPARE_CHUNKS) {
+			spares_hook();
 			spare_chunk[n_spare_chunks++] = w;
-		else
+		} else
 			free(w);
 		w = next;
 	}
