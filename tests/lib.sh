@@ -17,6 +17,13 @@ ok() {
 	echo "ok $tap_n - $1"
 }
 
+# todo TEXT: a known problem's check that failed: "not ok N - TEXT", TEXT ending in "# TODO why"
+# (XFAIL). Reported, and not counted against the run's exit status as fail is.
+todo() {
+	tap_n=$((tap_n + 1))
+	echo "not ok $tap_n - $1"
+}
+
 fail() {
 	tap_n=$((tap_n + 1))
 	tap_failed=$((tap_failed + 1))

@@ -129,33 +129,22 @@ TARGETS_l4="zt_a zt_b"
 TARGETS_l7="wp"
 UPGRADES=0
 
-# upgrade NAME: SIGUSR2 to the process now serving as NAME; sets CUR_NAME to the new one (its
-# log line "upgrade: started ... (pid N)" in NAME's log, which the new process inherits).
+# upgrade NAME: SIGUSR2 to the process now serving as NAME (lab_upgrade); CUR_NAME becomes the
+# new one.
 upgrade() {
-	local cur=CUR_$1 log=$TMP/$1.err n i new
-	n=$(grep -c "upgrade: started" "$log")
-	kill -USR2 "${!cur}" || die "$1 (pid ${!cur}) is gone"
-	for i in $(seq 100); do
-		new=$(grep "upgrade: started" "$log" | sed -n "$((n + 1)),\$s/.*(pid \([0-9]*\)).*/\1/p" | tail -n 1)
-		[ -n "$new" ] && break
-		sleep 0.05
-	done
-	[ -n "$new" ] || die "$1: no new process 5 s after SIGUSR2: $(tail -n 3 "$log")"
+	local cur=CUR_$1 new
+	new=$(lab_upgrade "$TMP/$1.err" "${!cur}") ||
+		die "$1: no new process 10 s after SIGUSR2: $(tail -n 3 "$TMP/$1.err")"
 	OLD+=("${!cur}")
 	printf -v "$cur" %s "$new"
 	UPGRADES=$((UPGRADES + 1))
 }
 # drained: the replaced processes have all exited (they drain their connections first); the
 # first ones are this shell's children (zombies until reaped), the later ones init's.
-alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 drained() {
-	local p i
+	local p
 	for p in "${OLD[@]}"; do
-		for i in $(seq 300); do
-			alive "$p" || break
-			sleep 0.1
-		done
-		alive "$p" && die "the replaced process $p has not exited 30 s after its window"
+		lab_gone "$p" 30 || die "the replaced process $p has not exited 30 s after its window"
 		wait "$p" 2>/dev/null
 	done
 	OLD=()

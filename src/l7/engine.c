@@ -24,7 +24,7 @@
 #include "tls/cert.h"
 #include "tls/identity.h"
 
-static void embedded_idle_check(struct waypoint *wp);
+static void drain_idle_check(struct waypoint *wp);
 
 static void
 on_request(struct hbone_server *srv, struct hbone_stream *s, const struct hbone_request *req)
@@ -137,7 +137,7 @@ engine_new(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holde
 	wp->reg = reg;
 	wp->ids = ids;
 	wp->metrics = metrics;
-	wp->gone = embedded_idle_check;
+	wp->gone = drain_idle_check;
 	return wp;
 }
 
@@ -306,7 +306,7 @@ refresh_closed(uv_handle_t *h)
 /* The drain is over when the last tunnel and mirror are gone: the timer (the drain's grace or,
  * in a sidecar, its deadline) closes, and done runs from there once the rest has ended. */
 static void
-embedded_idle_check(struct waypoint *wp)
+drain_idle_check(struct waypoint *wp)
 {
 	if (wp->draining && wp->st.active == 0 && wp->mirrors_open == 0 &&
 	    !uv_is_closing((uv_handle_t *)&wp->refresh)) {
@@ -352,7 +352,7 @@ on_drain_grace(uv_timer_t *h)
 		uv_timer_start(&wp->refresh, on_drain_deadline, wp->drain_left_ms, 0);
 	else if (!uv_is_closing((uv_handle_t *)&wp->refresh))
 		uv_close((uv_handle_t *)&wp->refresh, refresh_closed);
-	embedded_idle_check(wp);
+	drain_idle_check(wp);
 }
 
 void
@@ -374,7 +374,7 @@ waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg)
 	 * them at the deadline. A waypoint also waits for its server and its pool. */
 	wp->parts = wp->embedded ? 1 : 3;
 	uv_timer_start(&wp->refresh, on_drain_grace, grace, 0);
-	embedded_idle_check(wp);
+	drain_idle_check(wp);
 	if (wp->embedded)
 		return;
 	/* The pool after the server: a tunnel taken before the drain may open its stream to the

@@ -470,6 +470,39 @@ lab_cap_stop() {
 lab_cap_count() { tcpdump -n -r "$LAB_DIR/wire.pcap" "$1" 2>/dev/null | wc -l; }
 lab_cap_has() { grep -qa "$1" "$LAB_DIR/wire.pcap"; }
 
+# lab_upgrade LOG PID: sends PID SIGUSR2 (the hitless upgrade) and prints the pid of the process
+# it starts, read from its log line "upgrade: started ... (pid N)" in LOG, which the new process
+# inherits (the old one may be gone, and its child with a new parent, before pgrep -P would see
+# it). Fails after 10 s without that line.
+lab_upgrade() {
+	_lab_n=$(grep -c "upgrade: started" "$1")
+	kill -USR2 "$2" || return 1
+	_lab_i=0
+	while [ $_lab_i -lt 200 ]; do
+		if [ "$(grep -c "upgrade: started" "$1")" -gt "$_lab_n" ]; then
+			grep "upgrade: started" "$1" | tail -n 1 | sed -n 's/.*(pid \([0-9]*\)).*/\1/p'
+			return 0
+		fi
+		sleep 0.05
+		_lab_i=$((_lab_i + 1))
+	done
+	return 1
+}
+
+# lab_alive PID: running, not a zombie (a replaced process that was the caller's child stays one
+# until reaped; its successor is nobody's child once it has exited).
+lab_alive() { [ -r "/proc/$1/stat" ] && ! sed 's/.*) //' "/proc/$1/stat" | grep -q '^Z'; }
+
+# lab_gone PID SECONDS: true once PID has exited, waiting up to SECONDS.
+lab_gone() {
+	_lab_i=0
+	while lab_alive "$1" && [ $_lab_i -lt $(($2 * 10)) ]; do
+		sleep 0.1
+		_lab_i=$((_lab_i + 1))
+	done
+	! lab_alive "$1"
+}
+
 lab_ready() {
 	lab_exec "$1" "$LAB_PY" -c 'import urllib.request, sys
 sys.exit(0 if urllib.request.urlopen("http://127.0.0.1:%s/healthz/ready" % sys.argv[1], timeout=1).status == 200 else 1)' \

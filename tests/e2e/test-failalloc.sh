@@ -119,8 +119,7 @@ OUT=$(grep "^requests:" "$TMP/h2")
 if [ "${H2OK:-0}" -ge 200 ]; then
 	ok "h2c through the waypoint (h2load): at least half of 400 requests succeeded ($OUT)"
 else
-	tap_n=$((tap_n + 1))
-	echo "not ok $tap_n - h2c through the waypoint (h2load): at least half of 400 requests succeeded ($OUT) # TODO an allocation failure in a shared HBONE connection resets every tunnel on it"
+	todo "h2c through the waypoint (h2load): at least half of 400 requests succeeded ($OUT) # TODO an allocation failure in a shared HBONE connection resets every tunnel on it"
 fi
 OUT=$(cat "$TMP/l4")
 check "L4 through the ztunnels: at least half of 400 requests succeeded ($OUT)" \

@@ -77,12 +77,6 @@ d=json.load(urllib.request.urlopen("http://127.0.0.1:15100/config_dump",timeout=
 print(d["stats"][sys.argv[1]])' "$1" 2>/dev/null; }
 alive() { kill -0 "$ZT_A" 2>/dev/null && kill -0 "$WP_PID" 2>/dev/null; }
 # A bystander: 200 sequential requests through the waypoint, a new connection each.
-# todo TEXT: a known problem's check that failed: "not ok ... # TODO" (XFAIL), which does not
-# fail the run (fail would: it counts for the exit status).
-todo() {
-	tap_n=$((tap_n + 1))
-	echo "not ok $tap_n - $1"
-}
 bystander() { lab_exec a1 $PY "$H" latency "http://$LAB_VIP/" --n 200; }
 # within_2x RESULT: no error, the median of RESULT within twice the baseline's (plus 1 ms: the
 # baseline is a few ms, where scheduling noise alone is a large part), and its p90 within three

@@ -343,25 +343,14 @@ SLOADPID=$pid
 i=0
 while ! grep -q '^start' "$TMP/sload.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 sleep 2
-n=$(grep -c "upgrade: started" "$TMP/sc_b1.err")
 OLD_SC=$PID_sc_b1
-kill -USR2 "$OLD_SC"
-i=0
-while [ "$(grep -c "upgrade: started" "$TMP/sc_b1.err")" -le "$n" ] && [ $i -lt 100 ]; do
-	sleep 0.1
-	i=$((i + 1))
-done
-NEW_SC=$(grep "upgrade: started" "$TMP/sc_b1.err" | tail -n 1 | sed -n 's/.*(pid \([0-9]*\)).*/\1/p')
+NEW_SC=$(lab_upgrade "$TMP/sc_b1.err" "$OLD_SC")
 i=0
 while kill -0 "$SLOADPID" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 RES=$(grep '^requests' "$TMP/sload.out")
-# (The old one is this shell's child: a zombie once it exits, until reaped.)
-old_alive() { [ -d "/proc/$OLD_SC" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$OLD_SC/status" 2>/dev/null; }
-i=0
-while old_alive && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-old_alive || wait "$OLD_SC" 2>/dev/null
+lab_gone "$OLD_SC" 10 && wait "$OLD_SC" 2>/dev/null
 check "SIGUSR2 under load replaces echo-b's sidecar ($OLD_SC -> $NEW_SC; $RES), the old one drained and exited" \
-	'[ -n "$NEW_SC" ] && [ "$RES" = "requests 600 failed 0 transfers 4 bad 0" ] && ! old_alive'
+	'[ -n "$NEW_SC" ] && [ "$RES" = "requests 600 failed 0 transfers 4 bad 0" ] && ! lab_alive "$OLD_SC"'
 grep '^fail' "$TMP/sload.out" | head -n 5 | sed 's/^/# /'
 [ -n "$NEW_SC" ] && PID_sc_b1=$NEW_SC
 run lab_exec a1 $PY "$LAB_PEER" connect --addr "$LAB_B1" --port 8080 --msg after-upgrade --timeout 5

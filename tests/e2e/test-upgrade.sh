@@ -48,35 +48,6 @@ enroll() { # enroll HOST NS WORKLOAD
 run enroll a a1 client-a && run enroll a a2 echo-a && run enroll b b1 echo-b
 check "workloads enrolled" '[ "$RC" -eq 0 ]'
 
-# upgrade HOSTLOG PID: sends PID SIGUSR2 and prints the pid of the process it starts, read from
-# its log line "upgrade: started ... (pid N)" (the old one may be gone, and its child with a
-# new parent, before pgrep -P would see it).
-upgrade() {
-	_n=$(grep -c "upgrade: started" "$1")
-	kill -USR2 "$2"
-	_i=0
-	while [ $_i -lt 200 ]; do
-		if [ "$(grep -c "upgrade: started" "$1")" -gt "$_n" ]; then
-			grep "upgrade: started" "$1" | tail -n 1 | sed -n 's/.*(pid \([0-9]*\)).*/\1/p'
-			return 0
-		fi
-		sleep 0.05
-		_i=$((_i + 1))
-	done
-	return 1
-}
-# alive PID: running (not a zombie: the old ztunnel was this shell's child, the new one is
-# nobody's once the old has exited).
-alive() { [ -r "/proc/$1/stat" ] && ! sed 's/.*) //' "/proc/$1/stat" | grep -q '^Z'; }
-# gone PID SECONDS: true once PID has exited.
-gone() {
-	_i=0
-	while alive "$1" && [ $_i -lt $(($2 * 10)) ]; do
-		sleep 0.1
-		_i=$((_i + 1))
-	done
-	! alive "$1"
-}
 
 OLD_A=$PID_zt_a
 OLD_B=$PID_zt_b
@@ -86,9 +57,9 @@ LOADPID=$pid
 i=0
 while ! grep -q '^start' "$TMP/load.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 sleep 2
-NEW_A=$(upgrade "$TMP/zt_a.err" "$OLD_A")
+NEW_A=$(lab_upgrade "$TMP/zt_a.err" "$OLD_A")
 sleep 3
-NEW_B=$(upgrade "$TMP/zt_b.err" "$OLD_B")
+NEW_B=$(lab_upgrade "$TMP/zt_b.err" "$OLD_B")
 i=0
 while kill -0 "$LOADPID" 2>/dev/null && [ $i -lt 1800 ]; do
 	sleep 0.1
@@ -109,8 +80,8 @@ check "new ztunnels started: host A $OLD_A -> $NEW_A, host B $OLD_B -> $NEW_B" \
 check "the new processes took the listeners (their logs say how many)" \
 	'grep -q "inherit: [1-9][0-9]* listeners handed over" "$TMP/zt_a.err" &&
 	 grep -q "inherit: [1-9][0-9]* listeners handed over" "$TMP/zt_b.err"'
-check "the old processes drained and exited" 'gone "$OLD_A" 60 && gone "$OLD_B" 60'
-alive "$OLD_A" && { grep -v ' debug: ' "$TMP/zt_a.err" | tail -n 30 | sed 's/^/# /'; head -3 /proc/$OLD_A/status | sed 's/^/# /'; }
+check "the old processes drained and exited" 'lab_gone "$OLD_A" 60 && lab_gone "$OLD_B" 60'
+lab_alive "$OLD_A" && { grep -v ' debug: ' "$TMP/zt_a.err" | tail -n 30 | sed 's/^/# /'; head -3 /proc/$OLD_A/status | sed 's/^/# /'; }
 check "they said the new one serves before they stopped accepting" \
 	'grep -q "upgrade: the new process (pid $NEW_A) serves" "$TMP/zt_a.err" &&
 	 grep -q "upgrade: the new process (pid $NEW_B) serves" "$TMP/zt_b.err"'
@@ -140,15 +111,15 @@ check "a failed upgrade is logged as such" \
 	'grep -q "upgrade: the new process exited (status 1, signal 0) before it served; this process goes on serving" "$TMP/zt_a.err"'
 run lab_exec a1 $PY "$LAB_PEER" connect --addr 10.1.2.2 --port 8080 --msg still --timeout 5
 check "and the ztunnel it was to replace still serves" \
-	'alive "$NEW_A" && echo "$OUT" | grep -q "msg still" && lab_wait_ready ha'
+	'lab_alive "$NEW_A" && echo "$OUT" | grep -q "msg still" && lab_wait_ready ha'
 run lab_exec ha "$AMESH" -c "$TMP/conf_a.good" cni list
 check "its enrollment socket accepts again" '[ "$RC" -eq 0 ] && echo "$OUT" | grep -q "client-a"'
 
 # With the config fixed, the next upgrade goes through.
 cp "$TMP/conf_a.good" "$LAB_CONF_A"
-NEWER_A=$(upgrade "$TMP/zt_a.err" "$NEW_A")
+NEWER_A=$(lab_upgrade "$TMP/zt_a.err" "$NEW_A")
 check "the next upgrade works ($NEW_A -> $NEWER_A)" \
-	'[ -n "$NEWER_A" ] && gone "$NEW_A" 60 && lab_wait_ready ha'
+	'[ -n "$NEWER_A" ] && lab_gone "$NEW_A" 60 && lab_wait_ready ha'
 [ -z "$NEWER_A" ] && grep -v 'connection complete' "$TMP/zt_a.err" | tail -n 12 | sed 's/^/# zt: /'
 run lab_exec a1 $PY "$LAB_PEER" connect --addr 10.1.2.2 --port 8080 --msg last --timeout 5
 check "traffic flows after it" 'echo "$OUT" | grep -q "msg last"'
@@ -174,9 +145,9 @@ LOADPID=$pid
 i=0
 while ! grep -q '^start' "$TMP/load2.out" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 sleep 3
-NEW_WP=$(upgrade "$TMP/wp.err" "$OLD_WP")
+NEW_WP=$(lab_upgrade "$TMP/wp.err" "$OLD_WP")
 i=0
-while alive "$LOADPID" && [ $i -lt 1800 ]; do
+while lab_alive "$LOADPID" && [ $i -lt 1800 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
@@ -186,6 +157,6 @@ check "under load through it, the waypoint replaced ($OLD_WP -> $NEW_WP): $RES" 
 grep '^fail' "$TMP/load2.out" | head -n 3 | sed 's/^/# /'
 grep -q '^fail' "$TMP/load2.out" && grep -hE 'warn|error|refus|reset|fail' "$TMP/zt_a.err" "$TMP/wp.err" | grep -v 'connection complete' | tail -n 12 | sed 's/^/# zt: /'
 check "the old waypoint drained and exited, the new one is ready" \
-	'gone "$OLD_WP" 60 && lab_wait_ready ha 15121 &&
+	'lab_gone "$OLD_WP" 60 && lab_wait_ready ha 15121 &&
 	 grep -q "upgrade: the new process (pid $NEW_WP) serves" "$TMP/wp.err"'
 tap_done
