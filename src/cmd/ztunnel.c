@@ -54,8 +54,10 @@ struct zt {
 	int exit_code;
 };
 
-/* [ztunnel] workers = 0: one per CPU this process may run on, at most 8 (past
- * that, more loops only add cross-thread hand-offs for a node proxy). */
+/* [ztunnel] workers = 0 (the default): one per CPU this process may run on, less one left to the
+ * host's workloads and the kernel's network processing (on a 2-CPU host 2 workers moved 0.73-0.80x
+ * of what 1 did: bench/l4 RESULTS.md), at least 1 and at most 8 (past that, more loops only add
+ * cross-thread hand-offs for a node proxy). */
 #define AUTO_WORKERS_MAX 8
 
 static unsigned
@@ -66,7 +68,7 @@ auto_workers(uint64_t configured)
 
 	if (configured > 0)
 		return (unsigned)configured;
-	n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+	n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) - 1 : 1;
 	return n < 1 ? 1 : n > AUTO_WORKERS_MAX ? AUTO_WORKERS_MAX : (unsigned)n;
 }
 

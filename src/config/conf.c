@@ -79,7 +79,7 @@ static const struct kw keywords[] = {
 	{ "ztunnel", "socket", KW_PATH, OFF(ztunnel.socket), RUNSTATEDIR "/amesh/ztunnel.sock", 0, 0, NULL, false },
 	{ "ztunnel", "state_dir", KW_PATH, OFF(ztunnel.state_dir), RUNSTATEDIR "/amesh/workloads", 0, 0, NULL, false },
 	PROXY_KEYS("ztunnel", ztunnel.proxy),
-	{ "ztunnel", "workers", KW_UINT, OFF(ztunnel.proxy.workers), "1", 0, 64, NULL, false },
+	{ "ztunnel", "workers", KW_UINT, OFF(ztunnel.proxy.workers), "0", 0, 64, NULL, false },
 	{ "waypoint", "name", KW_HOSTNAME, OFF(waypoint.name), "default-wp", 0, 0, NULL, false },
 	{ "waypoint", "hbone_address", KW_SOCKADDR, OFF(waypoint.hbone_address), "0.0.0.0:15008", 0, 0, NULL, false },
 	{ "waypoint", "admin_address", KW_SOCKADDR, OFF(waypoint.admin_address), "127.0.0.1:15000", 0, 0, NULL, false },

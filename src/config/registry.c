@@ -290,7 +290,10 @@ static void
 builder_init(struct builder *b, struct diag *d)
 {
 	memset(b, 0, sizeof(*b));
+	static uint64_t gen;
+
 	b->r = xcalloc(1, sizeof(*b->r));
+	b->r->gen = __atomic_add_fetch(&gen, 1, __ATOMIC_RELAXED);
 	b->d = d;
 	b->diag_before = diag_count(d);
 }

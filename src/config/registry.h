@@ -164,6 +164,7 @@ struct reg_addr_owner {
 
 struct registry {
 	int refs;
+	uint64_t gen; /* grows with each snapshot made by this process: newer ones compare higher */
 	char **files; /* every file read, in load order; heads point into these */
 	size_t n_files;
 	void **ent[REG_NKINDS]; /* entries per kind, in file order */

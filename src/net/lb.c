@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "net/lb.h"
 #include "telemetry/metrics.h"
 
+/* Touched with __atomic builtins: lb_release runs without the balancer's lock. */
 struct lb_pool {
 	unsigned refs; /* the balancer's entry (while a snapshot has the service) + each place held */
 	uint64_t n[LB_NLIMITS];
@@ -38,6 +40,8 @@ struct lb_ent {
 };
 
 struct lb {
+	pthread_mutex_t mu;         /* every public call holds it: the workers share one balancer */
+	unsigned refs;              /* lb_new's + lb_ref's, under mu */
 	const struct registry *reg; /* the snapshot the entries belong to (a reference) */
 	struct htab index;          /* key -> entry */
 	struct lb_ent *ents;        /* cap entries, used of them in use */
@@ -52,7 +56,20 @@ int
 lb_new(struct lb **out)
 {
 	*out = calloc(1, sizeof(**out));
-	return *out != NULL ? 0 : AMESH_ERR_NOMEM;
+	if (*out == NULL)
+		return AMESH_ERR_NOMEM;
+	pthread_mutex_init(&(*out)->mu, NULL);
+	(*out)->refs = 1;
+	return 0;
+}
+
+struct lb *
+lb_ref(struct lb *lb)
+{
+	pthread_mutex_lock(&lb->mu);
+	lb->refs++;
+	pthread_mutex_unlock(&lb->mu);
+	return lb;
 }
 
 void
@@ -64,7 +81,7 @@ lb_set_metrics(struct lb *lb, struct metrics *m)
 static void
 pool_unref(struct lb_pool *p)
 {
-	if (p != NULL && --p->refs == 0)
+	if (p != NULL && __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0)
 		free(p);
 }
 
@@ -105,9 +122,17 @@ lb_clear(struct lb *lb)
 void
 lb_free(struct lb *lb)
 {
+	unsigned left;
+
 	if (lb == NULL)
 		return;
+	pthread_mutex_lock(&lb->mu);
+	left = --lb->refs;
+	pthread_mutex_unlock(&lb->mu);
+	if (left > 0)
+		return;
 	lb_clear(lb);
+	pthread_mutex_destroy(&lb->mu);
 	free(lb);
 }
 
@@ -193,6 +218,10 @@ lb_switch(struct lb *lb, const struct registry *reg)
 static struct lb_ent *
 lb_get(struct lb *lb, const struct registry *reg, const void *key)
 {
+	/* Workers share the balancer: one still on an older snapshot (a reload in progress, a
+	 * retry of a flow that began before it) goes without state rather than switching back. */
+	if (lb->reg != reg && lb->reg != NULL && reg->gen < lb->reg->gen)
+		return NULL;
 	if (lb->reg != reg)
 		lb_switch(lb, reg);
 	return ent(lb, key, NULL, true);
@@ -250,10 +279,10 @@ od_out(struct lb *lb, struct lb_ent *e, uint64_t now)
 	return false;
 }
 
-void
-lb_sweep(struct lb *lb, uint64_t now_ms)
+static void
+sweep(struct lb *lb, uint64_t now_ms)
 {
-	if (lb == NULL || lb->next_return == 0 || now_ms < lb->next_return)
+	if (lb->next_return == 0 || now_ms < lb->next_return)
 		return;
 	lb->next_return = 0;
 	for (size_t i = 0; i < lb->used; i++) {
@@ -266,8 +295,18 @@ lb_sweep(struct lb *lb, uint64_t now_ms)
 	}
 }
 
-size_t
-lb_ejected(struct lb *lb, const struct registry *reg, const struct reg_service *svc,
+void
+lb_sweep(struct lb *lb, uint64_t now_ms)
+{
+	if (lb == NULL)
+		return;
+	pthread_mutex_lock(&lb->mu);
+	sweep(lb, now_ms);
+	pthread_mutex_unlock(&lb->mu);
+}
+
+static size_t
+ejected(struct lb *lb, const struct registry *reg, const struct reg_service *svc,
     uint64_t now_ms)
 {
 	size_t n = 0;
@@ -279,9 +318,20 @@ lb_ejected(struct lb *lb, const struct registry *reg, const struct reg_service *
 	return n;
 }
 
-const struct reg_workload *
-lb_pick(struct lb *lb, const struct registry *reg, const struct reg_service *svc,
+size_t
+lb_ejected(struct lb *lb, const struct registry *reg, const struct reg_service *svc,
     uint64_t now_ms)
+{
+	size_t n;
+
+	pthread_mutex_lock(&lb->mu);
+	n = ejected(lb, reg, svc, now_ms);
+	pthread_mutex_unlock(&lb->mu);
+	return n;
+}
+
+static const struct reg_workload *
+pick(struct lb *lb, const struct registry *reg, const struct reg_service *svc, uint64_t now_ms)
 {
 	struct lb_ent *e = lb_get(lb, reg, svc);
 	const struct reg_workload *fallback = NULL;
@@ -290,7 +340,7 @@ lb_pick(struct lb *lb, const struct registry *reg, const struct reg_service *svc
 
 	if (n == 0)
 		return NULL;
-	lb_sweep(lb, now_ms);
+	sweep(lb, now_ms);
 	start = e != NULL ? e->rr++ : 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct reg_workload *ep = svc->endpoints[(start + i) % n];
@@ -307,17 +357,30 @@ lb_pick(struct lb *lb, const struct registry *reg, const struct reg_service *svc
 	return fallback != NULL ? fallback : svc->endpoints[start % n];
 }
 
+const struct reg_workload *
+lb_pick(struct lb *lb, const struct registry *reg, const struct reg_service *svc,
+    uint64_t now_ms)
+{
+	const struct reg_workload *ep;
+
+	pthread_mutex_lock(&lb->mu);
+	ep = pick(lb, reg, svc, now_ms);
+	pthread_mutex_unlock(&lb->mu);
+	return ep;
+}
+
 void
 lb_fail(struct lb *lb, const struct registry *reg, const struct reg_workload *ep,
     uint64_t now_ms)
 {
 	struct lb_ent *e;
 
-	if (ep == NULL || reg == NULL || reg != lb->reg)
+	if (ep == NULL || reg == NULL)
 		return;
-	e = lb_get(lb, reg, ep);
-	if (e != NULL)
+	pthread_mutex_lock(&lb->mu);
+	if (reg == lb->reg && (e = lb_get(lb, reg, ep)) != NULL)
 		e->penalty_until = now_ms + LB_PENALTY_MS;
+	pthread_mutex_unlock(&lb->mu);
 }
 
 /* e (svc, ep) reached a consecutive-error threshold at now: out, unless the service's share of
@@ -328,7 +391,7 @@ od_eject(struct lb *lb, const struct reg_service *svc, const struct reg_workload
     struct lb_ent *e, const char *why, uint64_t now)
 {
 	uint64_t base = svc->od_base_ejection ? svc->od_base_ejection : 1, len;
-	size_t out = lb_ejected(lb, lb->reg, svc, now), max = lb_max_ejected(svc->n_endpoints,
+	size_t out = ejected(lb, lb->reg, svc, now), max = lb_max_ejected(svc->n_endpoints,
 	    svc->od_max_percent);
 
 	if (out >= max) {
@@ -366,17 +429,18 @@ lb_result(struct lb *lb, const struct registry *reg, const struct reg_service *s
 	struct lb_ent *e;
 	bool err5, gw;
 
-	if (lb == NULL || svc == NULL || ep == NULL || reg == NULL || reg != lb->reg ||
+	if (lb == NULL || svc == NULL || ep == NULL || reg == NULL ||
 	    (svc->od_5xx == 0 && svc->od_gateway == 0))
 		return;
-	e = ent(lb, svc, ep, true);
+	pthread_mutex_lock(&lb->mu);
+	e = reg == lb->reg ? ent(lb, svc, ep, true) : NULL;
 	if (e == NULL || od_out(lb, e, now_ms))
-		return; /* ejected: what was in flight to it says nothing new */
+		goto out; /* ejected: what was in flight to it says nothing new */
 	err5 = status < 0 || (status >= 500 && status <= 599);
 	gw = status < 0 || status == 502 || status == 503 || status == 504;
 	if (!err5) {
 		e->c5xx = e->cgw = 0;
-		return;
+		goto out;
 	}
 	e->c5xx++;
 	e->cgw = gw ? e->cgw + 1 : 0;
@@ -384,6 +448,8 @@ lb_result(struct lb *lb, const struct registry *reg, const struct reg_service *s
 		od_eject(lb, svc, ep, e, "consecutive 5xx", now_ms);
 	else if (svc->od_gateway > 0 && e->cgw >= svc->od_gateway)
 		od_eject(lb, svc, ep, e, "consecutive gateway errors", now_ms);
+out:
+	pthread_mutex_unlock(&lb->mu);
 }
 
 int
@@ -394,17 +460,20 @@ lb_take(struct lb *lb, const struct registry *reg, const struct reg_service *svc
 		"connections" };
 	const uint64_t limit[LB_NLIMITS] = { svc->cp_max_requests, svc->cp_max_pending,
 		svc->cp_max_connections };
-	struct lb_ent *e = lb_get(lb, reg, svc);
+	struct lb_ent *e;
+	int rc = 0;
 
 	*out = NULL;
-	if (e == NULL)
-		return 0;
+	pthread_mutex_lock(&lb->mu);
+	if ((e = lb_get(lb, reg, svc)) == NULL)
+		goto out;
 	if (e->pool == NULL) {
 		if ((e->pool = calloc(1, sizeof(*e->pool))) == NULL)
-			return 0; /* not counted: no limit rather than no service */
+			goto out; /* not counted: no limit rather than no service */
 		e->pool->refs = 1;
 	}
-	if (limit[k] > 0 && e->pool->n[k] >= limit[k]) {
+	/* Takers hold mu; a release may lower the count meanwhile, never raise it. */
+	if (limit[k] > 0 && __atomic_load_n(&e->pool->n[k], __ATOMIC_ACQUIRE) >= limit[k]) {
 		log_debug("service %s/%s: %s at the limit (%llu)", svc->namespace, svc->h.name,
 		    what[k], (unsigned long long)limit[k]);
 		if (lb->metrics != NULL)
@@ -412,32 +481,39 @@ lb_take(struct lb *lb, const struct registry *reg, const struct reg_service *svc
 			    "amesh_circuit_breaker_overflow_total",
 			    "Requests and connections refused by a service's connection pool limits "
 			    "(flag UO).", "service", svc_label(svc)), 1);
-		return -EBUSY;
+		rc = -EBUSY;
+		goto out;
 	}
-	e->pool->n[k]++;
-	e->pool->refs++;
+	__atomic_add_fetch(&e->pool->n[k], 1, __ATOMIC_ACQ_REL);
+	__atomic_add_fetch(&e->pool->refs, 1, __ATOMIC_ACQ_REL);
 	*out = e->pool;
-	return 0;
+out:
+	pthread_mutex_unlock(&lb->mu);
+	return rc;
 }
 
 void
 lb_release(struct lb_pool *p, enum lb_limit k)
 {
+	uint64_t n;
+
 	if (p == NULL)
 		return;
-	if (p->n[k] > 0)
-		p->n[k]--;
+	n = __atomic_load_n(&p->n[k], __ATOMIC_ACQUIRE);
+	while (n > 0 && !__atomic_compare_exchange_n(&p->n[k], &n, n - 1, false, __ATOMIC_ACQ_REL,
+	    __ATOMIC_ACQUIRE))
+		;
 	pool_unref(p);
 }
 
 uint64_t
 lb_pool_count(const struct lb_pool *p, enum lb_limit k)
 {
-	return p != NULL ? p->n[k] : 0;
+	return p != NULL ? __atomic_load_n(&p->n[k], __ATOMIC_ACQUIRE) : 0;
 }
 
-const struct ip_addr *
-lb_pick_waypoint(struct lb *lb, const struct registry *reg, const struct reg_waypoint *wp,
+static const struct ip_addr *
+pick_waypoint(struct lb *lb, const struct registry *reg, const struct reg_waypoint *wp,
     uint64_t tried, uint64_t now_ms)
 {
 	struct lb_ent *e = lb_get(lb, reg, wp);
@@ -464,15 +540,28 @@ lb_pick_waypoint(struct lb *lb, const struct registry *reg, const struct reg_way
 	return first; /* all untried ones failed recently: try one anyway */
 }
 
+const struct ip_addr *
+lb_pick_waypoint(struct lb *lb, const struct registry *reg, const struct reg_waypoint *wp,
+    uint64_t tried, uint64_t now_ms)
+{
+	const struct ip_addr *ip;
+
+	pthread_mutex_lock(&lb->mu);
+	ip = pick_waypoint(lb, reg, wp, tried, now_ms);
+	pthread_mutex_unlock(&lb->mu);
+	return ip;
+}
+
 void
 lb_fail_waypoint(struct lb *lb, const struct registry *reg, const struct ip_addr *addr,
     uint64_t now_ms)
 {
 	struct lb_ent *e;
 
-	if (addr == NULL || reg == NULL || reg != lb->reg)
+	if (addr == NULL || reg == NULL)
 		return;
-	e = lb_get(lb, reg, addr);
-	if (e != NULL)
+	pthread_mutex_lock(&lb->mu);
+	if (reg == lb->reg && (e = lb_get(lb, reg, addr)) != NULL)
 		e->penalty_until = now_ms + LB_PENALTY_MS;
+	pthread_mutex_unlock(&lb->mu);
 }

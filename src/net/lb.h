@@ -24,7 +24,8 @@
  * starts at its first endpoint every time, no endpoint is skipped or ejected, no limit is
  * applied.
  *
- * Threads: one balancer per loop thread; no locking.
+ * Threads: the workers of a proxy share one balancer (lb_ref); every call takes its mutex, and
+ * lb_release only touches the pool's atomic counts.
  */
 #ifndef AMESH_NET_LB_H
 #define AMESH_NET_LB_H
@@ -46,6 +47,8 @@ struct metrics;
 
 /* A balancer without state. Returns 0 or AMESH_ERR_NOMEM; *out is NULL on failure. */
 int lb_new(struct lb **out);
+/* One more owner of lb (another worker's flows): lb_free frees it when the last lets go. */
+struct lb *lb_ref(struct lb *lb);
 /* Frees the state and drops its hold on a registry snapshot and on the pools (requests still
  * holding a place keep theirs until lb_release). Accepts NULL. */
 void lb_free(struct lb *lb);

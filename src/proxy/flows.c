@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <nghttp2/nghttp2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,24 +81,30 @@ struct flow {
 };
 
 /* An external service's hostname as the host resolved it, kept for [dns] ttl (getaddrinfo does
- * not tell the record's TTL). At most EXT_CACHE_MAX entries; a new one replaces the oldest. */
+ * not tell the record's TTL). At most EXT_CACHE_MAX entries; a new one replaces the oldest. One
+ * cache for all the workers of a proxy (under its lock), so a name is resolved once per TTL. */
 #define EXT_CACHE_MAX 256
 struct ext_cached {
 	char *host;
 	int family;
 	struct sockaddr_storage addr; /* port 0 */
-	uint64_t expires;             /* uv_now */
+	uint64_t expires;             /* uv_now (one monotonic clock for every loop) */
 	struct ext_cached *next;      /* newest first */
+};
+struct ext_cache {
+	pthread_mutex_t mu;
+	unsigned refs; /* the flows sharing it, under mu */
+	struct ext_cached *head;
+	size_t n;
 };
 
 struct flows {
 	struct flows_cfg cfg;
-	struct ext_cached *ext_cache;
-	size_t n_ext_cache;
+	struct ext_cache *xc; /* shared with cfg.share's flows */
 	struct flow_counters st;
 	size_t l7_active; /* tunnels given to a sidecar's L7 engine and not yet gone */
 	bool draining;    /* accepts nothing more */
-	struct lb *lb;    /* services' endpoints: round robin, failure penalty */
+	struct lb *lb;    /* services' endpoints: round robin, failure penalty (shared as xc) */
 	struct flow *list;
 };
 
@@ -509,56 +516,98 @@ external_allowed(const struct flow *f, const struct reg_service *svc)
 
 /* An external service: authorized for the caller, then plain TCP from this host (the ztunnel's
  * own namespace) to one of its fixed addresses, else to its hostname resolved now. */
-/* The cached address of host, or NULL; expired entries are dropped on the way. */
-static const struct sockaddr_storage *
-ext_cache_get(struct flows *fl, const char *host, int family)
+/* Copies the cached address of host to *out (true), or false; expired entries are dropped on the
+ * way. Under xc->mu. */
+static bool
+ext_cache_find(struct ext_cache *xc, uint64_t now, const char *host, int family,
+    struct sockaddr_storage *out)
 {
-	uint64_t now = uv_now(fl->cfg.loop);
-
-	for (struct ext_cached **pp = &fl->ext_cache; *pp != NULL;) {
+	for (struct ext_cached **pp = &xc->head; *pp != NULL;) {
 		struct ext_cached *c = *pp;
 
 		if (c->expires <= now) {
 			*pp = c->next;
-			fl->n_ext_cache--;
+			xc->n--;
 			free(c->host);
 			free(c);
 			continue;
 		}
-		if (c->family == family && strcmp(c->host, host) == 0)
-			return &c->addr;
+		if (c->family == family && strcmp(c->host, host) == 0) {
+			if (out != NULL)
+				*out = c->addr;
+			return true;
+		}
 		pp = &c->next;
 	}
-	return NULL;
+	return false;
+}
+
+static bool
+ext_cache_get(struct flows *fl, const char *host, int family, struct sockaddr_storage *out)
+{
+	bool found;
+
+	pthread_mutex_lock(&fl->xc->mu);
+	found = ext_cache_find(fl->xc, uv_now(fl->cfg.loop), host, family, out);
+	pthread_mutex_unlock(&fl->xc->mu);
+	return found;
 }
 
 static void
 ext_cache_put(struct flows *fl, const char *host, int family, const struct sockaddr_storage *ss)
 {
+	struct ext_cache *xc = fl->xc;
+	uint64_t now = uv_now(fl->cfg.loop);
 	struct ext_cached *c;
 
-	if (fl->cfg.conf->dns.ttl == 0 || ext_cache_get(fl, host, family) != NULL)
+	if (fl->cfg.conf->dns.ttl == 0)
 		return;
-	if (fl->n_ext_cache >= EXT_CACHE_MAX) {
-		struct ext_cached **pp = &fl->ext_cache;
+	pthread_mutex_lock(&xc->mu);
+	if (ext_cache_find(xc, now, host, family, NULL))
+		goto out;
+	if (xc->n >= EXT_CACHE_MAX) {
+		struct ext_cached **pp = &xc->head;
 
 		while ((*pp)->next != NULL)
 			pp = &(*pp)->next;
 		free((*pp)->host);
 		free(*pp);
 		*pp = NULL;
-		fl->n_ext_cache--;
+		xc->n--;
 	}
 	if ((c = calloc(1, sizeof(*c))) == NULL || (c->host = strdup(host)) == NULL) {
 		free(c);
-		return; /* not cached: resolved again next time */
+		goto out; /* not cached: resolved again next time */
 	}
 	c->family = family;
 	c->addr = *ss;
-	c->expires = uv_now(fl->cfg.loop) + fl->cfg.conf->dns.ttl;
-	c->next = fl->ext_cache;
-	fl->ext_cache = c;
-	fl->n_ext_cache++;
+	c->expires = now + fl->cfg.conf->dns.ttl;
+	c->next = xc->head;
+	xc->head = c;
+	xc->n++;
+out:
+	pthread_mutex_unlock(&xc->mu);
+}
+
+static void
+ext_cache_unref(struct ext_cache *xc)
+{
+	unsigned left;
+
+	pthread_mutex_lock(&xc->mu);
+	left = --xc->refs;
+	pthread_mutex_unlock(&xc->mu);
+	if (left > 0)
+		return;
+	while (xc->head != NULL) {
+		struct ext_cached *c = xc->head;
+
+		xc->head = c->next;
+		free(c->host);
+		free(c);
+	}
+	pthread_mutex_destroy(&xc->mu);
+	free(xc);
 }
 
 static void
@@ -614,10 +663,10 @@ external(struct flow *f, const struct reg_service *svc, uint16_t port, int famil
 		return;
 	}
 	{
-		const struct sockaddr_storage *cached = ext_cache_get(f->fl, svc->hostname, family);
+		struct sockaddr_storage cached;
 
-		if (cached != NULL) {
-			f->dst = *cached;
+		if (ext_cache_get(f->fl, svc->hostname, family, &cached)) {
+			f->dst = cached;
 			((struct sockaddr_in *)&f->dst)->sin_port = htons(port);
 			connect_plain(f, NETNS_SELF);
 			return;
@@ -1218,9 +1267,20 @@ flows_new(const struct flows_cfg *cfg)
 	struct flows *fl = xcalloc(1, sizeof(*fl));
 
 	fl->cfg = *cfg;
+	if (cfg->share != NULL) {
+		fl->lb = lb_ref(cfg->share->lb);
+		fl->xc = cfg->share->xc;
+		pthread_mutex_lock(&fl->xc->mu);
+		fl->xc->refs++;
+		pthread_mutex_unlock(&fl->xc->mu);
+		return fl;
+	}
 	if (lb_new(&fl->lb) != 0)
 		fatalx("out of memory");
 	lb_set_metrics(fl->lb, cfg->metrics);
+	fl->xc = xcalloc(1, sizeof(*fl->xc));
+	pthread_mutex_init(&fl->xc->mu, NULL);
+	fl->xc->refs = 1;
 	return fl;
 }
 
@@ -1229,13 +1289,7 @@ flows_free(struct flows *fl)
 {
 	if (fl == NULL)
 		return;
-	while (fl->ext_cache != NULL) {
-		struct ext_cached *c = fl->ext_cache;
-
-		fl->ext_cache = c->next;
-		free(c->host);
-		free(c);
-	}
+	ext_cache_unref(fl->xc);
 	lb_free(fl->lb);
 	free(fl);
 }

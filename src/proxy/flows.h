@@ -37,6 +37,10 @@ struct flows_cfg {
 	/* Called when the last flow has ended (a drain may be over). */
 	void (*on_idle)(void *arg);
 	void *arg;
+	/* Another worker's flows whose balancer (outlier state, connection pool counts) and
+	 * external-name cache these share, so that limits and TTLs hold for the whole proxy; NULL:
+	 * their own. */
+	struct flows *share;
 };
 
 /* What the flows counted since start (proxy.h's proxy_stats has the same meanings). */

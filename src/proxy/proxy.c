@@ -139,10 +139,12 @@ flows_idle_cb(void *arg)
 
 /* The proxy of worker index out of n (wk NULL: the only one), on the thread of cfg->loop. */
 static struct proxy *
-proxy_new_one(const struct proxy_cfg *cfg, unsigned n, unsigned index, struct worker *wk)
+proxy_new_one(const struct proxy_cfg *cfg, unsigned n, unsigned index, struct worker *wk,
+    struct flows *share)
 {
 	struct proxy *px = xcalloc(1, sizeof(*px));
 	struct flows_cfg fc = {
+		.share = share,
 		.loop = cfg->loop,
 		.conf = cfg->conf,
 		.reg = cfg->reg,
@@ -179,6 +181,7 @@ struct new_peer {
 	const struct proxy_cfg *cfg;
 	unsigned n, index;
 	struct worker *wk;
+	struct flows *share; /* worker 0's */
 	struct proxy *out;
 };
 
@@ -191,7 +194,7 @@ new_peer(void *arg)
 
 	c.loop = worker_loop(np->wk);
 	c.dns = NULL; /* the DNS proxy stays on worker 0 */
-	np->out = proxy_new_one(&c, np->n, np->index, np->wk);
+	np->out = proxy_new_one(&c, np->n, np->index, np->wk, np->share);
 }
 
 struct proxy *
@@ -206,13 +209,13 @@ proxy_new(const struct proxy_cfg *cfg)
 		log_warn("%s: the L7 engine runs on one worker: workers = 1", cfg->role);
 		n = 1;
 	}
-	px = proxy_new_one(cfg, n, 0, n > 1 ? worker_new(0, cfg->loop) : NULL);
+	px = proxy_new_one(cfg, n, 0, n > 1 ? worker_new(0, cfg->loop) : NULL, NULL);
 	if (n == 1)
 		return px;
 	px->npeers = n - 1;
 	px->peers = xcalloc(px->npeers, sizeof(*px->peers));
 	for (unsigned k = 1; k < n; k++) {
-		struct new_peer np = { cfg, n, k, worker_new(k, NULL), NULL };
+		struct new_peer np = { cfg, n, k, worker_new(k, NULL), px->fl, NULL };
 
 		worker_call(np.wk, new_peer, &np);
 		np.out->front = px;

@@ -161,8 +161,15 @@ out=$(metric $WPM amesh_outlier_endpoints_ejected 'service="od.default')
 check "od: amesh_outlier_ejections_total $ej, amesh_outlier_endpoints_ejected $out" \
 	'[ "$ej" = 1 ] && [ "$out" = 1 ]'
 check "od: the ejection is logged" 'grep -q "service default/od: endpoint echo-b ejected for 3000 ms" "$TMP/wp.err"'
-# Back after base_ejection_time (3 s); its next three 503s eject it again, for twice as long.
-sleep 3.5
+# Back after base_ejection_time (3 s); its next three 503s eject it again, for twice as long,
+# when they come within base_ejection_time of its return (after that the multiplier decays): so
+# the next requests go as soon as the return is logged, not after a fixed sleep that a loaded
+# machine can stretch past it.
+sleep 2.8
+for i in $(seq 50); do
+	grep -q "endpoint echo-b back from ejection" "$TMP/wp.err" && break
+	sleep 0.1
+done
 out0=$(metric $WPM amesh_outlier_endpoints_ejected 'service="od.default')
 get 10.96.0.20 --count 20
 bad=$(count "503 od-b")
