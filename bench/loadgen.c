@@ -5,6 +5,7 @@
  *
  *   loadgen --url http://HOST:PORT/PATH --rate R --duration S [--connections C] [--warmup S]
  *           [--timeout S] [--max-queue N] [--spin US] [--close]
+ *           [--slow MS]
  *   loadgen --serve ADDR:PORT [--size BYTES]
  *
  * Schedule. Request i (i = 0, 1, ...) is due at T0 + i/R seconds (1/R rounded to whole
@@ -36,7 +37,10 @@
  * the connection after the response; the next request on it reconnects, and the connect time
  * counts in its latency. --close asks for that on every request ("Connection: close" sent, and
  * the connection closed after each response whatever the server says): a new connection per
- * request, which is what exercises a proxy's accept path (bench/reload). A request without an answer --timeout seconds (default 5) after its
+ * request, which is what exercises a proxy's accept path (bench/reload). --slow MS logs each
+ * measured request at least MS late to stderr with the wall clock of its end ("slow UNIXTIME
+ * LATENCY ms", at most SLOW_LOG_MAX lines). A request without an answer --timeout seconds
+ * (default 5) after its
  * write is a "timeout" error and its connection is reopened; a connect that takes longer fails
  * the requests waiting for it as "connect" errors. When the last request has been
  * sent, the generator waits up to --timeout for the outstanding ones; what is still
@@ -314,6 +318,8 @@ static struct {
 	unsigned connected;
 	bool started, sched_done, finishing;
 	bool close_each; /* --close: a new connection per request */
+	uint64_t slow_ns;  /* --slow: log requests at least this slow (0: none) */
+	unsigned slow_logged;
 	uint64_t t0, next, total, n_warm, last_done;
 	int tfd;
 	uv_poll_t poll;
@@ -328,6 +334,21 @@ static struct {
 } G;
 
 static void conn_open(struct conn *c);
+
+/* --slow MS: one stderr line per measured request at least MS late, with the wall clock of its
+ * end (to match with proxy logs); at most SLOW_LOG_MAX lines. */
+#define SLOW_LOG_MAX 2000
+static void
+slow_log(uint64_t lat_ns)
+{
+	struct timespec ts;
+
+	if (G.slow_logged++ >= SLOW_LOG_MAX)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	fprintf(stderr, "slow %lld.%03ld %.3f ms\n", (long long)ts.tv_sec, ts.tv_nsec / 1000000,
+	    (double)lat_ns / 1e6);
+}
 static void conn_close(struct conn *c);
 static void kick(struct conn *c);
 static void check_done(void);
@@ -423,6 +444,8 @@ complete(struct conn *c)
 			hist_add(&G.lat, now - c->cur.sched);
 			hist_add(&G.svc, now - c->sent_at);
 			G.last_done = now;
+			if (G.slow_ns > 0 && now - c->cur.sched >= G.slow_ns)
+				slow_log(now - c->cur.sched);
 		} else {
 			G.errors[E_STATUS]++;
 		}
@@ -1189,6 +1212,7 @@ usage(FILE *f)
 {
 	fputs("usage: loadgen --url http://HOST:PORT/PATH --rate R --duration S [--connections C]\n"
 	      "               [--warmup S] [--timeout S] [--max-queue N] [--spin US] [--close]\n"
+	      "               [--slow MS]\n"
 	      "       loadgen --serve ADDR:PORT [--size BYTES]\n"
 	      "Open-loop HTTP/1.1 load: R requests/s on a fixed schedule, round robin over C\n"
 	      "keep-alive connections (default 4), latency timed from each request's scheduled\n"
@@ -1212,6 +1236,7 @@ main(int argc, char **argv)
 		{ "serve", required_argument, NULL, 's' },
 		{ "size", required_argument, NULL, 'z' },
 		{ "close", no_argument, NULL, 'C' },
+		{ "slow", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1222,7 +1247,7 @@ main(int argc, char **argv)
 	unsigned long long size = 1024;
 	char *end;
 	int opt;
-	while ((opt = getopt_long(argc, argv, "u:r:d:c:w:t:q:p:s:z:Ch", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "u:r:d:c:w:t:q:p:s:z:CS:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'u': url = optarg; break;
 		case 'r':
@@ -1264,6 +1289,14 @@ main(int argc, char **argv)
 				die("bad --size '%s' (bytes, at most 64 MiB)", optarg);
 			break;
 		case 'C': G.close_each = true; break;
+		case 'S': {
+			int64_t v = parse_secs(optarg);
+
+			if (v <= 0)
+				die("bad --slow '%s'", optarg);
+			G.slow_ns = (uint64_t)v;
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 1;
 		}
