@@ -131,6 +131,7 @@ def get(a):
     c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=a.timeout)
     counts = {}
     sent = 0
+    t0 = time.monotonic()
     for i in range(a.count):
         hdrs = dict(h.split(": ", 1) for h in a.header)
         body = None
@@ -167,6 +168,8 @@ def get(a):
     for k in sorted(counts):
         print(k, counts[k], flush=True)
     print("bytes", sent, flush=True)
+    if a.elapsed:  # the requests' own time, without the interpreter's start-up
+        print("elapsed_ms %d" % ((time.monotonic() - t0) * 1000), flush=True)
 
 
 def upgrade(a):
@@ -213,6 +216,7 @@ def main():
     g.add_argument("--timeout", type=float, default=10)
     g.add_argument("--show", action="store_true")
     g.add_argument("--pause", type=float, default=0)
+    g.add_argument("--elapsed", action="store_true")
     a = p.parse_args()
     sys.exit(serve(a) if a.cmd == "serve" else upgrade(a) if a.cmd == "upgrade" else get(a))
 

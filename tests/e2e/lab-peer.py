@@ -12,7 +12,7 @@ serve [--addr A] [--port P] [--greet TEXT]
     to the end and answer "sink BYTES SHA256" (one-way bulk transfers).
 connect --addr A --port P [--msg M] [--bind SRC] [--timeout S] [--greeted]
     Connects (with --greeted, reads the server's greeting line first and prints "greeting
-    TEXT"), sends M and a newline, prints the server's answer line and exits 0; on failure
+    TEXT" and "greeted_after_ms N", N from the connect), sends M and a newline, prints the server's answer line and exits 0; on failure
     prints "error ERRNAME: message" and exits 1 (ECONNREFUSED, EHOSTUNREACH, timeout, ...).
 """
 import argparse
@@ -21,6 +21,7 @@ import hashlib
 import socket
 import sys
 import threading
+import time
 
 
 def plain(addr):
@@ -93,6 +94,7 @@ def connect(args):
         s.settimeout(args.timeout)
         if args.bind:
             s.bind((args.bind, 0))
+        t0 = time.monotonic()
         s.connect((args.addr, args.port))
         data = b""
         if args.greeted:
@@ -103,6 +105,8 @@ def connect(args):
                 data += chunk
             greeting, _, data = data.partition(b"\n")
             print("greeting %s" % greeting.decode("utf-8", "replace"), flush=True)
+            # from the connect, without the interpreter's start-up
+            print("greeted_after_ms %d" % ((time.monotonic() - t0) * 1000), flush=True)
         s.sendall(args.msg.encode() + b"\n")
         while b"\n" not in data and len(data) < 65536:
             chunk = s.recv(65536)
