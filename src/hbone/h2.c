@@ -6,10 +6,11 @@
  * peer that does not read cannot make us buffer without bound. Stream windows are returned only
  * when the owner says it delivered the bytes (hbone_stream_consumed): end-to-end backpressure.
  *
- * A client session (the pool's, shared by many downstream clients) serializes its frames once,
- * at the end of the loop turn (tls_conn_want_turn), not at each submit: a stream opened and reset
- * in the same turn (a client's rapid reset relayed by a waypoint or sidecar) is cancelled by
- * nghttp2 before its HEADERS leave, and costs the peer nothing. A reset after the HEADERS went
+ * A client session (the pool's, shared by many downstream clients) that was given a new stream
+ * serializes its frames at the end of that loop turn (tls_conn_want_turn), not at once: a stream
+ * opened and reset in the same turn (a client's rapid reset relayed by a waypoint or sidecar) is
+ * cancelled by nghttp2 before its HEADERS leave, and costs the peer nothing. In other turns it
+ * sends at once, as a server does (a tunnel's bulk data is not held to one send per turn). A reset after the HEADERS went
  * out is an RST_STREAM, which the peer counts against its flood limit for the whole connection
  * (h2flood.h): those take a token from the connection's reset budget, and wait for one when it
  * is empty, so that the shared connection is never sent GOAWAY for one client's resets.
@@ -720,6 +721,9 @@ flush_now(struct h2_conn *c)
 			notify_writers(c);
 	} while (c->flush_again && !c->closed);
 	c->in_flush = false;
+	/* Those CONNECTs are out, or wait for the peer's stream limit or the TLS queue: a reset of
+	 * them is still free then. */
+	c->syn_queued = 0;
 	if (c->closed)
 		return;
 	/* While the peer is not taking our output, do not read input that makes more of it. */
@@ -740,7 +744,7 @@ h2_conn_flush(struct h2_conn *c)
 	if (c->closed || !c->ready)
 		return;
 	/* (From inside flush_now, as its writers are told of room: it goes round again.) */
-	if (!c->is_server && !c->in_flush) {
+	if (c->syn_queued > 0 && !c->in_flush) {
 		tls_conn_want_turn(c->tls); /* tls_on_turn */
 		return;
 	}
@@ -875,6 +879,7 @@ h2_conn_submit(struct h2_conn *c, struct hbone_stream *s)
 	if (id < 0)
 		return AMESH_ERR_INVALID;
 	s->id = id;
+	c->syn_queued++; /* h2_conn_flush */
 	return 0;
 }
 

@@ -92,6 +92,7 @@ struct h2_conn {
 	size_t nstreams;
 	bool ready, closing, closed, goaway_recv, goaway_sent;
 	bool in_flush, flush_again;
+	unsigned syn_queued; /* client: CONNECTs submitted since the last flush (h2_conn_flush) */
 	bool tls_closed;
 	uint64_t last_activity; /* uv_now of the last frame received */
 	struct h2_flood flood;  /* server: the peer's control frames (hbone/h2flood.h) */
@@ -113,7 +114,7 @@ void h2_conn_free_unstarted(struct h2_conn *c);
 extern const struct tls_conn_cb h2_tls_cb;
 
 /* Sends what nghttp2 has queued, as far as the TLS queue allows; a client's at the end of this
- * loop turn (see h2.c). */
+ * loop turn once a CONNECT was submitted in it (see h2.c). */
 void h2_conn_flush(struct h2_conn *c);
 /* Client: sends the RST_STREAMs that waited, as far as the reset budget allows. Returns the ms
  * until the next may go, 0 when none waits. */
