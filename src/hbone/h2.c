@@ -10,10 +10,11 @@
  * serializes its frames at the end of that loop turn (tls_conn_want_turn), not at once: a stream
  * opened and reset in the same turn (a client's rapid reset relayed by a waypoint or sidecar) is
  * cancelled by nghttp2 before its HEADERS leave, and costs the peer nothing. In other turns it
- * sends at once, as a server does (a tunnel's bulk data is not held to one send per turn). A reset after the HEADERS went
- * out is an RST_STREAM, which the peer counts against its flood limit for the whole connection
- * (h2flood.h): those take a token from the connection's reset budget, and wait for one when it
- * is empty, so that the shared connection is never sent GOAWAY for one client's resets.
+ * sends at once, as a server does (a tunnel's bulk data is not held to one send per turn).
+ * A reset after the HEADERS went out is an RST_STREAM, which the peer counts against its flood
+ * limit for the whole connection (h2flood.h): those take a token from the connection's reset
+ * budget, and wait for one when it is empty, so that the shared connection is never sent GOAWAY
+ * for one client's resets.
  */
 #include "config.h"
 
