@@ -5,6 +5,16 @@
  * only while its queue is below the high-water mark, and stops TLS reads while it is above, so a
  * peer that does not read cannot make us buffer without bound. Stream windows are returned only
  * when the owner says it delivered the bytes (hbone_stream_consumed): end-to-end backpressure.
+ *
+ * A client session (the pool's, shared by many downstream clients) that was given a new stream
+ * serializes its frames at the end of that loop turn (tls_conn_want_turn), not at once: a stream
+ * opened and reset in the same turn (a client's rapid reset relayed by a waypoint or sidecar) is
+ * cancelled by nghttp2 before its HEADERS leave, and costs the peer nothing. In other turns it
+ * sends at once, as a server does (a tunnel's bulk data is not held to one send per turn).
+ * A reset after the HEADERS went out is an RST_STREAM, which the peer counts against its flood
+ * limit for the whole connection (h2flood.h): those take a token from the connection's reset
+ * budget, and wait for one when it is empty, so that the shared connection is never sent GOAWAY
+ * for one client's resets.
  */
 #include "config.h"
 
@@ -133,6 +143,10 @@ detach(struct hbone_stream *s)
 		s->next->prev = s->prev;
 	s->prev = s->next = NULL;
 	c->nstreams--;
+	if (s->reset_waiting) {
+		s->reset_waiting = false;
+		c->resets_waiting--;
+	}
 	if (s->id > 0 && !c->closed)
 		nghttp2_session_set_stream_user_data(c->session, s->id, NULL);
 	s->conn = NULL;
@@ -154,6 +168,54 @@ finish_stream(struct h2_conn *c, struct hbone_stream *s, bool reset, uint32_t er
 	h2_stream_free(s);
 	if (c->ops->on_stream_gone != NULL)
 		c->ops->on_stream_gone(c);
+}
+
+/*
+ * RST_STREAM for a client stream, within the connection's reset budget: one whose HEADERS are
+ * still queued (nghttp2 has no stream for it yet) is cancelled without a frame; otherwise a token
+ * is taken, or the reset waits for one (h2_conn_send_resets) and the owner hears of the stream's
+ * end when it went.
+ */
+static void
+submit_reset(struct h2_conn *c, struct hbone_stream *s, uint32_t err)
+{
+	if (!c->is_server && !s->reset_waiting &&
+	    nghttp2_session_find_stream(c->session, s->id) != NULL &&
+	    (c->resets_waiting > 0 || !h2_bucket_take(&c->resets, uv_now(c->loop),
+	    H2_RELAY_RST_BURST, H2_RELAY_RST_RATE))) {
+		s->reset_waiting = true;
+		s->reset_err = err;
+		if (c->resets_waiting++ == 0 && c->ops->on_resets_waiting != NULL)
+			c->ops->on_resets_waiting(c, h2_bucket_wait_ms(&c->resets,
+			    H2_RELAY_RST_RATE));
+		return;
+	}
+	nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, err);
+}
+
+uint64_t
+h2_conn_send_resets(struct h2_conn *c)
+{
+	struct hbone_stream *s, *next;
+
+	if (c->closed || c->resets_waiting == 0)
+		return 0;
+	/* Oldest first: streams are attached at the head. */
+	for (s = c->streams; s != NULL && s->next != NULL; s = s->next)
+		;
+	for (; s != NULL && c->resets_waiting > 0; s = next) {
+		next = s->prev;
+		if (!s->reset_waiting)
+			continue;
+		if (!h2_bucket_take(&c->resets, uv_now(c->loop), H2_RELAY_RST_BURST,
+		    H2_RELAY_RST_RATE))
+			break;
+		s->reset_waiting = false;
+		c->resets_waiting--;
+		nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, s->reset_err);
+	}
+	h2_conn_flush(c);
+	return c->resets_waiting > 0 ? h2_bucket_wait_ms(&c->resets, H2_RELAY_RST_RATE) : 0;
 }
 
 /* Data provider: tells nghttp2 how many of the owner's buffered bytes go in the next DATA frame,
@@ -429,8 +491,7 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 			 * provider waits for bytes that never come) and hold a pool slot. */
 			if (s != NULL && status != 200 && !s->closing) {
 				s->closing = true;
-				nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id,
-				    NGHTTP2_CANCEL);
+				submit_reset(c, s, NGHTTP2_CANCEL);
 			}
 		}
 		break;
@@ -475,10 +536,10 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const 
 		s->unconsumed += len;
 		return 0;
 	}
-	if (s == NULL || s->cb == NULL || s->cb->on_data == NULL || !s->responded ||
+	if (s == NULL || s->cb == NULL || s->cb->on_data == NULL || !s->responded || s->closing ||
 	    (!((struct h2_conn *)user)->is_server && s->status != 200)) {
-		/* Nobody to deliver to (not yet accepted, refused or being torn down): drop it, and
-		 * return the window so the connection does not stall. */
+		/* Nobody to deliver to (not yet accepted, refused, reset or being torn down): drop
+		 * it, and return the window so the connection does not stall. */
 		nghttp2_session_consume(session, stream_id, len);
 		return 0;
 	}
@@ -624,8 +685,9 @@ notify_writers(struct h2_conn *c)
 	}
 }
 
-void
-h2_conn_flush(struct h2_conn *c)
+/* Sends now what nghttp2 has queued (h2_conn_flush). */
+static void
+flush_now(struct h2_conn *c)
 {
 	if (c->closed || !c->ready)
 		return;
@@ -660,6 +722,9 @@ h2_conn_flush(struct h2_conn *c)
 			notify_writers(c);
 	} while (c->flush_again && !c->closed);
 	c->in_flush = false;
+	/* Those CONNECTs are out, or wait for the peer's stream limit or the TLS queue: a reset of
+	 * them is still free then. */
+	c->syn_queued = 0;
 	if (c->closed)
 		return;
 	/* While the peer is not taking our output, do not read input that makes more of it. */
@@ -672,6 +737,19 @@ h2_conn_flush(struct h2_conn *c)
 		c->closing = true;
 		tls_conn_close(c->tls);
 	}
+}
+
+void
+h2_conn_flush(struct h2_conn *c)
+{
+	if (c->closed || !c->ready)
+		return;
+	/* (From inside flush_now, as its writers are told of room: it goes round again.) */
+	if (c->syn_queued > 0 && !c->in_flush) {
+		tls_conn_want_turn(c->tls); /* tls_on_turn */
+		return;
+	}
+	flush_now(c);
 }
 
 /* --- TLS callbacks --- */
@@ -694,7 +772,11 @@ tls_on_handshake(struct tls_conn *t, int status)
 	if (c->goaway_sent) /* asked for while the handshake ran (h2_conn_goaway) */
 		nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
 		    nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR, NULL, 0);
-	h2_conn_flush(c);
+	/* Now, not at the end of the turn: the streams that waited for the handshake go before
+	 * the peer's SETTINGS are read, as they would have without a handshake to wait for (past
+	 * its stream limit it refuses them and they are retried elsewhere; nghttp2 would hold them
+	 * until a stream ends, maybe never). Resets of them came while they had no id: no frame. */
+	flush_now(c);
 }
 
 static void
@@ -734,8 +816,15 @@ tls_on_close(struct tls_conn *t)
 	teardown(tls_conn_user(t));
 }
 
+/* A client's frames of this turn (h2_conn_flush). */
+static void
+tls_on_turn(struct tls_conn *t)
+{
+	flush_now(tls_conn_user(t));
+}
+
 const struct tls_conn_cb h2_tls_cb = {
-	tls_on_handshake, tls_on_read, tls_on_drain, tls_on_close,
+	tls_on_handshake, tls_on_read, tls_on_drain, tls_on_close, tls_on_turn,
 };
 
 static void
@@ -791,6 +880,7 @@ h2_conn_submit(struct h2_conn *c, struct hbone_stream *s)
 	if (id < 0)
 		return AMESH_ERR_INVALID;
 	s->id = id;
+	c->syn_queued++; /* h2_conn_flush */
 	return 0;
 }
 
@@ -924,7 +1014,7 @@ hbone_stream_reset(struct hbone_stream *s, uint32_t h2_error)
 		finish_stream(c, s, true, h2_error);
 		return;
 	}
-	nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, h2_error);
+	submit_reset(c, s, h2_error);
 	h2_conn_flush(c);
 }
 

@@ -28,6 +28,9 @@ struct h2_conn_ops {
 	void (*on_ready)(struct h2_conn *c, int status);
 	/* The peer sent GOAWAY. */
 	void (*on_goaway)(struct h2_conn *c);
+	/* Client: a stream's RST_STREAM waits for c's reset budget (H2_RELAY_RST_*): call
+	 * h2_conn_send_resets in ms milliseconds. */
+	void (*on_resets_waiting)(struct h2_conn *c, uint64_t ms);
 	/* The connection is closed; it is freed after this returns. */
 	void (*on_closed)(struct h2_conn *c);
 };
@@ -58,6 +61,9 @@ struct hbone_stream {
 	size_t unconsumed; /* delivered by on_data and not yet returned by the owner */
 	bool shutdown_wanted, deferred, writer_blocked, eof_seen, responded, data_sent;
 	bool closing;
+	/* Client: its RST_STREAM (with reset_err) waits for the connection's reset budget. */
+	bool reset_waiting;
+	uint32_t reset_err;
 
 	/* Server side: the request. */
 	struct hbone_request req;
@@ -86,10 +92,13 @@ struct h2_conn {
 	size_t nstreams;
 	bool ready, closing, closed, goaway_recv, goaway_sent;
 	bool in_flush, flush_again;
+	unsigned syn_queued; /* client: CONNECTs submitted since the last flush (h2_conn_flush) */
 	bool tls_closed;
 	uint64_t last_activity; /* uv_now of the last frame received */
 	struct h2_flood flood;  /* server: the peer's control frames (hbone/h2flood.h) */
 	bool flooded;           /* over them: GOAWAY ENHANCE_YOUR_CALM sent */
+	struct h2_flood resets; /* client: our RST_STREAMs (H2_RELAY_RST_BURST, _RATE) */
+	size_t resets_waiting;  /* streams whose RST_STREAM waits for it */
 	bool in_recv; /* inside nghttp2_session_mem_recv: sending waits until it returns */
 };
 
@@ -104,8 +113,12 @@ void h2_conn_free_unstarted(struct h2_conn *c);
 /* TLS callbacks to give tls_conn_accept/tls_conn_connect; user must be the h2_conn. */
 extern const struct tls_conn_cb h2_tls_cb;
 
-/* Sends what nghttp2 has queued, as far as the TLS queue allows. */
+/* Sends what nghttp2 has queued, as far as the TLS queue allows; a client's at the end of this
+ * loop turn once a CONNECT was submitted in it (see h2.c). */
 void h2_conn_flush(struct h2_conn *c);
+/* Client: sends the RST_STREAMs that waited, as far as the reset budget allows. Returns the ms
+ * until the next may go, 0 when none waits. */
+uint64_t h2_conn_send_resets(struct h2_conn *c);
 /* Submits a client CONNECT for s (already attached). Returns 0 or a negative code. */
 int h2_conn_submit(struct h2_conn *c, struct hbone_stream *s);
 /* Attaches s to c's stream list / takes it off again. */

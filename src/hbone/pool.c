@@ -112,13 +112,27 @@ pc_on_goaway(struct h2_conn *c)
 }
 
 static bool pc_on_refused(struct h2_conn *c, struct hbone_stream *s);
+static void pc_on_resets_waiting(struct h2_conn *c, uint64_t ms);
 
 static const struct h2_conn_ops pool_ops = {
 	.on_refused = pc_on_refused,
 	.on_ready = pc_on_ready,
 	.on_goaway = pc_on_goaway,
+	.on_resets_waiting = pc_on_resets_waiting,
 	.on_closed = pc_on_closed,
 };
+
+/* The connection's timer ticks every tick ms; sooner while resets wait (h2_conn_send_resets). */
+static uint64_t
+pc_tick(const struct hbone_pool_cfg *cfg)
+{
+	uint64_t tick = cfg->ping_interval_ms / 2;
+
+	/* Often enough to honour both the ping interval and the idle timeout. */
+	if (tick > cfg->idle_timeout_ms / 2)
+		tick = cfg->idle_timeout_ms / 2;
+	return tick < 50 ? 50 : tick;
+}
 
 static void
 pc_on_timer(uv_timer_t *t)
@@ -130,6 +144,14 @@ pc_on_timer(uv_timer_t *t)
 
 	if (c == NULL || !c->ready || c->closed)
 		return;
+	if (c->resets_waiting > 0) {
+		uint64_t ms = h2_conn_send_resets(c);
+
+		if (c->closed)
+			return;
+		if (ms > 0)
+			uv_timer_start(&pc->timer, pc_on_timer, ms, pc_tick(cfg));
+	}
 	/* >=: uv_now has millisecond steps and a loopback ACK often comes back within the same one.
 	 * A PING is sent only when nothing came for ping_interval_ms, so no frame received before
 	 * it can carry its timestamp. */
@@ -156,6 +178,14 @@ pc_on_timer(uv_timer_t *t)
 		pc->no_new_streams = true;
 		h2_conn_goaway(c);
 	}
+}
+
+static void
+pc_on_resets_waiting(struct h2_conn *c, uint64_t ms)
+{
+	struct pconn *pc = c->owner;
+
+	uv_timer_start(&pc->timer, pc_on_timer, ms, pc_tick(&pc->pool->cfg));
 }
 
 static struct pconn *
@@ -215,12 +245,7 @@ pconn_new(struct hbone_pool *p, const struct h2_open *o, const char *key)
 	}
 	uv_timer_init(p->loop, &pc->timer);
 	pc->timer.data = pc;
-	/* Tick often enough to honour both the ping interval and the idle timeout. */
-	tick = p->cfg.ping_interval_ms / 2;
-	if (tick > p->cfg.idle_timeout_ms / 2)
-		tick = p->cfg.idle_timeout_ms / 2;
-	if (tick < 50)
-		tick = 50;
+	tick = pc_tick(&p->cfg);
 	uv_timer_start(&pc->timer, pc_on_timer, tick, tick);
 	pc->next = p->conns;
 	if (p->conns != NULL)

