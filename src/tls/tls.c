@@ -73,7 +73,8 @@ struct tls_conn {
 	uv_connect_t connect_req;
 	uv_shutdown_t shutdown_req;
 	mbedtls_ssl_context ssl;
-	bool ssl_ready;
+	bool ssl_ready;     /* ssl is set up (see ssl_start) and not yet freed */
+	const mbedtls_ssl_config *conf; /* what ssl_start sets it up with */
 	enum tls_state state;
 	bool is_server;
 	struct identity *id;
@@ -94,7 +95,7 @@ struct tls_conn {
 	struct record_dir tx, rx;
 	unsigned empty_run;  /* empty records and warning alerts in a row */
 
-	uint8_t in[TLS_IN_CAP];
+	uint8_t *in;           /* TLS_IN_CAP bytes, from the first read on (see on_alloc) */
 	size_t in_len, in_off;
 	struct tls_wreq *out, *out_tail; /* ciphertext being gathered for the next uv_write */
 	size_t out_len;        /* its bytes */
@@ -235,6 +236,7 @@ on_handle_closed(uv_handle_t *h)
 	mbedtls_platform_zeroize(c->kb, sizeof(c->kb));
 	chunk_put(c->out);
 	plain_put(c->pt);
+	free(c->in);
 	identity_unref(c->id);
 	free(c->trust_domain);
 	if (c->expect != NULL) {
@@ -496,11 +498,21 @@ bio_recv(void *ctx, unsigned char *buf, size_t len)
 	return (int)len;
 }
 
+/*
+ * libuv asks for a buffer only once the socket is readable, so the input buffer is allocated
+ * here, when the peer's first bytes arrive: a connection that never sends any costs no more
+ * than struct tls_conn. Out of memory, libuv reports UV_ENOBUFS to on_read_cb.
+ */
 static void
 on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct tls_conn *c = h->data;
 
+	(void)suggested;
+	if (c->in == NULL && (c->in = malloc(TLS_IN_CAP)) == NULL) {
+		*buf = uv_buf_init(NULL, 0);
+		return;
+	}
 	if (c->in_off > 0) {
 		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
 		c->in_len -= c->in_off;
@@ -537,6 +549,9 @@ on_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 	if (n == UV_EOF) {
 		c->eof = true;
+	} else if (n == UV_ENOBUFS) {
+		fail_conn(c, AMESH_ERR_NOMEM, "out of memory for the input buffer");
+		return;
 	} else if (n < 0) {
 		fail_conn(c, (int)n, "read failed: %s", amesh_strerror((int)n));
 		return;
@@ -808,6 +823,26 @@ out:
 	c->have_kb = false;
 }
 
+/*
+ * Sets up mbedTLS for the handshake: its record buffers (two of 16 KiB) and handshake state are
+ * allocated here, when the handshake starts (the client's connect, the server's first bytes from
+ * the peer), not at the accept.
+ */
+static int
+ssl_start(struct tls_conn *c)
+{
+	int r;
+
+	mbedtls_ssl_init(&c->ssl);
+	c->ssl_ready = true;
+	r = mbedtls_ssl_setup(&c->ssl, c->conf);
+	if (r != 0)
+		return r;
+	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+	mbedtls_ssl_set_verify(&c->ssl, verify_peer, c);
+	return 0;
+}
+
 static void
 handshake_step(struct tls_conn *c)
 {
@@ -815,6 +850,20 @@ handshake_step(struct tls_conn *c)
 	char buf[160];
 	int r;
 
+	if (!c->ssl_ready) {
+		if (c->is_server && c->in_len == 0) {
+			/* Nothing from the client yet: nothing to set up for. */
+			if (c->eof)
+				fail_conn(c, UV_EOF, "peer closed the connection");
+			return;
+		}
+		r = ssl_start(c);
+		if (r != 0) {
+			fail_conn(c, AMESH_ERR_NOMEM, "cannot set up the handshake: %s",
+			    mbed_err(r, buf, sizeof(buf)));
+			return;
+		}
+	}
 	exporting = tls_record_offload() ? c : NULL;
 	r = mbedtls_ssl_handshake(&c->ssl);
 	exporting = NULL;
@@ -895,6 +944,8 @@ handshake_step(struct tls_conn *c)
 static void
 process_records(struct tls_conn *c)
 {
+	if (c->in == NULL) /* no input yet */
+		return;
 	while (c->state == TLS_OPEN && !c->owner_paused && !c->notified_eof) {
 		uint8_t *rec = c->in + c->in_off, type;
 		size_t off, plen;
@@ -1022,7 +1073,6 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
     void *user, bool server, struct tls_conn **out)
 {
 	struct tls_conn *c;
-	int r;
 
 	*out = NULL;
 	c = calloc(1, sizeof(*c));
@@ -1051,18 +1101,12 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
 	}
 	if ((server && c->trust_domain == NULL) || (!server && c->expect == NULL))
 		goto nomem;
-	mbedtls_ssl_init(&c->ssl);
-	c->ssl_ready = true;
 	if (o->conf != NULL)
-		r = mbedtls_ssl_setup(&c->ssl, o->conf);
+		c->conf = o->conf;
 	else if (c->id != NULL)
-		r = mbedtls_ssl_setup(&c->ssl, server ? &c->id->server : &c->id->client);
+		c->conf = server ? &c->id->server : &c->id->client;
 	else
-		r = AMESH_ERR_INVALID;
-	if (r != 0)
 		goto nomem;
-	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
-	mbedtls_ssl_set_verify(&c->ssl, verify_peer, c);
 	uv_tcp_init(loop, &c->tcp);
 	uv_timer_init(loop, &c->timer);
 	uv_check_init(loop, &c->turn_check);
@@ -1077,8 +1121,6 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
 	*out = c;
 	return 0;
 nomem:
-	if (c->ssl_ready)
-		mbedtls_ssl_free(&c->ssl);
 	identity_unref(c->id);
 	free(c->trust_domain);
 	if (c->expect != NULL) {
