@@ -95,7 +95,7 @@ struct tls_conn {
 	struct record_dir tx, rx;
 	unsigned empty_run;  /* empty records and warning alerts in a row */
 
-	uint8_t *in;           /* TLS_IN_CAP bytes, from the first read on (see on_alloc) */
+	uint8_t *in;           /* TLS_IN_CAP bytes while there is input to keep (see in_get) */
 	size_t in_len, in_off;
 	struct tls_wreq *out, *out_tail; /* ciphertext being gathered for the next uv_write */
 	size_t out_len;        /* its bytes */
@@ -134,6 +134,17 @@ static _Thread_local unsigned n_spare_chunks;
 static _Thread_local uint8_t *spare_plain[TLS_SPARE_PLAIN];
 static _Thread_local unsigned n_spare_plain;
 
+/*
+ * Input buffers: taken when the socket is readable (on_alloc), given back when what was read has
+ * all been processed (end of process()). A connection keeps one only while it holds a partial
+ * record or records its owner is not taking now, so an accepted connection that sends nothing,
+ * and an idle one, hold none; the plaintext handed to on_read is valid during the call only, as
+ * with mbedTLS's records (a stack buffer).
+ */
+#define TLS_SPARE_IN 8
+static _Thread_local uint8_t *spare_in[TLS_SPARE_IN];
+static _Thread_local unsigned n_spare_in;
+
 static _Thread_local bool spares_hooked;
 
 /* A worker thread's spares go with it (core/worker.h). */
@@ -144,6 +155,8 @@ spares_free(void)
 		free(spare_chunk[--n_spare_chunks]);
 	while (n_spare_plain > 0)
 		free(spare_plain[--n_spare_plain]);
+	while (n_spare_in > 0)
+		free(spare_in[--n_spare_in]);
 }
 
 static void
@@ -167,6 +180,22 @@ plain_put(uint8_t *p)
 	if (p != NULL && n_spare_plain < TLS_SPARE_PLAIN) {
 		spares_hook();
 		spare_plain[n_spare_plain++] = p;
+	} else
+		free(p);
+}
+
+static uint8_t *
+in_get(void)
+{
+	return n_spare_in > 0 ? spare_in[--n_spare_in] : malloc(TLS_IN_CAP);
+}
+
+static void
+in_put(uint8_t *p)
+{
+	if (p != NULL && n_spare_in < TLS_SPARE_IN) {
+		spares_hook();
+		spare_in[n_spare_in++] = p;
 	} else
 		free(p);
 }
@@ -236,7 +265,7 @@ on_handle_closed(uv_handle_t *h)
 	mbedtls_platform_zeroize(c->kb, sizeof(c->kb));
 	chunk_put(c->out);
 	plain_put(c->pt);
-	free(c->in);
+	in_put(c->in);
 	identity_unref(c->id);
 	free(c->trust_domain);
 	if (c->expect != NULL) {
@@ -499,9 +528,9 @@ bio_recv(void *ctx, unsigned char *buf, size_t len)
 }
 
 /*
- * libuv asks for a buffer only once the socket is readable, so the input buffer is allocated
- * here, when the peer's first bytes arrive: a connection that never sends any costs no more
- * than struct tls_conn. Out of memory, libuv reports UV_ENOBUFS to on_read_cb.
+ * libuv asks for a buffer only once the socket is readable, so the input buffer is taken here,
+ * when the peer's bytes arrive: a connection that never sends any costs no more than struct
+ * tls_conn. Out of memory, libuv reports UV_ENOBUFS to on_read_cb.
  */
 static void
 on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -509,7 +538,7 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct tls_conn *c = h->data;
 
 	(void)suggested;
-	if (c->in == NULL && (c->in = malloc(TLS_IN_CAP)) == NULL) {
+	if (c->in == NULL && (c->in = in_get()) == NULL) {
 		*buf = uv_buf_init(NULL, 0);
 		return;
 	}
@@ -975,7 +1004,7 @@ process_records(struct tls_conn *c)
 			    "record plaintext over 16384 bytes" : "record sequence numbers used up");
 			return;
 		}
-		/* The plaintext stays where it is until the next read from the socket. */
+		/* The plaintext stays where it is until on_read returns. */
 		c->in_off += (size_t)n;
 		if (c->in_off == c->in_len)
 			c->in_off = c->in_len = 0;
@@ -1056,6 +1085,10 @@ process(struct tls_conn *c)
 		if (c->out_len > 0)
 			arm_turn(c);
 		update_reading(c);
+	}
+	if (c->in_len == 0) { /* all taken: the buffer goes back (see in_get) */
+		in_put(c->in);
+		c->in = NULL;
 	}
 	c->in_process = false;
 }
