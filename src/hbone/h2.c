@@ -607,37 +607,45 @@ callbacks(void)
 	return cbs;
 }
 
+/* Creates c's nghttp2 session (about 25 KiB). 0 or -1 when out of memory. */
+static int
+session_new(struct h2_conn *c)
+{
+	nghttp2_option *opt = NULL;
+	int r;
+
+	if (nghttp2_option_new(&opt) != 0)
+		return -1;
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	nghttp2_option_set_max_send_header_block_length(opt, HBONE_MAX_HEADER_BYTES * 2);
+	if (c->is_server)
+		h2_flood_options(opt);
+	else
+		nghttp2_option_set_peer_max_concurrent_streams(opt, c->max_streams);
+	r = c->is_server ? nghttp2_session_server_new3(&c->session, callbacks(), c, opt,
+	    amesh_nghttp2_mem()) :
+	    nghttp2_session_client_new3(&c->session, callbacks(), c, opt, amesh_nghttp2_mem());
+	nghttp2_option_del(opt);
+	return r == 0 ? 0 : -1;
+}
+
 struct h2_conn *
 h2_conn_new(uv_loop_t *loop, bool server, uint32_t max_streams,
     const struct h2_conn_ops *ops, void *owner)
 {
 	struct h2_conn *c = calloc(1, sizeof(*c));
-	nghttp2_option *opt = NULL;
-	int r;
 
 	if (c == NULL)
 		return NULL;
-	if (nghttp2_option_new(&opt) != 0) {
-		free(c);
-		return NULL;
-	}
-	nghttp2_option_set_no_auto_window_update(opt, 1);
-	nghttp2_option_set_max_send_header_block_length(opt, HBONE_MAX_HEADER_BYTES * 2);
-	if (server)
-		h2_flood_options(opt);
-	else
-		nghttp2_option_set_peer_max_concurrent_streams(opt, max_streams);
-	r = server ? nghttp2_session_server_new3(&c->session, callbacks(), c, opt,
-	    amesh_nghttp2_mem()) :
-	    nghttp2_session_client_new3(&c->session, callbacks(), c, opt, amesh_nghttp2_mem());
-	nghttp2_option_del(opt);
-	if (r != 0) {
+	c->is_server = server;
+	c->max_streams = max_streams;
+	/* A client submits its streams before the handshake ends; a server's session waits for
+	 * its handshake, so that an accepted connection that sends nothing costs little. */
+	if (!server && session_new(c) != 0) {
 		free(c);
 		return NULL;
 	}
 	c->loop = loop;
-	c->is_server = server;
-	c->max_streams = max_streams;
 	c->ops = ops;
 	c->owner = owner;
 	return c;
@@ -759,6 +767,12 @@ tls_on_handshake(struct tls_conn *t, int status)
 {
 	struct h2_conn *c = tls_conn_user(t);
 
+	if (status == 0 && c->session == NULL && session_new(c) != 0) {
+		log_warn("hbone %s: out of memory for the HTTP/2 session", tls_conn_peer_addr(t));
+		status = AMESH_ERR_NOMEM;
+		c->closing = true;
+		tls_conn_abort(t);
+	}
 	if (status != 0) {
 		if (c->ops->on_ready != NULL)
 			c->ops->on_ready(c, status);
@@ -785,7 +799,7 @@ tls_on_read(struct tls_conn *t, const uint8_t *data, size_t len)
 	struct h2_conn *c = tls_conn_user(t);
 	ssize_t n;
 
-	if (c->closed)
+	if (c->closed || c->session == NULL)
 		return;
 	if (len == 0) {
 		/* The peer closed TLS: whatever streams remain are cut. */

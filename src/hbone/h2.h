@@ -104,7 +104,8 @@ struct h2_conn {
 
 /*
  * A session for a TLS connection the caller creates next with h2_tls_cb and this as its user (then
- * sets c->tls). Settings go out when the handshake completes. NULL when out of memory.
+ * sets c->tls). Settings go out when the handshake completes. A server's nghttp2 session is created
+ * then too (c->session is NULL until c->ready). NULL when out of memory.
  */
 struct h2_conn *h2_conn_new(uv_loop_t *loop, bool server, uint32_t max_streams,
     const struct h2_conn_ops *ops, void *owner);

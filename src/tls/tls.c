@@ -74,7 +74,8 @@ struct tls_conn {
 	uv_connect_t connect_req;
 	uv_shutdown_t shutdown_req;
 	mbedtls_ssl_context ssl;
-	bool ssl_ready;
+	bool ssl_ready;     /* ssl is set up (see ssl_start) and not yet freed */
+	const mbedtls_ssl_config *conf; /* what ssl_start sets it up with */
 	enum tls_state state;
 	bool is_server;
 	struct identity *id;
@@ -95,7 +96,7 @@ struct tls_conn {
 	struct record_dir tx, rx;
 	unsigned empty_run;  /* empty records and warning alerts in a row */
 
-	uint8_t in[TLS_IN_CAP];
+	uint8_t *in;           /* TLS_IN_CAP bytes while there is input to keep (see in_get) */
 	size_t in_len, in_off;
 	struct tls_wreq *out, *out_tail; /* ciphertext being gathered for the next uv_write */
 	size_t out_len;        /* its bytes */
@@ -135,6 +136,17 @@ static _Thread_local unsigned n_spare_chunks;
 static _Thread_local uint8_t *spare_plain[TLS_SPARE_PLAIN];
 static _Thread_local unsigned n_spare_plain;
 
+/*
+ * Input buffers: taken when the socket is readable (on_alloc), given back when what was read has
+ * all been processed (end of process()). A connection keeps one only while it holds a partial
+ * record or records its owner is not taking now, so an accepted connection that sends nothing,
+ * and an idle one, hold none; the plaintext handed to on_read is valid during the call only, as
+ * with mbedTLS's records (a stack buffer).
+ */
+#define TLS_SPARE_IN 8
+static _Thread_local uint8_t *spare_in[TLS_SPARE_IN];
+static _Thread_local unsigned n_spare_in;
+
 static _Thread_local bool spares_hooked;
 
 /* A worker thread's spares go with it (core/worker.h). */
@@ -145,6 +157,8 @@ spares_free(void)
 		free(spare_chunk[--n_spare_chunks]);
 	while (n_spare_plain > 0)
 		free(spare_plain[--n_spare_plain]);
+	while (n_spare_in > 0)
+		free(spare_in[--n_spare_in]);
 }
 
 static void
@@ -168,6 +182,22 @@ plain_put(uint8_t *p)
 	if (p != NULL && n_spare_plain < TLS_SPARE_PLAIN) {
 		spares_hook();
 		spare_plain[n_spare_plain++] = p;
+	} else
+		free(p);
+}
+
+static uint8_t *
+in_get(void)
+{
+	return n_spare_in > 0 ? spare_in[--n_spare_in] : malloc(TLS_IN_CAP);
+}
+
+static void
+in_put(uint8_t *p)
+{
+	if (p != NULL && n_spare_in < TLS_SPARE_IN) {
+		spares_hook();
+		spare_in[n_spare_in++] = p;
 	} else
 		free(p);
 }
@@ -237,6 +267,7 @@ on_handle_closed(uv_handle_t *h)
 	mbedtls_platform_zeroize(c->kb, sizeof(c->kb));
 	chunk_put(c->out);
 	plain_put(c->pt);
+	in_put(c->in);
 	identity_unref(c->id);
 	free(c->trust_domain);
 	if (c->expect != NULL) {
@@ -515,11 +546,21 @@ bio_recv(void *ctx, unsigned char *buf, size_t len)
 	return (int)len;
 }
 
+/*
+ * libuv asks for a buffer only once the socket is readable, so the input buffer is taken here,
+ * when the peer's bytes arrive: a connection that never sends any costs no more than struct
+ * tls_conn. Out of memory, libuv reports UV_ENOBUFS to on_read_cb.
+ */
 static void
 on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct tls_conn *c = h->data;
 
+	(void)suggested;
+	if (c->in == NULL && (c->in = in_get()) == NULL) {
+		*buf = uv_buf_init(NULL, 0);
+		return;
+	}
 	if (c->in_off > 0) {
 		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
 		c->in_len -= c->in_off;
@@ -556,6 +597,9 @@ on_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 	if (n == UV_EOF) {
 		c->eof = true;
+	} else if (n == UV_ENOBUFS) {
+		fail_conn(c, AMESH_ERR_NOMEM, "out of memory for the input buffer");
+		return;
 	} else if (n < 0) {
 		fail_conn(c, (int)n, "read failed: %s", amesh_strerror((int)n));
 		return;
@@ -827,6 +871,26 @@ out:
 	c->have_kb = false;
 }
 
+/*
+ * Sets up mbedTLS for the handshake: its record buffers (two of 16 KiB) and handshake state are
+ * allocated here, when the handshake starts (the client's connect, the server's first bytes from
+ * the peer), not at the accept.
+ */
+static int
+ssl_start(struct tls_conn *c)
+{
+	int r;
+
+	mbedtls_ssl_init(&c->ssl);
+	c->ssl_ready = true;
+	r = mbedtls_ssl_setup(&c->ssl, c->conf);
+	if (r != 0)
+		return r;
+	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+	mbedtls_ssl_set_verify(&c->ssl, verify_peer, c);
+	return 0;
+}
+
 static void
 handshake_step(struct tls_conn *c)
 {
@@ -834,6 +898,20 @@ handshake_step(struct tls_conn *c)
 	char buf[160];
 	int r;
 
+	if (!c->ssl_ready) {
+		if (c->is_server && c->in_len == 0) {
+			/* Nothing from the client yet: nothing to set up for. */
+			if (c->eof)
+				fail_conn(c, UV_EOF, "peer closed the connection");
+			return;
+		}
+		r = ssl_start(c);
+		if (r != 0) {
+			fail_conn(c, AMESH_ERR_NOMEM, "cannot set up the handshake: %s",
+			    mbed_err(r, buf, sizeof(buf)));
+			return;
+		}
+	}
 	exporting = tls_record_offload() ? c : NULL;
 	r = mbedtls_ssl_handshake(&c->ssl);
 	exporting = NULL;
@@ -914,6 +992,8 @@ handshake_step(struct tls_conn *c)
 static void
 process_records(struct tls_conn *c)
 {
+	if (c->in == NULL) /* no input yet */
+		return;
 	while (c->state == TLS_OPEN && !c->owner_paused && !c->notified_eof) {
 		uint8_t *rec = c->in + c->in_off, type;
 		size_t off, plen;
@@ -943,7 +1023,7 @@ process_records(struct tls_conn *c)
 			    "record plaintext over 16384 bytes" : "record sequence numbers used up");
 			return;
 		}
-		/* The plaintext stays where it is until the next read from the socket. */
+		/* The plaintext stays where it is until on_read returns. */
 		c->in_off += (size_t)n;
 		if (c->in_off == c->in_len)
 			c->in_off = c->in_len = 0;
@@ -1025,6 +1105,10 @@ process(struct tls_conn *c)
 			arm_turn(c);
 		update_reading(c);
 	}
+	if (c->in_len == 0) { /* all taken: the buffer goes back (see in_get) */
+		in_put(c->in);
+		c->in = NULL;
+	}
 	c->in_process = false;
 }
 
@@ -1041,7 +1125,6 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
     void *user, bool server, struct tls_conn **out)
 {
 	struct tls_conn *c;
-	int r;
 
 	*out = NULL;
 	c = calloc(1, sizeof(*c));
@@ -1070,18 +1153,12 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
 	}
 	if ((server && c->trust_domain == NULL) || (!server && c->expect == NULL))
 		goto nomem;
-	mbedtls_ssl_init(&c->ssl);
-	c->ssl_ready = true;
 	if (o->conf != NULL)
-		r = mbedtls_ssl_setup(&c->ssl, o->conf);
+		c->conf = o->conf;
 	else if (c->id != NULL)
-		r = mbedtls_ssl_setup(&c->ssl, server ? &c->id->server : &c->id->client);
+		c->conf = server ? &c->id->server : &c->id->client;
 	else
-		r = AMESH_ERR_INVALID;
-	if (r != 0)
 		goto nomem;
-	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
-	mbedtls_ssl_set_verify(&c->ssl, verify_peer, c);
 	uv_tcp_init(loop, &c->tcp);
 	uv_timer_init(loop, &c->timer);
 	uv_check_init(loop, &c->turn_check);
@@ -1096,8 +1173,6 @@ conn_new(uv_loop_t *loop, const struct tls_conn_opts *o, const struct tls_conn_c
 	*out = c;
 	return 0;
 nomem:
-	if (c->ssl_ready)
-		mbedtls_ssl_free(&c->ssl);
 	identity_unref(c->id);
 	free(c->trust_domain);
 	if (c->expect != NULL) {

@@ -231,13 +231,21 @@ def halfopen(a):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, a.n + 100), max(hard, a.n + 100)))
     socks = []
+    hello = client_hello()[:a.send] if a.send else b""
     for i in range(a.n):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setblocking(False)
-        try:
+        if hello:
+            # the start of a ClientHello, never the rest: the handshake begins and waits
+            s.settimeout(10)
             s.connect((a.host, a.port))
-        except BlockingIOError:
-            pass
+            s.sendall(hello)
+            s.setblocking(False)
+        else:
+            s.setblocking(False)
+            try:
+                s.connect((a.host, a.port))
+            except BlockingIOError:
+                pass
         socks.append(s)
         if i % 250 == 249:
             time.sleep(0.1)  # within the listen backlog (511): else some wait in SYN retries
@@ -349,6 +357,7 @@ def main():
     q.add_argument("port", type=int)
     q.add_argument("--n", type=int, default=10000)
     q.add_argument("--max", type=float, default=60, help="give up after this many seconds")
+    q.add_argument("--send", type=int, default=0, help="send the first SEND bytes of a ClientHello")
     q = sub.add_parser("noread")
     q.add_argument("proto", choices=["h1", "h2"])
     q.add_argument("host")
