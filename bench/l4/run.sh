@@ -563,8 +563,14 @@ print("%.2f Gbit/s, %d bytes, machine %s CPUs busy, iperf3 client %.1f%% server 
          u.get("remote_total", 0)))
 EOF
 	for p in $(seq "$k"); do
-		perf report -i "$TMP/iprof.$name.$p.data" --stdio --no-children --sort dso,sym \
-			2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 60 >"$IPROF/iprof-$name-$p.txt"
+		{
+			echo "## by shared object"
+			perf report -i "$TMP/iprof.$name.$p.data" --stdio --no-children --sort dso \
+				2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 12
+			echo "## by symbol"
+			perf report -i "$TMP/iprof.$name.$p.data" --stdio --no-children --sort dso,sym \
+				2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 60
+		} >"$IPROF/iprof-$name-$p.txt"
 	done
 	log "  profiled $name: $(cat "$IPROF/iprof-$name.iperf")"
 }
