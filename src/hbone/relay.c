@@ -493,8 +493,11 @@ stream_write(struct relay *r, const uint8_t *data, size_t len)
 	if (t == NULL)
 		return tcp_write(r, 1, data, len, true);
 	if (w != NULL && w->len + len > r->gather_cap) {
-		flush_gathered(r);
-		if (r->aborting)
+		/* Full in mid-turn (inside nghttp2's receive callbacks): a plain uv_write, which
+		 * returns the window from its completion, not from in here. */
+		unlist(r);
+		r->gather = NULL;
+		if (!submit(r, w))
 			return false;
 		w = NULL;
 	}
