@@ -492,6 +492,23 @@ stream_write(struct relay *r, const uint8_t *data, size_t len)
 
 	if (t == NULL)
 		return tcp_write(r, 1, data, len, true);
+	if (w != NULL && w->len + len > r->gather_cap && r->gather_cap < r->cfg.buffer_size &&
+	    w->len + len <= r->cfg.buffer_size) {
+		/* A second piece this turn: move to a whole buffer (see below). */
+		struct wreq *g = r->cfg.buffer_size == DEFAULT_BUFFER && n_spare_gather > 0 ?
+		    spare_gather[--n_spare_gather] : malloc(sizeof(*w) + r->cfg.buffer_size);
+
+		if (g == NULL) {
+			close_all(r, true);
+			return false;
+		}
+		*g = *w;
+		g->spare = r->cfg.buffer_size == DEFAULT_BUFFER;
+		memcpy(g->data, w->data, w->len);
+		free(w);
+		r->gather = w = g;
+		r->gather_cap = r->cfg.buffer_size;
+	}
 	if (w != NULL && w->len + len > r->gather_cap) {
 		/* Full in mid-turn (inside nghttp2's receive callbacks): a plain uv_write, which
 		 * returns the window from its completion, not from in here. */
@@ -502,11 +519,13 @@ stream_write(struct relay *r, const uint8_t *data, size_t len)
 		w = NULL;
 	}
 	if (w == NULL) {
-		size_t cap = len > r->cfg.buffer_size ? len : r->cfg.buffer_size;
-		bool spare = cap == DEFAULT_BUFFER;
-
-		w = spare && n_spare_gather > 0 ? spare_gather[--n_spare_gather] :
-		    malloc(sizeof(*w) + cap);
+		/*
+		 * The first piece of a turn gets a buffer of its own size, as a plain write would:
+		 * most turns of a request/response tunnel bring one piece, and 64 KiB for each of
+		 * many tunnels per turn would churn the heap (brk, page faults). Only a second piece
+		 * moves to a whole buffer_size one (above), from the spares.
+		 */
+		w = malloc(sizeof(*w) + len);
 		if (w == NULL) {
 			close_all(r, true);
 			return false;
@@ -516,9 +535,9 @@ stream_write(struct relay *r, const uint8_t *data, size_t len)
 		w->off = 0;
 		w->len = 0;
 		w->from_stream = true;
-		w->spare = spare;
+		w->spare = false;
 		r->gather = w;
-		r->gather_cap = cap;
+		r->gather_cap = len;
 		r->turn_next = NULL;
 		*t->tail = r;
 		t->tail = &r->turn_next;
