@@ -134,7 +134,8 @@ done
 [ "$SYSCOUNT" = 0 ] || command -v perf >/dev/null || die "-s needs perf (linux-perf)"
 if [ -n "$IPROF" ]; then
 	command -v perf >/dev/null || die "-P needs perf (linux-perf)"
-	mkdir -p "$IPROF" && IPROF=$(cd "$IPROF" && pwd) || die "-P $IPROF: cannot create it"
+	mkdir -p "$IPROF" || die "-P $IPROF: cannot create it"
+	IPROF=$(cd "$IPROF" && pwd) || die "-P $IPROF: cannot enter it"
 fi
 
 # Each of the NIDLE connections is a descriptor in the client, in both ztunnels and in the server.
