@@ -37,7 +37,7 @@
 # EXIT trap, lab included.
 #
 # usage: run.sh [-B BUILDDIR] [-o FILE|-] [-r RATE] [-c CONNS] [-R ROUNDS] [-d SECS] [-w SECS]
-#               [-i SECS] [-n IDLE] [-S US] [-O on|off] [-W N] [-p] [-s]
+#               [-i SECS] [-n IDLE] [-S US] [-O on|off] [-W N] [-p] [-s] [-P DIR]
 #   -B  the build tree with amesh and bench/loadgen (default: $BUILDDIR, else the source tree)
 #   -o  where to write the results (default: bench/l4/RESULTS.md in the source tree; - for none)
 #   -r  requests per second of the fixed-rate runs (default 1000)
@@ -58,6 +58,12 @@
 #       writes, reads and epoll waits among them), requests being what loadgen sent in that
 #       run, warm-up included. (perf's tracepoints, not `strace -c`: ptrace stops every call and
 #       slows the proxy a hundredfold, so requests pile up and share writes they would not.)
+#   -P  also profile iperf3: after (b), one more 1-stream and one more 8-stream iperf3 run
+#       through amesh and through stunnel4 (not counted in the table), each proxy under
+#       `perf record -F 999` (flat, no call graphs: DWARF unwinding at this rate costs more than
+#       the proxy) and `perf stat --per-thread` (task-clock, context switches, system calls);
+#       the machine's busy CPUs and each iperf3 end's CPU share too. `perf report --sort
+#       dso,sym` of each proxy and the counts go to DIR/iprof-PATH-STREAMS*
 set -u
 export LC_ALL=C
 
@@ -74,11 +80,12 @@ NIDLE=10000
 SPIN=0
 PROFILE=0
 SYSCOUNT=0
+IPROF=
 OFFLOAD=
 LIMIT=290 # seconds: the whole run stays under five minutes
 CMDLINE="bench/l4/run.sh $*"
 
-while getopts "B:o:r:c:R:d:w:i:n:S:O:W:psh" opt; do
+while getopts "B:o:r:c:R:d:w:i:n:S:O:W:P:psh" opt; do
 	case $opt in
 	B) BUILD=$OPTARG ;;
 	o) OUTFILE=$OPTARG ;;
@@ -92,6 +99,7 @@ while getopts "B:o:r:c:R:d:w:i:n:S:O:W:psh" opt; do
 	S) SPIN=$OPTARG ;;
 	p) PROFILE=1 ;;
 	s) SYSCOUNT=1 ;;
+	P) IPROF=$OPTARG ;;
 	O) OFFLOAD=$OPTARG ;;
 	W) export AMESH_TEST_WORKERS=$OPTARG ;; # lab.sh writes it into [ztunnel]
 	*) sed -n '/^# usage:/,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
@@ -124,6 +132,11 @@ for c in iperf3 stunnel4 openssl ip nft ss "$PY"; do
 done
 [ "$PROFILE" = 0 ] || command -v perf >/dev/null || die "-p needs perf (linux-perf)"
 [ "$SYSCOUNT" = 0 ] || command -v perf >/dev/null || die "-s needs perf (linux-perf)"
+if [ -n "$IPROF" ]; then
+	command -v perf >/dev/null || die "-P needs perf (linux-perf)"
+	mkdir -p "$IPROF" || die "-P $IPROF: cannot create it"
+	IPROF=$(cd "$IPROF" && pwd) || die "-P $IPROF: cannot enter it"
+fi
 
 # Each of the NIDLE connections is a descriptor in the client, in both ztunnels and in the server.
 ulimit -Hn $((NIDLE * 2 + 4096)) 2>/dev/null
@@ -517,6 +530,60 @@ for par in 1 8; do
 	# shellcheck disable=SC2086
 	iperf "stunnel-$par" a2 127.0.0.1 "$ST_IPERF" "$par" $PROXY_stunnel
 done
+# iprof NAME NS ADDR PORT PARALLEL PROXY_PID...: one more iperf3 run (not counted) with each
+# proxy under perf record and perf stat; reports in $IPROF/iprof-NAME*.
+iprof() {
+	local name=$1 ns=$2 addr=$3 port=$4 par=$5 p k=0 ppids=() sb0 si0 sb1 si1
+	shift 5
+	for p in "$@"; do
+		k=$((k + 1))
+		perf record -F 999 -o "$TMP/iprof.$name.$k.data" -p "$p" -- sleep $((IDUR + 1)) \
+			>"$TMP/iprof.$name.$k.log" 2>&1 &
+		ppids+=($!)
+		PIDS+=($!)
+		perf stat --per-thread -e task-clock,context-switches,raw_syscalls:sys_enter \
+			-o "$IPROF/iprof-$name-$k.stat" -p "$p" -- sleep $((IDUR + 1)) >/dev/null 2>&1 &
+		ppids+=($!)
+		PIDS+=($!)
+	done
+	sleep 0.5
+	read -r sb0 si0 < <(sys_ticks)
+	lab_exec "$ns" timeout $((IDUR + 20)) iperf3 -c "$addr" -p "$port" -t "$IDUR" -P "$par" -J \
+		>"$TMP/iperf.prof.$name.json" 2>&1
+	read -r sb1 si1 < <(sys_ticks)
+	wait "${ppids[@]}"
+	$PY - "$TMP/iperf.prof.$name.json" \
+		"$(calc "($sb1 - $sb0) / ($sb1 - $sb0 + $si1 - $si0) * $(nproc)" 2)" \
+		>"$IPROF/iprof-$name.iperf" <<'EOF'
+import json, sys
+e = json.load(open(sys.argv[1]))["end"]
+r = e["sum_received"]
+u = e.get("cpu_utilization_percent", {})
+print("%.2f Gbit/s, %d bytes, machine %s CPUs busy, iperf3 client %.1f%% server %.1f%% of a CPU"
+      % (r["bits_per_second"] / 1e9, r["bytes"], sys.argv[2], u.get("host_total", 0),
+         u.get("remote_total", 0)))
+EOF
+	for p in $(seq "$k"); do
+		{
+			echo "## by shared object"
+			perf report -i "$TMP/iprof.$name.$p.data" --stdio --no-children --sort dso \
+				2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 12
+			echo "## by symbol"
+			perf report -i "$TMP/iprof.$name.$p.data" --stdio --no-children --sort dso,sym \
+				2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 60
+		} >"$IPROF/iprof-$name-$p.txt"
+	done
+	log "  profiled $name: $(cat "$IPROF/iprof-$name.iperf")"
+}
+if [ -n "$IPROF" ]; then
+	log "iperf3 profiles (-P): one more 1- and 8-stream run through amesh and stunnel4 each"
+	for par in 1 8; do
+		# shellcheck disable=SC2086
+		iprof "amesh-$par" a1 "$LAB_B1" "$IPERF_PORT" "$par" $PROXY_amesh
+		# shellcheck disable=SC2086
+		iprof "stunnel-$par" a2 127.0.0.1 "$ST_IPERF" "$par" $PROXY_stunnel
+	done
+fi
 stop stc
 stop sts
 

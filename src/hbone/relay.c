@@ -1,6 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The two-way pump of relay.h. Each direction moves bytes from a reader to a writer and pauses the
- * reader while the writer holds buffer_size bytes it has not written. */
+ * reader while the writer holds buffer_size bytes it has not written.
+ *
+ * Bytes from an HBONE stream arrive a DATA frame piece at a time (one TLS record holds parts of
+ * two frames when frames and records do not line up), and a write() to the local socket each
+ * costs the whole TCP send and, on veth and loopback, the receiver's softirq too. So they are
+ * gathered per loop turn, up to buffer_size, and written at the end of the turn (the check
+ * phase after the reads that brought them, or the prepare phase before the loop would block):
+ * one write per turn instead of one or two per frame. One check and one prepare handle per
+ * thread serve all its relays; they live while the thread has relays. */
 #include "config.h"
 
 #include <errno.h>
@@ -22,8 +30,10 @@ struct wreq {
 	uv_write_t req;
 	struct relay *r;
 	int dir;    /* the direction it belongs to: 0 A->B, 1 B->A */
+	size_t off; /* data[off..off+len) is what is left to write */
 	size_t len;
 	bool from_stream; /* bytes came from an HBONE stream: return the window when written */
+	bool spare;       /* a gather buffer of DEFAULT_BUFFER: back to the spares when done */
 	uint8_t data[];
 };
 
@@ -51,10 +61,35 @@ struct relay {
 	struct relay_stats st;
 	bool stream_closed;
 	bool in_push, push_again;
+
+	/* Bytes from the stream gathered for one write at the end of the turn (d[1].queued counts
+	 * them); NULL when none, or when the thread has no turn (then every piece is written). */
+	struct turn *turn;
+	struct wreq *gather;
+	size_t gather_cap;
+	struct relay *turn_next; /* in turn->head's list while gather holds bytes */
 };
 
 static void maybe_done(struct relay *r);
 static void update_reads(struct relay *r);
+static void wreq_free(struct wreq *w);
+
+/*
+ * The end-of-turn flush of one thread's loop (see the top of this file): relays holding gathered
+ * bytes are listed until the turn ends. Made by the thread's first relay, closed with its last
+ * one (a worker loop must close with no handle left), and made anew after that.
+ */
+struct turn {
+	uv_check_t check;
+	uv_prepare_t prepare;
+	uv_loop_t *loop;
+	struct relay *head;  /* relays with gathered bytes, in the order they got them */
+	struct relay **tail;
+	unsigned relays;     /* relays using it */
+	int handles;         /* open handles, to free it once both are closed */
+	bool armed;
+};
+static _Thread_local struct turn *turn;
 
 /*
  * Reads land in one buffer per thread: on_read copies every byte out before it returns (into a
@@ -67,6 +102,11 @@ static _Thread_local size_t read_buf_cap;
 #define SPARE_PENDING 8
 static _Thread_local uint8_t *spare_pending[SPARE_PENDING];
 static _Thread_local unsigned n_spare_pending;
+/* Gather buffers (see the top of this file) the same way: a malloc and free of 64 KiB per turn
+ * makes glibc trim and regrow the heap (brk, page faults, TLB shootdowns on every turn). */
+#define SPARE_GATHER 8
+static _Thread_local struct wreq *spare_gather[SPARE_GATHER];
+static _Thread_local unsigned n_spare_gather;
 
 static _Thread_local bool bufs_hooked;
 
@@ -79,6 +119,8 @@ bufs_free(void)
 	read_buf_cap = 0;
 	while (n_spare_pending > 0)
 		free(spare_pending[--n_spare_pending]);
+	while (n_spare_gather > 0)
+		free(spare_gather[--n_spare_gather]);
 }
 
 static void
@@ -109,6 +151,88 @@ pending_put(uint8_t *b, size_t size)
 }
 
 static void
+turn_handle_closed(uv_handle_t *h)
+{
+	struct turn *t = h->data;
+
+	if (--t->handles == 0)
+		free(t);
+}
+
+/* The thread's turn, made if needed; NULL if out of memory (the relay then writes at once). */
+static struct turn *
+turn_get(uv_loop_t *loop)
+{
+	struct turn *t = turn;
+
+	if (t != NULL && t->loop != loop)
+		return NULL; /* one loop per thread everywhere; another one just writes at once */
+	if (t == NULL) {
+		t = calloc(1, sizeof(*t));
+		if (t == NULL)
+			return NULL;
+		t->loop = loop;
+		t->tail = &t->head;
+		uv_check_init(loop, &t->check);
+		uv_prepare_init(loop, &t->prepare);
+		t->check.data = t->prepare.data = t;
+		t->handles = 2;
+		turn = t;
+	}
+	t->relays++;
+	return t;
+}
+
+static void
+turn_put(struct turn *t)
+{
+	if (t == NULL || --t->relays > 0)
+		return;
+	if (turn == t)
+		turn = NULL;
+	uv_close((uv_handle_t *)&t->check, turn_handle_closed);
+	uv_close((uv_handle_t *)&t->prepare, turn_handle_closed);
+}
+
+static void
+unlist(struct relay *r)
+{
+	struct turn *t = r->turn;
+
+	for (struct relay **p = &t->head; *p != NULL; p = &(*p)->turn_next) {
+		if (*p == r) {
+			*p = r->turn_next;
+			if (t->tail == &r->turn_next)
+				t->tail = p;
+			r->turn_next = NULL;
+			return;
+		}
+	}
+}
+
+/* Gathered bytes that will never be written (the relay is failing or gone). */
+static void
+drop_gathered(struct relay *r)
+{
+	if (r->gather == NULL)
+		return;
+	unlist(r);
+	r->d[1].queued -= r->gather->len;
+	wreq_free(r->gather);
+	r->gather = NULL;
+}
+
+static void
+wreq_free(struct wreq *w)
+{
+	if (w->spare && n_spare_gather < SPARE_GATHER) {
+		bufs_hook();
+		spare_gather[n_spare_gather++] = w;
+	} else
+		free(w);
+}
+
+static void
 on_closed(uv_handle_t *h)
 {
 	struct relay *r = h->data;
@@ -121,6 +245,8 @@ on_closed(uv_handle_t *h)
 	}
 	for (int i = 0; i < 2; i++)
 		pending_put(r->d[i].pending, r->d[i].pcap);
+	drop_gathered(r);
+	turn_put(r->turn);
 	free(r);
 }
 
@@ -132,6 +258,7 @@ close_all(struct relay *r, bool reset)
 	r->aborting = true;
 	if (reset)
 		r->st.reset = true;
+	drop_gathered(r);
 	uv_timer_stop(&r->idle);
 	uv_close((uv_handle_t *)&r->idle, on_closed);
 	for (int i = 0; i < (r->b_is_stream ? 1 : 2); i++) {
@@ -228,7 +355,7 @@ on_write(uv_write_t *req, int status)
 	r->d[d].queued -= w->len;
 	if (w->from_stream && r->s != NULL && !r->stream_closed && status == 0)
 		hbone_stream_consumed(r->s, w->len);
-	free(w);
+	wreq_free(w);
 	if (r->aborting)
 		return;
 	if (status < 0) {
@@ -239,12 +366,32 @@ on_write(uv_write_t *req, int status)
 	update_reads(r);
 }
 
+/* Hands w (its len bytes counted in d[w->dir].queued) to uv_write; false if the relay is failing. */
+static bool
+submit(struct relay *r, struct wreq *w)
+{
+	int d = w->dir;
+	uv_buf_t buf = uv_buf_init((char *)w->data + w->off, (unsigned int)w->len);
+
+	if (uv_write(&w->req, (uv_stream_t *)&r->tcp[1 - d], &buf, 1, on_write) != 0) {
+		r->d[d].queued -= w->len;
+		wreq_free(w);
+		close_all(r, true);
+		return false;
+	}
+	r->d[d].bytes += w->len;
+	if (d == 0)
+		r->st.a_to_b += w->len;
+	else
+		r->st.b_to_a += w->len;
+	return true;
+}
+
 /* Writes bytes of direction d to its TCP writer; returns false if the relay is failing. */
 static bool
 tcp_write(struct relay *r, int d, const uint8_t *data, size_t len, bool from_stream)
 {
 	struct wreq *w;
-	uv_buf_t buf;
 
 	w = malloc(sizeof(*w) + len);
 	if (w == NULL) {
@@ -254,21 +401,155 @@ tcp_write(struct relay *r, int d, const uint8_t *data, size_t len, bool from_str
 	}
 	w->r = r;
 	w->dir = d;
+	w->off = 0;
 	w->len = len;
 	w->from_stream = from_stream;
+	w->spare = false;
 	memcpy(w->data, data, len);
-	buf = uv_buf_init((char *)w->data, (unsigned int)len);
-	if (uv_write(&w->req, (uv_stream_t *)&r->tcp[1 - d], &buf, 1, on_write) != 0) {
-		free(w);
-		close_all(r, true);
-		return false;
-	}
 	r->d[d].queued += len;
-	r->d[d].bytes += len;
-	if (d == 0)
-		r->st.a_to_b += len;
-	else
-		r->st.b_to_a += len;
+	return submit(r, w);
+}
+
+/*
+ * Writes what r gathered this turn. Most turns' bytes fit in the socket at once: written here,
+ * they need no write request, whose completion would also cost an epoll_ctl (libuv 1.44 re-arms
+ * the watcher after every completed request) and a callback in the next turn. What the socket
+ * does not take goes to uv_write.
+ */
+static void
+flush_gathered(struct relay *r)
+{
+	struct wreq *w = r->gather;
+	uv_buf_t buf;
+	int n;
+
+	if (w == NULL)
+		return;
+	unlist(r);
+	r->gather = NULL;
+	buf = uv_buf_init((char *)w->data, (unsigned int)w->len);
+	n = uv_try_write((uv_stream_t *)&r->tcp[0], &buf, 1);
+	if (n < 0 && n != UV_EAGAIN) {
+		r->d[1].queued -= w->len;
+		wreq_free(w);
+		close_all(r, true);
+		return;
+	}
+	if (n > 0) {
+		w->off = (size_t)n;
+		w->len -= (size_t)n;
+		r->d[1].queued -= (size_t)n;
+		r->d[1].bytes += (size_t)n;
+		r->st.b_to_a += (size_t)n;
+		if (r->s != NULL && !r->stream_closed)
+			hbone_stream_consumed(r->s, (size_t)n); /* may end the stream (s_on_close) */
+	}
+	if (w->len == 0 || r->aborting) {
+		r->d[1].queued -= w->len;
+		wreq_free(w);
+		if (!r->aborting) {
+			pass_eof(r, 1);
+			update_reads(r);
+		}
+		return;
+	}
+	if (submit(r, w))
+		update_reads(r);
+}
+
+static void
+turn_end(struct turn *t)
+{
+	t->armed = false;
+	uv_check_stop(&t->check);
+	uv_prepare_stop(&t->prepare);
+	while (t->head != NULL)
+		flush_gathered(t->head); /* unlists it */
+}
+
+static void
+on_turn_check(uv_check_t *h)
+{
+	turn_end(h->data);
+}
+
+static void
+on_turn_prepare(uv_prepare_t *h)
+{
+	turn_end(h->data);
+}
+
+/*
+ * Bytes from the stream for A: gathered until the end of the turn, up to buffer_size (more than
+ * that goes out at once); written at once where the thread has no turn. false if the relay is
+ * failing.
+ */
+static bool
+stream_write(struct relay *r, const uint8_t *data, size_t len)
+{
+	struct turn *t = r->turn;
+	struct wreq *w = r->gather;
+
+	if (t == NULL)
+		return tcp_write(r, 1, data, len, true);
+	if (w != NULL && w->len + len > r->gather_cap && r->gather_cap < r->cfg.buffer_size &&
+	    w->len + len <= r->cfg.buffer_size) {
+		/* A second piece this turn: move to a whole buffer (see below). */
+		struct wreq *g = r->cfg.buffer_size == DEFAULT_BUFFER && n_spare_gather > 0 ?
+		    spare_gather[--n_spare_gather] : malloc(sizeof(*w) + r->cfg.buffer_size);
+
+		if (g == NULL) {
+			close_all(r, true);
+			return false;
+		}
+		*g = *w;
+		g->spare = r->cfg.buffer_size == DEFAULT_BUFFER;
+		memcpy(g->data, w->data, w->len);
+		free(w);
+		r->gather = w = g;
+		r->gather_cap = r->cfg.buffer_size;
+	}
+	if (w != NULL && w->len + len > r->gather_cap) {
+		/* Full in mid-turn (inside nghttp2's receive callbacks): a plain uv_write, which
+		 * returns the window from its completion, not from in here. */
+		unlist(r);
+		r->gather = NULL;
+		if (!submit(r, w))
+			return false;
+		w = NULL;
+	}
+	if (w == NULL) {
+		/*
+		 * The first piece of a turn gets a buffer of its own size, as a plain write would:
+		 * most turns of a request/response tunnel bring one piece, and 64 KiB for each of
+		 * many tunnels per turn would churn the heap (brk, page faults). Only a second piece
+		 * moves to a whole buffer_size one (above), from the spares.
+		 */
+		w = malloc(sizeof(*w) + len);
+		if (w == NULL) {
+			close_all(r, true);
+			return false;
+		}
+		w->r = r;
+		w->dir = 1;
+		w->off = 0;
+		w->len = 0;
+		w->from_stream = true;
+		w->spare = false;
+		r->gather = w;
+		r->gather_cap = len;
+		r->turn_next = NULL;
+		*t->tail = r;
+		t->tail = &r->turn_next;
+		if (!t->armed) {
+			t->armed = true;
+			uv_check_start(&t->check, on_turn_check);
+			uv_prepare_start(&t->prepare, on_turn_prepare);
+		}
+	}
+	memcpy(w->data + w->len, data, len);
+	w->len += len;
+	r->d[1].queued += len;
 	return true;
 }
 
@@ -419,7 +700,7 @@ s_on_data(struct hbone_stream *s, const uint8_t *data, size_t len)
 		return;
 	touch(r);
 	/* The HTTP/2 window bounds what can be queued here; it reopens as writes complete. */
-	tcp_write(r, 1, data, len, true);
+	stream_write(r, data, len);
 }
 
 static void
@@ -487,6 +768,7 @@ relay_new(uv_loop_t *loop, const struct relay_cfg *cfg)
 	uv_timer_init(loop, &r->idle);
 	r->tcp[0].data = r->tcp[1].data = r->idle.data = r;
 	r->open_handles = 3;
+	r->turn = turn_get(loop);
 	return r;
 }
 

@@ -51,7 +51,10 @@ struct proxy {
 	struct proxy **peers;
 	unsigned npeers;
 	bool headless;
-	unsigned rr;          /* front: the worker for the next accepted connection */
+	/* front: the worker for the next accepted connection, counted per kind (enum
+	 * handoff_kind): HBONE connections are few and long (a peer's pool), and with one count
+	 * for all, app connections in between could put them all on one worker. */
+	unsigned rr[3];
 	unsigned peers_left;  /* front, draining: peers not drained yet */
 	bool self_drained;    /* front, draining: its own part is closed */
 	void (*user_done)(void *arg); /* front: proxy_drain's done, once every worker drained */
@@ -1042,7 +1045,7 @@ free_tcp(uv_handle_t *h)
 static bool
 hand_off(struct proxy *px, struct pworkload *w, uv_stream_t *l, enum handoff_kind kind, int fam)
 {
-	unsigned k = px->rr++ % (px->npeers + 1);
+	unsigned k = px->rr[kind]++ % (px->npeers + 1);
 	struct handoff *h;
 	uv_tcp_t *t;
 	int fd = -1;
