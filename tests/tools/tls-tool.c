@@ -201,7 +201,12 @@ on_close(struct tls_conn *t)
 		uv_stop(loop);
 }
 
-static const struct tls_conn_cb cbs = { on_handshake, on_read, on_drain, on_close };
+static const struct tls_conn_cb cbs = {
+	.on_handshake = on_handshake,
+	.on_read = on_read,
+	.on_drain = on_drain,
+	.on_close = on_close,
+};
 
 static struct conn *
 conn_new(void)
