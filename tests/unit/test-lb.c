@@ -124,6 +124,29 @@ TEST(lb_registry_change_resets)
 	registry_unref(r2);
 }
 
+/* Workers share one balancer (lb_ref): a worker still on an older snapshot (a reload under way)
+ * is balanced without state and does not take the balancer back to that snapshot, so the newer
+ * snapshot's turns go on; the balancer lives until its last holder lets go. */
+TEST(lb_shared_older_snapshot_stateless)
+{
+	struct registry *r1 = parse_ok(), *r2 = parse_ok();
+	struct lb *lb, *other;
+
+	ASSERT(r1->gen < r2->gen);
+	ASSERT_EQ(lb_new(&lb), 0);
+	other = lb_ref(lb);
+	ASSERT(other == lb);
+	ASSERT_STREQ(picks(lb, r2, "svc", 2, 0), "a1 a2");
+	ASSERT_STREQ(picks(other, r1, "svc", 2, 0), "a1 a1");
+	lb_fail(other, r1, wl(r1, "a3"), 0); /* stale: ignored */
+	ASSERT_STREQ(picks(lb, r2, "svc", 2, 0), "a3 a1");
+	lb_free(other);
+	ASSERT_STREQ(picks(lb, r2, "svc", 1, 0), "a2");
+	lb_free(lb);
+	registry_unref(r1);
+	registry_unref(r2);
+}
+
 static long fail_at = -1, allocs;
 
 static void *

@@ -113,6 +113,7 @@
 	X(lb_round_robin_per_service)         \
 	X(lb_failure_penalty)                 \
 	X(lb_registry_change_resets)          \
+	X(lb_shared_older_snapshot_stateless) \
 	X(lb_alloc_failure_stateless)         \
 	X(lb_ejection_arithmetic)             \
 	X(lb_outlier_eject_and_return)        \
