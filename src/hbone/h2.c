@@ -179,13 +179,14 @@ finish_stream(struct h2_conn *c, struct hbone_stream *s, bool reset, uint32_t er
 static void
 submit_reset(struct h2_conn *c, struct hbone_stream *s, uint32_t err)
 {
-	if (!c->is_server && !s->reset_waiting &&
+	/* Paced only for an owner that sends the waiting ones (on_resets_waiting). */
+	if (!c->is_server && !s->reset_waiting && c->ops->on_resets_waiting != NULL &&
 	    nghttp2_session_find_stream(c->session, s->id) != NULL &&
 	    (c->resets_waiting > 0 || !h2_bucket_take(&c->resets, uv_now(c->loop),
 	    H2_RELAY_RST_BURST, H2_RELAY_RST_RATE))) {
 		s->reset_waiting = true;
 		s->reset_err = err;
-		if (c->resets_waiting++ == 0 && c->ops->on_resets_waiting != NULL)
+		if (c->resets_waiting++ == 0)
 			c->ops->on_resets_waiting(c, h2_bucket_wait_ms(&c->resets,
 			    H2_RELAY_RST_RATE));
 		return;

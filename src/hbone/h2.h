@@ -29,7 +29,7 @@ struct h2_conn_ops {
 	/* The peer sent GOAWAY. */
 	void (*on_goaway)(struct h2_conn *c);
 	/* Client: a stream's RST_STREAM waits for c's reset budget (H2_RELAY_RST_*): call
-	 * h2_conn_send_resets in ms milliseconds. */
+	 * h2_conn_send_resets in ms milliseconds. Optional: without it, resets are not paced. */
 	void (*on_resets_waiting)(struct h2_conn *c, uint64_t ms);
 	/* The connection is closed; it is freed after this returns. */
 	void (*on_closed)(struct h2_conn *c);
