@@ -842,20 +842,50 @@ const struct tls_conn_cb h2_tls_cb = {
 	tls_on_handshake, tls_on_read, tls_on_drain, tls_on_close, tls_on_turn,
 };
 
+/*
+ * A client stream whose CONNECT never left: nghttp2 has no stream for it yet (it waited for the
+ * peer's stream limit, or for this turn's flush). Its owner sent nothing the peer processed.
+ */
+static bool
+never_sent(const struct h2_conn *c, const struct hbone_stream *s)
+{
+	return !c->is_server && c->ready && !s->responded && s->id > 0 &&
+	    nghttp2_session_find_stream(c->session, s->id) == NULL;
+}
+
 static void
 teardown(struct h2_conn *c)
 {
+	unsigned moved = 0, lost = 0;
+
 	c->closed = true;
 	while (c->streams != NULL) {
 		struct hbone_stream *s = c->streams;
 
+		/* The peer went away (a drain or an upgrade: GOAWAY then close_notify, read in one
+		 * go) before these went out: another connection takes them, as refused streams. */
+		if (never_sent(c, s) && c->ops->on_refused != NULL) {
+			restore_kept(s);
+			detach(s);
+			s->id = 0; /* not again: re-attached below if not taken */
+			s->deferred = false;
+			if (c->ops->on_refused(c, s)) {
+				moved++;
+				continue;
+			}
+			h2_conn_attach(c, s);
+		}
 		if (!c->is_server && !s->responded && s->cb != NULL && s->cb->on_response != NULL) {
+			lost++;
 			s->responded = true;
 			s->cb->on_response(s, c->ready ? UV_ECONNRESET : UV_ECONNREFUSED);
 		}
 		if (s->conn == c)
 			finish_stream(c, s, true, NGHTTP2_CONNECT_ERROR);
 	}
+	if (moved > 0 || (lost > 0 && c->ready))
+		log_info("hbone %s: connection closed: %u streams unanswered were reset, %u not yet sent "
+		    "went to another connection", tls_conn_peer_addr(c->tls), lost, moved);
 	if (c->ops->on_closed != NULL)
 		c->ops->on_closed(c);
 	nghttp2_session_del(c->session);

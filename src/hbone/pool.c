@@ -111,6 +111,19 @@ pc_on_goaway(struct h2_conn *c)
 	pc->no_new_streams = true;
 }
 
+/* Draining, a connection closes with its last stream: one opened during the drain (a refused
+ * stream's retry) would otherwise stay until idle_timeout, and the drain with it. */
+static void
+pc_on_stream_gone(struct h2_conn *c)
+{
+	struct pconn *pc = c->owner;
+
+	if (pc->pool->draining && c->nstreams == 0) {
+		pc->no_new_streams = true;
+		h2_conn_goaway(c);
+	}
+}
+
 static bool pc_on_refused(struct h2_conn *c, struct hbone_stream *s);
 static void pc_on_resets_waiting(struct h2_conn *c, uint64_t ms);
 
@@ -119,6 +132,7 @@ static const struct h2_conn_ops pool_ops = {
 	.on_ready = pc_on_ready,
 	.on_goaway = pc_on_goaway,
 	.on_resets_waiting = pc_on_resets_waiting,
+	.on_stream_gone = pc_on_stream_gone,
 	.on_closed = pc_on_closed,
 };
 
