@@ -491,14 +491,16 @@ lab_upgrade() {
 
 # lab_alive PID: running, not a zombie (a replaced process that was the caller's child stays one
 # until reaped; its successor is nobody's child once it has exited).
-lab_alive() { [ -r "/proc/$1/stat" ] && ! sed 's/.*) //' "/proc/$1/stat" | grep -q '^Z'; }
+lab_alive() {
+	_lab_st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1 # read once: it may go meanwhile
+	[ -n "$_lab_st" ] && ! echo "$_lab_st" | sed 's/.*) //' | grep -q '^Z'
+}
 
 # lab_gone PID SECONDS: true once PID has exited, waiting up to SECONDS.
 lab_gone() {
-	_lab_i=0
-	while lab_alive "$1" && [ $_lab_i -lt $(($2 * 10)) ]; do
+	_lab_end=$(($(date +%s) + $2)) # by the clock: on a loaded machine each turn takes longer
+	while lab_alive "$1" && [ "$(date +%s)" -lt $_lab_end ]; do
 		sleep 0.1
-		_lab_i=$((_lab_i + 1))
 	done
 	! lab_alive "$1"
 }

@@ -80,8 +80,18 @@ check "new ztunnels started: host A $OLD_A -> $NEW_A, host B $OLD_B -> $NEW_B" \
 check "the new processes took the listeners (their logs say how many)" \
 	'grep -q "inherit: [1-9][0-9]* listeners handed over" "$TMP/zt_a.err" &&
 	 grep -q "inherit: [1-9][0-9]* listeners handed over" "$TMP/zt_b.err"'
-check "the old processes drained and exited" 'lab_gone "$OLD_A" 60 && lab_gone "$OLD_B" 60'
-lab_alive "$OLD_A" && { grep -v ' debug: ' "$TMP/zt_a.err" | tail -n 30 | sed 's/^/# /'; head -3 /proc/$OLD_A/status | sed 's/^/# /'; }
+# Each drains what it still carries for at most drain_timeout (60 s) from its upgrade, which came
+# before the load ended; then it exits.
+check "the old processes drained and exited" 'lab_gone "$OLD_A" 90 && lab_gone "$OLD_B" 90'
+for p in "$OLD_A" "$OLD_B"; do
+	lab_alive "$p" || continue
+	echo "# $p is still running: its sockets, then the log of its host"
+	for ns in ha a1 a2 hb b1 b2; do
+		lab_exec $ns ss -tanp 2>/dev/null | grep "pid=$p," | sed "s/^/# $ns: /"
+	done
+	[ "$p" = "$OLD_A" ] && h=a || h=b
+	grep -v ' debug: ' "$TMP/zt_$h.err" | grep -v 'connection complete' | tail -n 20 | sed 's/^/# /'
+done
 check "they said the new one serves before they stopped accepting" \
 	'grep -q "upgrade: the new process (pid $NEW_A) serves" "$TMP/zt_a.err" &&
 	 grep -q "upgrade: the new process (pid $NEW_B) serves" "$TMP/zt_b.err"'
