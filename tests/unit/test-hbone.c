@@ -193,7 +193,14 @@ struct cstream {
 	uint32_t err;
 	int closes;
 	uint64_t closed_at;
+	struct cstream *more[2]; /* opened from on_response, to more_to */
+	struct hbone_pool *more_pool;
+	const struct sockaddr_in *more_to;
+	struct identity *more_src;
 };
+
+static void cs_open(struct hbone_pool *p, struct cstream *cs, struct identity *src,
+    const char *dst_id, const struct sockaddr_in *addr);
 
 static void
 cs_pump(struct cstream *cs)
@@ -228,6 +235,11 @@ cs_on_response(struct hbone_stream *s, int status)
 
 	cs->responses++;
 	cs->status = status;
+	for (int i = 0; i < 2; i++)
+		if (cs->more[i] != NULL) {
+			cs_open(cs->more_pool, cs->more[i], cs->more_src, ID_SERVER, cs->more_to);
+			cs->more[i] = NULL;
+		}
 	if (status == 200)
 		cs_pump(cs);
 }
@@ -290,6 +302,9 @@ enum raw_mode {
 	RAW_SILENT,       /* TLS and the server SETTINGS, then reads and discards everything */
 	RAW_REFUSE_FIRST, /* first connection: SETTINGS + GOAWAY(last_stream_id 0); then relays on */
 	RAW_NO_TLS,       /* accepts and never says a word */
+	/* first connection: SETTINGS; once the client has written, in one go: 200 for stream 1,
+	 * GOAWAY(last_stream_id 1), close_notify (a peer's drain or upgrade); then relays on */
+	RAW_ANSWER_CLOSE_FIRST,
 };
 
 struct rconn {
@@ -309,6 +324,7 @@ struct raw {
 	struct identity *id;
 	int accepted, tls_up, live;
 	size_t discarded;
+	bool answered;
 	struct rconn *conns;
 	struct relay *relays[MAX_RELAYS];
 	int nrelays, relays_done;
@@ -559,11 +575,21 @@ raw_on_read(struct tls_conn *t, const uint8_t *data, size_t len)
 {
 	struct rconn *rc = tls_conn_user(t);
 
+	/* HEADERS(:status 200, END_HEADERS) on stream 1; GOAWAY(last_stream_id 1, NO_ERROR). */
+	static const uint8_t ok[10] = { 0, 0, 1, 1, 4, 0, 0, 0, 1, 0x88 };
+	static const uint8_t goaway[17] = { 0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0 };
+
 	if (len == 0) {
 		tls_conn_close(t);
 		return;
 	}
 	rc->r->discarded += len;
+	if (rc->r->mode == RAW_ANSWER_CLOSE_FIRST && !rc->r->answered) {
+		rc->r->answered = true;
+		ASSERT_EQ(tls_conn_write(t, ok, sizeof(ok)), 0);
+		ASSERT_EQ(tls_conn_write(t, goaway, sizeof(goaway)), 0);
+		tls_conn_close(t);
+	}
 }
 
 static void
@@ -626,7 +652,7 @@ raw_on_connection(uv_stream_t *l, int status)
 
 	ASSERT_EQ(status, 0);
 	r->accepted++;
-	if (r->mode == RAW_REFUSE_FIRST && r->accepted > 1) {
+	if ((r->mode == RAW_REFUSE_FIRST || r->mode == RAW_ANSWER_CLOSE_FIRST) && r->accepted > 1) {
 		/* Later connections go through to the real server: TLS end to end over a relay. */
 		struct relay_cfg rcfg = { .on_done = raw_relay_done, .user = r };
 		struct rfwd *f = calloc(1, sizeof(*f));
@@ -1156,6 +1182,54 @@ TEST(hbone_refused_stream_retried)
 		ASSERT_EQ(ps.connections_opened, 2);
 		ASSERT_EQ(one->requests, 2);
 	}
+	cs_free(&a);
+	cs_free(&b);
+	cs_free(&c);
+	env_done(&e);
+}
+
+/*
+ * A peer that drains (or hands over to its next process) with nothing of ours left in flight sends
+ * GOAWAY and close_notify at once. Streams placed on that connection in the same loop turn, whose
+ * CONNECT had not left yet, go to a new connection; they used to be reset with the connection.
+ */
+TEST(hbone_unsent_streams_move_on_close)
+{
+	struct env e;
+	struct hbone_pool_cfg pc = { .connect_timeout_ms = 2000 };
+	struct hbone_pool *p;
+	struct srv *sv;
+	struct raw *front;
+	struct cstream a = { 0 }, b = { 0 }, c = { 0 };
+	struct hbone_pool_stats ps;
+	static const uint8_t msg[] = "moved, not reset";
+
+	env_init(&e);
+	sv = env_server(&e, e.server, 0);
+	front = env_raw(&e, RAW_ANSWER_CLOSE_FIRST, e.server);
+	front->fwd = sv->addr;
+	p = env_pool(&e, &pc);
+	/* b and c are opened from a's response, read in the same go as the GOAWAY and close_notify. */
+	a.more[0] = &b;
+	a.more[1] = &c;
+	a.more_pool = p;
+	a.more_to = &front->addr;
+	a.more_src = e.client;
+	b.out = c.out = msg;
+	b.out_len = c.out_len = sizeof(msg);
+	b.shut_after = c.shut_after = true;
+	cs_open(p, &a, e.client, ID_SERVER, &front->addr);
+	WAIT_UNTIL(&e, a.closed && b.closed && c.closed, 3000);
+	ASSERT_EQ(a.status, 200);
+	ASSERT_EQ(b.status, 200);
+	ASSERT_EQ(c.status, 200);
+	ASSERT(!b.reset && !c.reset);
+	ASSERT(b.in_len == sizeof(msg) && c.in_len == sizeof(msg));
+	ASSERT_EQ(sv->requests, 2);
+	ASSERT_EQ(front->accepted, 2);
+	pool_stats(p, &ps);
+	ASSERT_EQ(ps.streams_retried, 2);
+	ASSERT_EQ(ps.connections_opened, 2);
 	cs_free(&a);
 	cs_free(&b);
 	cs_free(&c);
