@@ -1236,6 +1236,44 @@ TEST(hbone_unsent_streams_move_on_close)
 	env_done(&e);
 }
 
+/*
+ * A draining pool lets a stream it had taken finish, on a new connection if the peer refused it;
+ * that connection closes with the stream, so the drain ends then, not at its deadline.
+ */
+TEST(hbone_pool_drain_closes_retry_connection)
+{
+	struct env e;
+	struct hbone_pool_cfg pc = { .connect_timeout_ms = 2000 };
+	struct hbone_pool *p;
+	struct srv *sv;
+	struct raw *front;
+	struct cstream a = { 0 };
+	static const uint8_t msg[] = "finished during the drain";
+	uint64_t t0;
+
+	env_init(&e);
+	sv = env_server(&e, e.server, 0);
+	front = env_raw(&e, RAW_REFUSE_FIRST, e.server);
+	front->fwd = sv->addr;
+	p = env_pool(&e, &pc);
+	a.out = msg;
+	a.out_len = sizeof(msg);
+	a.shut_after = true;
+	cs_open(p, &a, e.client, ID_SERVER, &front->addr);
+	/* env_done's own drain of this pool is then a no-op: its flag is the one set here. */
+	hbone_pool_drain(p, 10000, set_flag, &e.pool_drained[e.npools - 1]);
+	t0 = now_ms();
+	WAIT_UNTIL(&e, a.closed, 3000);
+	ASSERT_EQ(a.status, 200);
+	ASSERT(a.in_len == sizeof(msg) && !a.reset);
+	ASSERT_EQ(front->accepted, 2);
+	WAIT_UNTIL(&e, e.pool_drained[e.npools - 1], 3000);
+	fprintf(stderr, "pool drained %llu ms after the drain began\n",
+	    (unsigned long long)(now_ms() - t0));
+	cs_free(&a);
+	env_done(&e);
+}
+
 /* Makes cs send msg and END_STREAM once its tunnel is up. */
 static void
 echo_msg(struct cstream *cs, const uint8_t *msg, size_t len)
