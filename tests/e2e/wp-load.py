@@ -17,8 +17,8 @@ analyze --results FILE --before T0 --after T1
 get --url URL
     One GET; prints the status code (0 when there is no answer).
 many --url URL --count N [--expect STATUS] [--timeout S]
-    N connections at once, one keep-alive GET on each, every connection held open until all
-    are answered (N concurrent connections), the whole within S seconds (default 60). Prints
+    N connections at once, one keep-alive GET on each as soon as it is up, every connection held
+    open until all are answered (N concurrent connections), the whole within S seconds (default 60). Prints
     "ok K of N", K the answers with STATUS (default 200), then "fail WHY" for a few others.
 """
 import argparse
@@ -96,30 +96,38 @@ async def many(a):
     u = urllib.parse.urlsplit(a.url)
     host, port, path = u.hostname, u.port or 80, u.path or "/"
     whys = []
+    answered = [0]
+    all_in = asyncio.Event()
 
-    async def opn():
-        return await asyncio.open_connection(host, port)
-
-    async def ask(i, rw):
-        r, w = rw
-        w.write(("GET %s?i=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, i, host)).encode())
-        await w.drain()
-        head = await r.readuntil(b"\r\n\r\n")
-        status = head.split(b" ", 2)[1].decode()
-        n = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                n = int(line.split(b":", 1)[1])
-        await r.readexactly(n)
-        return status
+    async def one_of_many(i):
+        # The request goes as soon as the connection is up (a client that sends nothing for
+        # [waypoint] protocol_detection_timeout would be relayed at L4), then the connection
+        # stays open until every one is answered.
+        w = None
+        try:
+            r, w = await asyncio.open_connection(host, port)
+            w.write(("GET %s?i=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, i, host)).encode())
+            await w.drain()
+            head = await r.readuntil(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1].decode()
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    n = int(line.split(b":", 1)[1])
+            await r.readexactly(n)
+            return status
+        except Exception as e:  # noqa: BLE001 - every failure counts, whatever it is
+            return "%s:%s" % (type(e).__name__, e)
+        finally:
+            answered[0] += 1
+            if answered[0] == a.count:
+                all_in.set()
+            await all_in.wait()
+            if w is not None:
+                w.close()
 
     async def run():
-        conns = await asyncio.gather(*[opn() for _ in range(a.count)], return_exceptions=True)
-        live = [(i, c) for i, c in enumerate(conns) if not isinstance(c, BaseException)]
-        whys.extend("connect: %r" % c for c in conns if isinstance(c, BaseException))
-        res = await asyncio.gather(*[ask(i, c) for i, c in live], return_exceptions=True)
-        for _, (r, w) in live:
-            w.close()
+        res = await asyncio.gather(*[one_of_many(i) for i in range(a.count)])
         ok = 0
         for x in res:
             if x == str(a.expect):
