@@ -4,6 +4,7 @@
 #define AMESH_CMD_CMD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 /* Exit codes shared by every command. */
@@ -81,6 +82,10 @@ void cmd_upgrade_init(int argc, char **argv);
  * under way).
  */
 int cmd_upgrade_start(uv_loop_t *loop, void (*done)(void *arg, bool ok, int pid), void *arg);
+
+/* A role's event loops for its workers key (amesh.conf(5)): configured when > 0, else (0) one per
+ * CPU the process may run on less one, at least 1 and at most 8. */
+unsigned cmd_auto_workers(uint64_t configured);
 
 /* Calls fn(arg) from the loop, soon: the admin's /quitquitquit must not close its own listeners
  * from inside its handler. */

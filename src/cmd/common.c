@@ -2,6 +2,7 @@
 /* Helpers shared by the commands. */
 #include "config.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -174,4 +175,22 @@ cmd_call_soon(uv_loop_t *loop, void (*fn)(void *arg), void *arg)
 	uv_timer_init(loop, &c->t);
 	c->t.data = c;
 	uv_timer_start(&c->t, call_soon_fire, 0, 0);
+}
+
+/* workers = 0 (the default): one per CPU this process may run on, less one left to the host's
+ * workloads and the kernel's network processing (on a 2-CPU host 2 workers moved 0.73-0.80x of
+ * what 1 did: bench/l4 RESULTS.md), at least 1 and at most 8 (past that, more loops only add
+ * cross-thread hand-offs for a proxy that accepts on one). */
+#define AUTO_WORKERS_MAX 8
+
+unsigned
+cmd_auto_workers(uint64_t configured)
+{
+	cpu_set_t set;
+	int n;
+
+	if (configured > 0)
+		return (unsigned)configured;
+	n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) - 1 : 1;
+	return n < 1 ? 1 : n > AUTO_WORKERS_MAX ? AUTO_WORKERS_MAX : (unsigned)n;
 }

@@ -220,10 +220,6 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (cmd_role_inherit("waypoint") != 0)
 		return EXIT_FAIL;
-	if (z.conf->waypoint.workers > 1)
-		log_warn("waypoint: %s: [waypoint] workers = %llu: the waypoint runs one event loop in "
-		    "this version (amesh.conf(5))", z.conf->path,
-		    (unsigned long long)z.conf->waypoint.workers);
 	z.loop = uv_default_loop();
 	registry_holder_init(&z.reg);
 	if (cmd_registry_load(&z.regw, z.loop, "waypoint", z.conf, &z.reg, &d) != 0) {
@@ -256,7 +252,8 @@ exec_waypoint(const struct cmd_globals *g, int argc, char **argv)
 		fatalx("out of memory");
 	if (z.conf->identity.ca_address.n > 0 && start_agent(&z) != 0)
 		return EXIT_FAIL;
-	if (waypoint_start(z.loop, z.conf, &z.reg, z.ids, z.metrics, &z.wp) != 0)
+	if (waypoint_start(z.loop, z.conf, &z.reg, z.ids, z.metrics,
+	    cmd_auto_workers(z.conf->waypoint.workers), &z.wp) != 0)
 		return EXIT_FAIL;
 	if (admin_start(z.loop, &(struct admin_cfg){
 		.role = "waypoint",

@@ -7,7 +7,6 @@
  */
 #include "config.h"
 
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,24 +52,6 @@ struct zt {
 	bool stopping, ready, upgrading;
 	int exit_code;
 };
-
-/* [ztunnel] workers = 0 (the default): one per CPU this process may run on, less one left to the
- * host's workloads and the kernel's network processing (on a 2-CPU host 2 workers moved 0.73-0.80x
- * of what 1 did: bench/l4 RESULTS.md), at least 1 and at most 8 (past that, more loops only add
- * cross-thread hand-offs for a node proxy). */
-#define AUTO_WORKERS_MAX 8
-
-static unsigned
-auto_workers(uint64_t configured)
-{
-	cpu_set_t set;
-	int n;
-
-	if (configured > 0)
-		return (unsigned)configured;
-	n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) - 1 : 1;
-	return n < 1 ? 1 : n > AUTO_WORKERS_MAX ? AUTO_WORKERS_MAX : (unsigned)n;
-}
 
 static void
 describe(const struct registry *r, char *buf, size_t n)
@@ -426,7 +407,7 @@ run_proxy(const struct cmd_globals *g, struct zt *z)
 			.ids = z->ids,
 			.metrics = z->metrics,
 			.l7 = z->workload != NULL && z->conf->sidecar.l7,
-			.workers = z->workload != NULL ? 1 : auto_workers(z->pc->workers),
+			.workers = z->workload != NULL ? 1 : cmd_auto_workers(z->pc->workers),
 		};
 
 		z->px = proxy_new(&pc);

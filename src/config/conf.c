@@ -95,7 +95,7 @@ static const struct kw keywords[] = {
 	{ "waypoint", "max_connections", KW_UINT, OFF(waypoint.max_connections), "65536", 1, 1048576, NULL, false },
 	{ "waypoint", "pool_max_streams", KW_UINT, OFF(waypoint.pool_max_streams), "100", 1, 1000, NULL, false },
 	{ "waypoint", "pool_idle_timeout", KW_DURATION, OFF(waypoint.pool_idle_timeout), "5m", 0, 0, NULL, false },
-	{ "waypoint", "workers", KW_UINT, OFF(waypoint.workers), "1", 1, 64, NULL, false },
+	{ "waypoint", "workers", KW_UINT, OFF(waypoint.workers), "0", 0, 64, NULL, false },
 	{ "sidecar", "workload", KW_HOSTNAME, OFF(sidecar.workload), NULL, 0, 0, NULL, false },
 	{ "sidecar", "l7", KW_BOOL, OFF(sidecar.l7), "on", 0, 0, NULL, false },
 	{ "sidecar", "protocol_detection_timeout", KW_DURATION, OFF(sidecar.protocol_detection_timeout), "1s", 0, 0, NULL, false },

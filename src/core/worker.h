@@ -18,6 +18,10 @@
  *    with worker_call (runs a function on that loop and waits for it): the others' state is
  *    only ever touched from their own thread. Workers never wait on worker 0.
  *
+ * The waypoint ([waypoint] workers, amesh-waypoint(8) WORKERS) runs its L7 engine the same way:
+ * worker 0 owns the HBONE listener and hands connections out; each worker has its engine, HBONE
+ * server and pool; the balancer is shared (lb_ref), max_connections counted with atomics.
+ *
  * Bounds: WORKER_MAX workers; a worker's queue of posted jobs holds WORKER_QUEUE_MAX; past it
  * worker_post refuses (the caller serves the connection itself).
  * Threads: worker_call and worker_post from any thread but the target's own for worker_call.

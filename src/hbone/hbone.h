@@ -115,6 +115,10 @@ struct hbone_server_cfg {
 	const char *trust_domain;        /* clients must be in it */
 	uint64_t handshake_timeout_ms;
 	size_t max_connections;          /* further connections are closed at once (counted) */
+	/* Optional: a count of open connections shared with other servers (a waypoint's workers),
+	 * which together take at most max_connections; updated with atomic operations, and it must
+	 * outlive every server using it. NULL: the server counts its own. */
+	size_t *shared_conns;
 	uint32_t max_streams;            /* SETTINGS_MAX_CONCURRENT_STREAMS we advertise */
 	/* A validated CONNECT: the owner sets callbacks and answers with hbone_stream_respond(). */
 	void (*on_request)(struct hbone_server *srv, struct hbone_stream *s,

@@ -31,6 +31,28 @@ struct hbone_server {
 
 static void maybe_finish_drain(struct hbone_server *srv);
 
+/* A place for one more connection under max_connections: taken here, given back by conn_unreserve
+ * once the connection is gone (or was not made after all). */
+static bool
+conn_reserve(struct hbone_server *srv)
+{
+	size_t *n = srv->cfg.shared_conns;
+
+	if (n == NULL)
+		return srv->nconns < srv->cfg.max_connections;
+	if (__atomic_add_fetch(n, 1, __ATOMIC_RELAXED) <= srv->cfg.max_connections)
+		return true;
+	__atomic_sub_fetch(n, 1, __ATOMIC_RELAXED);
+	return false;
+}
+
+static void
+conn_unreserve(struct hbone_server *srv)
+{
+	if (srv->cfg.shared_conns != NULL)
+		__atomic_sub_fetch(srv->cfg.shared_conns, 1, __ATOMIC_RELAXED);
+}
+
 static void
 srv_on_request(struct h2_conn *c, struct hbone_stream *s)
 {
@@ -69,6 +91,7 @@ srv_on_closed(struct h2_conn *c)
 	if (c->list_next != NULL)
 		c->list_next->list_prev = c->list_prev;
 	srv->nconns--;
+	conn_unreserve(srv);
 	maybe_finish_drain(srv);
 }
 
@@ -132,18 +155,20 @@ on_connection(uv_stream_t *l, int status)
 	}
 	if (!srv->draining && srv->cfg.dispatch != NULL && srv->cfg.dispatch(srv, l))
 		return;
-	if (srv->draining || srv->nconns >= srv->cfg.max_connections) {
+	if (srv->draining || !conn_reserve(srv)) {
 		/* Over the limit: take it off the backlog and close it, so it fails fast. */
 		refuse(srv, l);
 		return;
 	}
 	c = h2_conn_new(srv->loop, true, srv->cfg.max_streams, &server_ops, srv);
 	if (c == NULL) {
+		conn_unreserve(srv);
 		refuse(srv, l);
 		return;
 	}
 	r = tls_conn_accept(l, &o, &h2_tls_cb, c, &c->tls);
 	if (r != 0) {
+		conn_unreserve(srv);
 		h2_conn_free_unstarted(c);
 		log_warn("hbone: accept: %s", amesh_strerror(r));
 		if (r == AMESH_ERR_NOMEM)
@@ -166,14 +191,20 @@ hbone_server_adopt(struct hbone_server *srv, int fd)
 	struct h2_conn *c;
 	int r;
 
-	if (srv->draining || srv->nconns >= srv->cfg.max_connections ||
-	    (c = h2_conn_new(srv->loop, true, srv->cfg.max_streams, &server_ops, srv)) == NULL) {
+	if (srv->draining || !conn_reserve(srv)) {
+		srv->st.connections_refused++;
+		close(fd);
+		return;
+	}
+	if ((c = h2_conn_new(srv->loop, true, srv->cfg.max_streams, &server_ops, srv)) == NULL) {
+		conn_unreserve(srv);
 		srv->st.connections_refused++;
 		close(fd);
 		return;
 	}
 	r = tls_conn_adopt(srv->loop, fd, &o, &h2_tls_cb, c, &c->tls); /* closes fd on failure */
 	if (r != 0) {
+		conn_unreserve(srv);
 		h2_conn_free_unstarted(c);
 		log_warn("hbone: accept: %s", amesh_strerror(r));
 		srv->st.connections_refused++;

@@ -228,6 +228,21 @@ tun_start(struct tun *t, struct hbone_stream *s)
 	hbone_stream_set_cb(s, &down_cb, t);
 }
 
+/* A place for one more tunnel under [waypoint] max_connections (with workers, the whole
+ * waypoint's: given back when the tunnel is freed, wp_tun_maybe_free). */
+static bool
+tun_reserve(struct waypoint *wp)
+{
+	size_t max = wp->conf->waypoint.max_connections;
+
+	if (wp->active_shared == NULL)
+		return wp->st.active < max;
+	if (__atomic_add_fetch(wp->active_shared, 1, __ATOMIC_RELAXED) <= max)
+		return true;
+	__atomic_sub_fetch(wp->active_shared, 1, __ATOMIC_RELAXED);
+	return false;
+}
+
 void
 l7_accept_hbone(struct waypoint *wp, struct hbone_stream *s, const struct hbone_request *req)
 {
@@ -236,13 +251,15 @@ l7_accept_hbone(struct waypoint *wp, struct hbone_stream *s, const struct hbone_
 	const char *why;
 	struct tun *t;
 
-	if (reg == NULL || wp->draining || wp->st.active >= wp->conf->waypoint.max_connections) {
+	if (reg == NULL || wp->draining || !tun_reserve(wp)) {
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
 		return;
 	}
 	t = tun_new(wp, reg, L7_SIDE_WAYPOINT);
 	if (t == NULL) {
+		if (wp->active_shared != NULL)
+			__atomic_sub_fetch(wp->active_shared, 1, __ATOMIC_RELAXED);
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
 		return;

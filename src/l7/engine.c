@@ -2,8 +2,9 @@
 /*
  * The L7 engine's lifecycle (waypoint.h): start as a waypoint (its HBONE server and pool) or embed
  * in a sidecar, the once-a-second refresh (idle tunnels, a renewed certificate), drain, free,
- * stats and config dumps. Tunnels are the core's (core.c); the engine hands them over and counts
- * them.
+ * stats and config dumps; with [waypoint] workers, one engine per worker loop (the front hands the
+ * others their connections). Tunnels are the core's (core.c); the engine hands them over and
+ * counts them.
  */
 #include "config.h"
 
@@ -14,13 +15,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/err.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "core/util.h"
+#include "core/worker.h"
 #include "l7/tunnel.h"
 #include "net/lb.h"
+#include "net/listen.h"
+#include "telemetry/metrics.h"
 #include "tls/cert.h"
 #include "tls/identity.h"
 
@@ -76,7 +82,8 @@ on_refresh(uv_timer_t *h)
 		identity_unref(id);
 		return;
 	}
-	log_info("%s: new certificate for %s", wp->role, id->spiffe_id);
+	if (wp->front == NULL) /* (every worker's engine sees it) */
+		log_info("%s: new certificate for %s", wp->role, id->spiffe_id);
 	if (wp->srv != NULL)
 		hbone_server_set_identity(wp->srv, id);
 	identity_unref(wp->id);
@@ -118,20 +125,23 @@ wp_socket(void *arg, int family)
 	return fd;
 }
 
-/* An engine with its parts given, nothing started; NULL when out of memory. */
+/* An engine with its parts given, nothing started; NULL when out of memory. lb: a balancer to
+ * share (another worker's), else NULL for one of its own. */
 static struct waypoint *
 engine_new(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
-    struct identity_store *ids, struct metrics *metrics)
+    struct identity_store *ids, struct metrics *metrics, struct lb *lb)
 {
 	struct waypoint *wp = calloc(1, sizeof(*wp));
 
 	if (wp == NULL)
 		return NULL;
-	if (lb_new(&wp->lb) != 0) {
+	if (lb != NULL)
+		wp->lb = lb_ref(lb);
+	else if (lb_new(&wp->lb) != 0) {
 		free(wp);
 		return NULL;
-	}
-	lb_set_metrics(wp->lb, metrics);
+	} else
+		lb_set_metrics(wp->lb, metrics);
 	wp->loop = loop;
 	wp->conf = conf;
 	wp->reg = reg;
@@ -141,9 +151,130 @@ engine_new(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holde
 	return wp;
 }
 
+static void
+engine_free(struct waypoint *wp)
+{
+	identity_unref(wp->id);
+	free(wp->ns);
+	free(wp->sa);
+	lb_free(wp->lb);
+	free(wp);
+}
+
+static bool wp_dispatch(struct hbone_server *srv, uv_stream_t *l);
+
+/* The engine's HBONE server (on addr, or adopt-only when NULL), its pool and its refresh timer.
+ * shared: the count of connections its server shares with the other workers' (NULL: alone). */
+static int
+engine_serve(struct waypoint *wp, const struct sockaddr *addr, size_t *shared)
+{
+	const struct amesh_conf *conf = wp->conf;
+	struct hbone_server_cfg sc = {
+		.addr = addr,
+		.fd = -1,
+		.id = wp->id,
+		.trust_domain = conf->mesh.trust_domain,
+		.handshake_timeout_ms = conf->waypoint.handshake_timeout,
+		.max_connections = conf->waypoint.max_connections,
+		.shared_conns = shared,
+		.max_streams = (uint32_t)conf->waypoint.pool_max_streams,
+		.on_request = on_request,
+		.dispatch = shared != NULL && addr != NULL ? wp_dispatch : NULL,
+		.user = wp,
+	};
+	struct hbone_pool_cfg pc = {
+		.max_streams = (uint32_t)conf->waypoint.pool_max_streams,
+		.idle_timeout_ms = conf->waypoint.pool_idle_timeout,
+		.connect_timeout_ms = conf->waypoint.connect_timeout,
+		.ping_interval_ms = 10000,
+		.ping_timeout_ms = 20000,
+		.max_connections = 4096,
+		.socket_fn = wp_socket,
+		.socket_arg = wp,
+	};
+	int rc = hbone_server_listen(wp->loop, &sc, &wp->srv);
+
+	if (rc != 0)
+		return rc;
+	if ((rc = hbone_pool_new(wp->loop, &pc, &wp->pool)) != 0) {
+		hbone_server_drain(wp->srv, 0, NULL, NULL);
+		wp->srv = NULL;
+		return rc;
+	}
+	uv_timer_init(wp->loop, &wp->refresh);
+	wp->refresh.data = wp;
+	uv_timer_start(&wp->refresh, on_refresh, 1000, 1000);
+	return 0;
+}
+
+/* Per-worker connections, for operators (amesh-waypoint(8) WORKERS). */
+static void
+engine_count_worker(struct waypoint *wp)
+{
+	char idx[16];
+
+	snprintf(idx, sizeof(idx), "%u", wp->index);
+	wp->m_conns = metrics_counter_l(wp->metrics, "amesh_worker_connections_total",
+	    "HBONE connections accepted, by the worker that serves them", "worker", idx);
+}
+
+struct new_peer {
+	struct waypoint *front;
+	struct worker *wk;
+	unsigned index;
+	struct waypoint *out;
+};
+
+/* On the peer's own thread: its handles belong to its loop. Startup: aborts when out of memory. */
+static void
+new_peer(void *arg)
+{
+	struct new_peer *np = arg;
+	struct waypoint *f = np->front;
+	struct waypoint *wp = engine_new(worker_loop(np->wk), f->conf, f->reg, f->ids, f->metrics,
+	    f->lb);
+	int rc;
+
+	if (wp == NULL)
+		fatalx("waypoint: worker %u: out of memory", np->index);
+	wp->role = f->role;
+	wp->idle_ms = f->idle_ms;
+	wp->detect_ms = f->detect_ms;
+	wp->header_ms = f->header_ms;
+	wp->ns = xstrdup(f->ns);
+	wp->sa = xstrdup(f->sa);
+	wp->id = identity_ref(f->id);
+	wp->front = f;
+	wp->active_shared = &f->active_all;
+	wp->wk = np->wk;
+	wp->index = np->index;
+	if ((rc = engine_serve(wp, NULL, &f->conns)) != 0)
+		fatalx("waypoint: worker %u: %s", np->index, amesh_strerror(rc));
+	engine_count_worker(wp);
+	np->out = wp;
+}
+
+/* Worker 0 is wp's loop; workers 1..n-1 get a thread and an engine each. */
+static void
+start_peers(struct waypoint *wp, unsigned n)
+{
+	wp->wk = worker_new(0, wp->loop);
+	wp->active_all = wp->st.active; /* (none yet: the loop has not run) */
+	wp->active_shared = &wp->active_all;
+	engine_count_worker(wp);
+	wp->peers = xcalloc(n - 1, sizeof(*wp->peers));
+	for (unsigned k = 1; k < n; k++) {
+		struct new_peer np = { wp, worker_new(k, NULL), k, NULL };
+
+		worker_call(np.wk, new_peer, &np);
+		wp->peers[wp->npeers++] = np.out;
+	}
+	log_info("waypoint: %u workers", n);
+}
+
 int
 waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
-    struct identity_store *ids, struct metrics *metrics, struct waypoint **out)
+    struct identity_store *ids, struct metrics *metrics, unsigned workers, struct waypoint **out)
 {
 	struct registry *r = registry_holder_get(reg);
 	const struct reg_waypoint *wr = r ? registry_find(r, REG_WAYPOINT, conf->waypoint.name) : NULL;
@@ -152,13 +283,15 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 	int rc;
 
 	*out = NULL;
+	if (workers > WORKER_MAX)
+		workers = WORKER_MAX;
 	if (wr == NULL) {
 		log_error("waypoint: [waypoint] name \"%s\" is not defined in the registry %s",
 		    conf->waypoint.name, conf->mesh.registry);
 		registry_unref(r);
 		return AMESH_ERR_NOTFOUND;
 	}
-	wp = engine_new(loop, conf, reg, ids, metrics);
+	wp = engine_new(loop, conf, reg, ids, metrics, NULL);
 	if (wp == NULL) {
 		registry_unref(r);
 		return AMESH_ERR_NOMEM;
@@ -179,67 +312,36 @@ waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
 		log_error("waypoint: no certificate for %s in %s (issue it with amesh ca issue --dir "
 		    "CA_DIR --namespace %s --service-account %s --out %s)", sid,
 		    conf->identity.cert_dir, wp->ns, wp->sa, conf->identity.cert_dir);
-		free(wp->ns);
-		free(wp->sa);
-		lb_free(wp->lb);
-		free(wp);
+		engine_free(wp);
 		return AMESH_ERR_NOTFOUND;
 	}
-	{
-		struct hbone_server_cfg sc = {
-			.addr = (const struct sockaddr *)&conf->waypoint.hbone_address,
-			.fd = -1,
-			.id = wp->id,
-			.trust_domain = conf->mesh.trust_domain,
-			.handshake_timeout_ms = conf->waypoint.handshake_timeout,
-			.max_connections = conf->waypoint.max_connections,
-			.max_streams = (uint32_t)conf->waypoint.pool_max_streams,
-			.on_request = on_request,
-			.user = wp,
-		};
-		struct hbone_pool_cfg pc = {
-			.max_streams = (uint32_t)conf->waypoint.pool_max_streams,
-			.idle_timeout_ms = conf->waypoint.pool_idle_timeout,
-			.connect_timeout_ms = conf->waypoint.connect_timeout,
-			.ping_interval_ms = 10000,
-			.ping_timeout_ms = 20000,
-			.max_connections = 4096,
-			.socket_fn = wp_socket,
-			.socket_arg = wp,
-		};
+	/* With workers, the count of connections is the whole waypoint's (max_connections). */
+	rc = engine_serve(wp, (const struct sockaddr *)&conf->waypoint.hbone_address,
+	    workers > 1 ? &wp->conns : NULL);
+	if (rc != 0) {
+		struct ip_addr ip;
+		char ips[INET6_ADDRSTRLEN], hint[256] = "";
 
-		rc = hbone_server_listen(loop, &sc, &wp->srv);
-		if (rc != 0) {
-			struct ip_addr ip;
-			char ips[INET6_ADDRSTRLEN], hint[256] = "";
-
-			/* The registry address is the waypoint's own, not its node's: say how to add it. */
-			ip_from_sockaddr(&conf->waypoint.hbone_address, &ip, NULL);
-			if (rc == UV_EADDRNOTAVAIL)
-				snprintf(hint, sizeof(hint), "; %s is not an address of this host: add it "
-				    "where the ztunnels reach it (ip addr add %s/%d dev IFACE), or change "
-				    "[waypoint] hbone_address", ip_str(&ip, ips, sizeof(ips)), ips,
-				    ip.family == AF_INET6 ? 128 : 32);
-			else if (rc == UV_EADDRINUSE)
-				snprintf(hint, sizeof(hint), "; another process listens there (each waypoint "
-				    "of a host needs its own [waypoint] hbone_address)");
-			log_error("waypoint: cannot listen on %s: %s%s",
-			    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)), amesh_strerror(rc),
-			    hint);
-			identity_unref(wp->id);
-			free(wp->ns);
-			free(wp->sa);
-			lb_free(wp->lb);
-			free(wp);
-			return rc;
-		}
-		hbone_pool_new(loop, &pc, &wp->pool);
+		/* The registry address is the waypoint's own, not its node's: say how to add it. */
+		ip_from_sockaddr(&conf->waypoint.hbone_address, &ip, NULL);
+		if (rc == UV_EADDRNOTAVAIL)
+			snprintf(hint, sizeof(hint), "; %s is not an address of this host: add it "
+			    "where the ztunnels reach it (ip addr add %s/%d dev IFACE), or change "
+			    "[waypoint] hbone_address", ip_str(&ip, ips, sizeof(ips)), ips,
+			    ip.family == AF_INET6 ? 128 : 32);
+		else if (rc == UV_EADDRINUSE)
+			snprintf(hint, sizeof(hint), "; another process listens there (each waypoint "
+			    "of a host needs its own [waypoint] hbone_address)");
+		log_error("waypoint: cannot listen on %s: %s%s",
+		    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)), amesh_strerror(rc),
+		    hint);
+		engine_free(wp);
+		return rc;
 	}
-	uv_timer_init(loop, &wp->refresh);
-	wp->refresh.data = wp;
-	uv_timer_start(&wp->refresh, on_refresh, 1000, 1000);
 	log_info("waypoint: %s (%s) on %s", conf->waypoint.name, wp->id->spiffe_id,
 	    sockaddr_str(&conf->waypoint.hbone_address, a, sizeof(a)));
+	if (workers > 1)
+		start_peers(wp, workers);
 	*out = wp;
 	return 0;
 }
@@ -249,7 +351,7 @@ waypoint_embed(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_h
     struct identity_store *ids, struct metrics *metrics, const struct l7_host *host,
     struct waypoint **out)
 {
-	struct waypoint *wp = engine_new(loop, conf, reg, ids, metrics);
+	struct waypoint *wp = engine_new(loop, conf, reg, ids, metrics, NULL);
 
 	*out = NULL;
 	if (wp == NULL)
@@ -355,8 +457,9 @@ on_drain_grace(uv_timer_t *h)
 	drain_idle_check(wp);
 }
 
-void
-waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
+/* One engine's drain, on its own loop. */
+static void
+engine_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
 {
 	uint64_t grace = timeout_ms < WAYPOINT_DRAIN_IDLE_GRACE_MS ? timeout_ms :
 	    WAYPOINT_DRAIN_IDLE_GRACE_MS;
@@ -383,29 +486,252 @@ waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg)
 	hbone_server_drain(wp->srv, timeout_ms, server_drained, wp);
 }
 
+/* --- workers: the front (worker 0) hands connections to its peers and fans control out --- */
+
+/* A connection the front accepted for a peer (or for itself when the peer's queue is full). */
+struct handoff {
+	struct waypoint *to;
+	int fd;
+};
+
+/* Closes fd with a reset, as the server refuses one over its limit. */
+static void
+reset_close(int fd)
+{
+	struct linger lg = { 1, 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+/* On the receiving worker's thread. */
+static void
+adopt(void *arg)
+{
+	struct handoff *h = arg;
+	struct waypoint *wp = h->to;
+
+	if (wp->draining) {
+		reset_close(h->fd); /* (its server may be gone already) */
+	} else {
+		wp->accepted++;
+		metrics_counter_add(wp->m_conns, 1);
+		hbone_server_adopt(wp->srv, h->fd);
+	}
+	free(h);
+}
+
+/*
+ * The front's server offers it each connection (hbone_server_cfg.dispatch): round robin over the
+ * workers, the front included. false: the front's server serves it, or refuses it when the whole
+ * waypoint is at max_connections.
+ */
+static bool
+wp_dispatch(struct hbone_server *srv, uv_stream_t *l)
+{
+	struct waypoint *wp = hbone_server_user(srv);
+	unsigned k = wp->rr++ % (wp->npeers + 1);
+	struct handoff *h;
+	int fd;
+
+	if (__atomic_load_n(&wp->conns, __ATOMIC_RELAXED) >= wp->conf->waypoint.max_connections)
+		return false;
+	if (k == 0 || (h = malloc(sizeof(*h))) == NULL)
+		goto self;
+	fd = net_accept_fd(wp->loop, l);
+	if (fd == -ENOMEM) {
+		free(h);
+		goto self;
+	}
+	if (fd < 0) {
+		free(h);
+		return true; /* lost before it was ours */
+	}
+	h->to = wp->peers[k - 1];
+	h->fd = fd;
+	if (!worker_post(h->to->wk, adopt, h)) {
+		/* That worker's queue is full (WORKER_QUEUE_MAX): served here. */
+		h->to = wp;
+		adopt(h);
+	}
+	return true;
+self:
+	wp->accepted++;
+	metrics_counter_add(wp->m_conns, 1);
+	return false;
+}
+
+static void
+front_finish(struct waypoint *wp)
+{
+	void (*done)(void *);
+
+	if (!wp->self_drained || wp->peers_left > 0 || wp->user_done == NULL)
+		return;
+	done = wp->user_done;
+	wp->user_done = NULL;
+	/* Nothing is posted to worker 0 any more: its loop may end. */
+	worker_release_main(wp->wk);
+	done(wp->user_arg);
+}
+
+static void
+front_self_drained(void *arg)
+{
+	struct waypoint *wp = arg;
+
+	wp->self_drained = true;
+	front_finish(wp);
+}
+
+/* On worker 0: a peer is drained. */
+static void
+front_peer_drained(void *arg)
+{
+	struct waypoint *wp = arg;
+
+	wp->peers_left--;
+	front_finish(wp);
+}
+
+/* On the peer's thread. */
+static void
+peer_drained(void *arg)
+{
+	struct waypoint *peer = arg;
+
+	worker_post_ctl(peer->front->wk, front_peer_drained, peer->front);
+}
+
+struct peer_drain {
+	struct waypoint *peer;
+	uint64_t timeout_ms;
+};
+
+static void
+peer_drain(void *arg)
+{
+	struct peer_drain *d = arg;
+
+	engine_drain(d->peer, d->timeout_ms, peer_drained, d->peer);
+	free(d);
+}
+
+void
+waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg)
+{
+	if (wp->npeers == 0) {
+		engine_drain(wp, timeout_ms, done, arg);
+		return;
+	}
+	if (wp->draining)
+		return;
+	wp->user_done = done;
+	wp->user_arg = arg;
+	wp->peers_left = wp->npeers;
+	/* Queued behind the connections handed to each peer before: those are taken, then
+	 * drained with the rest. The front hands over no more from here (this thread). */
+	for (unsigned k = 0; k < wp->npeers; k++) {
+		struct peer_drain *d = xmalloc(sizeof(*d));
+
+		d->peer = wp->peers[k];
+		d->timeout_ms = timeout_ms;
+		worker_post_ctl(wp->peers[k]->wk, peer_drain, d);
+	}
+	engine_drain(wp, timeout_ms, front_self_drained, wp);
+}
+
+static void
+peer_free(void *arg)
+{
+	engine_free(arg);
+}
+
 void
 waypoint_free(struct waypoint *wp)
 {
 	if (wp == NULL)
 		return;
-	identity_unref(wp->id);
-	free(wp->ns);
-	free(wp->sa);
-	lb_free(wp->lb);
-	free(wp);
+	for (unsigned k = 0; k < wp->npeers; k++) {
+		struct worker *wk = wp->peers[k]->wk;
+
+		worker_call(wk, peer_free, wp->peers[k]);
+		worker_stop(wk); /* its loop ends: everything of it was closed by the drain */
+	}
+	free(wp->peers);
+	worker_stop(wp->wk);
+	engine_free(wp);
+}
+
+static void
+add_stats(struct waypoint_stats *a, const struct waypoint_stats *b)
+{
+	a->tunnels += b->tunnels;
+	a->tunnels_l4 += b->tunnels_l4;
+	a->tunnels_h2 += b->tunnels_h2;
+	a->requests += b->requests;
+	a->denied += b->denied;
+	a->local_replies += b->local_replies;
+	a->retries += b->retries;
+	a->timeouts += b->timeouts;
+	a->upstream_failures += b->upstream_failures;
+	a->upstream_reused += b->upstream_reused;
+	a->mirrors += b->mirrors;
+	a->mirrors_dropped += b->mirrors_dropped;
+	a->l4_resets += b->l4_resets;
+	a->header_timeouts += b->header_timeouts;
+	a->h2_floods += b->h2_floods;
+	a->active += b->active;
+}
+
+/* A peer's counters, read on its own thread. */
+struct peer_stats {
+	const struct waypoint *wp;
+	struct waypoint_stats st;
+	uint64_t accepted;
+};
+
+static void
+peer_stats(void *arg)
+{
+	struct peer_stats *ps = arg;
+
+	ps->st = ps->wp->st;
+	ps->accepted = ps->wp->accepted;
+}
+
+/* Each worker's counters (v[0]: the front's), npeers + 1 of them. */
+static void
+worker_stats(const struct waypoint *wp, struct peer_stats *v)
+{
+	v[0].wp = wp;
+	peer_stats(&v[0]);
+	for (unsigned k = 0; k < wp->npeers; k++) {
+		v[k + 1].wp = wp->peers[k];
+		worker_call(wp->peers[k]->wk, peer_stats, &v[k + 1]);
+	}
 }
 
 void
 waypoint_stats(const struct waypoint *wp, struct waypoint_stats *st)
 {
-	*st = wp->st;
+	struct peer_stats *v;
+
+	if (wp->npeers == 0) {
+		*st = wp->st;
+		return;
+	}
+	v = xcalloc(wp->npeers + 1, sizeof(*v));
+	worker_stats(wp, v);
+	*st = v[0].st;
+	for (unsigned k = 1; k <= wp->npeers; k++)
+		add_stats(st, &v[k].st);
+	free(v);
 }
 
-json_t *
-waypoint_stats_json(const struct waypoint *wp)
+static json_t *
+stats_json(const struct waypoint_stats *st)
 {
-	const struct waypoint_stats *st = &wp->st;
-
 	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
 	    "tunnels", (json_int_t)st->tunnels, "tunnels_l4", (json_int_t)st->tunnels_l4,
 	    "tunnels_h2", (json_int_t)st->tunnels_h2,
@@ -420,6 +746,33 @@ waypoint_stats_json(const struct waypoint *wp)
 	    "header_timeouts", (json_int_t)st->header_timeouts,
 	    "h2_floods", (json_int_t)st->h2_floods,
 	    "active", (json_int_t)st->active);
+}
+
+json_t *
+waypoint_stats_json(const struct waypoint *wp)
+{
+	struct waypoint_stats st;
+
+	waypoint_stats(wp, &st);
+	return stats_json(&st);
+}
+
+/* With workers: what each one was handed and serves, so an operator sees the spread. */
+static json_t *
+workers_json(const struct waypoint *wp)
+{
+	struct peer_stats *v = xcalloc(wp->npeers + 1, sizeof(*v));
+	json_t *a = json_array();
+
+	worker_stats(wp, v);
+	for (unsigned k = 0; k <= wp->npeers; k++)
+		json_array_append_new(a, json_pack("{s:I,s:I,s:I,s:I,s:I}",
+		    "worker", (json_int_t)k, "connections", (json_int_t)v[k].accepted,
+		    "tunnels", (json_int_t)v[k].st.tunnels,
+		    "requests", (json_int_t)v[k].st.requests,
+		    "active", (json_int_t)v[k].st.active));
+	free(v);
+	return a;
 }
 
 json_t *
@@ -462,6 +815,8 @@ waypoint_dump(struct waypoint *wp)
 	json_object_set_new(root, "identity", json_string(wp->id ? wp->id->spiffe_id : ""));
 	json_object_set_new(root, "routes", waypoint_routes_json(r));
 	json_object_set_new(root, "stats", waypoint_stats_json(wp));
+	if (wp->npeers > 0)
+		json_object_set_new(root, "workers", workers_json(wp));
 	out = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(root);
 	registry_unref(r);

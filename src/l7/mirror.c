@@ -5,6 +5,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -230,6 +231,7 @@ h2m_send(struct mirror *m)
 }
 
 static nghttp2_session_callbacks *h2m_callbacks;
+static pthread_mutex_t h2m_callbacks_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* The tunnel is up: the session, its request (the fields kept), then the body as it comes. */
 static void
@@ -237,15 +239,20 @@ h2m_begin(struct mirror *m)
 {
 	nghttp2_data_provider dp = { .source.ptr = m, .read_callback = h2m_read };
 	nghttp2_settings_entry iv[] = { { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 } };
+	nghttp2_session_callbacks *cbs;
 
-	if (h2m_callbacks == NULL) {
-		if (nghttp2_session_callbacks_new(&h2m_callbacks) != 0)
-			goto fail;
+	/* Made once, by the first worker that mirrors HTTP/2. */
+	pthread_mutex_lock(&h2m_callbacks_mu);
+	if (h2m_callbacks == NULL && nghttp2_session_callbacks_new(&h2m_callbacks) == 0) {
 		nghttp2_session_callbacks_set_send_callback(h2m_callbacks, h2m_send_cb);
 		nghttp2_session_callbacks_set_on_stream_close_callback(h2m_callbacks,
 		    h2m_on_close);
 	}
-	if (nghttp2_session_client_new(&m->h2, h2m_callbacks, m) != 0) {
+	cbs = h2m_callbacks;
+	pthread_mutex_unlock(&h2m_callbacks_mu);
+	if (cbs == NULL)
+		goto fail;
+	if (nghttp2_session_client_new(&m->h2, cbs, m) != 0) {
 		m->h2 = NULL;
 		goto fail;
 	}

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -1553,8 +1554,11 @@ r_maybe_free(struct h2r *r)
 		wp_tun_maybe_free(d->t);
 }
 
+/* Made once, by the first worker that needs them (a failure leaves them to the next try). */
+static pthread_mutex_t callbacks_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int
-init_callbacks(void)
+init_callbacks_locked(void)
 {
 	if (d_callbacks != NULL && up_callbacks != NULL)
 		return 0;
@@ -1574,6 +1578,17 @@ init_callbacks(void)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(up_callbacks, up_on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(up_callbacks, up_on_stream_close);
 	return 0;
+}
+
+static int
+init_callbacks(void)
+{
+	int r;
+
+	pthread_mutex_lock(&callbacks_mu);
+	r = init_callbacks_locked();
+	pthread_mutex_unlock(&callbacks_mu);
+	return r;
 }
 
 static void h2m_on_data(struct tun *t, const uint8_t *data, size_t len);

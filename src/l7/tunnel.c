@@ -189,6 +189,8 @@ wp_tun_maybe_free(struct tun *t)
 	    (t->proto != NULL && !t->proto->idle(t)))
 		return;
 	wp->st.active--;
+	if (wp->active_shared != NULL)
+		__atomic_sub_fetch(wp->active_shared, 1, __ATOMIC_RELAXED);
 	if (t->prev != NULL)
 		t->prev->next = t->next;
 	else

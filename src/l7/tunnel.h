@@ -36,6 +36,9 @@
  * peer breaking flow control (the append fails, AMESH_ERR_TOOLONG). */
 #define WP_QUEUE_MAX (2 * WP_BUF)
 
+struct metric_counter;
+struct worker;
+
 /* Bytes waiting for a stream that took less than offered. */
 struct l7_sendq {
 	struct buf b;
@@ -76,6 +79,31 @@ struct waypoint {
 	struct l7_host host;
 	const char *role; /* "waypoint" or "sidecar", for logs */
 	struct tun *tuns; /* every tunnel, for waypoint_abort_all */
+	/*
+	 * Workers ([waypoint] workers, core/worker.h): worker 0's engine, the front, owns the
+	 * listener and the other workers' engines (peers); a peer's server only adopts what the
+	 * front hands it, and it shares the front's balancer (lb_ref) and connection count. Each
+	 * engine is only ever touched from its own thread (the front asks a peer with worker_call).
+	 * With one worker, wk is NULL and npeers 0.
+	 */
+	struct worker *wk;
+	struct waypoint **peers;
+	unsigned npeers;
+	struct waypoint *front; /* a peer: worker 0's engine */
+	unsigned index;         /* its worker's */
+	unsigned rr;            /* front: the worker for the next connection */
+	size_t conns;           /* front: HBONE connections open on every worker (atomic) */
+	size_t active_all;      /* front: tunnels open on every worker (atomic) */
+	/* With workers, the count of tunnels that max_connections bounds: the front's active_all,
+	 * shared by every worker's engine (each of their tunnels comes through l7_accept_hbone).
+	 * NULL: st.active alone. */
+	size_t *active_shared;
+	uint64_t accepted;      /* HBONE connections handed to this worker */
+	struct metric_counter *m_conns; /* amesh_worker_connections_total{worker="N"} */
+	unsigned peers_left;    /* front, draining: peers not drained yet */
+	bool self_drained;      /* front, draining: its own engine is */
+	void (*user_done)(void *); /* front: waypoint_drain's done, once every worker drained */
+	void *user_arg;
 };
 
 struct tun;

@@ -6,10 +6,11 @@
  * (proto-h2.c: the same per stream, gRPC included, without retries) or, for anything else, relayed
  * at L4 (proto-l4.c); then HBONE out, as the waypoint, to the chosen endpoint's ztunnel.
  *
- * Bounds: at most [waypoint] max_connections tunnels; per HTTP/1.1 tunnel one request at a time
- * (pipelined requests wait), per HTTP/2 tunnel 100 streams; bytes held for each direction at most
- * WP_BUF (HTTP/2: one stream window) - past it the sending side's HTTP/2 window is not returned,
- * so the sender stops; request heads at most H1_MAX_HEAD (HTTP/2: 16 KiB).
+ * Bounds: at most [waypoint] max_connections tunnels (with workers, the whole waypoint's); per
+ * HTTP/1.1 tunnel one request at a time (pipelined requests wait), per HTTP/2 tunnel 100 streams;
+ * bytes held for each direction at most WP_BUF (HTTP/2: one stream window) - past it the sending
+ * side's HTTP/2 window is not returned, so the sender stops; request heads at most H1_MAX_HEAD
+ * (HTTP/2: 16 KiB).
  */
 #ifndef AMESH_L7_WAYPOINT_H
 #define AMESH_L7_WAYPOINT_H
@@ -38,9 +39,14 @@ struct waypoint_stats {
 	size_t active;
 };
 
-/* Starts the waypoint named [waypoint] name: its identity must be in the identity store. */
+/*
+ * Starts the waypoint named [waypoint] name: its identity must be in the identity store. With
+ * workers > 1 (at most WORKER_MAX), the engine runs on that many event loops: loop (worker 0, the
+ * caller's) listens and accepts, and hands each HBONE connection round robin to a worker, itself
+ * included (amesh-waypoint(8) WORKERS). The other workers' threads end with waypoint_free.
+ */
 int waypoint_start(uv_loop_t *loop, const struct amesh_conf *conf, struct registry_holder *reg,
-    struct identity_store *ids, struct metrics *metrics, struct waypoint **out);
+    struct identity_store *ids, struct metrics *metrics, unsigned workers, struct waypoint **out);
 /*
  * The same engine inside a sidecar, for the one workload it serves; the proxy hands it
  * connections (waypoint_take_inbound, waypoint_take_outbound). Requests get what the waypoint
@@ -85,9 +91,12 @@ void waypoint_abort_all(struct waypoint *wp);
 /* Tunnels open now. */
 size_t waypoint_active(const struct waypoint *wp);
 
-/* GOAWAY, then close what is left after timeout_ms; done runs when all is closed. */
+/* GOAWAY, then close what is left after timeout_ms; done runs when all is closed (with workers:
+ * on every worker; done runs on the caller's loop, which the engine then lets end). */
 void waypoint_drain(struct waypoint *wp, uint64_t timeout_ms, void (*done)(void *arg), void *arg);
+/* After the drain: frees the engine, and stops and frees every other worker's. Accepts NULL. */
 void waypoint_free(struct waypoint *wp);
+/* The counters summed over every worker (asked on their own loops). */
 void waypoint_stats(const struct waypoint *wp, struct waypoint_stats *st);
 /* The counters of waypoint_stats as a JSON object (config dumps of the waypoint and the sidecar). */
 struct json_t;

@@ -13,4 +13,13 @@
  */
 int net_listen_fd(uv_loop_t *loop, uv_tcp_t *h, int fd, int backlog, uv_connection_cb cb);
 
+/*
+ * Takes the connection pending on listener l (from its connection callback) out of libuv's hands:
+ * a non-blocking, close-on-exec descriptor of its own, for another loop to serve. The fd; or
+ * -ENOMEM: nothing was taken, the connection is still pending and the caller must take it (libuv
+ * stops watching a listener whose pending connection is left); or another negative code: it was
+ * lost (closed). A temporary handle on loop is closed here.
+ */
+int net_accept_fd(uv_loop_t *loop, uv_stream_t *l);
+
 #endif

@@ -441,6 +441,10 @@ admin_address = 127.0.0.1:15100
 metrics_address = 0.0.0.0:15120
 readiness_address = 0.0.0.0:15121
 EOF
+	# AMESH_TEST_WP_WORKERS=N runs the suite's waypoints with N event loops ([waypoint] workers).
+	if [ -n "${AMESH_TEST_WP_WORKERS:-}" ]; then
+		echo "workers = $AMESH_TEST_WP_WORKERS" >>"$LAB_WP_CONF" || return 1
+	fi
 	cat >"$LAB_REGISTRY/39-waypoint.conf" <<EOF
 [waypoint "wp"]
 namespace = default

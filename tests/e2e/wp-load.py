@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
-"""HTTP/1.1 server, open-loop load and its analysis for tests/e2e/test-waypoint-ha.sh (stdlib only).
+"""HTTP/1.1 server, loads and their analysis for tests/e2e/test-waypoint-ha.sh and
+test-wp-workers.sh (stdlib only).
 
 serve --port P --name NAME [--delay MS]
     Keep-alive HTTP/1.1: every request is answered 200 "NAME PATH\\n" after MS milliseconds.
     Prints "listening P".
-load --url http://ADDR[:PORT]/PATH --rate R --seconds S --out FILE
+load --url http://ADDR[:PORT]/PATH --rate R --seconds S --out FILE [--timeout T]
     Open loop: R new connections a second for S seconds, on schedule whatever the answers do,
-    each one GET with Connection: close, 5 s to answer. Prints "start" when it begins; FILE gets
+    each one GET with Connection: close, T s (default 5) to connect and as long to answer. Prints "start" when it begins; FILE gets
     one line per request, "START END OK WHY" (wall-clock seconds; OK 1 for a 200 answer).
 analyze --results FILE --before T0 --after T1
     The requests around an event between wall-clock times T0 and T1 (a waypoint killed): prints
@@ -15,6 +16,10 @@ analyze --results FILE --before T0 --after T1
     ended after T0), L the failures that started after T1; then "fail WHY" for a few failures.
 get --url URL
     One GET; prints the status code (0 when there is no answer).
+many --url URL --count N [--expect STATUS] [--timeout S]
+    N connections at once, one keep-alive GET on each as soon as it is up, every connection held
+    open until all are answered (N concurrent connections), the whole within S seconds (default 60). Prints
+    "ok K of N", K the answers with STATUS (default 200), then "fail WHY" for a few others.
 """
 import argparse
 import asyncio
@@ -49,13 +54,13 @@ async def serve(a):
         await srv.serve_forever()
 
 
-async def one(host, port, path, rec):
+async def one(host, port, path, rec, timeout=5):
     rec.append(time.time())
     try:
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         w.write(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)).encode())
         await w.drain()
-        data = await asyncio.wait_for(r.read(), 5)
+        data = await asyncio.wait_for(r.read(), timeout)
         w.close()
         status = data.split(b" ", 2)[1] if data.startswith(b"HTTP/1.1 ") else b""
         if status == b"200":
@@ -79,12 +84,66 @@ async def load(a):
             await asyncio.sleep(delay)
         rec = []
         recs.append(rec)
-        tasks.append(asyncio.ensure_future(one(host, port, path, rec)))
+        tasks.append(asyncio.ensure_future(one(host, port, path, rec, a.timeout)))
     await asyncio.gather(*tasks)
     with open(a.out, "w") as f:
         for r in recs:
             f.write("%.6f %.6f %d %s\n" % tuple(r))
     print("done %d" % len(recs), flush=True)
+
+
+async def many(a):
+    u = urllib.parse.urlsplit(a.url)
+    host, port, path = u.hostname, u.port or 80, u.path or "/"
+    whys = []
+    answered = [0]
+    all_in = asyncio.Event()
+
+    async def one_of_many(i):
+        # The request goes as soon as the connection is up (a client that sends nothing for
+        # [waypoint] protocol_detection_timeout would be relayed at L4), then the connection
+        # stays open until every one is answered.
+        w = None
+        try:
+            r, w = await asyncio.open_connection(host, port)
+            w.write(("GET %s?i=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, i, host)).encode())
+            await w.drain()
+            head = await r.readuntil(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1].decode()
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    n = int(line.split(b":", 1)[1])
+            await r.readexactly(n)
+            return status
+        except Exception as e:  # noqa: BLE001 - every failure counts, whatever it is
+            return "%s:%s" % (type(e).__name__, e)
+        finally:
+            answered[0] += 1
+            if answered[0] == a.count:
+                all_in.set()
+            await all_in.wait()
+            if w is not None:
+                w.close()
+
+    async def run():
+        res = await asyncio.gather(*[one_of_many(i) for i in range(a.count)])
+        ok = 0
+        for x in res:
+            if x == str(a.expect):
+                ok += 1
+            else:
+                whys.append("answer: %r" % (x,))
+        return ok
+
+    try:
+        ok = await asyncio.wait_for(run(), a.timeout)
+    except asyncio.TimeoutError:
+        ok = 0
+        whys.append("not all answered in %g s" % a.timeout)
+    print("ok %d of %d" % (ok, a.count), flush=True)
+    for w in whys[:5]:
+        print("fail " + w)
 
 
 def analyze(a):
@@ -129,6 +188,12 @@ def main():
     ld.add_argument("--rate", type=float, default=100)
     ld.add_argument("--seconds", type=float, default=10)
     ld.add_argument("--out", required=True)
+    ld.add_argument("--timeout", type=float, default=5)
+    m = sub.add_parser("many")
+    m.add_argument("--url", required=True)
+    m.add_argument("--count", type=int, default=1000)
+    m.add_argument("--expect", type=int, default=200)
+    m.add_argument("--timeout", type=float, default=60)
     an = sub.add_parser("analyze")
     an.add_argument("--results", required=True)
     an.add_argument("--before", type=float, required=True)
@@ -140,6 +205,8 @@ def main():
         asyncio.run(serve(a))
     elif a.cmd == "load":
         asyncio.run(load(a))
+    elif a.cmd == "many":
+        asyncio.run(many(a))
     elif a.cmd == "analyze":
         analyze(a)
     else:

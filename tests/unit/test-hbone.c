@@ -1586,3 +1586,84 @@ TEST(hbone_server_listen_fd_owner)
 	ASSERT(fcntl(fd, F_GETFD) == -1); /* the server took it and closed it */
 	ASSERT_EQ(uv_loop_close(&loop), 0);
 }
+
+/* A TCP connection over loopback: *srv_fd the accepted end (for hbone_server_adopt), returns the
+ * client's end. */
+static int
+tcp_pair(int *srv_fd)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c;
+
+	ASSERT(l >= 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ASSERT_EQ(bind(l, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ASSERT_EQ(listen(l, 1), 0);
+	ASSERT_EQ(getsockname(l, (struct sockaddr *)&sin, &len), 0);
+	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT(c >= 0);
+	ASSERT_EQ(connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	*srv_fd = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	ASSERT(*srv_fd >= 0);
+	close(l);
+	return c;
+}
+
+static size_t
+open_conns(struct hbone_server *srv)
+{
+	struct hbone_server_stats st;
+
+	hbone_server_stats(srv, &st);
+	return st.connections_open;
+}
+
+/*
+ * Servers sharing a count (a waypoint's workers, shared_conns) take max_connections together: with
+ * one open on the first, the second refuses the next; once it closed, the second takes one.
+ */
+TEST(hbone_server_shared_limit)
+{
+	struct env e;
+	struct hbone_server_cfg cfg = {
+		.fd = -1, .trust_domain = TD, .handshake_timeout_ms = 5000, .max_connections = 1,
+		.on_request = srv_on_request,
+	};
+	struct hbone_server *a, *b;
+	struct hbone_server_stats st;
+	size_t shared = 0;
+	bool a_done = false, b_done = false;
+	int fd, c1, c2, c3;
+	char ch;
+
+	env_init(&e);
+	cfg.id = e.server;
+	cfg.shared_conns = &shared;
+	ASSERT_EQ(hbone_server_listen(&e.loop, &cfg, &a), 0); /* adopt-only: no addr, no fd */
+	ASSERT_EQ(hbone_server_listen(&e.loop, &cfg, &b), 0);
+	c1 = tcp_pair(&fd);
+	hbone_server_adopt(a, fd);
+	ASSERT_EQ(open_conns(a), 1);
+	ASSERT_EQ(shared, 1);
+	c2 = tcp_pair(&fd);
+	hbone_server_adopt(b, fd); /* the whole is at its limit: refused, closed */
+	hbone_server_stats(b, &st);
+	ASSERT_EQ(st.connections_refused, 1);
+	ASSERT_EQ(st.connections_open, 0);
+	ASSERT_EQ(read(c2, &ch, 1), 0);
+	close(c1); /* the first goes (its handshake sees EOF): a place again */
+	WAIT_UNTIL(&e, open_conns(a) == 0, 3000);
+	ASSERT_EQ(shared, 0);
+	c3 = tcp_pair(&fd);
+	hbone_server_adopt(b, fd);
+	ASSERT_EQ(open_conns(b), 1);
+	ASSERT_EQ(shared, 1);
+	hbone_server_drain(a, 0, set_flag, &a_done);
+	hbone_server_drain(b, 0, set_flag, &b_done);
+	WAIT_UNTIL(&e, a_done && b_done, 3000);
+	ASSERT_EQ(shared, 0);
+	close(c2);
+	close(c3);
+	env_done(&e);
+}

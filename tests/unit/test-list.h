@@ -111,6 +111,7 @@
 	X(hbone_identity_mismatch)            \
 	X(hbone_handshake_timeout)            \
 	X(hbone_server_listen_fd_owner)       \
+	X(hbone_server_shared_limit)          \
 	X(listen_fd_failures_close_fd)        \
 	X(lb_round_robin_per_service)         \
 	X(lb_failure_penalty)                 \
