@@ -182,15 +182,11 @@ done
 RES=$($PY "$WPL" analyze --results "$TMP/load.res" --before 0 --after 0)
 name="under load, the waypoint with 2 workers replaced ($WP_PID -> $NEW_WP): $(echo "$RES" | head -n 1)"
 nfail=$(echo "$RES" | sed -n 's/^requests 1500 failed \([0-9]*\) .*/\1/p')
-nreset=$(echo "$RES" | grep -c '^fail .* ConnectionResetError')
 if [ -n "$NEW_WP" ] && [ "$nfail" = 0 ]; then
 	ok "$name"
-elif [ -n "$NEW_WP" ] && [ -n "$nfail" ] && [ "$nfail" -le 5 ] && [ "$nreset" -eq "$nfail" ]; then
-	# Seen in about 1 run of 4, with workers = 1 as well (so not the workers'): a request that
-	# starts as the old process begins to drain is reset by ztunnel A (UF, ECONNRESET on its HBONE
-	# stream), with several idle HBONE connections pooled to the waypoint from the 1,000 above.
-	todo "$name # TODO a stream crossing the old waypoint's drain on a pooled HBONE connection is reset (workers = 1 too)"
 else
+	# (A request that crossed the old process's drain on a pooled HBONE connection used to be
+	# reset here, about 1 run in 4: hbone_unsent_streams_move_on_close is that case.)
 	fail "$name" "$RES"
 fi
 echo "$RES" | grep '^fail' | head -n 5 | sed 's/^/# /'
