@@ -194,10 +194,20 @@ tun_new(struct waypoint *wp, struct registry *reg, enum l7_side side)
 	return t;
 }
 
-/* A tunnel that never started: nothing of it is on the loop yet. */
+/* Gives back tun_reserve's place (with workers; without, st.active counts only started ones). */
+static void
+tun_unreserve(struct waypoint *wp)
+{
+	if (wp->active_shared != NULL)
+		__atomic_sub_fetch(wp->active_shared, 1, __ATOMIC_RELAXED);
+}
+
+/* A tunnel that never started: nothing of it is on the loop yet. A waypoint's had its place. */
 static void
 tun_discard(struct tun *t)
 {
+	if (t->side == L7_SIDE_WAYPOINT)
+		tun_unreserve(t->wp);
 	registry_unref(t->reg);
 	free(t->peer_id);
 	free(t->forwarded);
@@ -258,8 +268,7 @@ l7_accept_hbone(struct waypoint *wp, struct hbone_stream *s, const struct hbone_
 	}
 	t = tun_new(wp, reg, L7_SIDE_WAYPOINT);
 	if (t == NULL) {
-		if (wp->active_shared != NULL)
-			__atomic_sub_fetch(wp->active_shared, 1, __ATOMIC_RELAXED);
+		tun_unreserve(wp);
 		hbone_stream_respond(s, 503);
 		registry_unref(reg);
 		return;

@@ -50,9 +50,11 @@ TEST(l7_accept_peer_id_alloc_failure)
 		.peer_addr = "10.1.1.9:40000", .forwarded = "for=\"10.1.1.9:40000\"",
 		.baggage = "k8s.namespace.name=default,k8s.workload.name=front",
 	};
+	struct hbone_request bad = req;
 	struct registry_holder holder;
 	struct amesh_conf conf;
 	struct waypoint wp;
+	size_t shared = 0; /* with workers, max_connections' count over all of them */
 
 	memset(&conf, 0, sizeof(conf));
 	conf.waypoint.max_connections = 16;
@@ -62,6 +64,7 @@ TEST(l7_accept_peer_id_alloc_failure)
 	wp.role = "waypoint";
 	wp.conf = &conf;
 	wp.reg = &holder;
+	wp.active_shared = &shared;
 
 	failalloc_arm_strdup(peer);
 	l7_accept_hbone(&wp, (struct hbone_stream *)&fake, &req);
@@ -73,6 +76,18 @@ TEST(l7_accept_peer_id_alloc_failure)
 	ASSERT_EQ(wp.st.active, 0);
 	ASSERT(wp.tuns == NULL);
 	ASSERT_EQ(failalloc_live(), 0);
+	ASSERT_EQ(shared, 0); /* the refused tunnel's place is given back */
+
+	/* A CONNECT to nothing of the registry: 400, and its place is given back too. */
+	bad.authority = "10.96.9.9:80";
+	snprintf(bad.host, sizeof(bad.host), "10.96.9.9");
+	for (int i = 0; i < 20; i++) {
+		fake.status = 0;
+		l7_accept_hbone(&wp, (struct hbone_stream *)&fake, &bad);
+		ASSERT_EQ(fake.status, 400);
+	}
+	ASSERT_EQ(shared, 0);
+	ASSERT(wp.tuns == NULL);
 
 	registry_holder_destroy(&holder);
 }
