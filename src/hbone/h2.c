@@ -562,7 +562,7 @@ on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t err, void 
 		nghttp2_session_consume_connection(session, s->unconsumed);
 		s->unconsumed = 0;
 	}
-	if (!c->is_server && err == NGHTTP2_REFUSED_STREAM && !s->responded &&
+	if (!c->is_server && err == NGHTTP2_REFUSED_STREAM && !s->responded && !s->closing &&
 	    c->ops->on_refused != NULL) {
 		restore_kept(s);
 		detach(s);
@@ -844,12 +844,13 @@ const struct tls_conn_cb h2_tls_cb = {
 
 /*
  * A client stream whose CONNECT never left: nghttp2 has no stream for it yet (it waited for the
- * peer's stream limit, or for this turn's flush). Its owner sent nothing the peer processed.
+ * peer's stream limit, or for this turn's flush). Its owner sent nothing the peer processed. Not
+ * one its owner reset meanwhile (closing: nghttp2 cancels the queued HEADERS at its next send).
  */
 static bool
 never_sent(const struct h2_conn *c, const struct hbone_stream *s)
 {
-	return !c->is_server && c->ready && !s->responded && s->id > 0 &&
+	return !c->is_server && c->ready && !s->responded && !s->closing && s->id > 0 &&
 	    nghttp2_session_find_stream(c->session, s->id) == NULL;
 }
 
@@ -861,10 +862,11 @@ teardown(struct h2_conn *c)
 	c->closed = true;
 	while (c->streams != NULL) {
 		struct hbone_stream *s = c->streams;
+		bool unsent = never_sent(c, s);
 
 		/* The peer went away (a drain or an upgrade: GOAWAY then close_notify, read in one
 		 * go) before these went out: another connection takes them, as refused streams. */
-		if (never_sent(c, s) && c->ops->on_refused != NULL) {
+		if (unsent && c->ops->on_refused != NULL) {
 			restore_kept(s);
 			detach(s);
 			s->id = 0; /* not again: re-attached below if not taken */
@@ -878,7 +880,9 @@ teardown(struct h2_conn *c)
 		if (!c->is_server && !s->responded && s->cb != NULL && s->cb->on_response != NULL) {
 			lost++;
 			s->responded = true;
-			s->cb->on_response(s, c->ready ? UV_ECONNRESET : UV_ECONNREFUSED);
+			/* (Not taken elsewhere: as a refused one that is not retried.) */
+			s->cb->on_response(s, unsent ? UV_EAGAIN :
+			    c->ready ? UV_ECONNRESET : UV_ECONNREFUSED);
 		}
 		if (s->conn == c)
 			finish_stream(c, s, true, NGHTTP2_CONNECT_ERROR);

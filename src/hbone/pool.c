@@ -36,6 +36,7 @@ struct hbone_pool {
 	struct pconn *conns;
 	size_t nconns;
 	bool draining;
+	bool drain_over; /* the drain's deadline passed: no stream moves to a new connection */
 	uv_timer_t drain_timer;
 	void (*drain_done)(void *);
 	void *drain_arg;
@@ -326,11 +327,14 @@ pc_on_refused(struct h2_conn *c, struct hbone_stream *s)
 	/* Also while draining: the stream carries a connection taken before the drain, which
 	 * the drain lets finish (an upgrade: the peer refused it as it handed over to the next
 	 * process, whose listener takes the new connection). */
-	if (++s->retries > MAX_RETRIES)
+	if (++s->retries > MAX_RETRIES || p->drain_over)
 		return false;
 	if (place(p, s, c) != 0)
 		return false;
 	p->st.streams_retried++;
+	/* Draining, this connection closes once its last stream is gone (pc_on_stream_gone). */
+	if (p->draining && c->nstreams == 0 && !c->closed)
+		h2_conn_goaway(c);
 	return true;
 }
 
@@ -440,6 +444,7 @@ on_pool_drain_timeout(uv_timer_t *t)
 	struct hbone_pool *p = t->data;
 	struct pconn *pc, *next;
 
+	p->drain_over = true; /* what is reset now stays reset: no new connection outlives this */
 	for (pc = p->conns; pc != NULL; pc = next) {
 		next = pc->next;
 		if (pc->c != NULL)

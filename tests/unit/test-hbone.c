@@ -197,6 +197,7 @@ struct cstream {
 	struct hbone_pool *more_pool;
 	const struct sockaddr_in *more_to;
 	struct identity *more_src;
+	bool reset_more1; /* and resets more[1] at once (its CONNECT still queued) */
 };
 
 static void cs_open(struct hbone_pool *p, struct cstream *cs, struct identity *src,
@@ -238,6 +239,8 @@ cs_on_response(struct hbone_stream *s, int status)
 	for (int i = 0; i < 2; i++)
 		if (cs->more[i] != NULL) {
 			cs_open(cs->more_pool, cs->more[i], cs->more_src, ID_SERVER, cs->more_to);
+			if (i == 1 && cs->reset_more1)
+				hbone_stream_reset(cs->more[i]->s, NGHTTP2_CANCEL);
 			cs->more[i] = NULL;
 		}
 	if (status == 200)
@@ -1231,6 +1234,48 @@ TEST(hbone_unsent_streams_move_on_close)
 	pool_stats(p, &ps);
 	ASSERT_EQ(ps.streams_retried, 2);
 	ASSERT_EQ(ps.connections_opened, 2);
+	cs_free(&a);
+	cs_free(&b);
+	cs_free(&c);
+	env_done(&e);
+}
+
+/* The same, but the owner resets one of the two before the close: that one stays reset, it is not
+ * sent again on the new connection (only the other reaches the server). */
+TEST(hbone_reset_unsent_stream_not_moved)
+{
+	struct env e;
+	struct hbone_pool_cfg pc = { .connect_timeout_ms = 2000 };
+	struct hbone_pool *p;
+	struct srv *sv;
+	struct raw *front;
+	struct cstream a = { 0 }, b = { 0 }, c = { 0 };
+	struct hbone_pool_stats ps;
+	static const uint8_t msg[] = "only b";
+
+	env_init(&e);
+	sv = env_server(&e, e.server, 0);
+	front = env_raw(&e, RAW_ANSWER_CLOSE_FIRST, e.server);
+	front->fwd = sv->addr;
+	p = env_pool(&e, &pc);
+	a.more[0] = &b;
+	a.more[1] = &c;
+	a.more_pool = p;
+	a.more_to = &front->addr;
+	a.more_src = e.client;
+	a.reset_more1 = true;
+	b.out = msg;
+	b.out_len = sizeof(msg);
+	b.shut_after = true;
+	cs_open(p, &a, e.client, ID_SERVER, &front->addr);
+	WAIT_UNTIL(&e, a.closed && b.closed && c.closed, 3000);
+	ASSERT_EQ(b.status, 200);
+	ASSERT(b.in_len == sizeof(msg) && !b.reset);
+	ASSERT(c.reset && c.status != 200);
+	run_for(&e, 100);
+	ASSERT_EQ(sv->requests, 1);
+	pool_stats(p, &ps);
+	ASSERT_EQ(ps.streams_retried, 1);
 	cs_free(&a);
 	cs_free(&b);
 	cs_free(&c);

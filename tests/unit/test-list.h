@@ -105,6 +105,7 @@
 	X(hbone_goaway_drain)                 \
 	X(hbone_refused_stream_retried)       \
 	X(hbone_unsent_streams_move_on_close) \
+	X(hbone_reset_unsent_stream_not_moved) \
 	X(hbone_pool_drain_closes_retry_connection) \
 	X(hbone_pool_resets_paced)            \
 	X(hbone_pool_per_key)                 \
