@@ -849,25 +849,79 @@ wait_one_done(void *arg, int status, const char *why)
 	snprintf(w->why, w->whylen, "%s", why != NULL ? why : amesh_strerror(status));
 }
 
+/*
+ * At startup the CA may not have this role's entry yet: its registry (a copy on another host, an
+ * etcd watch, a directory it reloads after a settle delay) can lag the one this role loaded. So a
+ * failure is asked again once a second for up to IDAGENT_WAIT_MS before the role gives up.
+ */
+#define IDAGENT_WAIT_MS 15000
+#define IDAGENT_WAIT_RETRY_MS 1000
+
+struct pause {
+	uv_timer_t t;
+	bool fired, closed;
+};
+
+static void
+pause_fired(uv_timer_t *t)
+{
+	((struct pause *)t->data)->fired = true;
+}
+
+static void
+pause_closed(uv_handle_t *h)
+{
+	((struct pause *)h->data)->closed = true;
+}
+
+/* Runs loop for ms. */
+static void
+pause_ms(uv_loop_t *loop, uint64_t ms)
+{
+	struct pause p = { .fired = false, .closed = false };
+
+	uv_timer_init(loop, &p.t);
+	p.t.data = &p;
+	uv_timer_start(&p.t, pause_fired, ms, 0);
+	while (!p.fired && uv_run(loop, UV_RUN_ONCE) != 0)
+		;
+	uv_close((uv_handle_t *)&p.t, pause_closed);
+	while (!p.closed && uv_run(loop, UV_RUN_ONCE) != 0)
+		;
+}
+
 int
 idagent_wait(struct idagent *a, uv_loop_t *loop, const char *ns, const char *sa, char *why,
     size_t whylen)
 {
-	struct wait_one w = { false, 0, why, whylen };
-	int r = idagent_want(a, ns, sa, wait_one_done, &w, why, whylen);
+	uint64_t deadline;
+	bool said = false;
 
-	if (r != 1)
-		return r;
-	log_info("identity %s/%s: waiting for its certificate from the CA", ns, sa);
-	/* The agent's tick keeps the loop alive until the request ends, one way or the other. */
-	while (!w.done && uv_run(loop, UV_RUN_ONCE) != 0)
-		;
-	if (!w.done) {
-		idagent_cancel(a, &w);
-		snprintf(why, whylen, "the loop ended first");
-		return AMESH_ERR_INTERNAL;
+	uv_update_time(loop);
+	deadline = uv_now(loop) + IDAGENT_WAIT_MS;
+	for (;;) {
+		struct wait_one w = { false, 0, why, whylen };
+		int r = idagent_want(a, ns, sa, wait_one_done, &w, why, whylen);
+
+		if (r != 1)
+			return r;
+		if (!said)
+			log_info("identity %s/%s: waiting for its certificate from the CA", ns, sa);
+		said = true;
+		/* The agent's tick keeps the loop alive until the request ends, one way or the
+		 * other. */
+		while (!w.done && uv_run(loop, UV_RUN_ONCE) != 0)
+			;
+		if (!w.done) {
+			idagent_cancel(a, &w);
+			snprintf(why, whylen, "the loop ended first");
+			return AMESH_ERR_INTERNAL;
+		}
+		uv_update_time(loop);
+		if (w.status == 0 || uv_now(loop) + IDAGENT_WAIT_RETRY_MS > deadline)
+			return w.status;
+		pause_ms(loop, IDAGENT_WAIT_RETRY_MS); /* (the agent logged the failure) */
 	}
-	return w.status;
 }
 
 void

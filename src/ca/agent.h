@@ -63,7 +63,9 @@ int idagent_want(struct idagent *a, const char *ns, const char *sa, idagent_done
     void *arg, char *why, size_t whylen);
 /*
  * Startup of a role that serves one identity (a sidecar, a waypoint): runs loop until ns/sa is in
- * the store. Returns 0, or a negative code with why (the CA's refusal, not joined).
+ * the store, asking again once a second for up to 15 s after a failure (the CA's registry may
+ * not have the role's entry yet). Returns 0, or a negative code with why (the CA's last refusal,
+ * not joined).
  */
 int idagent_wait(struct idagent *a, uv_loop_t *loop, const char *ns, const char *sa, char *why,
     size_t whylen);

@@ -109,6 +109,7 @@ struct cmd_registry {
 	struct registry_holder *holder;
 	struct regwatch *dir;   /* a directory */
 	struct etcd_feed *feed; /* etcd */
+	uint64_t stamp;         /* the directory before the first load (regwatch_stamp) */
 };
 /* Loads the registry into holder. 0, or a negative code with d saying why. */
 int cmd_registry_load(struct cmd_registry *cr, uv_loop_t *loop, const char *role,

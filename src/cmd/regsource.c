@@ -25,8 +25,10 @@ cmd_registry_load(struct cmd_registry *cr, uv_loop_t *loop, const char *role,
     const struct amesh_conf *conf, struct registry_holder *holder, struct diag *d)
 {
 	*cr = (struct cmd_registry){ .role = role, .loop = loop, .conf = conf, .holder = holder };
-	if (!etcd_url_is(conf->mesh.registry))
+	if (!etcd_url_is(conf->mesh.registry)) {
+		cr->stamp = regwatch_stamp(conf->mesh.registry); /* before: see cmd_registry_watch */
 		return registry_holder_reload(holder, conf->mesh.registry, d);
+	}
 	/* A sidecar's own connections must pass the rules of the namespace it runs in. */
 	return etcd_feed_new(&(struct etcd_feed_cfg){ .loop = loop, .conf = conf, .holder = holder,
 	    .role = role, .mark = strcmp(role, "sidecar") == 0 ? AMESH_MARK : 0 }, &cr->feed, d);
@@ -47,6 +49,13 @@ cmd_registry_watch(struct cmd_registry *cr, struct metrics *m,
 	cr->dir = xcalloc(1, sizeof(*cr->dir));
 	if (regwatch_start(cr->dir, cr->loop, cr->conf->mesh.registry, cr->holder, describe) != 0)
 		log_warn("%s: cannot watch %s; reload with SIGHUP", cr->role, cr->conf->mesh.registry);
+	/* Written after the first load and before the watch began (a role started as its registry
+	 * is edited): no event comes for it, so reload now. */
+	else if (regwatch_stamp(cr->conf->mesh.registry) != cr->stamp) {
+		log_info("%s: registry %s changed while starting: reloading", cr->role,
+		    cr->conf->mesh.registry);
+		regwatch_trigger(cr->dir, 0);
+	}
 }
 
 void

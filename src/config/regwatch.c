@@ -2,6 +2,10 @@
 /* Registry hot reload: parsing runs on the libuv thread pool so the data path never waits. */
 #include "config.h"
 
+#include <dirent.h>
+#include <string.h>
+#include <sys/stat.h>
+
 #include "config/regwatch.h"
 #include "core/log.h"
 
@@ -84,6 +88,53 @@ regwatch_start(struct regwatch *w, uv_loop_t *loop, const char *dir,
 	rc = uv_fs_event_start(&w->fs, on_change, dir, 0);
 	w->watching = rc == 0;
 	return rc;
+}
+
+/* FNV-1a over the bytes given. */
+static uint64_t
+fold(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static uint64_t
+fold_stat(uint64_t h, const struct stat *st)
+{
+	h = fold(h, &st->st_ino, sizeof(st->st_ino));
+	h = fold(h, &st->st_size, sizeof(st->st_size));
+	h = fold(h, &st->st_mtim, sizeof(st->st_mtim));
+	return fold(h, &st->st_ctim, sizeof(st->st_ctim));
+}
+
+uint64_t
+regwatch_stamp(const char *path)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	struct stat st;
+	struct dirent *e;
+	DIR *d;
+
+	if (stat(path, &st) != 0)
+		return 0;
+	h = fold_stat(h, &st);
+	if (!S_ISDIR(st.st_mode) || (d = opendir(path)) == NULL)
+		return h;
+	/* readdir's order is the directory's own: the same directory gives the same stamp. */
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		h = fold(h, e->d_name, strlen(e->d_name) + 1);
+		if (fstatat(dirfd(d), e->d_name, &st, 0) == 0)
+			h = fold_stat(h, &st);
+	}
+	closedir(d);
+	return h;
 }
 
 void

@@ -36,6 +36,13 @@ struct regwatch {
 int regwatch_start(struct regwatch *w, uv_loop_t *loop, const char *dir,
     struct registry_holder *holder, regwatch_describe_fn describe);
 
+/*
+ * What the registry at path (a directory or a file) looks like on disk: names, sizes, inodes and
+ * modification times folded into one number. A role takes it before its first load and again
+ * once its watch is up: a change between the two is one the watch did not see. 0 if unreadable.
+ */
+uint64_t regwatch_stamp(const char *path);
+
 /* Reloads after delay_ms (SIGHUP passes 0); coalesces with one in flight. */
 void regwatch_trigger(struct regwatch *w, uint64_t delay_ms);
 

@@ -254,6 +254,7 @@ check "other-b's certificate is issued by ca2" 'echo "$OUT" | grep -q "issuer .*
 conn a1 "$LAB_B2" 8080
 check "client-a reaches other-b" 'echo "$OUT" | grep -q "local $LAB_B2 8080"'
 ca_start 1
+lab_wait_ready ha 15213 # its registry loaded and watched: the waypoint's entry below is a reload
 
 # --- A waypoint and a sidecar obtain their own identities. ----------------------------------------
 WP=192.168.10.9
@@ -281,6 +282,7 @@ while [ $i -lt 300 ] && ! { grep -q "reloaded (.* 1 waypoints)" "$TMP/ca1.err" &
 	sleep 0.1
 	i=$((i + 1))
 done
+[ $i -lt 300 ] || echo "# the CAs did not both log the reload: $(grep -c 'reloaded' "$TMP/ca1.err") $(grep -c 'reloaded' "$TMP/ca2.err")"
 spawn wp $(lab_in ha) $(lab_unit_privs amesh-waypoint@.service) "$AMESH" -c "$TMP/wp.conf" waypoint
 i=0 # it serves once the CA signed: a handshake and a signature, slow on a loaded machine
 while [ $i -lt 200 ] && ! lab_ready ha 15121 && kill -0 "$PID_wp" 2>/dev/null; do

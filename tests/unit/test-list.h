@@ -33,6 +33,7 @@
 	X(registry_bad_inputs)              \
 	X(registry_backend_kinds)           \
 	X(registry_cross_file)              \
+	X(registry_stamp_sees_changes)      \
 	X(registry_reload_keeps_old)        \
 	X(registry_list_keys_repeat)        \
 	X(registry_all_policy_errors)       \

@@ -3,9 +3,12 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/registry.h"
+#include "config/regwatch.h"
 #include "runner.h"
 
 static struct registry *
@@ -434,6 +437,34 @@ TEST(registry_cross_file)
 	ASSERT_STREQ(diag_first(&d), "/nonexistent/registry.d: cannot open registry directory: "
 	    "No such file or directory");
 	diag_clear(&d);
+}
+
+/* A role compares the registry's stamp before its first load and once its watch is up: a file
+ * added, rewritten or touched in between must change it; nothing done must not. */
+TEST(registry_stamp_sees_changes)
+{
+	const char *dir = test_tmpdir();
+	char path[512];
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { 1000000000, 0 } };
+	uint64_t s0, s1, s2, s3;
+
+	test_write(dir, "10-nodes.conf", "[node \"n\"]\naddress = 192.168.0.1\n");
+	s0 = regwatch_stamp(dir);
+	ASSERT(s0 != 0);
+	ASSERT(regwatch_stamp(dir) == s0);
+	test_write(dir, "39-waypoint.conf", "[waypoint \"wp\"]\n");
+	s1 = regwatch_stamp(dir);
+	ASSERT(s1 != s0);
+	test_write(dir, "39-waypoint.conf", "[waypoint \"wp\"]\nnamespace = default\n");
+	s2 = regwatch_stamp(dir);
+	ASSERT(s2 != s1);
+	/* The same size, only the time: still a change. */
+	snprintf(path, sizeof(path), "%s/10-nodes.conf", dir);
+	ASSERT_EQ(utimensat(AT_FDCWD, path, ts, 0), 0);
+	s3 = regwatch_stamp(dir);
+	ASSERT(s3 != s2);
+	ASSERT(regwatch_stamp(dir) == s3);
+	ASSERT(regwatch_stamp("/nonexistent/registry.d") == 0);
 }
 
 TEST(registry_reload_keeps_old)
